@@ -1,1 +1,196 @@
-/* placeholder */
+/* config.c — flags to hubu_config, and the token secret. Runs before the loop
+ * starts, so the file I/O here never blocks a connection. */
+#include "config.h"
+
+#include <errno.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "log.h"
+#include "secret.h"
+
+void hubu_config_usage(const char *argv0) {
+  fprintf(stderr,
+          "usage: %s [options]\n"
+          "  --listen HOST:PORT        TCP listener (default 127.0.0.1:7700; port 0: ephemeral)\n"
+          "  --tls-listen HOST:PORT    TLS listener (needs --cert and --key)\n"
+          "  --cert FILE --key FILE    PEM certificate chain and private key\n"
+          "  --data DIR                data directory (default ./data)\n"
+          "  --plugins DIR             plugin directory (default ./plugins)\n"
+          "  --secret SECRET|@FILE     token secret (default DIR/secret, generated once)\n"
+          "  --log-level LEVEL         debug|info|warn|error (default info)\n"
+          "  --max-frame BYTES         largest frame body accepted (default 1048576)\n"
+          "  --heartbeat-ms N          idle time before a server PING (default 30000)\n"
+          "  --hello-timeout-ms N      time allowed before HELLO (default 10000)\n"
+          "  --max-conns N             connections in total (default 0: unlimited)\n"
+          "  --max-conns-per-ip N      connections per client address (default 0: unlimited)\n"
+          "  --write-queue-max BYTES   per-connection output cap before reads pause (default 4194304)\n"
+          "  --drain-ms N              SIGTERM drain budget (default 5000)\n"
+          "  --port-file FILE          write 'tcp PORT' / 'tls PORT' once listening\n",
+          argv0);
+}
+
+static int parse_hostport(const char *s, char *host, size_t host_size, int *port) {
+  const char *colon = strrchr(s, ':');
+  if (!colon) return -1;
+  size_t hl = (size_t)(colon - s);
+  if (hl > 1 && s[0] == '[' && s[hl - 1] == ']') { /* [::1]:7700 */
+    s++;
+    hl -= 2;
+  }
+  if (hl == 0 || hl >= host_size) return -1;
+  char *end;
+  long p = strtol(colon + 1, &end, 10);
+  if (*end || end == colon + 1 || p < 0 || p > 65535) return -1;
+  memcpy(host, s, hl);
+  host[hl] = '\0';
+  *port = (int)p;
+  return 0;
+}
+
+static int parse_u64(const char *s, uint64_t max, uint64_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || *end || end == s || s[0] == '-' || v > max) return -1;
+  *out = v;
+  return 0;
+}
+
+int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t err_size) {
+  memset(cfg, 0, sizeof *cfg);
+  snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
+  cfg->listen_port = 7700;
+  cfg->data_dir = "./data";
+  cfg->plugins_dir = "./plugins";
+  cfg->log_level = HUBU_LOG_INFO;
+  cfg->max_frame = HUBU_FRAME_DEFAULT_MAX;
+  cfg->heartbeat_ms = 30000;
+  cfg->hello_timeout_ms = 10000;
+  cfg->write_queue_max = 4u << 20;
+  cfg->drain_ms = 5000;
+
+  for (int i = 1; i < argc; i++) {
+    const char *flag = argv[i];
+    if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) {
+      hubu_config_usage(argv[0]);
+      return 1;
+    }
+    if (i + 1 >= argc) {
+      snprintf(err, err_size, "%s: missing value (see --help)", flag);
+      return -1;
+    }
+    const char *v = argv[++i];
+    uint64_t n = 0;
+    int bad = 0;
+    if (!strcmp(flag, "--listen")) {
+      bad = parse_hostport(v, cfg->listen_host, sizeof cfg->listen_host, &cfg->listen_port);
+    } else if (!strcmp(flag, "--tls-listen")) {
+      bad = parse_hostport(v, cfg->tls_host, sizeof cfg->tls_host, &cfg->tls_port);
+      cfg->tls_enabled = 1;
+    } else if (!strcmp(flag, "--cert")) {
+      cfg->cert_file = v;
+    } else if (!strcmp(flag, "--key")) {
+      cfg->key_file = v;
+    } else if (!strcmp(flag, "--data")) {
+      cfg->data_dir = v;
+    } else if (!strcmp(flag, "--plugins")) {
+      cfg->plugins_dir = v;
+    } else if (!strcmp(flag, "--secret")) {
+      cfg->secret_arg = v;
+      bad = v[0] == '\0';
+    } else if (!strcmp(flag, "--log-level")) {
+      cfg->log_level = hubu_log_level_parse(v);
+      bad = cfg->log_level < 0;
+    } else if (!strcmp(flag, "--max-frame")) {
+      bad = parse_u64(v, UINT32_MAX, &n) || n < 64;
+      cfg->max_frame = (uint32_t)n;
+    } else if (!strcmp(flag, "--heartbeat-ms")) {
+      bad = parse_u64(v, 86400000, &n) || n < 10;
+      cfg->heartbeat_ms = (uint32_t)n;
+    } else if (!strcmp(flag, "--hello-timeout-ms")) {
+      bad = parse_u64(v, 86400000, &n) || n < 10;
+      cfg->hello_timeout_ms = (uint32_t)n;
+    } else if (!strcmp(flag, "--max-conns")) {
+      bad = parse_u64(v, UINT32_MAX, &n);
+      cfg->max_conns = (uint32_t)n;
+    } else if (!strcmp(flag, "--max-conns-per-ip")) {
+      bad = parse_u64(v, UINT32_MAX, &n);
+      cfg->max_conns_per_ip = (uint32_t)n;
+    } else if (!strcmp(flag, "--write-queue-max")) {
+      bad = parse_u64(v, (uint64_t)1 << 40, &n) || n < 4096;
+      cfg->write_queue_max = (size_t)n;
+    } else if (!strcmp(flag, "--drain-ms")) {
+      bad = parse_u64(v, 3600000, &n);
+      cfg->drain_ms = (uint32_t)n;
+    } else if (!strcmp(flag, "--port-file")) {
+      cfg->port_file = v;
+    } else {
+      snprintf(err, err_size, "unknown flag %s (see --help)", flag);
+      return -1;
+    }
+    if (bad) {
+      snprintf(err, err_size, "%s: invalid value '%s'", flag, v);
+      return -1;
+    }
+  }
+  if (cfg->tls_enabled && (!cfg->cert_file || !cfg->key_file)) {
+    snprintf(err, err_size, "--tls-listen needs --cert and --key");
+    return -1;
+  }
+  return 0;
+}
+
+static int generate_secret(const char *path, uint8_t **out, size_t *out_len) {
+  uint8_t raw[32];
+  if (RAND_bytes(raw, sizeof raw) != 1) return -1;
+  char hex[65];
+  for (size_t i = 0; i < sizeof raw; i++) snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+  FILE *f = fopen(path, "wx"); /* never overwrite a secret another start made */
+  if (!f) return -1;
+  chmod(path, 0600);
+  int ok = fprintf(f, "%s\n", hex) == 65;
+  if (fclose(f) != 0) ok = 0;
+  if (!ok) return -1;
+  return hubu_secret_read_file(path, out, out_len);
+}
+
+int hubu_config_load_secret(hubu_config *cfg, char *err, size_t err_size) {
+  if (cfg->secret_arg && cfg->secret_arg[0] == '@') {
+    if (hubu_secret_read_file(cfg->secret_arg + 1, &cfg->secret, &cfg->secret_len) != 0) {
+      snprintf(err, err_size, "cannot read secret file %s", cfg->secret_arg + 1);
+      return -1;
+    }
+    return 0;
+  }
+  if (cfg->secret_arg) {
+    cfg->secret_len = strlen(cfg->secret_arg);
+    cfg->secret = malloc(cfg->secret_len);
+    if (!cfg->secret) return -1;
+    memcpy(cfg->secret, cfg->secret_arg, cfg->secret_len);
+    return 0;
+  }
+  char path[4096];
+  snprintf(path, sizeof path, "%s/secret", cfg->data_dir);
+  if (hubu_secret_read_file(path, &cfg->secret, &cfg->secret_len) == 0) return 0;
+  if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST) {
+    snprintf(err, err_size, "cannot create data directory %s: %s", cfg->data_dir, strerror(errno));
+    return -1;
+  }
+  if (generate_secret(path, &cfg->secret, &cfg->secret_len) != 0) {
+    snprintf(err, err_size, "cannot write a secret to %s: %s", path, strerror(errno));
+    return -1;
+  }
+  cfg->secret_generated = 1;
+  return 0;
+}
+
+void hubu_config_free(hubu_config *cfg) {
+  free(cfg->secret);
+  cfg->secret = NULL;
+}

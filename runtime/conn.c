@@ -1,1 +1,442 @@
-/* placeholder */
+/* conn.c — one connection's life: bytes in (through TLS when enabled), frames
+ * out of them, replies queued and written once per loop turn, and a close that
+ * lets the last ERROR or GOAWAY reach the peer before the FIN.
+ * Invariant: nothing is freed before the handle's close callback, so a
+ * connection destroyed inside a callback stays valid until that callback returns. */
+#include "conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame.h"
+#include "log.h"
+#include "server.h"
+#include "token.h"
+#include "wire.h"
+
+#define LINGER_MS 2000   /* how long a closing connection waits for the peer's FIN */
+#define MAX_BAD_BODIES 5 /* undecodable bodies tolerated on one connection */
+#define SERVER_NAME "hubud/0.1.0"
+
+/* One write in flight; owns the bytes it writes. */
+typedef struct {
+  uv_write_t req;
+  hubu_conn *conn;
+  hubu_buf bytes;
+} write_req;
+
+static void begin_close(hubu_conn *c);
+
+static void on_close(uv_handle_t *h) {
+  hubu_conn *c = (hubu_conn *)h;
+  hubu_buf_free(&c->rbuf);
+  hubu_buf_free(&c->wbuf);
+  hubu_tls_free(c->tls);
+  free(c->user);
+  free(c);
+}
+
+void hubu_conn_destroy(hubu_conn *c) {
+  if (c->state == HUBU_CONN_CLOSED) return;
+  c->state = HUBU_CONN_CLOSED;
+  hubu_server_forget(c->server, c);
+  uv_close((uv_handle_t *)&c->tcp, on_close);
+  hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "conn_closed", NULL);
+}
+
+int hubu_conn_send(hubu_conn *c, uint8_t type, const ProtobufCMessage *msg) {
+  if (c->state >= HUBU_CONN_CLOSING) return -1;
+  if (hubu_wire_append(&c->wbuf, type, msg) != 0) return -1;
+  hubu_server_mark_dirty(c->server, c);
+  return 0;
+}
+
+/* ERROR that leaves the connection open. */
+static void send_error(hubu_conn *c, Hubu__V1__Code code, const char *message, uint8_t frame_type) {
+  if (c->state >= HUBU_CONN_CLOSING) return;
+  hubu_log(HUBU_LOG_INFO, c->id, c->user, "frame_error", "code=%s type=0x%02x detail=\"%s\"", hubu_code_name(code),
+           frame_type, message);
+  hubu_wire_append_error(&c->wbuf, code, message, frame_type);
+  hubu_server_mark_dirty(c->server, c);
+}
+
+/* ERROR, then close. */
+static void error_close(hubu_conn *c, Hubu__V1__Code code, const char *message, uint8_t frame_type) {
+  send_error(c, code, message, frame_type);
+  begin_close(c);
+}
+
+void hubu_conn_goaway(hubu_conn *c, Hubu__V1__Code code, const char *reason, uint32_t reconnect_after_ms) {
+  if (c->state >= HUBU_CONN_CLOSING) return;
+  hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "goaway", "code=%s reason=\"%s\"", hubu_code_name(code), reason);
+  hubu_wire_append_goaway(&c->wbuf, code, reason, reconnect_after_ms);
+  begin_close(c);
+}
+
+static void start_reading(hubu_conn *c);
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)status; /* a failed FIN only shortens the linger: the sweep closes it */
+  free(req);
+}
+
+static void maybe_shutdown(hubu_conn *c) {
+  if (c->state != HUBU_CONN_CLOSING || c->shut_down || c->writing || hubu_buf_size(&c->wbuf)) return;
+  if (c->tls && hubu_tls_output_pending(c->tls)) return;
+  uv_shutdown_t *req = malloc(sizeof *req);
+  if (!req || uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    free(req);
+    hubu_conn_destroy(c);
+    return;
+  }
+  c->shut_down = 1;
+}
+
+static void on_write(uv_write_t *req, int status) {
+  write_req *w = (write_req *)req;
+  hubu_conn *c = w->conn;
+  c->writing -= hubu_buf_size(&w->bytes);
+  hubu_buf_free(&w->bytes);
+  free(w);
+  if (c->state == HUBU_CONN_CLOSED) return;
+  if (status < 0) {
+    hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "write_failed", "error=\"%s\"", uv_strerror(status));
+    hubu_conn_destroy(c);
+    return;
+  }
+  if (hubu_buf_size(&c->wbuf)) hubu_server_mark_dirty(c->server, c);
+  if (!c->reading && c->state == HUBU_CONN_READY &&
+      c->writing + hubu_buf_size(&c->wbuf) <= c->server->cfg->write_queue_max / 2)
+    start_reading(c);
+  maybe_shutdown(c);
+}
+
+void hubu_conn_flush(hubu_conn *c) {
+  if (c->state == HUBU_CONN_CLOSED) return;
+  hubu_buf out = {0};
+  if (c->tls) {
+    if (hubu_buf_size(&c->wbuf) && hubu_tls_handshake_done(c->tls)) {
+      if (hubu_tls_write(c->tls, hubu_buf_head(&c->wbuf), hubu_buf_size(&c->wbuf)) != 0) {
+        hubu_log(HUBU_LOG_WARN, c->id, c->user, "tls_write_failed", NULL);
+        hubu_conn_destroy(c);
+        return;
+      }
+      hubu_buf_free(&c->wbuf);
+    }
+    size_t pending;
+    while ((pending = hubu_tls_output_pending(c->tls)) > 0) {
+      uint8_t *w = hubu_buf_reserve(&out, pending);
+      if (!w) break;
+      out.len += hubu_tls_take_output(c->tls, w, pending);
+    }
+  } else {
+    out = c->wbuf; /* move */
+    memset(&c->wbuf, 0, sizeof c->wbuf);
+  }
+  if (hubu_buf_size(&out)) {
+    uv_buf_t b = uv_buf_init((char *)hubu_buf_head(&out), (unsigned)hubu_buf_size(&out));
+    if (!c->writing) {
+      int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+      if (n < 0 && n != UV_EAGAIN) {
+        hubu_buf_free(&out);
+        hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "write_failed", "error=\"%s\"", uv_strerror(n));
+        hubu_conn_destroy(c);
+        return;
+      }
+      if (n > 0) hubu_buf_consume(&out, (size_t)n);
+    }
+    if (hubu_buf_size(&out)) {
+      write_req *w = malloc(sizeof *w);
+      if (!w) {
+        hubu_buf_free(&out);
+        hubu_log(HUBU_LOG_ERROR, c->id, c->user, "out_of_memory", "where=write");
+        hubu_conn_destroy(c);
+        return;
+      }
+      w->conn = c;
+      w->bytes = out;
+      b = uv_buf_init((char *)hubu_buf_head(&w->bytes), (unsigned)hubu_buf_size(&w->bytes));
+      int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+      if (r != 0) {
+        hubu_buf_free(&w->bytes);
+        free(w);
+        hubu_conn_destroy(c);
+        return;
+      }
+      c->writing += hubu_buf_size(&w->bytes);
+      if (c->reading && c->state == HUBU_CONN_READY && c->writing > c->server->cfg->write_queue_max) {
+        uv_read_stop((uv_stream_t *)&c->tcp); /* backpressure: the peer is not reading */
+        c->reading = 0;
+      }
+    }
+  }
+  maybe_shutdown(c);
+}
+
+static void begin_close(hubu_conn *c) {
+  if (c->state >= HUBU_CONN_CLOSING) return;
+  c->state = HUBU_CONN_CLOSING;
+  c->state_since_ms = uv_now(c->server->loop);
+  hubu_buf_free(&c->rbuf);
+  if (!c->reading) start_reading(c); /* to see the peer's FIN */
+  hubu_server_mark_dirty(c->server, c);
+}
+
+static void bad_body(hubu_conn *c, uint8_t type) {
+  char why[96];
+  snprintf(why, sizeof why, "%s body does not decode", hubu_frame_type_name(type));
+  if (++c->bad_bodies >= MAX_BAD_BODIES) {
+    error_close(c, HUBU__V1__CODE__BAD_BODY, "too many undecodable bodies", type);
+    return;
+  }
+  send_error(c, HUBU__V1__CODE__BAD_BODY, why, type);
+}
+
+static void handle_hello(hubu_conn *c, const uint8_t *body, size_t len) {
+  hubu_server *s = c->server;
+  Hubu__V1__Hello *h = hubu__v1__hello__unpack(NULL, len, body);
+  if (!h) {
+    error_close(c, HUBU__V1__CODE__BAD_BODY, "HELLO body does not decode", HUBU_FRAME_HELLO);
+    return;
+  }
+  size_t ulen = strlen(h->user_id), dlen = strlen(h->device_id);
+  if (h->protocol_version > HUBU_FRAME_VERSION) {
+    error_close(c, HUBU__V1__CODE__UNSUPPORTED_VERSION, "this server speaks protocol version 1", HUBU_FRAME_HELLO);
+  } else if (!hubu_id_valid(h->user_id, ulen)) {
+    error_close(c, HUBU__V1__CODE__INVALID, "user_id must be 1-64 bytes of [A-Za-z0-9_.@-]", HUBU_FRAME_HELLO);
+  } else if (!hubu_id_valid(h->device_id, dlen)) {
+    error_close(c, HUBU__V1__CODE__INVALID, "device_id must be 1-64 bytes of [A-Za-z0-9_.@-]", HUBU_FRAME_HELLO);
+  } else {
+    hubu_token_status st = hubu_token_verify(s->cfg->secret, s->cfg->secret_len, h->token, strlen(h->token),
+                                             h->user_id, hubu_now_ms() / 1000);
+    if (st != HUBU_TOKEN_OK) {
+      hubu_log(HUBU_LOG_INFO, c->id, h->user_id, "hello_refused", "device=%s reason=\"%s\"", h->device_id,
+               hubu_token_status_name(st));
+      send_error(c, HUBU__V1__CODE__UNAUTHENTICATED, st == HUBU_TOKEN_EXPIRED ? "token expired" : "invalid token",
+                 HUBU_FRAME_HELLO);
+      begin_close(c);
+    } else if (!(c->user = malloc(ulen + dlen + 2))) {
+      hubu_log(HUBU_LOG_ERROR, c->id, NULL, "out_of_memory", "where=hello");
+      error_close(c, HUBU__V1__CODE__INTERNAL, "out of memory", HUBU_FRAME_HELLO);
+    } else {
+      memcpy(c->user, h->user_id, ulen + 1);
+      memcpy(c->user + ulen + 1, h->device_id, dlen + 1);
+      c->device = c->user + ulen + 1;
+      c->state = HUBU_CONN_READY;
+      Hubu__V1__HelloOk ok = HUBU__V1__HELLO_OK__INIT;
+      ok.conn_id = c->id;
+      ok.server_time_ms = hubu_now_ms();
+      ok.heartbeat_ms = s->cfg->heartbeat_ms;
+      ok.last_client_id = 0;
+      ok.max_frame = s->cfg->max_frame;
+      ok.server = SERVER_NAME;
+      hubu_conn_send(c, HUBU_FRAME_HELLO_OK, &ok.base);
+      hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "hello_ok", "device=%s", c->device);
+    }
+  }
+  hubu__v1__hello__free_unpacked(h, NULL);
+}
+
+static void handle_ping(hubu_conn *c, const hubu_frame *f) {
+  Hubu__V1__Ping *p = hubu__v1__ping__unpack(NULL, f->header.length, f->body);
+  if (!p) {
+    bad_body(c, f->header.type);
+    return;
+  }
+  if (f->header.type == HUBU_FRAME_PING) {
+    Hubu__V1__Ping pong = HUBU__V1__PING__INIT;
+    pong.time_ms = p->time_ms;
+    hubu_conn_send(c, HUBU_FRAME_PONG, &pong.base);
+  }
+  hubu__v1__ping__free_unpacked(p, NULL);
+}
+
+static void dispatch(hubu_conn *c, const hubu_frame *f) {
+  uint8_t type = f->header.type;
+  if (c->state == HUBU_CONN_HELLO_WAIT) {
+    if (type != HUBU_FRAME_HELLO)
+      error_close(c, HUBU__V1__CODE__UNAUTHENTICATED, "the first frame must be HELLO", type);
+    else if (f->header.flags)
+      error_close(c, HUBU__V1__CODE__BAD_FRAME, "flags must be 0 in protocol version 1", type);
+    else
+      handle_hello(c, f->body, f->header.length);
+    return;
+  }
+  if (f->header.flags) {
+    send_error(c, HUBU__V1__CODE__BAD_FRAME, "flags must be 0 in protocol version 1", type);
+    return;
+  }
+  switch (type) {
+    case HUBU_FRAME_PING:
+    case HUBU_FRAME_PONG: handle_ping(c, f); break;
+    case HUBU_FRAME_HELLO: send_error(c, HUBU__V1__CODE__INVALID, "already authenticated", type); break;
+    case HUBU_FRAME_SEND:
+    case HUBU_FRAME_DELIVER_ACK:
+    case HUBU_FRAME_SYNC:
+    case HUBU_FRAME_PULL:
+    case HUBU_FRAME_CALL:
+      send_error(c, HUBU__V1__CODE__UNSUPPORTED_TYPE, "not served yet by this server", type);
+      break;
+    default:
+      send_error(c, HUBU__V1__CODE__UNSUPPORTED_TYPE,
+                 hubu_frame_type_known(type) ? "a server-to-client frame type" : "unknown frame type", type);
+      break;
+  }
+}
+
+/* Decodes and dispatches the whole frames at p[0..n); returns bytes used. */
+static size_t process(hubu_conn *c, const uint8_t *p, size_t n) {
+  size_t off = 0;
+  uint32_t max_frame = c->server->cfg->max_frame;
+  while (off < n && c->state < HUBU_CONN_CLOSING) {
+    hubu_frame f;
+    char why[96];
+    switch (hubu_frame_next(p + off, n - off, max_frame, &f)) {
+      case HUBU_FRAME_NEED_MORE: return off;
+      case HUBU_FRAME_ERR_MAGIC:
+        error_close(c, HUBU__V1__CODE__BAD_FRAME, "bad magic byte (want 0xA5)", 0);
+        return n;
+      case HUBU_FRAME_ERR_VERSION:
+        error_close(c, HUBU__V1__CODE__UNSUPPORTED_VERSION, "unsupported frame version (want 1)", 0);
+        return n;
+      case HUBU_FRAME_ERR_TOO_LARGE:
+        snprintf(why, sizeof why, "frame body of %u bytes exceeds max_frame %u", f.header.length, max_frame);
+        error_close(c, HUBU__V1__CODE__FRAME_TOO_LARGE, why, f.header.type);
+        return n;
+      case HUBU_FRAME_OK:
+        dispatch(c, &f);
+        off += f.size;
+        break;
+    }
+  }
+  return off;
+}
+
+/* Plaintext bytes from the socket (or from TLS). Keeps only an incomplete
+ * frame between reads. Returns non-zero once the connection is closing. */
+static int conn_input(void *ud, const uint8_t *data, size_t len) {
+  hubu_conn *c = ud;
+  if (c->state >= HUBU_CONN_CLOSING) return 1;
+  if (!hubu_buf_size(&c->rbuf)) {
+    size_t used = process(c, data, len);
+    if (c->state < HUBU_CONN_CLOSING && used < len && hubu_buf_append(&c->rbuf, data + used, len - used) != 0) {
+      hubu_log(HUBU_LOG_ERROR, c->id, c->user, "out_of_memory", "where=read");
+      hubu_conn_destroy(c);
+    }
+  } else if (hubu_buf_append(&c->rbuf, data, len) != 0) {
+    hubu_log(HUBU_LOG_ERROR, c->id, c->user, "out_of_memory", "where=read");
+    hubu_conn_destroy(c);
+  } else {
+    size_t used = process(c, hubu_buf_head(&c->rbuf), hubu_buf_size(&c->rbuf));
+    if (c->state < HUBU_CONN_CLOSING) hubu_buf_consume(&c->rbuf, used);
+  }
+  return c->state >= HUBU_CONN_CLOSING;
+}
+
+static int discard_plain(void *ud, const uint8_t *data, size_t len) {
+  (void)ud, (void)data, (void)len;
+  return 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  hubu_server *s = ((hubu_conn *)h)->server;
+  *buf = uv_buf_init((char *)s->read_buf, sizeof s->read_buf);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  hubu_conn *c = (hubu_conn *)stream;
+  if (nread == 0) return;
+  if (nread < 0) {
+    if (nread != UV_EOF && c->state < HUBU_CONN_CLOSING)
+      hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "read_failed", "error=\"%s\"", uv_strerror((int)nread));
+    hubu_conn_destroy(c);
+    return;
+  }
+  c->last_rx_ms = uv_now(c->server->loop);
+  c->pinged = 0;
+  const uint8_t *data = (const uint8_t *)buf->base;
+  if (c->tls) {
+    int closing = c->state >= HUBU_CONN_CLOSING;
+    if (closing && hubu_tls_handshake_done(c->tls)) return; /* input no longer matters */
+    if (hubu_tls_input(c->tls, data, (size_t)nread, closing ? discard_plain : conn_input, c) < 0) {
+      char err[160];
+      hubu_log(HUBU_LOG_INFO, c->id, c->user, "tls_failed", "error=\"%s\"", hubu_tls_last_error(err, sizeof err));
+      hubu_conn_destroy(c);
+      return;
+    }
+    if (hubu_tls_output_pending(c->tls)) hubu_server_mark_dirty(c->server, c);
+    return;
+  }
+  if (c->state >= HUBU_CONN_CLOSING) return;
+  conn_input(c, data, (size_t)nread);
+}
+
+static void start_reading(hubu_conn *c) {
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) {
+    c->reading = 1;
+    c->last_rx_ms = uv_now(c->server->loop); /* silence counts from here */
+  }
+}
+
+void hubu_conn_sweep(hubu_conn *c, uint64_t now) {
+  const hubu_config *cfg = c->server->cfg;
+  switch (c->state) {
+    case HUBU_CONN_HELLO_WAIT:
+      if (now - c->state_since_ms >= cfg->hello_timeout_ms)
+        hubu_conn_goaway(c, HUBU__V1__CODE__TIMEOUT, "no HELLO in time", 0);
+      break;
+    case HUBU_CONN_READY: {
+      if (!c->reading) break; /* paused for backpressure: its input waits in the kernel */
+      uint64_t silent = now - c->last_rx_ms;
+      if (silent >= 3ull * cfg->heartbeat_ms) {
+        hubu_conn_goaway(c, HUBU__V1__CODE__TIMEOUT, "no traffic for 3 heartbeats", 0);
+      } else if (silent >= cfg->heartbeat_ms && !c->pinged) {
+        c->pinged = 1;
+        Hubu__V1__Ping ping = HUBU__V1__PING__INIT;
+        ping.time_ms = hubu_now_ms();
+        hubu_conn_send(c, HUBU_FRAME_PING, &ping.base);
+      }
+      break;
+    }
+    case HUBU_CONN_CLOSING:
+      if (now - c->state_since_ms >= LINGER_MS) hubu_conn_destroy(c);
+      break;
+    default: break;
+  }
+}
+
+void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, int tls) {
+  hubu_conn *c = calloc(1, sizeof *c);
+  if (!c) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory", "where=accept");
+    return;
+  }
+  c->server = s;
+  uv_tcp_init(s->loop, &c->tcp);
+  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->id = ++s->next_conn_id;
+  c->state_since_ms = c->last_rx_ms = uv_now(s->loop);
+  Hubu__V1__Code verdict = hubu_server_admit(s, c);
+  if (tls && !(c->tls = hubu_tls_new(s->tls_ctx, 1, NULL))) {
+    hubu_log(HUBU_LOG_ERROR, c->id, NULL, "out_of_memory", "where=tls");
+    hubu_conn_destroy(c);
+    return;
+  }
+  start_reading(c);
+  if (!c->reading) {
+    hubu_conn_destroy(c);
+    return;
+  }
+  hubu_log(HUBU_LOG_DEBUG, c->id, NULL, "conn_open", "tls=%d", tls);
+  if (verdict != HUBU__V1__CODE__OK) {
+    hubu_log(HUBU_LOG_WARN, c->id, NULL, "conn_refused", "code=%s open=%u", hubu_code_name(verdict),
+             s->conn_count);
+    error_close(c, verdict, verdict == HUBU__V1__CODE__SHUTTING_DOWN ? "server shutting down" : "too many connections",
+                0);
+  }
+}

@@ -1,1 +1,263 @@
-/* placeholder */
+/* server.c — listeners, admission limits, the sweep timer and the per-turn
+ * flush, and the SIGTERM drain. Everything here runs on the loop thread.
+ * Invariant: a connection is in server->conns from accept until hubu_conn_destroy,
+ * and in server->dirty only while it has output to flush this turn. */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#include "conn.h"
+#include "log.h"
+
+struct hubu_ip_count {
+  char addr[INET6_ADDRSTRLEN];
+  uint32_t count;
+  UT_hash_handle hh;
+};
+
+static void finish_drain(hubu_server *s);
+
+static void on_connection(uv_stream_t *listener, int status) {
+  hubu_server *s = listener->data;
+  if (status < 0) {
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "accept_failed", "error=\"%s\"", uv_strerror(status));
+    return;
+  }
+  hubu_conn_accept(s, listener, listener == (uv_stream_t *)&s->tls_listener);
+}
+
+/* Decides whether c may stay; links it either way so it is closed properly.
+ * Returns OK or the code to refuse it with. */
+Hubu__V1__Code hubu_server_admit(hubu_server *s, hubu_conn *c) {
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  if (s->draining) return HUBU__V1__CODE__SHUTTING_DOWN;
+  const hubu_config *cfg = s->cfg;
+  if (cfg->max_conns && s->conn_count >= cfg->max_conns) return HUBU__V1__CODE__UNAVAILABLE;
+  if (cfg->max_conns_per_ip) {
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char addr[INET6_ADDRSTRLEN] = "?";
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+      if (ss.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&ss, addr, sizeof addr);
+      else
+        uv_ip4_name((struct sockaddr_in *)&ss, addr, sizeof addr);
+    }
+    hubu_ip_count *ip = NULL;
+    HASH_FIND_STR(s->per_ip, addr, ip);
+    if (ip && ip->count >= cfg->max_conns_per_ip) return HUBU__V1__CODE__UNAVAILABLE;
+    if (!ip) {
+      ip = calloc(1, sizeof *ip);
+      if (!ip) return HUBU__V1__CODE__UNAVAILABLE;
+      memcpy(ip->addr, addr, sizeof ip->addr);
+      HASH_ADD_STR(s->per_ip, addr, ip);
+    }
+    ip->count++;
+    c->ip = ip;
+  }
+  c->is_counted = 1;
+  s->conn_count++;
+  return HUBU__V1__CODE__OK;
+}
+
+void hubu_server_forget(hubu_server *s, hubu_conn *c) {
+  if (c->prev) c->prev->next = c->next;
+  else if (s->conns == c) s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  if (c->is_dirty) {
+    for (hubu_conn **p = &s->dirty; *p; p = &(*p)->dirty_next) {
+      if (*p == c) {
+        *p = c->dirty_next;
+        break;
+      }
+    }
+    c->is_dirty = 0;
+  }
+  if (c->is_counted) {
+    s->conn_count--;
+    c->is_counted = 0;
+  }
+  if (c->ip) {
+    if (--c->ip->count == 0) {
+      HASH_DEL(s->per_ip, c->ip);
+      free(c->ip);
+    }
+    c->ip = NULL;
+  }
+  if (s->draining && !s->conns) finish_drain(s);
+}
+
+static void on_flush(uv_prepare_t *h) {
+  hubu_server *s = h->data;
+  hubu_conn *c = s->dirty;
+  s->dirty = NULL;
+  while (c) {
+    hubu_conn *next = c->dirty_next;
+    c->dirty_next = NULL;
+    c->is_dirty = 0;
+    hubu_conn_flush(c);
+    c = next;
+  }
+  if (!s->dirty) uv_prepare_stop(h);
+}
+
+void hubu_server_mark_dirty(hubu_server *s, hubu_conn *c) {
+  if (c->is_dirty || c->state == HUBU_CONN_CLOSED) return;
+  c->is_dirty = 1;
+  c->dirty_next = s->dirty;
+  s->dirty = c;
+  if (!uv_is_active((uv_handle_t *)&s->flush)) uv_prepare_start(&s->flush, on_flush);
+}
+
+static void on_sweep(uv_timer_t *t) {
+  hubu_server *s = t->data;
+  uint64_t now = uv_now(s->loop);
+  for (hubu_conn *c = s->conns, *next; c; c = next) {
+    next = c->next;
+    hubu_conn_sweep(c, now);
+  }
+}
+
+static void on_drain_timeout(uv_timer_t *t) {
+  hubu_server *s = t->data;
+  hubu_log(HUBU_LOG_WARN, 0, NULL, "drain_timeout", "open=%u", s->conn_count);
+  while (s->conns) hubu_conn_destroy(s->conns);
+}
+
+static void close_if_open(uv_handle_t *h) {
+  if (h->loop && !uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void finish_drain(hubu_server *s) {
+  if (s->draining == 2) return;
+  s->draining = 2;
+  hubu_log(HUBU_LOG_INFO, 0, NULL, "shutdown", "state=drained");
+  close_if_open((uv_handle_t *)&s->sweep);
+  close_if_open((uv_handle_t *)&s->flush);
+  close_if_open((uv_handle_t *)&s->sigterm);
+  close_if_open((uv_handle_t *)&s->sigint);
+  close_if_open((uv_handle_t *)&s->drain_timer);
+}
+
+void hubu_server_drain(hubu_server *s, const char *why) {
+  if (s->draining) {
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "shutdown", "state=forced why=%s", why);
+    while (s->conns) hubu_conn_destroy(s->conns);
+    return;
+  }
+  s->draining = 1;
+  hubu_log(HUBU_LOG_INFO, 0, NULL, "shutdown", "state=draining why=%s open=%u", why, s->conn_count);
+  close_if_open((uv_handle_t *)&s->tcp_listener);
+  if (s->tls_listening) close_if_open((uv_handle_t *)&s->tls_listener);
+  for (hubu_conn *c = s->conns, *next; c; c = next) {
+    next = c->next;
+    if (c->state < HUBU_CONN_CLOSING)
+      hubu_conn_goaway(c, HUBU__V1__CODE__SHUTTING_DOWN, "server shutting down", 1000);
+  }
+  if (!s->conns) {
+    finish_drain(s);
+    return;
+  }
+  uv_timer_start(&s->drain_timer, on_drain_timeout, s->cfg->drain_ms, 0);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  hubu_server_drain(h->data, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static int listen_on(hubu_server *s, uv_tcp_t *tcp, const char *host, int port, int *bound_port) {
+  struct sockaddr_storage addr;
+  int r = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)
+                            : uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+  if (r == 0) r = uv_tcp_init(s->loop, tcp);
+  if (r != 0) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "listen_failed", "addr=%s:%d error=\"%s\"", host, port, uv_strerror(r));
+    return -1;
+  }
+  tcp->data = s;
+  r = uv_tcp_bind(tcp, (struct sockaddr *)&addr, 0);
+  if (r == 0) r = uv_listen((uv_stream_t *)tcp, 1024, on_connection);
+  if (r != 0) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "listen_failed", "addr=%s:%d error=\"%s\"", host, port, uv_strerror(r));
+    uv_close((uv_handle_t *)tcp, NULL);
+    return -1;
+  }
+  struct sockaddr_storage got;
+  int len = sizeof got;
+  uv_tcp_getsockname(tcp, (struct sockaddr *)&got, &len);
+  *bound_port = ntohs(((struct sockaddr_in *)&got)->sin_port); /* same offset for IPv6 */
+  return 0;
+}
+
+static int write_port_file(const char *path, int tcp_port, int tls_port) {
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  if (!f) return -1;
+  fprintf(f, "tcp %d\n", tcp_port);
+  if (tls_port >= 0) fprintf(f, "tls %d\n", tls_port);
+  if (fclose(f) != 0) return -1;
+  return rename(tmp, path);
+}
+
+int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg) {
+  s->loop = loop;
+  s->cfg = cfg;
+  int tcp_port = 0, tls_port = -1;
+  if (cfg->tls_enabled) {
+    char err[256];
+    s->tls_ctx = hubu_tls_server_ctx_new(cfg->cert_file, cfg->key_file, err, sizeof err);
+    if (!s->tls_ctx) {
+      hubu_log(HUBU_LOG_ERROR, 0, NULL, "tls_setup_failed", "cert=%s key=%s error=\"%s\"", cfg->cert_file,
+               cfg->key_file, err);
+      return -1;
+    }
+  }
+  if (listen_on(s, &s->tcp_listener, cfg->listen_host, cfg->listen_port, &tcp_port) != 0) return -1;
+  if (cfg->tls_enabled) {
+    if (listen_on(s, &s->tls_listener, cfg->tls_host, cfg->tls_port, &tls_port) != 0) {
+      uv_close((uv_handle_t *)&s->tcp_listener, NULL);
+      return -1;
+    }
+    s->tls_listening = 1;
+  }
+  uv_timer_init(loop, &s->sweep);
+  uv_prepare_init(loop, &s->flush);
+  uv_signal_init(loop, &s->sigterm);
+  uv_signal_init(loop, &s->sigint);
+  uv_timer_init(loop, &s->drain_timer);
+  s->sweep.data = s->flush.data = s->sigterm.data = s->sigint.data = s->drain_timer.data = s;
+  uint32_t shortest = cfg->heartbeat_ms < cfg->hello_timeout_ms ? cfg->heartbeat_ms : cfg->hello_timeout_ms;
+  uint32_t every = shortest / 4;
+  if (every < 10) every = 10;
+  if (every > 1000) every = 1000;
+  uv_timer_start(&s->sweep, on_sweep, every, every);
+  uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+  uv_signal_start(&s->sigint, on_signal, SIGINT);
+
+  hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "tcp=%s:%d", cfg->listen_host, tcp_port);
+  if (cfg->tls_enabled) hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "tls=%s:%d", cfg->tls_host, tls_port);
+  if (cfg->port_file && write_port_file(cfg->port_file, tcp_port, tls_port) != 0) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "port_file_failed", "path=%s error=\"%s\"", cfg->port_file, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+void hubu_server_free(hubu_server *s) {
+  hubu_ip_count *ip, *tmp;
+  HASH_ITER(hh, s->per_ip, ip, tmp) {
+    HASH_DEL(s->per_ip, ip);
+    free(ip);
+  }
+  SSL_CTX_free(s->tls_ctx);
+  s->tls_ctx = NULL;
+}

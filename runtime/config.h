@@ -1,0 +1,46 @@
+/* config.h — hubud's settings, from flags (a Lua config file comes with the
+ * plugin host and fills the same struct). */
+#ifndef HUBU_CONFIG_H
+#define HUBU_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+  char listen_host[64];
+  int listen_port; /* 0: ephemeral (see port_file) */
+  int tls_enabled;
+  char tls_host[64];
+  int tls_port;
+  const char *cert_file;
+  const char *key_file;
+  const char *data_dir;
+  const char *plugins_dir;
+  const char *secret_arg; /* --secret as given: literal or @FILE; NULL: DIR/secret */
+  uint8_t *secret;        /* owned; loaded by hubu_config_load_secret */
+  size_t secret_len;
+  int secret_generated; /* 1 when this start wrote a fresh development secret */
+  int log_level;
+  uint32_t max_frame;
+  uint32_t heartbeat_ms;
+  uint32_t hello_timeout_ms;
+  uint32_t max_conns;        /* 0: unlimited */
+  uint32_t max_conns_per_ip; /* 0: unlimited */
+  size_t write_queue_max;    /* per connection: stop reading above it */
+  uint32_t drain_ms;
+  const char *port_file;
+} hubu_config;
+
+/* Fills cfg with defaults, then applies argv. Returns 0, 1 for --help (usage
+ * printed), or -1 with a message in err. */
+int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t err_size);
+
+/* Loads the token secret: --secret literal, --secret @FILE, or DATA/secret,
+ * generating the latter (random, mode 0600) when missing. 0 or -1 (err). */
+int hubu_config_load_secret(hubu_config *cfg, char *err, size_t err_size);
+
+void hubu_config_free(hubu_config *cfg);
+
+void hubu_config_usage(const char *argv0);
+
+#endif
