@@ -31,7 +31,13 @@ void hubu_config_usage(const char *argv0) {
           "  --max-conns-per-ip N      connections per client address (default 0: unlimited)\n"
           "  --write-queue-max BYTES   per-connection output cap before reads pause (default 4194304)\n"
           "  --drain-ms N              SIGTERM drain budget (default 5000)\n"
-          "  --port-file FILE          write 'tcp PORT' / 'tls PORT' once listening\n",
+          "  --port-file FILE          write 'tcp PORT' / 'tls PORT' once listening\n"
+          "  --fsync always|batch|off  durability of the store (default batch: one durable commit per batch)\n"
+          "  --node-id N               0-1023, part of every msg_id (default 0)\n"
+          "  --max-inflight N          unacknowledged pushes per connection before PULL_HINT (default 256)\n"
+          "  --max-inflight-bytes N    ... and bytes (default 1048576)\n"
+          "  --ack-timeout-ms N        retransmit unacknowledged pushes after N ms (default 10000)\n"
+          "  --pull-limit-max N        cap on a PULL's limit (default 500)\n",
           argv0);
 }
 
@@ -74,6 +80,11 @@ int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t
   cfg->hello_timeout_ms = 10000;
   cfg->write_queue_max = 4u << 20;
   cfg->drain_ms = 5000;
+  cfg->fsync = 1; /* HUBU_FSYNC_BATCH */
+  cfg->max_inflight = 256;
+  cfg->max_inflight_bytes = 1u << 20;
+  cfg->ack_timeout_ms = 10000;
+  cfg->pull_limit_max = 500;
 
   for (int i = 1; i < argc; i++) {
     const char *flag = argv[i];
@@ -128,6 +139,24 @@ int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t
     } else if (!strcmp(flag, "--drain-ms")) {
       bad = parse_u64(v, 3600000, &n);
       cfg->drain_ms = (uint32_t)n;
+    } else if (!strcmp(flag, "--fsync")) {
+      cfg->fsync = !strcmp(v, "always") ? 0 : !strcmp(v, "batch") ? 1 : !strcmp(v, "off") ? 2 : -1;
+      bad = cfg->fsync < 0;
+    } else if (!strcmp(flag, "--node-id")) {
+      bad = parse_u64(v, 1023, &n);
+      cfg->node_id = (uint32_t)n;
+    } else if (!strcmp(flag, "--max-inflight")) {
+      bad = parse_u64(v, 1u << 20, &n) || n < 1;
+      cfg->max_inflight = (uint32_t)n;
+    } else if (!strcmp(flag, "--max-inflight-bytes")) {
+      bad = parse_u64(v, (uint64_t)1 << 32, &n) || n < 1024;
+      cfg->max_inflight_bytes = (size_t)n;
+    } else if (!strcmp(flag, "--ack-timeout-ms")) {
+      bad = parse_u64(v, 3600000, &n) || n < 10;
+      cfg->ack_timeout_ms = (uint32_t)n;
+    } else if (!strcmp(flag, "--pull-limit-max")) {
+      bad = parse_u64(v, 100000, &n) || n < 1;
+      cfg->pull_limit_max = (uint32_t)n;
     } else if (!strcmp(flag, "--port-file")) {
       cfg->port_file = v;
     } else {

@@ -29,6 +29,12 @@ typedef struct {
   size_t write_queue_max;    /* per connection: stop reading above it */
   uint32_t drain_ms;
   const char *port_file;
+  int fsync;                  /* hubu_fsync_mode: always | batch (default) | off */
+  uint32_t node_id;           /* 0-1023, part of every msg_id */
+  uint32_t max_inflight;      /* unacknowledged messages per connection before PULL_HINT */
+  size_t max_inflight_bytes;  /* ... and bytes */
+  uint32_t ack_timeout_ms;    /* retransmit unacknowledged pushes after this */
+  uint32_t pull_limit_max;    /* cap on PullRequest.limit */
 } hubu_config;
 
 /* Fills cfg with defaults, then applies argv. Returns 0, 1 for --help (usage

@@ -9,14 +9,15 @@
 #include <string.h>
 
 #include "frame.h"
+#include "delivery.h"
 #include "log.h"
+#include "messaging.h"
 #include "server.h"
 #include "token.h"
 #include "wire.h"
 
 #define LINGER_MS 2000   /* how long a closing connection waits for the peer's FIN */
 #define MAX_BAD_BODIES 5 /* undecodable bodies tolerated on one connection */
-#define SERVER_NAME "hubud/0.1.0"
 
 /* One write in flight; owns the bytes it writes. */
 typedef struct {
@@ -39,6 +40,7 @@ static void on_close(uv_handle_t *h) {
 void hubu_conn_destroy(hubu_conn *c) {
   if (c->state == HUBU_CONN_CLOSED) return;
   c->state = HUBU_CONN_CLOSED;
+  hubu_messaging_conn_closed(c);
   hubu_server_forget(c->server, c);
   uv_close((uv_handle_t *)&c->tcp, on_close);
   hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "conn_closed", NULL);
@@ -113,6 +115,8 @@ static void on_write(uv_write_t *req, int status) {
 
 void hubu_conn_flush(hubu_conn *c) {
   if (c->state == HUBU_CONN_CLOSED) return;
+  if (c->hints) hubu_delivery_write_hints(c);
+  c->push_open = 0; /* the next push opens a new frame */
   hubu_buf out = {0};
   if (c->tls) {
     if (hubu_buf_size(&c->wbuf) && hubu_tls_handshake_done(c->tls)) {
@@ -182,7 +186,7 @@ static void begin_close(hubu_conn *c) {
   hubu_server_mark_dirty(c->server, c);
 }
 
-static void bad_body(hubu_conn *c, uint8_t type) {
+void hubu_conn_bad_body(hubu_conn *c, uint8_t type) {
   char why[96];
   snprintf(why, sizeof why, "%s body does not decode", hubu_frame_type_name(type));
   if (++c->bad_bodies >= MAX_BAD_BODIES) {
@@ -222,16 +226,7 @@ static void handle_hello(hubu_conn *c, const uint8_t *body, size_t len) {
       memcpy(c->user, h->user_id, ulen + 1);
       memcpy(c->user + ulen + 1, h->device_id, dlen + 1);
       c->device = c->user + ulen + 1;
-      c->state = HUBU_CONN_READY;
-      Hubu__V1__HelloOk ok = HUBU__V1__HELLO_OK__INIT;
-      ok.conn_id = c->id;
-      ok.server_time_ms = hubu_now_ms();
-      ok.heartbeat_ms = s->cfg->heartbeat_ms;
-      ok.last_client_id = 0;
-      ok.max_frame = s->cfg->max_frame;
-      ok.server = SERVER_NAME;
-      hubu_conn_send(c, HUBU_FRAME_HELLO_OK, &ok.base);
-      hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "hello_ok", "device=%s", c->device);
+      hubu_messaging_hello(c);
     }
   }
   hubu__v1__hello__free_unpacked(h, NULL);
@@ -240,7 +235,7 @@ static void handle_hello(hubu_conn *c, const uint8_t *body, size_t len) {
 static void handle_ping(hubu_conn *c, const hubu_frame *f) {
   Hubu__V1__Ping *p = hubu__v1__ping__unpack(NULL, f->header.length, f->body);
   if (!p) {
-    bad_body(c, f->header.type);
+    hubu_conn_bad_body(c, f->header.type);
     return;
   }
   if (f->header.type == HUBU_FRAME_PING) {
@@ -270,10 +265,10 @@ static void dispatch(hubu_conn *c, const hubu_frame *f) {
     case HUBU_FRAME_PING:
     case HUBU_FRAME_PONG: handle_ping(c, f); break;
     case HUBU_FRAME_HELLO: send_error(c, HUBU__V1__CODE__INVALID, "already authenticated", type); break;
-    case HUBU_FRAME_SEND:
-    case HUBU_FRAME_DELIVER_ACK:
-    case HUBU_FRAME_SYNC:
-    case HUBU_FRAME_PULL:
+    case HUBU_FRAME_SEND: hubu_messaging_send(c, f); break;
+    case HUBU_FRAME_DELIVER_ACK: hubu_messaging_deliver_ack(c, f); break;
+    case HUBU_FRAME_SYNC: hubu_messaging_sync(c, f); break;
+    case HUBU_FRAME_PULL: hubu_messaging_pull(c, f); break;
     case HUBU_FRAME_CALL:
       send_error(c, HUBU__V1__CODE__UNSUPPORTED_TYPE, "not served yet by this server", type);
       break;
@@ -288,7 +283,7 @@ static void dispatch(hubu_conn *c, const hubu_frame *f) {
 static size_t process(hubu_conn *c, const uint8_t *p, size_t n) {
   size_t off = 0;
   uint32_t max_frame = c->server->cfg->max_frame;
-  while (off < n && c->state < HUBU_CONN_CLOSING) {
+  while (off < n && c->state < HUBU_CONN_CLOSING && c->state != HUBU_CONN_AUTHING) {
     hubu_frame f;
     char why[96];
     switch (hubu_frame_next(p + off, n - off, max_frame, &f)) {
@@ -330,7 +325,19 @@ static int conn_input(void *ud, const uint8_t *data, size_t len) {
     size_t used = process(c, hubu_buf_head(&c->rbuf), hubu_buf_size(&c->rbuf));
     if (c->state < HUBU_CONN_CLOSING) hubu_buf_consume(&c->rbuf, used);
   }
+  if (c->state == HUBU_CONN_AUTHING && c->reading) { /* hold further input until HELLO_OK */
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+  }
   return c->state >= HUBU_CONN_CLOSING;
+}
+
+void hubu_conn_resume_input(hubu_conn *c) {
+  if (hubu_buf_size(&c->rbuf)) {
+    size_t used = process(c, hubu_buf_head(&c->rbuf), hubu_buf_size(&c->rbuf));
+    if (c->state < HUBU_CONN_CLOSING) hubu_buf_consume(&c->rbuf, used);
+  }
+  if (!c->reading && c->state == HUBU_CONN_READY) start_reading(c);
 }
 
 static int discard_plain(void *ud, const uint8_t *data, size_t len) {
@@ -383,10 +390,15 @@ void hubu_conn_sweep(hubu_conn *c, uint64_t now) {
   const hubu_config *cfg = c->server->cfg;
   switch (c->state) {
     case HUBU_CONN_HELLO_WAIT:
+    case HUBU_CONN_AUTHING:
       if (now - c->state_since_ms >= cfg->hello_timeout_ms)
         hubu_conn_goaway(c, HUBU__V1__CODE__TIMEOUT, "no HELLO in time", 0);
       break;
     case HUBU_CONN_READY: {
+      if (hubu_delivery_sweep(c, now) != 0) {
+        hubu_conn_goaway(c, HUBU__V1__CODE__TIMEOUT, "deliveries not acknowledged", 0);
+        break;
+      }
       if (!c->reading) break; /* paused for backpressure: its input waits in the kernel */
       uint64_t silent = now - c->last_rx_ms;
       if (silent >= 3ull * cfg->heartbeat_ms) {

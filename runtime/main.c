@@ -1,7 +1,9 @@
 /* main.c — hubud: flags, the token secret, one loop, and an orderly exit.
  * The process exits 0 only after every connection was drained and every
  * handle closed (uv_loop_close succeeds). */
+#include <errno.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 #include <uv.h>
@@ -9,6 +11,7 @@
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#include "store.h"
 
 static hubu_server server; /* large (holds the read buffer); lives for the process */
 
@@ -30,8 +33,22 @@ int main(int argc, char **argv) {
 
   uv_loop_t loop;
   uv_loop_init(&loop);
-  if (hubu_server_start(&server, &loop, &cfg) != 0) {
-    uv_run(&loop, UV_RUN_NOWAIT); /* let the listeners' close callbacks run */
+  hubu_store_config store_cfg = {.backend = "sqlite", .path = cfg.data_dir, .fsync = (hubu_fsync_mode)cfg.fsync};
+  if (mkdir(cfg.data_dir, 0700) != 0 && errno != EEXIST) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "startup_failed", "error=\"cannot create %s: %s\"", cfg.data_dir, strerror(errno));
+    hubu_config_free(&cfg);
+    return 1;
+  }
+  hubu_store *store = hubu_store_open(&loop, &store_cfg, err, sizeof err);
+  if (!store) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "startup_failed", "error=\"store: %s\"", err);
+    uv_loop_close(&loop);
+    hubu_config_free(&cfg);
+    return 1;
+  }
+  if (hubu_server_start(&server, &loop, &cfg, store) != 0) {
+    hubu_store_close(store);
+    uv_run(&loop, UV_RUN_DEFAULT); /* let the listeners' and the store's close callbacks run */
     uv_loop_close(&loop);
     hubu_server_free(&server);
     hubu_config_free(&cfg);
@@ -43,7 +60,7 @@ int main(int argc, char **argv) {
     printf("hubud: mint a token:  ./build/hubuctl token alice --data %s\n", cfg.data_dir);
     fflush(stdout);
   }
-  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_run(&loop, UV_RUN_DEFAULT); /* returns once the server drained and closed the store */
   int closed = uv_loop_close(&loop);
   if (closed != 0) hubu_log(HUBU_LOG_ERROR, 0, NULL, "loop_not_closed", "error=\"%s\"", uv_strerror(closed));
   hubu_server_free(&server);

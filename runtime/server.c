@@ -13,6 +13,10 @@
 
 #include "conn.h"
 #include "log.h"
+#include "presence.h"
+#include "session.h"
+#include "store.h"
+#include "wire.h"
 
 struct hubu_ip_count {
   char addr[INET6_ADDRSTRLEN];
@@ -37,6 +41,7 @@ Hubu__V1__Code hubu_server_admit(hubu_server *s, hubu_conn *c) {
   c->next = s->conns;
   if (s->conns) s->conns->prev = c;
   s->conns = c;
+  HASH_ADD(hh, s->conns_by_id, id, sizeof c->id, c);
   if (s->draining) return HUBU__V1__CODE__SHUTTING_DOWN;
   const hubu_config *cfg = s->cfg;
   if (cfg->max_conns && s->conn_count >= cfg->max_conns) return HUBU__V1__CODE__UNAVAILABLE;
@@ -72,6 +77,7 @@ void hubu_server_forget(hubu_server *s, hubu_conn *c) {
   else if (s->conns == c) s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = NULL;
+  HASH_DEL(s->conns_by_id, c);
   if (c->is_dirty) {
     for (hubu_conn **p = &s->dirty; *p; p = &(*p)->dirty_next) {
       if (*p == c) {
@@ -117,9 +123,37 @@ void hubu_server_mark_dirty(hubu_server *s, hubu_conn *c) {
   if (!uv_is_active((uv_handle_t *)&s->flush)) uv_prepare_start(&s->flush, on_flush);
 }
 
+hubu_conn *hubu_server_conn_find(hubu_server *s, uint64_t conn_id) {
+  hubu_conn *c = NULL;
+  HASH_FIND(hh, s->conns_by_id, &conn_id, sizeof conn_id, c);
+  return c;
+}
+
+#define MSG_ID_EPOCH_MS 1735689600000ull /* 2025-01-01T00:00:00Z */
+
+uint64_t hubu_server_next_msg_id(hubu_server *s) {
+  uint64_t now = hubu_now_ms() - MSG_ID_EPOCH_MS;
+  if (now > s->msg_id_ms) {
+    s->msg_id_ms = now;
+    s->msg_id_counter = 0;
+  } else if (++s->msg_id_counter >= 4096) { /* borrow the next millisecond */
+    s->msg_id_ms++;
+    s->msg_id_counter = 0;
+  }
+  return (s->msg_id_ms << 22) | ((uint64_t)(s->cfg->node_id & 1023) << 12) | s->msg_id_counter;
+}
+
+#define HOUSEKEEPING_MS 1000
+#define SESSION_IDLE_MS 120000
+
 static void on_sweep(uv_timer_t *t) {
   hubu_server *s = t->data;
   uint64_t now = uv_now(s->loop);
+  if (now - s->last_housekeeping_ms >= HOUSEKEEPING_MS) {
+    s->last_housekeeping_ms = now;
+    hubu_presence_save_cursors(s);
+    if (now > SESSION_IDLE_MS) hubu_session_evict_idle(s, now - SESSION_IDLE_MS);
+  }
   for (hubu_conn *c = s->conns, *next; c; c = next) {
     next = c->next;
     hubu_conn_sweep(c, now);
@@ -140,6 +174,9 @@ static void finish_drain(hubu_server *s) {
   if (s->draining == 2) return;
   s->draining = 2;
   hubu_log(HUBU_LOG_INFO, 0, NULL, "shutdown", "state=drained");
+  hubu_presence_save_cursors(s);
+  hubu_store_close(s->store); /* finishes every queued op, then closes its handle */
+  s->store = NULL;
   close_if_open((uv_handle_t *)&s->sweep);
   close_if_open((uv_handle_t *)&s->flush);
   close_if_open((uv_handle_t *)&s->sigterm);
@@ -208,9 +245,10 @@ static int write_port_file(const char *path, int tcp_port, int tls_port) {
   return rename(tmp, path);
 }
 
-int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg) {
+int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg, hubu_store *store) {
   s->loop = loop;
   s->cfg = cfg;
+  s->store = store;
   int tcp_port = 0, tls_port = -1;
   if (cfg->tls_enabled) {
     char err[256];
@@ -253,6 +291,8 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg) {
 }
 
 void hubu_server_free(hubu_server *s) {
+  hubu_session_free_all(s);
+  hubu_presence_free_all(s);
   hubu_ip_count *ip, *tmp;
   HASH_ITER(hh, s->per_ip, ip, tmp) {
     HASH_DEL(s->per_ip, ip);

@@ -11,6 +11,17 @@
 
 typedef struct hubu_conn hubu_conn;
 typedef struct hubu_ip_count hubu_ip_count;
+typedef struct hubu_store hubu_store;
+typedef struct hubu_session hubu_session;
+typedef struct hubu_user hubu_user;
+typedef struct hubu_device hubu_device;
+
+typedef struct {
+  uint64_t sends_received;
+  uint64_t messages_stored;
+  uint64_t pulls_from_tail;
+  uint64_t pulls_from_store;
+} hubu_server_stats;
 
 #define HUBU_READ_BUF_SIZE 65536
 
@@ -32,13 +43,28 @@ typedef struct hubu_server {
   uint64_t next_conn_id;
   hubu_ip_count *per_ip;  /* uthash table; only with --max-conns-per-ip */
   int draining;
-  int read_buf_busy;      /* the loop-wide read buffer is handed out */
+  hubu_store *store;      /* not owned: main opens and closes it */
+  hubu_conn *conns_by_id; /* uthash over the same connections, by conn_id */
+  hubu_session *sessions; /* uthash, owned */
+  hubu_user *users;       /* uthash, owned: users with connections */
+  hubu_device *devices;   /* uthash, owned */
+  uint64_t msg_id_ms;     /* msg_id generator: last millisecond used */
+  uint32_t msg_id_counter;
+  uint64_t last_housekeeping_ms;
+  hubu_server_stats stats;
   uint8_t read_buf[HUBU_READ_BUF_SIZE]; /* every read lands here first */
 } hubu_server;
 
 /* Binds the listeners and starts the timers and signal handlers. 0 or -1
  * (logged). */
-int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg);
+int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg, hubu_store *store);
+
+/* The open connection with this id, or NULL. */
+hubu_conn *hubu_server_conn_find(hubu_server *s, uint64_t conn_id);
+
+/* A msg_id unique across the deployment: milliseconds since 2025-01-01 (41
+ * bits) | node id (10 bits) | counter (12 bits), never decreasing. */
+uint64_t hubu_server_next_msg_id(hubu_server *s);
 
 /* Stops accepting, sends GOAWAY SHUTTING_DOWN to every connection and closes
  * them once flushed (or when --drain-ms runs out); the loop then ends. */

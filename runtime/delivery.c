@@ -1,0 +1,170 @@
+/* delivery.c — PUSH, inflight windows, retransmission and PULL_HINT.
+ * Invariants: on one connection the messages of one session are pushed in
+ * seq order (the window is FIFO and retransmits resend it in order); a
+ * message is encoded once, and each PUSH frame only copies its bytes. */
+#include "delivery.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "frame.h"
+#include "log.h"
+#include "presence.h"
+#include "server.h"
+#include "session.h"
+#include "wire.h"
+
+#define MAX_RETRANSMITS 3
+
+/* Appends m's entry to the PUSH frame opened this turn, or opens one. */
+static int push_write(hubu_conn *c, hubu_msg *m) {
+  hubu_buf *w = &c->wbuf;
+  size_t size = hubu_buf_size(w);
+  uint32_t max_body = c->server->cfg->max_frame;
+  int extend = c->push_open && size == c->push_end && size - c->push_start - HUBU_FRAME_HEADER_SIZE + m->push_entry_len <= max_body;
+  uint8_t *p = hubu_buf_reserve(w, HUBU_FRAME_HEADER_SIZE + m->push_entry_len);
+  if (!p) return -1;
+  if (!extend) {
+    hubu_frame_header_encode(p, HUBU_FRAME_PUSH, 0, 0);
+    w->len += HUBU_FRAME_HEADER_SIZE;
+    c->push_start = size;
+    c->push_open = 1;
+    p += HUBU_FRAME_HEADER_SIZE;
+  }
+  memcpy(p, m->push_entry, m->push_entry_len);
+  w->len += m->push_entry_len;
+  c->push_end = hubu_buf_size(w);
+  uint8_t *header = w->data + w->off + c->push_start;
+  hubu_frame_header_encode(header, HUBU_FRAME_PUSH, 0, (uint32_t)(c->push_end - c->push_start - HUBU_FRAME_HEADER_SIZE));
+  hubu_server_mark_dirty(c->server, c);
+  return 0;
+}
+
+static void hint(hubu_conn *c, hubu_msg *m) {
+  for (hubu_hint *h = c->hints; h; h = h->next) {
+    if (strcmp(h->session_id, m->session_id) == 0) {
+      if (m->seq > h->max_seq) h->max_seq = m->seq;
+      return;
+    }
+  }
+  size_t len = strlen(m->session_id) + 1;
+  hubu_hint *h = malloc(sizeof *h + len);
+  if (!h) return; /* the client's gap check or next SYNC still finds the message */
+  memcpy(h->session_id, m->session_id, len);
+  h->max_seq = m->seq;
+  h->next = c->hints;
+  c->hints = h;
+  hubu_server_mark_dirty(c->server, c);
+}
+
+void hubu_delivery_push(hubu_server *s, hubu_conn *c, hubu_msg *m) {
+  if (c->state != HUBU_CONN_READY) return;
+  hubu_inflight *in = c->inflight;
+  if (in && (in->len >= s->cfg->max_inflight || in->bytes + m->push_entry_len > s->cfg->max_inflight_bytes)) {
+    hint(c, m);
+    return;
+  }
+  if (!in) {
+    if (!(in = c->inflight = calloc(1, sizeof *in))) return;
+    in->sent_ms = uv_now(s->loop);
+  }
+  if (in->len == in->cap) {
+    uint32_t cap = in->cap ? in->cap * 2 : 8;
+    hubu_msg **msgs = realloc(in->msgs, cap * sizeof *msgs);
+    if (!msgs) return;
+    in->msgs = msgs;
+    in->cap = cap;
+  }
+  if (!in->len) in->sent_ms = uv_now(s->loop);
+  if (push_write(c, m) != 0) return;
+  in->msgs[in->len++] = hubu_msg_ref(m);
+  in->bytes += m->push_entry_len;
+}
+
+void hubu_delivery_route(hubu_server *s, hubu_session *sess, hubu_msg *m, uint64_t except_conn) {
+  char a[65], b[65];
+  const char *direct[2] = {a, b};
+  const char *const *members = (const char *const *)sess->members;
+  size_t n = sess->n_members;
+  if (sess->kind == HUBU_SESSION_DIRECT) { /* d:<a>:<b> names its two members */
+    const char *colon = strchr(sess->id + 2, ':');
+    size_t alen = (size_t)(colon - sess->id - 2);
+    memcpy(a, sess->id + 2, alen);
+    a[alen] = '\0';
+    snprintf(b, sizeof b, "%s", colon + 1);
+    members = direct;
+    n = 2;
+  }
+  for (size_t i = 0; i < n; i++) {
+    hubu_user *u = hubu_user_find(s, members[i]);
+    if (!u) continue;
+    for (hubu_conn *c = u->conns; c; c = c->user_next)
+      if (c->id != except_conn) hubu_delivery_push(s, c, m);
+  }
+}
+
+void hubu_delivery_ack(hubu_conn *c, const char *session_id, uint64_t seq) {
+  hubu_inflight *in = c->inflight;
+  if (!in) return;
+  uint32_t kept = 0, retired = 0;
+  for (uint32_t i = 0; i < in->len; i++) {
+    hubu_msg *m = in->msgs[i];
+    if (m->seq <= seq && strcmp(m->session_id, session_id) == 0) {
+      in->bytes -= m->push_entry_len;
+      hubu_msg_unref(m);
+      retired++;
+    } else {
+      in->msgs[kept++] = m;
+    }
+  }
+  in->len = kept;
+  if (!retired) return;
+  in->retries = 0;
+  in->sent_ms = uv_now(c->server->loop);
+  if (!in->len) { /* an idle connection holds no window */
+    free(in->msgs);
+    free(in);
+    c->inflight = NULL;
+  }
+}
+
+void hubu_delivery_write_hints(hubu_conn *c) {
+  while (c->hints) {
+    hubu_hint *h = c->hints;
+    c->hints = h->next;
+    Hubu__V1__PullHint ph = HUBU__V1__PULL_HINT__INIT;
+    ph.session_id = h->session_id;
+    ph.max_seq = h->max_seq;
+    hubu_wire_append(&c->wbuf, HUBU_FRAME_PULL_HINT, &ph.base);
+    free(h);
+  }
+}
+
+int hubu_delivery_sweep(hubu_conn *c, uint64_t now) {
+  hubu_inflight *in = c->inflight;
+  if (!in || !in->len || now - in->sent_ms < c->server->cfg->ack_timeout_ms) return 0;
+  if (in->retries >= MAX_RETRANSMITS) return -1;
+  in->retries++;
+  in->sent_ms = now;
+  hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "retransmit", "messages=%u attempt=%u", in->len, in->retries);
+  c->push_open = 0; /* a fresh frame, after whatever is queued */
+  for (uint32_t i = 0; i < in->len; i++)
+    if (push_write(c, in->msgs[i]) != 0) return -1;
+  return 0;
+}
+
+void hubu_delivery_free(hubu_conn *c) {
+  hubu_inflight *in = c->inflight;
+  if (in) {
+    for (uint32_t i = 0; i < in->len; i++) hubu_msg_unref(in->msgs[i]);
+    free(in->msgs);
+    free(in);
+    c->inflight = NULL;
+  }
+  while (c->hints) {
+    hubu_hint *h = c->hints;
+    c->hints = h->next;
+    free(h);
+  }
+}

@@ -1,0 +1,49 @@
+/* delivery.h — what each connection is owed: the PUSH frame being built this
+ * loop turn, the inflight window of unacknowledged messages, and the
+ * PULL_HINTs that replace pushes once the window is full. */
+#ifndef HUBU_DELIVERY_H
+#define HUBU_DELIVERY_H
+
+#include <stdint.h>
+
+#include "msg.h"
+
+typedef struct hubu_server hubu_server;
+typedef struct hubu_conn hubu_conn;
+typedef struct hubu_session hubu_session;
+
+/* Owned by its connection; exists only while something is unacknowledged. */
+typedef struct hubu_inflight {
+  hubu_msg **msgs; /* owned references, in push order */
+  uint32_t len, cap;
+  size_t bytes;
+  uint64_t sent_ms; /* when the oldest entry was last (re)sent */
+  uint32_t retries;
+} hubu_inflight;
+
+/* A coalesced PULL_HINT waiting for the next flush. Owned by its connection. */
+typedef struct hubu_hint {
+  struct hubu_hint *next;
+  uint64_t max_seq;
+  char session_id[]; /* NUL-terminated */
+} hubu_hint;
+
+/* Pushes m to every online connection of every member of sess but the one
+ * with id except_conn. */
+void hubu_delivery_route(hubu_server *s, hubu_session *sess, hubu_msg *m, uint64_t except_conn);
+
+/* Pushes m to c, or hints its session when c's window is full. */
+void hubu_delivery_push(hubu_server *s, hubu_conn *c, hubu_msg *m);
+
+/* A cumulative DELIVER_ACK cursor: retires inflight messages of session_id up to seq. */
+void hubu_delivery_ack(hubu_conn *c, const char *session_id, uint64_t seq);
+
+/* Writes pending hints into c's output (called by the flush). */
+void hubu_delivery_write_hints(hubu_conn *c);
+
+/* Retransmits after ack_timeout; returns -1 when c should be closed. */
+int hubu_delivery_sweep(hubu_conn *c, uint64_t now_ms);
+
+void hubu_delivery_free(hubu_conn *c);
+
+#endif

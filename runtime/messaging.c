@@ -1,0 +1,541 @@
+/* messaging.c — SEND, DELIVER_ACK, SYNC and PULL, and the device load that
+ * HELLO_OK waits for. Requests that need the store are answered from its
+ * completions; a completion finds its connection again by conn_id, so a
+ * connection that closed meanwhile is simply skipped.
+ * Invariants: SEND_ACK OK goes out only after the store made the message
+ * durable; a (user, device, client_id) is queued at most once. */
+#include "messaging.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "delivery.h"
+#include "log.h"
+#include "presence.h"
+#include "server.h"
+#include "session.h"
+#include "store.h"
+#include "wire.h"
+
+#define MAX_CONTENT_TYPE 128
+#define MAX_META_ENTRIES 32
+#define MAX_META_BYTES 4096
+
+/* ---- answers ---- */
+
+static void send_ack(hubu_server *s, uint64_t conn_id, uint64_t client_id, Hubu__V1__Code code,
+                     const char *session_id, uint64_t seq, uint64_t msg_id, const char *reason, int duplicate) {
+  hubu_conn *c = hubu_server_conn_find(s, conn_id);
+  if (!c || c->state != HUBU_CONN_READY) return;
+  Hubu__V1__SendAck a = HUBU__V1__SEND_ACK__INIT;
+  a.client_id = client_id;
+  a.code = code;
+  a.session_id = (char *)(session_id ? session_id : "");
+  a.seq = seq;
+  a.msg_id = msg_id;
+  a.server_time_ms = hubu_now_ms();
+  a.reason = (char *)(reason ? reason : "");
+  a.duplicate = duplicate;
+  hubu_conn_send(c, HUBU_FRAME_SEND_ACK, &a.base);
+}
+
+/* Appends a PULL_RESULT whose messages are the pre-encoded entries of msgs
+ * (field 4 instead of Push's field 1: only the tag byte differs). */
+static void send_pull_result(hubu_conn *c, uint64_t request_id, Hubu__V1__Code code, const char *session_id,
+                             hubu_msg **msgs, size_t n, uint64_t max_seq, int has_more) {
+  size_t budget = c->server->cfg->max_frame, used = 0, take = 0;
+  for (; take < n; take++) {
+    if (used + msgs[take]->push_entry_len > budget && take > 0) {
+      has_more = 1;
+      break;
+    }
+    used += msgs[take]->push_entry_len;
+  }
+  Hubu__V1__PullResult r = HUBU__V1__PULL_RESULT__INIT;
+  r.request_id = request_id;
+  r.code = code;
+  r.session_id = (char *)session_id;
+  r.max_seq = max_seq;
+  r.has_more = has_more;
+  size_t head = protobuf_c_message_get_packed_size(&r.base);
+  hubu_buf *w = &c->wbuf;
+  uint8_t *p = hubu_buf_reserve(w, HUBU_FRAME_HEADER_SIZE + head + used);
+  if (!p) return;
+  hubu_frame_header_encode(p, HUBU_FRAME_PULL_RESULT, 0, (uint32_t)(head + used));
+  p += HUBU_FRAME_HEADER_SIZE;
+  p += protobuf_c_message_pack(&r.base, p);
+  for (size_t i = 0; i < take; i++) {
+    *p = 0x22; /* PullResult.messages: field 4, length-delimited */
+    memcpy(p + 1, msgs[i]->push_entry + 1, msgs[i]->push_entry_len - 1);
+    p += msgs[i]->push_entry_len;
+  }
+  w->len += HUBU_FRAME_HEADER_SIZE + head + used;
+  hubu_server_mark_dirty(c->server, c);
+}
+
+static void pull_error(hubu_conn *c, uint64_t request_id, Hubu__V1__Code code, const char *session_id) {
+  send_pull_result(c, request_id, code, session_id, NULL, 0, 0, 0);
+}
+
+/* ---- HELLO: the device's high-water mark before HELLO_OK ---- */
+
+static void hello_ok(hubu_conn *c) {
+  hubu_server *s = c->server;
+  if (hubu_user_attach(s, c) != 0) {
+    hubu_log(HUBU_LOG_ERROR, c->id, c->user, "out_of_memory", "where=presence");
+    hubu_conn_goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
+    return;
+  }
+  c->attached = 1;
+  c->state = HUBU_CONN_READY;
+  Hubu__V1__HelloOk ok = HUBU__V1__HELLO_OK__INIT;
+  ok.conn_id = c->id;
+  ok.server_time_ms = hubu_now_ms();
+  ok.heartbeat_ms = s->cfg->heartbeat_ms;
+  ok.last_client_id = c->dev->durable;
+  ok.max_frame = s->cfg->max_frame;
+  ok.server = HUBU_SERVER_NAME;
+  hubu_conn_send(c, HUBU_FRAME_HELLO_OK, &ok.base);
+  hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "hello_ok", "device=%s last_client_id=%llu", c->device,
+           (unsigned long long)c->dev->durable);
+  hubu_conn_resume_input(c);
+}
+
+static void on_device_loaded(hubu_store_op *op) {
+  hubu_device *d = op->ud;
+  hubu_server *s = op->ud2;
+  d->loading = 0;
+  if (op->status == HUBU_STORE_OK) {
+    d->loaded = 1;
+    if (op->last_client_id > d->durable) d->durable = op->last_client_id;
+    if (d->durable > d->assigned) d->assigned = d->durable;
+  } else {
+    hubu_log(HUBU_LOG_ERROR, 0, d->user, "device_load_failed", "device=%s error=\"%s\"", d->device, op->error);
+  }
+  hubu_store_op_free(op);
+  uint64_t *waiters = d->hello_waiters;
+  uint32_t n = d->n_hello_waiters;
+  d->hello_waiters = NULL;
+  d->n_hello_waiters = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    hubu_conn *c = hubu_server_conn_find(s, waiters[i]);
+    if (!c || c->state != HUBU_CONN_AUTHING || c->dev != d) continue;
+    if (d->loaded)
+      hello_ok(c);
+    else
+      hubu_conn_goaway(c, HUBU__V1__CODE__UNAVAILABLE, "store unavailable", 1000);
+  }
+  free(waiters);
+  hubu_device_release(s, d); /* the load's reference */
+}
+
+void hubu_messaging_hello(hubu_conn *c) {
+  hubu_server *s = c->server;
+  c->state = HUBU_CONN_AUTHING;
+  hubu_device *d = c->dev = hubu_device_acquire(s, c->user, c->device);
+  if (!d) {
+    hubu_conn_goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
+    return;
+  }
+  if (d->loaded) {
+    hello_ok(c);
+    return;
+  }
+  uint64_t *w = realloc(d->hello_waiters, (d->n_hello_waiters + 1) * sizeof *w);
+  if (!w) {
+    hubu_conn_goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
+    return;
+  }
+  d->hello_waiters = w;
+  w[d->n_hello_waiters++] = c->id;
+  if (d->loading) return;
+  hubu_store_op *op = hubu_store_op_new(HUBU_STORE_DEVICE_LOAD);
+  if (!op) {
+    hubu_conn_goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
+    return;
+  }
+  snprintf(op->user, sizeof op->user, "%s", d->user);
+  snprintf(op->device, sizeof op->device, "%s", d->device);
+  op->done = on_device_loaded;
+  op->ud = d;
+  op->ud2 = s;
+  d->refs++;
+  d->loading = 1;
+  hubu_store_submit(s->store, op);
+}
+
+/* ---- SEND ---- */
+
+typedef struct {
+  hubu_parked parked;
+  hubu_pending_send *pending;
+  Hubu__V1__Send *send; /* owned */
+} parked_send;
+
+static void pending_answer(hubu_server *s, hubu_pending_send *p, Hubu__V1__Code code, const char *session_id,
+                           uint64_t seq, uint64_t msg_id, const char *reason, int first_duplicate) {
+  send_ack(s, p->sender_conn, p->client_id, code, session_id, seq, msg_id, reason, first_duplicate);
+  for (uint32_t i = 0; i < p->n_retry_conns; i++)
+    send_ack(s, p->retry_conns[i], p->client_id, code, session_id, seq, msg_id, reason, code == HUBU__V1__CODE__OK);
+}
+
+/* Drops p from its device (and its session's busy count) and frees it. */
+static void pending_finish(hubu_server *s, hubu_pending_send *p, int refused) {
+  hubu_device *d = p->device;
+  HASH_DEL(d->pending, p);
+  if (refused && d->assigned == p->client_id) { /* a refused SEND uses up nothing */
+    uint64_t top = d->durable;
+    hubu_pending_send *q, *tmp;
+    HASH_ITER(hh, d->pending, q, tmp) if (q->client_id > top) top = q->client_id;
+    d->assigned = top;
+  }
+  p->session->busy--;
+  hubu_msg_unref(p->msg);
+  free(p->retry_conns);
+  free(p);
+  hubu_device_release(s, d); /* the pending send's reference */
+}
+
+static void on_appended(hubu_store_op *op) {
+  hubu_pending_send *p = op->ud;
+  hubu_server *s = op->ud2;
+  hubu_msg *m = p->msg;
+  if (op->status == HUBU_STORE_OK) {
+    if (p->client_id > p->device->durable) p->device->durable = p->client_id;
+    hubu_session_tail_push(p->session, m);
+    hubu_device_remember(p->device, m);
+    pending_answer(s, p, HUBU__V1__CODE__OK, m->session_id, m->seq, m->msg_id, NULL, 0);
+    hubu_delivery_route(s, p->session, m, p->sender_conn);
+    s->stats.messages_stored++;
+  } else if (op->status == HUBU_STORE_DUPLICATE) {
+    pending_answer(s, p, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1);
+  } else {
+    pending_answer(s, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "the store failed; resend with a new client_id", 0);
+  }
+  hubu_store_op_free(op);
+  pending_finish(s, p, 0);
+}
+
+static void resume_send(hubu_server *s, hubu_session *sess, hubu_parked *parked) {
+  parked_send *ps = (parked_send *)parked;
+  hubu_pending_send *p = ps->pending;
+  Hubu__V1__Send *m = ps->send;
+  hubu_device *d = p->device;
+  free(ps);
+  if (!sess->loaded) {
+    pending_answer(s, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store unavailable", 0);
+    pending_finish(s, p, 1);
+  } else if (!sess->exists || (sess->kind != HUBU_SESSION_DIRECT && !hubu_session_is_member(sess, d->user))) {
+    pending_answer(s, p, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0);
+    pending_finish(s, p, 1);
+  } else {
+    uint8_t *meta = NULL;
+    size_t meta_len = 0;
+    hubu_store_op *op = NULL;
+    if (hubu_msg_pack_meta(m->n_meta, m->meta, &meta, &meta_len) == 0 &&
+        (op = hubu_store_op_new(HUBU_STORE_APPEND)) &&
+        (p->msg = hubu_msg_new(sess->id, sess->next_seq + 1, hubu_server_next_msg_id(s), d->user, d->device,
+                               p->client_id, m->body.data, m->body.len, m->content_type, meta, meta_len,
+                               hubu_now_ms()))) {
+      sess->next_seq++;
+      op->msg = hubu_msg_ref(p->msg);
+      op->done = on_appended;
+      op->ud = p;
+      op->ud2 = s;
+      hubu_store_submit(s->store, op);
+    } else {
+      hubu_store_op_free(op);
+      hubu_log(HUBU_LOG_ERROR, p->sender_conn, d->user, "out_of_memory", "where=send");
+      pending_answer(s, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0);
+      pending_finish(s, p, 1);
+    }
+    free(meta);
+  }
+  hubu__v1__send__free_unpacked(m, NULL);
+}
+
+static void on_found_send(hubu_store_op *op) {
+  hubu_server *s = op->ud2;
+  uint64_t conn_id = op->conn_id;
+  if (op->status == HUBU_STORE_OK)
+    send_ack(s, conn_id, op->client_id, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1);
+  else if (op->status == HUBU_STORE_NOT_FOUND)
+    send_ack(s, conn_id, op->client_id, HUBU__V1__CODE__STALE, "", 0, 0,
+             "client_id is at or below this device's high-water mark and was never stored; resend with a new client_id", 0);
+  else
+    send_ack(s, conn_id, op->client_id, HUBU__V1__CODE__UNAVAILABLE, "", 0, 0, "store unavailable", 0);
+  hubu_store_op_free(op);
+}
+
+static const char *send_invalid(const Hubu__V1__Send *m, int *kind) {
+  if (m->client_id == 0) return "client_id must be 1 or more";
+  *kind = hubu_session_id_check(m->session_id, strlen(m->session_id));
+  if (*kind < 0) return "malformed session_id";
+  if (strlen(m->content_type) > MAX_CONTENT_TYPE) return "content_type too long";
+  if (m->n_meta > MAX_META_ENTRIES) return "too many meta entries";
+  size_t meta = 0;
+  for (size_t i = 0; i < m->n_meta; i++) meta += strlen(m->meta[i]->key) + strlen(m->meta[i]->value);
+  if (meta > MAX_META_BYTES) return "meta too large";
+  return NULL;
+}
+
+void hubu_messaging_send(hubu_conn *c, const hubu_frame *f) {
+  hubu_server *s = c->server;
+  Hubu__V1__Send *m = hubu__v1__send__unpack(NULL, f->header.length, f->body);
+  if (!m) {
+    hubu_conn_bad_body(c, f->header.type);
+    return;
+  }
+  s->stats.sends_received++;
+  hubu_device *d = c->dev;
+  int kind = -1;
+  const char *invalid = send_invalid(m, &kind);
+  if (invalid) {
+    send_ack(s, c->id, m->client_id, HUBU__V1__CODE__INVALID, m->session_id, 0, 0, invalid, 0);
+    goto done;
+  }
+  if (kind == HUBU_SESSION_DIRECT && !hubu_session_direct_has(m->session_id, c->user)) {
+    send_ack(s, c->id, m->client_id, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0);
+    goto done;
+  }
+  if (m->client_id <= d->assigned) { /* a retry, or a stale client_id */
+    hubu_pending_send *p = NULL;
+    HASH_FIND(hh, d->pending, &m->client_id, sizeof m->client_id, p);
+    if (p) { /* still in the store queue: answered with the original */
+      uint64_t *r = realloc(p->retry_conns, (p->n_retry_conns + 1) * sizeof *r);
+      if (r) {
+        p->retry_conns = r;
+        r[p->n_retry_conns++] = c->id;
+      }
+      goto done;
+    }
+    hubu_msg *recent = hubu_device_recent(d, m->client_id);
+    if (recent) {
+      send_ack(s, c->id, m->client_id, HUBU__V1__CODE__OK, recent->session_id, recent->seq, recent->msg_id, NULL, 1);
+      goto done;
+    }
+    hubu_store_op *op = hubu_store_op_new(HUBU_STORE_FIND_SEND);
+    if (!op) {
+      send_ack(s, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0);
+      goto done;
+    }
+    snprintf(op->user, sizeof op->user, "%s", d->user);
+    snprintf(op->device, sizeof op->device, "%s", d->device);
+    op->client_id = m->client_id;
+    op->done = on_found_send;
+    op->conn_id = c->id;
+    op->ud2 = s;
+    hubu_store_submit(s->store, op);
+    goto done;
+  }
+  hubu_session *sess = hubu_session_get(s, m->session_id);
+  hubu_pending_send *p = calloc(1, sizeof *p);
+  parked_send *ps = malloc(sizeof *ps);
+  if (!sess || !p || !ps) {
+    free(p);
+    free(ps);
+    send_ack(s, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0);
+    goto done;
+  }
+  p->client_id = m->client_id;
+  p->device = d;
+  d->refs++;
+  p->session = sess;
+  sess->busy++;
+  p->sender_conn = c->id;
+  HASH_ADD(hh, d->pending, client_id, sizeof p->client_id, p);
+  d->assigned = m->client_id;
+  ps->parked.resume = resume_send;
+  ps->pending = p;
+  ps->send = m;
+  hubu_session_park(s, sess, &ps->parked);
+  return;
+done:
+  hubu__v1__send__free_unpacked(m, NULL);
+}
+
+/* ---- DELIVER_ACK ---- */
+
+void hubu_messaging_deliver_ack(hubu_conn *c, const hubu_frame *f) {
+  Hubu__V1__DeliverAck *a = hubu__v1__deliver_ack__unpack(NULL, f->header.length, f->body);
+  if (!a) {
+    hubu_conn_bad_body(c, f->header.type);
+    return;
+  }
+  for (size_t i = 0; i < a->n_cursors; i++) {
+    const Hubu__V1__Cursor *cur = a->cursors[i];
+    if (hubu_session_id_check(cur->session_id, strlen(cur->session_id)) < 0) continue;
+    hubu_delivery_ack(c, cur->session_id, cur->seq);
+    hubu_device_set_cursor(c->server, c->dev, cur->session_id, cur->seq);
+  }
+  hubu__v1__deliver_ack__free_unpacked(a, NULL);
+}
+
+/* ---- SYNC ---- */
+
+static void on_synced(hubu_store_op *op) {
+  hubu_server *s = op->ud2;
+  Hubu__V1__SyncRequest *req = op->ud;
+  hubu_conn *c = hubu_server_conn_find(s, op->conn_id);
+  if (c && c->state == HUBU_CONN_READY) {
+    Hubu__V1__SyncResult r = HUBU__V1__SYNC_RESULT__INIT;
+    r.request_id = req->request_id;
+    r.code = op->status == HUBU_STORE_OK ? HUBU__V1__CODE__OK : HUBU__V1__CODE__UNAVAILABLE;
+    Hubu__V1__SessionState *states = calloc(op->n_states ? op->n_states : 1, sizeof *states);
+    Hubu__V1__SessionState **ptrs = calloc(op->n_states ? op->n_states : 1, sizeof *ptrs);
+    if (states && ptrs) {
+      for (size_t i = 0; i < op->n_states; i++) {
+        hubu_store_session_state *st = &op->states[i];
+        uint64_t known = 0;
+        for (size_t k = 0; k < req->n_known; k++)
+          if (strcmp(req->known[k]->session_id, st->session_id) == 0) known = req->known[k]->seq;
+        if (st->max_seq <= known) continue;
+        Hubu__V1__SessionState *out = &states[r.n_sessions];
+        hubu__v1__session_state__init(out);
+        out->session_id = st->session_id;
+        out->max_seq = st->max_seq;
+        out->min_seq = st->min_seq;
+        out->kind = st->kind;
+        ptrs[r.n_sessions++] = out;
+      }
+      r.sessions = ptrs;
+    } else {
+      r.code = HUBU__V1__CODE__INTERNAL;
+    }
+    hubu_conn_send(c, HUBU_FRAME_SYNC_RESULT, &r.base);
+    free(states);
+    free(ptrs);
+  }
+  hubu__v1__sync_request__free_unpacked(req, NULL);
+  hubu_store_op_free(op);
+}
+
+void hubu_messaging_sync(hubu_conn *c, const hubu_frame *f) {
+  Hubu__V1__SyncRequest *req = hubu__v1__sync_request__unpack(NULL, f->header.length, f->body);
+  if (!req) {
+    hubu_conn_bad_body(c, f->header.type);
+    return;
+  }
+  hubu_store_op *op = hubu_store_op_new(HUBU_STORE_SYNC);
+  if (!op) {
+    Hubu__V1__SyncResult r = HUBU__V1__SYNC_RESULT__INIT;
+    r.request_id = req->request_id;
+    r.code = HUBU__V1__CODE__INTERNAL;
+    hubu_conn_send(c, HUBU_FRAME_SYNC_RESULT, &r.base);
+    hubu__v1__sync_request__free_unpacked(req, NULL);
+    return;
+  }
+  snprintf(op->user, sizeof op->user, "%s", c->user);
+  op->conn_id = c->id;
+  op->done = on_synced;
+  op->ud = req;
+  op->ud2 = c->server;
+  hubu_store_submit(c->server->store, op);
+}
+
+/* ---- PULL ---- */
+
+typedef struct {
+  hubu_parked parked;
+  uint64_t conn_id;
+  uint64_t request_id;
+  uint64_t after_seq;
+  uint32_t limit;
+  char user[HUBU_ID_MAX + 1];
+} parked_pull;
+
+static void on_pulled(hubu_store_op *op) {
+  hubu_server *s = op->ud2;
+  hubu_session *sess = op->ud;
+  hubu_conn *c = hubu_server_conn_find(s, op->conn_id);
+  sess->busy--;
+  if (c && c->state == HUBU_CONN_READY) {
+    if (op->status == HUBU_STORE_OK) {
+      uint64_t max_seq = sess->stored_seq;
+      if (op->n_msgs && op->msgs[op->n_msgs - 1]->seq > max_seq) max_seq = op->msgs[op->n_msgs - 1]->seq;
+      send_pull_result(c, op->request_id, HUBU__V1__CODE__OK, sess->id, op->msgs, op->n_msgs, max_seq, op->has_more);
+    } else {
+      pull_error(c, op->request_id, HUBU__V1__CODE__UNAVAILABLE, sess->id);
+    }
+  }
+  hubu_store_op_free(op);
+}
+
+static void resume_pull(hubu_server *s, hubu_session *sess, hubu_parked *parked) {
+  parked_pull *pp = (parked_pull *)parked;
+  hubu_conn *c = hubu_server_conn_find(s, pp->conn_id);
+  if (!c || c->state != HUBU_CONN_READY) goto done;
+  if (!sess->loaded) {
+    pull_error(c, pp->request_id, HUBU__V1__CODE__UNAVAILABLE, sess->id);
+  } else if (!sess->exists || !hubu_session_is_member(sess, pp->user)) {
+    pull_error(c, pp->request_id, HUBU__V1__CODE__FORBIDDEN, sess->id);
+  } else {
+    hubu_msg *tail[HUBU_TAIL_CAP];
+    int has_more = 0;
+    int n = hubu_session_tail_read(sess, pp->after_seq, pp->limit, tail, &has_more);
+    if (n >= 0) {
+      s->stats.pulls_from_tail++;
+      send_pull_result(c, pp->request_id, HUBU__V1__CODE__OK, sess->id, tail, (size_t)n, sess->stored_seq, has_more);
+      goto done;
+    }
+    hubu_store_op *op = hubu_store_op_new(HUBU_STORE_PULL);
+    if (!op) {
+      pull_error(c, pp->request_id, HUBU__V1__CODE__INTERNAL, sess->id);
+      goto done;
+    }
+    s->stats.pulls_from_store++;
+    snprintf(op->session_id, sizeof op->session_id, "%s", sess->id);
+    op->after_seq = pp->after_seq;
+    op->limit = pp->limit;
+    op->request_id = pp->request_id;
+    op->conn_id = pp->conn_id;
+    op->done = on_pulled;
+    op->ud = sess;
+    op->ud2 = s;
+    sess->busy++;
+    hubu_store_submit(s->store, op);
+  }
+done:
+  free(pp);
+}
+
+void hubu_messaging_pull(hubu_conn *c, const hubu_frame *f) {
+  hubu_server *s = c->server;
+  Hubu__V1__PullRequest *req = hubu__v1__pull_request__unpack(NULL, f->header.length, f->body);
+  if (!req) {
+    hubu_conn_bad_body(c, f->header.type);
+    return;
+  }
+  int kind = hubu_session_id_check(req->session_id, strlen(req->session_id));
+  hubu_session *sess = NULL;
+  parked_pull *pp = NULL;
+  if (kind < 0) {
+    pull_error(c, req->request_id, HUBU__V1__CODE__INVALID, req->session_id);
+  } else if (kind == HUBU_SESSION_DIRECT && !hubu_session_direct_has(req->session_id, c->user)) {
+    pull_error(c, req->request_id, HUBU__V1__CODE__FORBIDDEN, req->session_id);
+  } else if (!(sess = hubu_session_get(s, req->session_id)) || !(pp = calloc(1, sizeof *pp))) {
+    pull_error(c, req->request_id, HUBU__V1__CODE__INTERNAL, req->session_id);
+  } else {
+    uint32_t limit = req->limit ? req->limit : 100;
+    if (limit > s->cfg->pull_limit_max) limit = s->cfg->pull_limit_max;
+    if (limit > HUBU_TAIL_CAP) limit = HUBU_TAIL_CAP;
+    pp->parked.resume = resume_pull;
+    pp->conn_id = c->id;
+    pp->request_id = req->request_id;
+    pp->after_seq = req->after_seq;
+    pp->limit = limit;
+    snprintf(pp->user, sizeof pp->user, "%s", c->user);
+    hubu_session_park(s, sess, &pp->parked);
+  }
+  hubu__v1__pull_request__free_unpacked(req, NULL);
+}
+
+void hubu_messaging_conn_closed(hubu_conn *c) {
+  hubu_server *s = c->server;
+  if (c->attached) hubu_user_detach(s, c);
+  c->attached = 0;
+  hubu_delivery_free(c);
+  if (c->dev) hubu_device_release(s, c->dev);
+  c->dev = NULL;
+}

@@ -1,0 +1,21 @@
+/* messaging.h — the request flows of PROTOCOL.md section 5 on one loop:
+ * HELLO's device load, SEND -> store -> SEND_ACK + PUSH, DELIVER_ACK, SYNC, PULL. */
+#ifndef HUBU_MESSAGING_H
+#define HUBU_MESSAGING_H
+
+#include "frame.h"
+
+typedef struct hubu_conn hubu_conn;
+
+/* After a valid token: loads the device, then sends HELLO_OK. */
+void hubu_messaging_hello(hubu_conn *c);
+
+void hubu_messaging_send(hubu_conn *c, const hubu_frame *f);
+void hubu_messaging_deliver_ack(hubu_conn *c, const hubu_frame *f);
+void hubu_messaging_sync(hubu_conn *c, const hubu_frame *f);
+void hubu_messaging_pull(hubu_conn *c, const hubu_frame *f);
+
+/* The connection is going away: drops its device, presence and window. */
+void hubu_messaging_conn_closed(hubu_conn *c);
+
+#endif

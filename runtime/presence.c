@@ -1,0 +1,169 @@
+/* presence.c — users online and per-device send state, on the loop thread.
+ * Invariant: a device lives while anything refers to it, so a store
+ * completion always finds the device it was submitted for. */
+#include "presence.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "log.h"
+#include "server.h"
+#include "store.h"
+
+hubu_user *hubu_user_find(hubu_server *s, const char *id) {
+  hubu_user *u = NULL;
+  HASH_FIND_STR(s->users, id, u);
+  return u;
+}
+
+int hubu_user_attach(hubu_server *s, hubu_conn *c) {
+  hubu_user *u = hubu_user_find(s, c->user);
+  if (!u) {
+    if (!(u = calloc(1, sizeof *u)) || !(u->id = strdup(c->user))) {
+      free(u);
+      return -1;
+    }
+    HASH_ADD_KEYPTR(hh, s->users, u->id, strlen(u->id), u);
+  }
+  c->user_next = u->conns;
+  u->conns = c;
+  return 0;
+}
+
+void hubu_user_detach(hubu_server *s, hubu_conn *c) {
+  hubu_user *u = hubu_user_find(s, c->user);
+  if (!u) return;
+  for (hubu_conn **p = &u->conns; *p; p = &(*p)->user_next) {
+    if (*p == c) {
+      *p = c->user_next;
+      break;
+    }
+  }
+  c->user_next = NULL;
+  if (!u->conns) {
+    HASH_DEL(s->users, u);
+    free(u->id);
+    free(u);
+  }
+}
+
+hubu_device *hubu_device_acquire(hubu_server *s, const char *user, const char *device) {
+  char key[2 * 64 + 2];
+  snprintf(key, sizeof key, "%s/%s", user, device);
+  hubu_device *d = NULL;
+  HASH_FIND_STR(s->devices, key, d);
+  if (!d) {
+    size_t klen = strlen(key), ulen = strlen(user);
+    if (!(d = calloc(1, sizeof *d)) || !(d->key = malloc(2 * (klen + 1)))) {
+      free(d);
+      return NULL;
+    }
+    memcpy(d->key, key, klen + 1);
+    d->user = d->key + klen + 1;
+    memcpy(d->user, key, klen + 1);
+    d->user[ulen] = '\0';
+    d->device = d->user + ulen + 1;
+    HASH_ADD_KEYPTR(hh, s->devices, d->key, klen, d);
+  }
+  d->refs++;
+  return d;
+}
+
+static void device_free(hubu_server *s, hubu_device *d) {
+  HASH_DEL(s->devices, d);
+  for (uint32_t i = 0; i < HUBU_RECENT_ACKS; i++) hubu_msg_unref(d->recent[i]);
+  hubu_cursor *c, *tmp;
+  HASH_ITER(hh, d->cursors, c, tmp) {
+    HASH_DEL(d->cursors, c);
+    free(c->session_id);
+    free(c);
+  }
+  free(d->hello_waiters);
+  free(d->key);
+  free(d);
+}
+
+void hubu_device_release(hubu_server *s, hubu_device *d) {
+  if (--d->refs == 0 && !d->cursors_dirty && !d->pending) device_free(s, d);
+}
+
+void hubu_device_remember(hubu_device *d, hubu_msg *m) {
+  hubu_msg_unref(d->recent[d->recent_next]);
+  d->recent[d->recent_next] = hubu_msg_ref(m);
+  d->recent_next = (d->recent_next + 1) % HUBU_RECENT_ACKS;
+}
+
+hubu_msg *hubu_device_recent(hubu_device *d, uint64_t client_id) {
+  for (uint32_t i = 0; i < HUBU_RECENT_ACKS; i++)
+    if (d->recent[i] && d->recent[i]->client_id == client_id) return d->recent[i];
+  return NULL;
+}
+
+void hubu_device_set_cursor(hubu_server *s, hubu_device *d, const char *session_id, uint64_t seq) {
+  (void)s;
+  hubu_cursor *c = NULL;
+  HASH_FIND_STR(d->cursors, session_id, c);
+  if (!c) {
+    if (!(c = calloc(1, sizeof *c)) || !(c->session_id = strdup(session_id))) {
+      free(c);
+      return;
+    }
+    HASH_ADD_KEYPTR(hh, d->cursors, c->session_id, strlen(c->session_id), c);
+  }
+  if (seq <= c->seq) return;
+  c->seq = seq;
+  c->dirty = 1;
+  d->cursors_dirty = 1;
+}
+
+static void on_cursors_saved(hubu_store_op *op) {
+  if (op->status != HUBU_STORE_OK)
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "cursor_save_failed", "count=%zu error=\"%s\"", op->n_cursors, op->error);
+  hubu_store_op_free(op);
+}
+
+void hubu_presence_save_cursors(hubu_server *s) {
+  size_t n = 0;
+  hubu_device *d, *dtmp;
+  HASH_ITER(hh, s->devices, d, dtmp) {
+    if (!d->cursors_dirty) continue;
+    hubu_cursor *c, *ctmp;
+    HASH_ITER(hh, d->cursors, c, ctmp) n += c->dirty;
+  }
+  if (!n) return;
+  hubu_store_op *op = hubu_store_op_new(HUBU_STORE_CURSORS_SAVE);
+  if (!op || !(op->cursors = calloc(n, sizeof *op->cursors))) {
+    hubu_store_op_free(op);
+    return; /* stays dirty: the next round tries again */
+  }
+  HASH_ITER(hh, s->devices, d, dtmp) {
+    if (!d->cursors_dirty) continue;
+    hubu_cursor *c, *ctmp;
+    HASH_ITER(hh, d->cursors, c, ctmp) {
+      if (!c->dirty) continue;
+      hubu_store_cursor *out = &op->cursors[op->n_cursors++];
+      snprintf(out->user, sizeof out->user, "%s", d->user);
+      snprintf(out->device, sizeof out->device, "%s", d->device);
+      snprintf(out->session_id, sizeof out->session_id, "%s", c->session_id);
+      out->delivered_seq = c->seq;
+      c->dirty = 0;
+    }
+    d->cursors_dirty = 0;
+    if (!d->refs && !d->pending) device_free(s, d);
+  }
+  op->done = on_cursors_saved;
+  hubu_store_submit(s->store, op);
+}
+
+void hubu_presence_free_all(hubu_server *s) {
+  hubu_device *d, *dtmp;
+  HASH_ITER(hh, s->devices, d, dtmp) device_free(s, d);
+  hubu_user *u, *utmp;
+  HASH_ITER(hh, s->users, u, utmp) {
+    HASH_DEL(s->users, u);
+    free(u->id);
+    free(u);
+  }
+}

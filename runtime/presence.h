@@ -1,0 +1,86 @@
+/* presence.h — who is online on this loop (user -> connections) and what
+ * each (user, device) has sent: its client_id high-water marks, the sends
+ * still in the store queue, recent ACKs for retries, delivered cursors. */
+#ifndef HUBU_PRESENCE_H
+#define HUBU_PRESENCE_H
+
+#include <stdint.h>
+#include <uthash.h>
+
+#include "msg.h"
+
+typedef struct hubu_server hubu_server;
+typedef struct hubu_conn hubu_conn;
+typedef struct hubu_session hubu_session;
+typedef struct hubu_device hubu_device;
+
+/* Owned by server->users while it has connections. */
+typedef struct hubu_user {
+  UT_hash_handle hh;
+  char *id;         /* owned */
+  hubu_conn *conns; /* linked through conn->user_next */
+} hubu_user;
+
+/* A SEND accepted and waiting for the store. Owned by its device's table. */
+typedef struct hubu_pending_send {
+  UT_hash_handle hh;       /* device->pending, by client_id */
+  uint64_t client_id;
+  hubu_device *device;
+  hubu_session *session;
+  hubu_msg *msg;           /* NULL while the session loads */
+  uint64_t sender_conn;    /* the connection that sent it first */
+  uint64_t *retry_conns;   /* owned: connections that sent it again meanwhile */
+  uint32_t n_retry_conns;
+  void *request;           /* the parked SEND while the session loads */
+} hubu_pending_send;
+
+typedef struct hubu_cursor {
+  UT_hash_handle hh;
+  char *session_id; /* owned */
+  uint64_t seq;
+  uint8_t dirty;    /* not yet saved */
+} hubu_cursor;
+
+#define HUBU_RECENT_ACKS 32
+
+/* Owned by server->devices while referenced (connections, pending sends, loads)
+ * or while it has cursors to save. */
+struct hubu_device {
+  UT_hash_handle hh;
+  char *key;           /* owned: "user/device" ('/' is not in the id alphabet) */
+  char *user;          /* points into key storage after it */
+  char *device;
+  uint32_t refs;
+  uint8_t loaded;
+  uint8_t loading;
+  uint8_t cursors_dirty;
+  uint64_t assigned;   /* highest client_id accepted (queued or stored) */
+  uint64_t durable;    /* highest client_id the store holds */
+  hubu_pending_send *pending;
+  hubu_msg *recent[HUBU_RECENT_ACKS]; /* owned refs: the latest stored sends, for retries */
+  uint32_t recent_next;
+  hubu_cursor *cursors;
+  uint64_t *hello_waiters; /* owned: connections waiting for the load */
+  uint32_t n_hello_waiters;
+};
+
+hubu_user *hubu_user_find(hubu_server *s, const char *id);
+int hubu_user_attach(hubu_server *s, hubu_conn *c);
+void hubu_user_detach(hubu_server *s, hubu_conn *c);
+
+/* The device of (user, device), created when missing; a reference is taken. */
+hubu_device *hubu_device_acquire(hubu_server *s, const char *user, const char *device);
+void hubu_device_release(hubu_server *s, hubu_device *d);
+
+void hubu_device_remember(hubu_device *d, hubu_msg *m);
+hubu_msg *hubu_device_recent(hubu_device *d, uint64_t client_id);
+
+/* Records "delivered up to seq" for the device in session; saved lazily. */
+void hubu_device_set_cursor(hubu_server *s, hubu_device *d, const char *session_id, uint64_t seq);
+
+/* Submits every unsaved cursor in one CURSORS_SAVE. */
+void hubu_presence_save_cursors(hubu_server *s);
+
+void hubu_presence_free_all(hubu_server *s);
+
+#endif

@@ -1,0 +1,210 @@
+/* session.c — per-conversation state on the loop thread. Seqs are assigned
+ * here, before the store, from a counter loaded from the store on first use.
+ * Invariant: requests for a session that is still loading wait in its FIFO,
+ * so they are served in the order they arrived. */
+#include "session.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "server.h"
+#include "store.h"
+#include "token.h"
+
+int hubu_session_id_check(const char *id, size_t len) {
+  if (len < 3 || len > HUBU_SESSION_ID_MAX) return -1;
+  if (id[0] == 'd' && id[1] == ':') {
+    const char *a = id + 2, *colon = memchr(a, ':', len - 2);
+    if (!colon) return -1;
+    size_t alen = (size_t)(colon - a), blen = len - 2 - alen - 1;
+    const char *b = colon + 1;
+    if (!hubu_id_valid(a, alen) || !hubu_id_valid(b, blen)) return -1;
+    size_t n = alen < blen ? alen : blen;
+    int cmp = memcmp(a, b, n);
+    if (cmp > 0 || (cmp == 0 && alen >= blen)) return -1; /* a < b bytewise */
+    return HUBU_SESSION_DIRECT;
+  }
+  if (id[0] == 'g' && id[1] == ':') return hubu_id_valid(id + 2, len - 2) ? HUBU_SESSION_GROUP : -1;
+  const char *colon = memchr(id, ':', len);
+  if (!colon || colon == id || colon == id + len - 1) return -1;
+  for (size_t i = 0; i < len; i++)
+    if ((unsigned char)id[i] < 0x21 || (unsigned char)id[i] > 0x7e) return -1;
+  return HUBU_SESSION_CUSTOM;
+}
+
+int hubu_session_direct_has(const char *id, const char *user) {
+  const char *a = id + 2, *colon = strchr(a, ':');
+  if (!colon) return 0;
+  size_t ulen = strlen(user);
+  return ((size_t)(colon - a) == ulen && memcmp(a, user, ulen) == 0) || strcmp(colon + 1, user) == 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int hubu_session_is_member(const hubu_session *sess, const char *user) {
+  if (sess->kind == HUBU_SESSION_DIRECT) return hubu_session_direct_has(sess->id, user);
+  return sess->n_members && bsearch(&user, sess->members, sess->n_members, sizeof *sess->members, cmp_str) != NULL;
+}
+
+int hubu_session_add_member(hubu_session *sess, const char *user) {
+  if (hubu_session_is_member(sess, user)) return 0;
+  char **m = realloc(sess->members, (sess->n_members + 1) * sizeof *m);
+  if (!m) return -1;
+  sess->members = m;
+  size_t i = sess->n_members;
+  while (i > 0 && strcmp(m[i - 1], user) > 0) { /* keep sorted */
+    m[i] = m[i - 1];
+    i--;
+  }
+  if (!(m[i] = strdup(user))) {
+    memmove(&m[i], &m[i + 1], (sess->n_members - i) * sizeof *m);
+    return -1;
+  }
+  sess->n_members++;
+  return 0;
+}
+
+void hubu_session_remove_member(hubu_session *sess, const char *user) {
+  for (size_t i = 0; i < sess->n_members; i++) {
+    if (strcmp(sess->members[i], user) == 0) {
+      free(sess->members[i]);
+      memmove(&sess->members[i], &sess->members[i + 1], (sess->n_members - i - 1) * sizeof *sess->members);
+      sess->n_members--;
+      return;
+    }
+  }
+}
+
+static void session_free(hubu_session *sess) {
+  for (size_t i = 0; i < sess->n_members; i++) free(sess->members[i]);
+  free(sess->members);
+  for (uint32_t i = 0; i < sess->tail_len; i++) hubu_msg_unref(sess->tail[(sess->tail_head + i) % HUBU_TAIL_CAP]);
+  free(sess->tail);
+  free(sess->id);
+  free(sess);
+}
+
+static void run_parked(hubu_server *s, hubu_session *sess) {
+  while (sess->parked) {
+    hubu_parked *p = sess->parked;
+    sess->parked = p->next;
+    if (!sess->parked) sess->parked_last = NULL;
+    p->resume(s, sess, p);
+  }
+}
+
+static void on_loaded(hubu_store_op *op) {
+  hubu_session *sess = op->ud;
+  hubu_server *s = sess->server_ref;
+  sess->busy--;
+  if (op->status == HUBU_STORE_OK) {
+    sess->exists = 1;
+    sess->next_seq = sess->stored_seq = sess->tail_base = op->max_seq;
+    sess->min_seq = op->min_seq;
+    if (sess->kind != HUBU_SESSION_DIRECT) {
+      sess->members = op->members; /* take ownership; the store returns them sorted */
+      sess->n_members = op->n_members;
+      op->members = NULL;
+      op->n_members = 0;
+      qsort(sess->members, sess->n_members, sizeof *sess->members, cmp_str);
+    }
+    sess->loaded = 1;
+  } else if (op->status == HUBU_STORE_NOT_FOUND) {
+    sess->exists = sess->kind != HUBU_SESSION_GROUP; /* a direct session exists implicitly */
+    sess->loaded = 1;
+  } else {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "session_load_failed", "session=%s error=\"%s\"", sess->id, op->error);
+  }
+  hubu_store_op_free(op);
+  run_parked(s, sess); /* with loaded == 0 each request answers UNAVAILABLE */
+  if (!sess->loaded && !sess->busy) {
+    HASH_DEL(s->sessions, sess);
+    session_free(sess);
+  }
+}
+
+hubu_session *hubu_session_get(hubu_server *s, const char *id) {
+  hubu_session *sess = NULL;
+  HASH_FIND_STR(s->sessions, id, sess);
+  if (sess) {
+    sess->last_used_ms = uv_now(s->loop);
+    return sess;
+  }
+  int kind = hubu_session_id_check(id, strlen(id));
+  if (kind < 0) return NULL;
+  sess = calloc(1, sizeof *sess);
+  hubu_store_op *op = hubu_store_op_new(HUBU_STORE_SESSION_LOAD);
+  if (!sess || !(sess->id = strdup(id)) || !op || !(sess->tail = calloc(HUBU_TAIL_CAP, sizeof *sess->tail))) {
+    if (sess) free(sess->id), free(sess);
+    hubu_store_op_free(op);
+    return NULL;
+  }
+  sess->kind = (uint8_t)kind;
+  sess->server_ref = s;
+  sess->last_used_ms = uv_now(s->loop);
+  HASH_ADD_KEYPTR(hh, s->sessions, sess->id, strlen(sess->id), sess);
+  snprintf(op->session_id, sizeof op->session_id, "%s", id);
+  op->done = on_loaded;
+  op->ud = sess;
+  sess->busy++;
+  hubu_store_submit(s->store, op);
+  return sess;
+}
+
+void hubu_session_park(hubu_server *s, hubu_session *sess, hubu_parked *p) {
+  p->next = NULL;
+  if (sess->loaded && !sess->parked) {
+    p->resume(s, sess, p);
+    return;
+  }
+  if (sess->parked_last) sess->parked_last->next = p;
+  else sess->parked = p;
+  sess->parked_last = p;
+}
+
+void hubu_session_tail_push(hubu_session *sess, hubu_msg *m) {
+  if (m->seq > sess->stored_seq) sess->stored_seq = m->seq;
+  if (sess->tail_len == HUBU_TAIL_CAP) {
+    hubu_msg *old = sess->tail[sess->tail_head];
+    sess->tail_base = old->seq;
+    hubu_msg_unref(old);
+    sess->tail_head = (sess->tail_head + 1) % HUBU_TAIL_CAP;
+    sess->tail_len--;
+  }
+  sess->tail[(sess->tail_head + sess->tail_len) % HUBU_TAIL_CAP] = hubu_msg_ref(m);
+  sess->tail_len++;
+}
+
+int hubu_session_tail_read(hubu_session *sess, uint64_t after_seq, uint32_t limit, hubu_msg **out, int *has_more) {
+  *has_more = 0;
+  if (!sess->loaded || after_seq < sess->tail_base) return -1;
+  int n = 0;
+  for (uint32_t i = 0; i < sess->tail_len; i++) {
+    hubu_msg *m = sess->tail[(sess->tail_head + i) % HUBU_TAIL_CAP];
+    if (m->seq <= after_seq) continue;
+    if ((uint32_t)n == limit) {
+      *has_more = 1;
+      break;
+    }
+    out[n++] = m;
+  }
+  return n;
+}
+
+void hubu_session_evict_idle(hubu_server *s, uint64_t idle_before_ms) {
+  hubu_session *sess, *tmp;
+  HASH_ITER(hh, s->sessions, sess, tmp) {
+    if (sess->busy || sess->parked || !sess->loaded || sess->last_used_ms >= idle_before_ms) continue;
+    HASH_DEL(s->sessions, sess);
+    session_free(sess);
+  }
+}
+
+void hubu_session_free_all(hubu_server *s) {
+  hubu_session *sess, *tmp;
+  HASH_ITER(hh, s->sessions, sess, tmp) {
+    HASH_DEL(s->sessions, sess);
+    session_free(sess);
+  }
+}

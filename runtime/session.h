@@ -1,0 +1,77 @@
+/* session.h — the conversations this loop has in memory: seq counter,
+ * members, and the tail of recent stored messages that serves most PULLs. */
+#ifndef HUBU_SESSION_H
+#define HUBU_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uthash.h>
+
+#include "msg.h"
+
+typedef struct hubu_server hubu_server;
+typedef struct hubu_parked hubu_parked;
+
+typedef enum { HUBU_SESSION_DIRECT = 0, HUBU_SESSION_GROUP, HUBU_SESSION_CUSTOM } hubu_session_kind;
+
+#define HUBU_TAIL_CAP 512
+
+/* Owned by server->sessions. Its members, tail and parked requests are its own. */
+typedef struct hubu_session {
+  UT_hash_handle hh;
+  char *id;             /* owned */
+  uint8_t kind;         /* hubu_session_kind */
+  uint8_t loaded;       /* the store answered SESSION_LOAD */
+  uint8_t exists;       /* the store knows it (a group must exist to be used) */
+  uint64_t next_seq;    /* highest seq assigned */
+  uint64_t stored_seq;  /* highest seq the store confirmed */
+  uint64_t min_seq;
+  char **members;       /* owned, sorted bytewise */
+  size_t n_members;
+  hubu_msg **tail;      /* owned ring of references, ascending seq */
+  uint32_t tail_head, tail_len;
+  uint64_t tail_base;   /* every stored message with seq > tail_base is in the tail */
+  hubu_parked *parked;  /* requests waiting for the load, FIFO */
+  hubu_parked *parked_last;
+  uint32_t busy;        /* appends in the store queue, loads under way */
+  uint64_t last_used_ms;
+  hubu_server *server_ref; /* for store completions */
+} hubu_session;
+
+/* A request waiting for its session to load. */
+struct hubu_parked {
+  hubu_parked *next;
+  void (*resume)(hubu_server *s, hubu_session *sess, hubu_parked *p); /* frees p */
+};
+
+/* Checks a session id: d:<a>:<b> (a < b, both valid user ids), g:<name>, or
+ * another "<prefix>:<rest>". Returns the kind, or -1 when malformed. */
+int hubu_session_id_check(const char *id, size_t len);
+
+/* For d:<a>:<b>, whether user is a or b. */
+int hubu_session_direct_has(const char *id, const char *user);
+
+/* Finds the session, creating it (and starting its load) when unknown. */
+hubu_session *hubu_session_get(hubu_server *s, const char *id);
+
+/* Runs p->resume now if sess is loaded, else when it is. */
+void hubu_session_park(hubu_server *s, hubu_session *sess, hubu_parked *p);
+
+int hubu_session_is_member(const hubu_session *sess, const char *user);
+int hubu_session_add_member(hubu_session *sess, const char *user);
+void hubu_session_remove_member(hubu_session *sess, const char *user);
+
+/* Adds a stored message to the tail (takes a new reference). */
+void hubu_session_tail_push(hubu_session *sess, hubu_msg *m);
+
+/* Collects up to limit tail messages with seq > after_seq. Returns -1 when
+ * the tail cannot answer (after_seq below tail_base), else the count;
+ * *has_more tells whether more stored messages follow. */
+int hubu_session_tail_read(hubu_session *sess, uint64_t after_seq, uint32_t limit, hubu_msg **out, int *has_more);
+
+/* Frees sessions unused since before idle_before_ms that have nothing under way. */
+void hubu_session_evict_idle(hubu_server *s, uint64_t idle_before_ms);
+
+void hubu_session_free_all(hubu_server *s);
+
+#endif

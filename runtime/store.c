@@ -1,0 +1,287 @@
+/* store.c — the store thread: a FIFO of ops filled by the loop thread, drained
+ * by one thread that owns the backend connection, and a done list handed back
+ * to the loop through one uv_async handle. Invariant: ops complete in
+ * submission order — the thread walks what it takes in order and appends to
+ * the done list in that order, and the loop runs the done list in order. */
+#include "store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct hubu_store {
+  uv_loop_t *loop;
+  uv_async_t async; /* the completion handle; its close callback frees the store */
+  uv_thread_t thread;
+  uv_mutex_t mutex; /* guards queue, done list, closing/thread_exited and stats */
+  uv_cond_t cond;   /* signalled when the queue becomes non-empty or closing is set */
+
+  hubu_store_op *queue_head, *queue_tail; /* submitted, not yet taken by the thread */
+  hubu_store_op *done_head, *done_tail;   /* finished, waiting for the loop */
+  hubu_store_op *draining;                /* taken from done by the loop, running now (loop thread only) */
+  int closing;                            /* hubu_store_close was called */
+  int thread_exited;                      /* the thread is gone: submit completes ops with ERROR */
+
+  const hubu_store_backend *backend;
+  void *db; /* owned by the thread while it runs, then by close */
+  hubu_store_config cfg;
+  char *backend_name, *path; /* owned copies behind cfg's strings */
+  hubu_store_op **batch;     /* the thread's APPEND batch, cfg.max_batch slots */
+  hubu_store_stats stats;
+};
+
+/* ---- ops ---- */
+
+hubu_store_op *hubu_store_op_new(hubu_store_op_kind kind) {
+  hubu_store_op *op = calloc(1, sizeof *op);
+  if (op) op->kind = kind;
+  return op;
+}
+
+void hubu_store_op_free(hubu_store_op *op) {
+  if (!op) return;
+  hubu_msg_unref(op->msg);
+  for (size_t i = 0; i < op->n_members; i++) free(op->members[i]);
+  free(op->members);
+  free(op->cursors);
+  for (size_t i = 0; i < op->n_msgs; i++) hubu_msg_unref(op->msgs[i]);
+  free(op->msgs);
+  free(op->states);
+  free(op);
+}
+
+/* ---- session kinds and backends ---- */
+
+const char *hubu_session_kind_of(const char *session_id) {
+  if (!session_id) return "custom";
+  if (strncmp(session_id, "d:", 2) == 0) {
+    const char *a = session_id + 2, *colon = strchr(a, ':');
+    /* d:<a>:<b>, both non-empty; user ids never hold ':' */
+    if (colon && colon > a && colon[1] && !strchr(colon + 1, ':')) return "direct";
+    return "custom";
+  }
+  if (strncmp(session_id, "g:", 2) == 0 && session_id[2]) return "group";
+  return "custom";
+}
+
+const hubu_store_backend *hubu_store_backend_find(const char *name) {
+  if (!name || !*name || strcmp(name, hubu_store_sqlite.name) == 0) return &hubu_store_sqlite;
+  return NULL;
+}
+
+/* ---- the store thread ---- */
+
+/* Hands finished ops [first..last] to the loop, in order. */
+static void post_done(hubu_store *s, hubu_store_op *first, hubu_store_op *last) {
+  last->next = NULL;
+  uv_mutex_lock(&s->mutex);
+  if (s->done_tail)
+    s->done_tail->next = first;
+  else
+    s->done_head = first;
+  s->done_tail = last;
+  uv_mutex_unlock(&s->mutex);
+  uv_async_send(&s->async);
+}
+
+static void run_append_batch(hubu_store *s, hubu_store_op **ops, size_t n) {
+  uint64_t t0 = uv_hrtime();
+  s->backend->append_batch(s->db, ops, n); /* sets every op's status; logs its own failures */
+  uint64_t us = (uv_hrtime() - t0) / 1000;
+  uint64_t stored = 0;
+  for (size_t i = 0; i < n; i++) stored += ops[i]->status == HUBU_STORE_OK;
+  uv_mutex_lock(&s->mutex);
+  /* fsync=always commits each message on its own: that many transactions. */
+  s->stats.batches += s->cfg.fsync == HUBU_FSYNC_ALWAYS ? n : 1;
+  s->stats.appended += stored;
+  s->stats.last_batch = n;
+  if (n > s->stats.max_batch_seen) s->stats.max_batch_seen = n;
+  s->stats.commit_us_total += us;
+  uv_mutex_unlock(&s->mutex);
+}
+
+/* Runs one taken list in order: consecutive APPENDs become one batch (up to
+ * max_batch), every other op runs alone. */
+static void run_ops(hubu_store *s, hubu_store_op *op) {
+  while (op) {
+    if (op->kind == HUBU_STORE_APPEND) {
+      hubu_store_op *first = op, *last = op;
+      size_t n = 0;
+      while (op && op->kind == HUBU_STORE_APPEND && n < s->cfg.max_batch) {
+        s->batch[n++] = op;
+        last = op;
+        op = op->next;
+      }
+      run_append_batch(s, s->batch, n);
+      post_done(s, first, last);
+    } else {
+      hubu_store_op *next = op->next;
+      s->backend->execute(s->db, op);
+      post_done(s, op, op);
+      op = next;
+    }
+  }
+}
+
+static void store_thread(void *arg) {
+  hubu_store *s = arg;
+  uv_mutex_lock(&s->mutex);
+  for (;;) {
+    while (!s->queue_head && !s->closing) uv_cond_wait(&s->cond, &s->mutex);
+    if (!s->queue_head) break; /* closing, and everything queued is done */
+    hubu_store_op *taken = s->queue_head;
+    s->queue_head = s->queue_tail = NULL;
+    s->stats.queued = 0;
+    uv_mutex_unlock(&s->mutex);
+    run_ops(s, taken);
+    uv_mutex_lock(&s->mutex);
+  }
+  s->thread_exited = 1;
+  uv_mutex_unlock(&s->mutex);
+}
+
+/* ---- the loop side ---- */
+
+/* Runs every finished op's callback, in order. Safe against a callback that
+ * submits (its op lands behind) or closes the store (close drains the rest). */
+static void run_done(hubu_store *s) {
+  for (;;) {
+    if (!s->draining) {
+      uv_mutex_lock(&s->mutex);
+      s->draining = s->done_head;
+      s->done_head = s->done_tail = NULL;
+      uv_mutex_unlock(&s->mutex);
+      if (!s->draining) return;
+    }
+    hubu_store_op *op = s->draining;
+    s->draining = op->next;
+    op->next = NULL;
+    if (op->done)
+      op->done(op);
+    else
+      hubu_store_op_free(op);
+  }
+}
+
+static void on_async(uv_async_t *handle) { run_done(handle->data); }
+
+static void free_store(hubu_store *s) {
+  uv_cond_destroy(&s->cond);
+  uv_mutex_destroy(&s->mutex);
+  free(s->batch);
+  free(s->backend_name);
+  free(s->path);
+  free(s);
+}
+
+static void on_async_close(uv_handle_t *handle) { free_store(handle->data); }
+
+static char *dup_or_null(const char *str) { return str ? strdup(str) : NULL; }
+
+hubu_store *hubu_store_open(uv_loop_t *loop, const hubu_store_config *cfg, char *err, size_t err_size) {
+  const hubu_store_backend *backend = hubu_store_backend_find(cfg->backend);
+  if (!backend) {
+    snprintf(err, err_size, "unknown store backend \"%s\"", cfg->backend);
+    return NULL;
+  }
+  hubu_store *s = calloc(1, sizeof *s);
+  if (!s) {
+    snprintf(err, err_size, "out of memory");
+    return NULL;
+  }
+  s->loop = loop;
+  s->backend = backend;
+  s->cfg = *cfg;
+  if (!s->cfg.max_batch) s->cfg.max_batch = 4096;
+  s->backend_name = dup_or_null(cfg->backend);
+  s->path = dup_or_null(cfg->path);
+  s->batch = malloc(s->cfg.max_batch * sizeof *s->batch);
+  if ((cfg->backend && !s->backend_name) || (cfg->path && !s->path) || !s->batch) {
+    snprintf(err, err_size, "out of memory");
+    goto fail_alloc;
+  }
+  s->cfg.backend = s->backend_name;
+  s->cfg.path = s->path;
+  if (uv_mutex_init(&s->mutex) != 0) {
+    snprintf(err, err_size, "uv_mutex_init failed");
+    goto fail_alloc;
+  }
+  if (uv_cond_init(&s->cond) != 0) {
+    snprintf(err, err_size, "uv_cond_init failed");
+    goto fail_mutex;
+  }
+  s->db = backend->open(&s->cfg, err, err_size);
+  if (!s->db) goto fail_cond;
+  int r = uv_async_init(loop, &s->async, on_async);
+  if (r != 0) {
+    snprintf(err, err_size, "uv_async_init: %s", uv_strerror(r));
+    goto fail_db;
+  }
+  s->async.data = s;
+  r = uv_thread_create(&s->thread, store_thread, s);
+  if (r != 0) {
+    snprintf(err, err_size, "uv_thread_create: %s", uv_strerror(r));
+    backend->close(s->db);
+    uv_close((uv_handle_t *)&s->async, on_async_close); /* frees s */
+    return NULL;
+  }
+  return s;
+
+fail_db:
+  backend->close(s->db);
+fail_cond:
+  uv_cond_destroy(&s->cond);
+fail_mutex:
+  uv_mutex_destroy(&s->mutex);
+fail_alloc:
+  free(s->batch);
+  free(s->backend_name);
+  free(s->path);
+  free(s);
+  return NULL;
+}
+
+void hubu_store_submit(hubu_store *s, hubu_store_op *op) {
+  op->next = NULL;
+  uv_mutex_lock(&s->mutex);
+  if (s->thread_exited) {
+    /* Submitted from a done callback while closing: nothing will run it. */
+    uv_mutex_unlock(&s->mutex);
+    op->status = HUBU_STORE_ERROR;
+    snprintf(op->error, sizeof op->error, "store is closed");
+    post_done(s, op, op);
+    return;
+  }
+  int was_empty = s->queue_head == NULL;
+  if (s->queue_tail)
+    s->queue_tail->next = op;
+  else
+    s->queue_head = op;
+  s->queue_tail = op;
+  s->stats.queued++;
+  /* The thread only waits on an empty queue, so only the first op must wake it. */
+  if (was_empty) uv_cond_signal(&s->cond);
+  uv_mutex_unlock(&s->mutex);
+}
+
+void hubu_store_close(hubu_store *s) {
+  if (!s) return;
+  uv_mutex_lock(&s->mutex);
+  int again = s->closing;
+  s->closing = 1;
+  uv_cond_signal(&s->cond);
+  uv_mutex_unlock(&s->mutex);
+  if (again) return;
+  uv_thread_join(&s->thread); /* it finishes every queued op first */
+  run_done(s);
+  s->backend->close(s->db);
+  s->db = NULL;
+  uv_close((uv_handle_t *)&s->async, on_async_close);
+}
+
+void hubu_store_get_stats(hubu_store *s, hubu_store_stats *out) {
+  uv_mutex_lock(&s->mutex);
+  *out = s->stats;
+  uv_mutex_unlock(&s->mutex);
+}

@@ -1,0 +1,881 @@
+/* store_sqlite.c — the embedded SQLite backend: one connection in WAL mode,
+ * every statement prepared once at open, the schema migrated by numbered steps
+ * recorded in schema_version, and APPENDs written as one BEGIN IMMEDIATE ..
+ * COMMIT per batch (group commit). Invariant: every statement is reset right
+ * after use, so COMMIT never meets a statement still running, and every
+ * failure leaves the connection outside any transaction. */
+#include <errno.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+#include "log.h"
+#include "store.h"
+
+#define PULL_LIMIT_DEFAULT 100
+#define PULL_LIMIT_MAX 1000
+
+/* Tuning, measured with tools/bench_store.c (see its header). */
+#define PAGE_SIZE_BYTES 4096
+#define CACHE_KIB 65536             /* page cache: 64 MiB */
+#define WAL_AUTOCHECKPOINT_PAGES 16384 /* checkpoint when the WAL passes 64 MiB */
+#define JOURNAL_SIZE_LIMIT_BYTES (64 * 1024 * 1024)
+#define BUSY_TIMEOUT_MS 5000        /* another process (hubuctl) holding the write lock */
+
+/* ---- schema ---- */
+
+/* Migrations, applied in order; migrations[i] brings the schema to version i + 1.
+ * Never edit a released step: append a new one. */
+static const char *const migrations[] = {
+    /* 1: the initial schema (store.h lists it) */
+    "CREATE TABLE messages("
+    "  session_id TEXT NOT NULL, seq INTEGER NOT NULL, msg_id INTEGER NOT NULL,"
+    "  sender TEXT NOT NULL, sender_device TEXT NOT NULL, client_id INTEGER NOT NULL,"
+    "  content_type TEXT NOT NULL DEFAULT '', body BLOB NOT NULL, meta BLOB,"
+    "  server_time_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (session_id, seq),"
+    "  UNIQUE (sender, sender_device, client_id)) WITHOUT ROWID;"
+    "CREATE TABLE sessions("
+    "  session_id TEXT NOT NULL PRIMARY KEY, kind TEXT NOT NULL,"
+    "  max_seq INTEGER NOT NULL DEFAULT 0, min_seq INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL, meta BLOB) WITHOUT ROWID;"
+    "CREATE TABLE members("
+    "  session_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL DEFAULT 'member',"
+    "  joined_ms INTEGER NOT NULL, PRIMARY KEY (session_id, user_id)) WITHOUT ROWID;"
+    "CREATE INDEX members_by_user ON members(user_id, session_id);"
+    "CREATE TABLE devices("
+    "  user_id TEXT NOT NULL, device_id TEXT NOT NULL, last_client_id INTEGER NOT NULL DEFAULT 0,"
+    "  last_seen_ms INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (user_id, device_id)) WITHOUT ROWID;"
+    "CREATE TABLE cursors("
+    "  user_id TEXT NOT NULL, device_id TEXT NOT NULL, session_id TEXT NOT NULL,"
+    "  delivered_seq INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (user_id, device_id, session_id)) WITHOUT ROWID;"
+    "CREATE TABLE kv("
+    "  plugin TEXT NOT NULL, key TEXT NOT NULL, value BLOB,"
+    "  PRIMARY KEY (plugin, key)) WITHOUT ROWID;",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* ---- prepared statements ---- */
+
+enum {
+  ST_BEGIN,
+  ST_COMMIT,
+  ST_ROLLBACK,
+  ST_MESSAGE_INSERT,
+  ST_MESSAGE_BY_SEND,
+  ST_MESSAGE_MAX_CLIENT_ID,
+  ST_MESSAGE_MAX_SEQ,
+  ST_PULL,
+  ST_SESSION_GET,
+  ST_SESSION_INSERT,
+  ST_SESSION_BUMP,
+  ST_MEMBER_INSERT,
+  ST_MEMBER_UPSERT,
+  ST_MEMBER_DELETE,
+  ST_MEMBER_LIST,
+  ST_DEVICE_UPSERT,
+  ST_SYNC,
+  ST_CURSOR_UPSERT,
+  ST_COUNT
+};
+
+static const char *const statement_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_MESSAGE_INSERT] =
+        "INSERT INTO messages(session_id, seq, msg_id, sender, sender_device, client_id, content_type, body,"
+        " meta, server_time_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+    [ST_MESSAGE_BY_SEND] =
+        "SELECT session_id, seq, msg_id FROM messages WHERE sender = ?1 AND sender_device = ?2 AND client_id = ?3",
+    [ST_MESSAGE_MAX_CLIENT_ID] = "SELECT MAX(client_id) FROM messages WHERE sender = ?1 AND sender_device = ?2",
+    [ST_MESSAGE_MAX_SEQ] = "SELECT MAX(seq) FROM messages WHERE session_id = ?1",
+    [ST_PULL] =
+        "SELECT seq, msg_id, sender, sender_device, client_id, content_type, body, meta, server_time_ms"
+        " FROM messages WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    [ST_SESSION_GET] = "SELECT kind, max_seq, min_seq FROM sessions WHERE session_id = ?1",
+    [ST_SESSION_INSERT] =
+        "INSERT INTO sessions(session_id, kind, max_seq, min_seq, created_ms) VALUES(?1, ?2, ?3, 0, ?4)"
+        " ON CONFLICT DO NOTHING",
+    [ST_SESSION_BUMP] = "UPDATE sessions SET max_seq = max(max_seq, ?2) WHERE session_id = ?1",
+    [ST_MEMBER_INSERT] =
+        "INSERT INTO members(session_id, user_id, role, joined_ms) VALUES(?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+    [ST_MEMBER_UPSERT] =
+        "INSERT INTO members(session_id, user_id, role, joined_ms) VALUES(?1, ?2, ?3, ?4)"
+        " ON CONFLICT(session_id, user_id) DO UPDATE SET role = excluded.role",
+    [ST_MEMBER_DELETE] = "DELETE FROM members WHERE session_id = ?1 AND user_id = ?2",
+    [ST_MEMBER_LIST] = "SELECT user_id FROM members WHERE session_id = ?1 ORDER BY user_id",
+    [ST_DEVICE_UPSERT] =
+        "INSERT INTO devices(user_id, device_id, last_client_id, last_seen_ms) VALUES(?1, ?2, ?3, ?4)"
+        " ON CONFLICT(user_id, device_id) DO UPDATE SET"
+        " last_client_id = max(last_client_id, excluded.last_client_id),"
+        " last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+    /* max_seq also from messages: recovery safety if sessions.max_seq ever lags */
+    [ST_SYNC] =
+        "SELECT s.session_id, max(s.max_seq, coalesce((SELECT MAX(seq) FROM messages WHERE session_id ="
+        " s.session_id), 0)), s.min_seq, s.kind FROM members m JOIN sessions s ON s.session_id = m.session_id"
+        " WHERE m.user_id = ?1 ORDER BY s.session_id",
+    [ST_CURSOR_UPSERT] =
+        "INSERT INTO cursors(user_id, device_id, session_id, delivered_seq) VALUES(?1, ?2, ?3, ?4)"
+        " ON CONFLICT(user_id, device_id, session_id) DO UPDATE SET"
+        " delivered_seq = max(delivered_seq, excluded.delivered_seq)",
+};
+
+/* One APPEND of a batch, with its place in submission order (qsort is not stable). */
+typedef struct {
+  hubu_store_op *op;
+  size_t index;
+} batch_entry;
+
+typedef struct {
+  sqlite3 *db;
+  hubu_fsync_mode fsync;
+  sqlite3_stmt *st[ST_COUNT];
+  batch_entry *entries; /* scratch for sorting a batch by session and by device */
+  size_t entries_cap;
+} sqlite_store;
+
+static const char *op_name(hubu_store_op_kind kind) {
+  switch (kind) {
+    case HUBU_STORE_APPEND: return "append";
+    case HUBU_STORE_DEVICE_LOAD: return "device_load";
+    case HUBU_STORE_FIND_SEND: return "find_send";
+    case HUBU_STORE_SESSION_LOAD: return "session_load";
+    case HUBU_STORE_SESSION_CREATE: return "session_create";
+    case HUBU_STORE_MEMBER_ADD: return "member_add";
+    case HUBU_STORE_MEMBER_REMOVE: return "member_remove";
+    case HUBU_STORE_PULL: return "pull";
+    case HUBU_STORE_SYNC: return "sync";
+    case HUBU_STORE_CURSORS_SAVE: return "cursors_save";
+  }
+  return "unknown";
+}
+
+static uint64_t now_ms(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+static void copy_str(char *dst, size_t size, const char *src) {
+  size_t n = src ? strlen(src) : 0;
+  if (n >= size) n = size - 1;
+  if (n) memcpy(dst, src, n);
+  dst[n] = '\0';
+}
+
+static uint64_t column_u64(sqlite3_stmt *stmt, int col) { return (uint64_t)sqlite3_column_int64(stmt, col); }
+
+static void bind_text(sqlite3_stmt *stmt, int i, const char *s) { sqlite3_bind_text(stmt, i, s, -1, SQLITE_STATIC); }
+static void bind_u64(sqlite3_stmt *stmt, int i, uint64_t v) { sqlite3_bind_int64(stmt, i, (sqlite3_int64)v); }
+
+/* Steps a statement that returns no row, and resets it. SQLITE_DONE or the error code. */
+static int run(sqlite_store *st, int which) {
+  int rc = sqlite3_step(st->st[which]);
+  sqlite3_reset(st->st[which]);
+  return rc;
+}
+
+/* Marks op ERROR and logs once, naming the op, the step and SQLite's message. */
+static void fail_op(sqlite_store *st, hubu_store_op *op, const char *step) {
+  snprintf(op->error, sizeof op->error, "%s: %s", step, sqlite3_errmsg(st->db));
+  op->status = HUBU_STORE_ERROR;
+  hubu_log(HUBU_LOG_ERROR, 0, op->user[0] ? op->user : NULL, "store_error", "op=%s step=%s session=%s error=\"%s\"",
+           op_name(op->kind), step, op->session_id, sqlite3_errmsg(st->db));
+}
+
+static void fail_op_plain(hubu_store_op *op, const char *step, const char *what) {
+  snprintf(op->error, sizeof op->error, "%s: %s", step, what);
+  op->status = HUBU_STORE_ERROR;
+  hubu_log(HUBU_LOG_ERROR, 0, op->user[0] ? op->user : NULL, "store_error", "op=%s step=%s session=%s error=\"%s\"",
+           op_name(op->kind), step, op->session_id, what);
+}
+
+/* Ends a failed transaction; harmless outside one. */
+static void rollback(sqlite_store *st) {
+  if (!sqlite3_get_autocommit(st->db)) run(st, ST_ROLLBACK);
+}
+
+/* Splits d:<a>:<b> into its two users; 0, or -1 when session_id is not that shape. */
+static int direct_users(const char *session_id, char a[HUBU_ID_MAX + 1], char b[HUBU_ID_MAX + 1]) {
+  if (strcmp(hubu_session_kind_of(session_id), "direct") != 0) return -1;
+  const char *first = session_id + 2, *colon = strchr(first, ':');
+  size_t la = (size_t)(colon - first), lb = strlen(colon + 1);
+  if (la > HUBU_ID_MAX || lb > HUBU_ID_MAX) return -1;
+  memcpy(a, first, la);
+  a[la] = '\0';
+  memcpy(b, colon + 1, lb + 1);
+  return 0;
+}
+
+static int insert_member(sqlite_store *st, int which, const char *session_id, const char *user, const char *role,
+                         uint64_t joined_ms) {
+  sqlite3_stmt *stmt = st->st[which];
+  bind_text(stmt, 1, session_id);
+  bind_text(stmt, 2, user);
+  bind_text(stmt, 3, role && *role ? role : "member");
+  bind_u64(stmt, 4, joined_ms);
+  return run(st, which);
+}
+
+/* The implicit members of a session made by its first message: both users of
+ * d:a:b, the sender of any other non-group kind; a group's come from SESSION_CREATE. */
+static int insert_implicit_members(sqlite_store *st, const char *session_id, const char *kind, const char *sender,
+                                   uint64_t when_ms) {
+  char a[HUBU_ID_MAX + 1], b[HUBU_ID_MAX + 1];
+  if (strcmp(kind, "direct") == 0 && direct_users(session_id, a, b) == 0) {
+    int rc = insert_member(st, ST_MEMBER_INSERT, session_id, a, NULL, when_ms);
+    return rc == SQLITE_DONE ? insert_member(st, ST_MEMBER_INSERT, session_id, b, NULL, when_ms) : rc;
+  }
+  if (strcmp(kind, "group") == 0 || !sender) return SQLITE_DONE;
+  return insert_member(st, ST_MEMBER_INSERT, session_id, sender, NULL, when_ms);
+}
+
+/* ---- open, migrate, close ---- */
+
+static int exec_sql(sqlite3 *db, const char *sql, char *err, size_t err_size, const char *what) {
+  char *msg = NULL;
+  if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK) return 0;
+  snprintf(err, err_size, "%s: %s", what, msg ? msg : sqlite3_errmsg(db));
+  sqlite3_free(msg);
+  return -1;
+}
+
+static int read_int(sqlite3 *db, const char *sql, int64_t *out, char *err, size_t err_size, const char *what) {
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+      *out = sqlite3_column_int64(stmt, 0);
+      rc = SQLITE_OK;
+    }
+  }
+  if (rc != SQLITE_OK) snprintf(err, err_size, "%s: %s", what, sqlite3_errmsg(db));
+  sqlite3_finalize(stmt);
+  return rc == SQLITE_OK ? 0 : -1;
+}
+
+/* Brings the schema to SCHEMA_VERSION, one transaction per step. */
+static int migrate(sqlite3 *db, char *err, size_t err_size) {
+  if (exec_sql(db, "CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)", err, err_size,
+               "create schema_version") != 0)
+    return -1;
+  int64_t version = 0;
+  if (read_int(db, "SELECT coalesce(MAX(version), 0) FROM schema_version", &version, err, err_size,
+               "read schema_version") != 0)
+    return -1;
+  if (version > SCHEMA_VERSION) {
+    snprintf(err, err_size, "database schema version %lld is newer than this server's %d", (long long)version,
+             SCHEMA_VERSION);
+    return -1;
+  }
+  for (int v = (int)version; v < SCHEMA_VERSION; v++) {
+    char what[64], record[96];
+    snprintf(what, sizeof what, "migration %d", v + 1);
+    snprintf(record, sizeof record, "INSERT INTO schema_version(version) VALUES(%d)", v + 1);
+    if (exec_sql(db, "BEGIN IMMEDIATE", err, err_size, what) != 0) return -1;
+    if (exec_sql(db, migrations[v], err, err_size, what) != 0 || exec_sql(db, record, err, err_size, what) != 0 ||
+        exec_sql(db, "COMMIT", err, err_size, what) != 0) {
+      sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+      return -1;
+    }
+    hubu_log(HUBU_LOG_INFO, 0, NULL, "store_migrated", "backend=sqlite version=%d", v + 1);
+  }
+  return 0;
+}
+
+static void sqlite_close(void *handle) {
+  sqlite_store *st = handle;
+  if (!st) return;
+  for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(st->st[i]);
+  if (st->db) {
+    sqlite3_exec(st->db, "PRAGMA optimize", NULL, NULL, NULL);
+    /* The last connection checkpoints and removes the WAL. */
+    int rc = sqlite3_close(st->db);
+    if (rc != SQLITE_OK)
+      hubu_log(HUBU_LOG_ERROR, 0, NULL, "store_error", "op=close error=\"%s\"", sqlite3_errstr(rc));
+  }
+  free(st->entries);
+  free(st);
+}
+
+static void *sqlite_open(const hubu_store_config *cfg, char *err, size_t err_size) {
+  const char *dir = cfg->path && *cfg->path ? cfg->path : "data";
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    snprintf(err, err_size, "create data directory %s: %s", dir, strerror(errno));
+    return NULL;
+  }
+  char file[PATH_MAX];
+  if ((size_t)snprintf(file, sizeof file, "%s/hubu.db", dir) >= sizeof file) {
+    snprintf(err, err_size, "data directory path too long");
+    return NULL;
+  }
+  sqlite_store *st = calloc(1, sizeof *st);
+  if (!st) {
+    snprintf(err, err_size, "out of memory");
+    return NULL;
+  }
+  st->fsync = cfg->fsync;
+  /* NOMUTEX: the connection is used by one thread at a time (the store thread). */
+  int rc = sqlite3_open_v2(file, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    snprintf(err, err_size, "open %s: %s", file, st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+    goto fail;
+  }
+  sqlite3_extended_result_codes(st->db, 1);
+  sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+
+  char pragmas[512];
+  const char *sync = cfg->fsync == HUBU_FSYNC_OFF ? "OFF" : "FULL"; /* FULL in WAL: fsync the WAL at each commit */
+  snprintf(pragmas, sizeof pragmas,
+           "PRAGMA page_size = %d; PRAGMA synchronous = %s; PRAGMA cache_size = -%d; PRAGMA temp_store = MEMORY;"
+           " PRAGMA wal_autocheckpoint = %d; PRAGMA journal_size_limit = %d; PRAGMA foreign_keys = OFF;",
+           PAGE_SIZE_BYTES, sync, CACHE_KIB, WAL_AUTOCHECKPOINT_PAGES, JOURNAL_SIZE_LIMIT_BYTES);
+  if (exec_sql(st->db, pragmas, err, err_size, "pragmas") != 0) goto fail;
+  sqlite3_stmt *stmt = NULL;
+  if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &stmt, NULL) != SQLITE_OK ||
+      sqlite3_step(stmt) != SQLITE_ROW) {
+    snprintf(err, err_size, "journal_mode: %s", sqlite3_errmsg(st->db));
+    sqlite3_finalize(stmt);
+    goto fail;
+  }
+  const char *mode = (const char *)sqlite3_column_text(stmt, 0);
+  int wal = mode && strcmp(mode, "wal") == 0;
+  sqlite3_finalize(stmt);
+  if (!wal) {
+    snprintf(err, err_size, "journal_mode: %s refused WAL mode", file);
+    goto fail;
+  }
+  if (migrate(st->db, err, err_size) != 0) goto fail;
+  for (int i = 0; i < ST_COUNT; i++) {
+    if (sqlite3_prepare_v3(st->db, statement_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->st[i], NULL) != SQLITE_OK) {
+      snprintf(err, err_size, "prepare statement %d: %s", i, sqlite3_errmsg(st->db));
+      goto fail;
+    }
+  }
+  return st;
+
+fail:
+  sqlite_close(st);
+  return NULL;
+}
+
+/* ---- APPEND batches ---- */
+
+static int by_session(const void *x, const void *y) {
+  const batch_entry *a = x, *b = y;
+  int c = strcmp(a->op->msg->session_id, b->op->msg->session_id);
+  return c ? c : (a->index > b->index) - (a->index < b->index);
+}
+
+static int by_device(const void *x, const void *y) {
+  const batch_entry *a = x, *b = y;
+  int c = strcmp(a->op->msg->sender, b->op->msg->sender);
+  if (!c) c = strcmp(a->op->msg->sender_device, b->op->msg->sender_device);
+  return c ? c : (a->index > b->index) - (a->index < b->index);
+}
+
+/* Inserts one message. SQLITE_DONE with op's status set (OK, DUPLICATE, or
+ * ERROR for a (session_id, seq) taken by another message), or the SQLite
+ * error that fails the whole batch. */
+static int insert_message(sqlite_store *st, hubu_store_op *op) {
+  const hubu_msg *m = op->msg;
+  sqlite3_stmt *ins = st->st[ST_MESSAGE_INSERT];
+  bind_text(ins, 1, m->session_id);
+  bind_u64(ins, 2, m->seq);
+  bind_u64(ins, 3, m->msg_id);
+  bind_text(ins, 4, m->sender);
+  bind_text(ins, 5, m->sender_device);
+  bind_u64(ins, 6, m->client_id);
+  bind_text(ins, 7, m->content_type);
+  sqlite3_bind_blob(ins, 8, m->body_len ? (const void *)m->body : "", (int)m->body_len, SQLITE_STATIC);
+  if (m->meta_len)
+    sqlite3_bind_blob(ins, 9, m->meta, (int)m->meta_len, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(ins, 9);
+  bind_u64(ins, 10, m->server_time_ms);
+  int rc = run(st, ST_MESSAGE_INSERT);
+  if (rc != SQLITE_DONE) return rc;
+  if (sqlite3_changes(st->db) == 1) {
+    op->status = HUBU_STORE_OK;
+    op->seq = m->seq;
+    op->msg_id = m->msg_id;
+    copy_str(op->session_id, sizeof op->session_id, m->session_id);
+    return SQLITE_DONE;
+  }
+  /* Nothing inserted: a retry of a stored send, or a seq already taken. */
+  sqlite3_stmt *find = st->st[ST_MESSAGE_BY_SEND];
+  bind_text(find, 1, m->sender);
+  bind_text(find, 2, m->sender_device);
+  bind_u64(find, 3, m->client_id);
+  rc = sqlite3_step(find);
+  if (rc == SQLITE_ROW) {
+    op->status = HUBU_STORE_DUPLICATE;
+    copy_str(op->session_id, sizeof op->session_id, (const char *)sqlite3_column_text(find, 0));
+    op->seq = column_u64(find, 1);
+    op->msg_id = column_u64(find, 2);
+    rc = SQLITE_DONE;
+  } else if (rc == SQLITE_DONE) {
+    copy_str(op->session_id, sizeof op->session_id, m->session_id);
+    snprintf(op->error, sizeof op->error, "seq %llu of session %s is taken by another message",
+             (unsigned long long)m->seq, m->session_id);
+    op->status = HUBU_STORE_ERROR;
+    hubu_log(HUBU_LOG_ERROR, 0, m->sender, "store_error",
+             "op=append step=insert session=%s seq=%llu device=%s client_id=%llu error=\"seq taken by another "
+             "message\"",
+             m->session_id, (unsigned long long)m->seq, m->sender_device, (unsigned long long)m->client_id);
+  }
+  sqlite3_reset(find);
+  return rc;
+}
+
+/* sessions: one row per new session (with its implicit members), max_seq
+ * raised once per session. entries[0..n) hold the stored ops. */
+static int update_sessions(sqlite_store *st, batch_entry *entries, size_t n, const char **step) {
+  qsort(entries, n, sizeof *entries, by_session);
+  for (size_t i = 0; i < n;) {
+    const hubu_msg *first = entries[i].op->msg;
+    uint64_t max_seq = first->seq;
+    size_t j = i + 1;
+    for (; j < n && strcmp(entries[j].op->msg->session_id, first->session_id) == 0; j++)
+      if (entries[j].op->msg->seq > max_seq) max_seq = entries[j].op->msg->seq;
+    sqlite3_stmt *bump = st->st[ST_SESSION_BUMP];
+    bind_text(bump, 1, first->session_id);
+    bind_u64(bump, 2, max_seq);
+    *step = "session_bump";
+    int rc = run(st, ST_SESSION_BUMP);
+    if (rc != SQLITE_DONE) return rc;
+    if (sqlite3_changes(st->db) == 0) {
+      const char *kind = hubu_session_kind_of(first->session_id);
+      sqlite3_stmt *ins = st->st[ST_SESSION_INSERT];
+      bind_text(ins, 1, first->session_id);
+      bind_text(ins, 2, kind);
+      bind_u64(ins, 3, max_seq);
+      bind_u64(ins, 4, first->server_time_ms);
+      *step = "session_insert";
+      if ((rc = run(st, ST_SESSION_INSERT)) != SQLITE_DONE) return rc;
+      /* The first message (in submission order) made the session. */
+      *step = "member_insert";
+      rc = insert_implicit_members(st, first->session_id, kind, first->sender, first->server_time_ms);
+      if (rc != SQLITE_DONE) return rc;
+    }
+    i = j;
+  }
+  return SQLITE_DONE;
+}
+
+/* devices: last_client_id and last_seen_ms raised once per device. */
+static int update_devices(sqlite_store *st, batch_entry *entries, size_t n, const char **step) {
+  qsort(entries, n, sizeof *entries, by_device);
+  *step = "device_upsert";
+  for (size_t i = 0; i < n;) {
+    const hubu_msg *first = entries[i].op->msg;
+    uint64_t client_id = first->client_id, seen = first->server_time_ms;
+    size_t j = i + 1;
+    for (; j < n && strcmp(entries[j].op->msg->sender, first->sender) == 0 &&
+           strcmp(entries[j].op->msg->sender_device, first->sender_device) == 0;
+         j++) {
+      if (entries[j].op->msg->client_id > client_id) client_id = entries[j].op->msg->client_id;
+      if (entries[j].op->msg->server_time_ms > seen) seen = entries[j].op->msg->server_time_ms;
+    }
+    sqlite3_stmt *up = st->st[ST_DEVICE_UPSERT];
+    bind_text(up, 1, first->sender);
+    bind_text(up, 2, first->sender_device);
+    bind_u64(up, 3, client_id);
+    bind_u64(up, 4, seen);
+    int rc = run(st, ST_DEVICE_UPSERT);
+    if (rc != SQLITE_DONE) return rc;
+    i = j;
+  }
+  return SQLITE_DONE;
+}
+
+/* One transaction for ops[0..n). 0, or -1 when it was rolled back and every op is ERROR. */
+static int append_transaction(sqlite_store *st, hubu_store_op **ops, size_t n) {
+  const char *step = "begin";
+  const char *failure = NULL;
+  char why[128];
+  if (n > st->entries_cap) {
+    batch_entry *grown = realloc(st->entries, n * sizeof *grown);
+    if (!grown) {
+      failure = "out of memory";
+      goto fail;
+    }
+    st->entries = grown;
+    st->entries_cap = n;
+  }
+  int rc = run(st, ST_BEGIN);
+  if (rc != SQLITE_DONE) goto fail_sql;
+  step = "insert";
+  size_t stored = 0;
+  for (size_t i = 0; i < n; i++) {
+    hubu_store_op *op = ops[i];
+    op->error[0] = '\0';
+    if (!op->msg) {
+      fail_op_plain(op, "insert", "APPEND without a message");
+      continue;
+    }
+    if ((rc = insert_message(st, op)) != SQLITE_DONE) goto fail_sql;
+    if (op->status == HUBU_STORE_OK) st->entries[stored++] = (batch_entry){op, i};
+  }
+  if ((rc = update_sessions(st, st->entries, stored, &step)) != SQLITE_DONE) goto fail_sql;
+  if ((rc = update_devices(st, st->entries, stored, &step)) != SQLITE_DONE) goto fail_sql;
+  step = "commit";
+  if ((rc = run(st, ST_COMMIT)) != SQLITE_DONE) goto fail_sql;
+  return 0;
+
+fail_sql:
+  snprintf(why, sizeof why, "%s", sqlite3_errmsg(st->db));
+  failure = why;
+  rollback(st);
+fail:
+  hubu_log(HUBU_LOG_ERROR, 0, NULL, "store_error", "op=append step=%s batch=%zu error=\"%s\"", step, n, failure);
+  for (size_t i = 0; i < n; i++) {
+    ops[i]->status = HUBU_STORE_ERROR;
+    snprintf(ops[i]->error, sizeof ops[i]->error, "append %s: %s", step, failure);
+  }
+  return -1;
+}
+
+static int sqlite_append_batch(void *handle, hubu_store_op **ops, size_t n) {
+  sqlite_store *st = handle;
+  if (st->fsync != HUBU_FSYNC_ALWAYS) return append_transaction(st, ops, n);
+  int result = 0; /* always: each message is its own durable transaction */
+  for (size_t i = 0; i < n; i++)
+    if (append_transaction(st, ops + i, 1) != 0) result = -1;
+  return result;
+}
+
+/* ---- the other ops ---- */
+
+static void device_load(sqlite_store *st, hubu_store_op *op) {
+  sqlite3_stmt *stmt = st->st[ST_MESSAGE_MAX_CLIENT_ID];
+  bind_text(stmt, 1, op->user);
+  bind_text(stmt, 2, op->device);
+  int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW) {
+    op->last_client_id = column_u64(stmt, 0); /* NULL (no message) reads as 0 */
+    op->status = HUBU_STORE_OK;
+  } else {
+    fail_op(st, op, "select max(client_id)");
+  }
+  sqlite3_reset(stmt);
+}
+
+static void find_send(sqlite_store *st, hubu_store_op *op) {
+  sqlite3_stmt *stmt = st->st[ST_MESSAGE_BY_SEND];
+  bind_text(stmt, 1, op->user);
+  bind_text(stmt, 2, op->device);
+  bind_u64(stmt, 3, op->client_id);
+  int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW) {
+    copy_str(op->session_id, sizeof op->session_id, (const char *)sqlite3_column_text(stmt, 0));
+    op->seq = column_u64(stmt, 1);
+    op->msg_id = column_u64(stmt, 2);
+    op->status = HUBU_STORE_OK;
+  } else if (rc == SQLITE_DONE) {
+    op->status = HUBU_STORE_NOT_FOUND;
+  } else {
+    fail_op(st, op, "select message");
+  }
+  sqlite3_reset(stmt);
+}
+
+/* MAX(seq) of the session's messages into *out (0 when none); SQLITE_ROW or the error. */
+static int stored_max_seq(sqlite_store *st, const char *session_id, uint64_t *out, int *any) {
+  sqlite3_stmt *stmt = st->st[ST_MESSAGE_MAX_SEQ];
+  bind_text(stmt, 1, session_id);
+  int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW) {
+    *any = sqlite3_column_type(stmt, 0) != SQLITE_NULL;
+    *out = column_u64(stmt, 0);
+  }
+  sqlite3_reset(stmt);
+  return rc;
+}
+
+static void free_members(hubu_store_op *op) {
+  for (size_t i = 0; i < op->n_members; i++) free(op->members[i]);
+  free(op->members);
+  op->members = NULL;
+  op->n_members = 0;
+}
+
+static void session_load(sqlite_store *st, hubu_store_op *op) {
+  sqlite3_stmt *get = st->st[ST_SESSION_GET];
+  bind_text(get, 1, op->session_id);
+  int rc = sqlite3_step(get);
+  int found = rc == SQLITE_ROW;
+  if (found) {
+    copy_str(op->kind_name, sizeof op->kind_name, (const char *)sqlite3_column_text(get, 0));
+    op->max_seq = column_u64(get, 1);
+    op->min_seq = column_u64(get, 2);
+  }
+  sqlite3_reset(get);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    fail_op(st, op, "select session");
+    return;
+  }
+  uint64_t stored = 0;
+  int any = 0;
+  if (stored_max_seq(st, op->session_id, &stored, &any) != SQLITE_ROW) {
+    fail_op(st, op, "select max(seq)");
+    return;
+  }
+  if (!found && !any) {
+    op->status = HUBU_STORE_NOT_FOUND;
+    return;
+  }
+  if (!found) { /* messages without a sessions row: rebuild what can be known */
+    copy_str(op->kind_name, sizeof op->kind_name, hubu_session_kind_of(op->session_id));
+    op->max_seq = op->min_seq = 0;
+  }
+  if (stored > op->max_seq) op->max_seq = stored;
+
+  free_members(op);
+  sqlite3_stmt *list = st->st[ST_MEMBER_LIST];
+  bind_text(list, 1, op->session_id);
+  size_t cap = 0;
+  while ((rc = sqlite3_step(list)) == SQLITE_ROW) {
+    if (op->n_members == cap) {
+      size_t grown_cap = cap ? cap * 2 : 8;
+      char **grown = realloc(op->members, grown_cap * sizeof *grown);
+      if (!grown) break;
+      op->members = grown;
+      cap = grown_cap;
+    }
+    char *user = strdup((const char *)sqlite3_column_text(list, 0));
+    if (!user) break;
+    op->members[op->n_members++] = user;
+  }
+  sqlite3_reset(list);
+  if (rc == SQLITE_ROW) { /* stopped early: out of memory */
+    free_members(op);
+    fail_op_plain(op, "list members", "out of memory");
+  } else if (rc != SQLITE_DONE) {
+    free_members(op);
+    fail_op(st, op, "list members");
+  } else {
+    op->status = HUBU_STORE_OK;
+  }
+}
+
+static void session_create(sqlite_store *st, hubu_store_op *op) {
+  const char *step = "begin";
+  uint64_t now = now_ms();
+  if (!op->kind_name[0]) copy_str(op->kind_name, sizeof op->kind_name, hubu_session_kind_of(op->session_id));
+  if (run(st, ST_BEGIN) != SQLITE_DONE) goto fail;
+  sqlite3_stmt *ins = st->st[ST_SESSION_INSERT];
+  bind_text(ins, 1, op->session_id);
+  bind_text(ins, 2, op->kind_name);
+  bind_u64(ins, 3, 0);
+  bind_u64(ins, 4, now);
+  step = "insert session";
+  if (run(st, ST_SESSION_INSERT) != SQLITE_DONE) goto fail;
+  if (sqlite3_changes(st->db) == 0) {
+    rollback(st);
+    op->status = HUBU_STORE_EXISTS;
+    return;
+  }
+  step = "insert members";
+  if (insert_implicit_members(st, op->session_id, op->kind_name, NULL, now) != SQLITE_DONE) goto fail;
+  for (size_t i = 0; i < op->n_members; i++)
+    if (insert_member(st, ST_MEMBER_UPSERT, op->session_id, op->members[i], op->role, now) != SQLITE_DONE) goto fail;
+  step = "commit";
+  if (run(st, ST_COMMIT) != SQLITE_DONE) goto fail;
+  op->status = HUBU_STORE_OK;
+  return;
+fail:
+  fail_op(st, op, step);
+  rollback(st);
+}
+
+static void member_add(sqlite_store *st, hubu_store_op *op) {
+  const char *step = "begin";
+  if (run(st, ST_BEGIN) != SQLITE_DONE) goto fail;
+  sqlite3_stmt *get = st->st[ST_SESSION_GET];
+  bind_text(get, 1, op->session_id);
+  int rc = sqlite3_step(get);
+  sqlite3_reset(get);
+  step = "select session";
+  if (rc == SQLITE_DONE) {
+    rollback(st);
+    op->status = HUBU_STORE_NOT_FOUND;
+    return;
+  }
+  if (rc != SQLITE_ROW) goto fail;
+  /* An existing member keeps its role unless a role is given. */
+  step = "insert member";
+  if (insert_member(st, op->role[0] ? ST_MEMBER_UPSERT : ST_MEMBER_INSERT, op->session_id, op->user, op->role,
+                    now_ms()) != SQLITE_DONE)
+    goto fail;
+  step = "commit";
+  if (run(st, ST_COMMIT) != SQLITE_DONE) goto fail;
+  op->status = HUBU_STORE_OK;
+  return;
+fail:
+  fail_op(st, op, step);
+  rollback(st);
+}
+
+static void member_remove(sqlite_store *st, hubu_store_op *op) {
+  sqlite3_stmt *del = st->st[ST_MEMBER_DELETE];
+  bind_text(del, 1, op->session_id);
+  bind_text(del, 2, op->user);
+  if (run(st, ST_MEMBER_DELETE) != SQLITE_DONE) {
+    fail_op(st, op, "delete member");
+    return;
+  }
+  op->status = sqlite3_changes(st->db) ? HUBU_STORE_OK : HUBU_STORE_NOT_FOUND;
+}
+
+/* Also fills max_seq, for PullResult.max_seq. */
+static void pull(sqlite_store *st, hubu_store_op *op) {
+  uint32_t limit = op->limit ? op->limit : PULL_LIMIT_DEFAULT;
+  if (limit > PULL_LIMIT_MAX) limit = PULL_LIMIT_MAX;
+  for (size_t i = 0; i < op->n_msgs; i++) hubu_msg_unref(op->msgs[i]); /* not expected: a fresh op */
+  free(op->msgs);
+  op->msgs = calloc(limit, sizeof *op->msgs);
+  op->n_msgs = 0;
+  op->has_more = 0;
+  if (!op->msgs) {
+    fail_op_plain(op, "pull", "out of memory");
+    return;
+  }
+  sqlite3_stmt *stmt = st->st[ST_PULL];
+  bind_text(stmt, 1, op->session_id);
+  bind_u64(stmt, 2, op->after_seq);
+  sqlite3_bind_int64(stmt, 3, (sqlite3_int64)limit + 1); /* one more row tells has_more */
+  int rc;
+  const char *oom = NULL;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    if (op->n_msgs == limit) {
+      op->has_more = 1;
+      break;
+    }
+    const void *body = sqlite3_column_blob(stmt, 6);
+    size_t body_len = (size_t)sqlite3_column_bytes(stmt, 6);
+    const void *meta = sqlite3_column_blob(stmt, 7);
+    size_t meta_len = (size_t)sqlite3_column_bytes(stmt, 7);
+    hubu_msg *m = hubu_msg_new(op->session_id, column_u64(stmt, 0), column_u64(stmt, 1),
+                               (const char *)sqlite3_column_text(stmt, 2), (const char *)sqlite3_column_text(stmt, 3),
+                               column_u64(stmt, 4), body, body_len, (const char *)sqlite3_column_text(stmt, 5), meta,
+                               meta_len, column_u64(stmt, 8));
+    if (!m) {
+      oom = "out of memory";
+      break;
+    }
+    op->msgs[op->n_msgs++] = m; /* refs = 1, handed to the loop thread with the op */
+  }
+  sqlite3_reset(stmt);
+  uint64_t stored = 0;
+  int any = 0;
+  if (oom) {
+    fail_op_plain(op, "pull", oom);
+  } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    fail_op(st, op, "select messages");
+  } else if (stored_max_seq(st, op->session_id, &stored, &any) != SQLITE_ROW) {
+    fail_op(st, op, "select max(seq)");
+  } else {
+    op->max_seq = stored;
+    op->status = HUBU_STORE_OK;
+    return;
+  }
+  for (size_t i = 0; i < op->n_msgs; i++) hubu_msg_unref(op->msgs[i]);
+  op->n_msgs = 0;
+  op->has_more = 0;
+}
+
+static void sync_sessions(sqlite_store *st, hubu_store_op *op) {
+  free(op->states);
+  op->states = NULL;
+  op->n_states = 0;
+  sqlite3_stmt *stmt = st->st[ST_SYNC];
+  bind_text(stmt, 1, op->user);
+  size_t cap = 0;
+  int rc;
+  int oom = 0;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    if (op->n_states == cap) {
+      size_t grown_cap = cap ? cap * 2 : 16;
+      hubu_store_session_state *grown = realloc(op->states, grown_cap * sizeof *grown);
+      if (!grown) {
+        oom = 1;
+        break;
+      }
+      op->states = grown;
+      cap = grown_cap;
+    }
+    hubu_store_session_state *s = &op->states[op->n_states++];
+    copy_str(s->session_id, sizeof s->session_id, (const char *)sqlite3_column_text(stmt, 0));
+    s->max_seq = column_u64(stmt, 1);
+    s->min_seq = column_u64(stmt, 2);
+    copy_str(s->kind, sizeof s->kind, (const char *)sqlite3_column_text(stmt, 3));
+  }
+  sqlite3_reset(stmt);
+  if (oom || (rc != SQLITE_DONE)) {
+    if (oom)
+      fail_op_plain(op, "sync", "out of memory");
+    else
+      fail_op(st, op, "select sessions");
+    free(op->states);
+    op->states = NULL;
+    op->n_states = 0;
+    return;
+  }
+  op->status = HUBU_STORE_OK;
+}
+
+static void cursors_save(sqlite_store *st, hubu_store_op *op) {
+  const char *step = "begin";
+  if (run(st, ST_BEGIN) != SQLITE_DONE) goto fail;
+  step = "upsert cursor";
+  sqlite3_stmt *up = st->st[ST_CURSOR_UPSERT];
+  for (size_t i = 0; i < op->n_cursors; i++) {
+    const hubu_store_cursor *c = &op->cursors[i];
+    bind_text(up, 1, c->user);
+    bind_text(up, 2, c->device);
+    bind_text(up, 3, c->session_id);
+    bind_u64(up, 4, c->delivered_seq);
+    if (run(st, ST_CURSOR_UPSERT) != SQLITE_DONE) goto fail;
+  }
+  step = "commit";
+  if (run(st, ST_COMMIT) != SQLITE_DONE) goto fail;
+  op->status = HUBU_STORE_OK;
+  return;
+fail:
+  fail_op(st, op, step);
+  rollback(st);
+}
+
+static void sqlite_execute(void *handle, hubu_store_op *op) {
+  sqlite_store *st = handle;
+  op->error[0] = '\0';
+  switch (op->kind) {
+    case HUBU_STORE_APPEND: sqlite_append_batch(st, &op, 1); return;
+    case HUBU_STORE_DEVICE_LOAD: device_load(st, op); return;
+    case HUBU_STORE_FIND_SEND: find_send(st, op); return;
+    case HUBU_STORE_SESSION_LOAD: session_load(st, op); return;
+    case HUBU_STORE_SESSION_CREATE: session_create(st, op); return;
+    case HUBU_STORE_MEMBER_ADD: member_add(st, op); return;
+    case HUBU_STORE_MEMBER_REMOVE: member_remove(st, op); return;
+    case HUBU_STORE_PULL: pull(st, op); return;
+    case HUBU_STORE_SYNC: sync_sessions(st, op); return;
+    case HUBU_STORE_CURSORS_SAVE: cursors_save(st, op); return;
+  }
+  fail_op_plain(op, "execute", "unknown op kind");
+}
+
+const hubu_store_backend hubu_store_sqlite = {
+    .name = "sqlite",
+    .open = sqlite_open,
+    .close = sqlite_close,
+    .append_batch = sqlite_append_batch,
+    .execute = sqlite_execute,
+};
