@@ -6,11 +6,15 @@
  * lost. Everything runs on the loop passed to hubu_client_new; no call here
  * blocks, and no function may be called from another thread.
  *
- * Layers: today the library delivers whole frames (on_frame) and state
- * changes (on_state). Reliable messaging (pending sends retried in client_id
- * order, per-session cursors, a reorder buffer, SYNC after HELLO_OK) sits on
- * top of the same object and reports through the message callbacks below,
- * which are reserved now so that adding them breaks nothing. */
+ * Two layers on one object. The frame layer delivers whole frames (on_frame)
+ * and state changes (on_state). The message layer makes PROTOCOL.md section
+ * 5 reliable for the application: sends are queued with increasing client_ids,
+ * kept until the server ACKs them and resent in client_id order after a
+ * timeout or a reconnect (optionally from a file-backed outbox that survives a
+ * restart); received messages are delivered exactly once per (session, seq),
+ * in seq order per session, through a reorder buffer; a gap is waited for
+ * 500 ms and then PULLed; every HELLO_OK is followed by a SYNC of the
+ * session cursors, and DELIVER_ACKs are sent for what was delivered. */
 #ifndef HUBU_CLIENT_H
 #define HUBU_CLIENT_H
 
@@ -48,7 +52,39 @@ typedef struct {
   uint32_t backoff_max_ms;     /* ceiling, default 30000 */
   uint32_t connect_timeout_ms; /* TCP + TLS + HELLO_OK, default 10000 */
   uint32_t ping_interval_ms;   /* 0: use the server's heartbeat_ms */
+  /* message layer */
+  const char *outbox_path;     /* file-backed outbox: unacknowledged sends and the
+                                  next client_id survive a restart (NULL: memory only) */
+  uint32_t send_timeout_ms;    /* resend unacknowledged SENDs after this, default 10000 */
+  uint32_t gap_wait_ms;        /* wait for a missing seq before PULL, default 500 */
+  uint32_t pull_limit;         /* messages per PULL, default 200 */
+  int no_auto_sync;            /* 1: do not SYNC after HELLO_OK (bench, raw tools) */
 } hubu_client_options;
+
+/* A received message, valid during the callback only. */
+typedef struct {
+  const char *session_id;
+  uint64_t seq;
+  uint64_t msg_id;
+  const char *sender;
+  const char *sender_device;
+  uint64_t client_id;
+  const uint8_t *body;
+  size_t body_len;
+  const char *content_type;
+  uint64_t server_time_ms;
+  size_t n_meta;
+  const char *const *meta_keys;
+  const char *const *meta_values;
+} hubu_client_message;
+
+/* One session as SYNC reports it. */
+typedef struct {
+  const char *session_id;
+  uint64_t max_seq;
+  uint64_t min_seq;
+  const char *kind;
+} hubu_client_session_state;
 
 /* What the server told us in HELLO_OK. */
 typedef struct {
@@ -70,10 +106,13 @@ typedef struct {
    * itself (PONG, ERROR, GOAWAY). body is valid during the callback only. */
   void (*on_frame)(hubu_client *c, uint8_t type, const uint8_t *body, size_t len, void *ud);
 
-  /* Reserved for reliable messaging (not called yet). */
+  /* Message layer. on_stored: the server ACKed client_id (duplicate: it had
+   * it already). on_failed: refused for good (code REJECTED, FORBIDDEN,
+   * INVALID, RATE_LIMITED, STALE...); the message is dropped from the outbox.
+   * on_received: the next message of a session, in seq order, once. */
   void (*on_stored)(hubu_client *c, uint64_t client_id, const char *session_id, uint64_t seq, uint64_t msg_id,
-                    void *ud);
-  void (*on_received)(hubu_client *c, const void *message /* Hubu__V1__Message* */, void *ud);
+                    int duplicate, void *ud);
+  void (*on_received)(hubu_client *c, const hubu_client_message *m, void *ud);
   void (*on_failed)(hubu_client *c, uint64_t client_id, int code, const char *reason, void *ud);
 } hubu_client_callbacks;
 
@@ -91,6 +130,38 @@ int hubu_client_send_frame(hubu_client *c, uint8_t type, const uint8_t *body, si
 
 /* Sends PING{time_ms = now}. */
 int hubu_client_ping(hubu_client *c);
+
+/* ---- message layer ---- */
+
+/* Queues a message for session_id and returns its client_id (0 on error:
+ * bad arguments, out of memory, outbox write failed). It is sent at once when
+ * READY, otherwise after the next HELLO_OK; on_stored or on_failed follows.
+ * meta_keys/meta_values may be NULL when n_meta is 0. */
+uint64_t hubu_client_send_message(hubu_client *c, const char *session_id, const uint8_t *body, size_t len,
+                                  const char *content_type, size_t n_meta, const char *const *meta_keys,
+                                  const char *const *meta_values);
+
+/* Messages queued and not yet ACKed or refused. */
+size_t hubu_client_pending(const hubu_client *c);
+
+/* Highest seq delivered (on_received) in session_id, 0 if none. */
+uint64_t hubu_client_cursor(const hubu_client *c, const char *session_id);
+
+/* Starts session_id's cursor at seq (e.g. restored by the application):
+ * messages up to seq are not delivered again. */
+int hubu_client_set_cursor(hubu_client *c, const char *session_id, uint64_t seq);
+
+typedef void (*hubu_client_pull_cb)(hubu_client *c, int code, const hubu_client_message *msgs, size_t n,
+                                    uint64_t max_seq, int has_more, void *ud);
+/* One PULL outside the delivery path (history): msgs are reported to cb and
+ * not to on_received. Only while READY. 0 or a negative libuv error. */
+int hubu_client_pull(hubu_client *c, const char *session_id, uint64_t after_seq, uint32_t limit,
+                     hubu_client_pull_cb cb, void *ud);
+
+typedef void (*hubu_client_sessions_cb)(hubu_client *c, int code, const hubu_client_session_state *states,
+                                        size_t n, void *ud);
+/* SYNC with no cursors: every session of the user with max_seq above 0. */
+int hubu_client_list_sessions(hubu_client *c, hubu_client_sessions_cb cb, void *ud);
 
 hubu_client_state hubu_client_get_state(const hubu_client *c);
 const char *hubu_client_state_name(hubu_client_state s);

@@ -73,7 +73,9 @@ hubu_device *hubu_device_acquire(hubu_server *s, const char *user, const char *d
 
 static void device_free(hubu_server *s, hubu_device *d) {
   HASH_DEL(s->devices, d);
-  for (uint32_t i = 0; i < HUBU_RECENT_ACKS; i++) hubu_msg_unref(d->recent[i]);
+  if (d->recent)
+    for (uint32_t i = 0; i < HUBU_RECENT_ACKS; i++) hubu_msg_unref(d->recent[i]);
+  free(d->recent);
   hubu_cursor *c, *tmp;
   HASH_ITER(hh, d->cursors, c, tmp) {
     HASH_DEL(d->cursors, c);
@@ -90,12 +92,14 @@ void hubu_device_release(hubu_server *s, hubu_device *d) {
 }
 
 void hubu_device_remember(hubu_device *d, hubu_msg *m) {
+  if (!d->recent && !(d->recent = calloc(HUBU_RECENT_ACKS, sizeof *d->recent))) return;
   hubu_msg_unref(d->recent[d->recent_next]);
   d->recent[d->recent_next] = hubu_msg_ref(m);
   d->recent_next = (d->recent_next + 1) % HUBU_RECENT_ACKS;
 }
 
 hubu_msg *hubu_device_recent(hubu_device *d, uint64_t client_id) {
+  if (!d->recent) return NULL;
   for (uint32_t i = 0; i < HUBU_RECENT_ACKS; i++)
     if (d->recent[i] && d->recent[i]->client_id == client_id) return d->recent[i];
   return NULL;

@@ -57,7 +57,7 @@ struct hubu_device {
   uint64_t assigned;   /* highest client_id accepted (queued or stored) */
   uint64_t durable;    /* highest client_id the store holds */
   hubu_pending_send *pending;
-  hubu_msg *recent[HUBU_RECENT_ACKS]; /* owned refs: the latest stored sends, for retries */
+  hubu_msg **recent;   /* owned ring of HUBU_RECENT_ACKS refs, made on the first send: the latest stored sends, for retries */
   uint32_t recent_next;
   hubu_cursor *cursors;
   uint64_t *hello_waiters; /* owned: connections waiting for the load */

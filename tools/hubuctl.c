@@ -29,6 +29,7 @@ typedef struct {
 
 static int cmd_token(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
+int hubuctl_group(int argc, char **argv); /* hubuctl_group.c */
 
 static const hubuctl_command commands[] = {
     {"token", "USER [--ttl SECONDS] [--secret S|@FILE | --data DIR]",
@@ -38,6 +39,8 @@ static const hubuctl_command commands[] = {
      "  --secret @FILE  read the secret from FILE (trailing whitespace stripped)\n"
      "  --data DIR      read the secret from DIR/secret (default " DEFAULT_DATA_DIR ")\n",
      cmd_token},
+    {"group", "create|add|remove|members g:NAME [USER...] [--data DIR]",
+     "create a group or change its members in the embedded store (default " DEFAULT_DATA_DIR ")", "", hubuctl_group},
     {"help", "", "print this help", "", cmd_help},
 };
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])

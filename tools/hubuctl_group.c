@@ -1,0 +1,112 @@
+/* hubuctl_group.c — `hubuctl group`: create groups and change their members
+ * directly in the embedded store (DIR/hubu.db). Safe while hubud runs (SQLite
+ * WAL with a busy timeout); a running server sees the change when it next
+ * loads the group, so create a group before its first message. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+#include "token.h"
+
+int hubuctl_group(int argc, char **argv);
+
+static int usage(void) {
+  fprintf(stderr,
+          "usage: hubuctl group create g:NAME [USER...] [--data DIR]\n"
+          "       hubuctl group add g:NAME USER... [--data DIR]\n"
+          "       hubuctl group remove g:NAME USER... [--data DIR]\n"
+          "       hubuctl group members g:NAME [--data DIR]\n");
+  return 2;
+}
+
+int hubuctl_group(int argc, char **argv) {
+  const char *data = "./data";
+  const char *verb = NULL, *group = NULL;
+  const char *users[1024];
+  size_t n_users = 0;
+  for (int i = 0; i < argc; i++) {
+    if (!strcmp(argv[i], "--data") && i + 1 < argc) {
+      data = argv[++i];
+    } else if (!verb) {
+      verb = argv[i];
+    } else if (!group) {
+      group = argv[i];
+    } else if (n_users < sizeof users / sizeof *users) {
+      if (!hubu_id_valid(argv[i], strlen(argv[i]))) {
+        fprintf(stderr, "hubuctl: '%s' is not a valid user id\n", argv[i]);
+        return 2;
+      }
+      users[n_users++] = argv[i];
+    } else {
+      fprintf(stderr, "hubuctl: too many users\n");
+      return 2;
+    }
+  }
+  if (!verb || !group) return usage();
+  if (strncmp(group, "g:", 2) != 0 || !hubu_id_valid(group + 2, strlen(group + 2))) {
+    fprintf(stderr, "hubuctl: '%s' is not a group id (g:NAME)\n", group);
+    return 2;
+  }
+  int create = !strcmp(verb, "create"), add = !strcmp(verb, "add"), remove = !strcmp(verb, "remove"),
+      members = !strcmp(verb, "members");
+  if (!(create || add || remove || members) || ((add || remove) && !n_users)) return usage();
+
+  hubu_store_config cfg = {.backend = "sqlite", .path = data, .fsync = HUBU_FSYNC_BATCH};
+  char err[256];
+  void *db = hubu_store_sqlite.open(&cfg, err, sizeof err);
+  if (!db) {
+    fprintf(stderr, "hubuctl: cannot open the store in %s: %s\n", data, err);
+    return 1;
+  }
+  int status = 0;
+  hubu_store_op *op = NULL;
+  if (create) {
+    op = hubu_store_op_new(HUBU_STORE_SESSION_CREATE);
+    if (op && n_users && !(op->members = calloc(n_users, sizeof *op->members))) status = 1;
+    for (size_t i = 0; op && !status && i < n_users; i++)
+      if (!(op->members[op->n_members++] = strdup(users[i]))) status = 1;
+    if (op) snprintf(op->kind_name, sizeof op->kind_name, "group");
+  } else if (members) {
+    op = hubu_store_op_new(HUBU_STORE_SESSION_LOAD);
+  }
+  if (op && !status) {
+    snprintf(op->session_id, sizeof op->session_id, "%s", group);
+    hubu_store_sqlite.execute(db, op);
+    if (op->status == HUBU_STORE_EXISTS) {
+      fprintf(stderr, "hubuctl: %s already exists\n", group);
+      status = 1;
+    } else if (op->status == HUBU_STORE_NOT_FOUND) {
+      fprintf(stderr, "hubuctl: no group %s\n", group);
+      status = 1;
+    } else if (op->status != HUBU_STORE_OK) {
+      fprintf(stderr, "hubuctl: %s\n", op->error);
+      status = 1;
+    } else if (members) {
+      for (size_t i = 0; i < op->n_members; i++) printf("%s\n", op->members[i]);
+    }
+  } else if (!op && (create || members)) {
+    status = 1;
+  }
+  hubu_store_op_free(op);
+  for (size_t i = 0; (add || remove) && !status && i < n_users; i++) {
+    op = hubu_store_op_new(add ? HUBU_STORE_MEMBER_ADD : HUBU_STORE_MEMBER_REMOVE);
+    if (!op) {
+      status = 1;
+      break;
+    }
+    snprintf(op->session_id, sizeof op->session_id, "%s", group);
+    snprintf(op->user, sizeof op->user, "%s", users[i]);
+    snprintf(op->role, sizeof op->role, "member");
+    hubu_store_sqlite.execute(db, op);
+    if (op->status != HUBU_STORE_OK) {
+      fprintf(stderr, "hubuctl: %s %s: %s\n", verb, users[i],
+              op->status == HUBU_STORE_NOT_FOUND ? (add ? "no such group" : "not a member") : op->error);
+      status = 1;
+    }
+    hubu_store_op_free(op);
+  }
+  hubu_store_sqlite.close(db);
+  if (!status && !members) printf("%s: %s done\n", group, verb);
+  return status;
+}
