@@ -8,6 +8,7 @@
 uint8_t *hubu_buf_reserve(hubu_buf *b, size_t n) {
   if (b->cap - b->len >= n) return b->data + b->len;
   size_t live = b->len - b->off;
+  if (n > SIZE_MAX - live) return NULL;
   if (b->off > 0 && b->cap - live >= n) { /* compact instead of growing */
     memmove(b->data, b->data + b->off, live);
     b->off = 0;

@@ -14,7 +14,11 @@ typedef struct {
 } hubu_buf;
 
 static inline size_t hubu_buf_size(const hubu_buf *b) { return b->len - b->off; }
-static inline const uint8_t *hubu_buf_head(const hubu_buf *b) { return b->data + b->off; }
+/* Never NULL + offset: an empty buffer's head is a valid (empty) pointer. */
+static inline const uint8_t *hubu_buf_head(const hubu_buf *b) {
+  static const uint8_t empty[1];
+  return b->data ? b->data + b->off : empty;
+}
 
 /* Appends n bytes; returns 0, or -1 when memory runs out (b is unchanged). */
 int hubu_buf_append(hubu_buf *b, const void *p, size_t n);

@@ -38,6 +38,7 @@ typedef struct {
   const char *path;      /* sqlite: the data directory (file DIR/hubu.db) */
   hubu_fsync_mode fsync; /* always: a durable commit per message; batch: per batch; off: no sync */
   uint32_t max_batch;    /* most APPENDs in one transaction (default 4096) */
+  uint32_t busy_timeout_ms; /* how long to wait for another process's write lock (0: 5000) */
 } hubu_store_config;
 
 typedef enum {

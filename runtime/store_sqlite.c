@@ -24,7 +24,7 @@
 #define CACHE_KIB 65536             /* page cache: 64 MiB */
 #define WAL_AUTOCHECKPOINT_PAGES 16384 /* checkpoint when the WAL passes 64 MiB */
 #define JOURNAL_SIZE_LIMIT_BYTES (64 * 1024 * 1024)
-#define BUSY_TIMEOUT_MS 5000        /* another process (hubuctl) holding the write lock */
+#define BUSY_TIMEOUT_MS 5000        /* default wait for another process's (hubuctl's) write lock */
 
 /* ---- schema ---- */
 
@@ -329,7 +329,7 @@ static void *sqlite_open(const hubu_store_config *cfg, char *err, size_t err_siz
     goto fail;
   }
   sqlite3_extended_result_codes(st->db, 1);
-  sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+  sqlite3_busy_timeout(st->db, cfg->busy_timeout_ms ? (int)cfg->busy_timeout_ms : BUSY_TIMEOUT_MS);
 
   char pragmas[512];
   const char *sync = cfg->fsync == HUBU_FSYNC_OFF ? "OFF" : "FULL"; /* FULL in WAL: fsync the WAL at each commit */

@@ -63,7 +63,9 @@ hubu_token_status hubu_token_verify(const uint8_t *secret, size_t secret_len, co
   uint64_t expiry = 0;
   for (size_t i = dot; i < signed_len; i++) {
     if (token[i] < '0' || token[i] > '9' || signed_len - dot > 20) return HUBU_TOKEN_MALFORMED;
-    expiry = expiry * 10 + (uint64_t)(token[i] - '0');
+    uint64_t digit = (uint64_t)(token[i] - '0');
+    if (expiry > (UINT64_MAX - digit) / 10) return HUBU_TOKEN_MALFORMED; /* would wrap */
+    expiry = expiry * 10 + digit;
   }
   const char *user = token + 3;
   size_t ulen = dot - 1 - 3;

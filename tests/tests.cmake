@@ -1,1 +1,48 @@
-# tests
+# tests.cmake — unit tests, the fuzz-corpus replay and (when present) the
+# integration suite. Included from the top-level CMakeLists.txt, not added as a
+# subdirectory, so every add_test lives here or in a file included from here,
+# and every test name starts with ${HUBU_TEST_PREFIX} (the sanitizer tree's
+# "asan." keeps its tests apart when the main tree's ctest runs both).
+#
+#   cmake --build <tree> --target hubu_unit_tests && (cd <tree> && ctest -R unit)
+
+set(HUBU_TESTS_DIR ${CMAKE_CURRENT_LIST_DIR})
+
+# A fresh self-signed EC certificate + key for any test that needs TLS.
+add_library(hubu_testcert STATIC ${HUBU_TESTS_DIR}/testcert.c)
+target_include_directories(hubu_testcert PUBLIC ${HUBU_TESTS_DIR})
+target_link_libraries(hubu_testcert PUBLIC OpenSSL::Crypto)
+
+add_custom_target(hubu_unit_tests)
+
+# hubu_unit_test(<file stem> <behaviour> [extra libraries...]):
+# builds tests/unit/test_<stem>.c and registers it as unit.<behaviour>.
+function(hubu_unit_test stem behaviour)
+  add_executable(test_${stem} ${HUBU_TESTS_DIR}/unit/test_${stem}.c)
+  target_include_directories(test_${stem} PRIVATE ${HUBU_TESTS_DIR}/unit)
+  target_link_libraries(test_${stem} PRIVATE hubu_core ${ARGN})
+  add_dependencies(hubu_unit_tests test_${stem})
+  add_test(NAME ${HUBU_TEST_PREFIX}unit.${behaviour} COMMAND test_${stem})
+  set_tests_properties(${HUBU_TEST_PREFIX}unit.${behaviour} PROPERTIES LABELS unit TIMEOUT 300)
+endfunction()
+
+hubu_unit_test(frame frame_verdicts_and_reassembly_hold_for_any_split)
+hubu_unit_test(token token_verifies_only_untampered_unexpired_own_token)
+hubu_unit_test(buf buf_keeps_bytes_in_order_through_consume_compact_grow)
+hubu_unit_test(tls tls_memory_pair_handshakes_and_carries_1mib_both_ways hubu_testcert)
+
+# The fuzz target's code as an ordinary program: replays tests/fuzz_corpus and
+# 20,000 generated inputs (fixed seed). `make fuzz` builds the libFuzzer one.
+add_executable(fuzz_frame_replay ${HUBU_TESTS_DIR}/fuzz_frame.c)
+target_compile_definitions(fuzz_frame_replay PRIVATE HUBU_FUZZ_REPLAY)
+target_link_libraries(fuzz_frame_replay PRIVATE hubu_core)
+add_dependencies(hubu_unit_tests fuzz_frame_replay)
+add_test(NAME ${HUBU_TEST_PREFIX}unit.frame_decoder_survives_fuzz_corpus_and_20000_mutants
+         COMMAND fuzz_frame_replay ${HUBU_TESTS_DIR}/fuzz_corpus)
+set_tests_properties(${HUBU_TEST_PREFIX}unit.frame_decoder_survives_fuzz_corpus_and_20000_mutants
+                     PROPERTIES LABELS "unit;fuzz" TIMEOUT 300)
+
+include(${CMAKE_CURRENT_LIST_DIR}/integration.cmake OPTIONAL)
+include(${CMAKE_CURRENT_LIST_DIR}/store.cmake OPTIONAL)
+include(${CMAKE_CURRENT_LIST_DIR}/messaging.cmake OPTIONAL)
+include(${CMAKE_CURRENT_LIST_DIR}/client.cmake OPTIONAL)
