@@ -179,6 +179,10 @@ void hubu_conn_flush(hubu_conn *c) {
 
 static void begin_close(hubu_conn *c) {
   if (c->state >= HUBU_CONN_CLOSING) return;
+  if (c->tls && !hubu_tls_handshake_done(c->tls)) { /* nothing can reach the peer before the handshake */
+    hubu_conn_destroy(c);
+    return;
+  }
   c->state = HUBU_CONN_CLOSING;
   c->state_since_ms = uv_now(c->server->loop);
   hubu_buf_free(&c->rbuf);

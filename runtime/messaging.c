@@ -80,7 +80,8 @@ static void pull_error(hubu_conn *c, uint64_t request_id, Hubu__V1__Code code, c
 
 /* ---- HELLO: the device's high-water mark before HELLO_OK ---- */
 
-static void hello_ok(hubu_conn *c) {
+/* resume: input was held back while the device loaded (asynchronous path). */
+static void hello_ok(hubu_conn *c, int resume) {
   hubu_server *s = c->server;
   if (hubu_user_attach(s, c) != 0) {
     hubu_log(HUBU_LOG_ERROR, c->id, c->user, "out_of_memory", "where=presence");
@@ -99,7 +100,7 @@ static void hello_ok(hubu_conn *c) {
   hubu_conn_send(c, HUBU_FRAME_HELLO_OK, &ok.base);
   hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "hello_ok", "device=%s last_client_id=%llu", c->device,
            (unsigned long long)c->dev->durable);
-  hubu_conn_resume_input(c);
+  if (resume) hubu_conn_resume_input(c); /* else the caller's frame loop goes on by itself */
 }
 
 static void on_device_loaded(hubu_store_op *op) {
@@ -122,7 +123,7 @@ static void on_device_loaded(hubu_store_op *op) {
     hubu_conn *c = hubu_server_conn_find(s, waiters[i]);
     if (!c || c->state != HUBU_CONN_AUTHING || c->dev != d) continue;
     if (d->loaded)
-      hello_ok(c);
+      hello_ok(c, 1);
     else
       hubu_conn_goaway(c, HUBU__V1__CODE__UNAVAILABLE, "store unavailable", 1000);
   }
@@ -139,7 +140,7 @@ void hubu_messaging_hello(hubu_conn *c) {
     return;
   }
   if (d->loaded) {
-    hello_ok(c);
+    hello_ok(c, 0);
     return;
   }
   uint64_t *w = realloc(d->hello_waiters, (d->n_hello_waiters + 1) * sizeof *w);
