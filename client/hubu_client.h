@@ -108,7 +108,9 @@ typedef struct {
 
   /* Message layer. on_stored: the server ACKed client_id (duplicate: it had
    * it already). on_failed: refused for good (code REJECTED, FORBIDDEN,
-   * INVALID, RATE_LIMITED, STALE...); the message is dropped from the outbox.
+   * INVALID, RATE_LIMITED...); the message is dropped from the outbox. STALE
+   * never reaches on_failed: the library resends such a message under a new
+   * client_id, since the application never saw it acknowledged.
    * on_received: the next message of a session, in seq order, once. */
   void (*on_stored)(hubu_client *c, uint64_t client_id, const char *session_id, uint64_t seq, uint64_t msg_id,
                     int duplicate, void *ud);
@@ -117,9 +119,14 @@ typedef struct {
 } hubu_client_callbacks;
 
 /* Copies options (strings included); callbacks may be NULL. NULL on bad
- * options or out of memory. */
+ * options or out of memory, or when the outbox cannot be opened (another
+ * process holds its lock, or it cannot be read or written):
+ * hubu_client_last_error() then says why. */
 hubu_client *hubu_client_new(uv_loop_t *loop, const hubu_client_options *opt, const hubu_client_callbacks *cb,
                              void *ud);
+
+/* Why the last hubu_client_new on this thread returned NULL ("" after a success). */
+const char *hubu_client_last_error(void);
 
 /* Starts connecting. 0, or a negative libuv error. */
 int hubu_client_start(hubu_client *c);
@@ -144,6 +151,18 @@ uint64_t hubu_client_send_message(hubu_client *c, const char *session_id, const 
 /* Messages queued and not yet ACKed or refused. */
 size_t hubu_client_pending(const hubu_client *c);
 
+/* Notes on the send path:
+ * - client_id in on_stored and on_failed is always the value
+ *   hubu_client_send_message returned (for a message loaded from the outbox:
+ *   the value an earlier process got), even when the library had to send the
+ *   message under a newer client_id: after STALE, or when it was queued
+ *   before the first HELLO_OK and the server's last_client_id was already
+ *   past it.
+ * - With outbox_path, the outbox file is written and fdatasync'd inside
+ *   hubu_client_send_message: a short blocking disk write on the loop thread,
+ *   the price of "queued" meaning "survives a crash". The file is locked
+ *   (outbox_path + ".lock") for the life of the client. */
+
 /* Highest seq delivered (on_received) in session_id, 0 if none. */
 uint64_t hubu_client_cursor(const hubu_client *c, const char *session_id);
 
@@ -162,6 +181,34 @@ typedef void (*hubu_client_sessions_cb)(hubu_client *c, int code, const hubu_cli
                                         size_t n, void *ud);
 /* SYNC with no cursors: every session of the user with max_seq above 0. */
 int hubu_client_list_sessions(hubu_client *c, hubu_client_sessions_cb cb, void *ud);
+
+/* A pull or list request whose connection is lost gets its cb with code
+ * UNAVAILABLE; after hubu_client_close no callback of a request runs. */
+
+/* SYNC with every known cursor now and PULL what is behind: what the library
+ * does after each HELLO_OK unless no_auto_sync. Only while READY. */
+int hubu_client_sync(hubu_client *c);
+
+/* Counters of the message layer, for tests, tools and metrics. */
+typedef struct {
+  uint64_t queued;           /* hubu_client_send_message calls that succeeded */
+  uint64_t sends;            /* SEND frames written, retries included */
+  uint64_t resends;          /* ... of which retries (timeout, reconnect, UNAVAILABLE) */
+  uint64_t renumbered;       /* messages moved to a new client_id (STALE, or queued before the first HELLO_OK) */
+  uint64_t stored;           /* on_stored reports */
+  uint64_t failed;           /* on_failed reports */
+  uint64_t pushed;           /* messages that arrived in PUSH frames */
+  uint64_t pulled;           /* messages that arrived in PULL_RESULTs of the delivery path */
+  uint64_t duplicates;       /* received messages dropped: (session, seq) already delivered or held */
+  uint64_t delivered;        /* on_received reports */
+  uint64_t gaps;             /* messages held because an earlier seq was missing */
+  uint64_t pulls;            /* PULLs sent by the delivery path (gap, PULL_HINT, SYNC) */
+  uint64_t pull_hints;       /* PULL_HINT frames received */
+  uint64_t syncs;            /* SYNCs sent by the library */
+  uint64_t deliver_acks;     /* DELIVER_ACK frames sent */
+} hubu_client_stats;
+
+void hubu_client_get_stats(const hubu_client *c, hubu_client_stats *out);
 
 hubu_client_state hubu_client_get_state(const hubu_client *c);
 const char *hubu_client_state_name(hubu_client_state s);

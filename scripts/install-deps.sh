@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git python3
   libuv1-dev
-  libluajit2-5.1-dev
+  libluajit2-5.1-dev luajit2 lua-cjson
   libprotobuf-c-dev protobuf-c-compiler
   libssl-dev openssl
   libsqlite3-dev
