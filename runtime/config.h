@@ -35,6 +35,7 @@ typedef struct {
   size_t max_inflight_bytes;  /* ... and bytes */
   uint32_t ack_timeout_ms;    /* retransmit unacknowledged pushes after this */
   uint32_t pull_limit_max;    /* cap on PullRequest.limit */
+  uint32_t max_pending_sends; /* SENDs of one connection awaiting their ACK before its input pauses */
 } hubu_config;
 
 /* Fills cfg with defaults, then applies argv. Returns 0, 1 for --help (usage

@@ -106,8 +106,8 @@ static void on_write(uv_write_t *req, int status) {
     hubu_conn_destroy(c);
     return;
   }
-  if (hubu_buf_size(&c->wbuf)) hubu_server_mark_dirty(c->server, c);
-  if (!c->reading && c->state == HUBU_CONN_READY &&
+  if (hubu_buf_size(&c->wbuf) || c->hints) hubu_server_mark_dirty(c->server, c);
+  if (!c->reading && c->state == HUBU_CONN_READY && !c->input_paused &&
       c->writing + hubu_buf_size(&c->wbuf) <= c->server->cfg->write_queue_max / 2)
     start_reading(c);
   maybe_shutdown(c);
@@ -115,7 +115,13 @@ static void on_write(uv_write_t *req, int status) {
 
 void hubu_conn_flush(hubu_conn *c) {
   if (c->state == HUBU_CONN_CLOSED) return;
-  if (c->hints) hubu_delivery_write_hints(c);
+  const hubu_config *cfg = c->server->cfg;
+  if (c->input_paused && c->state == HUBU_CONN_READY && c->sends_unanswered <= cfg->max_pending_sends / 2) {
+    c->input_paused = 0;
+    hubu_conn_resume_input(c);
+    if (c->state == HUBU_CONN_CLOSED) return;
+  }
+  if (c->hints && c->writing <= cfg->write_queue_max) hubu_delivery_write_hints(c); /* else they wait, coalesced */
   c->push_open = 0; /* the next push opens a new frame */
   hubu_buf out = {0};
   if (c->tls) {
@@ -288,6 +294,10 @@ static size_t process(hubu_conn *c, const uint8_t *p, size_t n) {
   size_t off = 0;
   uint32_t max_frame = c->server->cfg->max_frame;
   while (off < n && c->state < HUBU_CONN_CLOSING && c->state != HUBU_CONN_AUTHING) {
+    if (c->sends_unanswered >= c->server->cfg->max_pending_sends) { /* the store is behind this client */
+      c->input_paused = 1;
+      break;
+    }
     hubu_frame f;
     char why[96];
     switch (hubu_frame_next(p + off, n - off, max_frame, &f)) {
@@ -329,7 +339,7 @@ static int conn_input(void *ud, const uint8_t *data, size_t len) {
     size_t used = process(c, hubu_buf_head(&c->rbuf), hubu_buf_size(&c->rbuf));
     if (c->state < HUBU_CONN_CLOSING) hubu_buf_consume(&c->rbuf, used);
   }
-  if (c->state == HUBU_CONN_AUTHING && c->reading) { /* hold further input until HELLO_OK */
+  if ((c->state == HUBU_CONN_AUTHING || c->input_paused) && c->reading) { /* hold further input */
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
   }
@@ -341,7 +351,7 @@ void hubu_conn_resume_input(hubu_conn *c) {
     size_t used = process(c, hubu_buf_head(&c->rbuf), hubu_buf_size(&c->rbuf));
     if (c->state < HUBU_CONN_CLOSING) hubu_buf_consume(&c->rbuf, used);
   }
-  if (!c->reading && c->state == HUBU_CONN_READY) start_reading(c);
+  if (!c->reading && c->state == HUBU_CONN_READY && !c->input_paused) start_reading(c);
 }
 
 static int discard_plain(void *ud, const uint8_t *data, size_t len) {

@@ -62,7 +62,9 @@ struct hubu_conn {
   uint8_t shut_down : 1;   /* FIN sent */
   uint8_t attached : 1;    /* listed in its user's presence */
   uint8_t push_open : 1;   /* push_start/push_end describe the last frame in wbuf */
+  uint8_t input_paused : 1; /* too many SENDs unanswered: input waits in rbuf and the kernel */
   uint8_t bad_bodies;
+  uint32_t sends_unanswered; /* SENDs read whose SEND_ACK is not produced yet */
 };
 
 /* Accepts a pending connection on listener; tls selects the TLS side. */

@@ -65,20 +65,16 @@ void hubu_delivery_push(hubu_server *s, hubu_conn *c, hubu_msg *m) {
     hint(c, m);
     return;
   }
-  if (!in) {
-    if (!(in = c->inflight = calloc(1, sizeof *in))) return;
-    in->sent_ms = uv_now(s->loop);
-  }
+  if (!in && !(in = c->inflight = calloc(1, sizeof *in))) return;
   if (in->len == in->cap) {
     uint32_t cap = in->cap ? in->cap * 2 : 8;
-    hubu_msg **msgs = realloc(in->msgs, cap * sizeof *msgs);
-    if (!msgs) return;
-    in->msgs = msgs;
+    hubu_inflight_entry *e = realloc(in->entries, cap * sizeof *e);
+    if (!e) return;
+    in->entries = e;
     in->cap = cap;
   }
-  if (!in->len) in->sent_ms = uv_now(s->loop);
   if (push_write(c, m) != 0) return;
-  in->msgs[in->len++] = hubu_msg_ref(m);
+  in->entries[in->len++] = (hubu_inflight_entry){hubu_msg_ref(m), uv_now(s->loop), 0};
   in->bytes += m->push_entry_len;
 }
 
@@ -107,23 +103,19 @@ void hubu_delivery_route(hubu_server *s, hubu_session *sess, hubu_msg *m, uint64
 void hubu_delivery_ack(hubu_conn *c, const char *session_id, uint64_t seq) {
   hubu_inflight *in = c->inflight;
   if (!in) return;
-  uint32_t kept = 0, retired = 0;
+  uint32_t kept = 0;
   for (uint32_t i = 0; i < in->len; i++) {
-    hubu_msg *m = in->msgs[i];
+    hubu_msg *m = in->entries[i].msg;
     if (m->seq <= seq && strcmp(m->session_id, session_id) == 0) {
       in->bytes -= m->push_entry_len;
       hubu_msg_unref(m);
-      retired++;
     } else {
-      in->msgs[kept++] = m;
+      in->entries[kept++] = in->entries[i];
     }
   }
   in->len = kept;
-  if (!retired) return;
-  in->retries = 0;
-  in->sent_ms = uv_now(c->server->loop);
   if (!in->len) { /* an idle connection holds no window */
-    free(in->msgs);
+    free(in->entries);
     free(in);
     c->inflight = NULL;
   }
@@ -143,22 +135,27 @@ void hubu_delivery_write_hints(hubu_conn *c) {
 
 int hubu_delivery_sweep(hubu_conn *c, uint64_t now) {
   hubu_inflight *in = c->inflight;
-  if (!in || !in->len || now - in->sent_ms < c->server->cfg->ack_timeout_ms) return 0;
-  if (in->retries >= MAX_RETRANSMITS) return -1;
-  in->retries++;
-  in->sent_ms = now;
-  hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "retransmit", "messages=%u attempt=%u", in->len, in->retries);
-  c->push_open = 0; /* a fresh frame, after whatever is queued */
-  for (uint32_t i = 0; i < in->len; i++)
-    if (push_write(c, in->msgs[i]) != 0) return -1;
+  if (!in) return 0;
+  uint64_t timeout = c->server->cfg->ack_timeout_ms;
+  uint32_t resent = 0;
+  for (uint32_t i = 0; i < in->len; i++) { /* each message on its own clock, in push order */
+    hubu_inflight_entry *e = &in->entries[i];
+    if (now - e->sent_ms < timeout) continue;
+    if (e->resends >= MAX_RETRANSMITS) return -1;
+    if (!resent++) c->push_open = 0; /* a fresh frame, after whatever is queued */
+    if (push_write(c, e->msg) != 0) return -1;
+    e->sent_ms = now;
+    e->resends++;
+  }
+  if (resent) hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "retransmit", "messages=%u", resent);
   return 0;
 }
 
 void hubu_delivery_free(hubu_conn *c) {
   hubu_inflight *in = c->inflight;
   if (in) {
-    for (uint32_t i = 0; i < in->len; i++) hubu_msg_unref(in->msgs[i]);
-    free(in->msgs);
+    for (uint32_t i = 0; i < in->len; i++) hubu_msg_unref(in->entries[i].msg);
+    free(in->entries);
     free(in);
     c->inflight = NULL;
   }

@@ -12,13 +12,18 @@ typedef struct hubu_server hubu_server;
 typedef struct hubu_conn hubu_conn;
 typedef struct hubu_session hubu_session;
 
+/* One pushed, unacknowledged message. */
+typedef struct {
+  hubu_msg *msg;    /* owned reference */
+  uint64_t sent_ms; /* when it was last (re)sent */
+  uint32_t resends;
+} hubu_inflight_entry;
+
 /* Owned by its connection; exists only while something is unacknowledged. */
 typedef struct hubu_inflight {
-  hubu_msg **msgs; /* owned references, in push order */
+  hubu_inflight_entry *entries; /* push order */
   uint32_t len, cap;
   size_t bytes;
-  uint64_t sent_ms; /* when the oldest entry was last (re)sent */
-  uint32_t retries;
 } hubu_inflight;
 
 /* A coalesced PULL_HINT waiting for the next flush. Owned by its connection. */

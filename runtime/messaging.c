@@ -27,7 +27,9 @@
 static void send_ack(hubu_server *s, uint64_t conn_id, uint64_t client_id, Hubu__V1__Code code,
                      const char *session_id, uint64_t seq, uint64_t msg_id, const char *reason, int duplicate) {
   hubu_conn *c = hubu_server_conn_find(s, conn_id);
-  if (!c || c->state != HUBU_CONN_READY) return;
+  if (!c) return;
+  if (c->sends_unanswered) c->sends_unanswered--; /* every SEND is answered once, on its connection */
+  if (c->state != HUBU_CONN_READY) return;
   Hubu__V1__SendAck a = HUBU__V1__SEND_ACK__INIT;
   a.client_id = client_id;
   a.code = code;
@@ -289,6 +291,7 @@ void hubu_messaging_send(hubu_conn *c, const hubu_frame *f) {
     return;
   }
   s->stats.sends_received++;
+  c->sends_unanswered++;
   hubu_device *d = c->dev;
   int kind = -1;
   const char *invalid = send_invalid(m, &kind);

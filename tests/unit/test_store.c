@@ -6,10 +6,12 @@
  * batch and the store recovers; device, send, session, member, pull, sync and
  * cursor ops return what was stored; everything survives close and reopen;
  * close finishes every queued op. Every test ends with uv_loop_close == 0. */
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -82,8 +84,8 @@ static hubu_store_op *run_op(fixture *f, hubu_store_op *op) {
   return op;
 }
 
-static hubu_msg *make_msg(const char *session, uint64_t seq, const char *sender, const char *device,
-                          uint64_t client_id, const char *body, int with_meta) {
+static hubu_msg *make_msg(const char *session, uint64_t seq, const char *sender, const char *device, uint64_t client_id,
+                          const char *body, int with_meta) {
   uint8_t *meta = NULL;
   size_t meta_len = 0;
   if (with_meta) {
@@ -618,8 +620,8 @@ static void test_everything_survives_reopen(void) {
   hubu_msg *kept[21] = {NULL};
   burst_reset();
   for (uint64_t seq = 1; seq <= 20; seq++) {
-    kept[seq] = make_msg(seq % 2 ? "g:keep" : "d:alice:bob", (seq + 1) / 2, "alice", "phone", seq, "durable",
-                         seq % 4 == 1);
+    kept[seq] =
+        make_msg(seq % 2 ? "g:keep" : "d:alice:bob", (seq + 1) / 2, "alice", "phone", seq, "durable", seq % 4 == 1);
     burst_submit(&f, append_op(hubu_msg_ref(kept[seq])), seq - 1);
   }
   burst_wait(&f, 20);
@@ -710,6 +712,7 @@ static void test_fsync_always_commits_each_message(void) {
   hubu_store_get_stats(f.store, &stats);
   CHECK_EQ_U64(stats.batches, 20);
   CHECK_EQ_U64(stats.appended, 20);
+  CHECK_EQ_U64(stats.max_batch_seen, 1);
   fixture_finish(&f);
 
   if (fixture_init(&f, HUBU_FSYNC_OFF) != 0) return;
@@ -799,6 +802,109 @@ static void test_close_finishes_queued_ops(void) {
   fixture_finish(&f);
 }
 
+/* The child appends and reports every OK completion on a pipe until it is
+ * killed with SIGKILL; every append it reported must be there on reopen. */
+enum { KILL_WINDOW = 256, KILL_AFTER_ACKS = 3000, KILL_MAX = 1000000 };
+static struct {
+  hubu_store *store;
+  int fd;
+  uint64_t next;
+} killed_child;
+
+static void child_submit(void);
+
+static void on_child_done(hubu_store_op *op) {
+  uint64_t client_id = op->msg->client_id;
+  int ok = op->status == HUBU_STORE_OK;
+  hubu_store_op_free(op);
+  if (ok && write(killed_child.fd, &client_id, sizeof client_id) != (ssize_t)sizeof client_id) _exit(3);
+  child_submit();
+}
+
+static void child_submit(void) {
+  uint64_t i = ++killed_child.next;
+  if (i > KILL_MAX) return;
+  char session[16];
+  snprintf(session, sizeof session, "g:k%llu", (unsigned long long)(i % 8));
+  hubu_store_op *op = append_op(make_msg(session, i, "alice", "phone", i, "must survive kill -9", 0));
+  op->done = on_child_done;
+  hubu_store_submit(killed_child.store, op);
+}
+
+static void run_killed_child(const char *dir, int fd) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  hubu_store_config cfg = {.backend = "sqlite", .path = dir, .fsync = HUBU_FSYNC_BATCH};
+  char err[256];
+  killed_child.store = hubu_store_open(&loop, &cfg, err, sizeof err);
+  if (!killed_child.store) _exit(2);
+  killed_child.fd = fd;
+  for (int i = 0; i < KILL_WINDOW; i++) child_submit();
+  uv_run(&loop, UV_RUN_DEFAULT); /* until the parent kills us */
+  _exit(4);
+}
+
+static void test_acked_appends_survive_kill9(void) {
+  fixture f;
+  if (fixture_init(&f, HUBU_FSYNC_BATCH) != 0) return;
+  fixture_close_store(&f); /* the child owns the database until it dies */
+  int fds[2];
+  if (!CHECK(pipe(fds) == 0)) return;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    run_killed_child(f.dir, fds[1]);
+  }
+  close(fds[1]);
+  CHECK(pid > 0);
+  uint8_t *acked = calloc(KILL_MAX + 1, 1);
+  uint64_t n_acked = 0, id = 0, highest = 0;
+  int killed = 0;
+  for (;;) {
+    ssize_t r = read(fds[0], &id, sizeof id); /* 8-byte writes to a pipe are atomic */
+    if (r != (ssize_t)sizeof id) break;       /* EOF: the child is gone */
+    if (id <= KILL_MAX && !acked[id]) {
+      acked[id] = 1;
+      n_acked++;
+      if (id > highest) highest = id;
+    }
+    if (n_acked >= KILL_AFTER_ACKS && !killed) {
+      kill(pid, SIGKILL); /* mid-stream: more appends are queued and committing */
+      killed = 1;
+    }
+  }
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  CHECK(n_acked >= KILL_AFTER_ACKS);
+
+  if (fixture_open_store(&f) == 0) {
+    uint64_t found = 0;
+    for (int s = 0; s < 8; s++) {
+      char session[16];
+      snprintf(session, sizeof session, "g:k%d", s);
+      uint64_t after = 0;
+      for (;;) {
+        hubu_store_op *op = pull(&f, session, after, 1000);
+        for (size_t i = 0; i < op->n_msgs; i++)
+          if (op->msgs[i]->client_id <= KILL_MAX && acked[op->msgs[i]->client_id]) found++;
+        int more = op->has_more && op->n_msgs;
+        if (op->n_msgs) after = op->msgs[op->n_msgs - 1]->seq;
+        hubu_store_op_free(op);
+        if (!more) break;
+      }
+    }
+    CHECK_EQ_U64(found, n_acked);
+    hubu_store_op *op = device_load(&f, "alice", "phone");
+    CHECK(op->last_client_id >= highest);
+    hubu_store_op_free(op);
+  }
+  free(acked);
+  fixture_finish(&f);
+}
+
 int main(int argc, char **argv) {
   (void)argc;
   hubu_log_min_level = HUBU_LOG_WARN;
@@ -818,5 +924,6 @@ int main(int argc, char **argv) {
   test_fsync_always_commits_each_message();
   test_failed_transaction_fails_the_whole_batch();
   test_close_finishes_queued_ops();
+  test_acked_appends_survive_kill9();
   return check_summary(argv[0]);
 }

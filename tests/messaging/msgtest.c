@@ -1,0 +1,521 @@
+/* msgtest.c — see msgtest.h. */
+#include "msgtest.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef HUBUCTL_PATH
+#error "HUBUCTL_PATH must name the hubuctl binary"
+#endif
+
+int mt_quick(void) {
+  const char *q = getenv("HUBU_TEST_QUICK");
+  return q && *q && strcmp(q, "0") != 0;
+}
+
+/* ---- data dirs ------------------------------------------------------------ */
+
+#define MAX_DIRS 8
+static char dirs[MAX_DIRS][64];
+static void (*prev_alarm)(int) = NULL;
+static int hooks_installed = 0;
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  remove(path);
+  return 0;
+}
+
+static void remove_dirs(void) {
+  for (int i = 0; i < MAX_DIRS; i++) {
+    if (dirs[i][0]) nftw(dirs[i], remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    dirs[i][0] = '\0';
+  }
+}
+
+/* The harness's watchdog ends with _exit, which skips atexit: remove ours, then chain. */
+static void on_alarm(int sig) {
+  remove_dirs();
+  if (prev_alarm && prev_alarm != SIG_IGN && prev_alarm != SIG_DFL) prev_alarm(sig);
+  _exit(3);
+}
+
+void mt_dir_make(mt_dir *d) {
+  if (!hooks_installed) {
+    hooks_installed = 1;
+    atexit(remove_dirs);
+    prev_alarm = signal(SIGALRM, on_alarm);
+  }
+  memset(d, 0, sizeof *d);
+  snprintf(d->dir, sizeof d->dir, "/tmp/hubu-msg-XXXXXX");
+  REQUIRE(mkdtemp(d->dir) != NULL);
+  int slot = -1;
+  for (int i = 0; i < MAX_DIRS && slot < 0; i++)
+    if (!dirs[i][0]) slot = i;
+  if (slot < 0) {
+    nftw(d->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    REQUIRE(slot >= 0);
+  }
+  snprintf(dirs[slot], sizeof dirs[slot], "%s", d->dir);
+  snprintf(d->data, sizeof d->data, "%s/data", d->dir);
+  snprintf(d->db, sizeof d->db, "%s/hubu.db", d->data);
+  REQUIRE(mkdir(d->data, 0700) == 0);
+}
+
+int mt_group_create(const mt_dir *d, const char *group, ...) {
+  char *argv[64];
+  int n = 0;
+  argv[n++] = HUBUCTL_PATH;
+  argv[n++] = "group";
+  argv[n++] = "create";
+  argv[n++] = (char *)group;
+  va_list ap;
+  va_start(ap, group);
+  for (const char *u; (u = va_arg(ap, const char *)) != NULL && n < 58;) argv[n++] = (char *)u;
+  va_end(ap);
+  argv[n++] = "--data";
+  argv[n++] = (char *)d->data;
+  argv[n] = NULL;
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, 1);
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  int st = 0;
+  uint64_t deadline = e2e_now_ms() + 20000;
+  for (;;) {
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) break;
+    if (e2e_now_ms() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      fprintf(stderr, "msgtest: hubuctl group create %s took more than 20 s\n", group);
+      return -1;
+    }
+    e2e_sleep_ms(5);
+  }
+  int status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  if (status != 0) fprintf(stderr, "msgtest: hubuctl group create %s exited with %d\n", group, status);
+  return status;
+}
+
+/* ---- blocking helpers ----------------------------------------------------- */
+
+int mt_hello_at(const char *file, int line, int port, const char *user, const char *device, uint64_t *last_client_id) {
+  int fd = e2e_connect(port);
+  if (fd < 0) {
+    e2e_fail(file, line, "connect to 127.0.0.1:%d: %s", port, strerror(errno));
+    return -1;
+  }
+  Hubu__V1__HelloOk *ok = NULL;
+  if (e2e_send_hello(fd, user, device, NULL) != 0 || !e2e_expect_hello_ok_at(file, line, fd, &ok, E2E_WAIT_MS)) {
+    close(fd);
+    return -1;
+  }
+  if (last_client_id) *last_client_id = ok->last_client_id;
+  hubu__v1__hello_ok__free_unpacked(ok, NULL);
+  return fd;
+}
+
+static void fill_send(Hubu__V1__Send *s, uint64_t client_id, const char *session, const void *body, size_t body_len) {
+  hubu__v1__send__init(s);
+  s->client_id = client_id;
+  s->session_id = (char *)session;
+  s->body.data = (uint8_t *)body;
+  s->body.len = body_len;
+}
+
+int mt_send_full(int fd, uint64_t client_id, const char *session, const void *body, size_t body_len,
+                 const char *content_type, const char *meta_key, const char *meta_value) {
+  Hubu__V1__Send s;
+  fill_send(&s, client_id, session, body, body_len);
+  if (content_type) s.content_type = (char *)content_type;
+  Hubu__V1__Send__MetaEntry entry = HUBU__V1__SEND__META_ENTRY__INIT;
+  Hubu__V1__Send__MetaEntry *entries[1] = {&entry};
+  if (meta_key) {
+    entry.key = (char *)meta_key;
+    entry.value = (char *)(meta_value ? meta_value : "");
+    s.meta = entries;
+    s.n_meta = 1;
+  }
+  s.client_time_ms = hubu_now_ms();
+  return e2e_send_msg(fd, HUBU_FRAME_SEND, &s.base);
+}
+
+int mt_send(int fd, uint64_t client_id, const char *session, const char *body) {
+  return mt_send_full(fd, client_id, session, body, strlen(body), NULL, NULL, NULL);
+}
+
+int mt_append_send(hubu_buf *b, uint64_t client_id, const char *session, const void *body, size_t body_len) {
+  Hubu__V1__Send s;
+  fill_send(&s, client_id, session, body, body_len);
+  return hubu_wire_append(b, HUBU_FRAME_SEND, &s.base);
+}
+
+int mt_deliver_ack(int fd, const char *session, uint64_t seq) {
+  Hubu__V1__Cursor cur = HUBU__V1__CURSOR__INIT;
+  cur.session_id = (char *)session;
+  cur.seq = seq;
+  Hubu__V1__Cursor *curs[1] = {&cur};
+  Hubu__V1__DeliverAck a = HUBU__V1__DELIVER_ACK__INIT;
+  a.cursors = curs;
+  a.n_cursors = 1;
+  return e2e_send_msg(fd, HUBU_FRAME_DELIVER_ACK, &a.base);
+}
+
+int mt_pull_request(int fd, uint64_t request_id, const char *session, uint64_t after_seq, uint32_t limit) {
+  Hubu__V1__PullRequest p = HUBU__V1__PULL_REQUEST__INIT;
+  p.request_id = request_id;
+  p.session_id = (char *)session;
+  p.after_seq = after_seq;
+  p.limit = limit;
+  return e2e_send_msg(fd, HUBU_FRAME_PULL, &p.base);
+}
+
+int mt_sync_request(int fd, uint64_t request_id, size_t n, const char *const *sessions, const uint64_t *seqs) {
+  Hubu__V1__Cursor cur[16];
+  Hubu__V1__Cursor *curs[16];
+  if (n > 16) return -1;
+  for (size_t i = 0; i < n; i++) {
+    hubu__v1__cursor__init(&cur[i]);
+    cur[i].session_id = (char *)sessions[i];
+    cur[i].seq = seqs[i];
+    curs[i] = &cur[i];
+  }
+  Hubu__V1__SyncRequest r = HUBU__V1__SYNC_REQUEST__INIT;
+  r.request_id = request_id;
+  r.known = curs;
+  r.n_known = n;
+  return e2e_send_msg(fd, HUBU_FRAME_SYNC, &r.base);
+}
+
+int mt_next_frame(int fd, int timeout_ms, e2e_frame *f) {
+  uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
+  for (int i = 0; i < 64; i++) {
+    uint64_t now = e2e_now_ms();
+    int r = e2e_read_frame(fd, now < deadline ? (int)(deadline - now) : 0, f);
+    if (r != E2E_READ_OK) return r;
+    if (f->type != HUBU_FRAME_PING) return r;
+    Hubu__V1__Ping *p = hubu__v1__ping__unpack(NULL, f->len, f->body);
+    e2e_send_ping(fd, HUBU_FRAME_PONG, p ? p->time_ms : 0);
+    if (p) hubu__v1__ping__free_unpacked(p, NULL);
+    e2e_frame_free(f);
+  }
+  return E2E_READ_ERROR;
+}
+
+static const char *frame_name(uint8_t type) { return hubu_frame_type_name(type); }
+
+int mt_skip_pushes = 0;
+
+int mt_expect_frame_at(const char *file, int line, int fd, uint8_t type, int timeout_ms, e2e_frame *f) {
+  uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
+  int r;
+  for (;;) {
+    uint64_t now = e2e_now_ms();
+    r = mt_next_frame(fd, now < deadline ? (int)(deadline - now) : 0, f);
+    if (r != E2E_READ_OK || !mt_skip_pushes || type == HUBU_FRAME_PUSH || type == HUBU_FRAME_PULL_HINT ||
+        (f->type != HUBU_FRAME_PUSH && f->type != HUBU_FRAME_PULL_HINT))
+      break;
+    e2e_frame_free(f);
+  }
+  if (r != E2E_READ_OK) {
+    e2e_fail(file, line, "expected %s, got %s", frame_name(type), e2e_read_result_name(r));
+    return 0;
+  }
+  if (f->type != type) {
+    char extra[200] = "";
+    if (f->type == HUBU_FRAME_ERROR) {
+      Hubu__V1__Error *e = hubu__v1__error__unpack(NULL, f->len, f->body);
+      if (e) {
+        snprintf(extra, sizeof extra, " {code=%s message=\"%s\"}", hubu_code_name(e->code), e->message);
+        hubu__v1__error__free_unpacked(e, NULL);
+      }
+    } else if (f->type == HUBU_FRAME_GOAWAY) {
+      Hubu__V1__GoAway *g = hubu__v1__go_away__unpack(NULL, f->len, f->body);
+      if (g) {
+        snprintf(extra, sizeof extra, " {code=%s reason=\"%s\"}", hubu_code_name(g->code), g->reason);
+        hubu__v1__go_away__free_unpacked(g, NULL);
+      }
+    } else if (f->type == HUBU_FRAME_SEND_ACK) {
+      Hubu__V1__SendAck *a = hubu__v1__send_ack__unpack(NULL, f->len, f->body);
+      if (a) {
+        snprintf(extra, sizeof extra, " {client_id=%llu code=%s seq=%llu}", (unsigned long long)a->client_id,
+                 hubu_code_name(a->code), (unsigned long long)a->seq);
+        hubu__v1__send_ack__free_unpacked(a, NULL);
+      }
+    } else if (f->type == HUBU_FRAME_PUSH) {
+      Hubu__V1__Push *p = hubu__v1__push__unpack(NULL, f->len, f->body);
+      if (p) {
+        snprintf(extra, sizeof extra, " {%zu messages, first %s seq %llu}", p->n_messages,
+                 p->n_messages ? p->messages[0]->session_id : "-",
+                 p->n_messages ? (unsigned long long)p->messages[0]->seq : 0ull);
+        hubu__v1__push__free_unpacked(p, NULL);
+      }
+    }
+    e2e_fail(file, line, "expected %s, got %s%s", frame_name(type), frame_name(f->type), extra);
+    e2e_frame_free(f);
+    return 0;
+  }
+  return 1;
+}
+
+#define EXPECT_DECODED(type_const, fn_unpack, what)                                          \
+  e2e_frame f;                                                                               \
+  if (!mt_expect_frame_at(file, line, fd, type_const, timeout_ms, &f)) return NULL;         \
+  void *m = fn_unpack(NULL, f.len, f.body);                                                  \
+  if (!m) e2e_fail(file, line, "%s body does not decode", what);                             \
+  e2e_frame_free(&f);                                                                        \
+  return m;
+
+Hubu__V1__SendAck *mt_expect_ack_at(const char *file, int line, int fd, int timeout_ms) {
+  EXPECT_DECODED(HUBU_FRAME_SEND_ACK, hubu__v1__send_ack__unpack, "SEND_ACK")
+}
+Hubu__V1__Push *mt_expect_push_at(const char *file, int line, int fd, int timeout_ms) {
+  EXPECT_DECODED(HUBU_FRAME_PUSH, hubu__v1__push__unpack, "PUSH")
+}
+Hubu__V1__PullResult *mt_expect_pull_at(const char *file, int line, int fd, int timeout_ms) {
+  EXPECT_DECODED(HUBU_FRAME_PULL_RESULT, hubu__v1__pull_result__unpack, "PULL_RESULT")
+}
+Hubu__V1__SyncResult *mt_expect_sync_at(const char *file, int line, int fd, int timeout_ms) {
+  EXPECT_DECODED(HUBU_FRAME_SYNC_RESULT, hubu__v1__sync_result__unpack, "SYNC_RESULT")
+}
+Hubu__V1__PullHint *mt_expect_hint_at(const char *file, int line, int fd, int timeout_ms) {
+  EXPECT_DECODED(HUBU_FRAME_PULL_HINT, hubu__v1__pull_hint__unpack, "PULL_HINT")
+}
+
+int mt_expect_quiet_at(const char *file, int line, int fd, int ms) {
+  e2e_frame f;
+  int r = mt_next_frame(fd, ms, &f);
+  if (r == E2E_READ_TIMEOUT) return 1;
+  if (r == E2E_READ_OK) {
+    char extra[160] = "";
+    if (f.type == HUBU_FRAME_PUSH) {
+      Hubu__V1__Push *p = hubu__v1__push__unpack(NULL, f.len, f.body);
+      if (p) {
+        snprintf(extra, sizeof extra, " {%zu messages, first %s seq %llu}", p->n_messages,
+                 p->n_messages ? p->messages[0]->session_id : "-",
+                 p->n_messages ? (unsigned long long)p->messages[0]->seq : 0ull);
+        hubu__v1__push__free_unpacked(p, NULL);
+      }
+    }
+    e2e_fail(file, line, "expected no frame for %d ms, got %s%s", ms, frame_name(f.type), extra);
+    e2e_frame_free(&f);
+  } else {
+    e2e_fail(file, line, "expected no frame for %d ms, got %s", ms, e2e_read_result_name(r));
+  }
+  return 0;
+}
+
+Hubu__V1__SendAck *mt_send_ack_at(const char *file, int line, int fd, uint64_t client_id, const char *session,
+                                  const char *body) {
+  if (mt_send(fd, client_id, session, body) != 0) {
+    e2e_fail(file, line, "SEND client_id %llu: write failed", (unsigned long long)client_id);
+    return NULL;
+  }
+  return mt_expect_ack_at(file, line, fd, E2E_WAIT_MS);
+}
+
+Hubu__V1__PullResult *mt_pull_at(const char *file, int line, int fd, uint64_t request_id, const char *session,
+                                 uint64_t after_seq, uint32_t limit) {
+  if (mt_pull_request(fd, request_id, session, after_seq, limit) != 0) {
+    e2e_fail(file, line, "PULL %s: write failed", session);
+    return NULL;
+  }
+  return mt_expect_pull_at(file, line, fd, E2E_WAIT_MS);
+}
+
+/* ---- non-blocking connections ----------------------------------------------- */
+
+int mt_nb_connect(mt_nb *c, int port) {
+  memset(c, 0, sizeof *c);
+  c->fd = -1;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  c->fd = fd;
+  return 0;
+}
+
+void mt_nb_close(mt_nb *c) {
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+  c->dead = 0;
+  c->paused = 0;
+  hubu_buf_free(&c->in);
+  hubu_buf_free(&c->out);
+}
+
+int mt_nb_queue(mt_nb *c, uint8_t type, const ProtobufCMessage *msg) {
+  if (c->fd < 0) return -1;
+  return hubu_wire_append(&c->out, type, msg);
+}
+
+int mt_nb_queue_hello(mt_nb *c, const char *user, const char *device) {
+  char tok[HUBU_TOKEN_MAX];
+  e2e_token(user, tok);
+  Hubu__V1__Hello h = HUBU__V1__HELLO__INIT;
+  h.protocol_version = 1;
+  h.user_id = (char *)user;
+  h.device_id = (char *)device;
+  h.token = tok;
+  h.client_info = "hubu-msgtest";
+  return mt_nb_queue(c, HUBU_FRAME_HELLO, &h.base);
+}
+
+static void nb_write(mt_nb *c) {
+  while (hubu_buf_size(&c->out)) {
+    ssize_t w = send(c->fd, hubu_buf_head(&c->out), hubu_buf_size(&c->out), MSG_NOSIGNAL);
+    if (w > 0) {
+      hubu_buf_consume(&c->out, (size_t)w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    c->dead = 1;
+    return;
+  }
+}
+
+static void nb_read(mt_nb *c) {
+  for (int i = 0; i < 64; i++) {
+    uint8_t *p = hubu_buf_reserve(&c->in, 65536);
+    if (!p) {
+      c->dead = 1;
+      return;
+    }
+    ssize_t r = recv(c->fd, p, 65536, 0);
+    if (r > 0) {
+      c->in.len += (size_t)r;
+      if (r < 65536) return;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    c->dead = 1; /* EOF, reset */
+    return;
+  }
+}
+
+void mt_nb_poll(mt_nb *const *conns, size_t n, int timeout_ms) {
+  struct pollfd pfd[64];
+  size_t idx[64], m = 0;
+  for (size_t i = 0; i < n && m < 64; i++) {
+    mt_nb *c = conns[i];
+    if (!c || c->fd < 0 || c->dead) continue;
+    if (hubu_buf_size(&c->out)) nb_write(c); /* most writes go through at once */
+    short ev = (short)((c->paused ? 0 : POLLIN) | (hubu_buf_size(&c->out) ? POLLOUT : 0));
+    if (!ev || c->dead) continue;
+    pfd[m].fd = c->fd;
+    pfd[m].events = ev;
+    pfd[m].revents = 0;
+    idx[m++] = i;
+  }
+  if (!m) {
+    if (timeout_ms > 0) e2e_sleep_ms(timeout_ms);
+    return;
+  }
+  int r = poll(pfd, (nfds_t)m, timeout_ms);
+  if (r <= 0) return;
+  for (size_t k = 0; k < m; k++) {
+    mt_nb *c = conns[idx[k]];
+    if (pfd[k].revents & POLLOUT) nb_write(c);
+    if (pfd[k].revents & (POLLIN | POLLHUP | POLLERR)) {
+      if (c->paused) {
+        if (pfd[k].revents & POLLERR) c->dead = 1;
+      } else {
+        nb_read(c);
+      }
+    }
+  }
+}
+
+int mt_nb_frame(mt_nb *c, uint8_t *type, const uint8_t **body, uint32_t *len, size_t *size) {
+  hubu_frame f;
+  size_t avail = hubu_buf_size(&c->in);
+  if (!avail) return 0;
+  hubu_frame_status st = hubu_frame_next(hubu_buf_head(&c->in), avail, 64u << 20, &f);
+  if (st == HUBU_FRAME_NEED_MORE) return 0;
+  if (st != HUBU_FRAME_OK) {
+    fprintf(stderr, "msgtest: the server sent a malformed frame header\n");
+    c->dead = 1;
+    return 0;
+  }
+  *type = f.header.type;
+  *body = f.body;
+  *len = f.header.length;
+  *size = f.size;
+  return 1;
+}
+
+void mt_nb_consume(mt_nb *c, size_t size) { hubu_buf_consume(&c->in, size); }
+
+long mt_nb_inq(const mt_nb *c) {
+  int n = 0;
+  if (c->fd < 0 || ioctl(c->fd, SIOCINQ, &n) != 0) return -1;
+  return n;
+}
+
+/* ---- misc ---------------------------------------------------------------------- */
+
+uint64_t mt_rand(uint64_t *s) {
+  uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *s = x;
+  return x * 0x2545F4914F6CDD1Dull;
+}
+
+uint64_t mt_rand_range(uint64_t *s, uint64_t lo, uint64_t hi) {
+  if (hi <= lo) return lo;
+  return lo + mt_rand(s) % (hi - lo + 1);
+}
+
+uint64_t mt_seed(void) {
+  const char *e = getenv("HUBU_MSG_SEED");
+  uint64_t seed;
+  if (e && *e) {
+    seed = strtoull(e, NULL, 0);
+  } else {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    seed = ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
+  }
+  if (!seed) seed = 1;
+  fprintf(stderr, "  seed %llu (rerun with HUBU_MSG_SEED=%llu)\n", (unsigned long long)seed,
+          (unsigned long long)seed);
+  return seed;
+}
