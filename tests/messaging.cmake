@@ -55,3 +55,10 @@ hubu_msg(msg_flows TIMEOUT 30)
 hubu_msg(msg_offline TIMEOUT 60)
 hubu_msg(msg_slow_reader HEAVY TIMEOUT 90)
 hubu_msg(msg_crash HEAVY TIMEOUT 90)
+
+# The messaging paths under valgrind: only in a tree without sanitizers.
+find_program(HUBU_VALGRIND valgrind)
+if(HUBU_VALGRIND AND NOT HUBU_SANITIZE)
+  hubu_msg(msg_valgrind HEAVY TIMEOUT 180)
+  target_compile_definitions(msg_valgrind PRIVATE HUBU_VALGRIND_PATH="${HUBU_VALGRIND}")
+endif()

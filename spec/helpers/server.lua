@@ -1,0 +1,285 @@
+-- server.lua — a real hubud for a spec: started on 127.0.0.1 with an
+-- ephemeral port, a fresh temporary directory (data, secret, log, port file)
+-- and an empty plugin directory unless one is given; stopped with SIGTERM.
+--
+--   local server = require("spec.helpers.server")
+--   local srv = server.start{ groups = { ["g:team"] = { "alice", "bob" } } }
+--   local alice = srv:connect("alice")          -- spec/helpers/hubu.lua client
+--   ...
+--   srv:stop()                                  -- closes srv's clients, then hubud
+--
+-- hubud runs in a background shell group that records its exit status in a
+-- file (the Lua process is not its parent, so it cannot wait for it) and arms
+-- a watchdog that SIGKILLs it after `lifetime_s`, so a crashed spec run never
+-- leaves a server behind. Every descriptor of that group points at files or
+-- /dev/null: a leftover process never holds ctest's output pipe open.
+--
+-- Environment: HUBUD (default ./build/hubud), HUBUCTL (default
+-- ./build/hubuctl), HUBU_SPEC_KEEP=1 keeps the temporary directory.
+
+local ffi = require("ffi")
+
+pcall(ffi.cdef, [[ int poll(void *fds, unsigned long nfds, int timeout); ]])
+
+local M = {}
+
+local Server = {}
+Server.__index = Server
+
+local function sleep_ms(ms)
+  ffi.C.poll(nil, 0, ms)
+end
+M.sleep_ms = sleep_ms
+
+local function quote(s)
+  return "'" .. (tostring(s):gsub("'", "'\\''")) .. "'"
+end
+M.quote = quote
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local data = f:read("*a")
+  f:close()
+  return data
+end
+
+local function write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(data))
+  assert(f:close())
+end
+
+-- os.execute's result as a boolean, under Lua 5.1 and 5.2 conventions alike.
+local function run(cmd)
+  local r = os.execute(cmd)
+  return r == 0 or r == true
+end
+
+local function capture(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+local function random_hex(n)
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local bytes = f:read(n)
+  f:close()
+  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+local function tail(text, lines)
+  if not text then return "" end
+  local all = {}
+  for line in text:gmatch("[^\n]*\n?") do
+    if line ~= "" then all[#all + 1] = line end
+  end
+  return table.concat(all, "", math.max(1, #all - lines + 1))
+end
+
+function M.hubud_path() return os.getenv("HUBUD") or "./build/hubud" end
+function M.hubuctl_path() return os.getenv("HUBUCTL") or "./build/hubuctl" end
+
+-- Runs hubuctl with args (a list) and the data directory; raises with its output on failure.
+local function hubuctl(data_dir, args)
+  local parts = { quote(M.hubuctl_path()) }
+  for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
+  parts[#parts + 1] = "--data " .. quote(data_dir)
+  local out_file = data_dir .. "/../hubuctl.out"
+  local ok = run(table.concat(parts, " ") .. " >" .. quote(out_file) .. " 2>&1")
+  local out = read_file(out_file) or ""
+  os.remove(out_file)
+  if not ok then error("hubuctl " .. table.concat(args, " ") .. " failed: " .. out, 3) end
+  return out
+end
+
+-- Groups as { ["g:a"] = {users...} } or { {"g:a", {users...}}, ... }; created in name order.
+local function each_group(groups, fn)
+  local list = {}
+  for k, v in pairs(groups) do
+    if type(k) == "number" then list[#list + 1] = { v[1], v[2] } else list[#list + 1] = { k, v } end
+  end
+  table.sort(list, function(a, b) return a[1] < b[1] end)
+  for _, g in ipairs(list) do fn(g[1], g[2]) end
+end
+
+-- Starts hubud. opts (all optional):
+--   args        extra hubud arguments (list)
+--   plugins     plugin directory (default: an empty one in the temp dir)
+--   groups      created with `hubuctl group create` before the server starts
+--   log_level   default "info"
+--   lifetime_s  watchdog: SIGKILL after this long (default 300)
+--   start_timeout_ms  wait for the port file (default 10000)
+function M.start(opts)
+  opts = opts or {}
+  local dir = capture("mktemp -d /tmp/hubu-spec.XXXXXX"):gsub("%s+$", "")
+  assert(dir ~= "" and dir:match("^/tmp/hubu%-spec%."), "mktemp -d failed")
+  local srv = setmetatable({
+    host = "127.0.0.1",
+    dir = dir,
+    data = dir .. "/data",
+    log = dir .. "/hubud.log",
+    port_file = dir .. "/port",
+    status_file = dir .. "/status",
+    secret = random_hex(32),
+    secret_file = dir .. "/secret",
+    clients = {},
+    keep = opts.keep or os.getenv("HUBU_SPEC_KEEP") == "1",
+  }, Server)
+  local ok, err = pcall(function()
+    assert(run("mkdir -m 700 " .. quote(srv.data) .. " " .. quote(dir .. "/plugins")), "mkdir failed")
+    write_file(srv.secret_file, srv.secret .. "\n")
+    if opts.groups then
+      each_group(opts.groups, function(name, members) srv:create_group(name, members) end)
+    end
+    srv:_launch(opts)
+  end)
+  if not ok then
+    srv:stop()
+    error(err, 2)
+  end
+  return srv
+end
+
+function Server:_launch(opts)
+  local args = {
+    quote(M.hubud_path()),
+    "--listen 127.0.0.1:0",
+    "--port-file " .. quote(self.port_file),
+    "--data " .. quote(self.data),
+    "--secret " .. quote("@" .. self.secret_file),
+    "--plugins " .. quote(opts.plugins or (self.dir .. "/plugins")),
+    "--log-level " .. quote(opts.log_level or "info"),
+  }
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = quote(a) end
+  local dog = quote(self.dir .. "/watchdog")
+  local status = quote(self.status_file)
+  local script = table.concat({
+    "{",
+    table.concat(args, " ") .. " >" .. quote(self.log) .. " 2>&1 &",
+    "pid=$!; echo $pid;",
+    -- the watchdog: `wait` fails (>128) when its sleep is killed, and then it kills nothing
+    "( sleep " .. tonumber(opts.lifetime_s or 300) .. " & echo $! >" .. dog .. "; wait $! && kill -KILL $pid ) >/dev/null 2>&1 &",
+    -- once hubud is gone: stop the watchdog, then publish the status (last, so
+    -- a reader that sees it may remove the directory)
+    "wait $pid; st=$?; i=0;",
+    "while [ ! -s " .. dog .. " ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done;",
+    "[ -s " .. dog .. " ] && kill $(cat " .. dog .. ");",
+    "echo $st >" .. status .. ".tmp && mv " .. status .. ".tmp " .. status .. ";",
+    "} </dev/null 2>/dev/null &",
+  }, " ")
+  local p = assert(io.popen(script, "r"))
+  local line = p:read("*l")
+  p:close()
+  self.pid = tonumber(line)
+  assert(self.pid, "could not start hubud")
+
+  local deadline = os.time() + math.ceil((opts.start_timeout_ms or 10000) / 1000)
+  while true do
+    local text = read_file(self.port_file)
+    local port = text and text:match("tcp (%d+)\n")
+    if port then
+      self.port = tonumber(port)
+      return
+    end
+    if read_file(self.status_file) then
+      error("hubud exited during startup:\n" .. tail(read_file(self.log), 20))
+    end
+    if os.time() > deadline then
+      error("hubud did not write its port file in time:\n" .. tail(read_file(self.log), 20))
+    end
+    sleep_ms(10)
+  end
+end
+
+-- Creates g:NAME with members in the store (before its first message).
+function Server:create_group(name, members)
+  local args = { "group", "create", name }
+  for _, u in ipairs(members or {}) do args[#args + 1] = u end
+  return hubuctl(self.data, args)
+end
+
+-- Any other hubuctl command against this server's data directory.
+function Server:hubuctl(...)
+  return hubuctl(self.data, { ... })
+end
+
+-- A token for user minted from this server's secret (ttl_s default 3600; negative: expired).
+function Server:token(user, ttl_s)
+  return require("spec.helpers.hubu").mint_token(self.secret, user, ttl_s or 3600)
+end
+
+-- A connected client (spec/helpers/hubu.lua) of user; opts as hubu.connect's.
+-- Raises when the connection fails; closed by stop() at the latest.
+function Server:connect(user, opts)
+  local hubu = require("spec.helpers.hubu")
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.port = self.port
+  o.host = self.host
+  o.user = user
+  o.token = o.token or self:token(user)
+  local c, err = hubu.connect(o)
+  if not c then error("connect " .. user .. ": " .. tostring(err), 2) end
+  self.clients[#self.clients + 1] = c
+  return c
+end
+
+-- Sends a signal (default TERM) to hubud without waiting.
+function Server:signal(sig)
+  if self.pid and not self:exit_status() then run("kill -" .. (sig or "TERM") .. " " .. self.pid .. " 2>/dev/null") end
+end
+
+-- hubud's exit status, or nil while it runs.
+function Server:exit_status()
+  local text = read_file(self.status_file)
+  return text and tonumber(text:match("%d+"))
+end
+
+-- Waits for hubud to exit; its status, or nil after timeout_ms.
+function Server:wait(timeout_ms)
+  local waited = 0
+  while waited <= (timeout_ms or 10000) do
+    local st = self:exit_status()
+    if st then return st end
+    sleep_ms(10)
+    waited = waited + 10
+  end
+  return nil
+end
+
+-- The server's log so far.
+function Server:log_text()
+  return read_file(self.log) or ""
+end
+
+-- Closes the clients made by connect(), stops hubud with SIGTERM (SIGKILL
+-- after timeout_ms, default 10000) and removes the temporary directory.
+-- Returns hubud's exit status (0: it drained and closed cleanly). Idempotent.
+function Server:stop(timeout_ms)
+  for _, c in ipairs(self.clients) do c:close() end
+  self.clients = {}
+  local status = self.stopped_status
+  if self.pid and not self.stopped then
+    self.stopped = true
+    self:signal("TERM")
+    status = self:wait(timeout_ms or 10000)
+    if not status then
+      self:signal("KILL")
+      status = self:wait(5000) or -1
+      io.stderr:write("hubud did not exit on SIGTERM; killed. Log:\n" .. tail(self:log_text(), 20))
+    end
+    self.stopped_status = status
+  end
+  if self.dir and not self.keep then
+    run("rm -rf " .. quote(self.dir))
+    self.dir = nil
+  elseif self.dir then
+    io.stderr:write("hubu spec: kept " .. self.dir .. "\n")
+  end
+  return status
+end
+
+return M
