@@ -38,7 +38,8 @@ void hubu_config_usage(const char *argv0) {
           "  --max-inflight-bytes N    ... and bytes (default 1048576)\n"
           "  --ack-timeout-ms N        retransmit unacknowledged pushes after N ms (default 10000)\n"
           "  --pull-limit-max N        cap on a PULL's limit (default 500)\n"
-          "  --max-pending-sends N     SENDs of one connection awaiting ACK before its input pauses (default 1024)\n",
+          "  --max-pending-sends N     SENDs of one connection awaiting ACK before its input pauses (default 1024)\n"
+          "  --plugin-budget-ms N      longest a plugin hook call may run before it is aborted (default 100)\n",
           argv0);
 }
 
@@ -87,6 +88,7 @@ int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t
   cfg->ack_timeout_ms = 10000;
   cfg->pull_limit_max = 500;
   cfg->max_pending_sends = 1024;
+  cfg->plugin_budget_ms = 100;
 
   for (int i = 1; i < argc; i++) {
     const char *flag = argv[i];
@@ -159,6 +161,9 @@ int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t
     } else if (!strcmp(flag, "--pull-limit-max")) {
       bad = parse_u64(v, 100000, &n) || n < 1;
       cfg->pull_limit_max = (uint32_t)n;
+    } else if (!strcmp(flag, "--plugin-budget-ms")) {
+      bad = parse_u64(v, 60000, &n) || n < 1;
+      cfg->plugin_budget_ms = (uint32_t)n;
     } else if (!strcmp(flag, "--max-pending-sends")) {
       bad = parse_u64(v, 1u << 20, &n) || n < 2;
       cfg->max_pending_sends = (uint32_t)n;

@@ -35,6 +35,7 @@ typedef struct {
   size_t max_inflight_bytes;  /* ... and bytes */
   uint32_t ack_timeout_ms;    /* retransmit unacknowledged pushes after this */
   uint32_t pull_limit_max;    /* cap on PullRequest.limit */
+  uint32_t plugin_budget_ms;  /* longest a hook call may run before it is aborted */
   uint32_t max_pending_sends; /* SENDs of one connection awaiting their ACK before its input pauses */
 } hubu_config;
 

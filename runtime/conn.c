@@ -11,6 +11,7 @@
 #include "frame.h"
 #include "delivery.h"
 #include "log.h"
+#include "lua/host.h"
 #include "messaging.h"
 #include "server.h"
 #include "token.h"
@@ -279,9 +280,16 @@ static void dispatch(hubu_conn *c, const hubu_frame *f) {
     case HUBU_FRAME_DELIVER_ACK: hubu_messaging_deliver_ack(c, f); break;
     case HUBU_FRAME_SYNC: hubu_messaging_sync(c, f); break;
     case HUBU_FRAME_PULL: hubu_messaging_pull(c, f); break;
-    case HUBU_FRAME_CALL:
-      send_error(c, HUBU__V1__CODE__UNSUPPORTED_TYPE, "not served yet by this server", type);
+    case HUBU_FRAME_CALL: {
+      Hubu__V1__Call *call = hubu__v1__call__unpack(NULL, f->header.length, f->body);
+      if (!call) {
+        hubu_conn_bad_body(c, type);
+        break;
+      }
+      hubu_plugins_on_call(c->server->plugins, c, call);
+      hubu__v1__call__free_unpacked(call, NULL);
       break;
+    }
     default:
       send_error(c, HUBU__V1__CODE__UNSUPPORTED_TYPE,
                  hubu_frame_type_known(type) ? "a server-to-client frame type" : "unknown frame type", type);

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "lua/host.h"
 #include "server.h"
 #include "store.h"
 
@@ -54,6 +55,8 @@ int main(int argc, char **argv) {
     hubu_config_free(&cfg);
     return 1;
   }
+  server.plugins = hubu_plugins_open(&server, cfg.plugins_dir, cfg.plugin_budget_ms, err, sizeof err);
+  if (!server.plugins) hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugins_failed", "error=\"%s\"", err); /* serve without */
   if (cfg.secret_generated) {
     printf("hubud: development secret generated in %s/secret: %.*s\n", cfg.data_dir, (int)cfg.secret_len,
            (const char *)cfg.secret);

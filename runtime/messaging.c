@@ -12,10 +12,12 @@
 #include "conn.h"
 #include "delivery.h"
 #include "log.h"
+#include "lua/host.h"
 #include "presence.h"
 #include "server.h"
 #include "session.h"
 #include "store.h"
+#include "token.h"
 #include "wire.h"
 
 #define MAX_CONTENT_TYPE 128
@@ -102,6 +104,7 @@ static void hello_ok(hubu_conn *c, int resume) {
   hubu_conn_send(c, HUBU_FRAME_HELLO_OK, &ok.base);
   hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "hello_ok", "device=%s last_client_id=%llu", c->device,
            (unsigned long long)c->dev->durable);
+  hubu_plugins_on_connect(s->plugins, c, 1);
   if (resume) hubu_conn_resume_input(c); /* else the caller's frame loop goes on by itself */
 }
 
@@ -205,12 +208,13 @@ static void on_appended(hubu_store_op *op) {
   hubu_server *s = op->ud2;
   hubu_msg *m = p->msg;
   if (op->status == HUBU_STORE_OK) {
-    if (p->client_id > p->device->durable) p->device->durable = p->client_id;
+    if (!p->internal && p->client_id > p->device->durable) p->device->durable = p->client_id;
     hubu_session_tail_push(p->session, m);
-    hubu_device_remember(p->device, m);
+    if (!p->internal) hubu_device_remember(p->device, m);
     pending_answer(s, p, HUBU__V1__CODE__OK, m->session_id, m->seq, m->msg_id, NULL, 0);
     hubu_delivery_route(s, p->session, m, p->sender_conn);
     s->stats.messages_stored++;
+    hubu_plugins_on_stored(s->plugins, m, 0);
   } else if (op->status == HUBU_STORE_DUPLICATE) {
     pending_answer(s, p, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1);
   } else {
@@ -225,6 +229,7 @@ static void resume_send(hubu_server *s, hubu_session *sess, hubu_parked *parked)
   hubu_pending_send *p = ps->pending;
   Hubu__V1__Send *m = ps->send;
   hubu_device *d = p->device;
+  hubu_send_verdict v = {.code = HUBU__V1__CODE__OK};
   free(ps);
   if (!sess->loaded) {
     pending_answer(s, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store unavailable", 0);
@@ -232,15 +237,26 @@ static void resume_send(hubu_server *s, hubu_session *sess, hubu_parked *parked)
   } else if (!sess->exists || (sess->kind != HUBU_SESSION_DIRECT && !hubu_session_is_member(sess, d->user))) {
     pending_answer(s, p, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0);
     pending_finish(s, p, 1);
+  } else if (!p->internal && hubu_plugins_on_send(s->plugins, d->user, d->device, sess->id, p->client_id, m, &v) &&
+             v.code != HUBU__V1__CODE__OK) {
+    pending_answer(s, p, v.code, m->session_id, 0, 0, v.reason, 0);
+    pending_finish(s, p, 1);
   } else {
     uint8_t *meta = NULL;
     size_t meta_len = 0;
     hubu_store_op *op = NULL;
-    if (hubu_msg_pack_meta(m->n_meta, m->meta, &meta, &meta_len) == 0 &&
+    const uint8_t *body = v.rewritten ? v.body : m->body.data;
+    size_t body_len = v.rewritten ? v.body_len : m->body.len;
+    const char *ctype = v.rewritten ? v.content_type : m->content_type;
+    int meta_ok = v.rewritten ? 0 : hubu_msg_pack_meta(m->n_meta, m->meta, &meta, &meta_len);
+    if (v.rewritten) { /* the verdict's packed meta moves here */
+      meta = v.meta, meta_len = v.meta_len;
+      v.meta = NULL;
+    }
+    if (meta_ok == 0 &&
         (op = hubu_store_op_new(HUBU_STORE_APPEND)) &&
         (p->msg = hubu_msg_new(sess->id, sess->next_seq + 1, hubu_server_next_msg_id(s), d->user, d->device,
-                               p->client_id, m->body.data, m->body.len, m->content_type, meta, meta_len,
-                               hubu_now_ms()))) {
+                               p->client_id, body, body_len, ctype, meta, meta_len, hubu_now_ms()))) {
       sess->next_seq++;
       op->msg = hubu_msg_ref(p->msg);
       op->done = on_appended;
@@ -255,6 +271,7 @@ static void resume_send(hubu_server *s, hubu_session *sess, hubu_parked *parked)
     }
     free(meta);
   }
+  hubu_send_verdict_free(&v);
   hubu__v1__send__free_unpacked(m, NULL);
 }
 
@@ -269,6 +286,61 @@ static void on_found_send(hubu_store_op *op) {
   else
     send_ack(s, conn_id, op->client_id, HUBU__V1__CODE__UNAVAILABLE, "", 0, 0, "store unavailable", 0);
   hubu_store_op_free(op);
+}
+
+/* Accepts a new message of device d: a pending entry (so retries find it)
+ * and a request parked on its session until the session is loaded. Takes m
+ * on success. internal: from a plugin (no SEND of a client behind it). */
+static int queue_new(hubu_server *s, hubu_device *d, uint64_t conn_id, Hubu__V1__Send *m, int internal) {
+  hubu_session *sess = hubu_session_get(s, m->session_id);
+  hubu_pending_send *p = calloc(1, sizeof *p);
+  parked_send *ps = malloc(sizeof *ps);
+  if (!sess || !p || !ps) {
+    free(p);
+    free(ps);
+    return -1;
+  }
+  p->client_id = m->client_id;
+  p->device = d;
+  d->refs++;
+  p->session = sess;
+  sess->busy++;
+  p->sender_conn = conn_id;
+  p->internal = (uint8_t)internal;
+  HASH_ADD(hh, d->pending, client_id, sizeof p->client_id, p);
+  if (!internal) d->assigned = m->client_id;
+  ps->parked.resume = resume_send;
+  ps->pending = p;
+  ps->send = m;
+  hubu_session_park(s, sess, &ps->parked);
+  return 0;
+}
+
+const char *hubu_messaging_send_internal(hubu_server *s, const char *user, const char *device,
+                                         const char *session_id, const uint8_t *body, size_t len,
+                                         const char *content_type) {
+  if (!hubu_id_valid(user, strlen(user)) || !hubu_id_valid(device, strlen(device))) return "invalid user or device";
+  int kind = hubu_session_id_check(session_id, strlen(session_id));
+  if (kind < 0) return "malformed session_id";
+  if (kind == HUBU_SESSION_DIRECT && !hubu_session_direct_has(session_id, user)) return "not a member of this session";
+  if (len > s->cfg->max_frame) return "body too large";
+  Hubu__V1__Send *m = malloc(sizeof *m);
+  if (!m) return "out of memory";
+  hubu__v1__send__init(m);
+  m->client_id = hubu_server_next_msg_id(s); /* unique, so it never meets a client's client_id rules */
+  m->session_id = strdup(session_id);
+  m->content_type = strdup(content_type ? content_type : "");
+  m->body.data = malloc(len ? len : 1);
+  m->body.len = len;
+  if (m->body.data && len) memcpy(m->body.data, body, len);
+  hubu_device *d = hubu_device_acquire(s, user, device);
+  if (!m->session_id || !m->content_type || !m->body.data || !d || queue_new(s, d, 0, m, 1) != 0) {
+    if (d) hubu_device_release(s, d);
+    hubu__v1__send__free_unpacked(m, NULL);
+    return "out of memory";
+  }
+  hubu_device_release(s, d); /* the pending send holds its own reference */
+  return NULL;
 }
 
 static const char *send_invalid(const Hubu__V1__Send *m, int *kind) {
@@ -333,28 +405,10 @@ void hubu_messaging_send(hubu_conn *c, const hubu_frame *f) {
     hubu_store_submit(s->store, op);
     goto done;
   }
-  hubu_session *sess = hubu_session_get(s, m->session_id);
-  hubu_pending_send *p = calloc(1, sizeof *p);
-  parked_send *ps = malloc(sizeof *ps);
-  if (!sess || !p || !ps) {
-    free(p);
-    free(ps);
+  if (queue_new(s, d, c->id, m, 0) != 0)
     send_ack(s, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0);
-    goto done;
-  }
-  p->client_id = m->client_id;
-  p->device = d;
-  d->refs++;
-  p->session = sess;
-  sess->busy++;
-  p->sender_conn = c->id;
-  HASH_ADD(hh, d->pending, client_id, sizeof p->client_id, p);
-  d->assigned = m->client_id;
-  ps->parked.resume = resume_send;
-  ps->pending = p;
-  ps->send = m;
-  hubu_session_park(s, sess, &ps->parked);
-  return;
+  else
+    return; /* m is the parked request's now */
 done:
   hubu__v1__send__free_unpacked(m, NULL);
 }
@@ -537,6 +591,7 @@ void hubu_messaging_pull(hubu_conn *c, const hubu_frame *f) {
 
 void hubu_messaging_conn_closed(hubu_conn *c) {
   hubu_server *s = c->server;
+  if (c->attached) hubu_plugins_on_connect(s->plugins, c, 0);
   if (c->attached) hubu_user_detach(s, c);
   c->attached = 0;
   hubu_delivery_free(c);

@@ -31,7 +31,7 @@ typedef struct hubu_pending_send {
   uint64_t sender_conn;    /* the connection that sent it first */
   uint64_t *retry_conns;   /* owned: connections that sent it again meanwhile */
   uint32_t n_retry_conns;
-  void *request;           /* the parked SEND while the session loads */
+  uint8_t internal;        /* from a plugin: client_id is a msg_id, outside the device's marks */
 } hubu_pending_send;
 
 typedef struct hubu_cursor {

@@ -13,6 +13,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "lua/host.h"
 #include "presence.h"
 #include "session.h"
 #include "store.h"
@@ -175,6 +176,8 @@ static void finish_drain(hubu_server *s) {
   s->draining = 2;
   hubu_log(HUBU_LOG_INFO, 0, NULL, "shutdown", "state=drained");
   hubu_presence_save_cursors(s);
+  hubu_plugins_close(s->plugins);
+  s->plugins = NULL;
   hubu_store_close(s->store); /* finishes every queued op, then closes its handle */
   s->store = NULL;
   close_if_open((uv_handle_t *)&s->sweep);

@@ -44,6 +44,7 @@ typedef struct hubu_server {
   hubu_ip_count *per_ip;  /* uthash table; only with --max-conns-per-ip */
   int draining;
   hubu_store *store;      /* not owned: main opens and closes it */
+  struct hubu_plugins *plugins; /* owned: the plugin host (closed in the drain) */
   hubu_conn *conns_by_id; /* uthash over the same connections, by conn_id */
   hubu_session *sessions; /* uthash, owned */
   hubu_user *users;       /* uthash, owned: users with connections */

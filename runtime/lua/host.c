@@ -1,0 +1,720 @@
+/* host.c — the plugin host's C half: the LuaJIT state, the `C` functions the
+ * Lua half (host.lua, embedded at build time) and the `im` API stand on, the
+ * hook entry points called by the server, timers, the budget watchdog, and
+ * hot reload (uv_fs_event on --plugins, SIGHUP).
+ * Invariants: every entry into Lua is one protected call that restores the
+ * stack; the state is touched only on the loop thread. */
+#include "host.h"
+
+#include <dirent.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <uv.h>
+
+#include "conn.h"
+#include "log.h"
+#include "messaging.h"
+#include "presence.h"
+#include "server.h"
+#include "session.h"
+#include "token.h"
+#include "wire.h"
+
+extern const unsigned char hubu_host_lua[];
+extern const size_t hubu_host_lua_len;
+
+typedef struct plugin_timer {
+  uv_timer_t timer; /* first: the handle pointer is the timer pointer */
+  hubu_plugins *host;
+  struct plugin_timer *next;
+  int id;
+  int every;
+} plugin_timer;
+
+#define MAX_PENDING_RELOADS 32
+
+struct hubu_plugins {
+  hubu_server *server;
+  lua_State *L;          /* owned */
+  int host_ref;          /* the host table from host.lua */
+  char *dir;             /* owned */
+  uv_fs_event_t watch;
+  int watching;
+  uv_timer_t debounce;   /* coalesces a burst of file events into one reload */
+  uv_signal_t sighup;
+  plugin_timer *timers;  /* owned; freed in their close callbacks */
+  int next_timer_id;
+  int open_handles;      /* handles still to close before the struct is freed */
+  int closing;
+  uint8_t has_send, has_stored, has_connect, has_disconnect;
+  uint32_t budget_ms;
+  uint64_t budget_deadline_ns; /* 0: no call under way */
+  char pending[MAX_PENDING_RELOADS][128];
+  int n_pending;
+};
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static hubu_plugins *host_of(lua_State *L) {
+  return (hubu_plugins *)lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* ---- the budget watchdog ---- */
+
+static hubu_plugins *budget_host; /* one host per process: the count hook has no upvalues */
+
+/* Runs every 1000 VM instructions of interpreted code (plugins run with
+ * jit.off unless they declare `--% jit: on`); raises an error in the hook
+ * call that overran its budget. */
+static void budget_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  hubu_plugins *p = budget_host;
+  if (p && p->budget_deadline_ns && now_ns() > p->budget_deadline_ns) {
+    p->budget_deadline_ns = 0;
+    luaL_error(L, "budget of %d ms exceeded", (int)p->budget_ms);
+  }
+}
+
+static int c_budget_start(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  p->budget_deadline_ns = now_ns() + (uint64_t)p->budget_ms * 1000000u;
+  return 0;
+}
+
+static int c_budget_stop(lua_State *L) {
+  host_of(L)->budget_deadline_ns = 0;
+  return 0;
+}
+
+/* ---- C functions for host.lua ---- */
+
+static int c_log(lua_State *L) {
+  const char *level = luaL_checkstring(L, 1), *plugin = luaL_checkstring(L, 2), *event = luaL_checkstring(L, 3),
+             *msg = luaL_optstring(L, 4, "");
+  int lv = hubu_log_level_parse(level);
+  char line[1536]; /* one log line: newlines and quotes escaped */
+  size_t n = 0;
+  for (const char *c = msg; *c && n + 2 < sizeof line; c++) {
+    if (*c == '\n' || *c == '"' || *c == '\\') {
+      line[n++] = '\\';
+      line[n++] = *c == '\n' ? 'n' : *c;
+    } else {
+      line[n++] = *c == '\t' ? ' ' : *c;
+    }
+  }
+  line[n] = '\0';
+  hubu_log(lv < 0 ? HUBU_LOG_INFO : (hubu_log_level)lv, 0, NULL, event, "plugin=%s msg=\"%s\"", plugin, line);
+  return 0;
+}
+
+static int c_now(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)hubu_now_ms());
+  return 1;
+}
+
+static int c_send(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  size_t len = 0;
+  const char *as = luaL_checkstring(L, 1), *device = luaL_checkstring(L, 2), *session = luaL_checkstring(L, 3),
+             *body = luaL_checklstring(L, 4, &len), *ctype = luaL_optstring(L, 5, "");
+  const char *err = hubu_messaging_send_internal(p->server, as, device, session, (const uint8_t *)body, len, ctype);
+  if (err) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int c_event(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  size_t plen = 0;
+  const char *user = luaL_checkstring(L, 1), *name = luaL_checkstring(L, 2),
+             *payload = luaL_optlstring(L, 3, "", &plen), *sender = luaL_optstring(L, 4, "");
+  hubu_user *u = hubu_user_find(p->server, user);
+  int n = 0;
+  Hubu__V1__Event e = HUBU__V1__EVENT__INIT;
+  e.name = (char *)name;
+  e.payload.data = (uint8_t *)payload;
+  e.payload.len = plen;
+  e.sender = (char *)sender;
+  for (hubu_conn *c = u ? u->conns : NULL; c; c = c->user_next)
+    if (hubu_conn_send(c, HUBU_FRAME_EVENT, &e.base) == 0) n++;
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+static int c_token(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  const char *user = luaL_checkstring(L, 1);
+  lua_Number ttl = luaL_optnumber(L, 2, 86400);
+  char tok[HUBU_TOKEN_MAX];
+  const hubu_config *cfg = p->server->cfg;
+  if (hubu_token_mint(cfg->secret, cfg->secret_len, user, hubu_now_ms() / 1000 + (uint64_t)ttl, tok, sizeof tok) < 0)
+    return luaL_error(L, "im.token: invalid user id");
+  lua_pushstring(L, tok);
+  return 1;
+}
+
+static int c_token_verify(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  size_t len = 0;
+  const char *tok = luaL_checklstring(L, 1, &len), *user = luaL_checkstring(L, 2);
+  const hubu_config *cfg = p->server->cfg;
+  hubu_token_status st = hubu_token_verify(cfg->secret, cfg->secret_len, tok, len, user, hubu_now_ms() / 1000);
+  lua_pushboolean(L, st == HUBU_TOKEN_OK);
+  lua_pushstring(L, hubu_token_status_name(st));
+  return 2;
+}
+
+static int c_members(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  const char *id = luaL_checkstring(L, 1);
+  hubu_session *sess = hubu_session_get(p->server, id);
+  if (!sess || !sess->loaded) { /* the load is under way now; a later call finds it */
+    lua_pushnil(L);
+    lua_pushstring(L, sess ? "loading" : "invalid session id");
+    return 2;
+  }
+  lua_createtable(L, (int)sess->n_members, 0);
+  if (sess->kind == HUBU_SESSION_DIRECT) {
+    const char *colon = strchr(sess->id + 2, ':');
+    lua_pushlstring(L, sess->id + 2, (size_t)(colon - sess->id - 2));
+    lua_rawseti(L, -2, 1);
+    lua_pushstring(L, colon + 1);
+    lua_rawseti(L, -2, 2);
+  } else {
+    for (size_t i = 0; i < sess->n_members; i++) {
+      lua_pushstring(L, sess->members[i]);
+      lua_rawseti(L, -2, (int)i + 1);
+    }
+  }
+  return 1;
+}
+
+static int c_config(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  const hubu_config *cfg = p->server->cfg;
+  const char *key = luaL_checkstring(L, 1);
+  if (!strcmp(key, "heartbeat_ms")) lua_pushnumber(L, cfg->heartbeat_ms);
+  else if (!strcmp(key, "max_frame")) lua_pushnumber(L, cfg->max_frame);
+  else if (!strcmp(key, "node_id")) lua_pushnumber(L, cfg->node_id);
+  else if (!strcmp(key, "data_dir")) lua_pushstring(L, cfg->data_dir);
+  else if (!strcmp(key, "plugins_dir")) lua_pushstring(L, cfg->plugins_dir);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static void call_host(hubu_plugins *p, const char *fn, int nargs, int nresults);
+
+static void on_timer_closed(uv_handle_t *h) {
+  plugin_timer *t = (plugin_timer *)h;
+  hubu_plugins *p = t->host;
+  free(t);
+  if (--p->open_handles == 0 && p->closing) free(p);
+}
+
+static void timer_destroy(hubu_plugins *p, plugin_timer *t) {
+  for (plugin_timer **q = &p->timers; *q; q = &(*q)->next) {
+    if (*q == t) {
+      *q = t->next;
+      break;
+    }
+  }
+  uv_close((uv_handle_t *)&t->timer, on_timer_closed);
+}
+
+static void on_plugin_timer(uv_timer_t *h) {
+  plugin_timer *t = (plugin_timer *)h;
+  hubu_plugins *p = t->host;
+  int id = t->id;
+  if (!t->every) timer_destroy(p, t);
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  lua_pushinteger(L, id);
+  call_host(p, "timer_fired", 1, 0);
+  lua_settop(L, top);
+}
+
+static int c_timer_start(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  lua_Number ms = luaL_checknumber(L, 1);
+  int every = lua_toboolean(L, 2);
+  if (ms < 1) ms = 1;
+  plugin_timer *t = calloc(1, sizeof *t);
+  if (!t) return luaL_error(L, "out of memory");
+  uv_timer_init(p->server->loop, &t->timer);
+  t->host = p;
+  t->id = ++p->next_timer_id;
+  t->every = every;
+  t->next = p->timers;
+  p->timers = t;
+  p->open_handles++;
+  uv_timer_start(&t->timer, on_plugin_timer, (uint64_t)ms, every ? (uint64_t)ms : 0);
+  lua_pushinteger(L, t->id);
+  return 1;
+}
+
+static int c_timer_stop(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  int id = (int)luaL_checkinteger(L, 1);
+  for (plugin_timer *t = p->timers; t; t = t->next) {
+    if (t->id == id) {
+      timer_destroy(p, t);
+      break;
+    }
+  }
+  return 0;
+}
+
+/* ---- calling into host.lua ---- */
+
+/* Stack: the nargs arguments on top. Calls host[fn](args) protected; leaves
+ * nresults values (nil on failure, which is logged). */
+static void call_host(hubu_plugins *p, const char *fn, int nargs, int nresults) {
+  lua_State *L = p->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->host_ref);
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  lua_insert(L, -(nargs + 1));
+  if (lua_pcall(L, nargs, nresults, 0) != 0) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugin_host_failed", "fn=%s error=\"%s\"", fn, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    for (int i = 0; i < nresults; i++) lua_pushnil(L);
+  }
+}
+
+static int host_has(hubu_plugins *p, const char *event) {
+  lua_pushstring(p->L, event);
+  call_host(p, "has", 1, 1);
+  int has = lua_toboolean(p->L, -1);
+  lua_pop(p->L, 1);
+  return has;
+}
+
+static void refresh_flags(hubu_plugins *p) {
+  p->has_send = (uint8_t)host_has(p, "message.send");
+  p->has_stored = (uint8_t)host_has(p, "message.stored");
+  p->has_connect = (uint8_t)host_has(p, "connect");
+  p->has_disconnect = (uint8_t)host_has(p, "disconnect");
+}
+
+/* Loads plugin name from dir (NAME.lua or NAME/init.lua); 0 or -1. On
+ * failure the reason is appended to report. */
+static int load_one(hubu_plugins *p, const char *name, char *report, size_t report_size) {
+  char path[4096];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/%s.lua", p->dir, name);
+  if (stat(path, &st) != 0) {
+    snprintf(path, sizeof path, "%s/%s/init.lua", p->dir, name);
+    if (stat(path, &st) != 0) { /* gone: unload it */
+      lua_pushstring(p->L, name);
+      call_host(p, "unload", 1, 1);
+      lua_pop(p->L, 1);
+      if (report) snprintf(report + strlen(report), report_size - strlen(report), "%s: unloaded\n", name);
+      return 0;
+    }
+  }
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  lua_pushstring(L, name);
+  lua_pushstring(L, path);
+  lua_newtable(L); /* its config section: filled from hubu.lua once the config file exists */
+  call_host(p, "load", 3, 2);
+  int ok = lua_toboolean(L, -2);
+  if (report) {
+    size_t used = strlen(report);
+    snprintf(report + used, report_size - used, "%s: %s%s\n", name, ok ? "loaded" : "failed: ",
+             ok ? "" : (lua_tostring(L, -1) ? lua_tostring(L, -1) : "?"));
+  }
+  lua_settop(L, top);
+  return ok ? 0 : -1;
+}
+
+/* A plugin name from a directory entry: "x.lua" -> "x", "x/" (with init.lua) -> "x". */
+static int plugin_name(const char *dir, const char *entry, char *name, size_t size) {
+  size_t n = strlen(entry);
+  if (entry[0] == '.' || n >= size) return 0;
+  if (n > 4 && !strcmp(entry + n - 4, ".lua")) {
+    memcpy(name, entry, n - 4);
+    name[n - 4] = '\0';
+    return 1;
+  }
+  char path[4096];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/%s/init.lua", dir, entry);
+  if (stat(path, &st) == 0) {
+    snprintf(name, size, "%s", entry);
+    return 1;
+  }
+  return 0;
+}
+
+int hubu_plugins_reload(hubu_plugins *p, const char *name, char *report, size_t report_size) {
+  if (report && report_size) report[0] = '\0';
+  int failed = 0;
+  if (name) {
+    failed = load_one(p, name, report, report_size) != 0;
+  } else {
+    DIR *d = opendir(p->dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+      char n[128];
+      if (plugin_name(p->dir, e->d_name, n, sizeof n)) failed += load_one(p, n, report, report_size) != 0;
+    }
+    if (d) closedir(d);
+  }
+  refresh_flags(p);
+  return failed;
+}
+
+static void on_debounce(uv_timer_t *t) {
+  hubu_plugins *p = t->data;
+  int n = p->n_pending;
+  p->n_pending = 0;
+  for (int i = 0; i < n; i++) load_one(p, p->pending[i], NULL, 0);
+  refresh_flags(p);
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status) {
+  (void)events;
+  hubu_plugins *p = h->data;
+  char name[128];
+  if (status < 0 || !filename) return;
+  size_t n = strlen(filename);
+  if (n <= 4 || strcmp(filename + n - 4, ".lua") != 0 || filename[0] == '.' || n - 4 >= sizeof name) {
+    if (!plugin_name(p->dir, filename, name, sizeof name)) return;
+  } else {
+    memcpy(name, filename, n - 4);
+    name[n - 4] = '\0';
+  }
+  for (int i = 0; i < p->n_pending; i++)
+    if (!strcmp(p->pending[i], name)) goto arm;
+  if (p->n_pending < MAX_PENDING_RELOADS) snprintf(p->pending[p->n_pending++], sizeof p->pending[0], "%s", name);
+arm:
+  uv_timer_start(&p->debounce, on_debounce, 20, 0); /* editors write in several steps */
+}
+
+static void on_sighup(uv_signal_t *h, int signum) {
+  (void)signum;
+  hubu_plugins *p = h->data;
+  char report[4096];
+  int failed = hubu_plugins_reload(p, NULL, report, sizeof report);
+  hubu_log(failed ? HUBU_LOG_WARN : HUBU_LOG_INFO, 0, NULL, "plugins_reloaded", "why=SIGHUP failed=%d", failed);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  hubu_plugins *p = h->data;
+  if (--p->open_handles == 0 && p->closing) free(p);
+}
+
+hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget_ms, char *err, size_t err_size) {
+  hubu_plugins *p = calloc(1, sizeof *p);
+  if (!p || !(p->dir = strdup(dir)) || !(p->L = luaL_newstate())) {
+    snprintf(err, err_size, "out of memory");
+    if (p) free(p->dir);
+    free(p);
+    return NULL;
+  }
+  p->server = s;
+  p->budget_ms = budget_ms ? budget_ms : 100;
+  lua_State *L = p->L;
+  luaL_openlibs(L);
+  budget_host = p;
+  lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1000);
+  static const luaL_Reg fns[] = {
+      {"log", c_log},         {"now", c_now},
+      {"send", c_send},       {"event", c_event},
+      {"token", c_token},     {"token_verify", c_token_verify},
+      {"members", c_members}, {"config", c_config},
+      {"timer_start", c_timer_start}, {"timer_stop", c_timer_stop},
+      {"budget_start", c_budget_start}, {"budget_stop", c_budget_stop},
+      {NULL, NULL},
+  };
+  if (luaL_loadbuffer(L, (const char *)hubu_host_lua, hubu_host_lua_len, "@host.lua") != 0) {
+    snprintf(err, err_size, "host.lua: %s", lua_tostring(L, -1));
+    goto fail;
+  }
+  lua_newtable(L);
+  for (const luaL_Reg *f = fns; f->name; f++) {
+    lua_pushlightuserdata(L, p);
+    lua_pushcclosure(L, f->func, 1);
+    lua_setfield(L, -2, f->name);
+  }
+  if (lua_pcall(L, 1, 1, 0) != 0) {
+    snprintf(err, err_size, "host.lua: %s", lua_tostring(L, -1));
+    goto fail;
+  }
+  p->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  uv_timer_init(s->loop, &p->debounce);
+  uv_signal_init(s->loop, &p->sighup);
+  p->debounce.data = p->sighup.data = p->watch.data = p;
+  p->open_handles = 2;
+  uv_signal_start(&p->sighup, on_sighup, SIGHUP);
+  uv_fs_event_init(s->loop, &p->watch);
+  p->open_handles++;
+  struct stat st;
+  if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) {
+    int r = uv_fs_event_start(&p->watch, on_fs_event, dir, 0);
+    if (r == 0) p->watching = 1;
+    else hubu_log(HUBU_LOG_WARN, 0, NULL, "plugin_watch_failed", "dir=%s error=\"%s\"", dir, uv_strerror(r));
+    char report[8192];
+    int failed = hubu_plugins_reload(p, NULL, report, sizeof report);
+    hubu_log(failed ? HUBU_LOG_WARN : HUBU_LOG_INFO, 0, NULL, "plugins_started", "dir=%s failed=%d", dir, failed);
+  } else {
+    hubu_log(HUBU_LOG_INFO, 0, NULL, "plugins_started", "dir=%s state=missing", dir);
+  }
+  return p;
+fail:
+  lua_close(L);
+  budget_host = NULL;
+  free(p->dir);
+  free(p);
+  return NULL;
+}
+
+void hubu_plugins_close(hubu_plugins *p) {
+  if (!p || p->closing) return;
+  p->closing = 1;
+  while (p->timers) timer_destroy(p, p->timers);
+  uv_close((uv_handle_t *)&p->debounce, on_handle_closed);
+  uv_close((uv_handle_t *)&p->sighup, on_handle_closed);
+  uv_close((uv_handle_t *)&p->watch, on_handle_closed);
+  lua_close(p->L);
+  p->L = NULL;
+  budget_host = NULL;
+  free(p->dir);
+  p->dir = NULL;
+}
+
+/* ---- hook entry points ---- */
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+static void set_lstr(lua_State *L, const char *k, const void *v, size_t len) {
+  lua_pushlstring(L, (const char *)v, len);
+  lua_setfield(L, -2, k);
+}
+static void set_num(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+static void set_metatable(hubu_plugins *p, const char *name) {
+  lua_State *L = p->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->host_ref);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  lua_setmetatable(L, -2);
+}
+static const char *get_str(lua_State *L, int idx, const char *k, size_t *len) {
+  lua_getfield(L, idx, k);
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, len) : NULL;
+  lua_pop(L, 1); /* the string stays alive: it is referenced by the event table */
+  return s;
+}
+
+static Hubu__V1__Code code_by_name(const char *name, Hubu__V1__Code fallback) {
+  const ProtobufCEnumValue *v = name ? protobuf_c_enum_descriptor_get_value_by_name(&hubu__v1__code__descriptor, name)
+                                     : NULL;
+  return v && v->value != 0 ? (Hubu__V1__Code)v->value : fallback;
+}
+
+/* Stack: the event table on top. Runs host.dispatch(event, ev); leaves ev.
+ * Returns the failing fail-closed plugin's name (into failed), or 0. */
+static int dispatch(hubu_plugins *p, const char *event, char *failed, size_t failed_size) {
+  lua_State *L = p->L;
+  int evi = lua_gettop(L);
+  lua_pushstring(L, event);
+  lua_pushvalue(L, evi);
+  call_host(p, "dispatch", 2, 2);
+  int closed = lua_isstring(L, -2) && !strcmp(lua_tostring(L, -2), "error");
+  if (closed) snprintf(failed, failed_size, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+  lua_settop(L, evi);
+  return closed;
+}
+
+int hubu_plugins_on_send(hubu_plugins *p, const char *user, const char *device, const char *session_id,
+                         uint64_t client_id, const Hubu__V1__Send *m, hubu_send_verdict *v) {
+  memset(v, 0, sizeof *v);
+  v->code = HUBU__V1__CODE__OK;
+  if (!p || !p->has_send) return 0;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  lua_createtable(L, 0, 8);
+  set_str(L, "user", user);
+  set_str(L, "device", device);
+  set_str(L, "session_id", session_id);
+  set_num(L, "client_id", (double)client_id);
+  set_lstr(L, "body", m->body.data, m->body.len);
+  set_str(L, "content_type", m->content_type);
+  lua_createtable(L, 0, (int)m->n_meta);
+  for (size_t i = 0; i < m->n_meta; i++) set_str(L, m->meta[i]->key, m->meta[i]->value);
+  lua_setfield(L, -2, "meta");
+  set_metatable(p, "SendEvent");
+  char failed[128];
+  if (dispatch(p, "message.send", failed, sizeof failed)) {
+    v->code = HUBU__V1__CODE__INTERNAL;
+    snprintf(v->reason, sizeof v->reason, "plugin %s failed", failed);
+    lua_settop(L, top);
+    return 1;
+  }
+  int evi = lua_gettop(L);
+  const char *verdict = get_str(L, evi, "_verdict", NULL);
+  if (verdict) {
+    const char *reason = get_str(L, evi, "_reason", NULL);
+    v->code = code_by_name(verdict, HUBU__V1__CODE__REJECTED);
+    snprintf(v->reason, sizeof v->reason, "%s", reason ? reason : "");
+  } else {
+    lua_getfield(L, evi, "_rewritten");
+    v->rewritten = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  if (v->rewritten) {
+    size_t blen = 0, clen = 0;
+    const char *body = get_str(L, evi, "body", &blen), *ctype = get_str(L, evi, "content_type", &clen);
+    v->body = malloc(blen ? blen : 1);
+    v->content_type = strdup(ctype ? ctype : "");
+    if (v->body && body) memcpy(v->body, body, blen);
+    v->body_len = blen;
+    /* meta: the table's string pairs */
+    size_t n = 0, cap = 32; /* the SEND limit on meta entries */
+    Hubu__V1__Send__MetaEntry *entries = calloc(cap, sizeof *entries), **ptrs = calloc(cap, sizeof *ptrs);
+    lua_getfield(L, evi, "meta");
+    if (lua_istable(L, -1) && entries && ptrs) {
+      lua_pushnil(L);
+      while (lua_next(L, -2) != 0) { /* the strings stay referenced by the table */
+        if (n < cap && lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+          hubu__v1__send__meta_entry__init(&entries[n]);
+          entries[n].key = (char *)lua_tostring(L, -2);
+          entries[n].value = (char *)lua_tostring(L, -1);
+          ptrs[n] = &entries[n];
+          n++;
+        }
+        lua_pop(L, 1);
+      }
+    }
+    if (!v->body || !v->content_type || hubu_msg_pack_meta(n, ptrs, &v->meta, &v->meta_len) != 0) {
+      v->code = HUBU__V1__CODE__INTERNAL;
+      snprintf(v->reason, sizeof v->reason, "out of memory");
+    }
+    free(entries);
+    free(ptrs);
+  }
+  lua_settop(L, top);
+  return 1;
+}
+
+void hubu_send_verdict_free(hubu_send_verdict *v) {
+  free(v->body);
+  free(v->content_type);
+  free(v->meta);
+  memset(v, 0, sizeof *v);
+}
+
+void hubu_plugins_on_stored(hubu_plugins *p, const hubu_msg *m, int replayed) {
+  if (!p || !p->has_stored) return;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  char msg_id[24];
+  snprintf(msg_id, sizeof msg_id, "%llu", (unsigned long long)m->msg_id);
+  lua_createtable(L, 0, 12);
+  set_str(L, "session_id", m->session_id);
+  set_num(L, "seq", (double)m->seq);
+  set_str(L, "msg_id", msg_id);
+  set_str(L, "sender", m->sender);
+  set_str(L, "sender_device", m->sender_device);
+  set_num(L, "client_id", (double)m->client_id);
+  set_lstr(L, "body", m->body, m->body_len);
+  set_str(L, "content_type", m->content_type);
+  lua_pushboolean(L, replayed);
+  lua_setfield(L, -2, "replayed");
+  if (m->session_id[0] == 'd' && m->session_id[1] == ':') { /* the other user of a direct session */
+    const char *a = m->session_id + 2, *colon = strchr(a, ':');
+    size_t alen = colon ? (size_t)(colon - a) : 0;
+    set_str(L, "kind", "direct");
+    if (colon && strlen(m->sender) == alen && !memcmp(a, m->sender, alen))
+      set_str(L, "to_user", colon + 1);
+    else if (colon)
+      set_lstr(L, "to_user", a, alen);
+  } else {
+    set_str(L, "kind", m->session_id[0] == 'g' && m->session_id[1] == ':' ? "group" : "custom");
+  }
+  set_metatable(p, "Plain");
+  char failed[128];
+  dispatch(p, "message.stored", failed, sizeof failed); /* after the store: nothing to refuse */
+  lua_settop(L, top);
+}
+
+void hubu_plugins_on_call(hubu_plugins *p, hubu_conn *c, const Hubu__V1__Call *call) {
+  Hubu__V1__CallResult r = HUBU__V1__CALL_RESULT__INIT;
+  r.request_id = call->request_id;
+  char event[160], reason[256] = "";
+  snprintf(event, sizeof event, "call.%s", call->method);
+  if (!p || !call->method[0] || strlen(call->method) > 128 || !host_has(p, event)) {
+    r.code = HUBU__V1__CODE__NOT_FOUND;
+    snprintf(reason, sizeof reason, "no plugin answers %s", call->method);
+    r.reason = reason;
+    hubu_conn_send(c, HUBU_FRAME_CALL_RESULT, &r.base);
+    return;
+  }
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  char conn_id[24];
+  snprintf(conn_id, sizeof conn_id, "%llu", (unsigned long long)c->id);
+  lua_createtable(L, 0, 8);
+  set_str(L, "user", c->user);
+  set_str(L, "device", c->device);
+  set_str(L, "method", call->method);
+  set_lstr(L, "payload", call->payload.data, call->payload.len);
+  set_num(L, "request_id", (double)call->request_id);
+  set_str(L, "conn_id", conn_id);
+  set_metatable(p, "CallEvent");
+  char failed[128];
+  size_t plen = 0;
+  const char *payload = NULL;
+  if (dispatch(p, event, failed, sizeof failed)) {
+    r.code = HUBU__V1__CODE__INTERNAL;
+    snprintf(reason, sizeof reason, "plugin %s failed", failed);
+  } else if ((payload = get_str(L, lua_gettop(L), "_result", &plen))) {
+    r.code = HUBU__V1__CODE__OK;
+    r.payload.data = (uint8_t *)payload;
+    r.payload.len = plen;
+  } else {
+    const char *code = get_str(L, lua_gettop(L), "_code", NULL), *why = get_str(L, lua_gettop(L), "_reason", NULL);
+    r.code = code ? code_by_name(code, HUBU__V1__CODE__INVALID) : HUBU__V1__CODE__INTERNAL;
+    snprintf(reason, sizeof reason, "%s", code ? (why ? why : "") : "the plugin did not answer");
+  }
+  r.reason = reason;
+  hubu_conn_send(c, HUBU_FRAME_CALL_RESULT, &r.base); /* before the pop: payload lives in the event */
+  lua_settop(L, top);
+}
+
+void hubu_plugins_on_connect(hubu_plugins *p, hubu_conn *c, int connected) {
+  if (!p || !(connected ? p->has_connect : p->has_disconnect)) return;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  char conn_id[24];
+  snprintf(conn_id, sizeof conn_id, "%llu", (unsigned long long)c->id);
+  lua_createtable(L, 0, 4);
+  set_str(L, "user", c->user);
+  set_str(L, "device", c->device);
+  set_str(L, "conn_id", conn_id);
+  set_metatable(p, "Plain");
+  char failed[128];
+  dispatch(p, connected ? "connect" : "disconnect", failed, sizeof failed);
+  lua_settop(L, top);
+}

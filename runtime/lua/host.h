@@ -1,0 +1,55 @@
+/* host.h — the plugin host: one LuaJIT state on the loop thread, the plugins
+ * of --plugins loaded into it, and the C entry points of the hooks. */
+#ifndef HUBU_LUA_HOST_H
+#define HUBU_LUA_HOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hubu.pb-c.h"
+#include "msg.h"
+
+typedef struct hubu_server hubu_server;
+typedef struct hubu_conn hubu_conn;
+typedef struct hubu_plugins hubu_plugins;
+
+/* What message.send hooks decided. Owned by the caller; free with
+ * hubu_send_verdict_free. code OK with rewritten set: use the new fields. */
+typedef struct {
+  Hubu__V1__Code code;
+  char reason[256];
+  int rewritten;
+  uint8_t *body; /* owned */
+  size_t body_len;
+  char *content_type; /* owned */
+  uint8_t *meta;      /* owned: packed field-9 entries */
+  size_t meta_len;
+} hubu_send_verdict;
+
+/* Creates the state, loads every plugin of dir, and watches dir for changes
+ * (hot reload). NULL with err when the host itself cannot start; a plugin
+ * that fails to load is logged and skipped. */
+hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget_ms, char *err, size_t err_size);
+
+/* Reloads one plugin (name) or all (NULL): build first, swap second. Returns
+ * the number that failed; report gets one line per plugin. */
+int hubu_plugins_reload(hubu_plugins *p, const char *name, char *report, size_t report_size);
+
+/* Stops the watcher and timers and closes the state; the handles close on the loop. */
+void hubu_plugins_close(hubu_plugins *p);
+
+/* message.send, before a seq is assigned. Returns 0 when no hook ran. */
+int hubu_plugins_on_send(hubu_plugins *p, const char *user, const char *device, const char *session_id,
+                         uint64_t client_id, const Hubu__V1__Send *m, hubu_send_verdict *v);
+void hubu_send_verdict_free(hubu_send_verdict *v);
+
+/* message.stored, after the store confirmed m. */
+void hubu_plugins_on_stored(hubu_plugins *p, const hubu_msg *m, int replayed);
+
+/* CALL: answers with CALL_RESULT on c. */
+void hubu_plugins_on_call(hubu_plugins *p, hubu_conn *c, const Hubu__V1__Call *call);
+
+/* connect (after HELLO_OK) and disconnect. */
+void hubu_plugins_on_connect(hubu_plugins *p, hubu_conn *c, int connected);
+
+#endif

@@ -1,0 +1,312 @@
+-- host.lua — the plugin host's Lua half, run once in hubud's LuaJIT state.
+-- It loads plugins into their own environments, keeps the hook registry in
+-- priority order, and dispatches events with one protected call per handler.
+-- Invariant: a plugin is swapped in only after its new version loaded and
+-- initialised cleanly; on any failure the old version keeps running.
+local C = ... -- the C side: log, now, send, event, token, token_verify, members, config, timer_start, timer_stop
+local host = {}
+
+local plugins = {}      -- name -> plugin record
+local order = 0         -- load order: ties between equal priorities
+local hooks = {}        -- event -> array of {fn, priority, order, plugin}
+local loading = nil     -- the plugin whose chunk is running now (actions are refused)
+local shared = {}       -- plugin name -> name -> table (survives reload, not restart)
+local metrics = {}      -- plugin name -> {calls, errors, ns}
+
+local function log(level, plugin, event, msg)
+  C.log(level, plugin and plugin.name or "-", event, msg)
+end
+
+-- Sorted by priority (higher first), then load order: never by table iteration.
+local function resort(event)
+  local list = hooks[event]
+  table.sort(list, function(a, b)
+    if a.priority ~= b.priority then return a.priority > b.priority end
+    return a.order < b.order
+  end)
+end
+
+local function remove_hooks(p)
+  for event, list in pairs(hooks) do
+    for i = #list, 1, -1 do
+      if list[i].plugin == p then table.remove(list, i) end
+    end
+    if #list == 0 then hooks[event] = nil end
+  end
+  for _, t in pairs(p.timers) do C.timer_stop(t) end
+  p.timers = {}
+end
+
+-- `--% key: value` lines at the top of a plugin, read before its code runs.
+local function read_header(src)
+  local h = {}
+  for line in src:gmatch("[^\n]*") do
+    local k, v = line:match("^%-%-%%%s*([%w_]+)%s*:%s*(.-)%s*$")
+    if k then h[k] = v elseif line ~= "" and not line:match("^%-%-") then break end
+  end
+  return h
+end
+
+-- The `plugin` object a plugin's code sees.
+local function make_api(p, config)
+  local api = { name = p.name }
+  function api:hook(event, fn, priority)
+    assert(type(event) == "string", "plugin:hook(event, fn [, priority]): event must be a string")
+    assert(type(fn) == "function", "plugin:hook: fn must be a function")
+    p.pending_hooks[#p.pending_hooks + 1] = { event = event, fn = fn, priority = tonumber(priority) or p.priority }
+  end
+  local function option(name, default, check)
+    local v = config[name]
+    if v == nil then return default end
+    local ok, err = check(v)
+    if not ok then error(("option %s: %s"):format(name, err), 3) end
+    return v
+  end
+  function api:option_string(name, default)
+    return option(name, default, function(v) return type(v) == "string", "must be a string" end)
+  end
+  function api:option_number(name, default, min, max)
+    return option(name, default, function(v)
+      if type(v) ~= "number" then return false, "must be a number" end
+      if (min and v < min) or (max and v > max) then return false, ("must be within [%s, %s]"):format(min or "", max or "") end
+      return true
+    end)
+  end
+  function api:option_boolean(name, default)
+    return option(name, default, function(v) return type(v) == "boolean", "must be true or false" end)
+  end
+  function api:option_list(name, default)
+    return option(name, default, function(v) return type(v) == "table", "must be a list" end)
+  end
+  function api:shared(name)
+    local mine = shared[p.name] or {}
+    shared[p.name] = mine
+    mine[name] = mine[name] or {}
+    return mine[name]
+  end
+  function api:every(seconds, fn) p.pending_timers[#p.pending_timers + 1] = { every = true, s = seconds, fn = fn } end
+  function api:after(seconds, fn) p.pending_timers[#p.pending_timers + 1] = { every = false, s = seconds, fn = fn } end
+  return api
+end
+
+local sandbox_globals = {
+  "assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber", "tostring", "type", "unpack",
+  "xpcall", "rawget", "rawset", "rawequal", "setmetatable", "getmetatable", "string", "table", "math", "os",
+  "bit", "coroutine", "print", "require", "jit",
+}
+
+local function make_env(p, api)
+  local env = { plugin = api, im = host.im, _PLUGIN = p.name }
+  for _, k in ipairs(sandbox_globals) do env[k] = _G[k] end
+  env.print = function(...)
+    local t = {}
+    for i = 1, select("#", ...) do t[#t + 1] = tostring((select(i, ...))) end
+    log("info", p, "plugin_print", table.concat(t, "\t"))
+  end
+  env._G = env
+  return env
+end
+
+-- Builds a plugin from its source; returns the record or nil, error.
+local function build(name, path, src, config)
+  local header = read_header(src)
+  local p = {
+    name = name, path = path, header = header, timers = {}, pending_hooks = {}, pending_timers = {},
+    priority = tonumber(header.priority) or 0,
+    policy = header.failure == "closed" and "closed" or "open",
+    version = header.version or "", summary = header.summary or "",
+  }
+  local chunk, err = loadstring(src, "@" .. path)
+  if not chunk then return nil, err, p end
+  if header.jit ~= "on" then jit.off(chunk, true) end -- interruptible by the budget hook
+  local api = make_api(p, config or {})
+  p.api = api
+  setfenv(chunk, make_env(p, api))
+  loading = p
+  C.budget_start()
+  local ok, lerr = xpcall(chunk, debug.traceback)
+  C.budget_stop()
+  loading = nil
+  if not ok then return nil, lerr, p end
+  return p
+end
+
+local function install(p, old)
+  if old then
+    local state
+    if type(old.api.save) == "function" then
+      local ok, s = pcall(old.api.save)
+      if ok then state = s else log("warn", old, "plugin_save_failed", tostring(s)) end
+    end
+    remove_hooks(old)
+    if type(p.api.restore) == "function" and state ~= nil then
+      local ok, err = pcall(p.api.restore, state)
+      if not ok then log("warn", p, "plugin_restore_failed", tostring(err)) end
+    end
+  end
+  order = order + 1
+  for _, h in ipairs(p.pending_hooks) do
+    hooks[h.event] = hooks[h.event] or {}
+    local list = hooks[h.event]
+    list[#list + 1] = { fn = h.fn, priority = h.priority, order = order, plugin = p }
+    resort(h.event)
+  end
+  for _, t in ipairs(p.pending_timers) do host.start_timer(p, t.every, t.s, t.fn) end
+  p.pending_hooks, p.pending_timers = nil, nil
+  plugins[p.name] = p
+  metrics[p.name] = metrics[p.name] or { calls = 0, errors = 0 }
+end
+
+-- Loads (or reloads) one plugin from path. Returns true, or false and the error.
+function host.load(name, path, config)
+  local f, ferr = io.open(path, "rb")
+  if not f then return false, ferr end
+  local src = f:read("*a")
+  f:close()
+  local p, err, partial = build(name, path, src, config)
+  if not p then
+    log("error", partial or { name = name }, "plugin_load_failed", tostring(err))
+    return false, tostring(err)
+  end
+  local old = plugins[name]
+  install(p, old)
+  log("info", p, old and "plugin_reloaded" or "plugin_loaded", ("path=%s hooks=%d"):format(path, host.count_hooks(p)))
+  return true
+end
+
+function host.unload(name)
+  local p = plugins[name]
+  if not p then return false end
+  remove_hooks(p)
+  plugins[name] = nil
+  log("info", p, "plugin_unloaded", "")
+  return true
+end
+
+function host.count_hooks(p)
+  local n = 0
+  for _, list in pairs(hooks) do for _, h in ipairs(list) do if h.plugin == p then n = n + 1 end end end
+  return n
+end
+
+function host.list()
+  local out = {}
+  for name, p in pairs(plugins) do
+    local m = metrics[name]
+    out[#out + 1] = { name = name, version = p.version, summary = p.summary, policy = p.policy,
+                      calls = m.calls, errors = m.errors, path = p.path }
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
+function host.has(event) return hooks[event] ~= nil end
+
+-- Runs every handler of event with ev, in order, each in its own protected
+-- call. Returns "error" with the failing plugin when a fail-closed plugin raised.
+function host.dispatch(event, ev)
+  local list = hooks[event]
+  if not list then return nil end
+  for i = 1, #list do
+    local h = list[i]
+    local m = metrics[h.plugin.name]
+    m.calls = m.calls + 1
+    host.current = h.plugin
+    C.budget_start()
+    local ok, err = xpcall(h.fn, debug.traceback, ev)
+    C.budget_stop()
+    host.current = nil
+    if not ok then
+      m.errors = m.errors + 1
+      log("error", h.plugin, "hook_failed", ("hook=%s policy=%s error=%q"):format(event, h.plugin.policy, tostring(err)))
+      if h.plugin.policy == "closed" then return "error", h.plugin.name end
+    end
+    if rawget(ev, "_stop") then break end
+  end
+  return nil
+end
+
+-- Timers: C owns the uv_timer; the callback comes back here.
+local timer_fns = {}
+function host.start_timer(p, every, seconds, fn)
+  local id = C.timer_start(math.floor((tonumber(seconds) or 0) * 1000), every)
+  timer_fns[id] = { fn = fn, plugin = p, every = every }
+  p.timers[id] = id
+  return id
+end
+function host.timer_fired(id)
+  local t = timer_fns[id]
+  if not t then return end
+  if not t.every then timer_fns[id] = nil; t.plugin.timers[id] = nil end
+  host.current = t.plugin
+  C.budget_start()
+  local ok, err = xpcall(t.fn, debug.traceback)
+  C.budget_stop()
+  host.current = nil
+  if not ok then
+    metrics[t.plugin.name].errors = metrics[t.plugin.name].errors + 1
+    log("error", t.plugin, "timer_failed", tostring(err))
+  end
+end
+
+-- Verdict methods of a message.send event.
+local SendEvent = {}
+SendEvent.__index = SendEvent
+function SendEvent:reject(code, reason)
+  rawset(self, "_verdict", code or "REJECTED"); rawset(self, "_reason", reason or ""); rawset(self, "_stop", true)
+end
+function SendEvent:rewrite(t)
+  if t.body ~= nil then rawset(self, "body", tostring(t.body)); rawset(self, "_rewritten", true) end
+  if t.content_type ~= nil then rawset(self, "content_type", tostring(t.content_type)); rawset(self, "_rewritten", true) end
+  if t.meta ~= nil then rawset(self, "meta", t.meta); rawset(self, "_rewritten", true) end
+end
+function SendEvent:stop() rawset(self, "_stop", true) end
+host.SendEvent = SendEvent
+
+local CallEvent = {}
+CallEvent.__index = CallEvent
+function CallEvent:reply(payload) rawset(self, "_result", payload == nil and "" or tostring(payload)); rawset(self, "_stop", true) end
+function CallEvent:error(code, reason) rawset(self, "_code", code or "INVALID"); rawset(self, "_reason", reason or ""); rawset(self, "_stop", true) end
+host.CallEvent = CallEvent
+
+local Plain = {}
+Plain.__index = Plain
+function Plain:stop() rawset(self, "_stop", true) end
+host.Plain = Plain
+
+-- The im API plugins see. Actions are refused while a plugin loads.
+local function not_loading(what)
+  if loading then error(what .. " is not allowed while a plugin loads (do it in a hook or a timer)", 3) end
+end
+host.im = {
+  log = function(level, fmt, ...)
+    local msg = select("#", ...) > 0 and fmt:format(...) or tostring(fmt)
+    local p = loading or host.current
+    C.log(level, p and p.name or "-", "plugin_log", msg)
+  end,
+  now = function() return C.now() end,
+  send = function(t)
+    not_loading("im.send")
+    assert(type(t) == "table" and t.as and t.session and t.body, "im.send{as=, session=, body= [, content_type=, device=]}")
+    return C.send(t.as, t.device or "bot", t.session, tostring(t.body), t.content_type or "")
+  end,
+  event = function(user, name, payload, sender)
+    not_loading("im.event")
+    return C.event(user, name, payload or "", sender or "")
+  end,
+  token = function(user, ttl) return C.token(user, ttl or 86400) end,
+  token_verify = function(token, user) return C.token_verify(token, user) end,
+  members = function(session) return C.members(session) end,
+  config = function(key) return C.config(key) end,
+  after = function(seconds, fn)
+    not_loading("im.after")
+    return host.start_timer(host.current, false, seconds, fn)
+  end,
+  every = function(seconds, fn)
+    not_loading("im.every")
+    return host.start_timer(host.current, true, seconds, fn)
+  end,
+  metrics = function(name) local m = metrics[name or (host.current and host.current.name)]; return m end,
+}
+
+return host
