@@ -59,6 +59,8 @@ typedef struct {
   uint32_t gap_wait_ms;        /* wait for a missing seq before PULL, default 500 */
   uint32_t pull_limit;         /* messages per PULL, default 200 */
   int no_auto_sync;            /* 1: do not SYNC after HELLO_OK (bench, raw tools) */
+  int frames_only;             /* 1: the message layer leaves PUSH, PULL_HINT and results to on_frame
+                                  (no reorder buffer, no DELIVER_ACK, no SYNC): for raw tools */
 } hubu_client_options;
 
 /* A received message, valid during the callback only. */

@@ -62,6 +62,7 @@ typedef struct hubu_request {
 struct hubu_messages {
   uint32_t send_timeout_ms, gap_wait_ms, pull_limit;
   int auto_sync;
+  int frames_only; /* options.frames_only: deliveries are left to on_frame */
   hubu_outgoing *out_head, *out_tail; /* pending sends, ascending client_id */
   size_t n_out;
   uint64_t last_client_id; /* highest client_id used here or reported by a HELLO_OK */
@@ -721,7 +722,8 @@ hubu_messages *hubu_messages_new(hubu_client *c, const hubu_client_options *opt,
   m->send_timeout_ms = opt->send_timeout_ms ? opt->send_timeout_ms : 10000;
   m->gap_wait_ms = opt->gap_wait_ms ? opt->gap_wait_ms : 500;
   m->pull_limit = opt->pull_limit ? opt->pull_limit : 200;
-  m->auto_sync = !opt->no_auto_sync;
+  m->auto_sync = !opt->no_auto_sync && !opt->frames_only;
+  m->frames_only = opt->frames_only != 0;
   if (opt->outbox_path) {
     hubu_outbox_loaded loaded;
     m->outbox = hubu_outbox_open(opt->outbox_path, &loaded, err, err_size);
@@ -781,6 +783,7 @@ void hubu_messages_on_hello(hubu_client *c, uint64_t last_client_id) {
 }
 
 void hubu_messages_on_frame(hubu_client *c, uint8_t type, const uint8_t *body, size_t len) {
+  if (c->msgs->frames_only) return; /* the application handles deliveries itself */
   switch (type) {
     case HUBU_FRAME_SEND_ACK: on_send_ack(c, body, len); break;
     case HUBU_FRAME_PUSH: on_push(c, body, len); break;

@@ -47,7 +47,6 @@ struct hubu_conn {
   char *user;            /* owned; "user\0device\0" after HELLO, else NULL */
   const char *device;    /* points into user */
   hubu_ip_count *ip;     /* the per-address counter this connection holds */
-  UT_hash_handle hh;     /* server->conns_by_id, keyed by id */
   hubu_conn *user_next;  /* the user's other connections (presence) */
   hubu_device *dev;      /* a reference, from HELLO on */
   hubu_inflight *inflight; /* owned; pushed, not yet acknowledged */

@@ -52,6 +52,7 @@ int main(int argc, char **argv) {
     uv_run(&loop, UV_RUN_DEFAULT); /* let the listeners' and the store's close callbacks run */
     uv_loop_close(&loop);
     hubu_server_free(&server);
+  hubu_store_op_cache_drop();
     hubu_config_free(&cfg);
     return 1;
   }
@@ -67,6 +68,7 @@ int main(int argc, char **argv) {
   int closed = uv_loop_close(&loop);
   if (closed != 0) hubu_log(HUBU_LOG_ERROR, 0, NULL, "loop_not_closed", "error=\"%s\"", uv_strerror(closed));
   hubu_server_free(&server);
+  hubu_store_op_cache_drop();
   hubu_config_free(&cfg);
   hubu_log(HUBU_LOG_INFO, 0, NULL, "exit", "status=%d", closed == 0 ? 0 : 1);
   return closed == 0 ? 0 : 1;

@@ -26,9 +26,9 @@
 
 /* ---- answers ---- */
 
-static void send_ack(hubu_server *s, uint64_t conn_id, uint64_t client_id, Hubu__V1__Code code,
+static void send_ack(hubu_server *s, const char *user, uint64_t conn_id, uint64_t client_id, Hubu__V1__Code code,
                      const char *session_id, uint64_t seq, uint64_t msg_id, const char *reason, int duplicate) {
-  hubu_conn *c = hubu_server_conn_find(s, conn_id);
+  hubu_conn *c = hubu_server_conn_find(s, user, conn_id);
   if (!c) return;
   if (c->sends_unanswered) c->sends_unanswered--; /* every SEND is answered once, on its connection */
   if (c->state != HUBU_CONN_READY) return;
@@ -120,13 +120,13 @@ static void on_device_loaded(hubu_store_op *op) {
     hubu_log(HUBU_LOG_ERROR, 0, d->user, "device_load_failed", "device=%s error=\"%s\"", d->device, op->error);
   }
   hubu_store_op_free(op);
-  uint64_t *waiters = d->hello_waiters;
+  hubu_conn **waiters = d->hello_waiters;
   uint32_t n = d->n_hello_waiters;
   d->hello_waiters = NULL;
   d->n_hello_waiters = 0;
   for (uint32_t i = 0; i < n; i++) {
-    hubu_conn *c = hubu_server_conn_find(s, waiters[i]);
-    if (!c || c->state != HUBU_CONN_AUTHING || c->dev != d) continue;
+    hubu_conn *c = waiters[i];
+    if (c->state != HUBU_CONN_AUTHING || c->dev != d) continue;
     if (d->loaded)
       hello_ok(c, 1);
     else
@@ -148,13 +148,13 @@ void hubu_messaging_hello(hubu_conn *c) {
     hello_ok(c, 0);
     return;
   }
-  uint64_t *w = realloc(d->hello_waiters, (d->n_hello_waiters + 1) * sizeof *w);
+  hubu_conn **w = realloc(d->hello_waiters, (d->n_hello_waiters + 1) * sizeof *w);
   if (!w) {
     hubu_conn_goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
     return;
   }
   d->hello_waiters = w;
-  w[d->n_hello_waiters++] = c->id;
+  w[d->n_hello_waiters++] = c;
   if (d->loading) return;
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_DEVICE_LOAD);
   if (!op) {
@@ -181,9 +181,9 @@ typedef struct {
 
 static void pending_answer(hubu_server *s, hubu_pending_send *p, Hubu__V1__Code code, const char *session_id,
                            uint64_t seq, uint64_t msg_id, const char *reason, int first_duplicate) {
-  send_ack(s, p->sender_conn, p->client_id, code, session_id, seq, msg_id, reason, first_duplicate);
+  send_ack(s, p->device->user, p->sender_conn, p->client_id, code, session_id, seq, msg_id, reason, first_duplicate);
   for (uint32_t i = 0; i < p->n_retry_conns; i++)
-    send_ack(s, p->retry_conns[i], p->client_id, code, session_id, seq, msg_id, reason, code == HUBU__V1__CODE__OK);
+    send_ack(s, p->device->user, p->retry_conns[i], p->client_id, code, session_id, seq, msg_id, reason, code == HUBU__V1__CODE__OK);
 }
 
 /* Drops p from its device (and its session's busy count) and frees it. */
@@ -279,12 +279,12 @@ static void on_found_send(hubu_store_op *op) {
   hubu_server *s = op->ud2;
   uint64_t conn_id = op->conn_id;
   if (op->status == HUBU_STORE_OK)
-    send_ack(s, conn_id, op->client_id, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1);
+    send_ack(s, op->user, conn_id, op->client_id, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1);
   else if (op->status == HUBU_STORE_NOT_FOUND)
-    send_ack(s, conn_id, op->client_id, HUBU__V1__CODE__STALE, "", 0, 0,
+    send_ack(s, op->user, conn_id, op->client_id, HUBU__V1__CODE__STALE, "", 0, 0,
              "client_id is at or below this device's high-water mark and was never stored; resend with a new client_id", 0);
   else
-    send_ack(s, conn_id, op->client_id, HUBU__V1__CODE__UNAVAILABLE, "", 0, 0, "store unavailable", 0);
+    send_ack(s, op->user, conn_id, op->client_id, HUBU__V1__CODE__UNAVAILABLE, "", 0, 0, "store unavailable", 0);
   hubu_store_op_free(op);
 }
 
@@ -368,11 +368,11 @@ void hubu_messaging_send(hubu_conn *c, const hubu_frame *f) {
   int kind = -1;
   const char *invalid = send_invalid(m, &kind);
   if (invalid) {
-    send_ack(s, c->id, m->client_id, HUBU__V1__CODE__INVALID, m->session_id, 0, 0, invalid, 0);
+    send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__INVALID, m->session_id, 0, 0, invalid, 0);
     goto done;
   }
   if (kind == HUBU_SESSION_DIRECT && !hubu_session_direct_has(m->session_id, c->user)) {
-    send_ack(s, c->id, m->client_id, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0);
+    send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0);
     goto done;
   }
   if (m->client_id <= d->assigned) { /* a retry, or a stale client_id */
@@ -388,12 +388,12 @@ void hubu_messaging_send(hubu_conn *c, const hubu_frame *f) {
     }
     hubu_msg *recent = hubu_device_recent(d, m->client_id);
     if (recent) {
-      send_ack(s, c->id, m->client_id, HUBU__V1__CODE__OK, recent->session_id, recent->seq, recent->msg_id, NULL, 1);
+      send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__OK, recent->session_id, recent->seq, recent->msg_id, NULL, 1);
       goto done;
     }
     hubu_store_op *op = hubu_store_op_new(HUBU_STORE_FIND_SEND);
     if (!op) {
-      send_ack(s, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0);
+      send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0);
       goto done;
     }
     snprintf(op->user, sizeof op->user, "%s", d->user);
@@ -406,7 +406,7 @@ void hubu_messaging_send(hubu_conn *c, const hubu_frame *f) {
     goto done;
   }
   if (queue_new(s, d, c->id, m, 0) != 0)
-    send_ack(s, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0);
+    send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0);
   else
     return; /* m is the parked request's now */
 done:
@@ -435,7 +435,7 @@ void hubu_messaging_deliver_ack(hubu_conn *c, const hubu_frame *f) {
 static void on_synced(hubu_store_op *op) {
   hubu_server *s = op->ud2;
   Hubu__V1__SyncRequest *req = op->ud;
-  hubu_conn *c = hubu_server_conn_find(s, op->conn_id);
+  hubu_conn *c = hubu_server_conn_find(s, op->user, op->conn_id);
   if (c && c->state == HUBU_CONN_READY) {
     Hubu__V1__SyncResult r = HUBU__V1__SYNC_RESULT__INIT;
     r.request_id = req->request_id;
@@ -506,7 +506,7 @@ typedef struct {
 static void on_pulled(hubu_store_op *op) {
   hubu_server *s = op->ud2;
   hubu_session *sess = op->ud;
-  hubu_conn *c = hubu_server_conn_find(s, op->conn_id);
+  hubu_conn *c = hubu_server_conn_find(s, op->user, op->conn_id);
   sess->busy--;
   if (c && c->state == HUBU_CONN_READY) {
     if (op->status == HUBU_STORE_OK) {
@@ -522,7 +522,7 @@ static void on_pulled(hubu_store_op *op) {
 
 static void resume_pull(hubu_server *s, hubu_session *sess, hubu_parked *parked) {
   parked_pull *pp = (parked_pull *)parked;
-  hubu_conn *c = hubu_server_conn_find(s, pp->conn_id);
+  hubu_conn *c = hubu_server_conn_find(s, pp->user, pp->conn_id);
   if (!c || c->state != HUBU_CONN_READY) goto done;
   if (!sess->loaded) {
     pull_error(c, pp->request_id, HUBU__V1__CODE__UNAVAILABLE, sess->id);
@@ -548,6 +548,7 @@ static void resume_pull(hubu_server *s, hubu_session *sess, hubu_parked *parked)
     op->limit = pp->limit;
     op->request_id = pp->request_id;
     op->conn_id = pp->conn_id;
+    snprintf(op->user, sizeof op->user, "%s", pp->user);
     op->done = on_pulled;
     op->ud = sess;
     op->ud2 = s;
@@ -595,6 +596,15 @@ void hubu_messaging_conn_closed(hubu_conn *c) {
   if (c->attached) hubu_user_detach(s, c);
   c->attached = 0;
   hubu_delivery_free(c);
-  if (c->dev) hubu_device_release(s, c->dev);
+  if (c->dev) {
+    hubu_device *d = c->dev;
+    for (uint32_t i = 0; i < d->n_hello_waiters; i++) { /* a connection that never got its HELLO_OK */
+      if (d->hello_waiters[i] == c) {
+        d->hello_waiters[i] = d->hello_waiters[--d->n_hello_waiters];
+        break;
+      }
+    }
+    hubu_device_release(s, d);
+  }
   c->dev = NULL;
 }

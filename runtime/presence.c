@@ -21,11 +21,10 @@ hubu_user *hubu_user_find(hubu_server *s, const char *id) {
 int hubu_user_attach(hubu_server *s, hubu_conn *c) {
   hubu_user *u = hubu_user_find(s, c->user);
   if (!u) {
-    if (!(u = calloc(1, sizeof *u)) || !(u->id = strdup(c->user))) {
-      free(u);
-      return -1;
-    }
-    HASH_ADD_KEYPTR(hh, s->users, u->id, strlen(u->id), u);
+    size_t len = strlen(c->user);
+    if (!(u = calloc(1, sizeof *u + len + 1))) return -1;
+    memcpy(u->id, c->user, len + 1);
+    HASH_ADD_KEYPTR(hh, s->users, u->id, len, u);
   }
   c->user_next = u->conns;
   u->conns = c;
@@ -44,7 +43,6 @@ void hubu_user_detach(hubu_server *s, hubu_conn *c) {
   c->user_next = NULL;
   if (!u->conns) {
     HASH_DEL(s->users, u);
-    free(u->id);
     free(u);
   }
 }
@@ -56,10 +54,7 @@ hubu_device *hubu_device_acquire(hubu_server *s, const char *user, const char *d
   HASH_FIND_STR(s->devices, key, d);
   if (!d) {
     size_t klen = strlen(key), ulen = strlen(user);
-    if (!(d = calloc(1, sizeof *d)) || !(d->key = malloc(2 * (klen + 1)))) {
-      free(d);
-      return NULL;
-    }
+    if (!(d = calloc(1, sizeof *d + 2 * (klen + 1)))) return NULL;
     memcpy(d->key, key, klen + 1);
     d->user = d->key + klen + 1;
     memcpy(d->user, key, klen + 1);
@@ -83,7 +78,6 @@ static void device_free(hubu_server *s, hubu_device *d) {
     free(c);
   }
   free(d->hello_waiters);
-  free(d->key);
   free(d);
 }
 
@@ -167,7 +161,6 @@ void hubu_presence_free_all(hubu_server *s) {
   hubu_user *u, *utmp;
   HASH_ITER(hh, s->users, u, utmp) {
     HASH_DEL(s->users, u);
-    free(u->id);
     free(u);
   }
 }

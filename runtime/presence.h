@@ -17,8 +17,8 @@ typedef struct hubu_device hubu_device;
 /* Owned by server->users while it has connections. */
 typedef struct hubu_user {
   UT_hash_handle hh;
-  char *id;         /* owned */
   hubu_conn *conns; /* linked through conn->user_next */
+  char id[];        /* NUL-terminated, part of this allocation */
 } hubu_user;
 
 /* A SEND accepted and waiting for the store. Owned by its device's table. */
@@ -47,8 +47,7 @@ typedef struct hubu_cursor {
  * or while it has cursors to save. */
 struct hubu_device {
   UT_hash_handle hh;
-  char *key;           /* owned: "user/device" ('/' is not in the id alphabet) */
-  char *user;          /* points into key storage after it */
+  char *user;          /* point into storage after key */
   char *device;
   uint32_t refs;
   uint8_t loaded;
@@ -60,8 +59,9 @@ struct hubu_device {
   hubu_msg **recent;   /* owned ring of HUBU_RECENT_ACKS refs, made on the first send: the latest stored sends, for retries */
   uint32_t recent_next;
   hubu_cursor *cursors;
-  uint64_t *hello_waiters; /* owned: connections waiting for the load */
+  hubu_conn **hello_waiters; /* owned array: connections waiting for the load (they remove themselves on close) */
   uint32_t n_hello_waiters;
+  char key[]; /* "user/device" ('/' is not in the id alphabet), then "user\0device\0"; part of this allocation */
 };
 
 hubu_user *hubu_user_find(hubu_server *s, const char *id);

@@ -42,7 +42,6 @@ Hubu__V1__Code hubu_server_admit(hubu_server *s, hubu_conn *c) {
   c->next = s->conns;
   if (s->conns) s->conns->prev = c;
   s->conns = c;
-  HASH_ADD(hh, s->conns_by_id, id, sizeof c->id, c);
   if (s->draining) return HUBU__V1__CODE__SHUTTING_DOWN;
   const hubu_config *cfg = s->cfg;
   if (cfg->max_conns && s->conn_count >= cfg->max_conns) return HUBU__V1__CODE__UNAVAILABLE;
@@ -78,11 +77,12 @@ void hubu_server_forget(hubu_server *s, hubu_conn *c) {
   else if (s->conns == c) s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = NULL;
-  HASH_DEL(s->conns_by_id, c);
   if (c->is_dirty) {
-    for (hubu_conn **p = &s->dirty; *p; p = &(*p)->dirty_next) {
+    hubu_conn *prev = NULL;
+    for (hubu_conn **p = &s->dirty; *p; prev = *p, p = &(*p)->dirty_next) {
       if (*p == c) {
         *p = c->dirty_next;
+        if (s->dirty_last == c) s->dirty_last = prev;
         break;
       }
     }
@@ -105,7 +105,7 @@ void hubu_server_forget(hubu_server *s, hubu_conn *c) {
 static void on_flush(uv_prepare_t *h) {
   hubu_server *s = h->data;
   hubu_conn *c = s->dirty;
-  s->dirty = NULL;
+  s->dirty = s->dirty_last = NULL;
   while (c) {
     hubu_conn *next = c->dirty_next;
     c->dirty_next = NULL;
@@ -118,16 +118,19 @@ static void on_flush(uv_prepare_t *h) {
 
 void hubu_server_mark_dirty(hubu_server *s, hubu_conn *c) {
   if (c->is_dirty || c->state == HUBU_CONN_CLOSED) return;
-  c->is_dirty = 1;
-  c->dirty_next = s->dirty;
-  s->dirty = c;
+  c->is_dirty = 1; /* first marked, first written: a sender's ACK before its fan-out */
+  c->dirty_next = NULL;
+  if (s->dirty_last) s->dirty_last->dirty_next = c;
+  else s->dirty = c;
+  s->dirty_last = c;
   if (!uv_is_active((uv_handle_t *)&s->flush)) uv_prepare_start(&s->flush, on_flush);
 }
 
-hubu_conn *hubu_server_conn_find(hubu_server *s, uint64_t conn_id) {
-  hubu_conn *c = NULL;
-  HASH_FIND(hh, s->conns_by_id, &conn_id, sizeof conn_id, c);
-  return c;
+hubu_conn *hubu_server_conn_find(hubu_server *s, const char *user, uint64_t conn_id) {
+  hubu_user *u = hubu_user_find(s, user);
+  for (hubu_conn *c = u ? u->conns : NULL; c; c = c->user_next)
+    if (c->id == conn_id) return c;
+  return NULL;
 }
 
 #define MSG_ID_EPOCH_MS 1735689600000ull /* 2025-01-01T00:00:00Z */

@@ -38,14 +38,14 @@ typedef struct hubu_server {
   uv_signal_t sigint;
   uv_timer_t drain_timer;
   hubu_conn *conns;       /* every open connection (intrusive list) */
-  hubu_conn *dirty;       /* connections with output to flush this turn */
+  hubu_conn *dirty;       /* connections with output to flush this turn, in marking order */
+  hubu_conn *dirty_last;
   uint32_t conn_count;    /* connections counted against --max-conns */
   uint64_t next_conn_id;
   hubu_ip_count *per_ip;  /* uthash table; only with --max-conns-per-ip */
   int draining;
   hubu_store *store;      /* not owned: main opens and closes it */
   struct hubu_plugins *plugins; /* owned: the plugin host (closed in the drain) */
-  hubu_conn *conns_by_id; /* uthash over the same connections, by conn_id */
   hubu_session *sessions; /* uthash, owned */
   hubu_user *users;       /* uthash, owned: users with connections */
   hubu_device *devices;   /* uthash, owned */
@@ -60,8 +60,8 @@ typedef struct hubu_server {
  * (logged). */
 int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg, hubu_store *store);
 
-/* The open connection with this id, or NULL. */
-hubu_conn *hubu_server_conn_find(hubu_server *s, uint64_t conn_id);
+/* The open, authenticated connection of user with this id, or NULL. */
+hubu_conn *hubu_server_conn_find(hubu_server *s, const char *user, uint64_t conn_id);
 
 /* A msg_id unique across the deployment: milliseconds since 2025-01-01 (41
  * bits) | node id (10 bits) | counter (12 bits), never decreasing. */

@@ -32,9 +32,23 @@ struct hubu_store {
 
 /* ---- ops ---- */
 
+/* Freed ops are kept for reuse: one per message would otherwise be a malloc
+ * and a free on the hot path, and leave holes between long-lived blocks.
+ * Only the loop thread (or a single-threaded tool) makes and frees ops. */
+#define OP_CACHE_MAX 4096
+static hubu_store_op *op_cache;
+static unsigned op_cached;
+
 hubu_store_op *hubu_store_op_new(hubu_store_op_kind kind) {
-  hubu_store_op *op = calloc(1, sizeof *op);
-  if (op) op->kind = kind;
+  hubu_store_op *op = op_cache;
+  if (op) {
+    op_cache = op->next;
+    op_cached--;
+    memset(op, 0, sizeof *op);
+  } else if (!(op = calloc(1, sizeof *op))) {
+    return NULL;
+  }
+  op->kind = kind;
   return op;
 }
 
@@ -47,7 +61,22 @@ void hubu_store_op_free(hubu_store_op *op) {
   for (size_t i = 0; i < op->n_msgs; i++) hubu_msg_unref(op->msgs[i]);
   free(op->msgs);
   free(op->states);
+  if (op_cached < OP_CACHE_MAX) {
+    op->next = op_cache;
+    op_cache = op;
+    op_cached++;
+    return;
+  }
   free(op);
+}
+
+void hubu_store_op_cache_drop(void) {
+  while (op_cache) {
+    hubu_store_op *op = op_cache;
+    op_cache = op->next;
+    free(op);
+  }
+  op_cached = 0;
 }
 
 /* ---- session kinds and backends ---- */

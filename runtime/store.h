@@ -134,6 +134,8 @@ typedef struct {
 
 hubu_store_op *hubu_store_op_new(hubu_store_op_kind kind);
 void hubu_store_op_free(hubu_store_op *op);
+/* Frees the ops kept for reuse (at exit, so leak checkers see nothing). */
+void hubu_store_op_cache_drop(void);
 
 /* Opens the backend, migrates the schema, starts the store thread, and
  * registers its completion handle on loop. NULL with err on failure. */

@@ -757,6 +757,7 @@ static void msg_fill(bench_msg *run) {
       return;
     }
     co.no_auto_sync = 1;
+    co.frames_only = 1; /* the bench decodes PUSH and acknowledges by itself */
     co.ping_interval_ms = 0;
     if (!(p->client = hubu_client_new(run->loop, &co, &cb, p))) {
       run->filling = 0;
