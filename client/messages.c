@@ -217,6 +217,12 @@ static void renumber(hubu_client *c, hubu_outgoing *o) {
 }
 
 /* Drops o from the queue for good and reports it. */
+typedef struct hubu_rx_session hubu_rx_session;
+static hubu_rx_session *session_find(hubu_messages *m, const char *id);
+static hubu_rx_session *session_get(hubu_messages *m, const char *id);
+static int held_drain(hubu_client *c, hubu_rx_session *s);
+static void ack_mark(hubu_client *c, hubu_rx_session *s);
+
 static void finish_send(hubu_client *c, hubu_outgoing *o, const Hubu__V1__SendAck *a, int code, const char *reason) {
   hubu_messages *m = c->msgs;
   out_remove(m, o);
@@ -227,6 +233,14 @@ static void finish_send(hubu_client *c, hubu_outgoing *o, const Hubu__V1__SendAc
   if (code == HUBU__V1__CODE__OK) {
     m->stats.stored++;
     const char *session = a->session_id && a->session_id[0] ? a->session_id : o->session_id;
+    /* The sender's own message is never pushed back to its connection: when
+     * it is the next seq, it moves the cursor, so a reply right after it
+     * (a bot's) is not taken for a gap. */
+    hubu_rx_session *rx = !m->frames_only ? (a->seq == 1 ? session_get(m, session) : session_find(m, session)) : NULL;
+    if (rx && rx->cursor + 1 == a->seq) {
+      rx->cursor = a->seq;
+      if (held_drain(c, rx) == 0) ack_mark(c, rx);
+    }
     if (c->cb.on_stored) c->cb.on_stored(c, o->app_id, session, a->seq, a->msg_id, a->duplicate, c->ud);
   } else {
     m->stats.failed++;

@@ -181,6 +181,9 @@ typedef struct {
 
 static void pending_answer(hubu_server *s, hubu_pending_send *p, Hubu__V1__Code code, const char *session_id,
                            uint64_t seq, uint64_t msg_id, const char *reason, int first_duplicate) {
+  if (p->internal && code != HUBU__V1__CODE__OK) /* no client to tell: the plugin's send is refused here */
+    hubu_log(HUBU_LOG_WARN, 0, p->device->user, "plugin_send_refused", "session=%s code=%s reason=\"%s\"",
+             session_id, hubu_code_name(code), reason ? reason : "");
   send_ack(s, p->device->user, p->sender_conn, p->client_id, code, session_id, seq, msg_id, reason, first_duplicate);
   for (uint32_t i = 0; i < p->n_retry_conns; i++)
     send_ack(s, p->device->user, p->retry_conns[i], p->client_id, code, session_id, seq, msg_id, reason, code == HUBU__V1__CODE__OK);

@@ -79,10 +79,10 @@ static hubu_plugins *budget_host; /* one host per process: the count hook has no
 static void budget_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   hubu_plugins *p = budget_host;
-  if (p && p->budget_deadline_ns && now_ns() > p->budget_deadline_ns) {
-    p->budget_deadline_ns = 0;
+  /* Raised again at every check until the call returns: a hook that catches
+   * the error with pcall and loops on is stopped all the same. */
+  if (p && p->budget_deadline_ns && now_ns() > p->budget_deadline_ns)
     luaL_error(L, "budget of %d ms exceeded", (int)p->budget_ms);
-  }
 }
 
 static int c_budget_start(lua_State *L) {
@@ -566,8 +566,8 @@ int hubu_plugins_on_send(hubu_plugins *p, const char *user, const char *device, 
   lua_setfield(L, -2, "meta");
   set_metatable(p, "SendEvent");
   char failed[128];
-  if (dispatch(p, "message.send", failed, sizeof failed)) {
-    v->code = HUBU__V1__CODE__INTERNAL;
+  if (dispatch(p, "message.send", failed, sizeof failed)) { /* final: a retry would fail the same way */
+    v->code = HUBU__V1__CODE__REJECTED;
     snprintf(v->reason, sizeof v->reason, "plugin %s failed", failed);
     lua_settop(L, top);
     return 1;

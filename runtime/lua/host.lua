@@ -33,7 +33,7 @@ local function remove_hooks(p)
     end
     if #list == 0 then hooks[event] = nil end
   end
-  for _, t in pairs(p.timers) do C.timer_stop(t) end
+  for _, t in pairs(p.timers) do C.timer_stop(t); host.forget_timer(t) end
   p.timers = {}
 end
 
@@ -135,12 +135,16 @@ local function install(p, old)
   if old then
     local state
     if type(old.api.save) == "function" then
+      C.budget_start()
       local ok, s = pcall(old.api.save)
+      C.budget_stop()
       if ok then state = s else log("warn", old, "plugin_save_failed", tostring(s)) end
     end
     remove_hooks(old)
     if type(p.api.restore) == "function" and state ~= nil then
+      C.budget_start()
       local ok, err = pcall(p.api.restore, state)
+      C.budget_stop()
       if not ok then log("warn", p, "plugin_restore_failed", tostring(err)) end
     end
   end
@@ -163,6 +167,10 @@ function host.load(name, path, config)
   if not f then return false, ferr end
   local src = f:read("*a")
   f:close()
+  if not src or not src:find("%S") then -- a file caught half-written, or emptied
+    log("error", { name = name }, "plugin_load_failed", "empty plugin file; keeping what runs")
+    return false, "empty plugin file"
+  end
   local p, err, partial = build(name, path, src, config)
   if not p then
     log("error", partial or { name = name }, "plugin_load_failed", tostring(err))
@@ -228,6 +236,7 @@ end
 
 -- Timers: C owns the uv_timer; the callback comes back here.
 local timer_fns = {}
+function host.forget_timer(id) timer_fns[id] = nil end
 function host.start_timer(p, every, seconds, fn)
   local id = C.timer_start(math.floor((tonumber(seconds) or 0) * 1000), every)
   timer_fns[id] = { fn = fn, plugin = p, every = every }

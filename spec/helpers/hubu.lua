@@ -383,4 +383,154 @@ function Client:last_error()
            message = ffi.string(out.message) }
 end
 
+-- ---- raw frames: the wire itself, for what the client library hides ----
+-- (e.g. a SEND_ACK INTERNAL, which the library retries instead of reporting).
+--
+--   local w = assert(hubu.raw_connect{ port = p, user = "alice", token = t })
+--   w:send_frame("SEND", hubu.pb_encode{ {1, 7}, {2, "d:alice:bob"}, {3, "hi"} })
+--   local ack = w:read_frame_of("SEND_ACK", 2000)   -- ack[2]: the Code, ack[7]: the reason
+
+for _, decl in ipairs{ -- one by one: another helper may have declared some already
+  "struct hubu_spec_sockaddr_in { uint16_t sin_family; uint16_t sin_port; uint32_t sin_addr; uint8_t zero[8]; };",
+  "struct hubu_spec_pollfd { int fd; short events; short revents; };",
+  "int socket(int domain, int type, int protocol);",
+  "int connect(int fd, const void *addr, uint32_t len);",
+  "long write(int fd, const void *buf, size_t n);",
+  "long read(int fd, void *buf, size_t n);",
+  "int close(int fd);",
+  "int poll(void *fds, unsigned long nfds, int timeout);",
+  "int inet_pton(int af, const char *src, void *dst);",
+} do pcall(ffi.cdef, decl) end
+
+local function varint(n)
+  local out = {}
+  repeat
+    local b = n % 128
+    n = (n - b) / 128
+    out[#out + 1] = string.char(n > 0 and b + 128 or b)
+  until n == 0
+  return table.concat(out)
+end
+
+-- Protobuf bytes of fields, a list of {number, value}: a number is a varint,
+-- a string is length-delimited (strings, bytes, nested messages).
+function M.pb_encode(fields)
+  local out = {}
+  for _, f in ipairs(fields) do
+    local num, v = f[1], f[2]
+    if type(v) == "number" then
+      out[#out + 1] = varint(num * 8) .. varint(v)
+    else
+      out[#out + 1] = varint(num * 8 + 2) .. varint(#v) .. v
+    end
+  end
+  return table.concat(out)
+end
+
+-- A protobuf message as {number = value} (the last of a repeated field wins;
+-- varints as Lua numbers, exact below 2^53).
+function M.pb_decode(bytes)
+  local t, i = {}, 1
+  local function read_varint()
+    local n, mul = 0, 1
+    while true do
+      local b = assert(bytes:byte(i), "truncated varint")
+      i = i + 1
+      n = n + (b % 128) * mul
+      if b < 128 then return n end
+      mul = mul * 128
+    end
+  end
+  while i <= #bytes do
+    local key = read_varint()
+    local num, wt = math.floor(key / 8), key % 8
+    if wt == 0 then t[num] = read_varint()
+    elseif wt == 2 then
+      local len = read_varint()
+      t[num] = bytes:sub(i, i + len - 1)
+      i = i + len
+    elseif wt == 1 then i = i + 8
+    elseif wt == 5 then i = i + 4
+    else error("unsupported wire type " .. wt) end
+  end
+  return t
+end
+
+local Raw = {}
+Raw.__index = Raw
+
+-- A bare TCP connection that has sent HELLO and read HELLO_OK; or nil, why.
+-- opts: port, user, token, host (127.0.0.1), device ("raw").
+function M.raw_connect(opts)
+  local fd = ffi.C.socket(2, 1, 0) -- AF_INET, SOCK_STREAM
+  if fd < 0 then return nil, "socket failed" end
+  local sa = ffi.new("struct hubu_spec_sockaddr_in")
+  sa.sin_family = 2
+  sa.sin_port = bit.bor(bit.rshift(opts.port, 8), bit.lshift(bit.band(opts.port, 0xff), 8))
+  ffi.C.inet_pton(2, opts.host or "127.0.0.1", ffi.cast("void *", ffi.cast("char *", sa) + 4))
+  if ffi.C.connect(fd, sa, ffi.sizeof(sa)) ~= 0 then
+    ffi.C.close(fd)
+    return nil, "connect failed"
+  end
+  local w = setmetatable({ fd = fd, buf = "" }, Raw)
+  w:send_frame("HELLO", M.pb_encode{ { 1, 1 }, { 2, opts.user }, { 3, opts.device or "raw" }, { 4, opts.token } })
+  local ftype, fields = w:read_frame(opts.timeout_ms or 5000)
+  if ftype ~= M.frames.HELLO_OK then
+    w:close()
+    return nil, ftype and ("frame 0x%02x: %s"):format(ftype, tostring(fields[2])) or fields
+  end
+  return w
+end
+
+function Raw:send_frame(frame_type, body)
+  if type(frame_type) == "string" then frame_type = assert(M.frames[frame_type], "unknown frame type") end
+  local n = #body
+  local frame = string.char(0xA5, 1, frame_type, 0, bit.band(bit.rshift(n, 24), 0xff), bit.band(bit.rshift(n, 16), 0xff),
+                            bit.band(bit.rshift(n, 8), 0xff), bit.band(n, 0xff)) .. body
+  local off = 0
+  while off < #frame do
+    local w = ffi.C.write(self.fd, ffi.cast("const char *", frame) + off, #frame - off)
+    if w <= 0 then return nil, "closed" end
+    off = off + tonumber(w)
+  end
+  return true
+end
+
+-- The next frame: its type and decoded body (a table, see pb_decode), or nil, "timeout" / "closed".
+function Raw:read_frame(timeout_ms)
+  local pfd = ffi.new("struct hubu_spec_pollfd")
+  pfd.fd, pfd.events = self.fd, 1 -- POLLIN
+  local chunk = ffi.new("char[65536]")
+  while true do
+    if #self.buf >= 8 then
+      local b5, b6, b7, b8 = self.buf:byte(5, 8)
+      local len = ((b5 * 256 + b6) * 256 + b7) * 256 + b8
+      if #self.buf >= 8 + len then
+        local ftype, body = self.buf:byte(3), self.buf:sub(9, 8 + len)
+        self.buf = self.buf:sub(9 + len)
+        return ftype, M.pb_decode(body)
+      end
+    end
+    if ffi.C.poll(pfd, 1, timeout_ms or 2000) <= 0 then return nil, "timeout" end
+    local n = tonumber(ffi.C.read(self.fd, chunk, 65536))
+    if n <= 0 then return nil, "closed" end
+    self.buf = self.buf .. ffi.string(chunk, n)
+  end
+end
+
+-- The next frame of type name (others are skipped): its fields, or nil, why.
+function Raw:read_frame_of(name, timeout_ms)
+  local want = assert(M.frames[name], "unknown frame type")
+  while true do
+    local ftype, fields = self:read_frame(timeout_ms)
+    if not ftype then return nil, fields end
+    if ftype == want then return fields end
+  end
+end
+
+function Raw:close()
+  if self.fd then ffi.C.close(self.fd) end
+  self.fd = nil
+end
+
 return M

@@ -282,4 +282,115 @@ function Server:stop(timeout_ms)
   return status
 end
 
+-- ---- plugins: a spec's own plugin directory, edited while hubud runs ----
+
+pcall(ffi.cdef, [[
+  struct hubu_spec_timespec { long tv_sec; long tv_nsec; };
+  int clock_gettime(int clk_id, struct hubu_spec_timespec *tp);
+]])
+
+-- Milliseconds on the monotonic clock (fractional), for measuring latencies.
+function M.now_ms()
+  local ts = ffi.new("struct hubu_spec_timespec")
+  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+
+-- plugins/ of this repository (the specs run from the repository root).
+function M.plugins_src_dir()
+  return os.getenv("HUBU_PLUGINS_SRC") or "plugins"
+end
+
+-- The source of a shipped plugin, plugins/NAME.lua, with each {from, to} of
+-- edits applied as a plain replacement that must match exactly once (so a
+-- spec that edits a default notices when the plugin changes under it).
+function M.plugin_source(name, edits)
+  local path = M.plugins_src_dir() .. "/" .. name .. ".lua"
+  local src = read_file(path)
+  if not src then error("no plugin " .. path, 2) end
+  for _, e in ipairs(edits or {}) do
+    local from, to = e[1], e[2]
+    local i, j = src:find(from, 1, true)
+    if not i then error(("plugin %s: %q not found"):format(name, from), 2) end
+    if src:find(from, j + 1, true) then error(("plugin %s: %q found twice"):format(name, from), 2) end
+    src = src:sub(1, i - 1) .. to .. src:sub(j + 1)
+  end
+  return src
+end
+
+-- Starts hubud (opts as M.start's) with a fresh plugin directory holding
+-- `plugins`: a list of shipped plugin names to copy ({ "echo", "moderation" })
+-- and/or name = source pairs written as given ({ looper = "--% ..." }).
+-- srv.plugins_dir is that directory; stop() removes it with the rest.
+function M.start_with_plugins(plugins, opts)
+  local pdir = capture("mktemp -d /tmp/hubu-spec-plugins.XXXXXX"):gsub("%s+$", "")
+  assert(pdir ~= "" and pdir:match("^/tmp/hubu%-spec%-plugins%."), "mktemp -d failed")
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.plugins = pdir
+  local ok, srv = pcall(function()
+    for k, v in pairs(plugins or {}) do
+      if type(k) == "number" then
+        write_file(pdir .. "/" .. v .. ".lua", M.plugin_source(v))
+      else
+        write_file(pdir .. "/" .. k .. ".lua", v)
+      end
+    end
+    return M.start(o)
+  end)
+  if not ok then
+    run("rm -rf " .. quote(pdir))
+    error(srv, 2)
+  end
+  srv.plugins_dir = pdir
+  srv.stop = function(self, timeout_ms)
+    local status = Server.stop(self, timeout_ms)
+    if self.plugins_dir and not self.keep then
+      run("rm -rf " .. quote(self.plugins_dir))
+      self.plugins_dir = nil
+    end
+    return status
+  end
+  return srv
+end
+
+-- Replaces plugin `name` in srv's plugin directory with source, atomically
+-- (a dot file renamed over NAME.lua; the watcher ignores dot files), as a
+-- careful editor saves. Returns the monotonic time (M.now_ms) just before
+-- the rename, so a latency measured from it is never too short.
+function Server:write_plugin(name, source)
+  local dir = assert(self.plugins_dir, "write_plugin: no plugin directory (use start_with_plugins)")
+  local tmp = dir .. "/." .. name .. ".lua.tmp"
+  write_file(tmp, source)
+  local t = M.now_ms()
+  assert(os.rename(tmp, dir .. "/" .. name .. ".lua"))
+  return t
+end
+
+-- Removes plugin `name` from srv's plugin directory (hubud unloads it).
+function Server:remove_plugin(name)
+  local dir = assert(self.plugins_dir, "remove_plugin: no plugin directory")
+  assert(os.remove(dir .. "/" .. name .. ".lua"))
+end
+
+-- How many lines of the log so far contain text (a plain string).
+function Server:count_log(text)
+  local n = 0
+  for line in self:log_text():gmatch("[^\n]+") do
+    if line:find(text, 1, true) then n = n + 1 end
+  end
+  return n
+end
+
+-- Waits until at least n lines of the log contain text: true, or nil and
+-- the log's tail after timeout_ms (default 5000).
+function Server:wait_log(text, n, timeout_ms)
+  local deadline = M.now_ms() + (timeout_ms or 5000)
+  repeat
+    if self:count_log(text) >= (n or 1) then return true end
+    sleep_ms(5)
+  until M.now_ms() > deadline
+  return nil, tail(self:log_text(), 20)
+end
+
 return M
