@@ -38,6 +38,8 @@ void hubu_config_usage(const char *argv0) {
           "  --max-inflight-bytes N    ... and bytes (default 1048576)\n"
           "  --ack-timeout-ms N        retransmit unacknowledged pushes after N ms (default 10000)\n"
           "  --pull-limit-max N        cap on a PULL's limit (default 500)\n"
+          "  --admin-listen HOST:PORT|off  admin HTTP listener: /healthz, /metrics, /v1/admin/*\n"
+          "                            (default 127.0.0.1:7781; no authentication: keep it on loopback)\n"
           "  --max-pending-sends N     SENDs of one connection awaiting ACK before its input pauses (default 1024)\n"
           "  --plugin-budget-ms N      longest a plugin hook call may run before it is aborted (default 100)\n",
           argv0);
@@ -87,6 +89,9 @@ int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t
   cfg->max_inflight_bytes = 1u << 20;
   cfg->ack_timeout_ms = 10000;
   cfg->pull_limit_max = 500;
+  cfg->admin_enabled = 1;
+  snprintf(cfg->admin_host, sizeof cfg->admin_host, "127.0.0.1");
+  cfg->admin_port = 7781;
   cfg->max_pending_sends = 1024;
   cfg->plugin_budget_ms = 100;
 
@@ -167,6 +172,9 @@ int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t
     } else if (!strcmp(flag, "--max-pending-sends")) {
       bad = parse_u64(v, 1u << 20, &n) || n < 2;
       cfg->max_pending_sends = (uint32_t)n;
+    } else if (!strcmp(flag, "--admin-listen")) {
+      cfg->admin_enabled = strcmp(v, "off") != 0;
+      if (cfg->admin_enabled) bad = parse_hostport(v, cfg->admin_host, sizeof cfg->admin_host, &cfg->admin_port);
     } else if (!strcmp(flag, "--port-file")) {
       cfg->port_file = v;
     } else {

@@ -37,6 +37,9 @@ typedef struct {
   uint32_t pull_limit_max;    /* cap on PullRequest.limit */
   uint32_t plugin_budget_ms;  /* longest a hook call may run before it is aborted */
   uint32_t max_pending_sends; /* SENDs of one connection awaiting their ACK before its input pauses */
+  int admin_enabled;          /* 0 with --admin-listen off */
+  char admin_host[64];        /* admin HTTP listener (runtime/admin.c), loopback by default */
+  int admin_port;             /* 0: ephemeral (the port file gets "admin PORT") */
 } hubu_config;
 
 /* Fills cfg with defaults, then applies argv. Returns 0, 1 for --help (usage

@@ -8,11 +8,23 @@
 #include <string.h>
 #include <uv.h>
 
+#include "admin.h"
 #include "config.h"
 #include "log.h"
 #include "lua/host.h"
 #include "server.h"
 #include "store.h"
+
+/* POST /v1/admin/reload (admin.h's hook): the plugin host's reload, build
+ * first and swap second; the report has one line per plugin. */
+static int reload_plugins(void *ud, const char *plugin, char *msg, size_t msg_size) {
+  hubu_server *s = ud;
+  if (!s->plugins) {
+    snprintf(msg, msg_size, "the plugin host did not start (see the log)");
+    return 503;
+  }
+  return hubu_plugins_reload(s->plugins, plugin, msg, msg_size) ? 422 : 200;
+}
 
 static hubu_server server; /* large (holds the read buffer); lives for the process */
 
@@ -58,6 +70,7 @@ int main(int argc, char **argv) {
   }
   server.plugins = hubu_plugins_open(&server, cfg.plugins_dir, cfg.plugin_budget_ms, err, sizeof err);
   if (!server.plugins) hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugins_failed", "error=\"%s\"", err); /* serve without */
+  hubu_admin_set_reload(&server, reload_plugins, &server);
   if (cfg.secret_generated) {
     printf("hubud: development secret generated in %s/secret: %.*s\n", cfg.data_dir, (int)cfg.secret_len,
            (const char *)cfg.secret);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <uthash.h>
 
+#include "admin.h"
 #include "conn.h"
 #include "log.h"
 #include "lua/host.h"
@@ -179,6 +180,7 @@ static void finish_drain(hubu_server *s) {
   s->draining = 2;
   hubu_log(HUBU_LOG_INFO, 0, NULL, "shutdown", "state=drained");
   hubu_presence_save_cursors(s);
+  hubu_admin_close(s); /* /healthz said 503 "draining" until now */
   hubu_plugins_close(s->plugins);
   s->plugins = NULL;
   hubu_store_close(s->store); /* finishes every queued op, then closes its handle */
@@ -240,13 +242,14 @@ static int listen_on(hubu_server *s, uv_tcp_t *tcp, const char *host, int port, 
   return 0;
 }
 
-static int write_port_file(const char *path, int tcp_port, int tls_port) {
+static int write_port_file(const char *path, int tcp_port, int tls_port, int admin_port) {
   char tmp[4096];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   FILE *f = fopen(tmp, "w");
   if (!f) return -1;
   fprintf(f, "tcp %d\n", tcp_port);
   if (tls_port >= 0) fprintf(f, "tls %d\n", tls_port);
+  if (admin_port >= 0) fprintf(f, "admin %d\n", admin_port);
   if (fclose(f) != 0) return -1;
   return rename(tmp, path);
 }
@@ -273,6 +276,11 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg, h
     }
     s->tls_listening = 1;
   }
+  if (hubu_admin_start(s) != 0) {
+    uv_close((uv_handle_t *)&s->tcp_listener, NULL);
+    if (s->tls_listening) uv_close((uv_handle_t *)&s->tls_listener, NULL);
+    return -1;
+  }
   uv_timer_init(loop, &s->sweep);
   uv_prepare_init(loop, &s->flush);
   uv_signal_init(loop, &s->sigterm);
@@ -289,7 +297,7 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg, h
 
   hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "tcp=%s:%d", cfg->listen_host, tcp_port);
   if (cfg->tls_enabled) hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "tls=%s:%d", cfg->tls_host, tls_port);
-  if (cfg->port_file && write_port_file(cfg->port_file, tcp_port, tls_port) != 0) {
+  if (cfg->port_file && write_port_file(cfg->port_file, tcp_port, tls_port, hubu_admin_port(s)) != 0) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "port_file_failed", "path=%s error=\"%s\"", cfg->port_file, strerror(errno));
     return -1;
   }

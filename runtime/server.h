@@ -15,6 +15,7 @@ typedef struct hubu_store hubu_store;
 typedef struct hubu_session hubu_session;
 typedef struct hubu_user hubu_user;
 typedef struct hubu_device hubu_device;
+typedef struct hubu_admin hubu_admin;
 
 typedef struct {
   uint64_t sends_received;
@@ -53,6 +54,7 @@ typedef struct hubu_server {
   uint32_t msg_id_counter;
   uint64_t last_housekeeping_ms;
   hubu_server_stats stats;
+  hubu_admin *admin;      /* the admin listener (admin.c owns it); NULL when off or closed */
   uint8_t read_buf[HUBU_READ_BUF_SIZE]; /* every read lands here first */
 } hubu_server;
 

@@ -13,6 +13,7 @@ packages=(
   libmariadb-dev
   libhiredis-dev
   uthash-dev
+  libhttp-parser-dev
   lua-busted
   clang libclang-rt-14-dev
   valgrind

@@ -30,6 +30,10 @@ typedef struct {
 static int cmd_token(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 int hubuctl_group(int argc, char **argv); /* hubuctl_group.c */
+int hubuctl_stats(int argc, char **argv);  /* hubuctl_admin.c */
+int hubuctl_conns(int argc, char **argv);  /* hubuctl_admin.c */
+int hubuctl_kick(int argc, char **argv);   /* hubuctl_admin.c */
+int hubuctl_reload(int argc, char **argv); /* hubuctl_admin.c */
 
 static const hubuctl_command commands[] = {
     {"token", "USER [--ttl SECONDS] [--secret S|@FILE | --data DIR]",
@@ -41,6 +45,15 @@ static const hubuctl_command commands[] = {
      cmd_token},
     {"group", "create|add|remove|members g:NAME [USER...] [--data DIR]",
      "create a group or change its members in the embedded store (default " DEFAULT_DATA_DIR ")", "", hubuctl_group},
+    {"stats", "[--admin HOST:PORT]", "print the server's figures as JSON (GET /v1/admin/stats)",
+     "  --admin HOST:PORT  hubud's admin listener (default $HUBU_ADMIN, else 127.0.0.1:7781);\n"
+     "                     every admin command (stats, conns, kick, reload) takes it\n",
+     hubuctl_stats},
+    {"conns", "[USER] [--admin HOST:PORT]", "list the open connections, or USER's, as JSON", "", hubuctl_conns},
+    {"kick", "USER [--reason R] [--admin HOST:PORT]", "send GOAWAY KICKED to every connection of USER", "",
+     hubuctl_kick},
+    {"reload", "[PLUGIN] [--admin HOST:PORT]", "reload every plugin, or PLUGIN, without a restart", "",
+     hubuctl_reload},
     {"help", "", "print this help", "", cmd_help},
 };
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])
@@ -54,7 +67,6 @@ static void print_usage(FILE *f) {
   for (size_t i = 0; i < COMMAND_COUNT; i++) {
     if (commands[i].options[0]) fprintf(f, "\n%s options:\n%s", commands[i].name, commands[i].options);
   }
-  fprintf(f, "\nThe admin commands (reload, conns, kick, stats) arrive with the admin listener.\n");
 }
 
 static int cmd_help(int argc, char **argv) {

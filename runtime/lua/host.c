@@ -23,6 +23,7 @@
 #include "presence.h"
 #include "server.h"
 #include "session.h"
+#include "store.h"
 #include "token.h"
 #include "wire.h"
 
@@ -217,6 +218,162 @@ static int c_config(lua_State *L) {
 }
 
 static void call_host(hubu_plugins *p, const char *fn, int nargs, int nresults);
+
+/* ---- store-backed im calls: each answers host.complete(ticket, ...) ---- */
+
+/* The store finished a membership op a plugin asked for. The host is looked
+ * up again through the server: it may have closed meanwhile. */
+static void on_group_op(hubu_store_op *op) {
+  hubu_server *s = op->ud2;
+  hubu_plugins *p = s->plugins;
+  int ticket = (int)op->request_id;
+  hubu_session *sess = NULL;
+  HASH_FIND_STR(s->sessions, op->session_id, sess);
+  int ok = op->status == HUBU_STORE_OK;
+  if (ok && sess && sess->loaded) { /* keep the loaded copy in step with the store */
+    if (op->kind == HUBU_STORE_SESSION_CREATE) {
+      sess->exists = 1;
+      for (size_t i = 0; i < op->n_members; i++) hubu_session_add_member(sess, op->members[i]);
+    } else if (op->kind == HUBU_STORE_MEMBER_ADD) {
+      hubu_session_add_member(sess, op->user);
+    } else if (op->kind == HUBU_STORE_MEMBER_REMOVE) {
+      hubu_session_remove_member(sess, op->user);
+    }
+  }
+  if (p && p->L) {
+    lua_State *L = p->L;
+    int top = lua_gettop(L);
+    lua_pushinteger(L, ticket);
+    if (ok && op->kind == HUBU_STORE_SYNC) {
+      lua_createtable(L, (int)op->n_states, 0);
+      for (size_t i = 0; i < op->n_states; i++) {
+        lua_pushstring(L, op->states[i].session_id);
+        lua_rawseti(L, -2, (int)i + 1);
+      }
+      call_host(p, "complete", 2, 0);
+    } else if (ok) {
+      lua_pushboolean(L, 1);
+      call_host(p, "complete", 2, 0);
+    } else {
+      lua_pushnil(L);
+      lua_pushstring(L, op->status == HUBU_STORE_EXISTS ? "exists"
+                        : op->status == HUBU_STORE_NOT_FOUND ? "not found" : "store unavailable");
+      call_host(p, "complete", 3, 0);
+    }
+    lua_settop(L, top);
+  }
+  hubu_store_op_free(op);
+}
+
+/* C.group_op(what, ticket, session, user_or_members): what is "create",
+ * "add", "remove" or "sessions_of" (then session is the user). */
+static int c_group_op(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  const char *what = luaL_checkstring(L, 1);
+  int ticket = (int)luaL_checkinteger(L, 2);
+  const char *id = luaL_checkstring(L, 3);
+  hubu_store_op_kind kind = !strcmp(what, "create") ? HUBU_STORE_SESSION_CREATE
+                            : !strcmp(what, "add") ? HUBU_STORE_MEMBER_ADD
+                            : !strcmp(what, "remove") ? HUBU_STORE_MEMBER_REMOVE
+                                                      : HUBU_STORE_SYNC;
+  if (kind == HUBU_STORE_SYNC ? !hubu_id_valid(id, strlen(id))
+                              : hubu_session_id_check(id, strlen(id)) != HUBU_SESSION_GROUP)
+    return luaL_error(L, "%s: invalid %s '%s'", what, kind == HUBU_STORE_SYNC ? "user" : "group id", id);
+  hubu_store_op *op = hubu_store_op_new(kind);
+  if (!op) return luaL_error(L, "out of memory");
+  if (kind == HUBU_STORE_SYNC) {
+    snprintf(op->user, sizeof op->user, "%s", id);
+  } else {
+    snprintf(op->session_id, sizeof op->session_id, "%s", id);
+    snprintf(op->kind_name, sizeof op->kind_name, "group");
+  }
+  if (kind == HUBU_STORE_MEMBER_ADD || kind == HUBU_STORE_MEMBER_REMOVE) {
+    const char *user = luaL_checkstring(L, 4);
+    if (!hubu_id_valid(user, strlen(user))) {
+      hubu_store_op_free(op);
+      return luaL_error(L, "%s: invalid user id '%s'", what, user);
+    }
+    snprintf(op->user, sizeof op->user, "%s", user);
+  } else if (kind == HUBU_STORE_SESSION_CREATE && lua_istable(L, 4)) {
+    size_t n = lua_objlen(L, 4);
+    op->members = calloc(n ? n : 1, sizeof *op->members);
+    for (size_t i = 1; op->members && i <= n; i++) {
+      lua_rawgeti(L, 4, (int)i);
+      const char *u = lua_tostring(L, -1);
+      if (u && hubu_id_valid(u, strlen(u))) op->members[op->n_members++] = strdup(u);
+      lua_pop(L, 1);
+    }
+  }
+  op->done = on_group_op;
+  op->ud2 = p->server;
+  op->request_id = (uint64_t)ticket;
+  hubu_store_submit(p->server->store, op);
+  return 0;
+}
+
+/* A session a plugin waits on finished loading. */
+typedef struct {
+  hubu_parked parked;
+  int ticket;
+} parked_members;
+
+static void resume_members(hubu_server *s, hubu_session *sess, hubu_parked *parked) {
+  parked_members *pm = (parked_members *)parked;
+  hubu_plugins *p = s->plugins;
+  if (p && p->L) {
+    lua_State *L = p->L;
+    int top = lua_gettop(L);
+    lua_pushinteger(L, pm->ticket);
+    if (!sess->loaded || !sess->exists) {
+      lua_pushnil(L);
+      lua_pushstring(L, sess->loaded ? "not found" : "store unavailable");
+      call_host(p, "complete", 3, 0);
+    } else {
+      lua_createtable(L, (int)sess->n_members, 0);
+      for (size_t i = 0; i < sess->n_members; i++) {
+        lua_pushstring(L, sess->members[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+      }
+      call_host(p, "complete", 2, 0);
+    }
+    lua_settop(L, top);
+  }
+  free(pm);
+}
+
+/* C.members_wait(ticket, session): members once the session is loaded. */
+static int c_members_wait(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  int ticket = (int)luaL_checkinteger(L, 1);
+  const char *id = luaL_checkstring(L, 2);
+  hubu_session *sess = hubu_session_get(p->server, id);
+  parked_members *pm = sess ? calloc(1, sizeof *pm) : NULL;
+  if (!pm) return luaL_error(L, "im.members: invalid session id '%s'", id);
+  pm->parked.resume = resume_members;
+  pm->ticket = ticket;
+  hubu_session_park(p->server, sess, &pm->parked);
+  return 0;
+}
+
+/* C.call_reply(user, conn_id, request_id, code, payload, reason): a CALL's answer. */
+static int c_call_reply(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  const char *user = luaL_checkstring(L, 1);
+  uint64_t conn_id = strtoull(luaL_checkstring(L, 2), NULL, 10);
+  size_t plen = 0;
+  Hubu__V1__CallResult r = HUBU__V1__CALL_RESULT__INIT;
+  r.request_id = (uint64_t)luaL_checknumber(L, 3);
+  const char *code = luaL_checkstring(L, 4);
+  const char *payload = luaL_optlstring(L, 5, "", &plen);
+  r.reason = (char *)luaL_optstring(L, 6, "");
+  const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value_by_name(&hubu__v1__code__descriptor, code);
+  r.code = v ? (Hubu__V1__Code)v->value : HUBU__V1__CODE__INTERNAL;
+  r.payload.data = (uint8_t *)payload;
+  r.payload.len = plen;
+  hubu_conn *c = hubu_server_conn_find(p->server, user, conn_id);
+  if (c && c->state == HUBU_CONN_READY) hubu_conn_send(c, HUBU_FRAME_CALL_RESULT, &r.base);
+  return 0;
+}
 
 static void on_timer_closed(uv_handle_t *h) {
   plugin_timer *t = (plugin_timer *)h;
@@ -440,6 +597,8 @@ hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget
       {"members", c_members}, {"config", c_config},
       {"timer_start", c_timer_start}, {"timer_stop", c_timer_stop},
       {"budget_start", c_budget_start}, {"budget_stop", c_budget_stop},
+      {"group_op", c_group_op},       {"members_wait", c_members_wait},
+      {"call_reply", c_call_reply},
       {NULL, NULL},
   };
   if (luaL_loadbuffer(L, (const char *)hubu_host_lua, hubu_host_lua_len, "@host.lua") != 0) {
@@ -660,11 +819,12 @@ void hubu_plugins_on_stored(hubu_plugins *p, const hubu_msg *m, int replayed) {
 }
 
 void hubu_plugins_on_call(hubu_plugins *p, hubu_conn *c, const Hubu__V1__Call *call) {
-  Hubu__V1__CallResult r = HUBU__V1__CALL_RESULT__INIT;
-  r.request_id = call->request_id;
-  char event[160], reason[256] = "";
+  char event[160];
   snprintf(event, sizeof event, "call.%s", call->method);
   if (!p || !call->method[0] || strlen(call->method) > 128 || !host_has(p, event)) {
+    Hubu__V1__CallResult r = HUBU__V1__CALL_RESULT__INIT;
+    char reason[256];
+    r.request_id = call->request_id;
     r.code = HUBU__V1__CODE__NOT_FOUND;
     snprintf(reason, sizeof reason, "no plugin answers %s", call->method);
     r.reason = reason;
@@ -675,6 +835,7 @@ void hubu_plugins_on_call(hubu_plugins *p, hubu_conn *c, const Hubu__V1__Call *c
   int top = lua_gettop(L);
   char conn_id[24];
   snprintf(conn_id, sizeof conn_id, "%llu", (unsigned long long)c->id);
+  lua_pushstring(L, event);
   lua_createtable(L, 0, 8);
   set_str(L, "user", c->user);
   set_str(L, "device", c->device);
@@ -683,23 +844,7 @@ void hubu_plugins_on_call(hubu_plugins *p, hubu_conn *c, const Hubu__V1__Call *c
   set_num(L, "request_id", (double)call->request_id);
   set_str(L, "conn_id", conn_id);
   set_metatable(p, "CallEvent");
-  char failed[128];
-  size_t plen = 0;
-  const char *payload = NULL;
-  if (dispatch(p, event, failed, sizeof failed)) {
-    r.code = HUBU__V1__CODE__INTERNAL;
-    snprintf(reason, sizeof reason, "plugin %s failed", failed);
-  } else if ((payload = get_str(L, lua_gettop(L), "_result", &plen))) {
-    r.code = HUBU__V1__CODE__OK;
-    r.payload.data = (uint8_t *)payload;
-    r.payload.len = plen;
-  } else {
-    const char *code = get_str(L, lua_gettop(L), "_code", NULL), *why = get_str(L, lua_gettop(L), "_reason", NULL);
-    r.code = code ? code_by_name(code, HUBU__V1__CODE__INVALID) : HUBU__V1__CODE__INTERNAL;
-    snprintf(reason, sizeof reason, "%s", code ? (why ? why : "") : "the plugin did not answer");
-  }
-  r.reason = reason;
-  hubu_conn_send(c, HUBU_FRAME_CALL_RESULT, &r.base); /* before the pop: payload lives in the event */
+  call_host(p, "run_call", 2, 0); /* answers through C.call_reply, now or after the store */
   lua_settop(L, top);
 }
 

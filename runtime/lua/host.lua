@@ -258,6 +258,79 @@ function host.timer_fired(id)
   end
 end
 
+-- ---- waiting for the store: tickets ----
+-- An im call that needs the store yields the coroutine it runs in (every
+-- call.<method> handler runs in one) or, given a callback, calls it later.
+local waiting = {}   -- ticket -> coroutine or callback
+local next_ticket = 0
+local calls = {}     -- coroutine -> the CALL it answers
+
+local function finish_call(co)
+  local ev = calls[co]
+  calls[co] = nil
+  local code, payload, reason
+  if rawget(ev, "_failed") then
+    code, reason = "INTERNAL", "plugin " .. ev._failed .. " failed"
+  elseif rawget(ev, "_result") then
+    code, payload = "OK", ev._result
+  elseif rawget(ev, "_code") then
+    code, reason = ev._code, ev._reason
+  else
+    code, reason = "INTERNAL", "the plugin did not answer"
+  end
+  C.call_reply(ev.user, ev.conn_id, ev.request_id, code, payload or "", reason or "")
+end
+
+local function step(co, ...)
+  C.budget_start()
+  local ok, err = coroutine.resume(co, ...)
+  C.budget_stop()
+  if not ok then log("error", host.current, "hook_failed", tostring(err)) end
+  if coroutine.status(co) == "dead" and calls[co] then finish_call(co) end
+end
+
+function host.run_call(event, ev)
+  local co = coroutine.create(function()
+    local failed, name = host.dispatch(event, ev)
+    if failed == "error" then rawset(ev, "_failed", name) end
+  end)
+  calls[co] = ev
+  step(co)
+end
+
+function host.complete(ticket, ...)
+  local w = waiting[ticket]
+  waiting[ticket] = nil
+  if type(w) == "function" then
+    C.budget_start()
+    local ok, err = xpcall(w, debug.traceback, ...)
+    C.budget_stop()
+    if not ok then log("error", nil, "callback_failed", tostring(err)) end
+  elseif w then
+    step(w, ...)
+  end
+end
+
+-- Runs submit(ticket) and waits: yields the running coroutine, or hands the
+-- result to callback. Outside a coroutine and without a callback, an error.
+local function await(what, callback, submit)
+  next_ticket = next_ticket + 1
+  local t = next_ticket
+  if callback then
+    waiting[t] = callback
+    submit(t)
+    return true
+  end
+  local co = coroutine.running()
+  if not co or not calls[co] then
+    error(what .. " waits for the store: call it from a call.<method> hook, or pass a callback", 3)
+  end
+  waiting[t] = co
+  submit(t)
+  return coroutine.yield()
+end
+host.await = await
+
 -- Verdict methods of a message.send event.
 local SendEvent = {}
 SendEvent.__index = SendEvent
@@ -305,7 +378,31 @@ host.im = {
   end,
   token = function(user, ttl) return C.token(user, ttl or 86400) end,
   token_verify = function(token, user) return C.token_verify(token, user) end,
-  members = function(session) return C.members(session) end,
+  members = function(session, callback)
+    local list, err = C.members(session)
+    if list then
+      if callback then callback(list) return true end
+      return list
+    end
+    if err ~= "loading" then return nil, err end
+    return await("im.members", callback, function(t) C.members_wait(t, session) end)
+  end,
+  create_group = function(group, members, callback)
+    not_loading("im.create_group")
+    return await("im.create_group", callback, function(t) C.group_op("create", t, group, members or {}) end)
+  end,
+  add_member = function(group, user, callback)
+    not_loading("im.add_member")
+    return await("im.add_member", callback, function(t) C.group_op("add", t, group, user) end)
+  end,
+  remove_member = function(group, user, callback)
+    not_loading("im.remove_member")
+    return await("im.remove_member", callback, function(t) C.group_op("remove", t, group, user) end)
+  end,
+  sessions_of = function(user, callback)
+    not_loading("im.sessions_of")
+    return await("im.sessions_of", callback, function(t) C.group_op("sessions_of", t, user) end)
+  end,
   config = function(key) return C.config(key) end,
   after = function(seconds, fn)
     not_loading("im.after")

@@ -307,6 +307,7 @@ static int server_startv(e2e_server *s, int tls, va_list ap) {
   DEFAULT_ARG("--port-file", ports);
   DEFAULT_ARG("--data", data);
   DEFAULT_ARG("--drain-ms", "1000");
+  DEFAULT_ARG("--admin-listen", "127.0.0.1:0"); /* never the fixed default port: tests run in parallel */
   if (tls) {
     DEFAULT_ARG("--tls-listen", "127.0.0.1:0");
     DEFAULT_ARG("--cert", s->cert);

@@ -1,0 +1,1054 @@
+/* admin.c — the admin listener: one HTTP/1.1 request per connection (answered
+ * with Connection: close), parsed by http-parser, answered from the server's
+ * own counters and connection list. Runs on the loop thread and never blocks
+ * (the /proc/self reads are served from memory by the kernel).
+ * Invariant: an admin connection is in admin->conns from accept until its
+ * uv_close; the hubu_admin struct is freed by the last close callback of its
+ * handles (listener, sweep timer, connections), never before. */
+#include "admin.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <uthash.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "conn.h"
+#include "delivery.h"
+#include "log.h"
+#include "presence.h"
+#include "server.h"
+#include "session.h"
+#include "store.h"
+#include "token.h"
+#include "wire.h"
+
+#define ADMIN_MAX_CONNS 64   /* more at once are closed on accept */
+#define ADMIN_IDLE_MS 10000  /* a request must be complete this long after accept (else 408) */
+#define ADMIN_LINGER_MS 2000 /* after the response was written, how long to wait for the client's FIN */
+#define ADMIN_WRITE_MS 30000 /* how long a client may take to read a response */
+#define ADMIN_SWEEP_MS 1000
+#define ADMIN_MAX_URL 8192 /* request target; longer gets 414 */
+#define ADMIN_MAX_PARAMS 8
+#define ADMIN_READ_BUF 16384
+#define ADMIN_REASON_MAX 256 /* kick reason, bytes */
+#define ADMIN_DEFAULT_REASON "kicked by an administrator"
+
+typedef struct admin_conn admin_conn;
+
+struct hubu_admin {
+  hubu_server *server; /* not owned */
+  uv_tcp_t listener;
+  uv_timer_t sweep;  /* idle and linger limits of the connections */
+  int port;          /* bound */
+  admin_conn *conns; /* open connections (owned; freed in their close callbacks) */
+  unsigned n_conns;
+  unsigned open_handles;       /* handles whose close callback has not run yet; freed at 0 */
+  uint64_t started_ms;         /* uv_now at start, for uptime */
+  uint64_t started_wall_ms;    /* wall clock at start, for process_start_time_seconds */
+  hubu_admin_reload_fn reload; /* the plugin host's, or NULL (reload answers 501) */
+  void *reload_ud;
+  char read_buf[ADMIN_READ_BUF]; /* every read lands here and is parsed before the next */
+};
+
+struct admin_conn {
+  uv_tcp_t tcp; /* first: the handle pointer is the connection pointer */
+  hubu_admin *admin;
+  admin_conn *prev, *next;
+  http_parser parser;
+  uv_shutdown_t shutdown_req;
+  hubu_buf url;          /* owned: the request target, gathered across reads */
+  size_t body_len;       /* request body bytes seen (and dropped) */
+  uint64_t since_ms;     /* accept, then the response, then the end of its write */
+  int error_status;      /* 413 or 414, set by a parser callback that stopped the parser */
+  uint8_t complete : 1;  /* on_message_complete ran; the parser is paused */
+  uint8_t responded : 1; /* a response is queued; further input is dropped until EOF */
+  uint8_t writing : 1;   /* the response's write has not completed */
+  uint8_t peer_done : 1; /* the client's FIN came while writing: close once written */
+  uint8_t closing : 1;   /* uv_close called */
+};
+
+/* One response in flight. Owns both buffers until the write callback. */
+typedef struct {
+  uv_write_t req;
+  admin_conn *conn;
+  hubu_buf head;
+  hubu_buf body;
+} admin_write;
+
+/* ---- output: text and JSON ------------------------------------------------ */
+
+/* A response body being built; any failed append makes it unusable (500). */
+typedef struct {
+  hubu_buf buf;
+  int failed;
+} admin_out;
+
+static void out_raw(admin_out *o, const char *s, size_t n) {
+  if (!o->failed && hubu_buf_append(&o->buf, s, n) != 0) o->failed = 1;
+}
+
+static void out_printf(admin_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(admin_out *o, const char *fmt, ...) {
+  char tmp[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0) {
+    o->failed = 1;
+  } else if ((size_t)n < sizeof tmp) {
+    out_raw(o, tmp, (size_t)n);
+  } else if (!o->failed) {
+    uint8_t *w = hubu_buf_reserve(&o->buf, (size_t)n + 1);
+    if (!w) {
+      o->failed = 1;
+      return;
+    }
+    va_start(ap, fmt);
+    vsnprintf((char *)w, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    o->buf.len += (size_t)n;
+  }
+}
+
+/* A JSON writer: output only, never parsing. Containers opened "inline" print
+ * on one line (one connection per line); the others are indented. */
+#define JSON_MAX_DEPTH 8
+
+typedef struct {
+  admin_out *out;
+  int depth;
+  int after_key; /* the next value follows "key": */
+  uint8_t has_items[JSON_MAX_DEPTH];
+  uint8_t is_inline[JSON_MAX_DEPTH];
+  char closer[JSON_MAX_DEPTH];
+} json_writer;
+
+static void json_indent(json_writer *w) {
+  static const char spaces[] = "                ";
+  out_raw(w->out, "\n", 1);
+  out_raw(w->out, spaces, (size_t)(2 * w->depth) < sizeof spaces - 1 ? (size_t)(2 * w->depth) : sizeof spaces - 1);
+}
+
+/* The separator and line break before a value (or a key) in the open container. */
+static void json_item(json_writer *w) {
+  if (w->after_key) {
+    w->after_key = 0;
+    return;
+  }
+  if (w->depth == 0) return;
+  int d = w->depth;
+  if (w->has_items[d]) out_raw(w->out, w->is_inline[d] ? ", " : ",", w->is_inline[d] ? 2 : 1);
+  w->has_items[d] = 1;
+  if (!w->is_inline[d]) json_indent(w);
+}
+
+/* Escapes ", \ and every control character; other bytes pass through (ids
+ * are ASCII and reasons were checked as UTF-8). */
+static void json_string(json_writer *w, const char *s) {
+  json_item(w);
+  if (!s) {
+    out_raw(w->out, "null", 4);
+    return;
+  }
+  out_raw(w->out, "\"", 1);
+  const char *run = s;
+  for (const char *p = s; *p; p++) {
+    unsigned char ch = (unsigned char)*p;
+    if (ch >= 0x20 && ch != '"' && ch != '\\' && ch != 0x7f) continue;
+    out_raw(w->out, run, (size_t)(p - run));
+    run = p + 1;
+    switch (ch) {
+      case '"': out_raw(w->out, "\\\"", 2); break;
+      case '\\': out_raw(w->out, "\\\\", 2); break;
+      case '\n': out_raw(w->out, "\\n", 2); break;
+      case '\r': out_raw(w->out, "\\r", 2); break;
+      case '\t': out_raw(w->out, "\\t", 2); break;
+      case '\b': out_raw(w->out, "\\b", 2); break;
+      case '\f': out_raw(w->out, "\\f", 2); break;
+      default: out_printf(w->out, "\\u%04x", ch); break;
+    }
+  }
+  out_raw(w->out, run, strlen(run));
+  out_raw(w->out, "\"", 1);
+}
+
+static void json_open(json_writer *w, char opener, int is_inline) {
+  json_item(w);
+  out_raw(w->out, &opener, 1);
+  if (w->depth + 1 >= JSON_MAX_DEPTH) { /* a programming error: keep the output well-formed */
+    w->out->failed = 1;
+    return;
+  }
+  w->depth++;
+  w->has_items[w->depth] = 0;
+  w->is_inline[w->depth] = (uint8_t)(is_inline || (w->depth > 1 && w->is_inline[w->depth - 1]));
+  w->closer[w->depth] = opener == '{' ? '}' : ']';
+}
+
+static void json_close(json_writer *w) {
+  if (w->depth == 0) return;
+  int d = w->depth--;
+  if (w->has_items[d] && !w->is_inline[d]) json_indent(w);
+  out_raw(w->out, &w->closer[d], 1);
+  if (w->depth == 0) out_raw(w->out, "\n", 1);
+}
+
+static void json_key(json_writer *w, const char *key) {
+  json_string(w, key);
+  out_raw(w->out, ": ", 2);
+  w->after_key = 1;
+}
+
+static void json_u64(json_writer *w, const char *key, uint64_t v) {
+  if (key) json_key(w, key);
+  json_item(w);
+  out_printf(w->out, "%" PRIu64, v);
+}
+
+static void json_seconds(json_writer *w, const char *key, double v) {
+  if (key) json_key(w, key);
+  json_item(w);
+  out_printf(w->out, "%.3f", v);
+}
+
+static void json_bool(json_writer *w, const char *key, int v) {
+  if (key) json_key(w, key);
+  json_item(w);
+  out_raw(w->out, v ? "true" : "false", v ? 4 : 5);
+}
+
+static void json_str(json_writer *w, const char *key, const char *v) {
+  if (key) json_key(w, key);
+  json_string(w, v);
+}
+
+static void json_null(json_writer *w, const char *key) {
+  if (key) json_key(w, key);
+  json_item(w);
+  out_raw(w->out, "null", 4);
+}
+
+/* ---- the figures ----------------------------------------------------------- */
+
+/* One snapshot of everything /metrics and /v1/admin/stats report, so both
+ * say the same thing. */
+typedef struct {
+  uint64_t conns_ready, conns_other;
+  uint64_t conns_accepted;
+  hubu_server_stats server;
+  int have_store; /* the store is closed once drained */
+  hubu_store_stats store;
+  uint64_t sessions_loaded, users_online;
+  int have_rss;
+  uint64_t rss_bytes;
+  double cpu_seconds;
+  double uptime_seconds;
+  double start_time_seconds;
+  int draining;
+} admin_figures;
+
+static int read_rss(uint64_t *out) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (!f) return -1;
+  unsigned long long size = 0, resident = 0;
+  int n = fscanf(f, "%llu %llu", &size, &resident);
+  fclose(f);
+  long page = sysconf(_SC_PAGESIZE);
+  if (n != 2 || page <= 0) return -1;
+  *out = (uint64_t)resident * (uint64_t)page;
+  return 0;
+}
+
+static void collect_figures(hubu_admin *a, admin_figures *f) {
+  hubu_server *s = a->server;
+  memset(f, 0, sizeof *f);
+  for (hubu_conn *c = s->conns; c; c = c->next) {
+    if (c->state == HUBU_CONN_READY)
+      f->conns_ready++;
+    else
+      f->conns_other++;
+  }
+  f->conns_accepted = s->next_conn_id; /* one id per accepted connection */
+  f->server = s->stats;
+  if (s->store) {
+    hubu_store_get_stats(s->store, &f->store);
+    f->have_store = 1;
+  }
+  f->sessions_loaded = HASH_COUNT(s->sessions);
+  f->users_online = HASH_COUNT(s->users);
+  f->have_rss = read_rss(&f->rss_bytes) == 0;
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) == 0)
+    f->cpu_seconds =
+        (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  f->uptime_seconds = (double)(uv_now(s->loop) - a->started_ms) / 1000.0;
+  f->start_time_seconds = (double)a->started_wall_ms / 1000.0;
+  f->draining = s->draining != 0;
+}
+
+/* ---- Prometheus text format 0.0.4 ------------------------------------------ */
+
+static void prom_head(admin_out *o, const char *name, const char *type, const char *help) {
+  out_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void prom_u64(admin_out *o, const char *name, const char *type, const char *help, uint64_t v) {
+  prom_head(o, name, type, help);
+  out_printf(o, "%s %" PRIu64 "\n", name, v);
+}
+
+static void prom_f64(admin_out *o, const char *name, const char *type, const char *help, double v) {
+  prom_head(o, name, type, help);
+  out_printf(o, "%s %.6f\n", name, v);
+}
+
+static void render_metrics(const admin_figures *f, admin_out *o) {
+  prom_head(o, "hubu_connections", "gauge", "Open client connections, by state (ready: authenticated).");
+  out_printf(o, "hubu_connections{state=\"ready\"} %" PRIu64 "\n", f->conns_ready);
+  out_printf(o, "hubu_connections{state=\"other\"} %" PRIu64 "\n", f->conns_other);
+  prom_u64(o, "hubu_connections_accepted_total", "counter", "Client connections accepted since start.",
+           f->conns_accepted);
+  prom_u64(o, "hubu_messages_received_total", "counter", "SEND frames received.", f->server.sends_received);
+  prom_u64(o, "hubu_messages_stored_total", "counter", "Messages the store made durable for this server.",
+           f->server.messages_stored);
+  prom_head(o, "hubu_pulls_total", "counter", "PULL requests, by where they were answered from.");
+  out_printf(o, "hubu_pulls_total{source=\"tail\"} %" PRIu64 "\n", f->server.pulls_from_tail);
+  out_printf(o, "hubu_pulls_total{source=\"store\"} %" PRIu64 "\n", f->server.pulls_from_store);
+  if (f->have_store) {
+    prom_u64(o, "hubu_store_batches_total", "counter", "Append transactions committed (group commit).",
+             f->store.batches);
+    prom_u64(o, "hubu_store_appended_total", "counter", "Messages appended by the store.", f->store.appended);
+    prom_u64(o, "hubu_store_batch_size_last", "gauge", "Messages in the latest append transaction.",
+             f->store.last_batch);
+    prom_u64(o, "hubu_store_batch_size_max", "gauge", "Most messages seen in one append transaction.",
+             f->store.max_batch_seen);
+    prom_f64(o, "hubu_store_commit_seconds_total", "counter", "Time spent in append transactions.",
+             (double)f->store.commit_us_total / 1e6);
+    prom_u64(o, "hubu_store_queue_depth", "gauge", "Store operations waiting now.", f->store.queued);
+  }
+  prom_u64(o, "hubu_sessions_loaded", "gauge", "Sessions held in memory.", f->sessions_loaded);
+  prom_u64(o, "hubu_users_online", "gauge", "Users with at least one authenticated connection.", f->users_online);
+  prom_u64(o, "hubu_draining", "gauge", "1 while the server drains for shutdown.", (uint64_t)f->draining);
+  /* hubu_plugin_* metrics plug in here: the plugin host will append its own
+   * families (hook calls, errors, time per plugin and hook, reloads) through a
+   * render hook installed like hubu_admin_set_reload. */
+  if (f->have_rss)
+    prom_u64(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", f->rss_bytes);
+  prom_f64(o, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+           f->cpu_seconds);
+  prom_f64(o, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
+           f->start_time_seconds);
+}
+
+static void render_stats(const admin_figures *f, admin_out *o) {
+  json_writer w = {.out = o};
+  json_open(&w, '{', 0);
+  json_key(&w, "connections");
+  json_open(&w, '{', 1);
+  json_u64(&w, "ready", f->conns_ready);
+  json_u64(&w, "other", f->conns_other);
+  json_close(&w);
+  json_u64(&w, "connections_accepted", f->conns_accepted);
+  json_u64(&w, "messages_received", f->server.sends_received);
+  json_u64(&w, "messages_stored", f->server.messages_stored);
+  json_key(&w, "pulls");
+  json_open(&w, '{', 1);
+  json_u64(&w, "tail", f->server.pulls_from_tail);
+  json_u64(&w, "store", f->server.pulls_from_store);
+  json_close(&w);
+  if (f->have_store) {
+    json_key(&w, "store");
+    json_open(&w, '{', 0);
+    json_u64(&w, "batches", f->store.batches);
+    json_u64(&w, "appended", f->store.appended);
+    json_u64(&w, "batch_size_last", f->store.last_batch);
+    json_u64(&w, "batch_size_max", f->store.max_batch_seen);
+    json_seconds(&w, "commit_seconds", (double)f->store.commit_us_total / 1e6);
+    json_u64(&w, "queue_depth", f->store.queued);
+    json_close(&w);
+  } else {
+    json_null(&w, "store");
+  }
+  json_u64(&w, "sessions_loaded", f->sessions_loaded);
+  json_u64(&w, "users_online", f->users_online);
+  json_key(&w, "process");
+  json_open(&w, '{', 0);
+  if (f->have_rss)
+    json_u64(&w, "resident_memory_bytes", f->rss_bytes);
+  else
+    json_null(&w, "resident_memory_bytes");
+  json_seconds(&w, "cpu_seconds", f->cpu_seconds);
+  json_seconds(&w, "uptime_seconds", f->uptime_seconds);
+  json_close(&w);
+  json_bool(&w, "draining", f->draining);
+  json_close(&w);
+}
+
+static const char *conn_state_name(uint8_t state) {
+  switch (state) {
+    case HUBU_CONN_HELLO_WAIT: return "hello_wait";
+    case HUBU_CONN_AUTHING: return "authing";
+    case HUBU_CONN_READY: return "ready";
+    case HUBU_CONN_CLOSING: return "closing";
+    default: return "closed";
+  }
+}
+
+/* "1.2.3.4:5678" or "[::1]:5678"; "" when the peer is gone. */
+static void peer_name(hubu_conn *c, char *out, size_t size) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  char host[64];
+  out[0] = '\0';
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
+  if (ss.ss_family == AF_INET6) {
+    if (uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host) == 0)
+      snprintf(out, size, "[%s]:%u", host, (unsigned)ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+  } else if (ss.ss_family == AF_INET) {
+    if (uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host) == 0)
+      snprintf(out, size, "%s:%u", host, (unsigned)ntohs(((struct sockaddr_in *)&ss)->sin_port));
+  }
+}
+
+/* Every open connection, or only user's (NULL: all), one per line. */
+static void render_conns(hubu_server *s, const char *user, admin_out *o) {
+  uint64_t now = uv_now(s->loop), count = 0;
+  for (hubu_conn *c = s->conns; c; c = c->next)
+    if (!user || (c->user && !strcmp(c->user, user))) count++;
+  json_writer w = {.out = o};
+  json_open(&w, '{', 0);
+  json_u64(&w, "count", count);
+  json_key(&w, "conns");
+  json_open(&w, '[', 0);
+  for (hubu_conn *c = s->conns; c && !o->failed; c = c->next) {
+    if (user && !(c->user && !strcmp(c->user, user))) continue;
+    char remote[96];
+    peer_name(c, remote, sizeof remote);
+    json_open(&w, '{', 1);
+    json_u64(&w, "conn_id", c->id);
+    json_str(&w, "user", c->user);
+    json_str(&w, "device", c->user ? c->device : NULL);
+    json_bool(&w, "tls", c->tls != NULL);
+    json_str(&w, "state", conn_state_name(c->state));
+    json_str(&w, "remote", remote[0] ? remote : NULL);
+    json_u64(&w, "inflight", c->inflight ? c->inflight->len : 0);
+    if (c->state < HUBU_CONN_CLOSING) /* state_since_ms is the accept time until closing starts */
+      json_seconds(&w, "connected_seconds", (double)(now - c->state_since_ms) / 1000.0);
+    else
+      json_null(&w, "connected_seconds");
+    json_close(&w);
+  }
+  json_close(&w);
+  json_close(&w);
+}
+
+/* ---- connections: reading, responding, closing ------------------------------ */
+
+static void handle_closed(hubu_admin *a) {
+  if (--a->open_handles == 0) free(a);
+}
+
+static void on_admin_handle_close(uv_handle_t *h) { handle_closed(h->data); }
+
+static void on_conn_close(uv_handle_t *h) {
+  admin_conn *c = (admin_conn *)h;
+  hubu_admin *a = c->admin;
+  hubu_buf_free(&c->url);
+  free(c);
+  handle_closed(a);
+}
+
+static void conn_close(admin_conn *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  hubu_admin *a = c->admin;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    a->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  a->n_conns--;
+  uv_close((uv_handle_t *)&c->tcp, on_conn_close);
+}
+
+static void on_write(uv_write_t *req, int status) {
+  admin_write *w = (admin_write *)req;
+  admin_conn *c = w->conn;
+  hubu_buf_free(&w->head);
+  hubu_buf_free(&w->body);
+  free(w);
+  c->writing = 0;
+  c->since_ms = uv_now(c->tcp.loop);
+  if (status < 0 || c->peer_done) conn_close(c); /* UV_ECANCELED: c is closing already */
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  admin_conn *c = req->data;
+  if (status < 0) conn_close(c); /* otherwise wait for the client's FIN (or the linger) */
+}
+
+/* Queues the response (taking body) and the FIN after it. Does nothing but
+ * free body when c already answered or is closing (a handler may have ended
+ * the admin listener, e.g. a kick that finished a drain). */
+static void respond(admin_conn *c, int status, const char *content_type, admin_out *body, const char *extra_headers) {
+  admin_write *w = NULL;
+  if (c->closing || c->responded) goto drop;
+  c->responded = 1;
+  c->since_ms = uv_now(c->tcp.loop);
+  if (!(w = calloc(1, sizeof *w))) goto fail;
+  w->conn = c;
+  w->body = body->buf;
+  memset(&body->buf, 0, sizeof body->buf);
+  admin_out head = {0};
+  out_printf(&head,
+             "HTTP/1.1 %d %s\r\n"
+             "Server: " HUBU_SERVER_NAME
+             "\r\n"
+             "Content-Type: %s\r\n"
+             "Content-Length: %zu\r\n"
+             "Cache-Control: no-store\r\n"
+             "Connection: close\r\n"
+             "%s\r\n",
+             status, http_status_str((enum http_status)status), content_type, hubu_buf_size(&w->body),
+             extra_headers ? extra_headers : "");
+  w->head = head.buf;
+  if (head.failed) goto fail;
+  uv_buf_t bufs[2] = {
+      uv_buf_init((char *)hubu_buf_head(&w->head), (unsigned)hubu_buf_size(&w->head)),
+      uv_buf_init((char *)hubu_buf_head(&w->body), (unsigned)hubu_buf_size(&w->body)),
+  };
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, hubu_buf_size(&w->body) ? 2 : 1, on_write) != 0) goto fail;
+  c->writing = 1;
+  c->shutdown_req.data = c;
+  if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) conn_close(c);
+  return;
+fail:
+  if (w) {
+    hubu_buf_free(&w->head);
+    hubu_buf_free(&w->body);
+    free(w);
+  }
+  hubu_log(HUBU_LOG_WARN, 0, NULL, "admin_respond_failed", "status=%d", status);
+  conn_close(c);
+drop:
+  hubu_buf_free(&body->buf);
+}
+
+static void respond_json(admin_conn *c, int status, admin_out *body) {
+  if (body->failed) {
+    hubu_buf_free(&body->buf);
+    admin_out err = {0};
+    out_printf(&err, "{\"error\": \"out of memory\"}\n");
+    respond(c, 500, "application/json", &err, NULL);
+    return;
+  }
+  respond(c, status, "application/json", body, NULL);
+}
+
+/* {"error": message} with status; extra_headers (e.g. "Allow: GET\r\n") may be NULL. */
+static void respond_error(admin_conn *c, int status, const char *message, const char *extra_headers) {
+  admin_out o = {0};
+  json_writer w = {.out = &o};
+  json_open(&w, '{', 1);
+  json_str(&w, "error", message);
+  json_close(&w);
+  respond(c, status, "application/json", &o, extra_headers);
+}
+
+/* ---- requests ------------------------------------------------------------- */
+
+typedef struct {
+  const char *name;
+  const char *value;
+} admin_param;
+
+/* The decoded query string: names and values point into storage. */
+typedef struct {
+  admin_param params[ADMIN_MAX_PARAMS];
+  size_t n;
+  char storage[ADMIN_MAX_URL + 1];
+} admin_query;
+
+static int hex_digit(char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+/* Decodes %XX and '+' in place; -1 on a malformed escape or an encoded NUL. */
+static int percent_decode(char *s) {
+  char *out = s;
+  for (const char *p = s; *p; p++) {
+    if (*p == '+') {
+      *out++ = ' ';
+    } else if (*p == '%') {
+      int hi = hex_digit(p[1]), lo = hi < 0 ? -1 : hex_digit(p[2]);
+      if (lo < 0 || (hi == 0 && lo == 0)) return -1;
+      *out++ = (char)(hi * 16 + lo);
+      p += 2;
+    } else {
+      *out++ = *p;
+    }
+  }
+  *out = '\0';
+  return 0;
+}
+
+static const char *query_get(const admin_query *q, const char *name) {
+  for (size_t i = 0; i < q->n; i++)
+    if (!strcmp(q->params[i].name, name)) return q->params[i].value;
+  return NULL;
+}
+
+/* Splits "a=1&b=x%20y" into q. NULL, or why the query is refused. */
+static const char *query_parse(admin_query *q, const char *s, size_t len) {
+  q->n = 0;
+  if (len > ADMIN_MAX_URL) return "query string too long";
+  memcpy(q->storage, s, len);
+  q->storage[len] = '\0';
+  char *p = q->storage;
+  for (;;) {
+    char *amp = strchr(p, '&');
+    if (amp) *amp = '\0';
+    if (*p) {
+      char *eq = strchr(p, '=');
+      char *value = eq ? eq + 1 : p + strlen(p);
+      if (eq) *eq = '\0';
+      if (percent_decode(p) != 0 || percent_decode(value) != 0) return "malformed percent-encoding in the query";
+      if (!*p) return "a query parameter has no name";
+      if (query_get(q, p)) return "a query parameter is given twice";
+      if (q->n == ADMIN_MAX_PARAMS) return "too many query parameters";
+      q->params[q->n++] = (admin_param){p, value};
+    }
+    if (!amp) break;
+    p = amp + 1;
+  }
+  return NULL;
+}
+
+/* The first parameter of q not in allowed (a NULL-terminated list), or NULL. */
+static const char *query_unknown(const admin_query *q, const char *const *allowed) {
+  for (size_t i = 0; i < q->n; i++) {
+    const char *const *a = allowed;
+    while (*a && strcmp(*a, q->params[i].name)) a++;
+    if (!*a) return q->params[i].name;
+  }
+  return NULL;
+}
+
+/* Printable UTF-8 (no control characters, no overlongs or surrogates). */
+static int text_printable(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    unsigned char b = *p;
+    if (b < 0x20 || b == 0x7f) return 0;
+    if (b < 0x80) {
+      p++;
+      continue;
+    }
+    int extra = (b & 0xe0) == 0xc0 ? 1 : (b & 0xf0) == 0xe0 ? 2 : (b & 0xf8) == 0xf0 ? 3 : -1;
+    if (extra < 0 || b < 0xc2 || b > 0xf4) return 0;
+    for (int i = 1; i <= extra; i++)
+      if ((p[i] & 0xc0) != 0x80) return 0;
+    if ((b == 0xe0 && p[1] < 0xa0) || (b == 0xed && p[1] >= 0xa0) || (b == 0xf0 && p[1] < 0x90) ||
+        (b == 0xf4 && p[1] >= 0x90))
+      return 0;
+    p += extra + 1;
+  }
+  return 1;
+}
+
+/* Refuses a query with a parameter outside allowed; 1 when it was refused. */
+static int refuse_unknown_params(admin_conn *c, const admin_query *q, const char *const *allowed) {
+  const char *bad = query_unknown(q, allowed);
+  if (!bad) return 0;
+  char msg[128];
+  snprintf(msg, sizeof msg, "unknown query parameter '%.60s'", bad);
+  respond_error(c, 400, msg, NULL);
+  return 1;
+}
+
+static void handle_healthz(admin_conn *c, const admin_query *q) {
+  (void)q;
+  admin_out o = {0};
+  int draining = c->admin->server->draining != 0;
+  out_printf(&o, "%s\n", draining ? "draining" : "ok");
+  respond(c, draining ? 503 : 200, "text/plain; charset=utf-8", &o, NULL);
+}
+
+static void handle_metrics(admin_conn *c, const admin_query *q) {
+  (void)q;
+  admin_figures f;
+  collect_figures(c->admin, &f);
+  admin_out o = {0};
+  render_metrics(&f, &o);
+  if (o.failed) {
+    hubu_buf_free(&o.buf);
+    respond_error(c, 500, "out of memory", NULL);
+    return;
+  }
+  respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", &o, NULL);
+}
+
+static void handle_stats(admin_conn *c, const admin_query *q) {
+  (void)q;
+  admin_figures f;
+  collect_figures(c->admin, &f);
+  admin_out o = {0};
+  render_stats(&f, &o);
+  respond_json(c, 200, &o);
+}
+
+static void handle_conns(admin_conn *c, const admin_query *q) {
+  static const char *const allowed[] = {"user", NULL};
+  if (refuse_unknown_params(c, q, allowed)) return;
+  const char *user = query_get(q, "user");
+  if (user && !hubu_id_valid(user, strlen(user))) {
+    respond_error(c, 400, "user must be 1-64 bytes of [A-Za-z0-9_.@-]", NULL);
+    return;
+  }
+  admin_out o = {0};
+  render_conns(c->admin->server, user, &o);
+  respond_json(c, 200, &o);
+}
+
+/* GOAWAY KICKED to every open connection of the user; they close once it is
+ * flushed. Counts the connections that were not closing already. */
+static void handle_kick(admin_conn *c, const admin_query *q) {
+  static const char *const allowed[] = {"user", "reason", NULL};
+  if (refuse_unknown_params(c, q, allowed)) return;
+  const char *user = query_get(q, "user");
+  const char *reason = query_get(q, "reason");
+  if (!user) {
+    respond_error(c, 400, "user is required: POST /v1/admin/kick?user=U[&reason=R]", NULL);
+    return;
+  }
+  if (!hubu_id_valid(user, strlen(user))) {
+    respond_error(c, 400, "user must be 1-64 bytes of [A-Za-z0-9_.@-]", NULL);
+    return;
+  }
+  if (reason && (strlen(reason) > ADMIN_REASON_MAX || !text_printable(reason))) {
+    respond_error(c, 400, "reason must be at most 256 bytes of printable UTF-8", NULL);
+    return;
+  }
+  if (!reason || !*reason) reason = ADMIN_DEFAULT_REASON;
+  hubu_server *s = c->admin->server;
+  uint64_t kicked = 0;
+  for (hubu_conn *k = s->conns, *next; k; k = next) {
+    next = k->next; /* goaway may unlink k */
+    if (k->state >= HUBU_CONN_CLOSING || !k->user || strcmp(k->user, user) != 0) continue;
+    hubu_conn_goaway(k, HUBU__V1__CODE__KICKED, reason, 0);
+    kicked++;
+  }
+  hubu_log(HUBU_LOG_INFO, 0, user, "admin_kick", "connections=%" PRIu64 " reason=\"%s\"", kicked, reason);
+  admin_out o = {0};
+  json_writer w = {.out = &o};
+  json_open(&w, '{', 1);
+  json_u64(&w, "kicked", kicked);
+  json_close(&w);
+  respond_json(c, 200, &o);
+}
+
+static void handle_reload(admin_conn *c, const admin_query *q) {
+  static const char *const allowed[] = {"plugin", NULL};
+  if (refuse_unknown_params(c, q, allowed)) return;
+  const char *plugin = query_get(q, "plugin");
+  if (plugin && !hubu_id_valid(plugin, strlen(plugin))) {
+    respond_error(c, 400, "plugin must be 1-64 bytes of [A-Za-z0-9_.@-]", NULL);
+    return;
+  }
+  hubu_admin *a = c->admin;
+  if (!a->reload) {
+    respond_error(c, 501, "the plugin host is not running", NULL);
+    return;
+  }
+  char msg[512] = "";
+  int status = a->reload(a->reload_ud, plugin, msg, sizeof msg);
+  msg[sizeof msg - 1] = '\0';
+  if (status < 200 || status > 599) status = 500;
+  char line[sizeof msg]; /* the report has a line per plugin; the log gets one line */
+  size_t n = 0;
+  for (const char *p = msg; *p && n + 1 < sizeof line; p++) line[n++] = *p == '\n' ? (p[1] ? ';' : '\0') : *p;
+  line[n] = '\0';
+  hubu_log(status < 300 ? HUBU_LOG_INFO : HUBU_LOG_WARN, 0, NULL, "admin_reload", "plugin=%s status=%d detail=\"%s\"",
+           plugin ? plugin : "*", status, line);
+  if (status >= 300) {
+    respond_error(c, status, msg[0] ? msg : "reload failed", NULL);
+    return;
+  }
+  admin_out o = {0};
+  json_writer w = {.out = &o};
+  json_open(&w, '{', 1);
+  json_str(&w, "reloaded", plugin ? plugin : "all");
+  json_str(&w, "detail", msg);
+  json_close(&w);
+  respond_json(c, status, &o);
+}
+
+typedef struct {
+  const char *path;
+  enum http_method method;
+  const char *allow; /* the Allow header for 405 */
+  void (*run)(admin_conn *c, const admin_query *q);
+} admin_route;
+
+static const admin_route routes[] = {
+    {"/healthz", HTTP_GET, "Allow: GET\r\n", handle_healthz},
+    {"/metrics", HTTP_GET, "Allow: GET\r\n", handle_metrics},
+    {"/v1/admin/stats", HTTP_GET, "Allow: GET\r\n", handle_stats},
+    {"/v1/admin/conns", HTTP_GET, "Allow: GET\r\n", handle_conns},
+    {"/v1/admin/kick", HTTP_POST, "Allow: POST\r\n", handle_kick},
+    {"/v1/admin/reload", HTTP_POST, "Allow: POST\r\n", handle_reload},
+};
+
+/* A complete request: route it and answer. */
+static void dispatch(admin_conn *c) {
+  const char *url = (const char *)hubu_buf_head(&c->url);
+  size_t url_len = hubu_buf_size(&c->url);
+  enum http_method method = (enum http_method)c->parser.method;
+  struct http_parser_url u;
+  http_parser_url_init(&u);
+  if (url_len == 0 || http_parser_parse_url(url, url_len, method == HTTP_CONNECT, &u) != 0 ||
+      !(u.field_set & (1 << UF_PATH))) {
+    respond_error(c, 400, "malformed request target", NULL);
+    return;
+  }
+  const char *path = url + u.field_data[UF_PATH].off;
+  size_t path_len = u.field_data[UF_PATH].len;
+  const admin_route *route = NULL;
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0] && !route; i++)
+    if (strlen(routes[i].path) == path_len && !memcmp(routes[i].path, path, path_len)) route = &routes[i];
+  hubu_log(HUBU_LOG_DEBUG, 0, NULL, "admin_request", "method=%s path=%.*s", http_method_str(method),
+           (int)(path_len > 200 ? 200 : path_len), path);
+  if (!route) {
+    respond_error(c, 404, "no such endpoint", NULL);
+    return;
+  }
+  if (method != route->method) {
+    respond_error(c, 405, "method not allowed", route->allow);
+    return;
+  }
+  admin_query *q = malloc(sizeof *q); /* 8 KiB: kept off the loop's stack */
+  if (!q) {
+    respond_error(c, 500, "out of memory", NULL);
+    return;
+  }
+  const char *why = NULL;
+  if (u.field_set & (1 << UF_QUERY))
+    why = query_parse(q, url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
+  else
+    q->n = 0;
+  if (why)
+    respond_error(c, 400, why, NULL);
+  else
+    route->run(c, q);
+  free(q);
+}
+
+static int on_url(http_parser *p, const char *at, size_t len) {
+  admin_conn *c = p->data;
+  if (hubu_buf_size(&c->url) + len > ADMIN_MAX_URL) {
+    c->error_status = 414;
+    return -1;
+  }
+  return hubu_buf_append(&c->url, at, len) == 0 ? 0 : -1;
+}
+
+static int on_headers_complete(http_parser *p) {
+  admin_conn *c = p->data;
+  if ((p->flags & F_CONTENTLENGTH) && p->content_length > HUBU_ADMIN_MAX_BODY) {
+    c->error_status = 413;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+  (void)at;
+  admin_conn *c = p->data;
+  c->body_len += len; /* no endpoint reads a body: count it, drop it */
+  if (c->body_len > HUBU_ADMIN_MAX_BODY) {
+    c->error_status = 413;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_message_complete(http_parser *p) {
+  admin_conn *c = p->data;
+  c->complete = 1;
+  http_parser_pause(p, 1); /* one request per connection: stop here and answer */
+  return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_url = on_url,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  admin_conn *c = (admin_conn *)h;
+  *buf = uv_buf_init(c->admin->read_buf, sizeof c->admin->read_buf);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  admin_conn *c = (admin_conn *)stream;
+  if (nread < 0) { /* EOF (after our FIN, the normal end; or a half-close after the request) or an error */
+    if (nread == UV_EOF && c->writing)
+      c->peer_done = 1; /* the answer is still going out: close when it is written */
+    else
+      conn_close(c);
+    return;
+  }
+  if (nread == 0 || c->responded || c->closing) return; /* after the response, input is dropped */
+  http_parser_execute(&c->parser, &parser_settings, buf->base, (size_t)nread);
+  enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+  if (c->error_status == 413) {
+    respond_error(c, 413, "request body larger than 64 KiB", NULL);
+  } else if (c->error_status == 414) {
+    respond_error(c, 414, "request target longer than 8 KiB", NULL);
+  } else if (c->complete) {
+    dispatch(c);
+  } else if (err == HPE_HEADER_OVERFLOW) {
+    respond_error(c, 431, "request headers too large", NULL);
+  } else if (err != HPE_OK) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "malformed HTTP request: %s", http_errno_description(err));
+    hubu_log(HUBU_LOG_DEBUG, 0, NULL, "admin_bad_request", "error=%s", http_errno_name(err));
+    respond_error(c, 400, msg, NULL);
+  }
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  hubu_admin *a = listener->data;
+  if (status < 0) {
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "admin_accept_failed", "error=\"%s\"", uv_strerror(status));
+    return;
+  }
+  admin_conn *c = calloc(1, sizeof *c);
+  if (!c) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory", "where=admin_accept");
+    return;
+  }
+  c->admin = a;
+  uv_tcp_init(listener->loop, &c->tcp);
+  a->open_handles++;
+  c->next = a->conns;
+  if (a->conns) a->conns->prev = c;
+  a->conns = c;
+  a->n_conns++;
+  c->since_ms = uv_now(listener->loop);
+  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+    conn_close(c);
+    return;
+  }
+  if (a->n_conns > ADMIN_MAX_CONNS) {
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "admin_refused", "open=%u limit=%d", a->n_conns - 1, ADMIN_MAX_CONNS);
+    conn_close(c);
+    return;
+  }
+  http_parser_init(&c->parser, HTTP_REQUEST);
+  c->parser.data = c;
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) conn_close(c);
+}
+
+static void on_sweep(uv_timer_t *t) {
+  hubu_admin *a = t->data;
+  uint64_t now = uv_now(t->loop);
+  for (admin_conn *c = a->conns, *next; c; c = next) {
+    next = c->next;
+    if (!c->responded && now - c->since_ms >= ADMIN_IDLE_MS)
+      respond_error(c, 408, "no complete request in time", NULL);
+    else if (c->responded && now - c->since_ms >= (c->writing ? ADMIN_WRITE_MS : ADMIN_LINGER_MS))
+      conn_close(c);
+  }
+}
+
+/* ---- the listener ------------------------------------------------------------ */
+
+static int is_loopback(const struct sockaddr *sa) {
+  if (sa->sa_family == AF_INET) return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+  if (sa->sa_family == AF_INET6) return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+  return 0;
+}
+
+int hubu_admin_start(hubu_server *s) {
+  const hubu_config *cfg = s->cfg;
+  s->admin = NULL;
+  if (!cfg->admin_enabled) return 0;
+  struct sockaddr_storage addr;
+  int r = strchr(cfg->admin_host, ':') ? uv_ip6_addr(cfg->admin_host, cfg->admin_port, (struct sockaddr_in6 *)&addr)
+                                       : uv_ip4_addr(cfg->admin_host, cfg->admin_port, (struct sockaddr_in *)&addr);
+  if (r != 0) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "listen_failed", "admin=%s:%d error=\"%s\"", cfg->admin_host, cfg->admin_port,
+             uv_strerror(r));
+    return -1;
+  }
+  hubu_admin *a = calloc(1, sizeof *a);
+  if (!a) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory", "where=admin_start");
+    return -1;
+  }
+  a->server = s;
+  a->port = -1;
+  uv_tcp_init(s->loop, &a->listener);
+  a->listener.data = a;
+  a->open_handles = 1;
+  r = uv_tcp_bind(&a->listener, (struct sockaddr *)&addr, 0);
+  if (r == 0) r = uv_listen((uv_stream_t *)&a->listener, 64, on_connection);
+  if (r != 0) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "listen_failed", "admin=%s:%d error=\"%s\"", cfg->admin_host, cfg->admin_port,
+             uv_strerror(r));
+    uv_close((uv_handle_t *)&a->listener, on_admin_handle_close); /* frees a */
+    return -1;
+  }
+  struct sockaddr_storage got;
+  int len = sizeof got;
+  uv_tcp_getsockname(&a->listener, (struct sockaddr *)&got, &len);
+  a->port = ntohs(((struct sockaddr_in *)&got)->sin_port); /* same offset for IPv6 */
+  uv_timer_init(s->loop, &a->sweep);
+  a->sweep.data = a;
+  a->open_handles++;
+  uv_timer_start(&a->sweep, on_sweep, ADMIN_SWEEP_MS, ADMIN_SWEEP_MS);
+  a->started_ms = uv_now(s->loop);
+  a->started_wall_ms = hubu_now_ms();
+  s->admin = a;
+  hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "admin=%s:%d", cfg->admin_host, a->port);
+  if (!is_loopback((struct sockaddr *)&addr))
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "admin_exposed",
+             "admin=%s:%d note=\"the admin listener has no authentication: keep it on loopback\"", cfg->admin_host,
+             a->port);
+  return 0;
+}
+
+int hubu_admin_port(const hubu_server *s) { return s->admin ? s->admin->port : -1; }
+
+void hubu_admin_set_reload(hubu_server *s, hubu_admin_reload_fn fn, void *ud) {
+  if (!s->admin) return;
+  s->admin->reload = fn;
+  s->admin->reload_ud = ud;
+}
+
+void hubu_admin_close(hubu_server *s) {
+  hubu_admin *a = s->admin;
+  if (!a) return;
+  s->admin = NULL;
+  while (a->conns) conn_close(a->conns);
+  uv_close((uv_handle_t *)&a->listener, on_admin_handle_close);
+  uv_close((uv_handle_t *)&a->sweep, on_admin_handle_close);
+}

@@ -1,0 +1,42 @@
+/* admin.h — the admin listener: HTTP/1.1 on loopback (--admin-listen, default
+ * 127.0.0.1:7781) for /healthz, /metrics (Prometheus text) and the
+ * /v1/admin/ endpoints that hubuctl speaks (stats, conns, kick, reload).
+ * It has no authentication: it must never be reachable beyond this host. */
+#ifndef HUBU_ADMIN_H
+#define HUBU_ADMIN_H
+
+#include <stddef.h>
+
+typedef struct hubu_server hubu_server;
+typedef struct hubu_admin hubu_admin;
+
+/* Largest request body accepted (the endpoints take none; larger gets 413). */
+#define HUBU_ADMIN_MAX_BODY (64 * 1024)
+
+/* Binds s->cfg->admin_host:admin_port unless --admin-listen off, and sets
+ * s->admin. Call after the client listeners. 0, or -1 (logged; nothing left
+ * open that the loop cannot close). */
+int hubu_admin_start(hubu_server *s);
+
+/* The bound port (for the port file's "admin PORT" line), -1 when off. */
+int hubu_admin_port(const hubu_server *s);
+
+/* Closes the listener and every admin connection, even mid-request, and sets
+ * s->admin to NULL; the memory goes in the last close callback. Safe to call
+ * twice, and when the listener is off. */
+void hubu_admin_close(hubu_server *s);
+
+/* The plugin host's reload, called on the loop thread for POST
+ * /v1/admin/reload. plugin is the name to reload, or NULL for all of them.
+ * Writes a one-line NUL-terminated message into msg (what was reloaded, or why
+ * it failed) and returns the HTTP status to answer with: 200 reloaded, 404 no
+ * such plugin, 422 the new version failed to load (the old one keeps running),
+ * 500 anything else. */
+typedef int (*hubu_admin_reload_fn)(void *ud, const char *plugin, char *msg, size_t msg_size);
+
+/* Installs the reload hook (NULL removes it); call it after
+ * hubu_server_start. Without one, reload answers 501 "the plugin host is not
+ * running". Does nothing while the listener is off. */
+void hubu_admin_set_reload(hubu_server *s, hubu_admin_reload_fn fn, void *ud);
+
+#endif
