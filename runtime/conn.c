@@ -222,13 +222,26 @@ static void handle_hello(hubu_conn *c, const uint8_t *body, size_t len) {
   } else if (!hubu_id_valid(h->device_id, dlen)) {
     error_close(c, HUBU__V1__CODE__INVALID, "device_id must be 1-64 bytes of [A-Za-z0-9_.@-]", HUBU_FRAME_HELLO);
   } else {
-    hubu_token_status st = hubu_token_verify(s->cfg->secret, s->cfg->secret_len, h->token, strlen(h->token),
-                                             h->user_id, hubu_now_ms() / 1000);
-    if (st != HUBU_TOKEN_OK) {
-      hubu_log(HUBU_LOG_INFO, c->id, h->user_id, "hello_refused", "device=%s reason=\"%s\"", h->device_id,
-               hubu_token_status_name(st));
-      send_error(c, HUBU__V1__CODE__UNAUTHENTICATED, st == HUBU_TOKEN_EXPIRED ? "token expired" : "invalid token",
-                 HUBU_FRAME_HELLO);
+    char as[65], why[256];
+    const char *refused = NULL;
+    int verdict = hubu_plugins_on_auth(s->plugins, h->user_id, h->device_id, h->token, h->client_info, as, sizeof as,
+                                       why, sizeof why);
+    if (verdict < 0) { /* no auth plugin: the token scheme of PROTOCOL.md section 6 */
+      hubu_token_status st = hubu_token_verify(s->cfg->secret, s->cfg->secret_len, h->token, strlen(h->token),
+                                               h->user_id, hubu_now_ms() / 1000);
+      if (st != HUBU_TOKEN_OK) refused = st == HUBU_TOKEN_EXPIRED ? "token expired" : "invalid token";
+      snprintf(why, sizeof why, "%s", hubu_token_status_name(st));
+    } else if (verdict == 0) {
+      refused = why;
+    } else if (strcmp(as, h->user_id) != 0) { /* the plugin mapped the login to another user */
+      ulen = strlen(as);
+      free(h->user_id);
+      h->user_id = strdup(as);
+      if (!h->user_id) refused = "out of memory";
+    }
+    if (refused) {
+      hubu_log(HUBU_LOG_INFO, c->id, h->user_id, "hello_refused", "device=%s reason=\"%s\"", h->device_id, why);
+      send_error(c, HUBU__V1__CODE__UNAUTHENTICATED, refused, HUBU_FRAME_HELLO);
       begin_close(c);
     } else if (!(c->user = malloc(ulen + dlen + 2))) {
       hubu_log(HUBU_LOG_ERROR, c->id, NULL, "out_of_memory", "where=hello");

@@ -10,6 +10,7 @@
 #include "conn.h"
 #include "frame.h"
 #include "log.h"
+#include "lua/host.h"
 #include "presence.h"
 #include "server.h"
 #include "session.h"
@@ -78,6 +79,25 @@ void hubu_delivery_push(hubu_server *s, hubu_conn *c, hubu_msg *m) {
   in->bytes += m->push_entry_len;
 }
 
+/* Delivers m to every connection of user in mode (push, hint or nothing). */
+static void deliver_to(hubu_server *s, const char *user, hubu_msg *m, uint64_t except_conn, uint8_t mode) {
+  if (mode == HUBU_ROUTE_NONE) return;
+  hubu_user *u = hubu_user_find(s, user);
+  for (hubu_conn *c = u ? u->conns : NULL; c; c = c->user_next) {
+    if (c->id == except_conn || c->state != HUBU_CONN_READY) continue;
+    if (mode == HUBU_ROUTE_HINT)
+      hint(c, m);
+    else
+      hubu_delivery_push(s, c, m);
+  }
+}
+
+static uint8_t plan_mode(const hubu_route_plan *plan, const char *user) {
+  for (size_t i = 0; i < plan->n; i++)
+    if (!plan->extra[i] && strcmp(plan->users[i], user) == 0) return plan->modes[i];
+  return plan->default_mode;
+}
+
 void hubu_delivery_route(hubu_server *s, hubu_session *sess, hubu_msg *m, uint64_t except_conn) {
   char a[65], b[65];
   const char *direct[2] = {a, b};
@@ -92,12 +112,15 @@ void hubu_delivery_route(hubu_server *s, hubu_session *sess, hubu_msg *m, uint64
     members = direct;
     n = 2;
   }
-  for (size_t i = 0; i < n; i++) {
-    hubu_user *u = hubu_user_find(s, members[i]);
-    if (!u) continue;
-    for (hubu_conn *c = u->conns; c; c = c->user_next)
-      if (c->id != except_conn) hubu_delivery_push(s, c, m);
+  hubu_route_plan plan;
+  if (!hubu_plugins_on_route(s->plugins, sess, m, &plan)) { /* no rule: push to everyone */
+    for (size_t i = 0; i < n; i++) deliver_to(s, members[i], m, except_conn, HUBU_ROUTE_PUSH);
+    return;
   }
+  for (size_t i = 0; i < n; i++) deliver_to(s, members[i], m, except_conn, plan_mode(&plan, members[i]));
+  for (size_t i = 0; i < plan.n; i++) /* recipients a plugin added */
+    if (plan.extra[i]) deliver_to(s, plan.users[i], m, except_conn, plan.modes[i]);
+  hubu_route_plan_free(&plan);
 }
 
 void hubu_delivery_ack(hubu_conn *c, const char *session_id, uint64_t seq) {

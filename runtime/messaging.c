@@ -451,7 +451,9 @@ static void on_synced(hubu_store_op *op) {
         uint64_t known = 0;
         for (size_t k = 0; k < req->n_known; k++)
           if (strcmp(req->known[k]->session_id, st->session_id) == 0) known = req->known[k]->seq;
-        if (st->max_seq <= known) continue;
+        char why[256];
+        if (st->max_seq <= known || !hubu_plugins_on_read(s->plugins, c->user, st->session_id, "sync", why, sizeof why))
+          continue;
         Hubu__V1__SessionState *out = &states[r.n_sessions];
         hubu__v1__session_state__init(out);
         out->session_id = st->session_id;
@@ -525,11 +527,14 @@ static void on_pulled(hubu_store_op *op) {
 
 static void resume_pull(hubu_server *s, hubu_session *sess, hubu_parked *parked) {
   parked_pull *pp = (parked_pull *)parked;
+  char why[256];
   hubu_conn *c = hubu_server_conn_find(s, pp->user, pp->conn_id);
   if (!c || c->state != HUBU_CONN_READY) goto done;
   if (!sess->loaded) {
     pull_error(c, pp->request_id, HUBU__V1__CODE__UNAVAILABLE, sess->id);
   } else if (!sess->exists || !hubu_session_is_member(sess, pp->user)) {
+    pull_error(c, pp->request_id, HUBU__V1__CODE__FORBIDDEN, sess->id);
+  } else if (!hubu_plugins_on_read(s->plugins, pp->user, sess->id, "pull", why, sizeof why)) {
     pull_error(c, pp->request_id, HUBU__V1__CODE__FORBIDDEN, sess->id);
   } else {
     hubu_msg *tail[HUBU_TAIL_CAP];

@@ -53,7 +53,7 @@ struct hubu_plugins {
   int next_timer_id;
   int open_handles;      /* handles still to close before the struct is freed */
   int closing;
-  uint8_t has_send, has_stored, has_connect, has_disconnect;
+  uint8_t has_send, has_stored, has_connect, has_disconnect, has_route, has_auth, has_read;
   uint32_t budget_ms;
   uint64_t budget_deadline_ns; /* 0: no call under way */
   char pending[MAX_PENDING_RELOADS][128];
@@ -152,6 +152,22 @@ static int c_event(lua_State *L) {
   e.sender = (char *)sender;
   for (hubu_conn *c = u ? u->conns : NULL; c; c = c->user_next)
     if (hubu_conn_send(c, HUBU_FRAME_EVENT, &e.base) == 0) n++;
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+static int c_kick(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  const char *user = luaL_checkstring(L, 1), *reason = luaL_optstring(L, 2, "kicked");
+  hubu_user *u = hubu_user_find(p->server, user);
+  int n = 0;
+  for (hubu_conn *c = u ? u->conns : NULL, *next; c; c = next) {
+    next = c->user_next;
+    if (c->state == HUBU_CONN_READY) {
+      hubu_conn_goaway(c, HUBU__V1__CODE__KICKED, reason, 0);
+      n++;
+    }
+  }
   lua_pushinteger(L, n);
   return 1;
 }
@@ -465,6 +481,9 @@ static void refresh_flags(hubu_plugins *p) {
   p->has_stored = (uint8_t)host_has(p, "message.stored");
   p->has_connect = (uint8_t)host_has(p, "connect");
   p->has_disconnect = (uint8_t)host_has(p, "disconnect");
+  p->has_route = (uint8_t)host_has(p, "message.route");
+  p->has_auth = (uint8_t)host_has(p, "auth");
+  p->has_read = (uint8_t)host_has(p, "session.read");
 }
 
 /* Loads plugin name from dir (NAME.lua or NAME/init.lua); 0 or -1. On
@@ -598,7 +617,7 @@ hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget
       {"timer_start", c_timer_start}, {"timer_stop", c_timer_stop},
       {"budget_start", c_budget_start}, {"budget_stop", c_budget_stop},
       {"group_op", c_group_op},       {"members_wait", c_members_wait},
-      {"call_reply", c_call_reply},
+      {"call_reply", c_call_reply},   {"kick", c_kick},
       {NULL, NULL},
   };
   if (luaL_loadbuffer(L, (const char *)hubu_host_lua, hubu_host_lua_len, "@host.lua") != 0) {
@@ -846,6 +865,137 @@ void hubu_plugins_on_call(hubu_plugins *p, hubu_conn *c, const Hubu__V1__Call *c
   set_metatable(p, "CallEvent");
   call_host(p, "run_call", 2, 0); /* answers through C.call_reply, now or after the store */
   lua_settop(L, top);
+}
+
+int hubu_plugins_on_route(hubu_plugins *p, const hubu_session *sess, const hubu_msg *m, hubu_route_plan *plan) {
+  memset(plan, 0, sizeof *plan);
+  if (!p || !p->has_route) return 0;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  lua_createtable(L, 0, 10);
+  set_str(L, "session_id", m->session_id);
+  set_num(L, "seq", (double)m->seq);
+  set_str(L, "sender", m->sender);
+  set_str(L, "sender_device", m->sender_device);
+  set_lstr(L, "body", m->body, m->body_len);
+  set_str(L, "content_type", m->content_type);
+  set_str(L, "kind", sess->kind == HUBU_SESSION_DIRECT ? "direct" : sess->kind == HUBU_SESSION_GROUP ? "group" : "custom");
+  set_num(L, "member_count", sess->kind == HUBU_SESSION_DIRECT ? 2.0 : (double)sess->n_members);
+  set_metatable(p, "RouteEvent");
+  char failed[128];
+  dispatch(p, "message.route", failed, sizeof failed); /* a failure routes as if no plugin had spoken */
+  int evi = lua_gettop(L);
+  static const char *const names[] = {"push", "hint", "none"};
+  const char *def = get_str(L, evi, "_default", NULL);
+  for (uint8_t i = 0; def && i < 3; i++)
+    if (!strcmp(def, names[i])) plan->default_mode = i;
+  lua_getfield(L, evi, "_modes"); /* user -> mode */
+  lua_getfield(L, evi, "_extra"); /* user -> true */
+  if (lua_istable(L, -2)) {
+    size_t cap = 0;
+    lua_pushnil(L);
+    while (lua_next(L, -3) != 0) {
+      const char *user = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+      const char *mode = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+      int mi = -1;
+      for (int i = 0; mode && i < 3; i++)
+        if (!strcmp(mode, names[i])) mi = i;
+      if (user && mi >= 0) {
+        if (plan->n == cap) {
+          cap = cap ? cap * 2 : 16;
+          char **u = realloc(plan->users, cap * sizeof *u);
+          uint8_t *md = u ? realloc(plan->modes, cap) : NULL;
+          uint8_t *ex = md ? realloc(plan->extra, cap) : NULL;
+          if (u) plan->users = u;
+          if (md) plan->modes = md;
+          if (ex) plan->extra = ex;
+          if (!u || !md || !ex) {
+            lua_pop(L, 2);
+            break;
+          }
+        }
+        plan->extra[plan->n] = 0; /* stack: _modes, _extra, key, value */
+        if (lua_istable(L, -3)) {
+          lua_pushvalue(L, -2);
+          lua_rawget(L, -4);
+          plan->extra[plan->n] = (uint8_t)lua_toboolean(L, -1);
+          lua_pop(L, 1);
+        }
+        plan->users[plan->n] = strdup(user);
+        plan->modes[plan->n] = (uint8_t)mi;
+        if (plan->users[plan->n]) plan->n++;
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, top);
+  return 1;
+}
+
+void hubu_route_plan_free(hubu_route_plan *plan) {
+  for (size_t i = 0; i < plan->n; i++) free(plan->users[i]);
+  free(plan->users);
+  free(plan->modes);
+  free(plan->extra);
+  memset(plan, 0, sizeof *plan);
+}
+
+int hubu_plugins_on_auth(hubu_plugins *p, const char *user, const char *device, const char *token,
+                         const char *client_info, char *user_out, size_t user_out_size, char *reason,
+                         size_t reason_size) {
+  if (!p || !p->has_auth) return -1;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  lua_createtable(L, 0, 6);
+  set_str(L, "user", user);
+  set_str(L, "device", device);
+  set_str(L, "token", token);
+  set_str(L, "client_info", client_info);
+  set_metatable(p, "AuthEvent");
+  char failed[128];
+  int accepted = 0;
+  snprintf(reason, reason_size, "invalid token");
+  snprintf(user_out, user_out_size, "%s", user);
+  if (dispatch(p, "auth", failed, sizeof failed)) {
+    snprintf(reason, reason_size, "authentication unavailable");
+  } else {
+    int evi = lua_gettop(L);
+    const char *verdict = get_str(L, evi, "_verdict", NULL);
+    if (verdict && !strcmp(verdict, "accept")) {
+      const char *as = get_str(L, evi, "_as", NULL);
+      if (as && hubu_id_valid(as, strlen(as))) snprintf(user_out, user_out_size, "%s", as);
+      accepted = 1;
+    } else if (verdict) {
+      const char *why = get_str(L, evi, "_reason", NULL);
+      if (why && *why) snprintf(reason, reason_size, "%s", why);
+    }
+  }
+  lua_settop(L, top);
+  return accepted;
+}
+
+int hubu_plugins_on_read(hubu_plugins *p, const char *user, const char *session_id, const char *op, char *reason,
+                         size_t reason_size) {
+  if (!p || !p->has_read) return 1;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  lua_createtable(L, 0, 4);
+  set_str(L, "user", user);
+  set_str(L, "session_id", session_id);
+  set_str(L, "op", op);
+  set_metatable(p, "ReadEvent");
+  char failed[128];
+  int allowed = 1;
+  if (dispatch(p, "session.read", failed, sizeof failed)) {
+    allowed = 0;
+    snprintf(reason, reason_size, "plugin %s failed", failed);
+  } else if (get_str(L, lua_gettop(L), "_forbid", NULL)) {
+    allowed = 0;
+    const char *why = get_str(L, lua_gettop(L), "_forbid", NULL);
+    snprintf(reason, reason_size, "%s", why);
+  }
+  lua_settop(L, top);
+  return allowed;
 }
 
 void hubu_plugins_on_connect(hubu_plugins *p, hubu_conn *c, int connected) {

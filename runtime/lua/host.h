@@ -12,6 +12,7 @@
 typedef struct hubu_server hubu_server;
 typedef struct hubu_conn hubu_conn;
 typedef struct hubu_plugins hubu_plugins;
+typedef struct hubu_session hubu_session;
 
 /* What message.send hooks decided. Owned by the caller; free with
  * hubu_send_verdict_free. code OK with rewritten set: use the new fields. */
@@ -48,6 +49,30 @@ void hubu_plugins_on_stored(hubu_plugins *p, const hubu_msg *m, int replayed);
 
 /* CALL: answers with CALL_RESULT on c. */
 void hubu_plugins_on_call(hubu_plugins *p, hubu_conn *c, const Hubu__V1__Call *call);
+
+/* message.route: how each member gets m. Modes per user. */
+typedef enum { HUBU_ROUTE_PUSH = 0, HUBU_ROUTE_HINT, HUBU_ROUTE_NONE } hubu_route_mode;
+typedef struct {
+  uint8_t default_mode;  /* hubu_route_mode for members without an override */
+  size_t n;              /* overrides (and extra recipients when extra[i]) */
+  char **users;          /* owned */
+  uint8_t *modes;        /* owned */
+  uint8_t *extra;        /* owned: 1 when the user is not a member (ev:add) */
+} hubu_route_plan;
+/* Returns 0 when no hook ran (push to every member). Free with hubu_route_plan_free. */
+int hubu_plugins_on_route(hubu_plugins *p, const hubu_session *sess, const hubu_msg *m, hubu_route_plan *plan);
+void hubu_route_plan_free(hubu_route_plan *plan);
+
+/* auth, at HELLO, replacing the token check when any plugin hooks it.
+ * Returns -1 when no hook is loaded; else 1 accepted (user possibly mapped
+ * into user_out) or 0 refused (reason). */
+int hubu_plugins_on_auth(hubu_plugins *p, const char *user, const char *device, const char *token,
+                         const char *client_info, char *user_out, size_t user_out_size, char *reason,
+                         size_t reason_size);
+
+/* session.read, for PULL and SYNC: 1 allowed, 0 forbidden (reason). */
+int hubu_plugins_on_read(hubu_plugins *p, const char *user, const char *session_id, const char *op, char *reason,
+                         size_t reason_size);
 
 /* connect (after HELLO_OK) and disconnect. */
 void hubu_plugins_on_connect(hubu_plugins *p, hubu_conn *c, int connected);

@@ -351,6 +351,43 @@ function CallEvent:reply(payload) rawset(self, "_result", payload == nil and "" 
 function CallEvent:error(code, reason) rawset(self, "_code", code or "INVALID"); rawset(self, "_reason", reason or ""); rawset(self, "_stop", true) end
 host.CallEvent = CallEvent
 
+-- message.route: ev:default(mode), ev:set(user, mode), ev:add(user [, mode]);
+-- modes "push", "hint" (PULL_HINT instead of the message), "none".
+local modes = { push = true, hint = true, none = true }
+local RouteEvent = {}
+RouteEvent.__index = RouteEvent
+function RouteEvent:default(mode)
+  assert(modes[mode], "route mode must be push, hint or none")
+  rawset(self, "_default", mode)
+end
+function RouteEvent:set(user, mode)
+  assert(modes[mode], "route mode must be push, hint or none")
+  local m = rawget(self, "_modes") or {}
+  rawset(self, "_modes", m)
+  m[user] = mode
+end
+function RouteEvent:add(user, mode)
+  self:set(user, mode or "push")
+  local e = rawget(self, "_extra") or {}
+  rawset(self, "_extra", e)
+  e[user] = true
+end
+function RouteEvent:stop() rawset(self, "_stop", true) end
+host.RouteEvent = RouteEvent
+
+-- auth: ev:accept([as_user]) or ev:reject(reason); the first verdict stops the chain.
+local AuthEvent = {}
+AuthEvent.__index = AuthEvent
+function AuthEvent:accept(as) rawset(self, "_verdict", "accept"); rawset(self, "_as", as); rawset(self, "_stop", true) end
+function AuthEvent:reject(reason) rawset(self, "_verdict", "reject"); rawset(self, "_reason", reason or ""); rawset(self, "_stop", true) end
+host.AuthEvent = AuthEvent
+
+-- session.read: ev:forbid(reason).
+local ReadEvent = {}
+ReadEvent.__index = ReadEvent
+function ReadEvent:forbid(reason) rawset(self, "_forbid", reason or "forbidden"); rawset(self, "_stop", true) end
+host.ReadEvent = ReadEvent
+
 local Plain = {}
 Plain.__index = Plain
 function Plain:stop() rawset(self, "_stop", true) end
@@ -377,6 +414,10 @@ host.im = {
     return C.event(user, name, payload or "", sender or "")
   end,
   token = function(user, ttl) return C.token(user, ttl or 86400) end,
+  kick = function(user, reason)
+    not_loading("im.kick")
+    return C.kick(user, reason or "kicked")
+  end,
   token_verify = function(token, user) return C.token_verify(token, user) end,
   members = function(session, callback)
     local list, err = C.members(session)

@@ -263,8 +263,9 @@ static int server_startv(e2e_server *s, int tls, va_list ap) {
     n_extra++;
   }
 
-  char data[96], ports[96];
+  char data[96], ports[96], plugins[96];
   snprintf(data, sizeof data, "%s/data", s->dir);
+  snprintf(plugins, sizeof plugins, "%s/plugins", s->dir); /* none: these tests are of the core */
   snprintf(ports, sizeof ports, "%s/ports", s->dir);
   mkdir(data, 0700);
   if (tls) {
@@ -308,6 +309,7 @@ static int server_startv(e2e_server *s, int tls, va_list ap) {
   DEFAULT_ARG("--data", data);
   DEFAULT_ARG("--drain-ms", "1000");
   DEFAULT_ARG("--admin-listen", "127.0.0.1:0"); /* never the fixed default port: tests run in parallel */
+  DEFAULT_ARG("--plugins", plugins);
   if (tls) {
     DEFAULT_ARG("--tls-listen", "127.0.0.1:0");
     DEFAULT_ARG("--cert", s->cert);
