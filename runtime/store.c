@@ -61,6 +61,8 @@ void hubu_store_op_free(hubu_store_op *op) {
   for (size_t i = 0; i < op->n_msgs; i++) hubu_msg_unref(op->msgs[i]);
   free(op->msgs);
   free(op->states);
+  free(op->key);
+  free(op->value);
   if (op_cached < OP_CACHE_MAX) {
     op->next = op_cache;
     op_cache = op;

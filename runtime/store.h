@@ -52,6 +52,9 @@ typedef enum {
   HUBU_STORE_PULL,           /* in: session_id, after_seq, limit. out: msgs (seq > after_seq, ascending), has_more */
   HUBU_STORE_SYNC,           /* in: user. out: states of every session the user is a member of */
   HUBU_STORE_CURSORS_SAVE,   /* in: cursors. out: OK */
+  HUBU_STORE_KV_GET,         /* in: user = plugin, key. out: OK + value, or NOT_FOUND */
+  HUBU_STORE_KV_SET,         /* in: user = plugin, key, value. out: OK */
+  HUBU_STORE_KV_DELETE,      /* in: user = plugin, key. out: OK, or NOT_FOUND */
 } hubu_store_op_kind;
 
 typedef enum {
@@ -106,6 +109,9 @@ struct hubu_store_op {
   size_t n_members;
   hubu_store_cursor *cursors; /* CURSORS_SAVE: owned */
   size_t n_cursors;
+  char *key;           /* KV_*: owned */
+  uint8_t *value;      /* KV_SET in, KV_GET out: owned */
+  size_t value_len;
 
   /* outputs */
   uint64_t seq;

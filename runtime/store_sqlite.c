@@ -95,11 +95,18 @@ enum {
   ST_DEVICE_UPSERT,
   ST_SYNC,
   ST_CURSOR_UPSERT,
+  ST_KV_GET,
+  ST_KV_SET,
+  ST_KV_DELETE,
   ST_COUNT
 };
 
 static const char *const statement_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_KV_GET] = "SELECT value FROM kv WHERE plugin = ?1 AND key = ?2",
+    [ST_KV_SET] = "INSERT INTO kv(plugin, key, value) VALUES(?1, ?2, ?3)"
+                  " ON CONFLICT(plugin, key) DO UPDATE SET value = excluded.value",
+    [ST_KV_DELETE] = "DELETE FROM kv WHERE plugin = ?1 AND key = ?2",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_MESSAGE_INSERT] =
@@ -166,6 +173,9 @@ static const char *op_name(hubu_store_op_kind kind) {
     case HUBU_STORE_PULL: return "pull";
     case HUBU_STORE_SYNC: return "sync";
     case HUBU_STORE_CURSORS_SAVE: return "cursors_save";
+    case HUBU_STORE_KV_GET: return "kv_get";
+    case HUBU_STORE_KV_SET: return "kv_set";
+    case HUBU_STORE_KV_DELETE: return "kv_delete";
   }
   return "unknown";
 }
@@ -748,6 +758,41 @@ static void member_remove(sqlite_store *st, hubu_store_op *op) {
   op->status = sqlite3_changes(st->db) ? HUBU_STORE_OK : HUBU_STORE_NOT_FOUND;
 }
 
+/* A plugin's durable key/value (im.kv); op->user names the plugin. */
+static void kv(sqlite_store *st, hubu_store_op *op) {
+  int which = op->kind == HUBU_STORE_KV_GET ? ST_KV_GET : op->kind == HUBU_STORE_KV_SET ? ST_KV_SET : ST_KV_DELETE;
+  sqlite3_stmt *stmt = st->st[which];
+  bind_text(stmt, 1, op->user);
+  bind_text(stmt, 2, op->key ? op->key : "");
+  if (which == ST_KV_SET) sqlite3_bind_blob(stmt, 3, op->value ? (const void *)op->value : "", (int)op->value_len, SQLITE_STATIC);
+  if (which != ST_KV_GET) {
+    if (run(st, which) != SQLITE_DONE) {
+      fail_op(st, op, op_name(op->kind));
+      return;
+    }
+    op->status = which == ST_KV_DELETE && !sqlite3_changes(st->db) ? HUBU_STORE_NOT_FOUND : HUBU_STORE_OK;
+    return;
+  }
+  int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW) {
+    int len = sqlite3_column_bytes(stmt, 0);
+    op->value = malloc(len ? (size_t)len : 1);
+    if (op->value) {
+      if (len) memcpy(op->value, sqlite3_column_blob(stmt, 0), (size_t)len);
+      op->value_len = (size_t)len;
+      op->status = HUBU_STORE_OK;
+    } else {
+      snprintf(op->error, sizeof op->error, "out of memory");
+      op->status = HUBU_STORE_ERROR;
+    }
+  } else if (rc == SQLITE_DONE) {
+    op->status = HUBU_STORE_NOT_FOUND;
+  } else {
+    fail_op(st, op, "kv_get");
+  }
+  sqlite3_reset(stmt);
+}
+
 /* Also fills max_seq, for PullResult.max_seq. */
 static void pull(sqlite_store *st, hubu_store_op *op) {
   uint32_t limit = op->limit ? op->limit : PULL_LIMIT_DEFAULT;
@@ -881,6 +926,9 @@ static void sqlite_execute(void *handle, hubu_store_op *op) {
     case HUBU_STORE_PULL: pull(st, op); return;
     case HUBU_STORE_SYNC: sync_sessions(st, op); return;
     case HUBU_STORE_CURSORS_SAVE: cursors_save(st, op); return;
+    case HUBU_STORE_KV_GET:
+    case HUBU_STORE_KV_SET:
+    case HUBU_STORE_KV_DELETE: kv(st, op); return;
   }
   fail_op_plain(op, "execute", "unknown op kind");
 }

@@ -103,3 +103,60 @@ end)
     assert.equals("asked for it", g.reason)
   end)
 end)
+
+describe("im.kv", function()
+  local srv
+  setup(function()
+    srv = server.start_with_plugins{ notes = [[
+plugin:hook("call.notes.put", function(ev)
+  local ok, err = im.kv.set("note:" .. ev.user, ev.payload)
+  if ok then ev:reply("stored") else ev:error("UNAVAILABLE", err) end
+end)
+plugin:hook("call.notes.get", function(ev)
+  local value = im.kv.get("note:" .. ev.user)
+  if value == nil then return ev:error("NOT_FOUND", "no note") end
+  ev:reply(value)
+end)
+plugin:hook("call.notes.drop", function(ev)
+  ev:reply(tostring(im.kv.delete("note:" .. ev.user)))
+end)
+plugin:hook("message.stored", function(ev) -- callback style, outside a call
+  im.kv.get("count", function(n)
+    im.kv.set("count", tostring((tonumber(n) or 0) + 1))
+  end)
+end)
+plugin:hook("call.notes.count", function(ev) ev:reply(im.kv.get("count") or "0") end)
+]] }
+  end)
+  teardown(function() if srv then assert.equals(0, srv:stop()) end end)
+
+  it("keeps a plugin's values in the store, per plugin, across a reload", function()
+    local alice, bob = srv:connect("alice"), srv:connect("bob")
+    assert.equals("NOT_FOUND", (alice:call("notes.get", "")))
+    local function call2(c, m, p) local code, v = c:call(m, p) return { code, v } end
+    assert.same({ "OK", "stored" }, call2(alice, "notes.put", "buy milk"))
+    assert.same({ "OK", "stored" }, call2(bob, "notes.put", "call mum"))
+    local code, value = alice:call("notes.get", "")
+    assert.equals("OK", code)
+    assert.equals("buy milk", value)
+    local f = assert(io.open(srv.plugins_dir .. "/notes.lua"))
+    local src = f:read("*a")
+    f:close()
+    srv:write_plugin("notes", src .. "\n-- saved again\n")
+    srv:wait_log("event=plugin_reloaded plugin=notes", 1, 2000)
+    assert.equals("call mum", select(2, bob:call("notes.get", "")))
+    assert.same({ "OK", "true" }, call2(alice, "notes.drop", ""))
+    assert.equals("NOT_FOUND", (alice:call("notes.get", "")))
+  end)
+
+  it("serves callbacks outside calls (a counter of stored messages)", function()
+    local alice = srv:connect("alice")
+    for i = 1, 3 do assert.equals("OK", assert(alice:send(hubu.direct("alice", "bob"), "m" .. i)).code_name) end
+    local deadline = server.now_ms() + 2000
+    local count
+    repeat
+      count = select(2, alice:call("notes.count", ""))
+    until count == "3" or server.now_ms() > deadline
+    assert.equals("3", count)
+  end)
+end)

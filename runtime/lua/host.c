@@ -327,6 +327,58 @@ static int c_group_op(lua_State *L) {
   return 0;
 }
 
+static void on_kv_op(hubu_store_op *op) {
+  hubu_server *s = op->ud2;
+  hubu_plugins *p = s->plugins;
+  if (p && p->L) {
+    lua_State *L = p->L;
+    int top = lua_gettop(L);
+    lua_pushinteger(L, (lua_Integer)op->request_id);
+    if (op->status == HUBU_STORE_OK && op->kind == HUBU_STORE_KV_GET) {
+      lua_pushlstring(L, (const char *)op->value, op->value_len);
+      call_host(p, "complete", 2, 0);
+    } else if (op->status == HUBU_STORE_OK || op->status == HUBU_STORE_NOT_FOUND) {
+      if (op->kind == HUBU_STORE_KV_GET) lua_pushnil(L); /* no such key: nil, not an error */
+      else lua_pushboolean(L, op->status == HUBU_STORE_OK);
+      call_host(p, "complete", 2, 0);
+    } else {
+      lua_pushnil(L);
+      lua_pushstring(L, "store unavailable");
+      call_host(p, "complete", 3, 0);
+    }
+    lua_settop(L, top);
+  }
+  hubu_store_op_free(op);
+}
+
+/* C.kv(what, ticket, plugin, key [, value]): what is "get", "set" or "delete". */
+static int c_kv(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  const char *what = luaL_checkstring(L, 1);
+  int ticket = (int)luaL_checkinteger(L, 2);
+  const char *plugin = luaL_checkstring(L, 3);
+  size_t klen = 0, vlen = 0;
+  const char *key = luaL_checklstring(L, 4, &klen);
+  hubu_store_op_kind kind = !strcmp(what, "get") ? HUBU_STORE_KV_GET
+                            : !strcmp(what, "set") ? HUBU_STORE_KV_SET : HUBU_STORE_KV_DELETE;
+  const char *value = kind == HUBU_STORE_KV_SET ? luaL_checklstring(L, 5, &vlen) : NULL;
+  if (klen == 0 || klen > 1024 || strlen(key) != klen) return luaL_error(L, "im.kv: a key is 1-1024 bytes, no NUL");
+  if (vlen > (1u << 20)) return luaL_error(L, "im.kv: a value is at most 1 MiB");
+  hubu_store_op *op = hubu_store_op_new(kind);
+  if (!op || !(op->key = strdup(key)) || (value && !(op->value = malloc(vlen ? vlen : 1)))) {
+    hubu_store_op_free(op);
+    return luaL_error(L, "out of memory");
+  }
+  if (value && vlen) memcpy(op->value, value, vlen);
+  op->value_len = vlen;
+  snprintf(op->user, sizeof op->user, "%s", plugin);
+  op->done = on_kv_op;
+  op->ud2 = p->server;
+  op->request_id = (uint64_t)ticket;
+  hubu_store_submit(p->server->store, op);
+  return 0;
+}
+
 /* A session a plugin waits on finished loading. */
 typedef struct {
   hubu_parked parked;
@@ -618,6 +670,7 @@ hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget
       {"budget_start", c_budget_start}, {"budget_stop", c_budget_stop},
       {"group_op", c_group_op},       {"members_wait", c_members_wait},
       {"call_reply", c_call_reply},   {"kick", c_kick},
+      {"kv", c_kv},
       {NULL, NULL},
   };
   if (luaL_loadbuffer(L, (const char *)hubu_host_lua, hubu_host_lua_len, "@host.lua") != 0) {

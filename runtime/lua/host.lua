@@ -281,11 +281,13 @@ local function finish_call(co)
   C.call_reply(ev.user, ev.conn_id, ev.request_id, code, payload or "", reason or "")
 end
 
-local function step(co, ...)
+local function step(co, plugin, ...)
+  host.current = plugin -- the plugin whose handler this coroutine is in
   C.budget_start()
   local ok, err = coroutine.resume(co, ...)
   C.budget_stop()
   if not ok then log("error", host.current, "hook_failed", tostring(err)) end
+  host.current = nil
   if coroutine.status(co) == "dead" and calls[co] then finish_call(co) end
 end
 
@@ -295,37 +297,47 @@ function host.run_call(event, ev)
     if failed == "error" then rawset(ev, "_failed", name) end
   end)
   calls[co] = ev
-  step(co)
+  step(co, nil)
 end
 
 function host.complete(ticket, ...)
   local w = waiting[ticket]
   waiting[ticket] = nil
-  if type(w) == "function" then
+  if not w then return end
+  if type(w.wake) == "function" then
+    host.current = w.plugin
     C.budget_start()
-    local ok, err = xpcall(w, debug.traceback, ...)
+    local ok, err = xpcall(w.wake, debug.traceback, ...)
     C.budget_stop()
-    if not ok then log("error", nil, "callback_failed", tostring(err)) end
-  elseif w then
-    step(w, ...)
+    host.current = nil
+    if not ok then log("error", w.plugin, "callback_failed", tostring(err)) end
+  else
+    step(w.wake, w.plugin, ...)
   end
 end
 
 -- Runs submit(ticket) and waits: yields the running coroutine, or hands the
 -- result to callback. Outside a coroutine and without a callback, an error.
-local function await(what, callback, submit)
+-- queue_only: a write that may also just be queued (outside a call, with no
+-- callback): it is applied in order, and a failure is logged.
+local function await(what, callback, submit, queue_only)
   next_ticket = next_ticket + 1
   local t = next_ticket
+  local plugin = host.current or loading
+  local co = coroutine.running()
+  local in_call = co and calls[co]
+  if not callback and not in_call and queue_only then
+    callback = function(ok, err) if not ok then log("warn", plugin, "kv_write_failed", tostring(err)) end end
+  end
   if callback then
-    waiting[t] = callback
+    waiting[t] = { wake = callback, plugin = plugin }
     submit(t)
     return true
   end
-  local co = coroutine.running()
-  if not co or not calls[co] then
+  if not in_call then
     error(what .. " waits for the store: call it from a call.<method> hook, or pass a callback", 3)
   end
-  waiting[t] = co
+  waiting[t] = { wake = co, plugin = plugin }
   submit(t)
   return coroutine.yield()
 end
@@ -414,6 +426,23 @@ host.im = {
     return C.event(user, name, payload or "", sender or "")
   end,
   token = function(user, ttl) return C.token(user, ttl or 86400) end,
+  -- Durable per-plugin key/value (the store's kv table). Each call waits for
+  -- the store: in a call.<method> hook it returns the result; elsewhere pass a
+  -- callback, which gets it later.
+  kv = {
+    get = function(key, callback)
+      local p = host.current or loading
+      return await("im.kv.get", callback, function(t) C.kv("get", t, p.name, key) end)
+    end,
+    set = function(key, value, callback)
+      local p = host.current or loading
+      return await("im.kv.set", callback, function(t) C.kv("set", t, p.name, key, tostring(value)) end, true)
+    end,
+    delete = function(key, callback)
+      local p = host.current or loading
+      return await("im.kv.delete", callback, function(t) C.kv("delete", t, p.name, key) end, true)
+    end,
+  },
   kick = function(user, reason)
     not_loading("im.kick")
     return C.kick(user, reason or "kicked")
