@@ -24,6 +24,7 @@
 #include "conn.h"
 #include "delivery.h"
 #include "log.h"
+#include "lua/host.h"
 #include "presence.h"
 #include "server.h"
 #include "session.h"
@@ -339,9 +340,7 @@ static void render_metrics(const admin_figures *f, admin_out *o) {
   prom_u64(o, "hubu_sessions_loaded", "gauge", "Sessions held in memory.", f->sessions_loaded);
   prom_u64(o, "hubu_users_online", "gauge", "Users with at least one authenticated connection.", f->users_online);
   prom_u64(o, "hubu_draining", "gauge", "1 while the server drains for shutdown.", (uint64_t)f->draining);
-  /* hubu_plugin_* metrics plug in here: the plugin host will append its own
-   * families (hook calls, errors, time per plugin and hook, reloads) through a
-   * render hook installed like hubu_admin_set_reload. */
+  /* the plugin host appends its hubu_plugin_* families after these (handle_metrics) */
   if (f->have_rss)
     prom_u64(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", f->rss_bytes);
   prom_f64(o, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
@@ -694,6 +693,7 @@ static void handle_metrics(admin_conn *c, const admin_query *q) {
   collect_figures(c->admin, &f);
   admin_out o = {0};
   render_metrics(&f, &o);
+  if (!o.failed && hubu_plugins_metrics(c->admin->server->plugins, &o.buf) != 0) o.failed = 1;
   if (o.failed) {
     hubu_buf_free(&o.buf);
     respond_error(c, 500, "out of memory", NULL);

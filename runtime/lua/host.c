@@ -92,9 +92,13 @@ static int c_budget_start(lua_State *L) {
   return 0;
 }
 
+/* Returns the seconds since budget_start, for the per-plugin time metric. */
 static int c_budget_stop(lua_State *L) {
-  host_of(L)->budget_deadline_ns = 0;
-  return 0;
+  hubu_plugins *p = host_of(L);
+  uint64_t now = now_ns(), started = p->budget_deadline_ns ? p->budget_deadline_ns - (uint64_t)p->budget_ms * 1000000u : now;
+  p->budget_deadline_ns = 0;
+  lua_pushnumber(L, (double)(now - started) / 1e9);
+  return 1;
 }
 
 /* ---- C functions for host.lua ---- */
@@ -1049,6 +1053,41 @@ int hubu_plugins_on_read(hubu_plugins *p, const char *user, const char *session_
   }
   lua_settop(L, top);
   return allowed;
+}
+
+int hubu_plugins_metrics(hubu_plugins *p, hubu_buf *out) {
+  if (!p || !p->L) return 0;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  call_host(p, "list", 0, 1);
+  char line[512];
+  int rc = 0;
+  static const char *const families[][3] = {
+      {"hubu_plugin_calls_total", "counter", "Hook and timer calls per plugin."},
+      {"hubu_plugin_errors_total", "counter", "Hook and timer errors per plugin."},
+      {"hubu_plugin_seconds_total", "counter", "Time spent in a plugin's hooks and timers."},
+  };
+  static const char *const fields[] = {"calls", "errors", "seconds"};
+  size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+  for (int f = 0; f < 3 && rc == 0; f++) {
+    int len = snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n", families[f][0], families[f][2],
+                       families[f][0], families[f][1]);
+    rc |= hubu_buf_append(out, line, (size_t)len);
+    for (size_t i = 1; i <= n && rc == 0; i++) {
+      lua_rawgeti(L, -1, (int)i);
+      lua_getfield(L, -1, "name");
+      lua_getfield(L, -2, fields[f]);
+      len = snprintf(line, sizeof line, "%s{plugin=\"%s\"} %.9g\n", families[f][0], lua_tostring(L, -2),
+                     lua_tonumber(L, -1));
+      lua_pop(L, 3);
+      rc |= hubu_buf_append(out, line, (size_t)len);
+    }
+  }
+  int len = snprintf(line, sizeof line, "# HELP hubu_plugins_loaded Plugins running.\n# TYPE hubu_plugins_loaded gauge\n"
+                                        "hubu_plugins_loaded %zu\n", n);
+  rc |= hubu_buf_append(out, line, (size_t)len);
+  lua_settop(L, top);
+  return rc ? -1 : 0;
 }
 
 void hubu_plugins_on_connect(hubu_plugins *p, hubu_conn *c, int connected) {

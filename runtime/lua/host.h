@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "hubu.pb-c.h"
+#include "buf.h"
 #include "msg.h"
 
 typedef struct hubu_server hubu_server;
@@ -73,6 +74,10 @@ int hubu_plugins_on_auth(hubu_plugins *p, const char *user, const char *device, 
 /* session.read, for PULL and SYNC: 1 allowed, 0 forbidden (reason). */
 int hubu_plugins_on_read(hubu_plugins *p, const char *user, const char *session_id, const char *op, char *reason,
                          size_t reason_size);
+
+/* Appends the hubu_plugin_* Prometheus families (calls, errors, seconds per
+ * plugin; plugins loaded) to out. 0, or -1 when memory runs out. */
+int hubu_plugins_metrics(hubu_plugins *p, hubu_buf *out);
 
 /* connect (after HELLO_OK) and disconnect. */
 void hubu_plugins_on_connect(hubu_plugins *p, hubu_conn *c, int connected);

@@ -158,7 +158,7 @@ local function install(p, old)
   for _, t in ipairs(p.pending_timers) do host.start_timer(p, t.every, t.s, t.fn) end
   p.pending_hooks, p.pending_timers = nil, nil
   plugins[p.name] = p
-  metrics[p.name] = metrics[p.name] or { calls = 0, errors = 0 }
+  metrics[p.name] = metrics[p.name] or { calls = 0, errors = 0, seconds = 0 }
 end
 
 -- Loads (or reloads) one plugin from path. Returns true, or false and the error.
@@ -202,7 +202,7 @@ function host.list()
   for name, p in pairs(plugins) do
     local m = metrics[name]
     out[#out + 1] = { name = name, version = p.version, summary = p.summary, policy = p.policy,
-                      calls = m.calls, errors = m.errors, path = p.path }
+                      calls = m.calls, errors = m.errors, seconds = m.seconds, path = p.path }
   end
   table.sort(out, function(a, b) return a.name < b.name end)
   return out
@@ -222,7 +222,7 @@ function host.dispatch(event, ev)
     host.current = h.plugin
     C.budget_start()
     local ok, err = xpcall(h.fn, debug.traceback, ev)
-    C.budget_stop()
+    m.seconds = m.seconds + C.budget_stop()
     host.current = nil
     if not ok then
       m.errors = m.errors + 1
