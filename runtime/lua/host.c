@@ -86,9 +86,12 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
     luaL_error(L, "budget of %d ms exceeded", (int)p->budget_ms);
 }
 
+/* The count hook is armed only while a plugin's code runs: the interpreter
+ * checks for hooks on every instruction, and the host's own Lua needs none. */
 static int c_budget_start(lua_State *L) {
   hubu_plugins *p = host_of(L);
   p->budget_deadline_ns = now_ns() + (uint64_t)p->budget_ms * 1000000u;
+  lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1000);
   return 0;
 }
 
@@ -97,6 +100,7 @@ static int c_budget_stop(lua_State *L) {
   hubu_plugins *p = host_of(L);
   uint64_t now = now_ns(), started = p->budget_deadline_ns ? p->budget_deadline_ns - (uint64_t)p->budget_ms * 1000000u : now;
   p->budget_deadline_ns = 0;
+  lua_sethook(L, NULL, 0, 0);
   lua_pushnumber(L, (double)(now - started) / 1e9);
   return 1;
 }
@@ -664,7 +668,6 @@ hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget
   lua_State *L = p->L;
   luaL_openlibs(L);
   budget_host = p;
-  lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1000);
   static const luaL_Reg fns[] = {
       {"log", c_log},         {"now", c_now},
       {"send", c_send},       {"event", c_event},
