@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config_file.h"
 #include "frame.h"
 #include "log.h"
 #include "secret.h"
@@ -17,6 +18,8 @@
 void hubu_config_usage(const char *argv0) {
   fprintf(stderr,
           "usage: %s [options]\n"
+          "  --config FILE|off         Lua config file: every flag as a setting, plugin sections\n"
+          "                            (default ./hubu.lua when it exists; flags override it)\n"
           "  --listen HOST:PORT        TCP listener (default 127.0.0.1:7700; port 0: ephemeral)\n"
           "  --tls-listen HOST:PORT    TLS listener (needs --cert and --key)\n"
           "  --cert FILE --key FILE    PEM certificate chain and private key\n"
@@ -72,7 +75,7 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out) {
   return 0;
 }
 
-int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t err_size) {
+void hubu_config_defaults(hubu_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
   snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
   cfg->listen_port = 7700;
@@ -94,103 +97,133 @@ int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t
   cfg->admin_port = 7781;
   cfg->max_pending_sends = 1024;
   cfg->plugin_budget_ms = 100;
+}
 
-  for (int i = 1; i < argc; i++) {
-    const char *flag = argv[i];
-    if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) {
+const char *hubu_config_own(hubu_config *cfg, const char *s) {
+  char **grown = realloc(cfg->owned, (cfg->n_owned + 1) * sizeof *grown);
+  if (!grown) return NULL;
+  cfg->owned = grown;
+  char *copy = strdup(s);
+  if (copy) cfg->owned[cfg->n_owned++] = copy;
+  return copy;
+}
+
+int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *err, size_t err_size) {
+  uint64_t n = 0;
+  int bad = 0;
+  if (!strcmp(flag, "--listen")) {
+    bad = parse_hostport(v, cfg->listen_host, sizeof cfg->listen_host, &cfg->listen_port);
+  } else if (!strcmp(flag, "--tls-listen")) {
+    bad = parse_hostport(v, cfg->tls_host, sizeof cfg->tls_host, &cfg->tls_port);
+    cfg->tls_enabled = 1;
+  } else if (!strcmp(flag, "--cert")) {
+    cfg->cert_file = v;
+  } else if (!strcmp(flag, "--key")) {
+    cfg->key_file = v;
+  } else if (!strcmp(flag, "--data")) {
+    cfg->data_dir = v;
+  } else if (!strcmp(flag, "--plugins")) {
+    cfg->plugins_dir = v;
+  } else if (!strcmp(flag, "--secret")) {
+    cfg->secret_arg = v;
+    bad = v[0] == '\0';
+  } else if (!strcmp(flag, "--log-level")) {
+    cfg->log_level = hubu_log_level_parse(v);
+    bad = cfg->log_level < 0;
+  } else if (!strcmp(flag, "--max-frame")) {
+    bad = parse_u64(v, UINT32_MAX, &n) || n < 64;
+    cfg->max_frame = (uint32_t)n;
+  } else if (!strcmp(flag, "--heartbeat-ms")) {
+    bad = parse_u64(v, 86400000, &n) || n < 10;
+    cfg->heartbeat_ms = (uint32_t)n;
+  } else if (!strcmp(flag, "--hello-timeout-ms")) {
+    bad = parse_u64(v, 86400000, &n) || n < 10;
+    cfg->hello_timeout_ms = (uint32_t)n;
+  } else if (!strcmp(flag, "--max-conns")) {
+    bad = parse_u64(v, UINT32_MAX, &n);
+    cfg->max_conns = (uint32_t)n;
+  } else if (!strcmp(flag, "--max-conns-per-ip")) {
+    bad = parse_u64(v, UINT32_MAX, &n);
+    cfg->max_conns_per_ip = (uint32_t)n;
+  } else if (!strcmp(flag, "--write-queue-max")) {
+    bad = parse_u64(v, (uint64_t)1 << 40, &n) || n < 4096;
+    cfg->write_queue_max = (size_t)n;
+  } else if (!strcmp(flag, "--drain-ms")) {
+    bad = parse_u64(v, 3600000, &n);
+    cfg->drain_ms = (uint32_t)n;
+  } else if (!strcmp(flag, "--fsync")) {
+    cfg->fsync = !strcmp(v, "always") ? 0 : !strcmp(v, "batch") ? 1 : !strcmp(v, "off") ? 2 : -1;
+    bad = cfg->fsync < 0;
+  } else if (!strcmp(flag, "--node-id")) {
+    bad = parse_u64(v, 1023, &n);
+    cfg->node_id = (uint32_t)n;
+  } else if (!strcmp(flag, "--max-inflight")) {
+    bad = parse_u64(v, 1u << 20, &n) || n < 1;
+    cfg->max_inflight = (uint32_t)n;
+  } else if (!strcmp(flag, "--max-inflight-bytes")) {
+    bad = parse_u64(v, (uint64_t)1 << 32, &n) || n < 1024;
+    cfg->max_inflight_bytes = (size_t)n;
+  } else if (!strcmp(flag, "--ack-timeout-ms")) {
+    bad = parse_u64(v, 3600000, &n) || n < 10;
+    cfg->ack_timeout_ms = (uint32_t)n;
+  } else if (!strcmp(flag, "--pull-limit-max")) {
+    bad = parse_u64(v, 100000, &n) || n < 1;
+    cfg->pull_limit_max = (uint32_t)n;
+  } else if (!strcmp(flag, "--plugin-budget-ms")) {
+    bad = parse_u64(v, 60000, &n) || n < 1;
+    cfg->plugin_budget_ms = (uint32_t)n;
+  } else if (!strcmp(flag, "--max-pending-sends")) {
+    bad = parse_u64(v, 1u << 20, &n) || n < 2;
+    cfg->max_pending_sends = (uint32_t)n;
+  } else if (!strcmp(flag, "--admin-listen")) {
+    cfg->admin_enabled = strcmp(v, "off") != 0;
+    if (cfg->admin_enabled) bad = parse_hostport(v, cfg->admin_host, sizeof cfg->admin_host, &cfg->admin_port);
+  } else if (!strcmp(flag, "--port-file")) {
+    cfg->port_file = v;
+  } else {
+    snprintf(err, err_size, "unknown flag %s (see --help)", flag);
+    return -1;
+  }
+  if (bad) {
+    snprintf(err, err_size, "%s: invalid value '%s'", flag, v);
+    return -2;
+  }
+  return 0;
+}
+
+int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t err_size) {
+  hubu_config_defaults(cfg);
+  /* First pass: --help, the flags' shape, and --config. */
+  const char *config_file = NULL;
+  for (int i = 1; i < argc; i += 2) {
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       hubu_config_usage(argv[0]);
       return 1;
     }
     if (i + 1 >= argc) {
-      snprintf(err, err_size, "%s: missing value (see --help)", flag);
+      snprintf(err, err_size, "%s: missing value (see --help)", argv[i]);
       return -1;
     }
-    const char *v = argv[++i];
-    uint64_t n = 0;
-    int bad = 0;
-    if (!strcmp(flag, "--listen")) {
-      bad = parse_hostport(v, cfg->listen_host, sizeof cfg->listen_host, &cfg->listen_port);
-    } else if (!strcmp(flag, "--tls-listen")) {
-      bad = parse_hostport(v, cfg->tls_host, sizeof cfg->tls_host, &cfg->tls_port);
-      cfg->tls_enabled = 1;
-    } else if (!strcmp(flag, "--cert")) {
-      cfg->cert_file = v;
-    } else if (!strcmp(flag, "--key")) {
-      cfg->key_file = v;
-    } else if (!strcmp(flag, "--data")) {
-      cfg->data_dir = v;
-    } else if (!strcmp(flag, "--plugins")) {
-      cfg->plugins_dir = v;
-    } else if (!strcmp(flag, "--secret")) {
-      cfg->secret_arg = v;
-      bad = v[0] == '\0';
-    } else if (!strcmp(flag, "--log-level")) {
-      cfg->log_level = hubu_log_level_parse(v);
-      bad = cfg->log_level < 0;
-    } else if (!strcmp(flag, "--max-frame")) {
-      bad = parse_u64(v, UINT32_MAX, &n) || n < 64;
-      cfg->max_frame = (uint32_t)n;
-    } else if (!strcmp(flag, "--heartbeat-ms")) {
-      bad = parse_u64(v, 86400000, &n) || n < 10;
-      cfg->heartbeat_ms = (uint32_t)n;
-    } else if (!strcmp(flag, "--hello-timeout-ms")) {
-      bad = parse_u64(v, 86400000, &n) || n < 10;
-      cfg->hello_timeout_ms = (uint32_t)n;
-    } else if (!strcmp(flag, "--max-conns")) {
-      bad = parse_u64(v, UINT32_MAX, &n);
-      cfg->max_conns = (uint32_t)n;
-    } else if (!strcmp(flag, "--max-conns-per-ip")) {
-      bad = parse_u64(v, UINT32_MAX, &n);
-      cfg->max_conns_per_ip = (uint32_t)n;
-    } else if (!strcmp(flag, "--write-queue-max")) {
-      bad = parse_u64(v, (uint64_t)1 << 40, &n) || n < 4096;
-      cfg->write_queue_max = (size_t)n;
-    } else if (!strcmp(flag, "--drain-ms")) {
-      bad = parse_u64(v, 3600000, &n);
-      cfg->drain_ms = (uint32_t)n;
-    } else if (!strcmp(flag, "--fsync")) {
-      cfg->fsync = !strcmp(v, "always") ? 0 : !strcmp(v, "batch") ? 1 : !strcmp(v, "off") ? 2 : -1;
-      bad = cfg->fsync < 0;
-    } else if (!strcmp(flag, "--node-id")) {
-      bad = parse_u64(v, 1023, &n);
-      cfg->node_id = (uint32_t)n;
-    } else if (!strcmp(flag, "--max-inflight")) {
-      bad = parse_u64(v, 1u << 20, &n) || n < 1;
-      cfg->max_inflight = (uint32_t)n;
-    } else if (!strcmp(flag, "--max-inflight-bytes")) {
-      bad = parse_u64(v, (uint64_t)1 << 32, &n) || n < 1024;
-      cfg->max_inflight_bytes = (size_t)n;
-    } else if (!strcmp(flag, "--ack-timeout-ms")) {
-      bad = parse_u64(v, 3600000, &n) || n < 10;
-      cfg->ack_timeout_ms = (uint32_t)n;
-    } else if (!strcmp(flag, "--pull-limit-max")) {
-      bad = parse_u64(v, 100000, &n) || n < 1;
-      cfg->pull_limit_max = (uint32_t)n;
-    } else if (!strcmp(flag, "--plugin-budget-ms")) {
-      bad = parse_u64(v, 60000, &n) || n < 1;
-      cfg->plugin_budget_ms = (uint32_t)n;
-    } else if (!strcmp(flag, "--max-pending-sends")) {
-      bad = parse_u64(v, 1u << 20, &n) || n < 2;
-      cfg->max_pending_sends = (uint32_t)n;
-    } else if (!strcmp(flag, "--admin-listen")) {
-      cfg->admin_enabled = strcmp(v, "off") != 0;
-      if (cfg->admin_enabled) bad = parse_hostport(v, cfg->admin_host, sizeof cfg->admin_host, &cfg->admin_port);
-    } else if (!strcmp(flag, "--port-file")) {
-      cfg->port_file = v;
-    } else {
-      snprintf(err, err_size, "unknown flag %s (see --help)", flag);
-      return -1;
-    }
-    if (bad) {
-      snprintf(err, err_size, "%s: invalid value '%s'", flag, v);
-      return -1;
-    }
+    if (!strcmp(argv[i], "--config")) config_file = argv[i + 1];
+  }
+  if (!config_file && access("hubu.lua", F_OK) == 0) config_file = "hubu.lua";
+  if (config_file && strcmp(config_file, "off") != 0) {
+    cfg->config_file = config_file;
+    if (hubu_config_file_load(cfg, config_file, err, err_size) != 0) goto fail;
+  }
+  /* Second pass: flags override the file. */
+  for (int i = 1; i < argc; i += 2) {
+    if (!strcmp(argv[i], "--config")) continue;
+    if (hubu_config_apply(cfg, argv[i], argv[i + 1], err, err_size) != 0) goto fail;
   }
   if (cfg->tls_enabled && (!cfg->cert_file || !cfg->key_file)) {
     snprintf(err, err_size, "--tls-listen needs --cert and --key");
-    return -1;
+    goto fail;
   }
   return 0;
+fail:
+  hubu_config_free(cfg);
+  return -1;
 }
 
 static int generate_secret(const char *path, uint8_t **out, size_t *out_len) {
@@ -240,4 +273,8 @@ int hubu_config_load_secret(hubu_config *cfg, char *err, size_t err_size) {
 void hubu_config_free(hubu_config *cfg) {
   free(cfg->secret);
   cfg->secret = NULL;
+  for (size_t i = 0; i < cfg->n_owned; i++) free(cfg->owned[i]);
+  free(cfg->owned);
+  cfg->owned = NULL;
+  cfg->n_owned = 0;
 }

@@ -1,5 +1,5 @@
-/* config.h — hubud's settings, from flags (a Lua config file comes with the
- * plugin host and fills the same struct). */
+/* config.h — hubud's settings: defaults, then the Lua config file
+ * (config_file.h), then flags; both go through hubu_config_apply. */
 #ifndef HUBU_CONFIG_H
 #define HUBU_CONFIG_H
 
@@ -40,11 +40,26 @@ typedef struct {
   int admin_enabled;          /* 0 with --admin-listen off */
   char admin_host[64];        /* admin HTTP listener (runtime/admin.c), loopback by default */
   int admin_port;             /* 0: ephemeral (the port file gets "admin PORT") */
+  const char *config_file;    /* --config FILE, or ./hubu.lua when it exists; NULL: none */
+  char **owned;               /* strings from the config file that fields above point to */
+  size_t n_owned;
 } hubu_config;
 
-/* Fills cfg with defaults, then applies argv. Returns 0, 1 for --help (usage
- * printed), or -1 with a message in err. */
+/* Fills cfg with defaults, then the config file's settings (--config FILE, or
+ * ./hubu.lua when it exists; --config off: none), then argv. Returns 0, 1 for
+ * --help (usage printed), or -1 with a message in err (cfg freed). */
 int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t err_size);
+
+/* The defaults alone (cfg zeroed first). */
+void hubu_config_defaults(hubu_config *cfg);
+
+/* One setting, as the flag ("--heartbeat-ms") and its value. The value is
+ * kept by pointer: it must outlive cfg (argv, or hubu_config_own). Returns 0,
+ * -1 for an unknown flag, -2 for an invalid value; err says which. */
+int hubu_config_apply(hubu_config *cfg, const char *flag, const char *value, char *err, size_t err_size);
+
+/* A copy of s that lives until hubu_config_free; NULL when out of memory. */
+const char *hubu_config_own(hubu_config *cfg, const char *s);
 
 /* Loads the token secret: --secret literal, --secret @FILE, or DATA/secret,
  * generating the latter (random, mode 0600) when missing. 0 or -1 (err). */

@@ -1,4 +1,4 @@
-/* main.c — hubud: flags, the token secret, one loop, and an orderly exit.
+/* main.c — hubud: flags and hubu.lua, the token secret, one loop, and an orderly exit.
  * The process exits 0 only after every connection was drained and every
  * handle closed (uv_loop_close succeeds). */
 #include <errno.h>
@@ -38,6 +38,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   hubu_log_min_level = (hubu_log_level)cfg.log_level;
+  if (cfg.config_file) hubu_log(HUBU_LOG_INFO, 0, NULL, "config_loaded", "file=%s", cfg.config_file);
   if (hubu_config_load_secret(&cfg, err, sizeof err) != 0) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "startup_failed", "error=\"%s\"", err);
     return 1;

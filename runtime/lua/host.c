@@ -17,6 +17,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "config_file.h"
 #include "conn.h"
 #include "log.h"
 #include "messaging.h"
@@ -566,7 +567,16 @@ static int load_one(hubu_plugins *p, const char *name, char *report, size_t repo
   int top = lua_gettop(L);
   lua_pushstring(L, name);
   lua_pushstring(L, path);
-  lua_newtable(L); /* its config section: filled from hubu.lua once the config file exists */
+  /* Its config section, from hubu.lua as the file reads now; a broken file
+   * keeps what runs, like a broken plugin. */
+  char cerr[512];
+  const char *config_file = p->server && p->server->cfg ? p->server->cfg->config_file : NULL;
+  if (hubu_config_file_push_plugin_section(L, config_file, name, cerr, sizeof cerr) != 0) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugin_load_failed", "plugin=%s error=\"%s\"", name, cerr);
+    if (report) snprintf(report + strlen(report), report_size - strlen(report), "%s: failed: %s\n", name, cerr);
+    lua_settop(L, top);
+    return -1;
+  }
   call_host(p, "load", 3, 2);
   int ok = lua_toboolean(L, -2);
   if (report) {

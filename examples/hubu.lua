@@ -1,0 +1,65 @@
+-- hubu.lua — a sample hubud config file (docs/config.md has the rules).
+--
+-- hubud reads ./hubu.lua when it exists, or the file given with --config FILE
+-- (--config off: none). It is Lua run in a sandbox: no io, no os apart from
+-- os.getenv, no require. Each setting is a flag without "--" and with "-"
+-- turned into "_"; a flag on the command line wins over the file, the file
+-- over the defaults. An unknown setting, a value of the wrong type or one the
+-- flag would refuse stops hubud with "hubu.lua:LINE: ..." (exit status 2).
+-- Leave a setting out (or set it to nil) to keep its default.
+
+-- ---- listeners ----------------------------------------------------------
+listen = "127.0.0.1:7700"            -- plain TCP; port 0 picks a free port
+-- tls_listen = "0.0.0.0:7743"       -- TLS, needs cert and key
+-- cert = "/etc/hubu/fullchain.pem"
+-- key = "/etc/hubu/privkey.pem"
+admin_listen = "127.0.0.1:7781"      -- /healthz, /metrics, /v1/admin/*; "off" to disable; no auth: keep it on loopback
+-- port_file = "/run/hubu/ports"     -- "tcp PORT" lines once listening
+
+-- ---- storage, plugins, secret ---------------------------------------------
+data = "./data"                      -- the store and the generated secret
+plugins = "./plugins"                -- Lua plugins (one section each below)
+fsync = "batch"                      -- always | batch | off
+node_id = 0                          -- 0-1023, part of every msg_id
+secret = os.getenv("HUBU_SECRET")    -- literal or "@FILE"; nil (variable unset): DATA/secret
+
+-- ---- logging --------------------------------------------------------------
+log_level = "info"                   -- debug | info | warn | error
+
+-- ---- connections ----------------------------------------------------------
+max_frame = 1024 * 1024              -- largest frame body (any Lua expression works)
+heartbeat_ms = 30000                 -- idle time before a server PING
+hello_timeout_ms = 10000             -- time a new connection has to send HELLO
+max_conns = 0                        -- 0: unlimited
+max_conns_per_ip = 0
+write_queue_max = 4 * 1024 * 1024    -- per-connection output before reads pause
+drain_ms = 5000                      -- SIGTERM drain budget
+
+-- ---- delivery -------------------------------------------------------------
+max_inflight = 256                   -- unacknowledged pushes before PULL_HINT
+max_inflight_bytes = 1024 * 1024
+ack_timeout_ms = 10000
+pull_limit_max = 500
+max_pending_sends = 1024
+plugin_budget_ms = 100               -- longest a plugin hook call may run
+
+-- ---- plugin sections --------------------------------------------------------
+-- plugin "NAME" { ... } is what plugin:option_*(...) of plugins/NAME.lua
+-- reads; a plugin without a section gets its defaults. Values are strings,
+-- numbers, booleans and tables of them. A plugin reload (file change, SIGHUP,
+-- hubuctl reload) reads its section again; the settings above are read once,
+-- at start.
+
+plugin "moderation" {
+  mode = "mask",                     -- "reject" or "mask"
+  words = { "darn", "heck" },
+}
+
+plugin "ratelimit" {
+  user_rate = 5, user_burst = 20,
+  session_rate = 20, session_burst = 60,
+}
+
+plugin "echo" { user = "echo-bot" }
+
+plugin "commands" { user = "bot", max_roll = 1000000 }
