@@ -163,6 +163,7 @@ end
 
 -- Loads (or reloads) one plugin from path. Returns true, or false and the error.
 function host.load(name, path, config)
+  local t0 = os.clock()
   local f, ferr = io.open(path, "rb")
   if not f then return false, ferr end
   local src = f:read("*a")
@@ -178,7 +179,8 @@ function host.load(name, path, config)
   end
   local old = plugins[name]
   install(p, old)
-  log("info", p, old and "plugin_reloaded" or "plugin_loaded", ("path=%s hooks=%d"):format(path, host.count_hooks(p)))
+  log("info", p, old and "plugin_reloaded" or "plugin_loaded",
+      ("path=%s hooks=%d took_ms=%.2f"):format(path, host.count_hooks(p), (os.clock() - t0) * 1000))
   return true
 end
 
