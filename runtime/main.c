@@ -71,6 +71,7 @@ int main(int argc, char **argv) {
   }
   server.plugins = hubu_plugins_open(&server, cfg.plugins_dir, cfg.plugin_budget_ms, err, sizeof err);
   if (!server.plugins) hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugins_failed", "error=\"%s\"", err); /* serve without */
+  hubu_plugins_start_replay(server.plugins);
   hubu_admin_set_reload(&server, reload_plugins, &server);
   if (cfg.secret_generated) {
     printf("hubud: development secret generated in %s/secret: %.*s\n", cfg.data_dir, (int)cfg.secret_len,

@@ -211,6 +211,7 @@ static void on_appended(hubu_store_op *op) {
   hubu_server *s = op->ud2;
   hubu_msg *m = p->msg;
   if (op->status == HUBU_STORE_OK) {
+    m->log_pos = op->log_pos; /* the store is done with m: the loop may write it */
     if (!p->internal && p->client_id > p->device->durable) p->device->durable = p->client_id;
     hubu_session_tail_push(p->session, m);
     if (!p->internal) hubu_device_remember(p->device, m);

@@ -50,6 +50,7 @@ hubu_msg *hubu_msg_new(const char *session_id, uint64_t seq, uint64_t msg_id, co
   msg->msg_id = msg_id;
   msg->client_id = client_id;
   msg->server_time_ms = server_time_ms;
+  msg->log_pos = 0;
   msg->session_id = memcpy(p, session_id, l_sess), p += l_sess;
   msg->sender = memcpy(p, sender, l_send), p += l_send;
   msg->sender_device = memcpy(p, sender_device, l_dev), p += l_dev;

@@ -17,6 +17,7 @@ typedef struct hubu_msg {
   uint64_t msg_id;
   uint64_t client_id;
   uint64_t server_time_ms;
+  uint64_t log_pos;          /* the store's position of this message (insertion order), 0 until stored */
   const char *session_id;    /* these point into the same allocation */
   const char *sender;
   const char *sender_device;

@@ -157,6 +157,7 @@ static void on_sweep(uv_timer_t *t) {
   if (now - s->last_housekeeping_ms >= HOUSEKEEPING_MS) {
     s->last_housekeeping_ms = now;
     hubu_presence_save_cursors(s);
+    hubu_plugins_save_cursors(s->plugins);
     if (now > SESSION_IDLE_MS) hubu_session_evict_idle(s, now - SESSION_IDLE_MS);
   }
   for (hubu_conn *c = s->conns, *next; c; c = next) {
@@ -181,6 +182,7 @@ static void finish_drain(hubu_server *s) {
   hubu_log(HUBU_LOG_INFO, 0, NULL, "shutdown", "state=drained");
   hubu_presence_save_cursors(s);
   hubu_admin_close(s); /* /healthz said 503 "draining" until now */
+  hubu_plugins_save_cursors(s->plugins);
   hubu_plugins_close(s->plugins);
   s->plugins = NULL;
   hubu_store_close(s->store); /* finishes every queued op, then closes its handle */

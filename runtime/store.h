@@ -55,6 +55,8 @@ typedef enum {
   HUBU_STORE_KV_GET,         /* in: user = plugin, key. out: OK + value, or NOT_FOUND */
   HUBU_STORE_KV_SET,         /* in: user = plugin, key, value. out: OK */
   HUBU_STORE_KV_DELETE,      /* in: user = plugin, key. out: OK, or NOT_FOUND */
+  HUBU_STORE_LOG_READ,       /* in: after_seq = log position, limit. out: msgs in log order (each with log_pos),
+                                has_more, max_seq = the highest log position stored */
 } hubu_store_op_kind;
 
 typedef enum {
@@ -117,6 +119,7 @@ struct hubu_store_op {
   uint64_t seq;
   uint64_t msg_id;
   uint64_t last_client_id;
+  uint64_t log_pos;    /* APPEND: the message's position in the store's log */
   uint64_t max_seq;
   uint64_t min_seq;
   hubu_msg **msgs;     /* PULL: owned array of references */

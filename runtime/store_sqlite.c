@@ -96,6 +96,8 @@ enum {
   ST_SYNC,
   ST_CURSOR_UPSERT,
   ST_KV_GET,
+  ST_LOG_READ,
+  ST_LOG_MAX,
   ST_KV_SET,
   ST_KV_DELETE,
   ST_COUNT
@@ -104,6 +106,10 @@ enum {
 static const char *const statement_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_KV_GET] = "SELECT value FROM kv WHERE plugin = ?1 AND key = ?2",
+    [ST_LOG_READ] =
+        "SELECT rowid, session_id, seq, msg_id, sender, sender_device, client_id, content_type, body, meta,"
+        " server_time_ms FROM messages WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+    [ST_LOG_MAX] = "SELECT MAX(rowid) FROM messages",
     [ST_KV_SET] = "INSERT INTO kv(plugin, key, value) VALUES(?1, ?2, ?3)"
                   " ON CONFLICT(plugin, key) DO UPDATE SET value = excluded.value",
     [ST_KV_DELETE] = "DELETE FROM kv WHERE plugin = ?1 AND key = ?2",
@@ -176,6 +182,7 @@ static const char *op_name(hubu_store_op_kind kind) {
     case HUBU_STORE_KV_GET: return "kv_get";
     case HUBU_STORE_KV_SET: return "kv_set";
     case HUBU_STORE_KV_DELETE: return "kv_delete";
+    case HUBU_STORE_LOG_READ: return "log_read";
   }
   return "unknown";
 }
@@ -427,6 +434,7 @@ static int insert_message(sqlite_store *st, hubu_store_op *op) {
   if (rc != SQLITE_DONE) return rc;
   if (sqlite3_changes(st->db) == 1) {
     op->status = HUBU_STORE_OK;
+    op->log_pos = (uint64_t)sqlite3_last_insert_rowid(st->db);
     op->seq = m->seq;
     op->msg_id = m->msg_id;
     copy_str(op->session_id, sizeof op->session_id, m->session_id);
@@ -758,6 +766,53 @@ static void member_remove(sqlite_store *st, hubu_store_op *op) {
   op->status = sqlite3_changes(st->db) ? HUBU_STORE_OK : HUBU_STORE_NOT_FOUND;
 }
 
+/* Messages in the order they were stored, after a log position: what
+ * message.stored hooks missed (a crash between the store and the hook). */
+static void log_read(sqlite_store *st, hubu_store_op *op) {
+  uint32_t limit = op->limit ? op->limit : PULL_LIMIT_DEFAULT;
+  if (limit > PULL_LIMIT_MAX) limit = PULL_LIMIT_MAX;
+  op->msgs = calloc(limit, sizeof *op->msgs);
+  op->n_msgs = 0;
+  if (!op->msgs) {
+    fail_op_plain(op, "log_read", "out of memory");
+    return;
+  }
+  sqlite3_stmt *max = st->st[ST_LOG_MAX];
+  if (sqlite3_step(max) != SQLITE_ROW) {
+    sqlite3_reset(max);
+    fail_op(st, op, "select max(rowid)");
+    return;
+  }
+  op->max_seq = column_u64(max, 0);
+  sqlite3_reset(max);
+  sqlite3_stmt *stmt = st->st[ST_LOG_READ];
+  bind_u64(stmt, 1, op->after_seq);
+  sqlite3_bind_int64(stmt, 2, (sqlite3_int64)limit + 1);
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    if (op->n_msgs == limit) {
+      op->has_more = 1;
+      break;
+    }
+    hubu_msg *m = hubu_msg_new((const char *)sqlite3_column_text(stmt, 1), column_u64(stmt, 2), column_u64(stmt, 3),
+                               (const char *)sqlite3_column_text(stmt, 4), (const char *)sqlite3_column_text(stmt, 5),
+                               column_u64(stmt, 6), sqlite3_column_blob(stmt, 8), (size_t)sqlite3_column_bytes(stmt, 8),
+                               (const char *)sqlite3_column_text(stmt, 7), sqlite3_column_blob(stmt, 9),
+                               (size_t)sqlite3_column_bytes(stmt, 9), column_u64(stmt, 10));
+    if (!m) break;
+    m->log_pos = column_u64(stmt, 0);
+    op->msgs[op->n_msgs++] = m;
+  }
+  sqlite3_reset(stmt);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    for (size_t i = 0; i < op->n_msgs; i++) hubu_msg_unref(op->msgs[i]);
+    op->n_msgs = 0;
+    fail_op(st, op, "select log");
+    return;
+  }
+  op->status = HUBU_STORE_OK;
+}
+
 /* A plugin's durable key/value (im.kv); op->user names the plugin. */
 static void kv(sqlite_store *st, hubu_store_op *op) {
   int which = op->kind == HUBU_STORE_KV_GET ? ST_KV_GET : op->kind == HUBU_STORE_KV_SET ? ST_KV_SET : ST_KV_DELETE;
@@ -929,6 +984,7 @@ static void sqlite_execute(void *handle, hubu_store_op *op) {
     case HUBU_STORE_KV_GET:
     case HUBU_STORE_KV_SET:
     case HUBU_STORE_KV_DELETE: kv(st, op); return;
+    case HUBU_STORE_LOG_READ: log_read(st, op); return;
   }
   fail_op_plain(op, "execute", "unknown op kind");
 }

@@ -9,7 +9,7 @@ packages=(
   libluajit2-5.1-dev luajit2 lua-cjson
   libprotobuf-c-dev protobuf-c-compiler
   libssl-dev openssl
-  libsqlite3-dev
+  libsqlite3-dev sqlite3
   libmariadb-dev
   libhiredis-dev
   uthash-dev

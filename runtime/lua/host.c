@@ -873,13 +873,12 @@ void hubu_send_verdict_free(hubu_send_verdict *v) {
   memset(v, 0, sizeof *v);
 }
 
-void hubu_plugins_on_stored(hubu_plugins *p, const hubu_msg *m, int replayed) {
-  if (!p || !p->has_stored) return;
+/* Stack: pushes message.stored's event for m. */
+static void push_stored_event(hubu_plugins *p, const hubu_msg *m, int replayed) {
   lua_State *L = p->L;
-  int top = lua_gettop(L);
   char msg_id[24];
   snprintf(msg_id, sizeof msg_id, "%llu", (unsigned long long)m->msg_id);
-  lua_createtable(L, 0, 12);
+  lua_createtable(L, 0, 13);
   set_str(L, "session_id", m->session_id);
   set_num(L, "seq", (double)m->seq);
   set_str(L, "msg_id", msg_id);
@@ -888,6 +887,7 @@ void hubu_plugins_on_stored(hubu_plugins *p, const hubu_msg *m, int replayed) {
   set_num(L, "client_id", (double)m->client_id);
   set_lstr(L, "body", m->body, m->body_len);
   set_str(L, "content_type", m->content_type);
+  set_num(L, "log_pos", (double)m->log_pos);
   lua_pushboolean(L, replayed);
   lua_setfield(L, -2, "replayed");
   if (m->session_id[0] == 'd' && m->session_id[1] == ':') { /* the other user of a direct session */
@@ -902,8 +902,136 @@ void hubu_plugins_on_stored(hubu_plugins *p, const hubu_msg *m, int replayed) {
     set_str(L, "kind", m->session_id[0] == 'g' && m->session_id[1] == ':' ? "group" : "custom");
   }
   set_metatable(p, "Plain");
-  char failed[128];
-  dispatch(p, "message.stored", failed, sizeof failed); /* after the store: nothing to refuse */
+}
+
+void hubu_plugins_on_stored(hubu_plugins *p, const hubu_msg *m, int replayed) {
+  if (!p || !p->has_stored) return;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  push_stored_event(p, m, replayed);
+  lua_pushnil(L);
+  call_host(p, "dispatch_stored", 2, 0); /* after the store: nothing to refuse */
+  lua_settop(L, top);
+}
+
+/* ---- message.stored from the log: cursors and replay ---- */
+
+#define STORED_CURSORS "hubud:stored" /* the kv namespace of the positions (not a plugin name) */
+#define REPLAY_BATCH 200
+
+static void on_cursor_saved(hubu_store_op *op) {
+  if (op->status != HUBU_STORE_OK)
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "stored_cursor_save_failed", "plugin=%s error=\"%s\"", op->key, op->error);
+  hubu_store_op_free(op);
+}
+
+void hubu_plugins_save_cursors(hubu_plugins *p) {
+  if (!p || !p->L || !p->server->store) return;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  call_host(p, "take_dirty_cursors", 0, 1);
+  if (lua_istable(L, -1)) {
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+      char value[24];
+      snprintf(value, sizeof value, "%.0f", lua_tonumber(L, -1));
+      hubu_store_op *op = hubu_store_op_new(HUBU_STORE_KV_SET);
+      if (op && (op->key = strdup(lua_tostring(L, -2))) && (op->value = (uint8_t *)strdup(value))) {
+        op->value_len = strlen(value);
+        snprintf(op->user, sizeof op->user, "%s", STORED_CURSORS);
+        op->done = on_cursor_saved;
+        hubu_store_submit(p->server->store, op);
+      } else {
+        hubu_store_op_free(op);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, top);
+}
+
+static void replay_read(hubu_server *s, const char *plugin, uint64_t after, uint64_t target);
+
+static void on_replay_read(hubu_store_op *op) {
+  hubu_server *s = op->ud2;
+  hubu_plugins *p = s->plugins;
+  uint64_t target = op->request_id ? op->request_id : op->max_seq; /* the end: the log as the replay began */
+  int more = 0;
+  uint64_t last = op->after_seq;
+  if (p && p->L && op->status == HUBU_STORE_OK) {
+    lua_State *L = p->L;
+    int top = lua_gettop(L);
+    for (size_t i = 0; i < op->n_msgs && op->msgs[i]->log_pos <= target; i++) {
+      push_stored_event(p, op->msgs[i], 1);
+      lua_pushstring(L, op->key);
+      call_host(p, "dispatch_stored", 2, 0);
+      lua_settop(L, top);
+      last = op->msgs[i]->log_pos;
+    }
+    more = op->has_more && last < target;
+  } else if (op->status != HUBU_STORE_OK) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "stored_replay_failed", "plugin=%s error=\"%s\"", op->key, op->error);
+  }
+  if (more) {
+    replay_read(s, op->key, last, target);
+  } else if (p && p->L) {
+    hubu_log(HUBU_LOG_INFO, 0, NULL, "stored_replayed", "plugin=%s up_to=%llu", op->key, (unsigned long long)last);
+    lua_pushstring(p->L, op->key);
+    call_host(p, "replay_end", 1, 0);
+  }
+  hubu_store_op_free(op);
+}
+
+static void replay_read(hubu_server *s, const char *plugin, uint64_t after, uint64_t target) {
+  hubu_store_op *op = hubu_store_op_new(HUBU_STORE_LOG_READ);
+  if (!op || !(op->key = strdup(plugin))) {
+    hubu_store_op_free(op);
+    return;
+  }
+  op->after_seq = after;
+  op->limit = REPLAY_BATCH;
+  op->request_id = target;
+  op->done = on_replay_read;
+  op->ud2 = s;
+  hubu_store_submit(s->store, op);
+}
+
+static void on_cursor_loaded(hubu_store_op *op) {
+  hubu_server *s = op->ud2;
+  hubu_plugins *p = s->plugins;
+  if (p && p->L && op->status == HUBU_STORE_OK) { /* a position was saved: give what came after it */
+    char value[24];
+    size_t n = op->value_len < sizeof value - 1 ? op->value_len : sizeof value - 1;
+    memcpy(value, op->value, n);
+    value[n] = '\0';
+    uint64_t pos = strtoull(value, NULL, 10);
+    lua_pushstring(p->L, op->key);
+    lua_pushnumber(p->L, (double)pos);
+    call_host(p, "replay_begin", 2, 0);
+    replay_read(s, op->key, pos, 0);
+  }
+  hubu_store_op_free(op);
+}
+
+void hubu_plugins_start_replay(hubu_plugins *p) {
+  if (!p || !p->L) return;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  call_host(p, "stored_plugins", 0, 1);
+  size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, (int)i);
+    hubu_store_op *op = hubu_store_op_new(HUBU_STORE_KV_GET);
+    if (op && (op->key = strdup(lua_tostring(L, -1)))) {
+      snprintf(op->user, sizeof op->user, "%s", STORED_CURSORS);
+      op->done = on_cursor_loaded;
+      op->ud2 = p->server;
+      hubu_store_submit(p->server->store, op);
+    } else {
+      hubu_store_op_free(op);
+    }
+    lua_pop(L, 1);
+  }
   lua_settop(L, top);
 }
 

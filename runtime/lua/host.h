@@ -48,6 +48,13 @@ void hubu_send_verdict_free(hubu_send_verdict *v);
 /* message.stored, after the store confirmed m. */
 void hubu_plugins_on_stored(hubu_plugins *p, const hubu_msg *m, int replayed);
 
+/* Saves each plugin's message.stored position (about once a second, and at shutdown). */
+void hubu_plugins_save_cursors(hubu_plugins *p);
+
+/* At start: gives every message.stored plugin the messages stored after its
+ * saved position (a crash between the store and the hook), marked replayed. */
+void hubu_plugins_start_replay(hubu_plugins *p);
+
 /* CALL: answers with CALL_RESULT on c. */
 void hubu_plugins_on_call(hubu_plugins *p, hubu_conn *c, const Hubu__V1__Call *call);
 

@@ -236,6 +236,70 @@ function host.dispatch(event, ev)
   return nil
 end
 
+-- message.stored from the store's log: each plugin's position (the last
+-- message its handlers were given) is saved by C about once a second; after a
+-- restart the messages past it are given again, marked replayed.
+local stored_pos = {}    -- plugin -> log position handled
+local stored_dirty = {}  -- plugin -> true while not saved
+local catching_up = {}   -- plugin -> highest live position seen while it replays
+
+function host.dispatch_stored(ev, only)
+  local list = hooks["message.stored"]
+  if not list then return end
+  local pos = ev.log_pos
+  for i = 1, #list do
+    local h = list[i]
+    local name = h.plugin.name
+    if not only or name == only then
+      local m = metrics[name]
+      m.calls = m.calls + 1
+      host.current = h.plugin
+      C.budget_start()
+      local ok, err = xpcall(h.fn, debug.traceback, ev)
+      m.seconds = m.seconds + C.budget_stop()
+      host.current = nil
+      if not ok then -- at least once, not until it succeeds: a failing handler is not called again
+        m.errors = m.errors + 1
+        log("error", h.plugin, "hook_failed", ("hook=message.stored error=%q"):format(tostring(err)))
+      end
+      if pos and pos > 0 then
+        if only or not catching_up[name] then
+          if pos > (stored_pos[name] or 0) then stored_pos[name], stored_dirty[name] = pos, true end
+        elseif pos > catching_up[name] then
+          catching_up[name] = pos -- saved once the replay is done
+        end
+      end
+    end
+    if rawget(ev, "_stop") then break end
+  end
+end
+
+function host.stored_plugins()
+  local out, seen = {}, {}
+  for _, h in ipairs(hooks["message.stored"] or {}) do
+    if not seen[h.plugin.name] then seen[h.plugin.name] = true; out[#out + 1] = h.plugin.name end
+  end
+  return out
+end
+
+function host.replay_begin(name, pos)
+  if pos > (stored_pos[name] or 0) then stored_pos[name] = pos end
+  catching_up[name] = 0
+end
+
+function host.replay_end(name)
+  local live = catching_up[name]
+  catching_up[name] = nil
+  if live and live > (stored_pos[name] or 0) then stored_pos[name], stored_dirty[name] = live, true end
+end
+
+function host.take_dirty_cursors()
+  local out = {}
+  for name in pairs(stored_dirty) do out[name] = stored_pos[name] end
+  stored_dirty = {}
+  return out
+end
+
 -- Timers: C owns the uv_timer; the callback comes back here.
 local timer_fns = {}
 function host.forget_timer(id) timer_fns[id] = nil end

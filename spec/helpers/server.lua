@@ -134,6 +134,7 @@ function M.start(opts)
     if opts.groups then
       each_group(opts.groups, function(name, members) srv:create_group(name, members) end)
     end
+    srv.launch_opts = opts
     srv:_launch(opts)
   end)
   if not ok then
@@ -392,6 +393,24 @@ function Server:wait_log(text, n, timeout_ms)
     sleep_ms(5)
   until M.now_ms() > deadline
   return nil, tail(self:log_text(), 20)
+end
+
+-- Stops hubud and keeps its directory (data, plugins, secret) for relaunch:
+-- SIGKILL when kill is true (a crash), else SIGTERM. Clients are closed.
+-- Returns the exit status.
+function Server:halt(kill)
+  for _, c in ipairs(self.clients) do c:close() end
+  self.clients = {}
+  self:signal(kill and "KILL" or "TERM")
+  local status = self:wait(10000)
+  os.remove(self.status_file)
+  os.remove(self.port_file)
+  return status
+end
+
+-- Starts hubud again after halt(), on the same directory and options.
+function Server:relaunch()
+  self:_launch(self.launch_opts or {})
 end
 
 return M
