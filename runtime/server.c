@@ -283,6 +283,13 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg, h
     if (s->tls_listening) uv_close((uv_handle_t *)&s->tls_listener, NULL);
     return -1;
   }
+  if (cfg->port_file && write_port_file(cfg->port_file, tcp_port, tls_port, hubu_admin_port(s)) != 0) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "port_file_failed", "path=%s error=\"%s\"", cfg->port_file, strerror(errno));
+    hubu_admin_close(s); /* nothing else is started yet: the loop can end */
+    uv_close((uv_handle_t *)&s->tcp_listener, NULL);
+    if (s->tls_listening) uv_close((uv_handle_t *)&s->tls_listener, NULL);
+    return -1;
+  }
   uv_timer_init(loop, &s->sweep);
   uv_prepare_init(loop, &s->flush);
   uv_signal_init(loop, &s->sigterm);
@@ -299,10 +306,6 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg, h
 
   hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "tcp=%s:%d", cfg->listen_host, tcp_port);
   if (cfg->tls_enabled) hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "tls=%s:%d", cfg->tls_host, tls_port);
-  if (cfg->port_file && write_port_file(cfg->port_file, tcp_port, tls_port, hubu_admin_port(s)) != 0) {
-    hubu_log(HUBU_LOG_ERROR, 0, NULL, "port_file_failed", "path=%s error=\"%s\"", cfg->port_file, strerror(errno));
-    return -1;
-  }
   return 0;
 }
 
