@@ -9,23 +9,22 @@ local active_seconds = plugin:option_number("active_seconds", 300, 1)
 local active = plugin:shared("active") -- session -> user -> last send (ms)
 
 plugin:hook("message.stored", function(ev)
-  if ev.kind ~= "group" then return end
   local users = active[ev.session_id]
   if not users then
     users = {}
     active[ev.session_id] = users
   end
   users[ev.sender] = im.now()
-end)
+end, { kinds = { "group" } })
 
 plugin:hook("message.route", function(ev)
-  if ev.kind ~= "group" or ev.member_count <= threshold then return end
+  if ev.member_count <= threshold then return end
   ev:default("hint")
   local since = im.now() - active_seconds * 1000
   for user, at in pairs(active[ev.session_id] or {}) do
     if at >= since then ev:set(user, "push") end
   end
-end)
+end, { kinds = { "group" } })
 
 plugin:every(60, function() -- forget members who went quiet
   local since = im.now() - active_seconds * 1000

@@ -55,8 +55,10 @@ struct hubu_plugins {
   int open_handles;      /* handles still to close before the struct is freed */
   int closing;
   uint8_t has_send, has_stored, has_connect, has_disconnect, has_route, has_auth, has_read;
+  uint8_t route_kinds, stored_kinds; /* bit per session kind some handler wants: 1 direct, 2 group, 4 custom */
   uint32_t budget_ms;
   uint64_t budget_deadline_ns; /* 0: no call under way */
+  int budget_depth;            /* nested budget windows; the outermost arms and disarms */
   char pending[MAX_PENDING_RELOADS][128];
   int n_pending;
 };
@@ -91,19 +93,34 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
  * checks for hooks on every instruction, and the host's own Lua needs none. */
 static int c_budget_start(lua_State *L) {
   hubu_plugins *p = host_of(L);
+  if (p->budget_depth++ > 0) return 0; /* a hook inside a hook (a kick's disconnect): the outer window holds */
   p->budget_deadline_ns = now_ns() + (uint64_t)p->budget_ms * 1000000u;
   lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1000);
   return 0;
 }
 
+/* After a coroutine stops (done or waiting for the store), whatever windows it
+ * opened are closed: a waiting handler is not on the clock. */
+static int c_budget_reset(lua_State *L) {
+  hubu_plugins *p = host_of(L);
+  p->budget_depth = 0;
+  p->budget_deadline_ns = 0;
+  lua_sethook(L, NULL, 0, 0);
+  return 0;
+}
+
+static int c_clock(lua_State *L) {
+  lua_pushnumber(L, (double)now_ns() / 1e9);
+  return 1;
+}
+
 /* Returns the seconds since budget_start, for the per-plugin time metric. */
 static int c_budget_stop(lua_State *L) {
   hubu_plugins *p = host_of(L);
-  uint64_t now = now_ns(), started = p->budget_deadline_ns ? p->budget_deadline_ns - (uint64_t)p->budget_ms * 1000000u : now;
+  if (p->budget_depth == 0 || --p->budget_depth > 0) return 0;
   p->budget_deadline_ns = 0;
   lua_sethook(L, NULL, 0, 0);
-  lua_pushnumber(L, (double)(now - started) / 1e9);
-  return 1;
+  return 0;
 }
 
 /* ---- C functions for host.lua ---- */
@@ -537,6 +554,21 @@ static int host_has(hubu_plugins *p, const char *event) {
   return has;
 }
 
+static int kind_mask(hubu_plugins *p, const char *event) {
+  lua_pushstring(p->L, event);
+  call_host(p, "kind_mask", 1, 1);
+  int mask = (int)lua_tointeger(p->L, -1);
+  lua_pop(p->L, 1);
+  return mask;
+}
+
+/* The kind bit of a session id, as host.kind_mask counts them. */
+static int kind_bit(const char *session_id) {
+  if (session_id[0] == 'd' && session_id[1] == ':') return 1;
+  if (session_id[0] == 'g' && session_id[1] == ':') return 2;
+  return 4;
+}
+
 static void refresh_flags(hubu_plugins *p) {
   p->has_send = (uint8_t)host_has(p, "message.send");
   p->has_stored = (uint8_t)host_has(p, "message.stored");
@@ -545,6 +577,8 @@ static void refresh_flags(hubu_plugins *p) {
   p->has_route = (uint8_t)host_has(p, "message.route");
   p->has_auth = (uint8_t)host_has(p, "auth");
   p->has_read = (uint8_t)host_has(p, "session.read");
+  p->route_kinds = (uint8_t)kind_mask(p, "message.route");
+  p->stored_kinds = (uint8_t)kind_mask(p, "message.stored");
 }
 
 /* Loads plugin name from dir (NAME.lua or NAME/init.lua); 0 or -1. On
@@ -685,6 +719,7 @@ hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget
       {"members", c_members}, {"config", c_config},
       {"timer_start", c_timer_start}, {"timer_stop", c_timer_stop},
       {"budget_start", c_budget_start}, {"budget_stop", c_budget_stop},
+      {"clock", c_clock},             {"budget_reset", c_budget_reset},
       {"group_op", c_group_op},       {"members_wait", c_members_wait},
       {"call_reply", c_call_reply},   {"kick", c_kick},
       {"kv", c_kv},
@@ -905,7 +940,7 @@ static void push_stored_event(hubu_plugins *p, const hubu_msg *m, int replayed) 
 }
 
 void hubu_plugins_on_stored(hubu_plugins *p, const hubu_msg *m, int replayed) {
-  if (!p || !p->has_stored) return;
+  if (!p || !p->has_stored || !(p->stored_kinds & kind_bit(m->session_id))) return;
   lua_State *L = p->L;
   int top = lua_gettop(L);
   push_stored_event(p, m, replayed);
@@ -1067,7 +1102,7 @@ void hubu_plugins_on_call(hubu_plugins *p, hubu_conn *c, const Hubu__V1__Call *c
 
 int hubu_plugins_on_route(hubu_plugins *p, const hubu_session *sess, const hubu_msg *m, hubu_route_plan *plan) {
   memset(plan, 0, sizeof *plan);
-  if (!p || !p->has_route) return 0;
+  if (!p || !p->has_route || !(p->route_kinds & kind_bit(m->session_id))) return 0;
   lua_State *L = p->L;
   int top = lua_gettop(L);
   lua_createtable(L, 0, 10);

@@ -50,10 +50,25 @@ end
 -- The `plugin` object a plugin's code sees.
 local function make_api(p, config)
   local api = { name = p.name }
-  function api:hook(event, fn, priority)
-    assert(type(event) == "string", "plugin:hook(event, fn [, priority]): event must be a string")
+  -- opts: a priority, or { priority = n, kinds = { "group", ... } } (message.route
+  -- and message.stored: the handler only sees those session kinds, and a
+  -- message no handler wants is not even turned into an event)
+  function api:hook(event, fn, opts)
+    assert(type(event) == "string", "plugin:hook(event, fn [, opts]): event must be a string")
     assert(type(fn) == "function", "plugin:hook: fn must be a function")
-    p.pending_hooks[#p.pending_hooks + 1] = { event = event, fn = fn, priority = tonumber(priority) or p.priority }
+    local priority, kinds = opts, nil
+    if type(opts) == "table" then
+      priority = opts.priority
+      if opts.kinds then
+        kinds = {}
+        for _, k in ipairs(opts.kinds) do
+          assert(k == "direct" or k == "group" or k == "custom", "plugin:hook: kinds are direct, group, custom")
+          kinds[k] = true
+        end
+      end
+    end
+    p.pending_hooks[#p.pending_hooks + 1] = { event = event, fn = fn, priority = tonumber(priority) or p.priority,
+                                              kinds = kinds }
   end
   local function option(name, default, check)
     local v = config[name]
@@ -152,7 +167,7 @@ local function install(p, old)
   for _, h in ipairs(p.pending_hooks) do
     hooks[h.event] = hooks[h.event] or {}
     local list = hooks[h.event]
-    list[#list + 1] = { fn = h.fn, priority = h.priority, order = order, plugin = p }
+    list[#list + 1] = { fn = h.fn, priority = h.priority, order = order, plugin = p, kinds = h.kinds }
     resort(h.event)
   end
   for _, t in ipairs(p.pending_timers) do host.start_timer(p, t.every, t.s, t.fn) end
@@ -212,27 +227,48 @@ end
 
 function host.has(event) return hooks[event] ~= nil end
 
+-- Which session kinds some handler of event wants: bit 1 direct, 2 group, 4 custom.
+function host.kind_mask(event)
+  local mask = 0
+  for _, h in ipairs(hooks[event] or {}) do
+    if not h.kinds then return 7 end
+    if h.kinds.direct then mask = bit.bor(mask, 1) end
+    if h.kinds.group then mask = bit.bor(mask, 2) end
+    if h.kinds.custom then mask = bit.bor(mask, 4) end
+  end
+  return mask
+end
+
 -- Runs every handler of event with ev, in order, each in its own protected
 -- call. Returns "error" with the failing plugin when a fail-closed plugin raised.
 function host.dispatch(event, ev)
   local list = hooks[event]
   if not list then return nil end
+  local kind = rawget(ev, "kind")
+  C.budget_start() -- one budget window for the chain: arming it costs two clock reads
   for i = 1, #list do
     local h = list[i]
-    local m = metrics[h.plugin.name]
-    m.calls = m.calls + 1
-    host.current = h.plugin
-    C.budget_start()
-    local ok, err = xpcall(h.fn, debug.traceback, ev)
-    m.seconds = m.seconds + C.budget_stop()
-    host.current = nil
-    if not ok then
-      m.errors = m.errors + 1
-      log("error", h.plugin, "hook_failed", ("hook=%s policy=%s error=%q"):format(event, h.plugin.policy, tostring(err)))
-      if h.plugin.policy == "closed" then return "error", h.plugin.name end
+    if not h.kinds or h.kinds[kind] then
+      local m = metrics[h.plugin.name]
+      local calls = m.calls + 1
+      m.calls = calls
+      host.current = h.plugin
+      local t0 = calls % 16 == 1 and C.clock() or nil -- time is sampled: 1 call in 16
+      local ok, err = xpcall(h.fn, debug.traceback, ev)
+      if t0 then m.seconds = m.seconds + (C.clock() - t0) * 16 end
+      host.current = nil
+      if not ok then
+        m.errors = m.errors + 1
+        log("error", h.plugin, "hook_failed", ("hook=%s policy=%s error=%q"):format(event, h.plugin.policy, tostring(err)))
+        if h.plugin.policy == "closed" then
+          C.budget_stop()
+          return "error", h.plugin.name
+        end
+      end
+      if rawget(ev, "_stop") then break end
     end
-    if rawget(ev, "_stop") then break end
   end
+  C.budget_stop()
   return nil
 end
 
@@ -250,13 +286,16 @@ function host.dispatch_stored(ev, only)
   for i = 1, #list do
     local h = list[i]
     local name = h.plugin.name
-    if not only or name == only then
+    if (not only or name == only) and (not h.kinds or h.kinds[ev.kind]) then
       local m = metrics[name]
-      m.calls = m.calls + 1
+      local calls = m.calls + 1
+      m.calls = calls
       host.current = h.plugin
       C.budget_start()
+      local t0 = calls % 16 == 1 and C.clock() or nil
       local ok, err = xpcall(h.fn, debug.traceback, ev)
-      m.seconds = m.seconds + C.budget_stop()
+      if t0 then m.seconds = m.seconds + (C.clock() - t0) * 16 end
+      C.budget_stop()
       host.current = nil
       if not ok then -- at least once, not until it succeeds: a failing handler is not called again
         m.errors = m.errors + 1
@@ -351,7 +390,7 @@ local function step(co, plugin, ...)
   host.current = plugin -- the plugin whose handler this coroutine is in
   C.budget_start()
   local ok, err = coroutine.resume(co, ...)
-  C.budget_stop()
+  C.budget_reset() -- done or waiting: either way off the clock
   if not ok then log("error", host.current, "hook_failed", tostring(err)) end
   host.current = nil
   if coroutine.status(co) == "dead" and calls[co] then finish_call(co) end
