@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "config_file.h"
@@ -57,7 +58,10 @@ struct hubu_plugins {
   uint8_t has_send, has_stored, has_connect, has_disconnect, has_route, has_auth, has_read;
   uint8_t route_kinds, stored_kinds; /* bit per session kind some handler wants: 1 direct, 2 group, 4 custom */
   uint32_t budget_ms;
-  uint64_t budget_deadline_ns; /* 0: no call under way */
+  uint64_t budget_deadline_ns; /* 0: no call under way; read by the watchdog thread (atomic) */
+  uv_thread_t watchdog;        /* the last resort for code the count hook cannot stop */
+  int watchdog_running;
+  int watchdog_stop;           /* atomic */
   int budget_depth;            /* nested budget windows; the outermost arms and disarms */
   char pending[MAX_PENDING_RELOADS][128];
   int n_pending;
@@ -85,7 +89,8 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   hubu_plugins *p = budget_host;
   /* Raised again at every check until the call returns: a hook that catches
    * the error with pcall and loops on is stopped all the same. */
-  if (p && p->budget_deadline_ns && now_ns() > p->budget_deadline_ns)
+  uint64_t deadline = p ? __atomic_load_n(&p->budget_deadline_ns, __ATOMIC_RELAXED) : 0;
+  if (deadline && now_ns() > deadline)
     luaL_error(L, "budget of %d ms exceeded", (int)p->budget_ms);
 }
 
@@ -94,7 +99,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
 static int c_budget_start(lua_State *L) {
   hubu_plugins *p = host_of(L);
   if (p->budget_depth++ > 0) return 0; /* a hook inside a hook (a kick's disconnect): the outer window holds */
-  p->budget_deadline_ns = now_ns() + (uint64_t)p->budget_ms * 1000000u;
+  __atomic_store_n(&p->budget_deadline_ns, now_ns() + (uint64_t)p->budget_ms * 1000000u, __ATOMIC_RELAXED);
   lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1000);
   return 0;
 }
@@ -104,7 +109,7 @@ static int c_budget_start(lua_State *L) {
 static int c_budget_reset(lua_State *L) {
   hubu_plugins *p = host_of(L);
   p->budget_depth = 0;
-  p->budget_deadline_ns = 0;
+  __atomic_store_n(&p->budget_deadline_ns, 0, __ATOMIC_RELAXED);
   lua_sethook(L, NULL, 0, 0);
   return 0;
 }
@@ -118,9 +123,36 @@ static int c_clock(lua_State *L) {
 static int c_budget_stop(lua_State *L) {
   hubu_plugins *p = host_of(L);
   if (p->budget_depth == 0 || --p->budget_depth > 0) return 0;
-  p->budget_deadline_ns = 0;
+  __atomic_store_n(&p->budget_deadline_ns, 0, __ATOMIC_RELAXED);
   lua_sethook(L, NULL, 0, 0);
   return 0;
+}
+
+/* ---- the watchdog thread ---- */
+
+#define WATCHDOG_TICK_MS 100
+#define WATCHDOG_GRACE_FACTOR 10 /* a call this many budgets late cannot be stopped from inside */
+#define WATCHDOG_GRACE_MIN_MS 1000
+
+/* Code LuaJIT compiled (a plugin with `--% jit: on`) never runs the count
+ * hook, so a loop there holds the loop thread for good. The watchdog sees
+ * the budget's deadline long past and ends the process loudly: a supervisor
+ * restarts hubud, and every acknowledged message is already in the store. */
+static void watchdog_main(void *arg) {
+  hubu_plugins *p = arg;
+  uint64_t grace = (uint64_t)p->budget_ms * WATCHDOG_GRACE_FACTOR;
+  if (grace < WATCHDOG_GRACE_MIN_MS) grace = WATCHDOG_GRACE_MIN_MS;
+  while (!__atomic_load_n(&p->watchdog_stop, __ATOMIC_RELAXED)) {
+    uv_sleep(WATCHDOG_TICK_MS);
+    uint64_t deadline = __atomic_load_n(&p->budget_deadline_ns, __ATOMIC_RELAXED);
+    if (deadline && now_ns() > deadline + grace * 1000000u) {
+      hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugin_stuck",
+               "msg=\"a plugin hook overran its budget by more than %llu ms in code the budget cannot interrupt"
+               " (--%% jit: on?); exiting so that a supervisor restarts hubud; acknowledged messages are stored\"",
+               (unsigned long long)grace);
+      _exit(70);
+    }
+  }
 }
 
 /* ---- C functions for host.lua ---- */
@@ -741,6 +773,7 @@ hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget
   }
   p->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
+  if (uv_thread_create(&p->watchdog, watchdog_main, p) == 0) p->watchdog_running = 1;
   uv_timer_init(s->loop, &p->debounce);
   uv_signal_init(s->loop, &p->sighup);
   p->debounce.data = p->sighup.data = p->watch.data = p;
@@ -771,6 +804,11 @@ fail:
 void hubu_plugins_close(hubu_plugins *p) {
   if (!p || p->closing) return;
   p->closing = 1;
+  if (p->watchdog_running) {
+    __atomic_store_n(&p->watchdog_stop, 1, __ATOMIC_RELAXED);
+    uv_thread_join(&p->watchdog);
+    p->watchdog_running = 0;
+  }
   while (p->timers) timer_destroy(p, p->timers);
   uv_close((uv_handle_t *)&p->debounce, on_handle_closed);
   uv_close((uv_handle_t *)&p->sighup, on_handle_closed);
