@@ -100,18 +100,8 @@ static uint8_t plan_mode(const hubu_route_plan *plan, const char *user) {
 
 void hubu_delivery_route(hubu_server *s, hubu_session *sess, hubu_msg *m, uint64_t except_conn) {
   char a[65], b[65];
-  const char *direct[2] = {a, b};
-  const char *const *members = (const char *const *)sess->members;
-  size_t n = sess->n_members;
-  if (sess->kind == HUBU_SESSION_DIRECT) { /* d:<a>:<b> names its two members */
-    const char *colon = strchr(sess->id + 2, ':');
-    size_t alen = (size_t)(colon - sess->id - 2);
-    memcpy(a, sess->id + 2, alen);
-    a[alen] = '\0';
-    snprintf(b, sizeof b, "%s", colon + 1);
-    members = direct;
-    n = 2;
-  }
+  const char *const *members;
+  size_t n = hubu_session_member_list(sess, a, b, &members);
   hubu_route_plan plan;
   if (!hubu_plugins_on_route(s->plugins, sess, m, &plan)) { /* no rule: push to everyone */
     for (size_t i = 0; i < n; i++) deliver_to(s, members[i], m, except_conn, HUBU_ROUTE_PUSH);

@@ -33,6 +33,29 @@ int hubu_session_id_check(const char *id, size_t len) {
   return HUBU_SESSION_CUSTOM;
 }
 
+int hubu_session_direct_split(const char *id, char a[65], char b[65]) {
+  if (id[0] != 'd' || id[1] != ':') return -1;
+  const char *colon = strchr(id + 2, ':');
+  size_t alen = colon ? (size_t)(colon - id - 2) : 0, blen = colon ? strlen(colon + 1) : 0;
+  if (!colon || alen > 64 || blen > 64) return -1;
+  memcpy(a, id + 2, alen);
+  a[alen] = '\0';
+  memcpy(b, colon + 1, blen + 1);
+  return 0;
+}
+
+size_t hubu_session_member_list(const hubu_session *sess, char a[65], char b[65], const char *const **out) {
+  static const char *direct[2];
+  if (sess->kind == HUBU_SESSION_DIRECT && hubu_session_direct_split(sess->id, a, b) == 0) {
+    direct[0] = a; /* loop thread only: the array is reused by the next call */
+    direct[1] = b;
+    *out = direct;
+    return 2;
+  }
+  *out = (const char *const *)sess->members;
+  return sess->n_members;
+}
+
 int hubu_session_direct_has(const char *id, const char *user) {
   const char *a = id + 2, *colon = strchr(a, ':');
   if (!colon) return 0;

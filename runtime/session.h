@@ -48,6 +48,14 @@ struct hubu_parked {
  * another "<prefix>:<rest>". Returns the kind, or -1 when malformed. */
 int hubu_session_id_check(const char *id, size_t len);
 
+/* Splits d:<a>:<b> into its two users (64 bytes + NUL each). 0, or -1 when
+ * id is not a direct session id. */
+int hubu_session_direct_split(const char *id, char a[65], char b[65]);
+
+/* The members of sess: for a direct session its two users (written into a
+ * and b), else the stored members. Returns the count; *out points at them. */
+size_t hubu_session_member_list(const hubu_session *sess, char a[65], char b[65], const char *const **out);
+
 /* For d:<a>:<b>, whether user is a or b. */
 int hubu_session_direct_has(const char *id, const char *user);
 

@@ -253,6 +253,18 @@ static int c_token_verify(lua_State *L) {
   return 2;
 }
 
+/* Stack: pushes a list of sess's members (a direct session's two users included). */
+static void push_members(lua_State *L, const hubu_session *sess) {
+  char a[65], b[65];
+  const char *const *members;
+  size_t n = hubu_session_member_list(sess, a, b, &members);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushstring(L, members[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+}
+
 static int c_members(lua_State *L) {
   hubu_plugins *p = host_of(L);
   const char *id = luaL_checkstring(L, 1);
@@ -262,19 +274,7 @@ static int c_members(lua_State *L) {
     lua_pushstring(L, sess ? "loading" : "invalid session id");
     return 2;
   }
-  lua_createtable(L, (int)sess->n_members, 0);
-  if (sess->kind == HUBU_SESSION_DIRECT) {
-    const char *colon = strchr(sess->id + 2, ':');
-    lua_pushlstring(L, sess->id + 2, (size_t)(colon - sess->id - 2));
-    lua_rawseti(L, -2, 1);
-    lua_pushstring(L, colon + 1);
-    lua_rawseti(L, -2, 2);
-  } else {
-    for (size_t i = 0; i < sess->n_members; i++) {
-      lua_pushstring(L, sess->members[i]);
-      lua_rawseti(L, -2, (int)i + 1);
-    }
-  }
+  push_members(L, sess);
   return 1;
 }
 
@@ -294,6 +294,13 @@ static int c_config(lua_State *L) {
 static void call_host(hubu_plugins *p, const char *fn, int nargs, int nresults);
 
 /* ---- store-backed im calls: each answers host.complete(ticket, ...) ---- */
+
+/* Stack: the ticket on top. Completes it with nil, why. */
+static void complete_failed(hubu_plugins *p, const char *why) {
+  lua_pushnil(p->L);
+  lua_pushstring(p->L, why);
+  call_host(p, "complete", 3, 0);
+}
 
 /* The store finished a membership op a plugin asked for. The host is looked
  * up again through the server: it may have closed meanwhile. */
@@ -329,10 +336,9 @@ static void on_group_op(hubu_store_op *op) {
       lua_pushboolean(L, 1);
       call_host(p, "complete", 2, 0);
     } else {
-      lua_pushnil(L);
-      lua_pushstring(L, op->status == HUBU_STORE_EXISTS ? "exists"
-                        : op->status == HUBU_STORE_NOT_FOUND ? "not found" : "store unavailable");
-      call_host(p, "complete", 3, 0);
+      complete_failed(p, op->status == HUBU_STORE_EXISTS      ? "exists"
+                         : op->status == HUBU_STORE_NOT_FOUND ? "not found"
+                                                              : "store unavailable");
     }
     lua_settop(L, top);
   }
@@ -400,9 +406,7 @@ static void on_kv_op(hubu_store_op *op) {
       else lua_pushboolean(L, op->status == HUBU_STORE_OK);
       call_host(p, "complete", 2, 0);
     } else {
-      lua_pushnil(L);
-      lua_pushstring(L, "store unavailable");
-      call_host(p, "complete", 3, 0);
+      complete_failed(p, "store unavailable");
     }
     lua_settop(L, top);
   }
@@ -451,15 +455,9 @@ static void resume_members(hubu_server *s, hubu_session *sess, hubu_parked *park
     int top = lua_gettop(L);
     lua_pushinteger(L, pm->ticket);
     if (!sess->loaded || !sess->exists) {
-      lua_pushnil(L);
-      lua_pushstring(L, sess->loaded ? "not found" : "store unavailable");
-      call_host(p, "complete", 3, 0);
+      complete_failed(p, sess->loaded ? "not found" : "store unavailable");
     } else {
-      lua_createtable(L, (int)sess->n_members, 0);
-      for (size_t i = 0; i < sess->n_members; i++) {
-        lua_pushstring(L, sess->members[i]);
-        lua_rawseti(L, -2, (int)i + 1);
-      }
+      push_members(L, sess);
       call_host(p, "complete", 2, 0);
     }
     lua_settop(L, top);
@@ -963,14 +961,10 @@ static void push_stored_event(hubu_plugins *p, const hubu_msg *m, int replayed) 
   set_num(L, "log_pos", (double)m->log_pos);
   lua_pushboolean(L, replayed);
   lua_setfield(L, -2, "replayed");
-  if (m->session_id[0] == 'd' && m->session_id[1] == ':') { /* the other user of a direct session */
-    const char *a = m->session_id + 2, *colon = strchr(a, ':');
-    size_t alen = colon ? (size_t)(colon - a) : 0;
+  char a[65], b[65];
+  if (hubu_session_direct_split(m->session_id, a, b) == 0) { /* the other user of a direct session */
     set_str(L, "kind", "direct");
-    if (colon && strlen(m->sender) == alen && !memcmp(a, m->sender, alen))
-      set_str(L, "to_user", colon + 1);
-    else if (colon)
-      set_lstr(L, "to_user", a, alen);
+    set_str(L, "to_user", strcmp(m->sender, a) == 0 ? b : a);
   } else {
     set_str(L, "kind", m->session_id[0] == 'g' && m->session_id[1] == ':' ? "group" : "custom");
   }
