@@ -19,47 +19,46 @@ buckets.users = buckets.users or { now = {}, old = {} }
 buckets.sessions = buckets.sessions or { now = {}, old = {} }
 local period_s = math.max(1, user_burst / user_rate, session_burst / session_rate)
 
-local function find(gen, id)
+-- The bucket of id (moved from `old` to `now` when found there) and the
+-- tokens it holds at now (ms); a missing bucket is full.
+local function level(gen, id, rate, burst, now)
   local b = gen.now[id]
   if not b then
     b = gen.old[id]
-    if b then gen.now[id], gen.old[id] = b, nil end
+    if not b then return burst, nil end
+    gen.now[id], gen.old[id] = b, nil
   end
-  return b
-end
-
--- Tokens in b at now (ms); a missing bucket is full.
-local function level(b, rate, burst, now)
-  if not b then return burst end
-  local elapsed = math.max(0, now - b.t) -- the clock may step back
-  return math.min(burst, b.tokens + elapsed * rate / 1000)
-end
-
--- Milliseconds until a bucket that holds `tokens` has one.
-local function wait_ms(tokens, rate)
-  if tokens >= 1 then return 0 end
-  return math.ceil((1 - tokens) * 1000 / rate)
+  local elapsed = now - b.t
+  if elapsed < 0 then elapsed = 0 end -- the clock may step back
+  local tokens = b.tokens + elapsed * rate / 1000
+  if tokens > burst then tokens = burst end
+  return tokens, b
 end
 
 local function take(gen, id, b, tokens, now)
-  b = b or {}
-  b.tokens, b.t = tokens - 1, now
-  gen.now[id] = b
+  if b then
+    b.tokens, b.t = tokens - 1, now
+  else
+    gen.now[id] = { tokens = tokens - 1, t = now }
+  end
 end
 
+local now_ms = im.now
 plugin:hook("message.send", function(ev)
-  local now = im.now()
-  local ub, sb = find(buckets.users, ev.user), find(buckets.sessions, ev.session_id)
-  local ut = level(ub, user_rate, user_burst, now)
-  local st = level(sb, session_rate, session_burst, now)
-  local uwait, swait = wait_ms(ut, user_rate), wait_ms(st, session_rate)
-  if uwait > 0 or swait > 0 then
+  local now = now_ms()
+  local user, sid = ev.user, ev.session_id
+  local users, sessions = buckets.users, buckets.sessions
+  local ut, ub = level(users, user, user_rate, user_burst, now)
+  local st, sb = level(sessions, sid, session_rate, session_burst, now)
+  if ut < 1 or st < 1 then -- milliseconds until both buckets hold a token
+    local uwait = ut < 1 and math.ceil((1 - ut) * 1000 / user_rate) or 0
+    local swait = st < 1 and math.ceil((1 - st) * 1000 / session_rate) or 0
     local which = uwait >= swait and "user" or "session"
     ev:reject("RATE_LIMITED", ("%s rate limit; retry after %d ms"):format(which, math.max(uwait, swait)))
     return
   end
-  take(buckets.users, ev.user, ub, ut, now)
-  take(buckets.sessions, ev.session_id, sb, st, now)
+  take(users, user, ub, ut, now)
+  take(sessions, sid, sb, st, now)
 end)
 
 plugin:every(period_s, function()

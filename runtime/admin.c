@@ -153,34 +153,63 @@ static void json_item(json_writer *w) {
   if (!w->is_inline[d]) json_indent(w);
 }
 
-/* Escapes ", \ and every control character; other bytes pass through (ids
- * are ASCII and reasons were checked as UTF-8). */
+/* The length of the well-formed UTF-8 sequence at p (at most n bytes), or 0
+ * (overlongs, surrogates and code points past U+10FFFF are not well-formed). */
+static size_t utf8_seq_len(const unsigned char *p, size_t n) {
+  unsigned char b = p[0];
+  size_t extra = (b & 0xe0) == 0xc0 ? 1 : (b & 0xf0) == 0xe0 ? 2 : (b & 0xf8) == 0xf0 ? 3 : 0;
+  if (extra == 0 || b < 0xc2 || b > 0xf4 || extra >= n) return 0;
+  for (size_t i = 1; i <= extra; i++)
+    if ((p[i] & 0xc0) != 0x80) return 0;
+  if ((b == 0xe0 && p[1] < 0xa0) || (b == 0xed && p[1] >= 0xa0) || (b == 0xf0 && p[1] < 0x90) ||
+      (b == 0xf4 && p[1] >= 0x90))
+    return 0;
+  return extra + 1;
+}
+
+int hubu_json_append_string(hubu_buf *out, const char *s, size_t len) {
+  int rc = hubu_buf_append(out, "\"", 1);
+  const unsigned char *p = (const unsigned char *)s, *end = p + len, *run = p;
+  while (p < end && rc == 0) {
+    unsigned char ch = *p;
+    size_t seq = ch >= 0x80 ? utf8_seq_len(p, (size_t)(end - p)) : 0;
+    if ((ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') || seq) {
+      p += seq ? seq : 1;
+      continue;
+    }
+    rc |= hubu_buf_append(out, run, (size_t)(p - run));
+    char esc[8];
+    switch (ch) {
+      case '"': memcpy(esc, "\\\"", 3); break;
+      case '\\': memcpy(esc, "\\\\", 3); break;
+      case '\n': memcpy(esc, "\\n", 3); break;
+      case '\r': memcpy(esc, "\\r", 3); break;
+      case '\t': memcpy(esc, "\\t", 3); break;
+      case '\b': memcpy(esc, "\\b", 3); break;
+      case '\f': memcpy(esc, "\\f", 3); break;
+      default:
+        if (ch < 0x80)
+          snprintf(esc, sizeof esc, "\\u%04x", ch);
+        else
+          memcpy(esc, "\\ufffd", 7); /* a byte that is not UTF-8 */
+        break;
+    }
+    rc |= hubu_buf_append(out, esc, strlen(esc));
+    run = ++p;
+  }
+  rc |= hubu_buf_append(out, run, (size_t)(p - run));
+  rc |= hubu_buf_append(out, "\"", 1);
+  return rc ? -1 : 0;
+}
+
+/* Escapes ", \ and every control character (hubu_json_append_string). */
 static void json_string(json_writer *w, const char *s) {
   json_item(w);
   if (!s) {
     out_raw(w->out, "null", 4);
     return;
   }
-  out_raw(w->out, "\"", 1);
-  const char *run = s;
-  for (const char *p = s; *p; p++) {
-    unsigned char ch = (unsigned char)*p;
-    if (ch >= 0x20 && ch != '"' && ch != '\\' && ch != 0x7f) continue;
-    out_raw(w->out, run, (size_t)(p - run));
-    run = p + 1;
-    switch (ch) {
-      case '"': out_raw(w->out, "\\\"", 2); break;
-      case '\\': out_raw(w->out, "\\\\", 2); break;
-      case '\n': out_raw(w->out, "\\n", 2); break;
-      case '\r': out_raw(w->out, "\\r", 2); break;
-      case '\t': out_raw(w->out, "\\t", 2); break;
-      case '\b': out_raw(w->out, "\\b", 2); break;
-      case '\f': out_raw(w->out, "\\f", 2); break;
-      default: out_printf(w->out, "\\u%04x", ch); break;
-    }
-  }
-  out_raw(w->out, run, strlen(run));
-  out_raw(w->out, "\"", 1);
+  if (!w->out->failed && hubu_json_append_string(&w->out->buf, s, strlen(s)) != 0) w->out->failed = 1;
 }
 
 static void json_open(json_writer *w, char opener, int is_inline) {
@@ -797,6 +826,20 @@ static void handle_reload(admin_conn *c, const admin_query *q) {
   respond_json(c, status, &o);
 }
 
+/* GET /v1/admin/plugins: the plugin host's listing (hubu_plugins_list_json). */
+static void handle_plugins(admin_conn *c, const admin_query *q) {
+  static const char *const allowed[] = {NULL};
+  if (refuse_unknown_params(c, q, allowed)) return;
+  hubu_plugins *p = c->admin->server->plugins;
+  if (!p) {
+    respond_error(c, 503, "the plugin host did not start", NULL);
+    return;
+  }
+  admin_out o = {0};
+  if (hubu_plugins_list_json(p, &o.buf) != 0) o.failed = 1;
+  respond_json(c, 200, &o);
+}
+
 typedef struct {
   const char *path;
   enum http_method method;
@@ -811,6 +854,7 @@ static const admin_route routes[] = {
     {"/v1/admin/conns", HTTP_GET, "Allow: GET\r\n", handle_conns},
     {"/v1/admin/kick", HTTP_POST, "Allow: POST\r\n", handle_kick},
     {"/v1/admin/reload", HTTP_POST, "Allow: POST\r\n", handle_reload},
+    {"/v1/admin/plugins", HTTP_GET, "Allow: GET\r\n", handle_plugins},
 };
 
 /* A complete request: route it and answer. */

@@ -1,17 +1,28 @@
 /* admin.h — the admin listener: HTTP/1.1 on loopback (--admin-listen, default
  * 127.0.0.1:7781) for /healthz, /metrics (Prometheus text) and the
- * /v1/admin/ endpoints that hubuctl speaks (stats, conns, kick, reload).
+ * /v1/admin/ endpoints that hubuctl speaks (stats, conns, kick, reload,
+ * plugins).
  * It has no authentication: it must never be reachable beyond this host. */
 #ifndef HUBU_ADMIN_H
 #define HUBU_ADMIN_H
 
 #include <stddef.h>
 
+#include "buf.h"
+
 typedef struct hubu_server hubu_server;
 typedef struct hubu_admin hubu_admin;
 
 /* Largest request body accepted (the endpoints take none; larger gets 413). */
 #define HUBU_ADMIN_MAX_BODY (64 * 1024)
+
+/* Appends s (len bytes) to out as a JSON string literal, quotes included:
+ * the quote, the backslash and control characters (DEL and NUL too) escaped,
+ * well-formed UTF-8 kept, any other byte written as U+FFFD (an escape), so
+ * the answer is always valid JSON. The one JSON escaper of hubud (the admin
+ * answers, the plugin host's listing). 0, or -1 when memory runs out (out is
+ * then incomplete). */
+int hubu_json_append_string(hubu_buf *out, const char *s, size_t len);
 
 /* Binds s->cfg->admin_host:admin_port unless --admin-listen off, and sets
  * s->admin. Call after the client listeners. 0, or -1 (logged; nothing left

@@ -72,6 +72,24 @@ describe("moderation in reject mode (the default)", function()
     end
   end)
 
+  it("finds a word at the very start or end, in mixed case, between any non-word bytes", function()
+    local ivan = srv:connect("ivan")
+    local session = hubu.direct("ivan", "judy")
+    for _, body in ipairs({ "darn", "dArN it", "it is GoRRaM", "heck\0", "\0\1frak\127", "x_smeg_y", "1+darn=2",
+                            "\t\r\nHECK\n", "«darn»" .. " darn", "日本 darn", "~darn~" }) do
+      assert.equals("REJECTED", assert(ivan:send(session, body)).code_name, ("%q"):format(body))
+    end
+  end)
+
+  it("does not match a listed word inside a longer word, UTF-8 bytes included", function()
+    local kate = srv:connect("kate")
+    local session = hubu.direct("kate", "liam")
+    for _, body in ipairs({ "darn9", "9darn", "darnDarn", "«darn»", "darné", "édarn", "heck\255", "\200frak",
+                            "d-a-r-n", "dar n" }) do
+      assert.equals("OK", assert(kate:send(session, body)).code_name, ("%q"):format(body))
+    end
+  end)
+
   it("lets clean text through unchanged", function()
     local erin, frank = srv:connect("erin"), srv:connect("frank")
     local ack = assert(erin:send(hubu.direct("erin", "frank"), "Good morning, Frank."))
@@ -94,7 +112,7 @@ describe("moderation in mask mode", function()
     srv = server.start_with_plugins{
       moderation = server.plugin_source("moderation", {
         { 'option_string("mode", "reject")', 'option_string("mode", "mask")' },
-        { '"gorram" }', '"gorram", "café" }' },
+        { '"gorram" }', '"gorram", "café", "日本語" }' },
       }),
     }
   end)
@@ -111,12 +129,40 @@ describe("moderation in mask mode", function()
     assert.equals("Well **** it, ****! darned un **** noir", page.messages[1].body)
   end)
 
+  it("masks words at the very start and end, UTF-8 words with one star per character, and no longer words", function()
+    local ivan, judy = srv:connect("ivan"), srv:connect("judy")
+    local body = "Café, CAFÉ cafés; 日本語は 日本語 (Gorram)\0smeg\1 heck\255 heckle\tDARN"
+    assert.equals("OK", assert(ivan:send(hubu.direct("ivan", "judy"), body)).code_name)
+    -- CAFÉ: É is not é (only ASCII letters fold); 日本語は, heck\255 and heckle are longer words
+    assert.equals("****, CAFÉ cafés; 日本語は *** (******)\0****\1 heck\255 heckle\t****", assert(judy:recv(2000)).body)
+  end)
+
   it("keeps meta and content type when it masks", function()
     local carol, dave = srv:connect("carol"), srv:connect("dave")
     assert.equals("OK", assert(carol:send(hubu.direct("carol", "dave"), "frak",
                                           { content_type = "text/markdown", meta = { lang = "en" } })).code_name)
     local m = assert(dave:recv(2000))
     assert.same({ "****", "text/markdown", { lang = "en" } }, { m.body, m.content_type, m.meta })
+  end)
+end)
+
+-- im.wordset outside hubud: runtime/lua/wordset.c built as a Lua C module
+-- (tests/tests.cmake passes its path; it sits next to hubud in the build tree).
+local function c_wordset()
+  local path = os.getenv("HUBU_WORDSET_LIB") or server.hubud_path():gsub("[^/]*$", "") .. "hubu_wordset.so"
+  return assert(package.loadlib(path, "hubu_wordset_new"))
+end
+
+describe("moderation's word list", function()
+  it("refuses to load with an entry that is not a single word, naming the entry", function()
+    local srv = server.start_with_plugins{
+      moderation = server.plugin_source("moderation", { { '"smeg", "gorram" }', '"smeg", "two words" }' } }),
+    }
+    assert(srv:wait_log("event=plugin_load_failed plugin=moderation", 1))
+    assert.is_truthy(srv:log_text():find("option words: entry 5 is not a single word", 1, true))
+    local alice = srv:connect("alice") -- not loaded: nothing is moderated
+    assert.equals("OK", assert(alice:send(hubu.direct("alice", "bob"), "darn")).code_name)
+    assert.equals(0, srv:stop())
   end)
 end)
 
@@ -139,7 +185,8 @@ describe("moderation with 1,000 words", function()
   end)
 
   it("scans a 5 KB message in one pass, far inside the hook budget (interpreted, as in hubud)", function()
-    -- The plugin's own code under a stub host, jit.off as hubud runs it.
+    -- The plugin's own code under a stub host, jit.off as hubud runs it, with
+    -- the C matcher hubud gives it.
     local hook
     local stub = {
       hook = function(_, _, fn) hook = fn end,
@@ -148,19 +195,22 @@ describe("moderation with 1,000 words", function()
     }
     local chunk = assert(loadstring(source, "=moderation"))
     jit.off(chunk, true)
-    setfenv(chunk, setmetatable({ plugin = stub }, { __index = _G }))
+    local wordset = c_wordset()
+    local im = { wordset = function(list) return wordset(list) end }
+    setfenv(chunk, setmetatable({ plugin = stub, im = im }, { __index = _G }))
     chunk()
     local ev_mt = { __index = { rewrite = function(self, t) self.out = t.body end } }
     local body = ("lorem ipsum dolor sit amet w0500 "):rep(150) -- 5 KB, 750 words
     local n = 200
-    local t0 = server.now_ms()
+    local t0, ev = server.now_ms(), nil
     for _ = 1, n do
-      local ev = setmetatable({ body = body, content_type = "text/plain" }, ev_mt)
+      ev = setmetatable({ body = body, content_type = "text/plain" }, ev_mt)
       hook(ev)
       assert(ev.out)
     end
     local per = (server.now_ms() - t0) / n
-    print(("\nmoderation: 1,000 words, 5 KB body: %.3f ms per message (interpreted)"):format(per))
+    assert.equals(("lorem ipsum dolor sit amet ***** "):rep(150), ev.out)
+    print(("\nmoderation: 1,000 words, 5 KB body: %.3f ms per message (interpreted, im.wordset in C)"):format(per))
     assert.is_true(per < 10, ("%.3f ms per message"):format(per)) -- the budget is 100 ms
   end)
 end)
@@ -400,6 +450,21 @@ plugin:hook("message.send", function(ev) if ev.body == "spin" then while true do
 plugin:hook("message.send", function(ev) if ev.body == "spin closed" then while true do end end end)
 plugin:hook("call.spin", function(ev) local n = 0 while true do n = n + 1 end end)
 ]],
+      spin_stubborn = [[
+--% summary: loops on "stubborn", swallowing every error with pcall
+--% priority: 10
+plugin:hook("message.send", function(ev)
+  if ev.body ~= "stubborn" then return end
+  while true do pcall(function() while true do end end) end
+end)
+]],
+      after_spin = [[
+--% summary: runs after spin_stubborn; tags what it saw
+--% priority: 5
+plugin:hook("message.send", function(ev)
+  if ev.body == "stubborn" then ev:rewrite{ body = "stubborn, then tagged" } end
+end)
+]],
     }, { args = { "--plugin-budget-ms", "50" } })
   end)
   teardown(function() if srv then assert.equals(0, srv:stop()) end end)
@@ -409,11 +474,25 @@ plugin:hook("call.spin", function(ev) local n = 0 while true do n = n + 1 end en
     local t0 = server.now_ms()
     local ack = assert(alice:send(hubu.direct("alice", "bob"), "spin"))
     local took = server.now_ms() - t0
+    print(("\nbudget 50 ms: the looping hook was aborted after %.1f ms"):format(took))
     assert.equals("OK", ack.code_name)
     assert.is_true(took >= 50 and took < 1000, ("took %.1f ms"):format(took))
     assert.equals("spin", assert(bob:recv(2000)).body)
     assert.equals(1, srv:count_log("event=hook_failed plugin=spin_open"))
     assert.matches("budget of 50 ms exceeded", srv:log_text(), 1, true)
+  end)
+
+  it("stops a hook that swallows the budget error with pcall, and the next handler gets a budget of its own", function()
+    local gus, hal = srv:connect("gus"), srv:connect("hal")
+    local t0 = server.now_ms()
+    local ack = assert(gus:send(hubu.direct("gus", "hal"), "stubborn"))
+    local took = server.now_ms() - t0
+    print(("\nbudget 50 ms: the looping hook was aborted after %.1f ms"):format(took))
+    assert.equals("OK", ack.code_name)
+    assert.is_true(took >= 50 and took < 1000, ("took %.1f ms"):format(took))
+    assert.equals("stubborn, then tagged", assert(hal:recv(2000)).body)
+    assert.equals(1, srv:count_log("event=hook_failed plugin=spin_stubborn"))
+    assert.equals(0, srv:count_log("event=hook_failed plugin=after_spin"))
   end)
 
   it("refuses the message with a final REJECTED when the looping plugin is fail-closed", function()

@@ -3,7 +3,9 @@
 -- broken one leaves the old version running; traffic in flight across the
 -- swap loses, doubles and drops nothing; state crosses over through
 -- plugin:shared and plugin.save/restore; the new behaviour is live for the
--- next message within 100 ms of the save.
+-- next message within 100 ms of the save; a folder plugin (NAME/init.lua)
+-- requires its own modules and is reloaded when any .lua file in its folder
+-- changes.
 
 local server = require("spec.helpers.server")
 local hubu = require("spec.helpers.hubu")
@@ -265,5 +267,90 @@ plugin:every(0.01, function() im.log("info", "tick VERSION") end)
     local swap = assert(text:find("event=plugin_reloaded plugin=counter", 1, true))
     assert.is_nil(text:find("tick 1", swap, true)) -- v1's timer is gone
     assert.is_truthy(text:find("tick 2", swap, true))
+  end)
+end)
+
+describe("a folder plugin", function()
+  local srv, alice
+  local function kit_init(version)
+    return ([[
+--%% summary: a folder plugin with a module of its own
+--%% version: %d
+local words = require "words"
+local json = require "cjson" -- not in the folder: the global require
+plugin:hook("call.kit.word", function(ev) ev:reply(words.word .. "/v%d") end)
+]]):format(version, version)
+  end
+  local function word(method)
+    local code, result = alice:call(method or "kit.word", "")
+    return code == "OK" and result or code
+  end
+  -- Polls until method answers want (the reload is due about 20 ms after the save).
+  local function live_within(ms, want, method)
+    local deadline = server.now_ms() + ms
+    repeat
+      if word(method) == want then return server.now_ms() end
+      server.sleep_ms(2)
+    until server.now_ms() > deadline
+    return nil, word(method)
+  end
+
+  setup(function()
+    srv = server.start_with_plugins{
+      kit = { ["init.lua"] = kit_init(1), ["words.lua"] = 'return { word = "alpha" }\n' },
+      -- the same module name in another folder: each plugin gets its own
+      other = { ["init.lua"] = 'local w = require "words"\nplugin:hook("call.other.word", function(ev) ev:reply(w.word) end)\n',
+                ["words.lua"] = 'return { word = "beta" }\n' },
+    }
+    alice = srv:connect("alice")
+  end)
+  teardown(function() if srv then assert.equals(0, srv:stop()) end end)
+
+  it("requires the modules of its own folder", function()
+    assert.equals("alpha/v1", word())
+    assert.equals("beta", word("other.word"))
+  end)
+
+  it("is reloaded when its init.lua is saved, without SIGHUP", function()
+    local saved = srv:write_plugin_file("kit/init.lua", kit_init(2))
+    local live, got = live_within(2000, "alpha/v2")
+    assert(live, "still answers " .. tostring(got))
+    print(("\nfolder plugin: init.lua saved -> live in %.1f ms"):format(live - saved))
+    assert(srv:wait_log("event=plugin_reloaded plugin=kit", 1))
+    assert.equals(0, srv:count_log("why=SIGHUP"))
+  end)
+
+  it("is reloaded when a module of its folder is saved, and reads that module afresh", function()
+    local saved = srv:write_plugin_file("kit/words.lua", 'return { word = "gamma" }\n')
+    local live, got = live_within(2000, "gamma/v2")
+    assert(live, "still answers " .. tostring(got))
+    print(("\nfolder plugin: words.lua saved -> live in %.1f ms"):format(live - saved))
+    assert.equals("beta", word("other.word")) -- the other folder's words is untouched
+  end)
+
+  it("keeps the old version running when a module does not compile", function()
+    srv:write_plugin_file("kit/words.lua", "return { word = \n")
+    assert(srv:wait_log("event=plugin_load_failed plugin=kit", 1))
+    assert.matches("kit/words.lua:%d+:", srv:log_text())
+    assert.equals("gamma/v2", word())
+    srv:write_plugin_file("kit/words.lua", 'return { word = "delta" }\n')
+    assert(live_within(2000, "delta/v2"))
+  end)
+
+  it("is picked up when its folder appears at runtime, even before its init.lua", function()
+    assert(os.execute("mkdir " .. server.quote(srv.plugins_dir .. "/late")))
+    server.sleep_ms(100) -- the empty folder is seen (and watched) before init.lua comes
+    srv:write_plugin_file("late/util.lua", 'return { hi = "late hello" }\n')
+    srv:write_plugin_file("late/init.lua",
+      'local u = require "util"\nplugin:hook("call.late.hi", function(ev) ev:reply(u.hi) end)\n')
+    assert(live_within(2000, "late hello", "late.hi"))
+    assert(srv:wait_log("event=plugin_loaded plugin=late", 1))
+  end)
+
+  it("is unloaded when its folder is removed", function()
+    srv:remove_plugin("late")
+    assert(srv:wait_log("event=plugin_unloaded plugin=late", 1))
+    assert.equals("NOT_FOUND", word("late.hi"))
+    assert.equals("delta/v2", word())
   end)
 end)

@@ -30,6 +30,10 @@ hubu_unit_test(frame frame_verdicts_and_reassembly_hold_for_any_split)
 hubu_unit_test(token token_verifies_only_untampered_unexpired_own_token)
 hubu_unit_test(buf buf_keeps_bytes_in_order_through_consume_compact_grow)
 hubu_unit_test(tls tls_memory_pair_handshakes_and_carries_1mib_both_ways hubu_testcert)
+# im.wordset (runtime/lua/wordset.c) in a bare LuaJIT state; `test_wordset --bench` times it.
+hubu_unit_test(wordset wordset_matches_whole_words_as_the_lua_reference_does PkgConfig::LUAJIT)
+target_sources(test_wordset PRIVATE ${CMAKE_SOURCE_DIR}/runtime/lua/wordset.c)
+target_include_directories(test_wordset PRIVATE ${CMAKE_SOURCE_DIR}/runtime/lua)
 
 # The fuzz target's code as an ordinary program: replays tests/fuzz_corpus and
 # 20,000 generated inputs (fixed seed). `make fuzz` builds the libFuzzer one.
@@ -47,5 +51,18 @@ include(${CMAKE_CURRENT_LIST_DIR}/store.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/messaging.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/client.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/spec.cmake)
+# spec.plugins runs moderation.lua's code under a stub host in plain LuaJIT too;
+# it gets im.wordset from this module (package.loadlib(path, "hubu_wordset_new")).
+# Not linked against libluajit: the luajit binary provides the Lua API.
+if(TARGET hubu_spec_deps)
+  add_library(hubu_wordset_module MODULE ${CMAKE_SOURCE_DIR}/runtime/lua/wordset.c)
+  target_include_directories(hubu_wordset_module PRIVATE ${LUAJIT_INCLUDE_DIRS})
+  set_target_properties(hubu_wordset_module PROPERTIES PREFIX "" OUTPUT_NAME hubu_wordset)
+  add_dependencies(hubu_spec_deps hubu_wordset_module)
+  if(TEST ${HUBU_TEST_PREFIX}spec.plugins)
+    set_property(TEST ${HUBU_TEST_PREFIX}spec.plugins APPEND PROPERTY
+                 ENVIRONMENT "HUBU_WORDSET_LIB=$<TARGET_FILE:hubu_wordset_module>")
+  endif()
+endif()
 include(${CMAKE_CURRENT_LIST_DIR}/admin.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/config.cmake OPTIONAL)

@@ -1,8 +1,9 @@
 /* hubuctl.c — the admin command line. Each subcommand is one row of the
  * `commands` table: a name, a one-line usage, and a function that gets the
  * arguments after the name and returns the exit status (0 ok, 1 failure,
- * 2 usage error). Today only `token` exists; the admin commands (reload,
- * conns, kick, stats) join the table when the admin listener does. */
+ * 2 usage error). `token` and `group` work on the data directory; stats,
+ * conns, kick, reload and plugins speak to the admin listener
+ * (hubuctl_admin.c). */
 #include <errno.h>
 #include <limits.h>
 #include <openssl/crypto.h>
@@ -34,6 +35,7 @@ int hubuctl_stats(int argc, char **argv);  /* hubuctl_admin.c */
 int hubuctl_conns(int argc, char **argv);  /* hubuctl_admin.c */
 int hubuctl_kick(int argc, char **argv);   /* hubuctl_admin.c */
 int hubuctl_reload(int argc, char **argv); /* hubuctl_admin.c */
+int hubuctl_plugins(int argc, char **argv); /* hubuctl_admin.c */
 
 static const hubuctl_command commands[] = {
     {"token", "USER [--ttl SECONDS] [--secret S|@FILE | --data DIR]",
@@ -47,13 +49,16 @@ static const hubuctl_command commands[] = {
      "create a group or change its members in the embedded store (default " DEFAULT_DATA_DIR ")", "", hubuctl_group},
     {"stats", "[--admin HOST:PORT]", "print the server's figures as JSON (GET /v1/admin/stats)",
      "  --admin HOST:PORT  hubud's admin listener (default $HUBU_ADMIN, else 127.0.0.1:7781);\n"
-     "                     every admin command (stats, conns, kick, reload) takes it\n",
+     "                     every admin command (stats, conns, kick, reload, plugins) takes it\n",
      hubuctl_stats},
     {"conns", "[USER] [--admin HOST:PORT]", "list the open connections, or USER's, as JSON", "", hubuctl_conns},
     {"kick", "USER [--reason R] [--admin HOST:PORT]", "send GOAWAY KICKED to every connection of USER", "",
      hubuctl_kick},
     {"reload", "[PLUGIN] [--admin HOST:PORT]", "reload every plugin, or PLUGIN, without a restart", "",
      hubuctl_reload},
+    {"plugins", "[--json] [--admin HOST:PORT]",
+     "list the loaded plugins as a table, and each failed reload (GET /v1/admin/plugins)",
+     "  --json             print the server's JSON as it wrote it instead of the table\n", hubuctl_plugins},
     {"help", "", "print this help", "", cmd_help},
 };
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])

@@ -1,7 +1,8 @@
-/* hubuctl_admin.c — `hubuctl stats | conns | kick | reload`: one HTTP/1.1
- * request to hubud's admin listener (runtime/admin.c) over a blocking socket,
- * the response read with http-parser and its JSON body printed as the server
- * wrote it. Exit status: 0 on a 2xx answer, 1 on any other answer or a
+/* hubuctl_admin.c — `hubuctl stats | conns | kick | reload | plugins`: one
+ * HTTP/1.1 request to hubud's admin listener (runtime/admin.c) over a
+ * blocking socket, the response read with http-parser and its JSON body
+ * printed as the server wrote it (`plugins` prints it as a table unless
+ * --json). Exit status: 0 on a 2xx answer, 1 on any other answer or a
  * connection failure (the reason printed), 2 on a usage error. */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,12 +17,14 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "hubuctl_json.h"
 #include "token.h"
 
 int hubuctl_stats(int argc, char **argv);
 int hubuctl_conns(int argc, char **argv);
 int hubuctl_kick(int argc, char **argv);
 int hubuctl_reload(int argc, char **argv);
+int hubuctl_plugins(int argc, char **argv);
 
 #define EXIT_USAGE 2
 #define DEFAULT_ADMIN "127.0.0.1:7781"
@@ -137,12 +140,13 @@ static int send_all(int fd, const char *p, size_t n) {
   return 0;
 }
 
-/* Sends METHOD target, prints the body: to stdout on 2xx, else to stderr with
- * the status. Returns the exit status. */
-static int admin_request(const char *cmd, const char *admin, const char *method, const char *target) {
+/* Sends METHOD target and reads the answer: its status into *status_code and
+ * its body into body (owned by the caller). 0, or -1 with the reason printed. */
+static int admin_exchange(const char *cmd, const char *admin, const char *method, const char *target,
+                          unsigned *status_code, hubu_buf *body) {
   int fd = connect_admin(cmd, admin);
-  if (fd < 0) return 1;
-  int status = 1;
+  if (fd < 0) return -1;
+  int status = -1;
   response r = {{0}, 0, 0};
   char req[4096];
   int n = snprintf(req, sizeof req,
@@ -189,20 +193,42 @@ static int admin_request(const char *cmd, const char *admin, const char *method,
       goto done;
     }
   }
-  const char *body = (const char *)hubu_buf_head(&r.body);
-  size_t len = hubu_buf_size(&r.body);
-  const char *nl = len && body[len - 1] != '\n' ? "\n" : "";
-  if (parser.status_code >= 200 && parser.status_code < 300) {
-    fwrite(body, 1, len, stdout);
-    fputs(nl, stdout);
-    status = fflush(stdout) == 0 ? 0 : 1;
-  } else {
-    fprintf(stderr, "hubuctl: %s: %u %s: %.*s%s", cmd, parser.status_code,
-            http_status_str((enum http_status)parser.status_code), (int)len, body, len ? nl : "\n");
-  }
+  *status_code = parser.status_code;
+  *body = r.body;
+  memset(&r.body, 0, sizeof r.body);
+  status = 0;
 done:
   hubu_buf_free(&r.body);
   close(fd);
+  return status;
+}
+
+/* A non-2xx answer to stderr: the status and the server's {"error": ...}. */
+static void print_error_answer(const char *cmd, unsigned code, const hubu_buf *b) {
+  const char *body = (const char *)hubu_buf_head(b);
+  size_t len = hubu_buf_size(b);
+  const char *nl = len && body[len - 1] != '\n' ? "\n" : "";
+  fprintf(stderr, "hubuctl: %s: %u %s: %.*s%s", cmd, code, http_status_str((enum http_status)code), (int)len, body,
+          len ? nl : "\n");
+}
+
+/* Sends METHOD target, prints the body: to stdout on 2xx, else to stderr with
+ * the status. Returns the exit status. */
+static int admin_request(const char *cmd, const char *admin, const char *method, const char *target) {
+  unsigned code = 0;
+  hubu_buf b = {0};
+  if (admin_exchange(cmd, admin, method, target, &code, &b) != 0) return 1;
+  int status = 1;
+  const char *body = (const char *)hubu_buf_head(&b);
+  size_t len = hubu_buf_size(&b);
+  if (code >= 200 && code < 300) {
+    fwrite(body, 1, len, stdout);
+    fputs(len && body[len - 1] != '\n' ? "\n" : "", stdout);
+    status = fflush(stdout) == 0 ? 0 : 1;
+  } else {
+    print_error_answer(cmd, code, &b);
+  }
+  hubu_buf_free(&b);
   return status;
 }
 
@@ -228,16 +254,20 @@ static int append_encoded(char *out, size_t size, const char *s) {
 
 /* ---- arguments -------------------------------------------------------------- */
 
+#define OPT_REASON 1 /* --reason R (kick) */
+#define OPT_JSON 2   /* --json (plugins) */
+
 typedef struct {
   const char *admin;  /* --admin, else $HUBU_ADMIN, else DEFAULT_ADMIN */
   const char *reason; /* --reason (kick only) */
+  int json;           /* --json (plugins only) */
   const char *positional[2];
   int n_positional;
 } admin_args;
 
-/* Reads --admin (every command), --reason (when allow_reason) and up to
- * max_positional plain arguments. 0, or EXIT_USAGE after printing why. */
-static int parse_args(const char *cmd, const char *usage, int argc, char **argv, int allow_reason, int max_positional,
+/* Reads --admin (every command), the options of opts (OPT_REASON, OPT_JSON)
+ * and up to max_positional plain arguments. 0, or EXIT_USAGE after printing why. */
+static int parse_args(const char *cmd, const char *usage, int argc, char **argv, int opts, int max_positional,
                       admin_args *out) {
   memset(out, 0, sizeof *out);
   out->admin = getenv("HUBU_ADMIN");
@@ -249,11 +279,13 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
     if (!strncmp(a, "--admin", 7) && (a[7] == '\0' || a[7] == '=')) {
       slot = &out->admin;
       name = "--admin";
-    } else if (allow_reason && !strncmp(a, "--reason", 8) && (a[8] == '\0' || a[8] == '=')) {
+    } else if ((opts & OPT_REASON) && !strncmp(a, "--reason", 8) && (a[8] == '\0' || a[8] == '=')) {
       slot = &out->reason;
       name = "--reason";
     }
-    if (slot) {
+    if ((opts & OPT_JSON) && !strcmp(a, "--json")) {
+      out->json = 1;
+    } else if (slot) {
       const char *eq = strchr(a, '=');
       if (eq) {
         *slot = eq + 1;
@@ -315,7 +347,7 @@ int hubuctl_conns(int argc, char **argv) {
 int hubuctl_kick(int argc, char **argv) {
   static const char usage[] = "USER [--reason R] [--admin HOST:PORT]";
   admin_args args;
-  int r = parse_args("kick", usage, argc, argv, 1, 1, &args);
+  int r = parse_args("kick", usage, argc, argv, OPT_REASON, 1, &args);
   if (r) return r;
   if (!args.n_positional) {
     fprintf(stderr, "usage: hubuctl kick %s\n", usage);
@@ -345,4 +377,91 @@ int hubuctl_reload(int argc, char **argv) {
     append_encoded(target, sizeof target, args.positional[0]);
   }
   return admin_request("reload", args.admin, "POST", target);
+}
+
+/* The first line of s, at most max bytes of it (an error may carry a traceback). */
+static void print_first_line(const char *s, int max) {
+  int n = (int)strcspn(s, "\n");
+  printf("%.*s%s", n < max ? n : max, s, n > max || s[n] ? " ..." : "");
+}
+
+/* The listing of GET /v1/admin/plugins as a table, a line per failed reload after it. */
+static int print_plugins_table(const hj_value *doc) {
+  const hj_value *list = hj_get(doc, "plugins"), *failed = hj_get(doc, "not_loaded");
+  if (!list || list->type != HJ_ARRAY) {
+    fprintf(stderr, "hubuctl: plugins: the answer has no \"plugins\" list\n");
+    return 1;
+  }
+  static const char *const heads[] = {"NAME", "VERSION", "POLICY", "PRIO", "HOOKS", "CALLS", "ERRORS", "SECONDS"};
+  enum { COLS = 8 };
+  size_t n = list->n;
+  char(*cells)[COLS][80] = calloc(n ? n : 1, sizeof *cells);
+  if (!cells) {
+    fprintf(stderr, "hubuctl: plugins: out of memory\n");
+    return 1;
+  }
+  int width[COLS];
+  for (int c = 0; c < COLS; c++) width[c] = (int)strlen(heads[c]);
+  for (size_t i = 0; i < n; i++) {
+    const hj_value *pl = &list->items[i];
+    const hj_value *hooks = hj_get(pl, "hooks"), *folder = hj_get(pl, "folder");
+    double nhooks = 0;
+    for (size_t h = 0; hooks && hooks->type == HJ_OBJECT && h < hooks->n; h++)
+      if (hooks->items[h].type == HJ_NUMBER) nhooks += hooks->items[h].number;
+    snprintf(cells[i][0], sizeof cells[i][0], "%s%s", hj_str(pl, "name", "?"),
+             folder && folder->type == HJ_BOOL && folder->boolean ? "/" : "");
+    snprintf(cells[i][1], sizeof cells[i][1], "%s", *hj_str(pl, "version", "") ? hj_str(pl, "version", "") : "-");
+    snprintf(cells[i][2], sizeof cells[i][2], "%s", hj_str(pl, "policy", "?"));
+    snprintf(cells[i][3], sizeof cells[i][3], "%g", hj_num(pl, "priority", 0));
+    snprintf(cells[i][4], sizeof cells[i][4], "%.0f", nhooks);
+    snprintf(cells[i][5], sizeof cells[i][5], "%.0f", hj_num(pl, "calls", 0));
+    snprintf(cells[i][6], sizeof cells[i][6], "%.0f", hj_num(pl, "errors", 0));
+    snprintf(cells[i][7], sizeof cells[i][7], "%.3f", hj_num(pl, "seconds", 0));
+    for (int c = 0; c < COLS; c++)
+      if ((int)strlen(cells[i][c]) > width[c]) width[c] = (int)strlen(cells[i][c]);
+  }
+  for (int c = 0; c < COLS; c++) /* text left, numbers right */
+    printf(c < 3 ? "%-*s%s" : "%*s%s", width[c], heads[c], c + 1 < COLS ? "  " : "\n");
+  for (size_t i = 0; i < n; i++)
+    for (int c = 0; c < COLS; c++) printf(c < 3 ? "%-*s%s" : "%*s%s", width[c], cells[i][c], c + 1 < COLS ? "  " : "\n");
+  free(cells);
+  for (size_t i = 0; i < n; i++) {
+    const hj_value *pl = &list->items[i], *re = hj_get(pl, "reload_error");
+    if (!re || re->type != HJ_OBJECT) continue;
+    printf("%s: reload failed, the previous version still runs: ", hj_str(pl, "name", "?"));
+    print_first_line(hj_str(re, "error", "?"), 400);
+    printf("\n");
+  }
+  for (size_t i = 0; failed && failed->type == HJ_ARRAY && i < failed->n; i++) {
+    printf("%s: failed to load, not running: ", hj_str(&failed->items[i], "name", "?"));
+    print_first_line(hj_str(&failed->items[i], "error", "?"), 400);
+    printf("\n");
+  }
+  printf("%zu plugin%s loaded from %s\n", n, n == 1 ? "" : "s", hj_str(doc, "dir", "?"));
+  return fflush(stdout) == 0 ? 0 : 1;
+}
+
+int hubuctl_plugins(int argc, char **argv) {
+  admin_args args;
+  int r = parse_args("plugins", "[--json] [--admin HOST:PORT]", argc, argv, OPT_JSON, 0, &args);
+  if (r) return r;
+  if (args.json) return admin_request("plugins", args.admin, "GET", "/v1/admin/plugins");
+  unsigned code = 0;
+  hubu_buf b = {0};
+  if (admin_exchange("plugins", args.admin, "GET", "/v1/admin/plugins", &code, &b) != 0) return 1;
+  int status = 1;
+  if (code < 200 || code >= 300) {
+    print_error_answer("plugins", code, &b);
+  } else {
+    hj_value doc;
+    char err[128];
+    if (hj_parse((const char *)hubu_buf_head(&b), hubu_buf_size(&b), &doc, err, sizeof err) != 0) {
+      fprintf(stderr, "hubuctl: plugins: the answer is not JSON (%s)\n", err);
+    } else {
+      status = print_plugins_table(&doc);
+      hj_free(&doc);
+    }
+  }
+  hubu_buf_free(&b);
+  return status;
 }

@@ -1,12 +1,17 @@
 /* host.c — the plugin host's C half: the LuaJIT state, the `C` functions the
  * Lua half (host.lua, embedded at build time) and the `im` API stand on, the
- * hook entry points called by the server, timers, the budget watchdog, and
- * hot reload (uv_fs_event on --plugins, SIGHUP).
+ * hook entry points called by the server, timers, the budget watchdog, hot
+ * reload (uv_fs_event on --plugins and one on each folder plugin, SIGHUP),
+ * and what /metrics and GET /v1/admin/plugins show of the plugins.
  * Invariants: every entry into Lua is one protected call that restores the
  * stack; the state is touched only on the loop thread. */
 #include "host.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <float.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -18,6 +23,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "admin.h"
 #include "config_file.h"
 #include "conn.h"
 #include "log.h"
@@ -28,6 +34,7 @@
 #include "store.h"
 #include "token.h"
 #include "wire.h"
+#include "wordset.h"
 
 extern const unsigned char hubu_host_lua[];
 extern const size_t hubu_host_lua_len;
@@ -40,14 +47,26 @@ typedef struct plugin_timer {
   int every;
 } plugin_timer;
 
+/* A folder plugin's own watch (DIR/NAME/, not recursive): a change to any
+ * .lua file in it reloads NAME. One per folder under DIR that is (or may
+ * become) a plugin; closed when the folder goes, and at close. */
+typedef struct folder_watch {
+  uv_fs_event_t ev; /* first: the handle pointer is the watch pointer */
+  hubu_plugins *host;
+  struct folder_watch *next;
+  char name[128];
+} folder_watch;
+
 #define MAX_PENDING_RELOADS 32
 
 struct hubu_plugins {
   hubu_server *server;
   lua_State *L;          /* owned */
   int host_ref;          /* the host table from host.lua */
+  int send_ref;          /* host.send, called once per SEND while a plugin hooks message.send */
   char *dir;             /* owned */
   uv_fs_event_t watch;
+  folder_watch *folders; /* owned; freed in their close callbacks */
   int watching;
   uv_timer_t debounce;   /* coalesces a burst of file events into one reload */
   uv_signal_t sighup;
@@ -59,7 +78,9 @@ struct hubu_plugins {
   uint8_t route_kinds, stored_kinds; /* bit per session kind some handler wants: 1 direct, 2 group, 4 custom */
   uint32_t budget_ms;
   uint64_t budget_deadline_ns; /* 0: no call under way; read by the watchdog thread (atomic) */
-  uv_thread_t watchdog;        /* the last resort for code the count hook cannot stop */
+  uv_thread_t watchdog;        /* arms the count hook in a late call; ends hubud when that cannot stop it */
+  pthread_t loop_thread;       /* the thread that runs the LuaJIT state: the watchdog signals it */
+  volatile sig_atomic_t hook_armed; /* set by the signal handler on the loop thread */
   int watchdog_running;
   int watchdog_stop;           /* atomic */
   int budget_depth;            /* nested budget windows; the outermost arms and disarms */
@@ -73,34 +94,84 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* The budget's clock: a few ms coarse and about ten times cheaper to read,
+ * plenty for a budget of tens of ms armed once per dispatch. */
+static uint64_t budget_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static hubu_plugins *host_of(lua_State *L) {
   return (hubu_plugins *)lua_touserdata(L, lua_upvalueindex(1));
 }
 
-/* ---- the budget watchdog ---- */
+/* ---- the budget watchdog ----
+ *
+ * A budget window (a dispatch, a timer, a resumed call) only records its
+ * deadline: no hook is set while plugins run in time, so the interpreter
+ * runs at full speed (a count hook makes it check on every instruction,
+ * which cost 40 % more per handler). When a window is past its deadline the
+ * watchdog thread signals the loop thread, whose handler sets a count hook
+ * with lua_sethook, as LuaJIT's own interpreter does on SIGINT (the Lua 5.1
+ * manual allows lua_sethook from a signal handler). The hook then raises an
+ * error at the next instruction of interpreted code. */
 
 static hubu_plugins *budget_host; /* one host per process: the count hook has no upvalues */
 
-/* Runs every 1000 VM instructions of interpreted code (plugins run with
- * jit.off unless they declare `--% jit: on`); raises an error in the hook
- * call that overran its budget. */
+#define BUDGET_SIGNAL (SIGRTMIN + 2)
+
+/* Runs at every instruction once armed; raises an error in the plugin code
+ * that overran its budget. Raised again at every instruction of plugin code
+ * until the call returns: a hook that catches the error with pcall and loops
+ * on is stopped all the same. The host's own code (host.lua, which handles
+ * the failed call) is left to run. */
 static void budget_hook(lua_State *L, lua_Debug *ar) {
-  (void)ar;
   hubu_plugins *p = budget_host;
-  /* Raised again at every check until the call returns: a hook that catches
-   * the error with pcall and loops on is stopped all the same. */
   uint64_t deadline = p ? __atomic_load_n(&p->budget_deadline_ns, __ATOMIC_RELAXED) : 0;
-  if (deadline && now_ns() > deadline)
-    luaL_error(L, "budget of %d ms exceeded", (int)p->budget_ms);
+  if (!deadline || budget_now_ns() <= deadline) return;
+  if (lua_getinfo(L, "S", ar) && !strcmp(ar->source, "@host.lua")) return;
+  luaL_error(L, "budget of %d ms exceeded", (int)p->budget_ms);
 }
 
-/* The count hook is armed only while a plugin's code runs: the interpreter
- * checks for hooks on every instruction, and the host's own Lua needs none. */
+/* On the loop thread, between any two of its instructions. Arms the hook only
+ * if a window is still open and late: a signal that arrives after the call
+ * ended (deadline 0) or during the next call (a new deadline) does nothing. */
+static void on_budget_signal(int sig) {
+  (void)sig;
+  int saved = errno;
+  hubu_plugins *p = budget_host;
+  uint64_t deadline = p ? __atomic_load_n(&p->budget_deadline_ns, __ATOMIC_RELAXED) : 0;
+  if (deadline && budget_now_ns() > deadline && p->L) {
+    p->hook_armed = 1;
+    lua_sethook(p->L, budget_hook, LUA_MASKCOUNT, 1);
+  }
+  errno = saved;
+}
+
+/* Closes the window: the deadline first, so a signal from now on does
+ * nothing, then the hook if the signal had set it. */
+static void budget_disarm(hubu_plugins *p) {
+  __atomic_store_n(&p->budget_deadline_ns, 0, __ATOMIC_RELAXED);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  if (p->hook_armed) {
+    p->hook_armed = 0;
+    lua_sethook(p->L, NULL, 0, 0);
+  }
+}
+
+static void budget_open(hubu_plugins *p) {
+  if (p->budget_depth++ > 0) return; /* a hook inside a hook (a kick's disconnect): the outer window holds */
+  __atomic_store_n(&p->budget_deadline_ns, budget_now_ns() + (uint64_t)p->budget_ms * 1000000u, __ATOMIC_RELAXED);
+}
+
+static void budget_close(hubu_plugins *p) {
+  if (p->budget_depth == 0 || --p->budget_depth > 0) return;
+  budget_disarm(p);
+}
+
 static int c_budget_start(lua_State *L) {
-  hubu_plugins *p = host_of(L);
-  if (p->budget_depth++ > 0) return 0; /* a hook inside a hook (a kick's disconnect): the outer window holds */
-  __atomic_store_n(&p->budget_deadline_ns, now_ns() + (uint64_t)p->budget_ms * 1000000u, __ATOMIC_RELAXED);
-  lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1000);
+  budget_open(host_of(L));
   return 0;
 }
 
@@ -109,8 +180,7 @@ static int c_budget_start(lua_State *L) {
 static int c_budget_reset(lua_State *L) {
   hubu_plugins *p = host_of(L);
   p->budget_depth = 0;
-  __atomic_store_n(&p->budget_deadline_ns, 0, __ATOMIC_RELAXED);
-  lua_sethook(L, NULL, 0, 0);
+  budget_disarm(p);
   return 0;
 }
 
@@ -119,33 +189,48 @@ static int c_clock(lua_State *L) {
   return 1;
 }
 
-/* Returns the seconds since budget_start, for the per-plugin time metric. */
-static int c_budget_stop(lua_State *L) {
+/* After a handler failed (for being late, or any other error), the next one
+ * in the chain gets a whole budget of its own. */
+static int c_budget_renew(lua_State *L) {
   hubu_plugins *p = host_of(L);
-  if (p->budget_depth == 0 || --p->budget_depth > 0) return 0;
-  __atomic_store_n(&p->budget_deadline_ns, 0, __ATOMIC_RELAXED);
-  lua_sethook(L, NULL, 0, 0);
+  if (p->budget_depth == 0) return 0;
+  budget_disarm(p);
+  __atomic_store_n(&p->budget_deadline_ns, budget_now_ns() + (uint64_t)p->budget_ms * 1000000u, __ATOMIC_RELAXED);
+  return 0;
+}
+
+static int c_budget_stop(lua_State *L) {
+  budget_close(host_of(L));
   return 0;
 }
 
 /* ---- the watchdog thread ---- */
 
-#define WATCHDOG_TICK_MS 100
-#define WATCHDOG_GRACE_FACTOR 10 /* a call this many budgets late cannot be stopped from inside */
+#define WATCHDOG_TICK_MAX_MS 25     /* a late call is interrupted within this of its deadline */
+#define WATCHDOG_GRACE_FACTOR 10    /* a call this many budgets late cannot be stopped from inside */
 #define WATCHDOG_GRACE_MIN_MS 1000
 
-/* Code LuaJIT compiled (a plugin with `--% jit: on`) never runs the count
- * hook, so a loop there holds the loop thread for good. The watchdog sees
- * the budget's deadline long past and ends the process loudly: a supervisor
- * restarts hubud, and every acknowledged message is already in the store. */
+/* Wakes every quarter budget (at most 25 ms). A window past its deadline:
+ * signal the loop thread once (its handler arms the count hook). Code LuaJIT
+ * compiled (a plugin with `--% jit: on`) never runs the hook, so a loop there
+ * holds the loop thread for good: the watchdog sees the deadline long past
+ * and ends the process loudly; a supervisor restarts hubud, and every
+ * acknowledged message is already in the store. */
 static void watchdog_main(void *arg) {
   hubu_plugins *p = arg;
-  uint64_t grace = (uint64_t)p->budget_ms * WATCHDOG_GRACE_FACTOR;
+  uint64_t grace = (uint64_t)p->budget_ms * WATCHDOG_GRACE_FACTOR, signaled = 0;
   if (grace < WATCHDOG_GRACE_MIN_MS) grace = WATCHDOG_GRACE_MIN_MS;
+  unsigned tick = p->budget_ms / 4;
+  if (tick < 1) tick = 1;
+  if (tick > WATCHDOG_TICK_MAX_MS) tick = WATCHDOG_TICK_MAX_MS;
   while (!__atomic_load_n(&p->watchdog_stop, __ATOMIC_RELAXED)) {
-    uv_sleep(WATCHDOG_TICK_MS);
-    uint64_t deadline = __atomic_load_n(&p->budget_deadline_ns, __ATOMIC_RELAXED);
-    if (deadline && now_ns() > deadline + grace * 1000000u) {
+    uv_sleep(tick);
+    uint64_t deadline = __atomic_load_n(&p->budget_deadline_ns, __ATOMIC_RELAXED), now = budget_now_ns();
+    if (deadline && now > deadline && deadline != signaled) {
+      signaled = deadline; /* once per window */
+      pthread_kill(p->loop_thread, BUDGET_SIGNAL);
+    }
+    if (deadline && now > deadline + grace * 1000000u) {
       hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugin_stuck",
                "msg=\"a plugin hook overran its budget by more than %llu ms in code the budget cannot interrupt"
                " (--%% jit: on?); exiting so that a supervisor restarts hubud; acknowledged messages are stored\"",
@@ -611,13 +696,100 @@ static void refresh_flags(hubu_plugins *p) {
   p->stored_kinds = (uint8_t)kind_mask(p, "message.stored");
 }
 
+/* ---- hot reload: the watchers ---- */
+
+static void on_debounce(uv_timer_t *t);
+
+/* Reloads name about 20 ms after the last change to it (editors write in several steps). */
+static void queue_reload(hubu_plugins *p, const char *name) {
+  for (int i = 0; i < p->n_pending; i++)
+    if (!strcmp(p->pending[i], name)) goto arm;
+  if (p->n_pending < MAX_PENDING_RELOADS) snprintf(p->pending[p->n_pending++], sizeof p->pending[0], "%s", name);
+arm:
+  uv_timer_start(&p->debounce, on_debounce, 20, 0);
+}
+
+static folder_watch *folder_find(hubu_plugins *p, const char *name) {
+  for (folder_watch *w = p->folders; w; w = w->next)
+    if (!strcmp(w->name, name)) return w;
+  return NULL;
+}
+
+static void on_folder_closed(uv_handle_t *h) {
+  folder_watch *w = (folder_watch *)h;
+  hubu_plugins *p = w->host;
+  free(w);
+  if (--p->open_handles == 0 && p->closing) free(p);
+}
+
+static void folder_close(hubu_plugins *p, folder_watch *w) {
+  for (folder_watch **q = &p->folders; *q; q = &(*q)->next) {
+    if (*q == w) {
+      *q = w->next;
+      break;
+    }
+  }
+  uv_close((uv_handle_t *)&w->ev, on_folder_closed);
+}
+
+static void folder_unwatch(hubu_plugins *p, const char *name) {
+  folder_watch *w = folder_find(p, name);
+  if (w) folder_close(p, w);
+}
+
+/* A change in DIR/NAME/: a .lua file of it (not a dot file: editors' temp
+ * files), or the folder itself moved or removed (then filename is NAME). */
+static void on_folder_event(uv_fs_event_t *h, const char *filename, int events, int status) {
+  (void)events;
+  folder_watch *w = (folder_watch *)h;
+  if (status == 0 && filename) {
+    size_t n = strlen(filename);
+    int lua = n > 4 && !strcmp(filename + n - 4, ".lua") && filename[0] != '.';
+    if (!lua && strcmp(filename, w->name) != 0) return;
+  }
+  queue_reload(w->host, w->name);
+}
+
+/* Watches DIR/NAME/ unless it is watched already. */
+static void folder_watch_start(hubu_plugins *p, const char *name) {
+  if (p->closing || name[0] == '.' || strlen(name) >= sizeof ((folder_watch *)0)->name || folder_find(p, name)) return;
+  folder_watch *w = calloc(1, sizeof *w);
+  if (!w) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory", "where=plugin_folder_watch plugin=%s", name);
+    return;
+  }
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", p->dir, name);
+  snprintf(w->name, sizeof w->name, "%s", name);
+  w->host = p;
+  uv_fs_event_init(p->server->loop, &w->ev);
+  p->open_handles++;
+  int r = uv_fs_event_start(&w->ev, on_folder_event, path, 0);
+  if (r != 0) {
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "plugin_watch_failed", "dir=%s error=\"%s\"", path, uv_strerror(r));
+    uv_close((uv_handle_t *)&w->ev, on_folder_closed);
+    return;
+  }
+  w->next = p->folders;
+  p->folders = w;
+}
+
 /* Loads plugin name from dir (NAME.lua or NAME/init.lua); 0 or -1. On
- * failure the reason is appended to report. */
+ * failure the reason is appended to report. A folder NAME/ is watched from
+ * before its files are read (an edit from then on reloads it) until it is
+ * gone or a NAME.lua takes its place. */
 static int load_one(hubu_plugins *p, const char *name, char *report, size_t report_size) {
   char path[4096];
   struct stat st;
   snprintf(path, sizeof path, "%s/%s.lua", p->dir, name);
-  if (stat(path, &st) != 0) {
+  if (stat(path, &st) == 0) {
+    folder_unwatch(p, name);
+  } else {
+    snprintf(path, sizeof path, "%s/%s", p->dir, name);
+    if (name[0] != '.' && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+      folder_watch_start(p, name); /* also a folder with no init.lua yet: its init.lua is seen when it comes */
+    else
+      folder_unwatch(p, name);
     snprintf(path, sizeof path, "%s/%s/init.lua", p->dir, name);
     if (stat(path, &st) != 0) { /* gone: unload it */
       lua_pushstring(p->L, name);
@@ -638,6 +810,11 @@ static int load_one(hubu_plugins *p, const char *name, char *report, size_t repo
   if (hubu_config_file_push_plugin_section(L, config_file, name, cerr, sizeof cerr) != 0) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugin_load_failed", "plugin=%s error=\"%s\"", name, cerr);
     if (report) snprintf(report + strlen(report), report_size - strlen(report), "%s: failed: %s\n", name, cerr);
+    lua_settop(L, top);
+    lua_pushstring(L, name); /* listed as a failed reload, like any other */
+    lua_pushstring(L, path);
+    lua_pushstring(L, cerr);
+    call_host(p, "note_failure", 3, 0);
     lua_settop(L, top);
     return -1;
   }
@@ -704,16 +881,18 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
   if (status < 0 || !filename) return;
   size_t n = strlen(filename);
   if (n <= 4 || strcmp(filename + n - 4, ".lua") != 0 || filename[0] == '.' || n - 4 >= sizeof name) {
-    if (!plugin_name(p->dir, filename, name, sizeof name)) return;
+    /* Not NAME.lua: a folder NAME/ made, moved in, moved out or removed. */
+    char path[4096];
+    struct stat st;
+    if (filename[0] == '.' || n >= sizeof name) return;
+    snprintf(path, sizeof path, "%s/%s", p->dir, filename);
+    if (!(stat(path, &st) == 0 && S_ISDIR(st.st_mode)) && !folder_find(p, filename)) return;
+    snprintf(name, sizeof name, "%s", filename);
   } else {
     memcpy(name, filename, n - 4);
     name[n - 4] = '\0';
   }
-  for (int i = 0; i < p->n_pending; i++)
-    if (!strcmp(p->pending[i], name)) goto arm;
-  if (p->n_pending < MAX_PENDING_RELOADS) snprintf(p->pending[p->n_pending++], sizeof p->pending[0], "%s", name);
-arm:
-  uv_timer_start(&p->debounce, on_debounce, 20, 0); /* editors write in several steps */
+  queue_reload(p, name);
 }
 
 static void on_sighup(uv_signal_t *h, int signum) {
@@ -750,9 +929,11 @@ hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget
       {"timer_start", c_timer_start}, {"timer_stop", c_timer_stop},
       {"budget_start", c_budget_start}, {"budget_stop", c_budget_stop},
       {"clock", c_clock},             {"budget_reset", c_budget_reset},
+      {"budget_renew", c_budget_renew},
       {"group_op", c_group_op},       {"members_wait", c_members_wait},
       {"call_reply", c_call_reply},   {"kick", c_kick},
       {"kv", c_kv},
+      {"wordset", hubu_wordset_new},
       {NULL, NULL},
   };
   if (luaL_loadbuffer(L, (const char *)hubu_host_lua, hubu_host_lua_len, "@host.lua") != 0) {
@@ -769,9 +950,23 @@ hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget
     snprintf(err, err_size, "host.lua: %s", lua_tostring(L, -1));
     goto fail;
   }
+  lua_getfield(L, -1, "send");
+  p->send_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   p->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-  if (uv_thread_create(&p->watchdog, watchdog_main, p) == 0) p->watchdog_running = 1;
+  p->loop_thread = pthread_self();
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_budget_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  int wr = sigaction(BUDGET_SIGNAL, &sa, NULL) != 0 ? uv_translate_sys_error(errno)
+                                                      : uv_thread_create(&p->watchdog, watchdog_main, p);
+  if (wr != 0)
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugin_watchdog_failed",
+             "msg=\"no watchdog: a plugin hook that loops is not stopped\" error=\"%s\"", uv_strerror(wr));
+  else
+    p->watchdog_running = 1;
   uv_timer_init(s->loop, &p->debounce);
   uv_signal_init(s->loop, &p->sighup);
   p->debounce.data = p->sighup.data = p->watch.data = p;
@@ -808,12 +1003,13 @@ void hubu_plugins_close(hubu_plugins *p) {
     p->watchdog_running = 0;
   }
   while (p->timers) timer_destroy(p, p->timers);
+  while (p->folders) folder_close(p, p->folders);
   uv_close((uv_handle_t *)&p->debounce, on_handle_closed);
   uv_close((uv_handle_t *)&p->sighup, on_handle_closed);
   uv_close((uv_handle_t *)&p->watch, on_handle_closed);
+  budget_host = NULL; /* the watchdog is stopped: no signal comes any more */
   lua_close(p->L);
   p->L = NULL;
-  budget_host = NULL;
   free(p->dir);
   p->dir = NULL;
 }
@@ -852,20 +1048,26 @@ static Hubu__V1__Code code_by_name(const char *name, Hubu__V1__Code fallback) {
   return v && v->value != 0 ? (Hubu__V1__Code)v->value : fallback;
 }
 
-/* Stack: the event table on top. Runs host.dispatch(event, ev); leaves ev.
- * Returns the failing fail-closed plugin's name (into failed), or 0. */
+/* Stack: the event table on top. Runs host.dispatch(event, ev) in one budget
+ * window; leaves ev. Returns the failing fail-closed plugin's name (into
+ * failed), or 0. */
 static int dispatch(hubu_plugins *p, const char *event, char *failed, size_t failed_size) {
   lua_State *L = p->L;
   int evi = lua_gettop(L);
   lua_pushstring(L, event);
   lua_pushvalue(L, evi);
+  budget_open(p);
   call_host(p, "dispatch", 2, 2);
+  budget_close(p);
   int closed = lua_isstring(L, -2) && !strcmp(lua_tostring(L, -2), "error");
   if (closed) snprintf(failed, failed_size, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
   lua_settop(L, evi);
   return closed;
 }
 
+/* The hot path: the SEND's fields go to host.send as arguments (the event
+ * table is built there by a table constructor, its keys constants), and the
+ * verdict comes back as return values. */
 int hubu_plugins_on_send(hubu_plugins *p, const char *user, const char *device, const char *session_id,
                          uint64_t client_id, const Hubu__V1__Send *m, hubu_send_verdict *v) {
   memset(v, 0, sizeof *v);
@@ -873,38 +1075,43 @@ int hubu_plugins_on_send(hubu_plugins *p, const char *user, const char *device, 
   if (!p || !p->has_send) return 0;
   lua_State *L = p->L;
   int top = lua_gettop(L);
-  lua_createtable(L, 0, 8);
-  set_str(L, "user", user);
-  set_str(L, "device", device);
-  set_str(L, "session_id", session_id);
-  set_num(L, "client_id", (double)client_id);
-  set_lstr(L, "body", m->body.data, m->body.len);
-  set_str(L, "content_type", m->content_type);
-  lua_createtable(L, 0, (int)m->n_meta);
-  for (size_t i = 0; i < m->n_meta; i++) set_str(L, m->meta[i]->key, m->meta[i]->value);
-  lua_setfield(L, -2, "meta");
-  set_metatable(p, "SendEvent");
-  char failed[128];
-  if (dispatch(p, "message.send", failed, sizeof failed)) { /* final: a retry would fail the same way */
-    v->code = HUBU__V1__CODE__REJECTED;
-    snprintf(v->reason, sizeof v->reason, "plugin %s failed", failed);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->send_ref);
+  lua_pushstring(L, user);
+  lua_pushstring(L, device);
+  lua_pushstring(L, session_id);
+  lua_pushnumber(L, (double)client_id);
+  lua_pushlstring(L, (const char *)m->body.data, m->body.len);
+  lua_pushstring(L, m->content_type);
+  if (m->n_meta) {
+    lua_createtable(L, 0, (int)m->n_meta);
+    for (size_t i = 0; i < m->n_meta; i++) set_str(L, m->meta[i]->key, m->meta[i]->value);
+  } else {
+    lua_pushnil(L);
+  }
+  budget_open(p);
+  int rc = lua_pcall(L, 7, 4, 0);
+  budget_close(p);
+  if (rc != 0) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugin_host_failed", "fn=send error=\"%s\"", lua_tostring(L, -1));
+    lua_settop(L, top);
+    return 0; /* the host itself failed: as if no plugin had spoken */
+  }
+  const char *what = lua_tostring(L, top + 1);
+  if (!what) { /* every handler let it through unchanged */
     lua_settop(L, top);
     return 1;
   }
-  int evi = lua_gettop(L);
-  const char *verdict = get_str(L, evi, "_verdict", NULL);
-  if (verdict) {
-    const char *reason = get_str(L, evi, "_reason", NULL);
-    v->code = code_by_name(verdict, HUBU__V1__CODE__REJECTED);
+  if (!strcmp(what, "error")) { /* final: a retry would fail the same way */
+    v->code = HUBU__V1__CODE__REJECTED;
+    snprintf(v->reason, sizeof v->reason, "plugin %s failed", lua_tostring(L, top + 2) ? lua_tostring(L, top + 2) : "?");
+  } else if (!strcmp(what, "verdict")) {
+    const char *reason = lua_tostring(L, top + 3);
+    v->code = code_by_name(lua_tostring(L, top + 2), HUBU__V1__CODE__REJECTED);
     snprintf(v->reason, sizeof v->reason, "%s", reason ? reason : "");
-  } else {
-    lua_getfield(L, evi, "_rewritten");
-    v->rewritten = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-  }
-  if (v->rewritten) {
-    size_t blen = 0, clen = 0;
-    const char *body = get_str(L, evi, "body", &blen), *ctype = get_str(L, evi, "content_type", &clen);
+  } else if (!strcmp(what, "rewrite")) {
+    size_t blen = 0;
+    const char *body = lua_tolstring(L, top + 2, &blen), *ctype = lua_tostring(L, top + 3);
+    v->rewritten = 1;
     v->body = malloc(blen ? blen : 1);
     v->content_type = strdup(ctype ? ctype : "");
     if (v->body && body) memcpy(v->body, body, blen);
@@ -912,10 +1119,9 @@ int hubu_plugins_on_send(hubu_plugins *p, const char *user, const char *device, 
     /* meta: the table's string pairs */
     size_t n = 0, cap = 32; /* the SEND limit on meta entries */
     Hubu__V1__Send__MetaEntry *entries = calloc(cap, sizeof *entries), **ptrs = calloc(cap, sizeof *ptrs);
-    lua_getfield(L, evi, "meta");
-    if (lua_istable(L, -1) && entries && ptrs) {
+    if (lua_istable(L, top + 4) && entries && ptrs) {
       lua_pushnil(L);
-      while (lua_next(L, -2) != 0) { /* the strings stay referenced by the table */
+      while (lua_next(L, top + 4) != 0) { /* the strings stay referenced by the table */
         if (n < cap && lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
           hubu__v1__send__meta_entry__init(&entries[n]);
           entries[n].key = (char *)lua_tostring(L, -2);
@@ -926,7 +1132,7 @@ int hubu_plugins_on_send(hubu_plugins *p, const char *user, const char *device, 
         lua_pop(L, 1);
       }
     }
-    if (!v->body || !v->content_type || hubu_msg_pack_meta(n, ptrs, &v->meta, &v->meta_len) != 0) {
+    if (!v->body || !v->content_type || !entries || !ptrs || hubu_msg_pack_meta(n, ptrs, &v->meta, &v->meta_len) != 0) {
       v->code = HUBU__V1__CODE__INTERNAL;
       snprintf(v->reason, sizeof v->reason, "out of memory");
     }
@@ -1263,12 +1469,78 @@ int hubu_plugins_on_read(hubu_plugins *p, const char *user, const char *session_
   return allowed;
 }
 
+/* ---- /metrics and the plugin listing ---- */
+
+/* A number as Prometheus reads it: the shortest of %.15g and %.17g that
+ * reads back the same, NaN, +Inf, -Inf. */
+static int prom_value(hubu_buf *out, double v) {
+  char num[40];
+  if (v != v)
+    snprintf(num, sizeof num, "NaN");
+  else if (v > DBL_MAX || v < -DBL_MAX)
+    snprintf(num, sizeof num, "%cInf", v > 0 ? '+' : '-');
+  else if (snprintf(num, sizeof num, "%.15g", v), strtod(num, NULL) != v)
+    snprintf(num, sizeof num, "%.17g", v);
+  return hubu_buf_append(out, num, strlen(num));
+}
+
+/* Text escaped for the exposition format: backslash and newline (HELP
+ * text), and the double quote too in a label value. */
+static int prom_escaped(hubu_buf *out, const char *s, size_t len, int label_value) {
+  int rc = 0;
+  size_t run = 0;
+  for (size_t i = 0; i < len; i++) {
+    const char *esc = s[i] == '\\' ? "\\\\" : s[i] == '\n' ? "\\n" : s[i] == '"' && label_value ? "\\\"" : NULL;
+    if (!esc) continue;
+    rc |= hubu_buf_append(out, s + run, i - run);
+    rc |= hubu_buf_append(out, esc, 2);
+    run = i + 1;
+  }
+  rc |= hubu_buf_append(out, s + run, len - run);
+  return rc;
+}
+
+static int buf_str(hubu_buf *out, const char *s) { return hubu_buf_append(out, s, strlen(s)); }
+
+/* Stack: a list of label names and values {n1, v1, n2, v2, ...} at idx.
+ * Appends {n1="v1",...}. */
+static int prom_labels(hubu_buf *out, lua_State *L, int idx) {
+  int rc = buf_str(out, "{");
+  size_t n = lua_objlen(L, idx);
+  for (size_t i = 1; i + 1 <= n; i += 2) {
+    size_t vlen = 0;
+    lua_rawgeti(L, idx, (int)i);
+    lua_rawgeti(L, idx, (int)i + 1);
+    const char *name = lua_tostring(L, -2), *value = lua_tolstring(L, -1, &vlen);
+    rc |= buf_str(out, i > 1 ? "," : "");
+    rc |= buf_str(out, name ? name : "_");
+    rc |= buf_str(out, "=\"");
+    if (value) rc |= prom_escaped(out, value, vlen, 1);
+    rc |= buf_str(out, "\"");
+    lua_pop(L, 2);
+  }
+  rc |= buf_str(out, "}");
+  return rc;
+}
+
+/* # HELP and # TYPE of a family. */
+static int prom_head(hubu_buf *out, const char *name, const char *type, const char *help, size_t help_len) {
+  int rc = buf_str(out, "# HELP ");
+  rc |= buf_str(out, name);
+  rc |= buf_str(out, " ");
+  rc |= prom_escaped(out, help, help_len, 0);
+  rc |= buf_str(out, "\n# TYPE ");
+  rc |= buf_str(out, name);
+  rc |= buf_str(out, " ");
+  rc |= buf_str(out, type);
+  rc |= buf_str(out, "\n");
+  return rc;
+}
+
 int hubu_plugins_metrics(hubu_plugins *p, hubu_buf *out) {
   if (!p || !p->L) return 0;
   lua_State *L = p->L;
   int top = lua_gettop(L);
-  call_host(p, "list", 0, 1);
-  char line[512];
   int rc = 0;
   static const char *const families[][3] = {
       {"hubu_plugin_calls_total", "counter", "Hook and timer calls per plugin."},
@@ -1276,26 +1548,193 @@ int hubu_plugins_metrics(hubu_plugins *p, hubu_buf *out) {
       {"hubu_plugin_seconds_total", "counter", "Time spent in a plugin's hooks and timers."},
   };
   static const char *const fields[] = {"calls", "errors", "seconds"};
-  size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+  call_host(p, "list", 0, 1);
+  int list = lua_gettop(L);
+  size_t n = lua_istable(L, list) ? lua_objlen(L, list) : 0;
   for (int f = 0; f < 3 && rc == 0; f++) {
-    int len = snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n", families[f][0], families[f][2],
-                       families[f][0], families[f][1]);
-    rc |= hubu_buf_append(out, line, (size_t)len);
+    rc |= prom_head(out, families[f][0], families[f][1], families[f][2], strlen(families[f][2]));
     for (size_t i = 1; i <= n && rc == 0; i++) {
-      lua_rawgeti(L, -1, (int)i);
+      size_t nlen = 0;
+      lua_rawgeti(L, list, (int)i);
       lua_getfield(L, -1, "name");
       lua_getfield(L, -2, fields[f]);
-      len = snprintf(line, sizeof line, "%s{plugin=\"%s\"} %.9g\n", families[f][0], lua_tostring(L, -2),
-                     lua_tonumber(L, -1));
+      const char *name = lua_tolstring(L, -2, &nlen);
+      rc |= buf_str(out, families[f][0]);
+      rc |= buf_str(out, "{plugin=\"");
+      if (name) rc |= prom_escaped(out, name, nlen, 1);
+      rc |= buf_str(out, "\"} ");
+      rc |= prom_value(out, lua_tonumber(L, -1));
+      rc |= buf_str(out, "\n");
       lua_pop(L, 3);
-      rc |= hubu_buf_append(out, line, (size_t)len);
     }
   }
+  char line[160];
   int len = snprintf(line, sizeof line, "# HELP hubu_plugins_loaded Plugins running.\n# TYPE hubu_plugins_loaded gauge\n"
                                         "hubu_plugins_loaded %zu\n", n);
   rc |= hubu_buf_append(out, line, (size_t)len);
+  /* What plugins publish (im.counter, im.gauge): a family per metric name. */
+  call_host(p, "metric_families", 0, 1);
+  int fams = lua_gettop(L);
+  size_t nf = lua_istable(L, fams) ? lua_objlen(L, fams) : 0;
+  for (size_t i = 1; i <= nf && rc == 0; i++) {
+    lua_rawgeti(L, fams, (int)i);
+    int fam = lua_gettop(L);
+    size_t help_len = 0;
+    lua_getfield(L, fam, "name");
+    lua_getfield(L, fam, "kind");
+    lua_getfield(L, fam, "help");
+    lua_getfield(L, fam, "samples");
+    const char *name = lua_tostring(L, fam + 1), *kind = lua_tostring(L, fam + 2),
+               *help = lua_tolstring(L, fam + 3, &help_len);
+    size_t ns = lua_istable(L, fam + 4) ? lua_objlen(L, fam + 4) : 0;
+    if (name && kind && ns > 0) {
+      rc |= prom_head(out, name, kind, help ? help : "", help ? help_len : 0);
+      for (size_t j = 1; j <= ns && rc == 0; j++) {
+        lua_rawgeti(L, fam + 4, (int)j);
+        lua_getfield(L, -1, "labels");
+        lua_getfield(L, -2, "value");
+        rc |= buf_str(out, name);
+        if (lua_istable(L, -2)) rc |= prom_labels(out, L, lua_gettop(L) - 1);
+        rc |= buf_str(out, " ");
+        rc |= prom_value(out, lua_tonumber(L, -1));
+        rc |= buf_str(out, "\n");
+        lua_pop(L, 3);
+      }
+    }
+    lua_settop(L, fams);
+  }
   lua_settop(L, top);
   return rc ? -1 : 0;
+}
+
+/* JSON output for the listing: strings through admin.c's escaper. */
+typedef struct {
+  hubu_buf *out;
+  int rc;
+} json_out;
+
+static void j_raw(json_out *j, const char *s) { j->rc |= buf_str(j->out, s); }
+
+static void j_num(json_out *j, double v, const char *fmt) {
+  char num[48];
+  if (v != v || v > DBL_MAX || v < -DBL_MAX)
+    snprintf(num, sizeof num, "null");
+  else
+    snprintf(num, sizeof num, fmt, v);
+  j_raw(j, num);
+}
+
+/* "key": the field k of the table at t: a string (escaped), or null. */
+static void j_field_str(json_out *j, lua_State *L, int t, const char *k, const char *sep) {
+  size_t len = 0;
+  j_raw(j, sep);
+  j_raw(j, "\"");
+  j_raw(j, k);
+  j_raw(j, "\": ");
+  lua_getfield(L, t, k);
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+  if (s)
+    j->rc |= hubu_json_append_string(j->out, s, len);
+  else
+    j_raw(j, "null");
+  lua_pop(L, 1);
+}
+
+/* "key": the number field k of the table at t, printed with fmt ("%.0f" for counts). */
+static void j_field_num(json_out *j, lua_State *L, int t, const char *k, const char *fmt) {
+  j_raw(j, ", \"");
+  j_raw(j, k);
+  j_raw(j, "\": ");
+  lua_getfield(L, t, k);
+  if (lua_type(L, -1) == LUA_TNUMBER)
+    j_num(j, lua_tonumber(L, -1), fmt);
+  else
+    j_raw(j, "null");
+  lua_pop(L, 1);
+}
+
+int hubu_plugins_list_json(hubu_plugins *p, hubu_buf *out) {
+  json_out j = {out, 0};
+  lua_State *L = p ? p->L : NULL;
+  int top = L ? lua_gettop(L) : 0;
+  if (L) call_host(p, "list", 0, 2);
+  int list = top + 1, failed = top + 2;
+  size_t n = L && lua_istable(L, list) ? lua_objlen(L, list) : 0;
+  size_t nf = L && lua_istable(L, failed) ? lua_objlen(L, failed) : 0;
+  j_raw(&j, "{\n  \"dir\": ");
+  if (p && p->dir)
+    j.rc |= hubu_json_append_string(out, p->dir, strlen(p->dir));
+  else
+    j_raw(&j, "null");
+  j_raw(&j, ",\n  \"count\": ");
+  j_num(&j, (double)n, "%.0f");
+  j_raw(&j, ",\n  \"plugins\": [");
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, list, (int)i);
+    int e = lua_gettop(L);
+    j_raw(&j, i > 1 ? ",\n    {" : "\n    {");
+    j_field_str(&j, L, e, "name", "");
+    j_field_str(&j, L, e, "version", ", ");
+    j_field_str(&j, L, e, "summary", ", ");
+    j_field_str(&j, L, e, "policy", ", ");
+    j_field_num(&j, L, e, "priority", "%.17g");
+    j_field_str(&j, L, e, "path", ", ");
+    lua_getfield(L, e, "folder");
+    j_raw(&j, lua_toboolean(L, -1) ? ", \"folder\": true" : ", \"folder\": false");
+    lua_pop(L, 1);
+    j_field_num(&j, L, e, "loaded_at", "%.3f");
+    j_field_num(&j, L, e, "reloads", "%.0f");
+    j_raw(&j, ", \"hooks\": {");
+    lua_getfield(L, e, "hooks"); /* {{event, count}...} in event order */
+    size_t nh = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    for (size_t h = 1; h <= nh; h++) {
+      lua_rawgeti(L, -1, (int)h);
+      size_t elen = 0;
+      lua_getfield(L, -1, "event");
+      const char *event = lua_tolstring(L, -1, &elen);
+      j_raw(&j, h > 1 ? ", " : "");
+      j.rc |= hubu_json_append_string(out, event ? event : "", event ? elen : 0);
+      lua_pop(L, 1);
+      lua_getfield(L, -1, "count");
+      j_raw(&j, ": ");
+      j_num(&j, lua_tonumber(L, -1), "%.0f");
+      lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+    j_raw(&j, "}");
+    j_field_num(&j, L, e, "timers", "%.0f");
+    j_field_num(&j, L, e, "calls", "%.0f");
+    j_field_num(&j, L, e, "errors", "%.0f");
+    j_field_num(&j, L, e, "seconds", "%.6f");
+    j_raw(&j, ", \"reload_error\": ");
+    lua_getfield(L, e, "reload_error");
+    if (lua_istable(L, -1)) {
+      int r = lua_gettop(L);
+      j_raw(&j, "{");
+      j_field_str(&j, L, r, "error", "");
+      j_field_num(&j, L, r, "at", "%.3f");
+      j_raw(&j, "}");
+    } else {
+      j_raw(&j, "null");
+    }
+    j_raw(&j, "}");
+    lua_settop(L, e - 1);
+  }
+  j_raw(&j, n ? "\n  ],\n  \"not_loaded\": [" : "],\n  \"not_loaded\": [");
+  for (size_t i = 1; i <= nf; i++) {
+    lua_rawgeti(L, failed, (int)i);
+    int e = lua_gettop(L);
+    j_raw(&j, i > 1 ? ",\n    {" : "\n    {");
+    j_field_str(&j, L, e, "name", "");
+    j_field_str(&j, L, e, "path", ", ");
+    j_field_str(&j, L, e, "error", ", ");
+    j_field_num(&j, L, e, "at", "%.3f");
+    j_raw(&j, "}");
+    lua_settop(L, e - 1);
+  }
+  j_raw(&j, nf ? "\n  ]\n}\n" : "]\n}\n");
+  if (L) lua_settop(L, top);
+  return j.rc ? -1 : 0;
 }
 
 void hubu_plugins_on_connect(hubu_plugins *p, hubu_conn *c, int connected) {

@@ -83,8 +83,17 @@ int hubu_plugins_on_read(hubu_plugins *p, const char *user, const char *session_
                          size_t reason_size);
 
 /* Appends the hubu_plugin_* Prometheus families (calls, errors, seconds per
- * plugin; plugins loaded) to out. 0, or -1 when memory runs out. */
+ * plugin; plugins loaded) and the metrics plugins publish (im.counter,
+ * im.gauge: a family hubu_plugin_NAME each, label plugin="...") to out. 0,
+ * or -1 when memory runs out. */
 int hubu_plugins_metrics(hubu_plugins *p, hubu_buf *out);
+
+/* Appends the listing of GET /v1/admin/plugins to out as JSON: the plugin
+ * directory, each loaded plugin (header fields, path, folder or file, load
+ * time, reloads, hooks per event, timers, calls, errors, seconds, and the
+ * error of its newest version when that failed to load) and the plugins that
+ * failed to load with no version running. 0, or -1 when memory runs out. */
+int hubu_plugins_list_json(hubu_plugins *p, hubu_buf *out);
 
 /* connect (after HELLO_OK) and disconnect. */
 void hubu_plugins_on_connect(hubu_plugins *p, hubu_conn *c, int connected);

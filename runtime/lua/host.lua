@@ -12,6 +12,9 @@ local hooks = {}        -- event -> array of {fn, priority, order, plugin}
 local loading = nil     -- the plugin whose chunk is running now (actions are refused)
 local shared = {}       -- plugin name -> name -> table (survives reload, not restart)
 local metrics = {}      -- plugin name -> {calls, errors, ns}
+local failures = {}     -- plugin name -> {error, at, path}: its newest version failed to load
+local published = {}    -- plugin name -> metric name -> im.counter/im.gauge object (dropped on unload)
+local SendEvent = {}    -- the metatable of message.send events (methods below)
 
 local function log(level, plugin, event, msg)
   C.log(level, plugin and plugin.name or "-", event, msg)
@@ -110,6 +113,43 @@ local sandbox_globals = {
   "bit", "coroutine", "print", "require", "jit",
 }
 
+-- `require` of a folder plugin (DIR/NAME/init.lua): a module of its own
+-- folder first, `require "mod"` -> NAME/mod.lua (or NAME/mod/init.lua; dots
+-- are directories), run in the plugin's environment and cached in this
+-- version of the plugin only (never in package.loaded), so each load reads
+-- them fresh; any other name goes to the global require (cjson...).
+local function folder_require(p, env)
+  local loaded, busy = {}, {}
+  return function(modname)
+    if type(modname) ~= "string" then return require(modname) end
+    local v = loaded[modname]
+    if v ~= nil then return v end
+    if busy[modname] then error(("loop requiring module '%s' in plugin %s"):format(modname, p.name), 2) end
+    local path, f
+    if modname:find("^[%w_%-]+[%w_%-%.]*$") and not modname:find("..", 1, true) then
+      local rel = modname:gsub("%.", "/")
+      for _, cand in ipairs({ p.dir .. "/" .. rel .. ".lua", p.dir .. "/" .. rel .. "/init.lua" }) do
+        f = io.open(cand, "rb")
+        if f then path = cand; break end
+      end
+    end
+    if not f then return require(modname) end
+    local src = f:read("*a")
+    f:close()
+    local chunk, err = loadstring(src or "", "@" .. path)
+    if not chunk then error(err, 2) end
+    if p.header.jit ~= "on" then jit.off(chunk, true) end
+    setfenv(chunk, env)
+    busy[modname] = true
+    local ok, res = pcall(chunk, modname)
+    busy[modname] = nil
+    if not ok then error(res, 0) end
+    if res == nil then res = true end
+    loaded[modname] = res
+    return res
+  end
+end
+
 local function make_env(p, api)
   local env = { plugin = api, im = host.im, _PLUGIN = p.name }
   for _, k in ipairs(sandbox_globals) do env[k] = _G[k] end
@@ -119,6 +159,7 @@ local function make_env(p, api)
     log("info", p, "plugin_print", table.concat(t, "\t"))
   end
   env._G = env
+  if p.dir then env.require = folder_require(p, env) end
   return env
 end
 
@@ -130,7 +171,9 @@ local function build(name, path, src, config)
     priority = tonumber(header.priority) or 0,
     policy = header.failure == "closed" and "closed" or "open",
     version = header.version or "", summary = header.summary or "",
+    pending_metrics = {}, pending_help = {}, -- name -> im.counter/im.gauge object (and help) this version declared
   }
+  if path:sub(-(#name + 10)) == "/" .. name .. "/init.lua" then p.dir = path:sub(1, -10) end -- a folder plugin
   local chunk, err = loadstring(src, "@" .. path)
   if not chunk then return nil, err, p end
   if header.jit ~= "on" then jit.off(chunk, true) end -- interruptible by the budget hook
@@ -172,25 +215,37 @@ local function install(p, old)
   end
   for _, t in ipairs(p.pending_timers) do host.start_timer(p, t.every, t.s, t.fn) end
   p.pending_hooks, p.pending_timers = nil, nil
+  local mine = published[p.name] or {}
+  for k, m in pairs(p.pending_metrics) do mine[k], m.help = m, p.pending_help[k] or m.help end
+  published[p.name], p.pending_metrics, p.pending_help = mine, nil, nil
+  p.loaded_at, p.reloads = C.now() / 1000, old and (old.reloads or 0) + 1 or 0
+  failures[p.name] = nil
   plugins[p.name] = p
   metrics[p.name] = metrics[p.name] or { calls = 0, errors = 0, seconds = 0 }
 end
 
 -- Loads (or reloads) one plugin from path. Returns true, or false and the error.
+-- Records that the newest version of name failed to load (listed by host.list
+-- until a version loads or the plugin is unloaded); returns false, err.
+function host.note_failure(name, path, err)
+  failures[name] = { error = tostring(err), at = C.now() / 1000, path = path }
+  return false, tostring(err)
+end
+
 function host.load(name, path, config)
   local t0 = os.clock()
   local f, ferr = io.open(path, "rb")
-  if not f then return false, ferr end
+  if not f then return host.note_failure(name, path, ferr) end
   local src = f:read("*a")
   f:close()
   if not src or not src:find("%S") then -- a file caught half-written, or emptied
     log("error", { name = name }, "plugin_load_failed", "empty plugin file; keeping what runs")
-    return false, "empty plugin file"
+    return host.note_failure(name, path, "empty plugin file")
   end
   local p, err, partial = build(name, path, src, config)
   if not p then
     log("error", partial or { name = name }, "plugin_load_failed", tostring(err))
-    return false, tostring(err)
+    return host.note_failure(name, path, err)
   end
   local old = plugins[name]
   install(p, old)
@@ -201,6 +256,7 @@ end
 
 function host.unload(name)
   local p = plugins[name]
+  failures[name], published[name] = nil, nil -- its metrics are no longer exported
   if not p then return false end
   remove_hooks(p)
   plugins[name] = nil
@@ -214,15 +270,37 @@ function host.count_hooks(p)
   return n
 end
 
+-- The running plugins, by name: what GET /v1/admin/plugins lists and /metrics
+-- counts. hooks is a list of {event, count} in event order; reload_error is
+-- {error, at} when the newest version failed to load (this one still runs).
+-- Second result: the plugins whose load failed with no version running.
 function host.list()
-  local out = {}
+  local out, by_plugin = {}, {}
+  for event, list in pairs(hooks) do
+    for _, h in ipairs(list) do
+      local counts = by_plugin[h.plugin] or {}
+      by_plugin[h.plugin] = counts
+      counts[event] = (counts[event] or 0) + 1
+    end
+  end
   for name, p in pairs(plugins) do
     local m = metrics[name]
+    local hooked, ntimers = {}, 0
+    for event, n in pairs(by_plugin[p] or {}) do hooked[#hooked + 1] = { event = event, count = n } end
+    table.sort(hooked, function(a, b) return a.event < b.event end)
+    for _ in pairs(p.timers) do ntimers = ntimers + 1 end
     out[#out + 1] = { name = name, version = p.version, summary = p.summary, policy = p.policy,
-                      calls = m.calls, errors = m.errors, seconds = m.seconds, path = p.path }
+                      calls = m.calls, errors = m.errors, seconds = m.seconds, path = p.path,
+                      priority = p.priority, folder = p.dir ~= nil, loaded_at = p.loaded_at, reloads = p.reloads,
+                      hooks = hooked, timers = ntimers, reload_error = failures[name] }
   end
   table.sort(out, function(a, b) return a.name < b.name end)
-  return out
+  local failed = {}
+  for name, f in pairs(failures) do
+    if not plugins[name] then failed[#failed + 1] = { name = name, path = f.path, error = f.error, at = f.at } end
+  end
+  table.sort(failed, function(a, b) return a.name < b.name end)
+  return out, failed
 end
 
 function host.has(event) return hooks[event] ~= nil end
@@ -241,15 +319,17 @@ end
 
 -- Runs every handler of event with ev, in order, each in its own protected
 -- call. Returns "error" with the failing plugin when a fail-closed plugin raised.
+-- The caller holds the budget window: C arms it around its call into the host,
+-- a call.<method> coroutine's step() around each resume.
 function host.dispatch(event, ev)
   local list = hooks[event]
   if not list then return nil end
   local kind = rawget(ev, "kind")
-  C.budget_start() -- one budget window for the chain: arming it costs two clock reads
   for i = 1, #list do
     local h = list[i]
     if not h.kinds or h.kinds[kind] then
-      local m = metrics[h.plugin.name]
+      local m = h.metrics
+      if not m then m = metrics[h.plugin.name]; h.metrics = m end
       local calls = m.calls + 1
       m.calls = calls
       host.current = h.plugin
@@ -258,18 +338,31 @@ function host.dispatch(event, ev)
       if t0 then m.seconds = m.seconds + (C.clock() - t0) * 16 end
       host.current = nil
       if not ok then
+        C.budget_renew() -- the next handler gets a budget of its own
         m.errors = m.errors + 1
         log("error", h.plugin, "hook_failed", ("hook=%s policy=%s error=%q"):format(event, h.plugin.policy, tostring(err)))
-        if h.plugin.policy == "closed" then
-          C.budget_stop()
-          return "error", h.plugin.name
-        end
+        if h.plugin.policy == "closed" then return "error", h.plugin.name end
       end
       if rawget(ev, "_stop") then break end
     end
   end
-  C.budget_stop()
   return nil
+end
+
+-- message.send, called by C with the SEND's fields (meta: a table, or nil when
+-- the SEND has none; ev.meta is then made on first use). Returns nothing when
+-- every handler let the message through unchanged; else one of
+--   "error", plugin                        a fail-closed plugin raised
+--   "verdict", code, reason                ev:reject(code, reason)
+--   "rewrite", body, content_type, meta    ev:rewrite{...}
+function host.send(user, device, session_id, client_id, body, content_type, meta)
+  local ev = setmetatable({ user = user, device = device, session_id = session_id, client_id = client_id,
+                            body = body, content_type = content_type, meta = meta }, SendEvent)
+  local failed, name = host.dispatch("message.send", ev)
+  if failed then return "error", name end
+  local verdict = rawget(ev, "_verdict")
+  if verdict then return "verdict", verdict, rawget(ev, "_reason") end
+  if rawget(ev, "_rewritten") then return "rewrite", rawget(ev, "body"), rawget(ev, "content_type"), rawget(ev, "meta") end
 end
 
 -- message.stored from the store's log: each plugin's position (the last
@@ -448,9 +541,16 @@ local function await(what, callback, submit, queue_only)
 end
 host.await = await
 
--- Verdict methods of a message.send event.
-local SendEvent = {}
-SendEvent.__index = SendEvent
+-- Verdict methods of a message.send event. A SEND without meta has no meta
+-- table until a handler reads ev.meta.
+SendEvent.__index = function(ev, k)
+  if k == "meta" then
+    local t = {}
+    rawset(ev, "meta", t)
+    return t
+  end
+  return SendEvent[k]
+end
 function SendEvent:reject(code, reason)
   rawset(self, "_verdict", code or "REJECTED"); rawset(self, "_reason", reason or ""); rawset(self, "_stop", true)
 end
@@ -520,7 +620,7 @@ host.im = {
     local p = loading or host.current
     C.log(level, p and p.name or "-", "plugin_log", msg)
   end,
-  now = function() return C.now() end,
+  now = C.now,
   send = function(t)
     not_loading("im.send")
     assert(type(t) == "table" and t.as and t.session and t.body, "im.send{as=, session=, body= [, content_type=, device=]}")
@@ -579,6 +679,7 @@ host.im = {
     return await("im.sessions_of", callback, function(t) C.group_op("sessions_of", t, user) end)
   end,
   config = function(key) return C.config(key) end,
+  wordset = function(list) return C.wordset(list) end,
   after = function(seconds, fn)
     not_loading("im.after")
     return host.start_timer(host.current, false, seconds, fn)
@@ -589,5 +690,209 @@ host.im = {
   end,
   metrics = function(name) local m = metrics[name or (host.current and host.current.name)]; return m end,
 }
+
+-- ---- metrics a plugin publishes: im.counter, im.gauge ----
+-- Each metric name is one family on /metrics, hubu_plugin_<name>, labelled
+-- plugin="<plugin>" plus the metric's own labels (names fixed when declared,
+-- values given per call). The objects live in `published` under their plugin:
+-- declaring the same name, kind and labels again (a reloaded version does)
+-- returns the same object, so values carry across reloads; an object a new
+-- version declares differently replaces the old one when that version is
+-- swapped in; an unload drops them all.
+local MAX_SERIES = 1000 -- label sets per metric
+local MAX_LABELS = 8
+local reserved_metric = { calls_total = true, errors_total = true, seconds_total = true } -- the host's own
+
+local Counter, Gauge = {}, {}
+Counter.__index, Gauge.__index = Counter, Gauge
+
+-- The series of m for the label table lt (nil: every label empty); created
+-- when create is set, else nil when it does not exist. Errors at level.
+local function series(m, lt, create, level)
+  if lt ~= nil and type(lt) ~= "table" then error(("metric %s: labels must be a table"):format(m.name), level) end
+  local key, values = "", nil
+  if #m.labels == 0 then
+    if lt ~= nil and next(lt) ~= nil then error(("metric %s was declared without labels"):format(m.name), level) end
+  else
+    for k in pairs(lt or {}) do
+      if not m.label_set[k] then error(("metric %s has no label %s"):format(m.name, tostring(k)), level) end
+    end
+    values = {}
+    for i, l in ipairs(m.labels) do
+      local v = lt and lt[l]
+      if v == nil then
+        v = ""
+      elseif type(v) ~= "string" and type(v) ~= "number" then
+        error(("metric %s: the value of label %s must be a string or a number"):format(m.name, l), level)
+      end
+      values[i] = tostring(v)
+    end
+    key = table.concat(values, "\0")
+  end
+  local s = m.series[key]
+  if not s and create then
+    if m.n_series >= MAX_SERIES then
+      error(("metric %s: more than %d label sets"):format(m.name, MAX_SERIES), level)
+    end
+    s = { values = values, v = 0 }
+    m.series[key], m.n_series = s, m.n_series + 1
+  end
+  return s
+end
+
+local function amount(n, default, what)
+  if n == nil then return default end
+  if type(n) ~= "number" or n ~= n or n == math.huge or n == -math.huge then
+    error(what .. ": the amount must be a finite number", 3)
+  end
+  return n
+end
+
+local function check_self(m, mt, what)
+  if getmetatable(m) ~= mt then error(what .. ": call it as a method (m:" .. what:match("%a+$") .. "(...))", 3) end
+end
+
+-- c:inc([n] [, labels]) (n >= 0, default 1); c:inc(labels) adds 1.
+function Counter:inc(n, labels)
+  check_self(self, Counter, "counter:inc")
+  if type(n) == "table" then n, labels = nil, n end
+  n = amount(n, 1, "counter:inc")
+  if n < 0 then error("counter:inc: a counter only goes up (a gauge goes both ways)", 2) end
+  local s = series(self, labels, true, 3)
+  s.v = s.v + n
+end
+function Counter:get(labels)
+  check_self(self, Counter, "counter:get")
+  local s = series(self, labels, false, 3)
+  return s and s.v or 0
+end
+
+function Gauge:set(v, labels)
+  check_self(self, Gauge, "gauge:set")
+  if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then
+    error("gauge:set: the value must be a finite number", 2)
+  end
+  series(self, labels, true, 3).v = v
+end
+function Gauge:inc(n, labels)
+  check_self(self, Gauge, "gauge:inc")
+  if type(n) == "table" then n, labels = nil, n end
+  n = amount(n, 1, "gauge:inc")
+  local s = series(self, labels, true, 3)
+  s.v = s.v + n
+end
+function Gauge:dec(n, labels)
+  check_self(self, Gauge, "gauge:dec")
+  if type(n) == "table" then n, labels = nil, n end
+  n = amount(n, 1, "gauge:dec")
+  local s = series(self, labels, true, 3)
+  s.v = s.v - n
+end
+function Gauge:get(labels)
+  check_self(self, Gauge, "gauge:get")
+  local s = series(self, labels, false, 3)
+  return s and s.v or 0
+end
+
+local function same_labels(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if a[i] ~= b[i] then return false end end
+  return true
+end
+
+local function declare(kind, name, help, label_names)
+  local what = "im." .. kind
+  local p = loading or host.current
+  if not p then error(what .. ": no plugin is running", 3) end
+  if type(name) ~= "string" or #name > 128 or not name:find("^[%a_:][%w_:]*$") then
+    error(what .. ": a metric name is 1-128 characters of [a-zA-Z0-9_:], not starting with a digit", 3)
+  end
+  if reserved_metric[name] then error(("%s: %s is the host's (hubu_plugin_%s)"):format(what, name, name), 3) end
+  if help ~= nil and type(help) ~= "string" then error(what .. ": help must be a string", 3) end
+  local labels, label_set = {}, {}
+  if label_names ~= nil then
+    if type(label_names) ~= "table" then error(what .. ": labels must be a list of names", 3) end
+    for i, l in ipairs(label_names) do
+      if type(l) ~= "string" or not l:find("^[%a_][%w_]*$") or l:find("^__") or l == "plugin" or label_set[l] then
+        error(("%s: bad label name %s ([a-zA-Z_][a-zA-Z0-9_]*, once each, not plugin, not __...)"):format(
+          what, tostring(l)), 3)
+      end
+      labels[i], label_set[l] = l, true
+    end
+    if #labels > MAX_LABELS then error(("%s: at most %d labels"):format(what, MAX_LABELS), 3) end
+  end
+  local staged = loading and p.pending_metrics
+  local m = staged and staged[name]
+  if m and (m.kind ~= kind or not same_labels(m.labels, labels)) then
+    error(("%s: %s is already declared as a %s with other labels"):format(what, name, m.kind), 3)
+  end
+  m = m or (published[p.name] and published[p.name][name])
+  if m and m.kind == kind and same_labels(m.labels, labels) then
+    if staged then -- a new help text takes effect with the version that gives it
+      staged[name], p.pending_help[name] = m, help
+    elseif help then
+      m.help = help
+    end
+    return m
+  end
+  if m and not staged then
+    error(("%s: %s is already declared as a %s with labels {%s}"):format(what, name, m.kind,
+      table.concat(m.labels, ",")), 3)
+  end
+  for other, ms in pairs(published) do
+    local o = ms[name]
+    if other ~= p.name and o and o.kind ~= kind then
+      error(("%s: hubu_plugin_%s is a %s of plugin %s"):format(what, name, o.kind, other), 3)
+    end
+  end
+  m = setmetatable({ name = name, kind = kind, help = help or "", labels = labels, label_set = label_set,
+                     series = {}, n_series = 0 }, kind == "counter" and Counter or Gauge)
+  if #labels == 0 then series(m, nil, true, 3) end -- exported (0) from the start
+  if staged then
+    staged[name] = m
+  else
+    published[p.name] = published[p.name] or {}
+    published[p.name][name] = m
+  end
+  return m
+end
+
+-- (not tail calls: declare's errors name the plugin's line)
+host.im.counter = function(name, help, labels) local m = declare("counter", name, help, labels); return m end
+host.im.gauge = function(name, help, labels) local m = declare("gauge", name, help, labels); return m end
+
+-- The families of the published metrics for /metrics, by name: {name, kind,
+-- help, samples = {{labels = {name, value, ...}, value}}}; the plugin label first.
+function host.metric_families()
+  local fams, by_name, pnames = {}, {}, {}
+  for pname in pairs(published) do pnames[#pnames + 1] = pname end
+  table.sort(pnames)
+  for _, pname in ipairs(pnames) do
+    local mnames = {}
+    for mname in pairs(published[pname]) do mnames[#mnames + 1] = mname end
+    table.sort(mnames)
+    for _, mname in ipairs(mnames) do
+      local m = published[pname][mname]
+      local fam = by_name[mname]
+      if not fam then
+        fam = { name = "hubu_plugin_" .. mname, kind = m.kind, help = m.help, samples = {} }
+        by_name[mname], fams[#fams + 1] = fam, fam
+      end
+      if fam.kind == m.kind then
+        local keys = {}
+        for k in pairs(m.series) do keys[#keys + 1] = k end
+        table.sort(keys)
+        for _, k in ipairs(keys) do
+          local s = m.series[k]
+          local labels = { "plugin", pname }
+          for i, l in ipairs(m.labels) do labels[#labels + 1] = l; labels[#labels + 1] = s.values[i] end
+          fam.samples[#fam.samples + 1] = { labels = labels, value = s.v }
+        end
+      end
+    end
+  end
+  table.sort(fams, function(a, b) return a.name < b.name end)
+  return fams
+end
 
 return host

@@ -184,6 +184,7 @@ function Server:_launch(opts)
     local port = text and text:match("tcp (%d+)\n")
     if port then
       self.port = tonumber(port)
+      self.admin_port = tonumber(text:match("admin (%d+)\n"))
       return
     end
     if read_file(self.status_file) then
@@ -284,6 +285,81 @@ function Server:stop(timeout_ms)
   return status
 end
 
+-- ---- the admin listener: one HTTP/1.1 request per connection ----
+
+for _, decl in ipairs{ -- one by one: spec/helpers/hubu.lua declares some of them too
+  "struct hubu_spec_sockaddr_in { uint16_t sin_family; uint16_t sin_port; uint32_t sin_addr; uint8_t zero[8]; };",
+  "struct hubu_spec_pollfd { int fd; short events; short revents; };",
+  "int socket(int domain, int type, int protocol);",
+  "int connect(int fd, const void *addr, uint32_t len);",
+  "long write(int fd, const void *buf, size_t n);",
+  "long read(int fd, void *buf, size_t n);",
+  "int close(int fd);",
+  "int inet_pton(int af, const char *src, void *dst);",
+} do pcall(ffi.cdef, decl) end
+
+-- Sends `METHOD path` to the admin listener (srv.admin_port, from the port
+-- file) and reads the answer to the end (the server closes after it).
+-- Returns the status, the body and the headers (lower-case names), or nil
+-- and why.
+function Server:admin(method, path, timeout_ms)
+  assert(self.admin_port, "admin: no admin port in the port file")
+  local fd = ffi.C.socket(2, 1, 0) -- AF_INET, SOCK_STREAM
+  if fd < 0 then return nil, "socket failed" end
+  local sa = ffi.new("struct hubu_spec_sockaddr_in")
+  sa.sin_family = 2
+  sa.sin_port = bit.bor(bit.rshift(self.admin_port, 8), bit.lshift(bit.band(self.admin_port, 0xff), 8))
+  ffi.C.inet_pton(2, self.host, ffi.cast("void *", ffi.cast("char *", sa) + 4))
+  if ffi.C.connect(fd, sa, ffi.sizeof(sa)) ~= 0 then
+    ffi.C.close(fd)
+    return nil, "connect failed"
+  end
+  local req = ("%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"):format(method, path, self.host)
+  local off = 0
+  while off < #req do
+    local w = tonumber(ffi.C.write(fd, ffi.cast("const char *", req) + off, #req - off))
+    if w <= 0 then ffi.C.close(fd); return nil, "write failed" end
+    off = off + w
+  end
+  local pfd = ffi.new("struct hubu_spec_pollfd")
+  pfd.fd, pfd.events = fd, 1 -- POLLIN
+  local chunk, parts = ffi.new("char[65536]"), {}
+  local deadline = M.now_ms() + (timeout_ms or 5000)
+  while true do
+    local left = deadline - M.now_ms()
+    if left <= 0 or ffi.C.poll(pfd, 1, math.ceil(left)) <= 0 then ffi.C.close(fd); return nil, "timeout" end
+    local n = tonumber(ffi.C.read(fd, chunk, 65536))
+    if n <= 0 then break end
+    parts[#parts + 1] = ffi.string(chunk, n)
+  end
+  ffi.C.close(fd)
+  local text = table.concat(parts)
+  local head, body = text:match("^(.-)\r\n\r\n(.*)$")
+  local status = head and tonumber(head:match("^HTTP/1%.1 (%d+)"))
+  if not status then return nil, "malformed answer: " .. text:sub(1, 200) end
+  local headers = {}
+  for k, v in head:gmatch("\r\n([^:\r\n]+):%s*([^\r\n]*)") do headers[k:lower()] = v end
+  local len = tonumber(headers["content-length"])
+  if len and #body ~= len then return nil, ("body of %d bytes, Content-Length %d"):format(#body, len) end
+  return status, body, headers
+end
+
+-- GET /metrics: the text (raises unless the answer is 200).
+function Server:metrics_text()
+  local status, body = self:admin("GET", "/metrics")
+  assert(status == 200, "GET /metrics: " .. tostring(status) .. " " .. tostring(body))
+  return body
+end
+
+-- The value of the sample `series` (a name, with its labels as written:
+-- 'hubu_plugin_x{plugin="p",room="a"}') in Prometheus text, or nil.
+function M.metric_value(text, series)
+  for line in text:gmatch("[^\n]+") do
+    if line:sub(1, #series + 1) == series .. " " then return tonumber(line:sub(#series + 2)) end
+  end
+  return nil
+end
+
 -- ---- plugins: a spec's own plugin directory, edited while hubud runs ----
 
 pcall(ffi.cdef, [[
@@ -322,7 +398,9 @@ end
 
 -- Starts hubud (opts as M.start's) with a fresh plugin directory holding
 -- `plugins`: a list of shipped plugin names to copy ({ "echo", "moderation" })
--- and/or name = source pairs written as given ({ looper = "--% ..." }).
+-- and/or name = source pairs written as given ({ looper = "--% ..." }); a
+-- table of file = source instead of a source makes a folder plugin
+-- ({ kit = { ["init.lua"] = "...", ["util.lua"] = "..." } }).
 -- srv.plugins_dir is that directory; stop() removes it with the rest.
 function M.start_with_plugins(plugins, opts)
   local pdir = capture("mktemp -d /tmp/hubu-spec-plugins.XXXXXX"):gsub("%s+$", "")
@@ -334,6 +412,9 @@ function M.start_with_plugins(plugins, opts)
     for k, v in pairs(plugins or {}) do
       if type(k) == "number" then
         write_file(pdir .. "/" .. v .. ".lua", M.plugin_source(v))
+      elseif type(v) == "table" then
+        assert(run("mkdir -p " .. quote(pdir .. "/" .. k)), "mkdir failed")
+        for file, src in pairs(v) do write_file(pdir .. "/" .. k .. "/" .. file, src) end
       else
         write_file(pdir .. "/" .. k .. ".lua", v)
       end
@@ -369,10 +450,29 @@ function Server:write_plugin(name, source)
   return t
 end
 
--- Removes plugin `name` from srv's plugin directory (hubud unloads it).
+-- Saves one file of srv's plugin directory atomically, path relative to it
+-- ("kit/util.lua": a module of folder plugin kit; its folder is made when
+-- missing). Returns the monotonic time just before the rename.
+function Server:write_plugin_file(path, source)
+  local dir = assert(self.plugins_dir, "write_plugin_file: no plugin directory (use start_with_plugins)")
+  local sub, file = path:match("^(.-)/?([^/]+)$")
+  local folder = sub ~= "" and dir .. "/" .. sub or dir
+  assert(run("mkdir -p " .. quote(folder)), "mkdir failed")
+  local tmp = folder .. "/." .. file .. ".tmp"
+  write_file(tmp, source)
+  local t = M.now_ms()
+  assert(os.rename(tmp, folder .. "/" .. file))
+  return t
+end
+
+-- Removes plugin `name` (NAME.lua, or the folder NAME/) from srv's plugin
+-- directory (hubud unloads it).
 function Server:remove_plugin(name)
   local dir = assert(self.plugins_dir, "remove_plugin: no plugin directory")
-  assert(os.remove(dir .. "/" .. name .. ".lua"))
+  if not os.remove(dir .. "/" .. name .. ".lua") then
+    assert(read_file(dir .. "/" .. name .. "/init.lua"), "remove_plugin: no plugin " .. name)
+    assert(run("rm -rf " .. quote(dir .. "/" .. name)), "rm failed")
+  end
 end
 
 -- How many lines of the log so far contain text (a plain string).

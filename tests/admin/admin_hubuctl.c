@@ -1,8 +1,9 @@
-/* admin_hubuctl.c — `hubuctl stats | conns | kick | reload` against a live
+/* admin_hubuctl.c — `hubuctl stats | conns | kick | reload | plugins` against a live
  * hubud: what they print, what the server did, and their exit statuses (0 on
  * a 2xx answer, 1 on an error answer or no server, 2 on a usage error). */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "admin_http.h"
@@ -91,8 +92,61 @@ static void hubuctl_stats_conns_kick_against_a_live_server(void) {
   admin_remove_dir(dir);
 }
 
+/* `hubuctl plugins`: a table with a row per running plugin (a folder
+ * plugin's name ends with /), a line per failed reload after it; --json
+ * prints the server's JSON as it is. */
+static void hubuctl_plugins_prints_a_table_and_the_json(void) {
+  char dir[64], folder[96];
+  REQUIRE(admin_plugins_dir(dir, sizeof dir) == 0);
+  REQUIRE(admin_write_file(dir, "good.lua",
+                           "--% version: 2\n--% priority: 50\n--% failure: closed\n" ADMIN_GOOD_PLUGIN
+                           "plugin:hook(\"connect\", function(ev) end)\n") == 0);
+  snprintf(folder, sizeof folder, "%s/kit", dir);
+  REQUIRE(mkdir(folder, 0755) == 0);
+  REQUIRE(admin_write_file(folder, "init.lua", ADMIN_GOOD_PLUGIN) == 0);
+  e2e_server s;
+  int port = ADMIN_START(&s, "--plugins", dir, NULL);
+  char admin[32];
+  snprintf(admin, sizeof admin, "127.0.0.1:%d", port);
+
+  CHECK_EQ(HUBUCTL("plugins", "--admin", admin), 0);
+  CHECKF(!strncmp(out, "NAME  VERSION  POLICY  PRIO  HOOKS  CALLS  ERRORS  SECONDS\n", 59), "table:\n%s", out);
+  CHECKF(strstr(out, "\ngood  2        closed    50      2      0       0    0.000\n") != NULL, "table:\n%s", out);
+  CHECKF(strstr(out, "\nkit/  -        open       0      1      0       0    0.000\n") != NULL, "table:\n%s", out);
+  char want[256];
+  snprintf(want, sizeof want, "\n2 plugins loaded from %s\n", dir);
+  CHECKF(strstr(out, want) != NULL, "table:\n%s", out);
+  CHECKF(!strstr(out, "failed"), "table:\n%s", out);
+
+  CHECK_EQ(HUBUCTL("plugins", "--json", "--admin", admin), 0);
+  snprintf(want, sizeof want, "{\n  \"dir\": \"%s\",\n  \"count\": 2,\n", dir);
+  CHECKF(!strncmp(out, want, strlen(want)), "json:\n%s", out);
+  CHECKF(strstr(out, "\"name\": \"kit\"") && strstr(out, "\"folder\": true"), "json:\n%s", out);
+
+  /* A failed reload: one line after the table, the old version still listed. */
+  REQUIRE(admin_write_file(dir, "good.lua", "this is not lua (\n") == 0);
+  CHECK_EQ(HUBUCTL("reload", "good", "--admin", admin), 1);
+  CHECK_EQ(HUBUCTL("plugins", "--admin", admin), 0);
+  CHECKF(strstr(out, "\ngood  2        closed    50") != NULL, "table:\n%s", out);
+  snprintf(want, sizeof want, "\ngood: reload failed, the previous version still runs: %s/good.lua:1: ", dir);
+  CHECKF(strstr(out, want) != NULL, "want %s in:\n%s", want, out);
+  CHECK_EQ(HUBUCTL("plugins", "--json", "--admin", admin), 0);
+  snprintf(want, sizeof want, "\"reload_error\": {\"error\": \"%s/good.lua:1: ", dir);
+  CHECKF(strstr(out, want) != NULL, "want %s in:\n%s", want, out);
+
+  /* Usage errors: exit 2, nothing sent. */
+  CHECK_EQ(HUBUCTL("plugins", "extra", "--admin", admin), 2);
+  CHECK_EQ(HUBUCTL("plugins", "--reason", "x", "--admin", admin), 2);
+  CHECK_EQ(HUBUCTL("stats", "--json", "--admin", admin), 2);
+  CHECK_SERVER_STOPS_CLEANLY(&s);
+  CHECK_EQ(HUBUCTL("plugins", "--admin", admin), 1);
+  CHECKF(strstr(err, "cannot connect to the admin listener") != NULL, "stderr: %s", err);
+  admin_remove_dir(dir);
+}
+
 static const e2e_case cases[] = {
     E2E_CASE(hubuctl_stats_conns_kick_against_a_live_server),
+    E2E_CASE(hubuctl_plugins_prints_a_table_and_the_json),
 };
 
 int main(int argc, char **argv) { return e2e_main(argc, argv, cases, sizeof cases / sizeof cases[0]); }
