@@ -66,3 +66,15 @@ if(TARGET hubu_spec_deps)
 endif()
 include(${CMAKE_CURRENT_LIST_DIR}/admin.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/config.cmake OPTIONAL)
+
+# hubu-bench's in-process scenarios, run briefly so that a build that drops
+# one, or a shipped plugin that stops letting the bench's messages through,
+# is caught. The figures they print are not checked (docs/benchmarks.md).
+add_test(NAME ${HUBU_TEST_PREFIX}bench.hooks_scenario_runs_the_shipped_plugins
+         COMMAND hubu-bench hooks --plugins ${CMAKE_SOURCE_DIR}/plugins --plugin ratelimit --plugin moderation
+                 --plugin bigroup --sends 2000 --rounds 1 --json)
+add_test(NAME ${HUBU_TEST_PREFIX}bench.store_scenario_appends_durably
+         COMMAND hubu-bench store --count 5000 --json)
+set_tests_properties(${HUBU_TEST_PREFIX}bench.hooks_scenario_runs_the_shipped_plugins
+                     ${HUBU_TEST_PREFIX}bench.store_scenario_appends_durably
+                     PROPERTIES LABELS bench TIMEOUT 120 FAIL_REGULAR_EXPRESSION "\"failed\":[1-9]")

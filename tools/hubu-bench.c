@@ -629,6 +629,10 @@ static const bench_scenario bench_scenarios[] = {
 #ifdef HUBU_BENCH_HAVE_STORE
     {"store", "the durable store alone, through its threaded API (own options: hubu-bench store --help)", NULL},
 #endif
+#ifdef HUBU_BENCH_HAVE_HOOKS
+    {"hooks", "message.send dispatch through hubud's host.lua, in-process: ns per hook call (own options: --help)",
+     NULL},
+#endif
 };
 #define BENCH_SCENARIO_COUNT (sizeof bench_scenarios / sizeof bench_scenarios[0])
 
@@ -648,6 +652,9 @@ static void bench_usage(FILE *out) {
           "  hubu-bench fanout --data DIR [--members 1000] [--messages 100] [--gap-ms 100] [--body-bytes 100] [common options]\n"
 #ifdef HUBU_BENCH_HAVE_STORE
           "  hubu-bench store [--count N] [--window W] [--body BYTES] [--fsync always|batch|off] [--data DIR] [--json]\n"
+#endif
+#ifdef HUBU_BENCH_HAVE_HOOKS
+          "  hubu-bench hooks [--plugins DIR] [--plugin NAME]... [--words N] [--sends N] [--rounds R] [--json]\n"
 #endif
           "\n"
           "common options:\n"
@@ -716,6 +723,9 @@ static int bench_parse_long(const char *s, long min, long max, long *out) {
 #ifdef HUBU_BENCH_HAVE_STORE
 int hubu_bench_store(int argc, char **argv); /* tools/bench_store.c */
 #endif
+#ifdef HUBU_BENCH_HAVE_HOOKS
+int hubu_bench_hooks(int argc, char **argv); /* tools/bench_hooks.c */
+#endif
 
 int main(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
@@ -730,6 +740,9 @@ int main(int argc, char **argv) {
     bench_usage(stderr);
     return 2;
   }
+#ifdef HUBU_BENCH_HAVE_HOOKS
+  if (!sc->run && !strcmp(sc->name, "hooks")) return hubu_bench_hooks(argc - 1, argv + 1); /* no server */
+#endif
 #ifdef HUBU_BENCH_HAVE_STORE
   if (!sc->run) { /* store: no server, its own options */
     hubu_log_min_level = HUBU_LOG_WARN;
