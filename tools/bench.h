@@ -99,6 +99,9 @@ int bench_client_options(const bench_options *o, hubu_client_options *co, const 
 /* ---- latency arrays ---- */
 
 int bench_u64_compare(const void *a, const void *b);
+
+/* A decimal in [min, max] (the whole string); 0, or -1 with *out untouched. */
+int bench_parse_long(const char *s, long min, long max, long *out);
 /* Nearest-rank percentile of sorted v[0..n): in milliseconds, or microseconds; NAN when n is 0. */
 double bench_percentile_ms(const uint64_t *v, long n, double p);
 double bench_percentile_us(const uint64_t *v, long n, double p);

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "lua/wordset.h"
 
 extern const unsigned char hubu_host_lua[];
@@ -227,15 +228,6 @@ static void hooks_usage(FILE *out) {
           "ratelimit gets rates no bench reaches; every send must come back unchanged.\n");
 }
 
-static int hooks_long(const char *s, long min, long max, long *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end || v < min || v > max) return -1;
-  *out = v;
-  return 0;
-}
-
 int hubu_bench_hooks(int argc, char **argv) {
   hooks_options o = {.dir = "plugins", .sends = 500000, .rounds = 5, .words = 1000};
   for (int i = 1; i < argc; i++) {
@@ -255,11 +247,11 @@ int hubu_bench_hooks(int argc, char **argv) {
       if (o.n_plugins == HOOKS_MAX_PLUGINS) bad = 1;
       else o.plugins[o.n_plugins++] = v;
     } else if (!strcmp(a, "--words")) {
-      bad = hooks_long(v, 0, 1000000, &o.words);
+      bad = bench_parse_long(v, 0, 1000000, &o.words);
     } else if (!strcmp(a, "--sends")) {
-      bad = hooks_long(v, 1, 100000000, &o.sends);
+      bad = bench_parse_long(v, 1, 100000000, &o.sends);
     } else if (!strcmp(a, "--rounds")) {
-      bad = hooks_long(v, 1, 1000, &o.rounds);
+      bad = bench_parse_long(v, 1, 1000, &o.rounds);
     } else {
       bad = 1;
     }

@@ -711,7 +711,7 @@ static int bench_secret_read(bench_options *o, const char *dir) {
   return 0;
 }
 
-static int bench_parse_long(const char *s, long min, long max, long *out) {
+int bench_parse_long(const char *s, long min, long max, long *out) {
   char *end;
   errno = 0;
   long v = strtol(s, &end, 10);

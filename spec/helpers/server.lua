@@ -287,16 +287,7 @@ end
 
 -- ---- the admin listener: one HTTP/1.1 request per connection ----
 
-for _, decl in ipairs{ -- one by one: spec/helpers/hubu.lua declares some of them too
-  "struct hubu_spec_sockaddr_in { uint16_t sin_family; uint16_t sin_port; uint32_t sin_addr; uint8_t zero[8]; };",
-  "struct hubu_spec_pollfd { int fd; short events; short revents; };",
-  "int socket(int domain, int type, int protocol);",
-  "int connect(int fd, const void *addr, uint32_t len);",
-  "long write(int fd, const void *buf, size_t n);",
-  "long read(int fd, void *buf, size_t n);",
-  "int close(int fd);",
-  "int inet_pton(int af, const char *src, void *dst);",
-} do pcall(ffi.cdef, decl) end
+require("spec.helpers.hubu") -- declares the socket calls (ffi.C.socket, connect, poll, ...) used below
 
 -- Sends `METHOD path` to the admin listener (srv.admin_port, from the port
 -- file) and reads the answer to the end (the server closes after it).
