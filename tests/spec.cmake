@@ -53,3 +53,21 @@ foreach(spec_file IN LISTS HUBU_SPEC_FILES)
     TIMEOUT 120
     ENVIRONMENT "HUBUD=$<TARGET_FILE:hubud>;HUBUCTL=$<TARGET_FILE:hubuctl>;HUBU_CLIENT_LIB=$<TARGET_FILE:hubu_client_shared>")
 endforeach()
+
+# The plugin host under valgrind: the shipped plugins, the budget (a late
+# call's count hook is armed from a signal handler), reloads, folder plugins
+# and published metrics, with every hubud the specs start run by valgrind.
+find_program(HUBU_SPEC_VALGRIND valgrind)
+if(HUBU_SPEC_VALGRIND)
+  foreach(spec_name plugins metrics)
+    set(name ${HUBU_TEST_PREFIX}spec.${spec_name}_under_valgrind)
+    add_test(NAME ${name}
+             COMMAND sh ${CMAKE_SOURCE_DIR}/tests/spec_valgrind.sh ${HUBU_SPEC_VALGRIND} $<TARGET_FILE:hubud>
+                     ${HUBU_LUAJIT} ${HUBU_BUSTED} ${HUBU_SPEC_DIR}/${spec_name}_spec.lua
+             WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+    set_tests_properties(${name} PROPERTIES
+      LABELS "spec;valgrind"
+      TIMEOUT 600
+      ENVIRONMENT "HUBUCTL=$<TARGET_FILE:hubuctl>;HUBU_CLIENT_LIB=$<TARGET_FILE:hubu_client_shared>")
+  endforeach()
+endif()
