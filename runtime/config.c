@@ -12,6 +12,7 @@
 
 #include "config_file.h"
 #include "frame.h"
+#include "lua/host.h"
 #include "log.h"
 #include "secret.h"
 
@@ -170,7 +171,7 @@ int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *e
     bad = parse_u64(v, 100000, &n) || n < 1;
     cfg->pull_limit_max = (uint32_t)n;
   } else if (!strcmp(flag, "--plugin-budget-ms")) {
-    bad = parse_u64(v, 60000, &n) || n < 1;
+    bad = parse_u64(v, HUBU_PLUGIN_BUDGET_MAX_MS, &n) || n < 1;
     cfg->plugin_budget_ms = (uint32_t)n;
   } else if (!strcmp(flag, "--max-pending-sends")) {
     bad = parse_u64(v, 1u << 20, &n) || n < 2;

@@ -465,6 +465,21 @@ plugin:hook("message.send", function(ev)
   if ev.body == "stubborn" then ev:rewrite{ body = "stubborn, then tagged" } end
 end)
 ]],
+      slow_ok = [[
+--% summary: takes 120 ms on "slow", inside its own budget of 400 ms
+--% budget: 400
+plugin:hook("message.send", function(ev)
+  if ev.body ~= "slow" then return end
+  local t0 = im.now()
+  while im.now() - t0 < 120 do end
+  ev:rewrite{ body = "slow, done" }
+end)
+]],
+      tight = [[
+--% summary: loops forever on "tight", with a budget of 10 ms
+--% budget: 10
+plugin:hook("message.send", function(ev) if ev.body == "tight" then while true do end end end)
+]],
     }, { args = { "--plugin-budget-ms", "50" } })
   end)
   teardown(function() if srv then assert.equals(0, srv:stop()) end end)
@@ -493,6 +508,27 @@ end)
     assert.equals("stubborn, then tagged", assert(hal:recv(2000)).body)
     assert.equals(1, srv:count_log("event=hook_failed plugin=spin_stubborn"))
     assert.equals(0, srv:count_log("event=hook_failed plugin=after_spin"))
+  end)
+
+  it("gives each plugin the budget its header declares (--% budget: ms)", function()
+    local ida, jon = srv:connect("ida"), srv:connect("jon")
+    assert.equals("OK", assert(ida:send(hubu.direct("ida", "jon"), "slow")).code_name)
+    assert.equals("slow, done", assert(jon:recv(2000)).body) -- 120 ms: over the server's 50, under its own 400
+    assert.equals(0, srv:count_log("event=hook_failed plugin=slow_ok"))
+    local t0 = server.now_ms()
+    assert.equals("OK", assert(ida:send(hubu.direct("ida", "jon"), "tight")).code_name)
+    local took = server.now_ms() - t0
+    print(("\nbudget 10 ms (header): the looping hook was aborted after %.1f ms"):format(took))
+    assert.is_true(took >= 10 and took < 1000, ("took %.1f ms"):format(took))
+    assert.matches("budget of 10 ms exceeded", srv:log_text(), 1, true)
+    assert.equals("tight", assert(jon:recv(2000)).body)
+  end)
+
+  it("refuses to load a plugin whose header budget is not a number of ms", function()
+    srv:write_plugin("bad_budget", "--% budget: soon\nplugin:hook('message.send', function() end)\n")
+    srv:wait_log("event=plugin_load_failed plugin=bad_budget")
+    -- the log line escapes the quotes around the header's value
+    assert.matches('header budget: \\"soon\\" is not a whole number of ms from 1 to 60000', srv:log_text(), 1, true)
   end)
 
   it("refuses the message with a final REJECTED when the looping plugin is fail-closed", function()

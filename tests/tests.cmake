@@ -59,7 +59,7 @@ if(TARGET hubu_spec_deps)
   target_include_directories(hubu_wordset_module PRIVATE ${LUAJIT_INCLUDE_DIRS})
   set_target_properties(hubu_wordset_module PROPERTIES PREFIX "" OUTPUT_NAME hubu_wordset)
   add_dependencies(hubu_spec_deps hubu_wordset_module)
-  foreach(t spec.plugins spec.plugins_under_valgrind)
+  foreach(t spec.plugins)
     if(TEST ${HUBU_TEST_PREFIX}${t})
       set_property(TEST ${HUBU_TEST_PREFIX}${t} APPEND PROPERTY
                    ENVIRONMENT "HUBU_WORDSET_LIB=$<TARGET_FILE:hubu_wordset_module>")

@@ -88,7 +88,8 @@ static lua_State *hooks_state(void) {
       {"log", hk_log},           {"now", hk_now},          {"clock", hk_clock},
       {"wordset", hubu_wordset_new},
       {"budget_start", hk_nothing}, {"budget_stop", hk_nothing}, {"budget_reset", hk_nothing},
-      {"budget_renew", hk_nothing}, {"timer_start", hk_timer_start}, {"timer_stop", hk_nothing},
+      {"budget_renew", hk_nothing}, {"budget_ms", hk_nothing}, {"timer_start", hk_timer_start},
+      {"timer_stop", hk_nothing},
       {"config", hk_nothing},    {NULL, NULL},
   };
   static const char *const inert[] = {"send", "event", "token", "token_verify", "members", "members_wait",

@@ -76,7 +76,8 @@ struct hubu_plugins {
   int closing;
   uint8_t has_send, has_stored, has_connect, has_disconnect, has_route, has_auth, has_read;
   uint8_t route_kinds, stored_kinds; /* bit per session kind some handler wants: 1 direct, 2 group, 4 custom */
-  uint32_t budget_ms;
+  uint32_t budget_ms;     /* --plugin-budget-ms: a plugin's budget unless its header gives one */
+  uint32_t window_ms;     /* the open window's budget */
   uint64_t budget_deadline_ns; /* 0: no call under way; read by the watchdog thread (atomic) */
   uv_thread_t watchdog;        /* arms the count hook in a late call; ends hubud when that cannot stop it */
   pthread_t loop_thread;       /* the thread that runs the LuaJIT state: the watchdog signals it */
@@ -131,7 +132,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   uint64_t deadline = p ? __atomic_load_n(&p->budget_deadline_ns, __ATOMIC_RELAXED) : 0;
   if (!deadline || budget_now_ns() <= deadline) return;
   if (lua_getinfo(L, "S", ar) && !strcmp(ar->source, "@host.lua")) return;
-  luaL_error(L, "budget of %d ms exceeded", (int)p->budget_ms);
+  luaL_error(L, "budget of %d ms exceeded", (int)p->window_ms);
 }
 
 /* On the loop thread, between any two of its instructions. Arms the hook only
@@ -160,9 +161,22 @@ static void budget_disarm(hubu_plugins *p) {
   }
 }
 
-static void budget_open(hubu_plugins *p) {
+/* Starts the open window's clock again with ms (0: the server's budget). */
+static void budget_set(hubu_plugins *p, uint32_t ms) {
+  p->window_ms = ms ? ms : p->budget_ms;
+  __atomic_store_n(&p->budget_deadline_ns, budget_now_ns() + (uint64_t)p->window_ms * 1000000u, __ATOMIC_RELAXED);
+}
+
+static void budget_open(hubu_plugins *p, uint32_t ms) {
   if (p->budget_depth++ > 0) return; /* a hook inside a hook (a kick's disconnect): the outer window holds */
-  __atomic_store_n(&p->budget_deadline_ns, budget_now_ns() + (uint64_t)p->budget_ms * 1000000u, __ATOMIC_RELAXED);
+  budget_set(p, ms);
+}
+
+/* A plugin's budget from Lua: nil or a whole number of ms (the header's,
+ * checked when the plugin was built). */
+static uint32_t budget_arg(lua_State *L, int idx) {
+  lua_Number ms = lua_isnumber(L, idx) ? lua_tonumber(L, idx) : 0;
+  return ms >= 1 && ms <= (lua_Number)HUBU_PLUGIN_BUDGET_MAX_MS ? (uint32_t)ms : 0;
 }
 
 static void budget_close(hubu_plugins *p) {
@@ -171,7 +185,7 @@ static void budget_close(hubu_plugins *p) {
 }
 
 static int c_budget_start(lua_State *L) {
-  budget_open(host_of(L));
+  budget_open(host_of(L), budget_arg(L, 1));
   return 0;
 }
 
@@ -189,14 +203,20 @@ static int c_clock(lua_State *L) {
   return 1;
 }
 
-/* After a handler failed (for being late, or any other error), the next one
- * in the chain gets a whole budget of its own. */
+/* Before each handler of a chain: the handler gets its plugin's whole budget
+ * (and a hook armed for the one before it is taken off). Nested inside
+ * another dispatch (a kick's disconnect), the outer window holds. */
 static int c_budget_renew(lua_State *L) {
   hubu_plugins *p = host_of(L);
-  if (p->budget_depth == 0) return 0;
+  if (p->budget_depth != 1) return 0;
   budget_disarm(p);
-  __atomic_store_n(&p->budget_deadline_ns, budget_now_ns() + (uint64_t)p->budget_ms * 1000000u, __ATOMIC_RELAXED);
+  budget_set(p, budget_arg(L, 1));
   return 0;
+}
+
+static int c_budget_ms(lua_State *L) {
+  lua_pushnumber(L, host_of(L)->budget_ms);
+  return 1;
 }
 
 static int c_budget_stop(lua_State *L) {
@@ -211,14 +231,14 @@ static int c_budget_stop(lua_State *L) {
 #define WATCHDOG_GRACE_MIN_MS 1000
 
 /* Wakes every quarter budget (at most 25 ms). A window past its deadline:
- * signal the loop thread once (its handler arms the count hook). Code LuaJIT
+ * signal the loop thread (its handler arms the count hook). Code LuaJIT
  * compiled (a plugin with `--% jit: on`) never runs the hook, so a loop there
  * holds the loop thread for good: the watchdog sees the deadline long past
  * and ends the process loudly; a supervisor restarts hubud, and every
  * acknowledged message is already in the store. */
 static void watchdog_main(void *arg) {
   hubu_plugins *p = arg;
-  uint64_t grace = (uint64_t)p->budget_ms * WATCHDOG_GRACE_FACTOR, signaled = 0;
+  uint64_t grace = (uint64_t)p->budget_ms * WATCHDOG_GRACE_FACTOR;
   if (grace < WATCHDOG_GRACE_MIN_MS) grace = WATCHDOG_GRACE_MIN_MS;
   unsigned tick = p->budget_ms / 4;
   if (tick < 1) tick = 1;
@@ -226,10 +246,8 @@ static void watchdog_main(void *arg) {
   while (!__atomic_load_n(&p->watchdog_stop, __ATOMIC_RELAXED)) {
     uv_sleep(tick);
     uint64_t deadline = __atomic_load_n(&p->budget_deadline_ns, __ATOMIC_RELAXED), now = budget_now_ns();
-    if (deadline && now > deadline && deadline != signaled) {
-      signaled = deadline; /* once per window */
+    if (deadline && now > deadline) /* again at every tick while it is late: arming twice does no harm */
       pthread_kill(p->loop_thread, BUDGET_SIGNAL);
-    }
     if (deadline && now > deadline + grace * 1000000u) {
       hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugin_stuck",
                "msg=\"a plugin hook overran its budget by more than %llu ms in code the budget cannot interrupt"
@@ -929,7 +947,7 @@ hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget
       {"timer_start", c_timer_start}, {"timer_stop", c_timer_stop},
       {"budget_start", c_budget_start}, {"budget_stop", c_budget_stop},
       {"clock", c_clock},             {"budget_reset", c_budget_reset},
-      {"budget_renew", c_budget_renew},
+      {"budget_renew", c_budget_renew}, {"budget_ms", c_budget_ms},
       {"group_op", c_group_op},       {"members_wait", c_members_wait},
       {"call_reply", c_call_reply},   {"kick", c_kick},
       {"kv", c_kv},
@@ -1056,7 +1074,7 @@ static int dispatch(hubu_plugins *p, const char *event, char *failed, size_t fai
   int evi = lua_gettop(L);
   lua_pushstring(L, event);
   lua_pushvalue(L, evi);
-  budget_open(p);
+  budget_open(p, 0);
   call_host(p, "dispatch", 2, 2);
   budget_close(p);
   int closed = lua_isstring(L, -2) && !strcmp(lua_tostring(L, -2), "error");
@@ -1088,7 +1106,7 @@ int hubu_plugins_on_send(hubu_plugins *p, const char *user, const char *device, 
   } else {
     lua_pushnil(L);
   }
-  budget_open(p);
+  budget_open(p, 0);
   int rc = lua_pcall(L, 7, 4, 0);
   budget_close(p);
   if (rc != 0) {
@@ -1678,6 +1696,7 @@ int hubu_plugins_list_json(hubu_plugins *p, hubu_buf *out) {
     j_field_str(&j, L, e, "summary", ", ");
     j_field_str(&j, L, e, "policy", ", ");
     j_field_num(&j, L, e, "priority", "%.17g");
+    j_field_num(&j, L, e, "budget_ms", "%.0f");
     j_field_str(&j, L, e, "path", ", ");
     lua_getfield(L, e, "folder");
     j_raw(&j, lua_toboolean(L, -1) ? ", \"folder\": true" : ", \"folder\": false");
@@ -1729,6 +1748,9 @@ int hubu_plugins_list_json(hubu_plugins *p, hubu_buf *out) {
     j_field_str(&j, L, e, "path", ", ");
     j_field_str(&j, L, e, "error", ", ");
     j_field_num(&j, L, e, "at", "%.3f");
+    j_field_str(&j, L, e, "version", ", "); /* the header, when the file could be read; null otherwise */
+    j_field_str(&j, L, e, "summary", ", ");
+    j_field_str(&j, L, e, "policy", ", ");
     j_raw(&j, "}");
     lua_settop(L, e - 1);
   }

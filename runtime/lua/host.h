@@ -10,6 +10,9 @@
 #include "buf.h"
 #include "msg.h"
 
+/* The longest budget a plugin may have (--plugin-budget-ms, `--% budget:`). */
+#define HUBU_PLUGIN_BUDGET_MAX_MS 60000
+
 typedef struct hubu_server hubu_server;
 typedef struct hubu_conn hubu_conn;
 typedef struct hubu_plugins hubu_plugins;

@@ -174,6 +174,13 @@ local function build(name, path, src, config)
     pending_metrics = {}, pending_help = {}, -- name -> im.counter/im.gauge object (and help) this version declared
   }
   if path:sub(-(#name + 10)) == "/" .. name .. "/init.lua" then p.dir = path:sub(1, -10) end -- a folder plugin
+  if header.budget then -- ms per hook call, instead of the server's --plugin-budget-ms
+    local ms = tonumber(header.budget)
+    if not ms or ms < 1 or ms > 60000 or ms % 1 ~= 0 then
+      return nil, ("%s: header budget: %q is not a whole number of ms from 1 to 60000"):format(path, header.budget), p
+    end
+    p.budget = ms
+  end
   local chunk, err = loadstring(src, "@" .. path)
   if not chunk then return nil, err, p end
   if header.jit ~= "on" then jit.off(chunk, true) end -- interruptible by the budget hook
@@ -181,7 +188,7 @@ local function build(name, path, src, config)
   p.api = api
   setfenv(chunk, make_env(p, api))
   loading = p
-  C.budget_start()
+  C.budget_start(p.budget)
   local ok, lerr = xpcall(chunk, debug.traceback)
   C.budget_stop()
   loading = nil
@@ -193,14 +200,14 @@ local function install(p, old)
   if old then
     local state
     if type(old.api.save) == "function" then
-      C.budget_start()
+      C.budget_start(old.budget)
       local ok, s = pcall(old.api.save)
       C.budget_stop()
       if ok then state = s else log("warn", old, "plugin_save_failed", tostring(s)) end
     end
     remove_hooks(old)
     if type(p.api.restore) == "function" and state ~= nil then
-      C.budget_start()
+      C.budget_start(p.budget)
       local ok, err = pcall(p.api.restore, state)
       C.budget_stop()
       if not ok then log("warn", p, "plugin_restore_failed", tostring(err)) end
@@ -224,14 +231,17 @@ local function install(p, old)
   metrics[p.name] = metrics[p.name] or { calls = 0, errors = 0, seconds = 0 }
 end
 
--- Loads (or reloads) one plugin from path. Returns true, or false and the error.
 -- Records that the newest version of name failed to load (listed by host.list
--- until a version loads or the plugin is unloaded); returns false, err.
-function host.note_failure(name, path, err)
-  failures[name] = { error = tostring(err), at = C.now() / 1000, path = path }
+-- until a version loads or the plugin is unloaded), with what its header says
+-- when it could be read (partial); returns false, err.
+function host.note_failure(name, path, err, partial)
+  failures[name] = { error = tostring(err), at = C.now() / 1000, path = path,
+                     version = partial and partial.version, summary = partial and partial.summary,
+                     policy = partial and partial.policy }
   return false, tostring(err)
 end
 
+-- Loads (or reloads) one plugin from path. Returns true, or false and the error.
 function host.load(name, path, config)
   local t0 = os.clock()
   local f, ferr = io.open(path, "rb")
@@ -245,7 +255,7 @@ function host.load(name, path, config)
   local p, err, partial = build(name, path, src, config)
   if not p then
     log("error", partial or { name = name }, "plugin_load_failed", tostring(err))
-    return host.note_failure(name, path, err)
+    return host.note_failure(name, path, err, partial)
   end
   local old = plugins[name]
   install(p, old)
@@ -291,13 +301,16 @@ function host.list()
     for _ in pairs(p.timers) do ntimers = ntimers + 1 end
     out[#out + 1] = { name = name, version = p.version, summary = p.summary, policy = p.policy,
                       calls = m.calls, errors = m.errors, seconds = m.seconds, path = p.path,
-                      priority = p.priority, folder = p.dir ~= nil, loaded_at = p.loaded_at, reloads = p.reloads,
+                      priority = p.priority, budget_ms = p.budget or C.budget_ms(), folder = p.dir ~= nil, loaded_at = p.loaded_at, reloads = p.reloads,
                       hooks = hooked, timers = ntimers, reload_error = failures[name] }
   end
   table.sort(out, function(a, b) return a.name < b.name end)
   local failed = {}
   for name, f in pairs(failures) do
-    if not plugins[name] then failed[#failed + 1] = { name = name, path = f.path, error = f.error, at = f.at } end
+    if not plugins[name] then
+      failed[#failed + 1] = { name = name, path = f.path, error = f.error, at = f.at,
+                              version = f.version, summary = f.summary, policy = f.policy }
+    end
   end
   table.sort(failed, function(a, b) return a.name < b.name end)
   return out, failed
@@ -319,8 +332,9 @@ end
 
 -- Runs every handler of event with ev, in order, each in its own protected
 -- call. Returns "error" with the failing plugin when a fail-closed plugin raised.
--- The caller holds the budget window: C arms it around its call into the host,
--- a call.<method> coroutine's step() around each resume.
+-- The caller holds the budget window (C opens it around its call into the
+-- host, a call.<method> coroutine's step() around each resume); each handler
+-- starts with its plugin's whole budget.
 function host.dispatch(event, ev)
   local list = hooks[event]
   if not list then return nil end
@@ -333,12 +347,12 @@ function host.dispatch(event, ev)
       local calls = m.calls + 1
       m.calls = calls
       host.current = h.plugin
+      C.budget_renew(h.plugin.budget)
       local t0 = calls % 16 == 1 and C.clock() or nil -- time is sampled: 1 call in 16
       local ok, err = xpcall(h.fn, debug.traceback, ev)
       if t0 then m.seconds = m.seconds + (C.clock() - t0) * 16 end
       host.current = nil
       if not ok then
-        C.budget_renew() -- the next handler gets a budget of its own
         m.errors = m.errors + 1
         log("error", h.plugin, "hook_failed", ("hook=%s policy=%s error=%q"):format(event, h.plugin.policy, tostring(err)))
         if h.plugin.policy == "closed" then return "error", h.plugin.name end
@@ -384,7 +398,7 @@ function host.dispatch_stored(ev, only)
       local calls = m.calls + 1
       m.calls = calls
       host.current = h.plugin
-      C.budget_start()
+      C.budget_start(h.plugin.budget)
       local t0 = calls % 16 == 1 and C.clock() or nil
       local ok, err = xpcall(h.fn, debug.traceback, ev)
       if t0 then m.seconds = m.seconds + (C.clock() - t0) * 16 end
@@ -446,7 +460,7 @@ function host.timer_fired(id)
   if not t then return end
   if not t.every then timer_fns[id] = nil; t.plugin.timers[id] = nil end
   host.current = t.plugin
-  C.budget_start()
+  C.budget_start(t.plugin.budget)
   local ok, err = xpcall(t.fn, debug.traceback)
   C.budget_stop()
   host.current = nil
@@ -481,7 +495,7 @@ end
 
 local function step(co, plugin, ...)
   host.current = plugin -- the plugin whose handler this coroutine is in
-  C.budget_start()
+  C.budget_start(plugin and plugin.budget)
   local ok, err = coroutine.resume(co, ...)
   C.budget_reset() -- done or waiting: either way off the clock
   if not ok then log("error", host.current, "hook_failed", tostring(err)) end
@@ -504,7 +518,7 @@ function host.complete(ticket, ...)
   if not w then return end
   if type(w.wake) == "function" then
     host.current = w.plugin
-    C.budget_start()
+    C.budget_start(w.plugin and w.plugin.budget)
     local ok, err = xpcall(w.wake, debug.traceback, ...)
     C.budget_stop()
     host.current = nil

@@ -415,6 +415,7 @@ static void reload_reloads_plugins_through_the_plugin_host(void) {
   "--% version: 3.1\n"                                           \
   "--% priority: 7\n"                                            \
   "--% failure: closed\n"                                        \
+  "--% budget: 250\n"                                            \
   "plugin:hook(\"message.stored\", function(ev) end)\n"          \
   "plugin:hook(\"message.stored\", function(ev) end, -5)\n"      \
   "plugin:hook(\"call.listed.get\", function(ev) ev:reply(\"\") end)\n" \
@@ -434,7 +435,7 @@ static void plugins_lists_each_plugin_and_failed_reloads(void) {
   REQUIRE(admin_write_file(folder, "init.lua",
                            "--% summary: a folder plugin\nlocal h = require \"helper\"\n"
                            "plugin:hook(\"connect\", function(ev) end)\n") == 0);
-  REQUIRE(admin_write_file(dir, "broken.lua", "this is not lua (\n") == 0);
+  REQUIRE(admin_write_file(dir, "broken.lua", "--% summary: not yet\n--% failure: closed\nthis is not lua (\n") == 0);
   e2e_server s;
   int port = ADMIN_START(&s, "--plugins", dir, NULL);
   admin_reply r;
@@ -446,17 +447,20 @@ static void plugins_lists_each_plugin_and_failed_reloads(void) {
   CHECKF(!strncmp(r.body, want, strlen(want)), "listing:\n%s", r.body);
   snprintf(want, sizeof want,
            "{\"name\": \"listed\", \"version\": \"3.1\", \"summary\": \"says \\\"hi\\\" \\\\ waves\", "
-           "\"policy\": \"closed\", \"priority\": 7, \"path\": \"%s/listed.lua\", \"folder\": false, \"loaded_at\": ",
+           "\"policy\": \"closed\", \"priority\": 7, \"budget_ms\": 250, \"path\": \"%s/listed.lua\", \"folder\": false, "
+           "\"loaded_at\": ",
            dir);
   CHECKF(strstr(r.body, want) != NULL, "want %s in:\n%s", want, r.body);
   CHECKF(strstr(r.body, "\"reloads\": 0, \"hooks\": {\"call.listed.get\": 1, \"message.stored\": 2}, \"timers\": 1, "
                         "\"calls\": 0, \"errors\": 0, \"seconds\": 0.000000, \"reload_error\": null}") != NULL,
          "listing:\n%s", r.body);
-  snprintf(want, sizeof want, "\"path\": \"%s/fold/init.lua\", \"folder\": true,", dir);
+  snprintf(want, sizeof want, "\"budget_ms\": 100, \"path\": \"%s/fold/init.lua\", \"folder\": true,", dir);
   CHECKF(strstr(r.body, want) != NULL, "want %s in:\n%s", want, r.body);
-  snprintf(want, sizeof want, "\"not_loaded\": [\n    {\"name\": \"broken\", \"path\": \"%s/broken.lua\", \"error\": \"%s/broken.lua:1: ",
+  snprintf(want, sizeof want, "\"not_loaded\": [\n    {\"name\": \"broken\", \"path\": \"%s/broken.lua\", \"error\": \"%s/broken.lua:3: ",
            dir, dir);
   CHECKF(strstr(r.body, want) != NULL, "want %s in:\n%s", want, r.body);
+  CHECKF(strstr(r.body, "\"version\": \"\", \"summary\": \"not yet\", \"policy\": \"closed\"}") != NULL,
+         "not_loaded shows the broken plugin's header:\n%s", r.body);
   const char *loaded_at = strstr(r.body, "\"loaded_at\": ");
   double t = loaded_at ? strtod(loaded_at + 13, NULL) : 0;
   struct timeval now;
