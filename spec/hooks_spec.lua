@@ -152,7 +152,7 @@ plugin:hook("call.notes.count", function(ev) ev:reply(im.kv.get("count") or "0")
   it("serves callbacks outside calls (a counter of stored messages)", function()
     local alice = srv:connect("alice")
     for i = 1, 3 do assert.equals("OK", assert(alice:send(hubu.direct("alice", "bob"), "m" .. i)).code_name) end
-    local deadline = server.now_ms() + 2000
+    local deadline = server.now_ms() + server.wait_ms(2000)
     local count
     repeat
       count = select(2, alice:call("notes.count", ""))

@@ -1,6 +1,7 @@
 -- stored_spec.lua — message.stored is driven from the store's log: each
 -- plugin's position is saved, and after a restart the messages stored after
--- it are given again, marked replayed (a webhook or audit plugin loses none).
+-- it are given again, marked replayed (a webhook or audit plugin loses none),
+-- also to a plugin that comes back while hubud runs.
 
 local server = require("spec.helpers.server")
 local hubu = require("spec.helpers.hubu")
@@ -43,5 +44,75 @@ describe("message.stored from the log", function()
     srv:relaunch()
     assert(srv:wait_log("event=stored_replayed plugin=audit", 1, 5000))
     assert.is_nil(srv:log_text():find("replayed=true", 1, true))
+  end)
+end)
+
+-- The saved position of plugin `name` in srv's store, as a number (nil: none yet).
+local function saved_position(srv, name)
+  local h = io.popen(("sqlite3 %q \"SELECT value FROM kv WHERE plugin='hubud:stored' AND key='%s'\" 2>/dev/null")
+    :format(srv.data .. "/hubu.db", name))
+  local v = h:read("*a")
+  h:close()
+  return tonumber(v)
+end
+
+local function wait_saved(srv, name, at_least)
+  local deadline = server.now_ms() + server.wait_ms(5000) -- positions are saved about once a second
+  repeat
+    local pos = saved_position(srv, name)
+    if pos and pos >= at_least then return pos end
+    server.sleep_ms(50)
+  until server.now_ms() > deadline
+  error(("the position of %s was not saved at %d or later"):format(name, at_least))
+end
+
+describe("message.stored for a plugin that comes back while hubud runs", function()
+  local srv
+  teardown(function() if srv then srv:stop() end end)
+
+  it("hands over, marked replayed, what was stored while its file was gone", function()
+    srv = server.start_with_plugins{ audit = AUDIT }
+    local alice = srv:connect("alice")
+    for i = 1, 3 do assert.equals("OK", assert(alice:send(hubu.direct("alice", "bob"), "m" .. i)).code_name) end
+    assert(srv:wait_log("audit seq=3 replayed=false", 1, 2000))
+    wait_saved(srv, "audit", 3)
+    srv:remove_plugin("audit")
+    assert(srv:wait_log("event=plugin_unloaded plugin=audit", 1, 2000))
+    for i = 4, 5 do assert.equals("OK", assert(alice:send(hubu.direct("alice", "bob"), "m" .. i)).code_name) end
+    srv:write_plugin("audit", AUDIT)
+    assert(srv:wait_log("event=stored_replayed plugin=audit", 1, 5000))
+    local log = srv:log_text()
+    for seq = 4, 5 do assert.matches("audit seq=" .. seq .. " replayed=true", log, 1, true) end
+    for seq = 1, 3 do assert.is_nil(log:find("audit seq=" .. seq .. " replayed=true", 1, true)) end
+    assert.equals("OK", assert(alice:send(hubu.direct("alice", "bob"), "m6")).code_name)
+    assert(srv:wait_log("audit seq=6 replayed=false", 1, 2000))
+    assert.equals(1, srv:count_log("audit seq=6 "))
+  end)
+
+  it("and after a restart where its file did not load, once the file is fixed", function()
+    assert.equals(0, srv:halt())
+    srv:write_plugin("audit", "this does not compile (\n")
+    srv:relaunch()
+    assert(srv:wait_log("event=plugin_load_failed plugin=audit", 1, 5000))
+    local alice = srv:connect("alice")
+    for i = 7, 8 do assert.equals("OK", assert(alice:send(hubu.direct("alice", "bob"), "m" .. i)).code_name) end
+    srv:write_plugin("audit", AUDIT)
+    assert(srv:wait_log("event=stored_replayed plugin=audit", 1, 5000))
+    local log = srv:log_text()
+    for seq = 7, 8 do assert.matches("audit seq=" .. seq .. " replayed=true", log, 1, true) end
+    assert.equals("OK", assert(alice:send(hubu.direct("alice", "bob"), "m9")).code_name)
+    assert(srv:wait_log("audit seq=9 replayed=false", 1, 2000))
+  end)
+
+  it("a plugin seen for the first time starts from the present", function()
+    srv:write_plugin("newcomer", [[
+plugin:hook("message.stored", function(ev) im.log("info", "newcomer seq=%d replayed=%s", ev.seq, tostring(ev.replayed)) end)
+]])
+    assert(srv:wait_log("event=plugin_loaded plugin=newcomer", 1, 2000))
+    local alice = srv:connect("alice")
+    assert.equals("OK", assert(alice:send(hubu.direct("alice", "bob"), "m10")).code_name)
+    assert(srv:wait_log("newcomer seq=10 replayed=false", 1, 2000))
+    assert.is_nil(srv:log_text():find("newcomer seq=%d+ replayed=true"))
+    assert.equals(0, srv:count_log("newcomer seq=9 "))
   end)
 end)

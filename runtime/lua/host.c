@@ -85,6 +85,7 @@ struct hubu_plugins {
   int watchdog_running;
   int watchdog_stop;           /* atomic */
   int budget_depth;            /* nested budget windows; the outermost arms and disarms */
+  int replay_started;          /* message.stored positions were read at start: later arrivals read their own */
   char pending[MAX_PENDING_RELOADS][128];
   int n_pending;
 };
@@ -792,6 +793,8 @@ static void folder_watch_start(hubu_plugins *p, const char *name) {
   p->folders = w;
 }
 
+static void load_cursor(hubu_plugins *p, const char *name);
+
 /* Loads plugin name from dir (NAME.lua or NAME/init.lua); 0 or -1. On
  * failure the reason is appended to report. A folder NAME/ is watched from
  * before its files are read (an edit from then on reloads it) until it is
@@ -836,14 +839,16 @@ static int load_one(hubu_plugins *p, const char *name, char *report, size_t repo
     lua_settop(L, top);
     return -1;
   }
-  call_host(p, "load", 3, 2);
-  int ok = lua_toboolean(L, -2);
+  call_host(p, "load", 3, 3);
+  int ok = lua_toboolean(L, -3), resume = lua_toboolean(L, -1);
+  lua_pop(L, 1);
   if (report) {
     size_t used = strlen(report);
     snprintf(report + used, report_size - used, "%s: %s%s\n", name, ok ? "loaded" : "failed: ",
              ok ? "" : (lua_tostring(L, -1) ? lua_tostring(L, -1) : "?"));
   }
   lua_settop(L, top);
+  if (ok && resume && p->replay_started) load_cursor(p, name); /* a plugin that came (back) while running */
   return ok ? 0 : -1;
 }
 
@@ -1287,10 +1292,14 @@ static void replay_read(hubu_server *s, const char *plugin, uint64_t after, uint
   hubu_store_submit(s->store, op);
 }
 
+/* A plugin's saved position: what came after it is handed over again
+ * (replay_begin, then batches of the log until its end as the replay began);
+ * with none saved, the plugin starts from the present (replay_end releases
+ * the live positions the host kept aside meanwhile). */
 static void on_cursor_loaded(hubu_store_op *op) {
   hubu_server *s = op->ud2;
   hubu_plugins *p = s->plugins;
-  if (p && p->L && op->status == HUBU_STORE_OK) { /* a position was saved: give what came after it */
+  if (p && p->L && op->status == HUBU_STORE_OK) {
     char value[24];
     size_t n = op->value_len < sizeof value - 1 ? op->value_len : sizeof value - 1;
     memcpy(value, op->value, n);
@@ -1300,27 +1309,43 @@ static void on_cursor_loaded(hubu_store_op *op) {
     lua_pushnumber(p->L, (double)pos);
     call_host(p, "replay_begin", 2, 0);
     replay_read(s, op->key, pos, 0);
+  } else if (p && p->L) {
+    if (op->status != HUBU_STORE_NOT_FOUND)
+      hubu_log(HUBU_LOG_ERROR, 0, NULL, "stored_replay_failed", "plugin=%s error=\"%s\"", op->key, op->error);
+    lua_pushstring(p->L, op->key);
+    call_host(p, "replay_end", 1, 0);
   }
   hubu_store_op_free(op);
 }
 
+static void load_cursor(hubu_plugins *p, const char *name) {
+  hubu_store_op *op = hubu_store_op_new(HUBU_STORE_KV_GET);
+  if (!op || !(op->key = strdup(name))) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory", "where=stored_cursor plugin=%s", name);
+    hubu_store_op_free(op);
+    lua_pushstring(p->L, name); /* no replay: from the present */
+    call_host(p, "replay_end", 1, 0);
+    return;
+  }
+  snprintf(op->user, sizeof op->user, "%s", STORED_CURSORS);
+  op->done = on_cursor_loaded;
+  op->ud2 = p->server;
+  hubu_store_submit(p->server->store, op);
+}
+
+/* At start: every plugin that hooks message.stored reads its position. From
+ * then on a plugin that arrives at run time (a new file, one that comes back,
+ * or one whose first version failed to load) reads its own when it loads. */
 void hubu_plugins_start_replay(hubu_plugins *p) {
   if (!p || !p->L) return;
   lua_State *L = p->L;
   int top = lua_gettop(L);
+  p->replay_started = 1;
   call_host(p, "stored_plugins", 0, 1);
   size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
   for (size_t i = 1; i <= n; i++) {
     lua_rawgeti(L, -1, (int)i);
-    hubu_store_op *op = hubu_store_op_new(HUBU_STORE_KV_GET);
-    if (op && (op->key = strdup(lua_tostring(L, -1)))) {
-      snprintf(op->user, sizeof op->user, "%s", STORED_CURSORS);
-      op->done = on_cursor_loaded;
-      op->ud2 = p->server;
-      hubu_store_submit(p->server->store, op);
-    } else {
-      hubu_store_op_free(op);
-    }
+    load_cursor(p, lua_tostring(L, -1));
     lua_pop(L, 1);
   }
   lua_settop(L, top);

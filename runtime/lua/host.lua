@@ -15,6 +15,9 @@ local metrics = {}      -- plugin name -> {calls, errors, ns}
 local failures = {}     -- plugin name -> {error, at, path}: its newest version failed to load
 local published = {}    -- plugin name -> metric name -> im.counter/im.gauge object (dropped on unload)
 local SendEvent = {}    -- the metatable of message.send events (methods below)
+local stored_pos = {}    -- plugin -> message.stored log position handled
+local stored_dirty = {}  -- plugin -> true while not saved
+local catching_up = {}   -- plugin -> highest live position seen while it replays
 
 local function log(level, plugin, event, msg)
   C.log(level, plugin and plugin.name or "-", event, msg)
@@ -241,7 +244,10 @@ function host.note_failure(name, path, err, partial)
   return false, tostring(err)
 end
 
--- Loads (or reloads) one plugin from path. Returns true, or false and the error.
+-- Loads (or reloads) one plugin from path. Returns true, nil, resume or false
+-- and the error. resume: no version of it was running and it hooks
+-- message.stored, so C reads its saved log position next (host.replay_begin
+-- or host.replay_end follows); until then its live positions are kept aside.
 function host.load(name, path, config)
   local t0 = os.clock()
   local f, ferr = io.open(path, "rb")
@@ -258,10 +264,15 @@ function host.load(name, path, config)
     return host.note_failure(name, path, err, partial)
   end
   local old = plugins[name]
+  local resume = false
+  if not old then
+    for _, h in ipairs(p.pending_hooks) do resume = resume or h.event == "message.stored" end
+  end
   install(p, old)
+  if resume then catching_up[name] = catching_up[name] or 0 end
   log("info", p, old and "plugin_reloaded" or "plugin_loaded",
       ("path=%s hooks=%d took_ms=%.2f"):format(path, host.count_hooks(p), (os.clock() - t0) * 1000))
-  return true
+  return true, nil, resume
 end
 
 function host.unload(name)
@@ -381,10 +392,8 @@ end
 
 -- message.stored from the store's log: each plugin's position (the last
 -- message its handlers were given) is saved by C about once a second; after a
--- restart the messages past it are given again, marked replayed.
-local stored_pos = {}    -- plugin -> log position handled
-local stored_dirty = {}  -- plugin -> true while not saved
-local catching_up = {}   -- plugin -> highest live position seen while it replays
+-- restart, or when a plugin comes back, the messages past it are given again,
+-- marked replayed (stored_pos and friends, declared at the top).
 
 function host.dispatch_stored(ev, only)
   local list = hooks["message.stored"]
@@ -430,7 +439,7 @@ end
 
 function host.replay_begin(name, pos)
   if pos > (stored_pos[name] or 0) then stored_pos[name] = pos end
-  catching_up[name] = 0
+  catching_up[name] = catching_up[name] or 0
 end
 
 function host.replay_end(name)

@@ -19,6 +19,10 @@
 -- protocol's Code names ("OK", "FORBIDDEN", ...).
 
 local ffi = require("ffi")
+-- Every wait is multiplied by HUBU_SPEC_TIME_SCALE (default 1): the valgrind
+-- runs (tests/spec_valgrind.sh) set it, since hubud runs many times slower there.
+local TIME_SCALE = tonumber(os.getenv("HUBU_SPEC_TIME_SCALE")) or 1
+local function wait_ms(ms) return math.floor(ms * TIME_SCALE) end
 
 local M = {}
 
@@ -171,7 +175,7 @@ function M.connect(opts)
   o.device = keep.device
   o.token = keep.token
   o.client_info = keep.client_info
-  o.timeout_ms = opts.timeout_ms or 5000
+  o.timeout_ms = wait_ms(opts.timeout_ms or 5000)
   o.reconnect = opts.reconnect and 1 or 0
   o.outbox_path = keep.outbox_path
   o.no_auto_sync = opts.no_auto_sync and 1 or 0
@@ -220,7 +224,7 @@ end
 -- Waits for the answer to client_id: an ack table {code, code_name, ok, seq,
 -- msg_id, client_id, duplicate, session, reason}, or nil, "timeout" / "closed".
 function Client:wait_ack(client_id, timeout_ms)
-  local rc = lib.hubu_sync_wait_ack(handle(self), client_id, timeout_ms or 5000, self.ack)
+  local rc = lib.hubu_sync_wait_ack(handle(self), client_id, wait_ms(timeout_ms or 5000), self.ack)
   if rc ~= 0 then return nil, result_name(rc) end
   return ack_table(self.ack)
 end
@@ -235,7 +239,7 @@ end
 -- Waits until n answers are queued (or timeout) and takes every queued one:
 -- a list of ack tables in arrival order (may be shorter than n), or nil, "closed".
 function Client:wait_acks(n, timeout_ms)
-  local rc = lib.hubu_sync_wait_acks(handle(self), n, timeout_ms or 5000)
+  local rc = lib.hubu_sync_wait_acks(handle(self), n, wait_ms(timeout_ms or 5000))
   if rc < 0 then return nil, result_name(rc) end
   local list = {}
   while lib.hubu_sync_next_ack(self.h, self.ack) == 1 do list[#list + 1] = ack_table(self.ack) end
@@ -248,7 +252,7 @@ function Client:unacked() return tonumber(lib.hubu_sync_unacked(handle(self))) e
 -- The next message (table: session, seq, msg_id, sender, sender_device,
 -- client_id, content_type, body, server_time_ms, meta), or nil, "timeout" / "closed".
 function Client:recv(timeout_ms)
-  local rc = lib.hubu_sync_recv(handle(self), timeout_ms or 2000, self.msg)
+  local rc = lib.hubu_sync_recv(handle(self), wait_ms(timeout_ms or 2000), self.msg)
   if rc ~= 0 then return nil, result_name(rc) end
   return message_table(self.msg)
 end
@@ -283,7 +287,7 @@ end
 -- History: {code, code_name, max_seq, has_more, messages = {...}} or nil, why.
 function Client:pull(session, after_seq, limit, timeout_ms)
   local out = ffi.new("hubu_sync_pull_result")
-  local rc = lib.hubu_sync_pull(handle(self), session, after_seq or 0, limit or 0, timeout_ms or 5000, out)
+  local rc = lib.hubu_sync_pull(handle(self), session, after_seq or 0, limit or 0, wait_ms(timeout_ms or 5000), out)
   if rc ~= 0 then return nil, result_name(rc) end
   local r = { code = out.code, code_name = M.code_name(out.code), max_seq = tonumber(out.max_seq),
               has_more = out.has_more ~= 0, messages = {} }
@@ -294,7 +298,7 @@ end
 -- Every session of the user: {code, code_name, sessions = {{session, max_seq, min_seq, kind}...}} or nil, why.
 function Client:sessions(timeout_ms)
   local out = ffi.new("hubu_sync_sessions_result")
-  local rc = lib.hubu_sync_list_sessions(handle(self), timeout_ms or 5000, out)
+  local rc = lib.hubu_sync_list_sessions(handle(self), wait_ms(timeout_ms or 5000), out)
   if rc ~= 0 then return nil, result_name(rc) end
   local r = { code = out.code, code_name = M.code_name(out.code), sessions = {} }
   for i = 0, tonumber(out.n_sessions) - 1 do
@@ -313,7 +317,7 @@ function Client:call(method, payload, timeout_ms)
   payload = payload or ""
   if not self.call_buf then self.call_buf = ffi.new("char[?]", RESULT_BUFFER) end
   local code = ffi.new("int[1]")
-  local n = lib.hubu_sync_call(handle(self), method, payload, #payload, timeout_ms or 5000, code, self.call_buf,
+  local n = lib.hubu_sync_call(handle(self), method, payload, #payload, wait_ms(timeout_ms or 5000), code, self.call_buf,
                                RESULT_BUFFER)
   if n < 0 then return nil, result_name(n) end
   assert(n < RESULT_BUFFER, "call result larger than the buffer")
@@ -331,7 +335,7 @@ end
 -- The next EVENT: {name, sender, payload}, or nil, "timeout" / "closed".
 function Client:event(timeout_ms)
   local out = ffi.new("hubu_sync_event")
-  local rc = lib.hubu_sync_next_event(handle(self), timeout_ms or 2000, out)
+  local rc = lib.hubu_sync_next_event(handle(self), wait_ms(timeout_ms or 2000), out)
   if rc ~= 0 then return nil, result_name(rc) end
   return { name = ffi.string(out.name), sender = ffi.string(out.sender),
            payload = ffi.string(out.payload, out.payload_len) }
@@ -359,7 +363,7 @@ end
 -- Runs the loop until the state is `name`: true, or nil, "timeout" / "closed".
 function Client:wait_state(name, timeout_ms)
   local want = assert(M.states[name], "unknown state " .. tostring(name))
-  local rc = lib.hubu_sync_wait_state(handle(self), want, timeout_ms or 5000)
+  local rc = lib.hubu_sync_wait_state(handle(self), want, wait_ms(timeout_ms or 5000))
   if rc ~= 0 then return nil, result_name(rc) end
   return true
 end
@@ -511,7 +515,7 @@ function Raw:read_frame(timeout_ms)
         return ftype, M.pb_decode(body)
       end
     end
-    if ffi.C.poll(pfd, 1, timeout_ms or 2000) <= 0 then return nil, "timeout" end
+    if ffi.C.poll(pfd, 1, wait_ms(timeout_ms or 2000)) <= 0 then return nil, "timeout" end
     local n = tonumber(ffi.C.read(self.fd, chunk, 65536))
     if n <= 0 then return nil, "closed" end
     self.buf = self.buf .. ffi.string(chunk, n)
@@ -533,4 +537,5 @@ function Raw:close()
   self.fd = nil
 end
 
+M.wait_ms = wait_ms
 return M

@@ -22,6 +22,8 @@ local ffi = require("ffi")
 pcall(ffi.cdef, [[ int poll(void *fds, unsigned long nfds, int timeout); ]])
 
 local M = {}
+-- Waits scale with HUBU_SPEC_TIME_SCALE, as the client's do.
+M.wait_ms = require("spec.helpers.hubu").wait_ms
 
 local Server = {}
 Server.__index = Server
@@ -244,7 +246,7 @@ end
 -- Waits for hubud to exit; its status, or nil after timeout_ms.
 function Server:wait(timeout_ms)
   local waited = 0
-  while waited <= (timeout_ms or 10000) do
+  while waited <= M.wait_ms(timeout_ms or 10000) do
     local st = self:exit_status()
     if st then return st end
     sleep_ms(10)
@@ -315,7 +317,7 @@ function Server:admin(method, path, timeout_ms)
   local pfd = ffi.new("struct hubu_spec_pollfd")
   pfd.fd, pfd.events = fd, 1 -- POLLIN
   local chunk, parts = ffi.new("char[65536]"), {}
-  local deadline = M.now_ms() + (timeout_ms or 5000)
+  local deadline = M.now_ms() + M.wait_ms(timeout_ms or 5000)
   while true do
     local left = deadline - M.now_ms()
     if left <= 0 or ffi.C.poll(pfd, 1, math.ceil(left)) <= 0 then ffi.C.close(fd); return nil, "timeout" end
@@ -478,7 +480,7 @@ end
 -- Waits until at least n lines of the log contain text: true, or nil and
 -- the log's tail after timeout_ms (default 5000).
 function Server:wait_log(text, n, timeout_ms)
-  local deadline = M.now_ms() + (timeout_ms or 5000)
+  local deadline = M.now_ms() + M.wait_ms(timeout_ms or 5000)
   repeat
     if self:count_log(text) >= (n or 1) then return true end
     sleep_ms(5)
