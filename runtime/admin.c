@@ -30,6 +30,7 @@
 #include "session.h"
 #include "store.h"
 #include "token.h"
+#include "utf8.h"
 #include "wire.h"
 
 #define ADMIN_MAX_CONNS 64   /* more at once are closed on accept */
@@ -153,26 +154,12 @@ static void json_item(json_writer *w) {
   if (!w->is_inline[d]) json_indent(w);
 }
 
-/* The length of the well-formed UTF-8 sequence at p (at most n bytes), or 0
- * (overlongs, surrogates and code points past U+10FFFF are not well-formed). */
-static size_t utf8_seq_len(const unsigned char *p, size_t n) {
-  unsigned char b = p[0];
-  size_t extra = (b & 0xe0) == 0xc0 ? 1 : (b & 0xf0) == 0xe0 ? 2 : (b & 0xf8) == 0xf0 ? 3 : 0;
-  if (extra == 0 || b < 0xc2 || b > 0xf4 || extra >= n) return 0;
-  for (size_t i = 1; i <= extra; i++)
-    if ((p[i] & 0xc0) != 0x80) return 0;
-  if ((b == 0xe0 && p[1] < 0xa0) || (b == 0xed && p[1] >= 0xa0) || (b == 0xf0 && p[1] < 0x90) ||
-      (b == 0xf4 && p[1] >= 0x90))
-    return 0;
-  return extra + 1;
-}
-
 int hubu_json_append_string(hubu_buf *out, const char *s, size_t len) {
   int rc = hubu_buf_append(out, "\"", 1);
   const unsigned char *p = (const unsigned char *)s, *end = p + len, *run = p;
   while (p < end && rc == 0) {
     unsigned char ch = *p;
-    size_t seq = ch >= 0x80 ? utf8_seq_len(p, (size_t)(end - p)) : 0;
+    size_t seq = ch >= 0x80 ? hubu_utf8_seq_len(p, (size_t)(end - p)) : 0;
     if ((ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') || seq) {
       p += seq ? seq : 1;
       continue;
@@ -677,26 +664,7 @@ static const char *query_unknown(const admin_query *q, const char *const *allowe
 }
 
 /* Printable UTF-8 (no control characters, no overlongs or surrogates). */
-static int text_printable(const char *s) {
-  const unsigned char *p = (const unsigned char *)s;
-  while (*p) {
-    unsigned char b = *p;
-    if (b < 0x20 || b == 0x7f) return 0;
-    if (b < 0x80) {
-      p++;
-      continue;
-    }
-    int extra = (b & 0xe0) == 0xc0 ? 1 : (b & 0xf0) == 0xe0 ? 2 : (b & 0xf8) == 0xf0 ? 3 : -1;
-    if (extra < 0 || b < 0xc2 || b > 0xf4) return 0;
-    for (int i = 1; i <= extra; i++)
-      if ((p[i] & 0xc0) != 0x80) return 0;
-    if ((b == 0xe0 && p[1] < 0xa0) || (b == 0xed && p[1] >= 0xa0) || (b == 0xf0 && p[1] < 0x90) ||
-        (b == 0xf4 && p[1] >= 0x90))
-      return 0;
-    p += extra + 1;
-  }
-  return 1;
-}
+static int text_printable(const char *s) { return hubu_utf8_valid(s, strlen(s), 1); }
 
 /* Refuses a query with a parameter outside allowed; 1 when it was refused. */
 static int refuse_unknown_params(admin_conn *c, const admin_query *q, const char *const *allowed) {

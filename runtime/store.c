@@ -174,11 +174,17 @@ static void store_thread(void *arg) {
 
 /* ---- the loop side ---- */
 
-/* Runs every finished op's callback, in order. Safe against a callback that
- * submits (its op lands behind) or closes the store (close drains the rest). */
-static void run_done(hubu_store *s) {
-  for (;;) {
+/* Runs the callbacks of the ops finished so far, in order; with all, also
+ * of those that finish meanwhile, until none is left. Without it, ops that
+ * finish while these callbacks run wait for the next turn of the loop (their
+ * uv_async_send fires it again): a callback that submits again (a replay
+ * reading the log batch after batch) cannot keep the loop from its sockets
+ * and timers. Safe against a callback that submits (its op lands behind) or
+ * closes the store (close drains the rest). */
+static void run_done(hubu_store *s, int all) {
+  for (int taken = 0;;) {
     if (!s->draining) {
+      if (taken++ && !all) return;
       uv_mutex_lock(&s->mutex);
       s->draining = s->done_head;
       s->done_head = s->done_tail = NULL;
@@ -195,7 +201,7 @@ static void run_done(hubu_store *s) {
   }
 }
 
-static void on_async(uv_async_t *handle) { run_done(handle->data); }
+static void on_async(uv_async_t *handle) { run_done(handle->data, 0); }
 
 static void free_store(hubu_store *s) {
   uv_cond_destroy(&s->cond);
@@ -305,7 +311,7 @@ void hubu_store_close(hubu_store *s) {
   uv_mutex_unlock(&s->mutex);
   if (again) return;
   uv_thread_join(&s->thread); /* it finishes every queued op first */
-  run_done(s);
+  run_done(s, 1);
   s->backend->close(s->db);
   s->db = NULL;
   uv_close((uv_handle_t *)&s->async, on_async_close);

@@ -189,6 +189,9 @@ try("labels change", function() im.counter("ok_total", "x", { "b" }) end)
 try("same again", function() assert(im.counter("ok_total", "fine", { "a" }) == c) end)
 try("negative", function() c:inc(-1) end)
 try("unknown label", function() c:inc(1, { b = "x" }) end)
+try("not UTF-8", function() c:inc(1, { a = "caf\233" }) end)
+try("NUL", function() c:inc(1, { a = "a\0b" }) end)
+try("UTF-8", function() c:inc(1, { a = "caf\195\169" }) end)
 try("not a number", function() c:inc("3") end)
 try("dot call", function() c.inc(1) end)
 try("colon in name", function() im.gauge("ns:depth", "x"):set(1) end)
@@ -226,12 +229,15 @@ im.counter("shared_total", "A counter."):inc()
       ["labels change"] = "ok_total is already declared as a counter",
       ["negative"] = "check.lua:%d+: counter:inc: a counter only goes up",
       ["unknown label"] = "check.lua:%d+: metric ok_total has no label b",
+      ["not UTF-8"] = "check.lua:%d+: metric ok_total: the value of label a must be UTF%-8 text without NUL bytes",
+      ["NUL"] = "the value of label a must be UTF%-8 text without NUL bytes",
       ["not a number"] = "counter:inc: the amount must be a finite number",
       ["dot call"] = "call it as a method",
     } do
       assert.is_truthy(tostring(errs[label]):find(pattern), label .. ": " .. tostring(errs[label]))
     end
     assert.equals("ok", errs["same again"])
+    assert.equals("ok", errs["UTF-8"])
     assert.equals("ok", errs["colon in name"])
     assert.equals(1, metric(srv:metrics_text(), 'hubu_plugin_ns:depth{plugin="check"}'))
   end)

@@ -301,6 +301,7 @@ plugin:hook("call.kit.word", function(ev) ev:reply(words.word .. "/v%d") end)
       -- the same module name in another folder: each plugin gets its own
       other = { ["init.lua"] = 'local w = require "words"\nplugin:hook("call.other.word", function(ev) ev:reply(w.word) end)\n',
                 ["words.lua"] = 'return { word = "beta" }\n' },
+      early = {}, -- a folder with no init.lua yet when hubud starts
     }
     alice = srv:connect("alice")
   end)
@@ -347,10 +348,30 @@ plugin:hook("call.kit.word", function(ev) ev:reply(words.word .. "/v%d") end)
     assert(srv:wait_log("event=plugin_loaded plugin=late", 1))
   end)
 
+  it("is watched from the start when its folder exists without init.lua", function()
+    srv:write_plugin_file("early/init.lua", 'plugin:hook("call.early.hi", function(ev) ev:reply("early hello") end)\n')
+    assert(live_within(2000, "early hello", "early.hi"))
+    assert.equals(0, srv:count_log("why=SIGHUP"))
+  end)
+
+  it("follows a folder replaced under its name (the old one moved away)", function()
+    local dir = srv.plugins_dir
+    srv:write_plugin_file(".kit-new/words.lua", 'return { word = "epsilon" }\n')
+    srv:write_plugin_file(".kit-new/init.lua", kit_init(3))
+    assert(os.execute(("mv %s %s && mv %s %s"):format(server.quote(dir .. "/kit"), server.quote(dir .. "/.kit-old"),
+      server.quote(dir .. "/.kit-new"), server.quote(dir .. "/kit"))))
+    assert(live_within(2000, "epsilon/v3"))
+    srv:write_plugin_file("kit/words.lua", 'return { word = "zeta" }\n') -- the new folder is the one watched
+    assert(live_within(2000, "zeta/v3"))
+    srv:write_plugin_file(".kit-old/words.lua", 'return { word = "stale" }\n') -- the old one is not
+    server.sleep_ms(200)
+    assert.equals("zeta/v3", word())
+  end)
+
   it("is unloaded when its folder is removed", function()
     srv:remove_plugin("late")
     assert(srv:wait_log("event=plugin_unloaded plugin=late", 1))
     assert.equals("NOT_FOUND", word("late.hi"))
-    assert.equals("delta/v2", word())
+    assert.equals("zeta/v3", word()) -- kit (the replaced folder) runs on
   end)
 end)

@@ -33,6 +33,7 @@
 #include "session.h"
 #include "store.h"
 #include "token.h"
+#include "utf8.h"
 #include "wire.h"
 #include "wordset.h"
 
@@ -54,6 +55,8 @@ typedef struct folder_watch {
   uv_fs_event_t ev; /* first: the handle pointer is the watch pointer */
   hubu_plugins *host;
   struct folder_watch *next;
+  dev_t dev;        /* the folder watched: inotify follows it, not its name, so */
+  ino_t ino;        /* a folder replaced under the same name needs a new watch */
   char name[128];
 } folder_watch;
 
@@ -213,6 +216,15 @@ static int c_budget_renew(lua_State *L) {
   budget_disarm(p);
   budget_set(p, budget_arg(L, 1));
   return 0;
+}
+
+/* Can s be a label value on /metrics? UTF-8 without NUL: Prometheus drops a
+ * whole scrape for one value that is not UTF-8. */
+static int c_label_ok(lua_State *L) {
+  size_t len = 0;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_pushboolean(L, hubu_utf8_valid(s, len, 0));
+  return 1;
 }
 
 static int c_budget_ms(lua_State *L) {
@@ -770,8 +782,13 @@ static void on_folder_event(uv_fs_event_t *h, const char *filename, int events, 
 }
 
 /* Watches DIR/NAME/ unless it is watched already. */
-static void folder_watch_start(hubu_plugins *p, const char *name) {
-  if (p->closing || name[0] == '.' || strlen(name) >= sizeof ((folder_watch *)0)->name || folder_find(p, name)) return;
+/* Watches DIR/name, a folder (st: its stat). A watch on another folder that
+ * had this name (moved away or removed, then replaced) is closed first. */
+static void folder_watch_start(hubu_plugins *p, const char *name, const struct stat *st) {
+  if (p->closing || name[0] == '.' || strlen(name) >= sizeof ((folder_watch *)0)->name) return;
+  folder_watch *old = folder_find(p, name);
+  if (old && old->dev == st->st_dev && old->ino == st->st_ino) return;
+  if (old) folder_close(p, old);
   folder_watch *w = calloc(1, sizeof *w);
   if (!w) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory", "where=plugin_folder_watch plugin=%s", name);
@@ -780,6 +797,8 @@ static void folder_watch_start(hubu_plugins *p, const char *name) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", p->dir, name);
   snprintf(w->name, sizeof w->name, "%s", name);
+  w->dev = st->st_dev;
+  w->ino = st->st_ino;
   w->host = p;
   uv_fs_event_init(p->server->loop, &w->ev);
   p->open_handles++;
@@ -808,7 +827,7 @@ static int load_one(hubu_plugins *p, const char *name, char *report, size_t repo
   } else {
     snprintf(path, sizeof path, "%s/%s", p->dir, name);
     if (name[0] != '.' && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-      folder_watch_start(p, name); /* also a folder with no init.lua yet: its init.lua is seen when it comes */
+      folder_watch_start(p, name, &st); /* also a folder with no init.lua yet: its init.lua is seen when it comes */
     else
       folder_unwatch(p, name);
     snprintf(path, sizeof path, "%s/%s/init.lua", p->dir, name);
@@ -880,8 +899,14 @@ int hubu_plugins_reload(hubu_plugins *p, const char *name, char *report, size_t 
     DIR *d = opendir(p->dir);
     struct dirent *e;
     while (d && (e = readdir(d))) {
-      char n[128];
-      if (plugin_name(p->dir, e->d_name, n, sizeof n)) failed += load_one(p, n, report, report_size) != 0;
+      char n[128], path[4096];
+      struct stat st;
+      if (plugin_name(p->dir, e->d_name, n, sizeof n)) {
+        failed += load_one(p, n, report, report_size) != 0;
+      } else if (e->d_name[0] != '.' && snprintf(path, sizeof path, "%s/%s", p->dir, e->d_name) < (int)sizeof path &&
+                 stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        folder_watch_start(p, e->d_name, &st); /* a folder without init.lua yet: loaded when one is saved */
+      }
     }
     if (d) closedir(d);
   }
@@ -953,6 +978,7 @@ hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget
       {"budget_start", c_budget_start}, {"budget_stop", c_budget_stop},
       {"clock", c_clock},             {"budget_reset", c_budget_reset},
       {"budget_renew", c_budget_renew}, {"budget_ms", c_budget_ms},
+      {"label_ok", c_label_ok},
       {"group_op", c_group_op},       {"members_wait", c_members_wait},
       {"call_reply", c_call_reply},   {"kick", c_kick},
       {"kv", c_kv},
@@ -1246,15 +1272,37 @@ void hubu_plugins_save_cursors(hubu_plugins *p) {
   lua_settop(L, top);
 }
 
-static void replay_read(hubu_server *s, const char *plugin, uint64_t after, uint64_t target);
+static void replay_read(hubu_server *s, const char *plugin, uint64_t gen, uint64_t after, uint64_t target);
 
+/* Is replay gen of plugin still the one under way (and the plugin loaded)? */
+static int replay_current(hubu_plugins *p, const char *plugin, uint64_t gen) {
+  lua_pushstring(p->L, plugin);
+  lua_pushnumber(p->L, (double)gen);
+  call_host(p, "replay_current", 2, 1);
+  int current = lua_toboolean(p->L, -1);
+  lua_pop(p->L, 1);
+  return current;
+}
+
+/* One batch of a replay. A failure leaves the replay unfinished on purpose:
+ * the plugin's saved position stays where the replay got to (live messages
+ * do not move it on), so a restart hands over the rest. */
 static void on_replay_read(hubu_store_op *op) {
   hubu_server *s = op->ud2;
   hubu_plugins *p = s->plugins;
+  uint64_t gen = op->conn_id;
   uint64_t target = op->request_id ? op->request_id : op->max_seq; /* the end: the log as the replay began */
-  int more = 0;
   uint64_t last = op->after_seq;
-  if (p && p->L && op->status == HUBU_STORE_OK) {
+  if (!p || !p->L) {
+    /* hubud is closing */
+  } else if (!replay_current(p, op->key, gen)) {
+    hubu_log(HUBU_LOG_INFO, 0, NULL, "stored_replay_stopped", "plugin=%s at=%llu why=\"unloaded or replayed anew\"",
+             op->key, (unsigned long long)last);
+  } else if (op->status != HUBU_STORE_OK) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "stored_replay_failed",
+             "plugin=%s at=%llu error=\"%s\" msg=\"the rest is handed over after a restart\"", op->key,
+             (unsigned long long)last, op->error);
+  } else {
     lua_State *L = p->L;
     int top = lua_gettop(L);
     for (size_t i = 0; i < op->n_msgs && op->msgs[i]->log_pos <= target; i++) {
@@ -1264,29 +1312,30 @@ static void on_replay_read(hubu_store_op *op) {
       lua_settop(L, top);
       last = op->msgs[i]->log_pos;
     }
-    more = op->has_more && last < target;
-  } else if (op->status != HUBU_STORE_OK) {
-    hubu_log(HUBU_LOG_ERROR, 0, NULL, "stored_replay_failed", "plugin=%s error=\"%s\"", op->key, op->error);
-  }
-  if (more) {
-    replay_read(s, op->key, last, target);
-  } else if (p && p->L) {
-    hubu_log(HUBU_LOG_INFO, 0, NULL, "stored_replayed", "plugin=%s up_to=%llu", op->key, (unsigned long long)last);
-    lua_pushstring(p->L, op->key);
-    call_host(p, "replay_end", 1, 0);
+    if (op->has_more && last < target) {
+      replay_read(s, op->key, gen, last, target);
+    } else {
+      hubu_log(HUBU_LOG_INFO, 0, NULL, "stored_replayed", "plugin=%s up_to=%llu", op->key, (unsigned long long)last);
+      lua_pushstring(L, op->key);
+      lua_pushnumber(L, (double)gen);
+      call_host(p, "replay_end", 2, 0);
+    }
   }
   hubu_store_op_free(op);
 }
 
-static void replay_read(hubu_server *s, const char *plugin, uint64_t after, uint64_t target) {
+static void replay_read(hubu_server *s, const char *plugin, uint64_t gen, uint64_t after, uint64_t target) {
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_LOG_READ);
   if (!op || !(op->key = strdup(plugin))) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory",
+             "where=stored_replay plugin=%s msg=\"the rest is handed over after a restart\"", plugin);
     hubu_store_op_free(op);
     return;
   }
   op->after_seq = after;
   op->limit = REPLAY_BATCH;
   op->request_id = target;
+  op->conn_id = gen;
   op->done = on_replay_read;
   op->ud2 = s;
   hubu_store_submit(s->store, op);
@@ -1294,8 +1343,8 @@ static void replay_read(hubu_server *s, const char *plugin, uint64_t after, uint
 
 /* A plugin's saved position: what came after it is handed over again
  * (replay_begin, then batches of the log until its end as the replay began);
- * with none saved, the plugin starts from the present (replay_end releases
- * the live positions the host kept aside meanwhile). */
+ * with none saved, the plugin starts from the present (replay_end lets the
+ * live positions kept aside meanwhile count). */
 static void on_cursor_loaded(hubu_store_op *op) {
   hubu_server *s = op->ud2;
   hubu_plugins *p = s->plugins;
@@ -1307,13 +1356,17 @@ static void on_cursor_loaded(hubu_store_op *op) {
     uint64_t pos = strtoull(value, NULL, 10);
     lua_pushstring(p->L, op->key);
     lua_pushnumber(p->L, (double)pos);
-    call_host(p, "replay_begin", 2, 0);
-    replay_read(s, op->key, pos, 0);
-  } else if (p && p->L) {
-    if (op->status != HUBU_STORE_NOT_FOUND)
-      hubu_log(HUBU_LOG_ERROR, 0, NULL, "stored_replay_failed", "plugin=%s error=\"%s\"", op->key, op->error);
+    call_host(p, "replay_begin", 2, 1);
+    uint64_t gen = (uint64_t)lua_tonumber(p->L, -1);
+    lua_pop(p->L, 1);
+    if (gen) replay_read(s, op->key, gen, pos, 0); /* 0: the plugin went meanwhile */
+  } else if (p && p->L && op->status == HUBU_STORE_NOT_FOUND) { /* none saved: from the present */
     lua_pushstring(p->L, op->key);
     call_host(p, "replay_end", 1, 0);
+  } else if (p && p->L) { /* its position stays frozen (live messages do not move it): a restart tries again */
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "stored_replay_failed",
+             "plugin=%s error=\"%s\" msg=\"the position could not be read; replayed after a restart\"", op->key,
+             op->error);
   }
   hubu_store_op_free(op);
 }

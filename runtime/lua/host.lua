@@ -18,6 +18,8 @@ local SendEvent = {}    -- the metatable of message.send events (methods below)
 local stored_pos = {}    -- plugin -> message.stored log position handled
 local stored_dirty = {}  -- plugin -> true while not saved
 local catching_up = {}   -- plugin -> highest live position seen while it replays
+local replays = {}       -- plugin -> generation of its replay under way
+local replay_count = 0
 
 local function log(level, plugin, event, msg)
   C.log(level, plugin and plugin.name or "-", event, msg)
@@ -278,6 +280,7 @@ end
 function host.unload(name)
   local p = plugins[name]
   failures[name], published[name] = nil, nil -- its metrics are no longer exported
+  catching_up[name], replays[name] = nil, nil -- a replay under way stops: it resumes when the plugin comes back
   if not p then return false end
   remove_hooks(p)
   plugins[name] = nil
@@ -437,15 +440,32 @@ function host.stored_plugins()
   return out
 end
 
+-- A replay hands name's messages from pos on to it again, in batches C reads
+-- from the store; it is known by the generation this returns (0: the plugin
+-- is gone, no replay). A newer replay of the same plugin, or its unload,
+-- makes an older one stale: C stops reading it.
 function host.replay_begin(name, pos)
+  if not plugins[name] then return 0 end
   if pos > (stored_pos[name] or 0) then stored_pos[name] = pos end
   catching_up[name] = catching_up[name] or 0
+  replay_count = replay_count + 1
+  replays[name] = replay_count
+  return replay_count
 end
 
-function host.replay_end(name)
+function host.replay_current(name, gen)
+  return plugins[name] ~= nil and replays[name] == gen
+end
+
+-- The replay gen of name reached the end of the log as it began (gen nil:
+-- no position was saved, there was nothing to replay): the live positions
+-- kept aside meanwhile count from now on.
+function host.replay_end(name, gen)
+  if replays[name] ~= gen then return end -- stale, or a replay under way that this is not
+  replays[name] = nil
   local live = catching_up[name]
   catching_up[name] = nil
-  if live and live > (stored_pos[name] or 0) then stored_pos[name], stored_dirty[name] = live, true end
+  if live and plugins[name] and live > (stored_pos[name] or 0) then stored_pos[name], stored_dirty[name] = live, true end
 end
 
 function host.take_dirty_cursors()
@@ -748,9 +768,13 @@ local function series(m, lt, create, level)
       elseif type(v) ~= "string" and type(v) ~= "number" then
         error(("metric %s: the value of label %s must be a string or a number"):format(m.name, l), level)
       end
-      values[i] = tostring(v)
+      v = tostring(v)
+      if not C.label_ok(v) then
+        error(("metric %s: the value of label %s must be UTF-8 text without NUL bytes"):format(m.name, l), level)
+      end
+      values[i] = v
     end
-    key = table.concat(values, "\0")
+    key = table.concat(values, "\0") -- no value holds a NUL: one key per label set
   end
   local s = m.series[key]
   if not s and create then
