@@ -34,6 +34,10 @@ hubu_unit_test(tls tls_memory_pair_handshakes_and_carries_1mib_both_ways hubu_te
 hubu_unit_test(wordset wordset_matches_whole_words_as_the_lua_reference_does PkgConfig::LUAJIT)
 target_sources(test_wordset PRIVATE ${CMAKE_SOURCE_DIR}/runtime/lua/wordset.c)
 target_include_directories(test_wordset PRIVATE ${CMAKE_SOURCE_DIR}/runtime/lua)
+# hubuctl's JSON reader (tools/hubuctl_json.c): RFC 8259 in, bounds kept on any input.
+hubu_unit_test(hubuctl_json hubuctl_json_reads_rfc8259_and_refuses_the_rest_within_bounds)
+target_sources(test_hubuctl_json PRIVATE ${CMAKE_SOURCE_DIR}/tools/hubuctl_json.c)
+target_include_directories(test_hubuctl_json PRIVATE ${CMAKE_SOURCE_DIR}/tools)
 
 # The fuzz target's code as an ordinary program: replays tests/fuzz_corpus and
 # 20,000 generated inputs (fixed seed). `make fuzz` builds the libFuzzer one.

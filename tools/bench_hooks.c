@@ -220,13 +220,25 @@ static void hooks_usage(FILE *out) {
           "call), with each --plugin alone and with all of them.\n"
           "\n"
           "  --plugins DIR   where NAME.lua is (default: plugins)\n"
-          "  --plugin NAME   a plugin to measure (repeatable; default: ratelimit and moderation)\n"
+          "  --plugin NAME   a plugin to measure (repeatable; default: ratelimit and moderation);\n"
+          "                  NAME is DIR/NAME.lua's NAME, of [A-Za-z0-9_.-] only\n"
           "  --words N       moderation's word list: N words, none in the body (default 1000)\n"
           "  --sends N       sends per round (default 500000)\n"
           "  --rounds R      rounds per case; the best one counts (default 5)\n"
           "  --json          one JSON object instead of a table\n"
           "\n"
           "ratelimit gets rates no bench reaches; every send must come back unchanged.\n");
+}
+
+/* A --plugin NAME is 1-255 bytes of [A-Za-z0-9_.-]: a file name in --plugins
+ * DIR, which --json also writes into its keys ("NAME_ns") as it is. */
+static int hooks_plugin_name_ok(const char *name) {
+  size_t n = 0;
+  for (const char *p = name; *p; p++, n++)
+    if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+          *p == '.' || *p == '-'))
+      return 0;
+  return n > 0 && n <= 255;
 }
 
 int hubu_bench_hooks(int argc, char **argv) {
@@ -245,6 +257,14 @@ int hubu_bench_hooks(int argc, char **argv) {
     } else if (!strcmp(a, "--plugins")) {
       o.dir = v;
     } else if (!strcmp(a, "--plugin")) {
+      if (!hooks_plugin_name_ok(v)) {
+        fprintf(stderr,
+                "hubu-bench hooks: bad plugin name '%s': a plugin's file name without .lua, "
+                "of [A-Za-z0-9_.-] only\n\n",
+                v);
+        hooks_usage(stderr);
+        return 2;
+      }
       if (o.n_plugins == HOOKS_MAX_PLUGINS) bad = 1;
       else o.plugins[o.n_plugins++] = v;
     } else if (!strcmp(a, "--words")) {

@@ -2,7 +2,8 @@
  * HTTP/1.1 request to hubud's admin listener (runtime/admin.c) over a
  * blocking socket, the response read with http-parser and its JSON body
  * printed as the server wrote it (`plugins` prints it as a table unless
- * --json). Exit status: 0 on a 2xx answer, 1 on any other answer or a
+ * --json; text from the server shows its control characters as '?' there).
+ * Exit status: 0 on a 2xx answer, 1 on any other answer or a
  * connection failure (the reason printed), 2 on a usage error. */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 #include "buf.h"
 #include "hubuctl_json.h"
 #include "token.h"
+#include "utf8.h"
 
 int hubuctl_stats(int argc, char **argv);
 int hubuctl_conns(int argc, char **argv);
@@ -203,13 +205,62 @@ done:
   return status;
 }
 
+/* ---- text from the server, on a terminal -------------------------------------- */
+
+/* The next unit of p (n > 0 bytes there): how many bytes it takes, and in
+ * *shown whether they may go to a terminal as they are. Not shown: control
+ * characters (bytes below 0x20 other than those in keep, 0x7f, and the C1
+ * controls U+0080-U+009F, as a terminal may read them as the start of an
+ * escape sequence too) and each byte that is not part of well-formed UTF-8. */
+static size_t unit(const unsigned char *p, size_t n, const char *keep, int *shown) {
+  if (p[0] < 0x80) {
+    *shown = (p[0] >= 0x20 && p[0] != 0x7f) || (p[0] != '\0' && keep && strchr(keep, p[0]));
+    return 1;
+  }
+  size_t len = hubu_utf8_seq_len(p, n);
+  *shown = len > 0 && !(p[0] == 0xc2 && p[1] < 0xa0);
+  return len ? len : 1;
+}
+
+/* Writes len bytes of s to f with every unit that may not be shown as '?'
+ * (one '?' per byte of a malformed sequence, one per C1 control). */
+static void put_printable(FILE *f, const char *s, size_t len, const char *keep) {
+  const unsigned char *p = (const unsigned char *)s, *end = p + len;
+  while (p < end) {
+    int shown;
+    size_t n = unit(p, (size_t)(end - p), keep, &shown);
+    if (shown) fwrite(p, 1, n, f);
+    else fputc('?', f);
+    p += n;
+  }
+}
+
+/* Copies s into dst (size > 0 bytes, NUL-terminated) as put_printable would
+ * print it, as much as fits without splitting a UTF-8 sequence. */
+static void copy_printable(char *dst, size_t size, const char *s) {
+  const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
+  size_t w = 0;
+  while (p < end) {
+    int shown;
+    size_t n = unit(p, (size_t)(end - p), NULL, &shown);
+    size_t out = shown ? n : 1;
+    if (w + out >= size) break;
+    if (shown) memcpy(dst + w, p, n);
+    else dst[w] = '?';
+    w += out;
+    p += n;
+  }
+  dst[w] = '\0';
+}
+
 /* A non-2xx answer to stderr: the status and the server's {"error": ...}. */
 static void print_error_answer(const char *cmd, unsigned code, const hubu_buf *b) {
   const char *body = (const char *)hubu_buf_head(b);
   size_t len = hubu_buf_size(b);
   const char *nl = len && body[len - 1] != '\n' ? "\n" : "";
-  fprintf(stderr, "hubuctl: %s: %u %s: %.*s%s", cmd, code, http_status_str((enum http_status)code), (int)len, body,
-          len ? nl : "\n");
+  fprintf(stderr, "hubuctl: %s: %u %s: ", cmd, code, http_status_str((enum http_status)code));
+  put_printable(stderr, body, len, "\n\t");
+  fputs(len ? nl : "\n", stderr);
 }
 
 /* Sends METHOD target, prints the body: to stdout on 2xx, else to stderr with
@@ -379,11 +430,18 @@ int hubuctl_reload(int argc, char **argv) {
   return admin_request("reload", args.admin, "POST", target);
 }
 
-/* The first line of s, at most max bytes of it (an error may carry a traceback). */
-static void print_first_line(const char *s, int max) {
-  int n = (int)strcspn(s, "\n");
-  printf("%.*s%s", n < max ? n : max, s, n > max || s[n] ? " ..." : "");
+/* The first line of s, at most max bytes of it (an error may carry a
+ * traceback), cut before a UTF-8 sequence rather than inside it; control
+ * characters show as '?'. */
+static void print_first_line(const char *s, size_t max) {
+  size_t n = strcspn(s, "\n"), cut = n < max ? n : max;
+  while (cut > 0 && cut < n && ((unsigned char)s[cut] & 0xc0) == 0x80) cut--;
+  put_printable(stdout, s, cut, NULL);
+  fputs(n > max || s[n] ? " ..." : "", stdout);
 }
+
+/* s as put_printable shows it. */
+static void print_text(const char *s) { put_printable(stdout, s, strlen(s), NULL); }
 
 /* The listing of GET /v1/admin/plugins as a table, a line per failed reload after it. */
 static int print_plugins_table(const hj_value *doc) {
@@ -408,10 +466,12 @@ static int print_plugins_table(const hj_value *doc) {
     double nhooks = 0;
     for (size_t h = 0; hooks && hooks->type == HJ_OBJECT && h < hooks->n; h++)
       if (hooks->items[h].type == HJ_NUMBER) nhooks += hooks->items[h].number;
-    snprintf(cells[i][0], sizeof cells[i][0], "%s%s", hj_str(pl, "name", "?"),
+    char name[sizeof cells[i][0] - 1]; /* room for the folder mark */
+    copy_printable(name, sizeof name, hj_str(pl, "name", "?"));
+    snprintf(cells[i][0], sizeof cells[i][0], "%s%s", name,
              folder && folder->type == HJ_BOOL && folder->boolean ? "/" : "");
-    snprintf(cells[i][1], sizeof cells[i][1], "%s", *hj_str(pl, "version", "") ? hj_str(pl, "version", "") : "-");
-    snprintf(cells[i][2], sizeof cells[i][2], "%s", hj_str(pl, "policy", "?"));
+    copy_printable(cells[i][1], sizeof cells[i][1], *hj_str(pl, "version", "") ? hj_str(pl, "version", "") : "-");
+    copy_printable(cells[i][2], sizeof cells[i][2], hj_str(pl, "policy", "?"));
     snprintf(cells[i][3], sizeof cells[i][3], "%g", hj_num(pl, "priority", 0));
     snprintf(cells[i][4], sizeof cells[i][4], "%.0f", nhooks);
     snprintf(cells[i][5], sizeof cells[i][5], "%.0f", hj_num(pl, "calls", 0));
@@ -428,16 +488,20 @@ static int print_plugins_table(const hj_value *doc) {
   for (size_t i = 0; i < n; i++) {
     const hj_value *pl = &list->items[i], *re = hj_get(pl, "reload_error");
     if (!re || re->type != HJ_OBJECT) continue;
-    printf("%s: reload failed, the previous version still runs: ", hj_str(pl, "name", "?"));
+    print_text(hj_str(pl, "name", "?"));
+    printf(": reload failed, the previous version still runs: ");
     print_first_line(hj_str(re, "error", "?"), 400);
     printf("\n");
   }
   for (size_t i = 0; failed && failed->type == HJ_ARRAY && i < failed->n; i++) {
-    printf("%s: failed to load, not running: ", hj_str(&failed->items[i], "name", "?"));
+    print_text(hj_str(&failed->items[i], "name", "?"));
+    printf(": failed to load, not running: ");
     print_first_line(hj_str(&failed->items[i], "error", "?"), 400);
     printf("\n");
   }
-  printf("%zu plugin%s loaded from %s\n", n, n == 1 ? "" : "s", hj_str(doc, "dir", "?"));
+  printf("%zu plugin%s loaded from ", n, n == 1 ? "" : "s");
+  print_text(hj_str(doc, "dir", "?"));
+  printf("\n");
   return fflush(stdout) == 0 ? 0 : 1;
 }
 

@@ -1,14 +1,16 @@
 /* hubuctl_json.c — the JSON reader of hubuctl_json.h: recursive descent over
  * the text, strings decoded (escapes, \uXXXX with surrogate pairs) into
- * owned copies, nesting limited so hostile input cannot exhaust the stack. */
+ * owned copies, numbers held to RFC 8259's grammar, nesting limited
+ * (HJ_MAX_DEPTH) so hostile input cannot exhaust the stack. */
 #include "hubuctl_json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define HJ_MAX_DEPTH 64
-
+/* Every scanner below reads only bytes in [p, end): a bound is checked before
+ * each read, the cursor never moves past end, and a byte is classified by
+ * comparisons (never strchr, whose set also holds the terminating NUL). */
 typedef struct {
   const char *p, *start, *end;
   char *err;
@@ -16,11 +18,17 @@ typedef struct {
   int failed;
 } hj_parser;
 
-static int fail(hj_parser *ps, const char *why) {
-  if (!ps->failed) snprintf(ps->err, ps->err_size, "%s at byte %zu", why, (size_t)(ps->p - ps->start));
+/* Records why at byte offset at (the first failure wins); returns -1. */
+static int fail_at(hj_parser *ps, const char *at, const char *why) {
+  if (!ps->failed && ps->err && ps->err_size)
+    snprintf(ps->err, ps->err_size, "%s at byte %zu", why, (size_t)(at - ps->start));
   ps->failed = 1;
   return -1;
 }
+
+static int fail(hj_parser *ps, const char *why) { return fail_at(ps, ps->p, why); }
+
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
 static void skip_ws(hj_parser *ps) {
   while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r')) ps->p++;
@@ -33,16 +41,17 @@ static int literal(hj_parser *ps, const char *word) {
   return 0;
 }
 
-static int hex4(hj_parser *ps, unsigned *out) {
-  if (ps->end - ps->p < 4) return fail(ps, "short \\u escape");
+/* The four hex digits at p (all before lim) into *out; 0, or -1 (nothing read past lim). */
+static int hex4(const char *p, const char *lim, unsigned *out) {
+  if (lim - p < 4) return -1;
   unsigned v = 0;
   for (int i = 0; i < 4; i++) {
-    char c = *ps->p++;
+    char c = p[i];
     v <<= 4;
     if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
     else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
     else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-    else return fail(ps, "bad \\u escape");
+    else return -1;
   }
   *out = v;
   return 0;
@@ -71,29 +80,35 @@ static size_t utf8_put(char *o, unsigned cp) {
   return 4;
 }
 
-/* At the opening quote. The decoded string never outgrows its source text. */
+/* At the opening quote. First finds the closing quote (a raw control byte,
+ * NUL included, is an error; an escape takes two bytes only when both are
+ * there), then decodes the bytes before it: every read of the second pass
+ * stays below the closing quote. The decoded string never outgrows its
+ * source text. \u0000 and unpaired surrogates become U+FFFD (the result is
+ * a C string). */
 static int string(hj_parser *ps, char **out) {
-  ps->p++;
-  const char *s = ps->p;
-  while (ps->p < ps->end && *ps->p != '"') ps->p += *ps->p == '\\' ? 2 : 1;
-  if (ps->p >= ps->end) return fail(ps, "unterminated string");
-  size_t cap = (size_t)(ps->p - s) + 1;
-  char *o = malloc(cap), *w = o;
-  if (!o) return fail(ps, "out of memory");
-  ps->p = s;
-  while (*ps->p != '"') {
-    unsigned char c = (unsigned char)*ps->p++;
-    if (c < 0x20) {
-      free(o);
-      return fail(ps, "control character in a string");
+  const char *open = ps->p, *s = open + 1, *q = s;
+  while (q < ps->end && *q != '"') {
+    if ((unsigned char)*q < 0x20) return fail_at(ps, q, "control character in a string");
+    if (*q == '\\' && ps->end - q < 2) {
+      q = ps->end;
+      break;
     }
-    if (c != '\\') {
-      *w++ = (char)c;
+    q += *q == '\\' ? 2 : 1;
+  }
+  if (q >= ps->end) return fail_at(ps, open, "unterminated string");
+  char *o = malloc((size_t)(q - s) + 1), *w = o;
+  if (!o) return fail_at(ps, open, "out of memory");
+  const char *p = s;
+  while (p < q) {
+    if (*p != '\\') {
+      *w++ = *p++;
       continue;
     }
-    char e = *ps->p++;
-    unsigned cp = 0;
-    switch (e) {
+    const char *esc = p; /* the backslash; its escape letter is before q */
+    p += 2;
+    unsigned cp = 0, lo = 0;
+    switch (esc[1]) {
       case '"': *w++ = '"'; break;
       case '\\': *w++ = '\\'; break;
       case '/': *w++ = '/'; break;
@@ -103,47 +118,64 @@ static int string(hj_parser *ps, char **out) {
       case 'r': *w++ = '\r'; break;
       case 't': *w++ = '\t'; break;
       case 'u':
-        if (hex4(ps, &cp) != 0) {
+        if (hex4(p, q, &cp) != 0) {
           free(o);
-          return -1;
+          return fail_at(ps, esc, "bad \\u escape");
         }
-        if (cp >= 0xd800 && cp < 0xdc00 && ps->end - ps->p >= 6 && ps->p[0] == '\\' && ps->p[1] == 'u') {
-          const char *back = ps->p;
-          unsigned lo = 0;
-          ps->p += 2;
-          if (hex4(ps, &lo) == 0 && lo >= 0xdc00 && lo < 0xe000) {
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-          } else {
-            ps->failed = 0; /* not a pair: the high half alone becomes U+FFFD */
-            ps->p = back;
-          }
+        p += 4;
+        if (cp >= 0xd800 && cp < 0xdc00 && q - p >= 6 && p[0] == '\\' && p[1] == 'u' && hex4(p + 2, q, &lo) == 0 &&
+            lo >= 0xdc00 && lo < 0xe000) {
+          cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+          p += 6;
         }
         if (cp == 0 || (cp >= 0xd800 && cp < 0xe000)) cp = 0xfffd; /* no NUL inside a C string */
         w += utf8_put(w, cp); /* at most 3 bytes for the 6 of \uXXXX, 4 for the 12 of a pair */
         break;
       default:
         free(o);
-        return fail(ps, "bad escape");
+        return fail_at(ps, esc, "bad escape");
     }
   }
-  ps->p++;
+  ps->p = q + 1;
   *w = '\0';
   *out = o;
   return 0;
 }
 
+/* RFC 8259: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? — checked here,
+ * then converted by strtod (which alone would take more: +1, .5, 0x10, inf). */
 static int number(hj_parser *ps, double *out) {
-  const char *s = ps->p;
-  if (ps->p < ps->end && *ps->p == '-') ps->p++;
-  while (ps->p < ps->end && strchr("0123456789.eE+-", *ps->p)) ps->p++;
-  char tmp[64];
-  size_t n = (size_t)(ps->p - s);
-  if (n == 0 || n >= sizeof tmp) return fail(ps, "bad number");
+  const char *s = ps->p, *p = s, *e = ps->end;
+  if (p < e && *p == '-') p++;
+  if (p >= e || !is_digit(*p)) return fail_at(ps, s, "bad number");
+  if (*p == '0') {
+    p++;
+    if (p < e && is_digit(*p)) return fail_at(ps, s, "bad number (leading zero)");
+  } else {
+    while (p < e && is_digit(*p)) p++;
+  }
+  if (p < e && *p == '.') {
+    p++;
+    if (p >= e || !is_digit(*p)) return fail_at(ps, s, "bad number (no digit after '.')");
+    while (p < e && is_digit(*p)) p++;
+  }
+  if (p < e && (*p == 'e' || *p == 'E')) {
+    p++;
+    if (p < e && (*p == '+' || *p == '-')) p++;
+    if (p >= e || !is_digit(*p)) return fail_at(ps, s, "bad number (no digit in the exponent)");
+    while (p < e && is_digit(*p)) p++;
+  }
+  size_t n = (size_t)(p - s);
+  char small[64], *tmp = n < sizeof small ? small : malloc(n + 1);
+  if (!tmp) return fail_at(ps, s, "out of memory");
   memcpy(tmp, s, n);
   tmp[n] = '\0';
-  char *end = NULL;
-  *out = strtod(tmp, &end);
-  if (*end != '\0') return fail(ps, "bad number");
+  char *stop = NULL;
+  *out = strtod(tmp, &stop);
+  int whole = stop == tmp + n;
+  if (tmp != small) free(tmp);
+  if (!whole) return fail_at(ps, s, "bad number");
+  ps->p = p;
   return 0;
 }
 
@@ -164,8 +196,10 @@ static hj_value *push(hj_value *v, char *key) {
   return &items[v->n++];
 }
 
+/* At the opening bracket of a container nested depth deep (the outermost: 0). */
 static int container(hj_parser *ps, hj_value *v, int depth, char close) {
   v->type = close == '}' ? HJ_OBJECT : HJ_ARRAY;
+  if (depth >= HJ_MAX_DEPTH) return fail(ps, "nested too deeply");
   ps->p++;
   skip_ws(ps);
   if (ps->p < ps->end && *ps->p == close) {
@@ -204,8 +238,8 @@ static int container(hj_parser *ps, hj_value *v, int depth, char close) {
   }
 }
 
+/* A value inside depth containers. */
 static int value(hj_parser *ps, hj_value *v, int depth) {
-  if (depth > HJ_MAX_DEPTH) return fail(ps, "nested too deeply");
   skip_ws(ps);
   if (ps->p >= ps->end) return fail(ps, "unexpected end");
   switch (*ps->p) {
@@ -215,11 +249,19 @@ static int value(hj_parser *ps, hj_value *v, int depth) {
     case 't': v->type = HJ_BOOL; v->boolean = 1; return literal(ps, "true");
     case 'f': v->type = HJ_BOOL; return literal(ps, "false");
     case 'n': v->type = HJ_NULL; return literal(ps, "null");
-    default: v->type = HJ_NUMBER; return number(ps, &v->number);
+    case '-': case '+': case '.': /* the last two only to be refused as a bad number */
+    case '0': case '1': case '2': case '3': case '4': case '5': case '6': case '7': case '8': case '9':
+      v->type = HJ_NUMBER;
+      return number(ps, &v->number);
+    default: return fail(ps, "unexpected token");
   }
 }
 
 int hj_parse(const char *text, size_t len, hj_value *out, char *err, size_t err_size) {
+  if (!text) { /* no arithmetic on a null pointer: an empty text */
+    text = "";
+    len = 0;
+  }
   hj_parser ps = {text, text, text + len, err, err_size, 0};
   memset(out, 0, sizeof *out);
   if (value(&ps, out, 0) == 0) {

@@ -6,6 +6,10 @@
 
 #include <stddef.h>
 
+/* How deep arrays and objects may nest: a document with more containers
+ * inside one another is refused ("nested too deeply"). */
+#define HJ_MAX_DEPTH 64
+
 typedef enum { HJ_NULL, HJ_BOOL, HJ_NUMBER, HJ_STRING, HJ_ARRAY, HJ_OBJECT } hj_type;
 
 typedef struct hj_value {
@@ -19,7 +23,10 @@ typedef struct hj_value {
 } hj_value;
 
 /* Parses len bytes of text into *out (free with hj_free). 0, or -1 with why
- * (and the byte offset) in err. */
+ * (and the byte offset) in err; *out is then empty. Never reads a byte
+ * outside text[0..len), so text need not be NUL-terminated; a NUL byte
+ * outside a string is an error, inside a string too (raw control bytes are
+ * not JSON); \u0000 and unpaired surrogates decode to U+FFFD. */
 int hj_parse(const char *text, size_t len, hj_value *out, char *err, size_t err_size);
 void hj_free(hj_value *v);
 

@@ -144,9 +144,41 @@ static void hubuctl_plugins_prints_a_table_and_the_json(void) {
   admin_remove_dir(dir);
 }
 
+/* `hubuctl plugins` never lets a control character the server decoded (from
+ * a plugin's header or its load error) reach the terminal: each shows as
+ * '?' (a C1 control such as U+009B, a CSI on some terminals, too), while
+ * UTF-8 text stays as it is; the error's traceback stays after its first
+ * line (" ..."); --json prints the server's escapes. */
+static void hubuctl_plugins_shows_control_characters_as_question_marks(void) {
+  char dir[64];
+  REQUIRE(admin_plugins_dir(dir, sizeof dir) == 0);
+  REQUIRE(admin_write_file(dir, "vt.lua", "--% version: 2\x1b[5mblink\n" ADMIN_GOOD_PLUGIN) == 0);
+  REQUIRE(admin_write_file(dir, "esc.lua", "error(\"\\27[31mred\\7 caf\xc3\xa9\\194\\155[2J\")\n") == 0);
+  e2e_server s;
+  int port = ADMIN_START(&s, "--plugins", dir, NULL);
+  char admin[32], want[256];
+  snprintf(admin, sizeof admin, "127.0.0.1:%d", port);
+
+  CHECK_EQ(HUBUCTL("plugins", "--admin", admin), 0);
+  CHECKF(!strchr(out, '\x1b') && !strchr(out, '\x07') && !strstr(out, "\xc2\x9b"), "raw control characters in:\n%s",
+         out);
+  const char *head = "NAME  VERSION     POLICY  PRIO  HOOKS  CALLS  ERRORS  SECONDS\n";
+  CHECKF(!strncmp(out, head, strlen(head)), "table:\n%s", out);
+  CHECKF(strstr(out, "\nvt    2?[5mblink  open       0      1      0       0    0.000\n") != NULL, "table:\n%s", out);
+  snprintf(want, sizeof want, "\nesc: failed to load, not running: %s/esc.lua:1: ?[31mred? caf\xc3\xa9?[2J ...\n", dir);
+  CHECKF(strstr(out, want) != NULL, "want %s in:\n%s", want, out);
+
+  CHECK_EQ(HUBUCTL("plugins", "--json", "--admin", admin), 0);
+  CHECKF(strstr(out, "\"version\": \"2\\u001b[5mblink\"") != NULL, "json:\n%s", out);
+  CHECKF(strstr(out, "\\u001b[31mred\\u0007 caf\xc3\xa9\xc2\x9b[2J\\n") != NULL, "json:\n%s", out);
+  CHECK_SERVER_STOPS_CLEANLY(&s);
+  admin_remove_dir(dir);
+}
+
 static const e2e_case cases[] = {
     E2E_CASE(hubuctl_stats_conns_kick_against_a_live_server),
     E2E_CASE(hubuctl_plugins_prints_a_table_and_the_json),
+    E2E_CASE(hubuctl_plugins_shows_control_characters_as_question_marks),
 };
 
 int main(int argc, char **argv) { return e2e_main(argc, argv, cases, sizeof cases / sizeof cases[0]); }
