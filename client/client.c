@@ -159,10 +159,8 @@ static uint32_t hubu_client_backoff_delay(hubu_client *c) {
   return (uint32_t)(c->backoff_min_ms + (span ? hubu_client_random(c) % (span + 1) : 0));
 }
 
-static void hubu_client_maybe_free(hubu_client *c) {
-  if (!c->closing || c->refs > 0) return;
-  void (*on_closed)(void *) = c->on_closed;
-  void *ud = c->ud;
+/* Frees c and everything it owns (its handles are closed, or were never opened). */
+static void hubu_client_free(hubu_client *c) {
   hubu_client_tls_ctx_release(c->tls_ctx);
   hubu_messages_free(c->msgs);
   free(c->host);
@@ -172,6 +170,13 @@ static void hubu_client_maybe_free(hubu_client *c) {
   free(c->token);
   free(c->client_info);
   free(c);
+}
+
+static void hubu_client_maybe_free(hubu_client *c) {
+  if (!c->closing || c->refs > 0) return;
+  void (*on_closed)(void *) = c->on_closed;
+  void *ud = c->ud;
+  hubu_client_free(c);
   if (on_closed) on_closed(ud);
 }
 
@@ -760,14 +765,7 @@ hubu_client *hubu_client_new(uv_loop_t *loop, const hubu_client_options *opt, co
   hubu_client_new_error[0] = '\0';
   return c;
 fail:
-  hubu_client_tls_ctx_release(c->tls_ctx);
-  free(c->host);
-  free(c->tls_ca_file);
-  free(c->user_id);
-  free(c->device_id);
-  free(c->token);
-  free(c->client_info);
-  free(c);
+  hubu_client_free(c);
   return NULL;
 }
 

@@ -401,32 +401,31 @@ static hubu_held *held_pop(hubu_rx_session *s) {
   return h;
 }
 
+/* Delivers the first held message, or drops it when it is at or below the
+ * cursor (a duplicate). -1 when closed. */
+static int held_take_first(hubu_client *c, hubu_rx_session *s) {
+  hubu_held *h = held_pop(s);
+  if (h->seq <= s->cursor) {
+    c->msgs->stats.duplicates++;
+    free(h);
+    return 0;
+  }
+  return deliver_held(c, s, h);
+}
+
 /* Delivers held messages with seq < limit in order (they exist: the server
  * pushed them), dropping ones at or below the cursor. -1 when closed. */
 static int held_deliver_below(hubu_client *c, hubu_rx_session *s, uint64_t limit) {
-  while (s->n_held && s->held[0]->seq < limit) {
-    hubu_held *h = held_pop(s);
-    if (h->seq <= s->cursor) {
-      c->msgs->stats.duplicates++;
-      free(h);
-      continue;
-    }
-    if (deliver_held(c, s, h) < 0) return -1;
-  }
+  while (s->n_held && s->held[0]->seq < limit)
+    if (held_take_first(c, s) < 0) return -1;
   return 0;
 }
 
-/* Delivers what the cursor now reaches. -1 when closed. */
+/* Delivers what the cursor now reaches (it moves as they are delivered). -1
+ * when closed. */
 static int held_drain(hubu_client *c, hubu_rx_session *s) {
-  while (s->n_held && s->held[0]->seq <= s->cursor + 1) {
-    hubu_held *h = held_pop(s);
-    if (h->seq <= s->cursor) {
-      c->msgs->stats.duplicates++;
-      free(h);
-      continue;
-    }
-    if (deliver_held(c, s, h) < 0) return -1;
-  }
+  while (s->n_held && s->held[0]->seq <= s->cursor + 1)
+    if (held_take_first(c, s) < 0) return -1;
   return 0;
 }
 

@@ -5,24 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static size_t varint_size(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    n++;
-  }
-  return n;
-}
-
-static size_t varint_put(uint8_t *p, uint64_t v) {
-  size_t n = 0;
-  while (v >= 0x80) {
-    p[n++] = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  p[n++] = (uint8_t)v;
-  return n;
-}
+#include "wire.h"
 
 hubu_msg *hubu_msg_new(const char *session_id, uint64_t seq, uint64_t msg_id, const char *sender,
                        const char *sender_device, uint64_t client_id, const uint8_t *body, size_t body_len,
@@ -39,7 +22,7 @@ hubu_msg *hubu_msg_new(const char *session_id, uint64_t seq, uint64_t msg_id, co
   m.content_type = (char *)(content_type ? content_type : "");
   m.server_time_ms = server_time_ms;
   size_t packed = protobuf_c_message_get_packed_size(&m.base) + meta_len; /* meta appended: fields merge */
-  size_t entry = 1 + varint_size(packed) + packed;
+  size_t entry = 1 + hubu_varint_size(packed) + packed;
   size_t l_sess = strlen(session_id) + 1, l_send = strlen(sender) + 1, l_dev = strlen(sender_device) + 1,
          l_ct = strlen(m.content_type) + 1;
   hubu_msg *msg = malloc(sizeof *msg + l_sess + l_send + l_dev + l_ct + body_len + meta_len + entry);
@@ -62,7 +45,7 @@ hubu_msg *hubu_msg_new(const char *session_id, uint64_t seq, uint64_t msg_id, co
   uint8_t *e = (uint8_t *)p;
   size_t off = 0;
   e[off++] = 0x0A; /* Push.messages, field 1, length-delimited */
-  off += varint_put(e + off, packed);
+  off += hubu_varint_put(e + off, packed);
   off += protobuf_c_message_pack(&m.base, e + off);
   if (meta_len) memcpy(e + off, meta, meta_len);
   msg->push_entry = e;

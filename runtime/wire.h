@@ -5,11 +5,33 @@
 #define HUBU_WIRE_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "buf.h"
 #include "frame.h"
 #include "hubu.pb-c.h"
+
+/* A protobuf varint: its size, and writing it at p (room for 10 bytes);
+ * the size written is returned. For bodies built by hand. */
+static inline size_t hubu_varint_size(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    n++;
+  }
+  return n;
+}
+
+static inline size_t hubu_varint_put(uint8_t *p, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    p[n++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  p[n++] = (uint8_t)v;
+  return n;
+}
 
 /* Appends header + packed body of msg (NULL: empty body) to out. 0 or -1. */
 int hubu_wire_append(hubu_buf *out, uint8_t type, const ProtobufCMessage *msg);

@@ -40,6 +40,7 @@
 #include "hubu_client.h"
 #include "store.h"
 #include "token.h"
+#include "wire.h"
 
 #define MSG_TS_BYTES 16       /* body prefix: timestamp, then (fanout) message index */
 #define MSG_PULL_LIMIT 500    /* messages per PULL */
@@ -136,16 +137,6 @@ static void msg_rate_schedule(bench_msg *run);
 
 /* ---- protobuf by hand ---------------------------------------------------------- */
 
-static size_t pb_put_varint(uint8_t *p, uint64_t v) {
-  size_t n = 0;
-  while (v >= 0x80) {
-    p[n++] = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  p[n++] = (uint8_t)v;
-  return n;
-}
-
 static int pb_get_varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
   uint64_t v = 0;
   for (int shift = 0; shift < 64; shift += 7) {
@@ -197,7 +188,7 @@ static int pb_next(const uint8_t **p, const uint8_t *end, pb_field *f) {
 static size_t pb_put_bytes(uint8_t *p, uint8_t tag, const void *data, size_t len) {
   size_t n = 0;
   p[n++] = tag;
-  n += pb_put_varint(p + n, len);
+  n += hubu_varint_put(p + n, len);
   memcpy(p + n, data, len);
   return n + len;
 }
@@ -307,7 +298,7 @@ static int msg_send(bench_peer *p, uint64_t ts_ns, uint64_t index) {
   uint8_t *w = run->scratch;
   size_t n = 0;
   w[n++] = 0x08; /* client_id */
-  n += pb_put_varint(w + n, client_id);
+  n += hubu_varint_put(w + n, client_id);
   n += pb_put_bytes(w + n, 0x12, p->session, p->session_len); /* session_id */
   n += pb_put_bytes(w + n, 0x1A, run->body, run->body_len);   /* body */
   int r = hubu_client_send_frame(p->client, HUBU_FRAME_SEND, w, n);
@@ -325,7 +316,7 @@ static void msg_deliver_ack(bench_peer *p) {
   uint8_t w[8 + sizeof p->session + 16], inner[sizeof p->session + 16];
   size_t m = pb_put_bytes(inner, 0x0A, p->session, p->session_len); /* Cursor.session_id */
   inner[m++] = 0x10;                                                 /* Cursor.seq */
-  m += pb_put_varint(inner + m, p->cursor);
+  m += hubu_varint_put(inner + m, p->cursor);
   size_t n = pb_put_bytes(w, 0x0A, inner, m); /* DeliverAck.cursors */
   int r = hubu_client_send_frame(p->client, HUBU_FRAME_DELIVER_ACK, w, n);
   if (r < 0) msg_fail(p->run, "%s: deliver_ack: %s", p->user, uv_strerror(r));
@@ -337,12 +328,12 @@ static void msg_pull(bench_peer *p) {
   uint8_t w[sizeof p->session + 40];
   size_t n = 0;
   w[n++] = 0x08; /* request_id */
-  n += pb_put_varint(w + n, (uint64_t)++run->pulls);
+  n += hubu_varint_put(w + n, (uint64_t)++run->pulls);
   n += pb_put_bytes(w + n, 0x12, p->session, p->session_len); /* session_id */
   w[n++] = 0x18;                                               /* after_seq */
-  n += pb_put_varint(w + n, p->cursor);
+  n += hubu_varint_put(w + n, p->cursor);
   w[n++] = 0x20; /* limit */
-  n += pb_put_varint(w + n, MSG_PULL_LIMIT);
+  n += hubu_varint_put(w + n, MSG_PULL_LIMIT);
   int r = hubu_client_send_frame(p->client, HUBU_FRAME_PULL, w, n);
   if (r < 0) {
     msg_fail(run, "%s: pull: %s", p->user, uv_strerror(r));
@@ -857,9 +848,29 @@ static void msg_report_latency(bench_report *r, const char *key_prefix, const ch
   }
 }
 
+/* The run's wall time from its first send to its end, in s (NaN: never started). */
+static double msg_elapsed_s(const bench_msg *run) {
+  return run->t_end > run->t_start && run->t_start ? (double)(run->t_end - run->t_start) / 1e9 : NAN;
+}
+
+/* The server's CPU seconds over the run, or -1 when they were not read. */
+static double msg_server_cpu_s(const bench_msg *run) {
+  return run->server_cpu_start >= 0 && run->server_cpu_end >= 0 ? run->server_cpu_end - run->server_cpu_start : -1;
+}
+
+/* What pairs and rate both count: sends, their answers and the pushes. */
+static void msg_report_sends(bench_report *r, const bench_msg *run) {
+  bench_report_number(r, "sent", "sent", (double)run->sent, "%.0f", "");
+  bench_report_number(r, "acked", "acked OK", (double)run->acked, "%.0f", "");
+  bench_report_number(r, "send_failed", "refused", (double)run->send_failed, "%.0f", "");
+  bench_report_number(r, "delivered", "delivered", (double)run->delivered, "%.0f", "");
+  bench_report_number(r, "duplicates", "duplicate pushes", (double)run->duplicates, "%.0f", "");
+  bench_report_number(r, "hints", "pull hints", (double)run->hints, "%.0f", "");
+}
+
 static void msg_report_server(bench_report *r, const bench_msg *run, double per_what, const char *what) {
   const bench_options *o = run->o;
-  double server_cpu = run->server_cpu_start >= 0 && run->server_cpu_end >= 0 ? run->server_cpu_end - run->server_cpu_start : -1;
+  double server_cpu = msg_server_cpu_s(run);
   if (o->server_pid > 0 && server_cpu >= 0 && per_what > 0) {
     double us = server_cpu * 1e6 / per_what;
     static char key[48], label[64];
@@ -983,22 +994,16 @@ int bench_pairs_run(const bench_options *o, uv_loop_t *loop) {
     if (!(run->peers[2 * i + 1].sent_ns = calloc((size_t)o->window, sizeof(uint64_t)))) goto oom;
   if (msg_run(run) != 0) goto oom;
 
-  double elapsed = run->t_end > run->t_start && run->t_start ? (double)(run->t_end - run->t_start) / 1e9 : NAN;
+  double elapsed = msg_elapsed_s(run);
   double cpu = run->cpu_end - run->cpu_start;
-  double server_cpu =
-      run->server_cpu_start >= 0 && run->server_cpu_end >= 0 ? run->server_cpu_end - run->server_cpu_start : -1;
+  double server_cpu = msg_server_cpu_s(run);
   bench_report r = {.count = 0};
   msg_report_head(&r, run);
   bench_report_number(&r, "pairs", "pairs", (double)o->pairs, "%.0f", "");
   bench_report_number(&r, "window", "window per sender", (double)o->window, "%.0f", "");
   bench_report_number(&r, "messages", "messages wanted", (double)o->messages, "%.0f", "");
   bench_report_number(&r, "body_bytes", "body", (double)o->body_bytes, "%.0f", "B");
-  bench_report_number(&r, "sent", "sent", (double)run->sent, "%.0f", "");
-  bench_report_number(&r, "acked", "acked OK", (double)run->acked, "%.0f", "");
-  bench_report_number(&r, "send_failed", "refused", (double)run->send_failed, "%.0f", "");
-  bench_report_number(&r, "delivered", "delivered", (double)run->delivered, "%.0f", "");
-  bench_report_number(&r, "duplicates", "duplicate pushes", (double)run->duplicates, "%.0f", "");
-  bench_report_number(&r, "hints", "pull hints", (double)run->hints, "%.0f", "");
+  msg_report_sends(&r, run);
   bench_report_number(&r, "gaps", "pushes past a gap", (double)run->gaps, "%.0f", "");
   bench_report_number(&r, "pulls", "pulls", (double)run->pulls, "%.0f", "");
   bench_report_number(&r, "elapsed_s", "elapsed", elapsed, "%.3f", "s");
@@ -1044,13 +1049,12 @@ int bench_rate_run(const bench_options *o, uv_loop_t *loop) {
   msg_setup_pairs(run, o->pairs);
   if (msg_run(run) != 0) goto oom;
 
-  double elapsed = run->t_end > run->t_start && run->t_start ? (double)(run->t_end - run->t_start) / 1e9 : NAN;
+  double elapsed = msg_elapsed_s(run);
   double send_s = run->t_last_send > run->t_start ? (double)(run->t_last_send - run->t_start) / 1e9 : NAN;
   double deliver_s =
       run->t_last_delivery > run->t_start ? (double)(run->t_last_delivery - run->t_start) / 1e9 : NAN;
   double cpu = run->cpu_end - run->cpu_start;
-  double server_cpu =
-      run->server_cpu_start >= 0 && run->server_cpu_end >= 0 ? run->server_cpu_end - run->server_cpu_start : -1;
+  double server_cpu = msg_server_cpu_s(run);
   bench_report r = {.count = 0};
   msg_report_head(&r, run);
   bench_report_number(&r, "pairs", "pairs", (double)o->pairs, "%.0f", "");
@@ -1058,12 +1062,7 @@ int bench_rate_run(const bench_options *o, uv_loop_t *loop) {
   bench_report_number(&r, "seconds", "schedule", (double)o->seconds, "%.0f", "s");
   bench_report_number(&r, "messages", "messages scheduled", (double)run->total, "%.0f", "");
   bench_report_number(&r, "body_bytes", "body", (double)o->body_bytes, "%.0f", "B");
-  bench_report_number(&r, "sent", "sent", (double)run->sent, "%.0f", "");
-  bench_report_number(&r, "acked", "acked OK", (double)run->acked, "%.0f", "");
-  bench_report_number(&r, "send_failed", "refused", (double)run->send_failed, "%.0f", "");
-  bench_report_number(&r, "delivered", "delivered", (double)run->delivered, "%.0f", "");
-  bench_report_number(&r, "duplicates", "duplicate pushes", (double)run->duplicates, "%.0f", "");
-  bench_report_number(&r, "hints", "pull hints", (double)run->hints, "%.0f", "");
+  msg_report_sends(&r, run);
   /* achieved: over the schedule's length, so a rate kept up with reads as the offered one */
   bench_report_number(&r, "sent_per_s", "achieved send rate",
                       run->sent > 1 ? (double)(run->sent - 1) / send_s : NAN, "%.0f", "/s");
@@ -1135,10 +1134,9 @@ int bench_fanout_run(const bench_options *o, uv_loop_t *loop) {
 
   long done = run->fan_index < 0 ? 0 : run->fan_index; /* messages every member got */
   if (done > o->messages) done = o->messages;
-  double elapsed = run->t_end > run->t_start && run->t_start ? (double)(run->t_end - run->t_start) / 1e9 : NAN;
+  double elapsed = msg_elapsed_s(run);
   double cpu = run->cpu_end - run->cpu_start;
-  double server_cpu =
-      run->server_cpu_start >= 0 && run->server_cpu_end >= 0 ? run->server_cpu_end - run->server_cpu_start : -1;
+  double server_cpu = msg_server_cpu_s(run);
   bench_report r = {.count = 0};
   msg_report_head(&r, run);
   bench_report_text(&r, "group", "group", "%s", run->group);

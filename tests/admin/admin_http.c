@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <http_parser.h>
 #include <poll.h>
 #include <signal.h>
@@ -314,16 +313,8 @@ int admin_hubuctl(char *out, size_t out_size, char *err, size_t err_size, ...) {
 
 static char plugin_dir_made[64]; /* the one dir a case makes; removed at exit if still there */
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  remove(path);
-  return 0;
-}
-
 void admin_remove_dir(const char *dir) {
-  if (dir[0]) nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+  e2e_remove_tree(dir);
   if (!strcmp(dir, plugin_dir_made)) plugin_dir_made[0] = '\0';
 }
 

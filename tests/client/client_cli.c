@@ -2,7 +2,6 @@
  * processes against a real hubud, judged by their output and exit status. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -152,15 +151,7 @@ static void temp_dir_make(char *dir, size_t size) {
   REQUIRE(mkdtemp(dir) != NULL);
 }
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  remove(path);
-  return 0;
-}
-
-static void temp_dir_remove(const char *dir) { nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS); }
+static void temp_dir_remove(const char *dir) { e2e_remove_tree(dir); }
 
 #define CLI_WAIT_MS 20000
 

@@ -4,7 +4,6 @@
  * once, delivered once and in order, across pipelining, a server restart, a
  * client restart (the outbox), an offline receiver, PULL_HINTs, and refusals. */
 #include <errno.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -476,15 +475,7 @@ static void temp_dir_make(char *dir, size_t size) {
   REQUIRE(mkdtemp(dir) != NULL);
 }
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  remove(path);
-  return 0;
-}
-
-static void temp_dir_remove(const char *dir) { nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS); }
+static void temp_dir_remove(const char *dir) { e2e_remove_tree(dir); }
 
 #define N_OUTBOX 5
 

@@ -4,7 +4,6 @@
  * and plugin sections reaching plugins (a CALL answered with the option). */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -24,13 +23,8 @@
 static char dirs[MAX_DIRS][64];
 static int n_dirs;
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  return remove(path);
-}
-
 static void remove_dirs(void) {
-  for (int i = 0; i < n_dirs; i++) nftw(dirs[i], rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  for (int i = 0; i < n_dirs; i++) e2e_remove_tree(dirs[i]);
   n_dirs = 0;
 }
 

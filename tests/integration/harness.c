@@ -98,7 +98,7 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
   return 0;
 }
 
-static void remove_tree(const char *dir) {
+void e2e_remove_tree(const char *dir) {
   if (dir[0]) nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -120,7 +120,7 @@ static void cleanup_slot(int i) {
     waitpid(reg[i].pid, NULL, 0);
     reg[i].pid = 0;
   }
-  remove_tree(reg[i].dir);
+  e2e_remove_tree(reg[i].dir);
   reg[i].dir[0] = '\0';
 }
 
@@ -249,7 +249,7 @@ static int server_startv(e2e_server *s, int tls, va_list ap) {
   }
   s->slot = register_server(s->dir);
   if (s->slot < 0) {
-    remove_tree(s->dir);
+    e2e_remove_tree(s->dir);
     return -1;
   }
 

@@ -112,6 +112,9 @@ int e2e_free_port(void);
 /* Raises RLIMIT_NOFILE to its hard limit; returns the new soft limit. */
 long e2e_raise_nofile(void);
 /* Monotonic milliseconds. */
+/* Removes dir and everything below it (nothing when dir is ""). */
+void e2e_remove_tree(const char *dir);
+
 uint64_t e2e_now_ms(void);
 void e2e_sleep_ms(int ms);
 

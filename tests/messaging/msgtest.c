@@ -4,7 +4,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -38,17 +37,9 @@ static char dirs[MAX_DIRS][64];
 static void (*prev_alarm)(int) = NULL;
 static int hooks_installed = 0;
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  remove(path);
-  return 0;
-}
-
 static void remove_dirs(void) {
   for (int i = 0; i < MAX_DIRS; i++) {
-    if (dirs[i][0]) nftw(dirs[i], remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    e2e_remove_tree(dirs[i]);
     dirs[i][0] = '\0';
   }
 }
@@ -73,7 +64,7 @@ void mt_dir_make(mt_dir *d) {
   for (int i = 0; i < MAX_DIRS && slot < 0; i++)
     if (!dirs[i][0]) slot = i;
   if (slot < 0) {
-    nftw(d->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    e2e_remove_tree(d->dir);
     REQUIRE(slot >= 0);
   }
   snprintf(dirs[slot], sizeof dirs[slot], "%s", d->dir);
