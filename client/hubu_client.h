@@ -120,6 +120,11 @@ typedef struct {
   void (*on_failed)(hubu_client *c, uint64_t client_id, int code, const char *reason, void *ud);
 } hubu_client_callbacks;
 
+/* Inside on_failed: the refusal's SendAck.retry_after_ms (how long the
+ * server asks the sender to wait, e.g. after RATE_LIMITED), 0 when it gave
+ * none. 0 outside on_failed. */
+uint32_t hubu_client_retry_after_ms(const hubu_client *c);
+
 /* Copies options (strings included); callbacks may be NULL. NULL on bad
  * options or out of memory, or when the outbox cannot be opened (another
  * process holds its lock, or it cannot be read or written):

@@ -269,10 +269,10 @@ static void on_stored(hubu_client *c, uint64_t client_id, const char *session_id
 }
 
 static void on_failed(hubu_client *c, uint64_t client_id, int code, const char *reason, void *ud) {
-  (void)c;
   hubu_sync_ack a;
   memset(&a, 0, sizeof a);
   a.code = code;
+  a.retry_after_ms = hubu_client_retry_after_ms(c);
   a.client_id = client_id;
   copy_text(a.reason, sizeof a.reason, reason);
   push_ack(ud, &a);

@@ -66,6 +66,7 @@ typedef struct {
   int duplicate;      /* OK: the server had it already */
   char session_id[129];
   char reason[256]; /* the refusal's reason ("" when OK) */
+  uint32_t retry_after_ms; /* RATE_LIMITED: how long the server asks to wait (0: not given) */
 } hubu_sync_ack;
 
 /* One received message. body and meta point into the handle: valid until the

@@ -77,10 +77,13 @@ struct hubu_messages {
   uv_timer_t resend_timer;      /* the earliest due_ms of the pending sends */
   uv_timer_t gap_timer;         /* the earliest wake_ms of the sessions, and resync_ms */
   uint64_t resend_due, gap_due; /* when each timer fires, 0: stopped */
+  uint32_t retry_after_ms;      /* the SendAck being reported through on_failed, else 0 */
   hubu_client_stats stats;
 };
 
 static uint64_t now_ms(hubu_client *c) { return uv_now(c->loop); }
+
+uint32_t hubu_client_retry_after_ms(const hubu_client *c) { return c->msgs ? c->msgs->retry_after_ms : 0; }
 
 /* ---- timers ---- */
 
@@ -244,7 +247,9 @@ static void finish_send(hubu_client *c, hubu_outgoing *o, const Hubu__V1__SendAc
     if (c->cb.on_stored) c->cb.on_stored(c, o->app_id, session, a->seq, a->msg_id, a->duplicate, c->ud);
   } else {
     m->stats.failed++;
+    m->retry_after_ms = a ? a->retry_after_ms : 0;
     if (c->cb.on_failed) c->cb.on_failed(c, o->app_id, code, reason ? reason : "", c->ud);
+    m->retry_after_ms = 0;
   }
   free(o);
 }
@@ -293,6 +298,7 @@ static void on_send_ack(hubu_client *c, const uint8_t *body, size_t len) {
     case HUBU__V1__CODE__TIMEOUT:
     case HUBU__V1__CODE__SHUTTING_DOWN: { /* nothing was assigned: the same SEND again, a little later */
       uint32_t delay = m->send_timeout_ms < HUBU_RETRY_MAX_MS ? m->send_timeout_ms : HUBU_RETRY_MAX_MS;
+      if (a->retry_after_ms > delay) delay = a->retry_after_ms; /* the server knows better */
       o->due_ms = now_ms(c) + delay;
       resend_arm(c, o->due_ms);
       break;

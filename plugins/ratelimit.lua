@@ -54,7 +54,8 @@ plugin:hook("message.send", function(ev)
     local uwait = ut < 1 and math.ceil((1 - ut) * 1000 / user_rate) or 0
     local swait = st < 1 and math.ceil((1 - st) * 1000 / session_rate) or 0
     local which = uwait >= swait and "user" or "session"
-    ev:reject("RATE_LIMITED", ("%s rate limit; retry after %d ms"):format(which, math.max(uwait, swait)))
+    local wait = math.max(uwait, swait)
+    ev:reject("RATE_LIMITED", ("%s rate limit; retry after %d ms"):format(which, wait), wait)
     return
   end
   take(users, user, ub, ut, now)

@@ -23,11 +23,14 @@
 #define MAX_CONTENT_TYPE 128
 #define MAX_META_ENTRIES 32
 #define MAX_META_BYTES 4096
+/* SEND_ACK UNAVAILABLE (the store failed): the retry_after_ms it suggests. */
+#define HUBU_STORE_RETRY_AFTER_MS 1000
 
 /* ---- answers ---- */
 
 static void send_ack(hubu_server *s, const char *user, uint64_t conn_id, uint64_t client_id, Hubu__V1__Code code,
-                     const char *session_id, uint64_t seq, uint64_t msg_id, const char *reason, int duplicate) {
+                     const char *session_id, uint64_t seq, uint64_t msg_id, const char *reason, int duplicate,
+                     uint32_t retry_after_ms) {
   hubu_conn *c = hubu_server_conn_find(s, user, conn_id);
   if (!c) return;
   if (c->sends_unanswered) c->sends_unanswered--; /* every SEND is answered once, on its connection */
@@ -41,6 +44,7 @@ static void send_ack(hubu_server *s, const char *user, uint64_t conn_id, uint64_
   a.server_time_ms = hubu_now_ms();
   a.reason = (char *)(reason ? reason : "");
   a.duplicate = duplicate;
+  a.retry_after_ms = retry_after_ms;
   hubu_conn_send(c, HUBU_FRAME_SEND_ACK, &a.base);
 }
 
@@ -180,13 +184,15 @@ typedef struct {
 } parked_send;
 
 static void pending_answer(hubu_server *s, hubu_pending_send *p, Hubu__V1__Code code, const char *session_id,
-                           uint64_t seq, uint64_t msg_id, const char *reason, int first_duplicate) {
+                           uint64_t seq, uint64_t msg_id, const char *reason, int first_duplicate,
+                           uint32_t retry_after_ms) {
   if (p->internal && code != HUBU__V1__CODE__OK) /* no client to tell: the plugin's send is refused here */
     hubu_log(HUBU_LOG_WARN, 0, p->device->user, "plugin_send_refused", "session=%s code=%s reason=\"%s\"",
              session_id, hubu_code_name(code), reason ? reason : "");
-  send_ack(s, p->device->user, p->sender_conn, p->client_id, code, session_id, seq, msg_id, reason, first_duplicate);
+  send_ack(s, p->device->user, p->sender_conn, p->client_id, code, session_id, seq, msg_id, reason, first_duplicate, retry_after_ms);
   for (uint32_t i = 0; i < p->n_retry_conns; i++)
-    send_ack(s, p->device->user, p->retry_conns[i], p->client_id, code, session_id, seq, msg_id, reason, code == HUBU__V1__CODE__OK);
+    send_ack(s, p->device->user, p->retry_conns[i], p->client_id, code, session_id, seq, msg_id, reason, code == HUBU__V1__CODE__OK,
+             retry_after_ms);
 }
 
 /* Drops p from its device (and its session's busy count) and frees it. */
@@ -215,14 +221,14 @@ static void on_appended(hubu_store_op *op) {
     if (!p->internal && p->client_id > p->device->durable) p->device->durable = p->client_id;
     hubu_session_tail_push(p->session, m);
     if (!p->internal) hubu_device_remember(p->device, m);
-    pending_answer(s, p, HUBU__V1__CODE__OK, m->session_id, m->seq, m->msg_id, NULL, 0);
+    pending_answer(s, p, HUBU__V1__CODE__OK, m->session_id, m->seq, m->msg_id, NULL, 0, 0);
     hubu_delivery_route(s, p->session, m, p->sender_conn);
     s->stats.messages_stored++;
     hubu_plugins_on_stored(s->plugins, m, 0);
   } else if (op->status == HUBU_STORE_DUPLICATE) {
-    pending_answer(s, p, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1);
+    pending_answer(s, p, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1, 0);
   } else {
-    pending_answer(s, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "the store failed; resend with a new client_id", 0);
+    pending_answer(s, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "the store failed; resend with a new client_id", 0, 0);
   }
   hubu_store_op_free(op);
   pending_finish(s, p, 0);
@@ -236,14 +242,14 @@ static void resume_send(hubu_server *s, hubu_session *sess, hubu_parked *parked)
   hubu_send_verdict v = {.code = HUBU__V1__CODE__OK};
   free(ps);
   if (!sess->loaded) {
-    pending_answer(s, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store unavailable", 0);
+    pending_answer(s, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store unavailable", 0, HUBU_STORE_RETRY_AFTER_MS);
     pending_finish(s, p, 1);
   } else if (!sess->exists || (sess->kind != HUBU_SESSION_DIRECT && !hubu_session_is_member(sess, d->user))) {
-    pending_answer(s, p, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0);
+    pending_answer(s, p, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0, 0);
     pending_finish(s, p, 1);
   } else if (!p->internal && hubu_plugins_on_send(s->plugins, d->user, d->device, sess->id, p->client_id, m, &v) &&
              v.code != HUBU__V1__CODE__OK) {
-    pending_answer(s, p, v.code, m->session_id, 0, 0, v.reason, 0);
+    pending_answer(s, p, v.code, m->session_id, 0, 0, v.reason, 0, v.retry_after_ms);
     pending_finish(s, p, 1);
   } else {
     uint8_t *meta = NULL;
@@ -270,7 +276,7 @@ static void resume_send(hubu_server *s, hubu_session *sess, hubu_parked *parked)
     } else {
       hubu_store_op_free(op);
       hubu_log(HUBU_LOG_ERROR, p->sender_conn, d->user, "out_of_memory", "where=send");
-      pending_answer(s, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0);
+      pending_answer(s, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
       pending_finish(s, p, 1);
     }
     free(meta);
@@ -283,12 +289,12 @@ static void on_found_send(hubu_store_op *op) {
   hubu_server *s = op->ud2;
   uint64_t conn_id = op->conn_id;
   if (op->status == HUBU_STORE_OK)
-    send_ack(s, op->user, conn_id, op->client_id, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1);
+    send_ack(s, op->user, conn_id, op->client_id, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1, 0);
   else if (op->status == HUBU_STORE_NOT_FOUND)
     send_ack(s, op->user, conn_id, op->client_id, HUBU__V1__CODE__STALE, "", 0, 0,
-             "client_id is at or below this device's high-water mark and was never stored; resend with a new client_id", 0);
+             "client_id is at or below this device's high-water mark and was never stored; resend with a new client_id", 0, 0);
   else
-    send_ack(s, op->user, conn_id, op->client_id, HUBU__V1__CODE__UNAVAILABLE, "", 0, 0, "store unavailable", 0);
+    send_ack(s, op->user, conn_id, op->client_id, HUBU__V1__CODE__UNAVAILABLE, "", 0, 0, "store unavailable", 0, HUBU_STORE_RETRY_AFTER_MS);
   hubu_store_op_free(op);
 }
 
@@ -372,11 +378,11 @@ void hubu_messaging_send(hubu_conn *c, const hubu_frame *f) {
   int kind = -1;
   const char *invalid = send_invalid(m, &kind);
   if (invalid) {
-    send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__INVALID, m->session_id, 0, 0, invalid, 0);
+    send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__INVALID, m->session_id, 0, 0, invalid, 0, 0);
     goto done;
   }
   if (kind == HUBU_SESSION_DIRECT && !hubu_session_direct_has(m->session_id, c->user)) {
-    send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0);
+    send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0, 0);
     goto done;
   }
   if (m->client_id <= d->assigned) { /* a retry, or a stale client_id */
@@ -392,12 +398,12 @@ void hubu_messaging_send(hubu_conn *c, const hubu_frame *f) {
     }
     hubu_msg *recent = hubu_device_recent(d, m->client_id);
     if (recent) {
-      send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__OK, recent->session_id, recent->seq, recent->msg_id, NULL, 1);
+      send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__OK, recent->session_id, recent->seq, recent->msg_id, NULL, 1, 0);
       goto done;
     }
     hubu_store_op *op = hubu_store_op_new(HUBU_STORE_FIND_SEND);
     if (!op) {
-      send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0);
+      send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
       goto done;
     }
     snprintf(op->user, sizeof op->user, "%s", d->user);
@@ -410,7 +416,7 @@ void hubu_messaging_send(hubu_conn *c, const hubu_frame *f) {
     goto done;
   }
   if (queue_new(s, d, c->id, m, 0) != 0)
-    send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0);
+    send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
   else
     return; /* m is the parked request's now */
 done:

@@ -239,6 +239,7 @@ describe("ratelimit", function()
         retry = tonumber(a.reason:match("^user rate limit; retry after (%d+) ms$"))
         assert(retry, "reason: " .. a.reason)
         assert.is_true(retry >= 1 and retry <= 200, "retry after " .. retry)
+        assert.equals(retry, a.retry_after_ms) -- the same wait in SendAck.retry_after_ms
       end
     end
     assert(retry, "nothing was rate limited")

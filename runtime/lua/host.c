@@ -82,6 +82,7 @@ struct hubu_plugins {
   uint32_t budget_ms;     /* --plugin-budget-ms: a plugin's budget unless its header gives one */
   uint32_t window_ms;     /* the open window's budget */
   uint64_t budget_deadline_ns; /* 0: no call under way; read by the watchdog thread (atomic) */
+  uint64_t budget_slack_ns;    /* the budget clock's resolution, added to every deadline */
   uv_thread_t watchdog;        /* arms the count hook in a late call; ends hubud when that cannot stop it */
   pthread_t loop_thread;       /* the thread that runs the LuaJIT state: the watchdog signals it */
   volatile sig_atomic_t hook_armed; /* set by the signal handler on the loop thread */
@@ -100,11 +101,20 @@ static uint64_t now_ns(void) {
 }
 
 /* The budget's clock: a few ms coarse and about ten times cheaper to read,
- * plenty for a budget of tens of ms armed once per dispatch. */
+ * plenty for a budget of tens of ms armed once per dispatch. It lags the
+ * true time by up to its resolution, so a deadline read from it is pushed
+ * out by that much (budget_slack_ns): a call is never ended before its whole
+ * budget has passed, only up to one tick after. */
 static uint64_t budget_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t budget_slack_ns(void) {
+  struct timespec res;
+  if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) != 0) return 10000000u; /* 10 ms: above any kernel's tick */
+  return (uint64_t)res.tv_sec * 1000000000u + (uint64_t)res.tv_nsec;
 }
 
 static hubu_plugins *host_of(lua_State *L) {
@@ -168,7 +178,8 @@ static void budget_disarm(hubu_plugins *p) {
 /* Starts the open window's clock again with ms (0: the server's budget). */
 static void budget_set(hubu_plugins *p, uint32_t ms) {
   p->window_ms = ms ? ms : p->budget_ms;
-  __atomic_store_n(&p->budget_deadline_ns, budget_now_ns() + (uint64_t)p->window_ms * 1000000u, __ATOMIC_RELAXED);
+  __atomic_store_n(&p->budget_deadline_ns, budget_now_ns() + p->budget_slack_ns + (uint64_t)p->window_ms * 1000000u,
+                   __ATOMIC_RELAXED);
 }
 
 static void budget_open(hubu_plugins *p, uint32_t ms) {
@@ -966,6 +977,7 @@ hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget
   }
   p->server = s;
   p->budget_ms = budget_ms ? budget_ms : 100;
+  p->budget_slack_ns = budget_slack_ns();
   lua_State *L = p->L;
   luaL_openlibs(L);
   budget_host = p;
@@ -1157,6 +1169,7 @@ int hubu_plugins_on_send(hubu_plugins *p, const char *user, const char *device, 
     const char *reason = lua_tostring(L, top + 3);
     v->code = code_by_name(lua_tostring(L, top + 2), HUBU__V1__CODE__REJECTED);
     snprintf(v->reason, sizeof v->reason, "%s", reason ? reason : "");
+    v->retry_after_ms = (uint32_t)lua_tonumber(L, top + 4); /* host.lua checked its range */
   } else if (!strcmp(what, "rewrite")) {
     size_t blen = 0;
     const char *body = lua_tolstring(L, top + 2, &blen), *ctype = lua_tostring(L, top + 3);

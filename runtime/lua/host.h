@@ -23,6 +23,7 @@ typedef struct hubu_session hubu_session;
 typedef struct {
   Hubu__V1__Code code;
   char reason[256];
+  uint32_t retry_after_ms; /* RATE_LIMITED / UNAVAILABLE: ev:reject's third argument */
   int rewritten;
   uint8_t *body; /* owned */
   size_t body_len;

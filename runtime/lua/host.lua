@@ -381,7 +381,7 @@ end
 -- the SEND has none; ev.meta is then made on first use). Returns nothing when
 -- every handler let the message through unchanged; else one of
 --   "error", plugin                        a fail-closed plugin raised
---   "verdict", code, reason                ev:reject(code, reason)
+--   "verdict", code, reason, retry_after   ev:reject(code, reason[, retry_after_ms])
 --   "rewrite", body, content_type, meta    ev:rewrite{...}
 function host.send(user, device, session_id, client_id, body, content_type, meta)
   local ev = setmetatable({ user = user, device = device, session_id = session_id, client_id = client_id,
@@ -389,7 +389,7 @@ function host.send(user, device, session_id, client_id, body, content_type, meta
   local failed, name = host.dispatch("message.send", ev)
   if failed then return "error", name end
   local verdict = rawget(ev, "_verdict")
-  if verdict then return "verdict", verdict, rawget(ev, "_reason") end
+  if verdict then return "verdict", verdict, rawget(ev, "_reason"), rawget(ev, "_retry_after") end
   if rawget(ev, "_rewritten") then return "rewrite", rawget(ev, "body"), rawget(ev, "content_type"), rawget(ev, "meta") end
 end
 
@@ -594,7 +594,15 @@ SendEvent.__index = function(ev, k)
   end
   return SendEvent[k]
 end
-function SendEvent:reject(code, reason)
+-- retry_after_ms: for RATE_LIMITED (or UNAVAILABLE), how long the sender
+-- should wait; it reaches the client as SendAck.retry_after_ms.
+function SendEvent:reject(code, reason, retry_after_ms)
+  if retry_after_ms ~= nil then
+    if type(retry_after_ms) ~= "number" or retry_after_ms < 0 or retry_after_ms ~= retry_after_ms then
+      error(("ev:reject: retry_after_ms must be a number of milliseconds >= 0, got %s"):format(tostring(retry_after_ms)), 2)
+    end
+    rawset(self, "_retry_after", math.min(math.ceil(retry_after_ms), 4294967295))
+  end
   rawset(self, "_verdict", code or "REJECTED"); rawset(self, "_reason", reason or ""); rawset(self, "_stop", true)
 end
 function SendEvent:rewrite(t)

@@ -131,6 +131,7 @@ local function ack_table(a)
     duplicate = a.duplicate ~= 0,
     session = ffi.string(a.session_id),
     reason = ffi.string(a.reason),
+    retry_after_ms = tonumber(a.retry_after_ms),
   }
 end
 
