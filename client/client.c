@@ -14,6 +14,7 @@
 
 #include "buf.h"
 #include "client_internal.h"
+#include "clock.h"
 #include "frame.h"
 #include "hubu_client.h"
 #include "tls.h"

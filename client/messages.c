@@ -13,6 +13,7 @@
 #include <uthash.h>
 
 #include "client_internal.h"
+#include "clock.h"
 #include "frame.h"
 #include "hubu.pb-c.h"
 #include "wire.h"

@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "hubu.pb-c.h"
+#include "clock.h"
 #include "hubu_client.h"
 #include "secret.h"
 #include "token.h"

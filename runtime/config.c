@@ -12,7 +12,7 @@
 
 #include "config_file.h"
 #include "frame.h"
-#include "lua/host.h"
+#include "host.h"
 #include "log.h"
 #include "secret.h"
 

@@ -1,4 +1,7 @@
-/* main.c — hubud: flags and hubu.lua, the token secret, one loop, and an orderly exit.
+/* main.c — hubud: flags and hubu.lua, the token secret, one loop, and an
+ * orderly exit. It is the one place that knows every layer: it hands each its
+ * settings, opens the store, starts core, net, the plugin host and the admin
+ * listener, and wires core's hook dispatch to the host.
  * The process exits 0 only after every connection was drained and every
  * handle closed (uv_loop_close succeeds). */
 #include <errno.h>
@@ -10,8 +13,9 @@
 
 #include "admin.h"
 #include "config.h"
+#include "config_file.h"
 #include "log.h"
-#include "lua/host.h"
+#include "host.h"
 #include "server.h"
 #include "store.h"
 
@@ -24,6 +28,69 @@ static int reload_plugins(void *ud, const char *plugin, char *msg, size_t msg_si
     return 503;
   }
   return hubu_plugins_reload(s->plugins, plugin, msg, msg_size) ? 422 : 200;
+}
+
+/* The drain is over: the admin listener goes (it answered 503 "draining" until now). */
+static void on_drained(hubu_server *s, void *ud) {
+  (void)ud;
+  hubu_admin_close(s);
+}
+
+static int write_port_file(const char *path, int tcp_port, int tls_port, int admin_port) {
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  if (!f) return -1;
+  fprintf(f, "tcp %d\n", tcp_port);
+  if (tls_port >= 0) fprintf(f, "tls %d\n", tls_port);
+  if (admin_port >= 0) fprintf(f, "admin %d\n", admin_port);
+  if (fclose(f) != 0) return -1;
+  return rename(tmp, path);
+}
+
+/* Each layer's settings, from the one config. */
+static void split_config(const hubu_config *cfg, hubu_core_config *core, hubu_net_config *net,
+                         hubu_plugin_config *plugin, hubu_admin_config *admin, hubu_store_config *store) {
+  *core = (hubu_core_config){
+      .node_id = cfg->node_id,
+      .max_frame = cfg->max_frame,
+      .heartbeat_ms = cfg->heartbeat_ms,
+      .max_inflight = cfg->max_inflight,
+      .max_inflight_bytes = cfg->max_inflight_bytes,
+      .ack_timeout_ms = cfg->ack_timeout_ms,
+      .pull_limit_max = cfg->pull_limit_max,
+  };
+  *net = (hubu_net_config){
+      .listen_port = cfg->listen_port,
+      .tls_enabled = cfg->tls_enabled,
+      .tls_port = cfg->tls_port,
+      .cert_file = cfg->cert_file,
+      .key_file = cfg->key_file,
+      .secret = cfg->secret,
+      .secret_len = cfg->secret_len,
+      .max_frame = cfg->max_frame,
+      .heartbeat_ms = cfg->heartbeat_ms,
+      .hello_timeout_ms = cfg->hello_timeout_ms,
+      .max_conns = cfg->max_conns,
+      .max_conns_per_ip = cfg->max_conns_per_ip,
+      .write_queue_max = cfg->write_queue_max,
+      .drain_ms = cfg->drain_ms,
+      .max_pending_sends = cfg->max_pending_sends,
+  };
+  snprintf(net->listen_host, sizeof net->listen_host, "%s", cfg->listen_host);
+  snprintf(net->tls_host, sizeof net->tls_host, "%s", cfg->tls_host);
+  *plugin = (hubu_plugin_config){
+      .dir = cfg->plugins_dir,
+      .budget_ms = cfg->plugin_budget_ms,
+      .config_file = cfg->config_file,
+      .data_dir = cfg->data_dir,
+      .secret = cfg->secret,
+      .secret_len = cfg->secret_len,
+      .push_section = hubu_config_file_push_plugin_section,
+  };
+  *admin = (hubu_admin_config){.admin_enabled = cfg->admin_enabled, .admin_port = cfg->admin_port};
+  snprintf(admin->admin_host, sizeof admin->admin_host, "%s", cfg->admin_host);
+  *store = (hubu_store_config){.backend = "sqlite", .path = cfg->data_dir, .fsync = (hubu_fsync_mode)cfg->fsync};
 }
 
 static hubu_server server; /* large (holds the read buffer); lives for the process */
@@ -47,7 +114,12 @@ int main(int argc, char **argv) {
 
   uv_loop_t loop;
   uv_loop_init(&loop);
-  hubu_store_config store_cfg = {.backend = "sqlite", .path = cfg.data_dir, .fsync = (hubu_fsync_mode)cfg.fsync};
+  hubu_core_config core_cfg;
+  hubu_net_config net_cfg;
+  hubu_plugin_config plugin_cfg;
+  hubu_admin_config admin_cfg;
+  hubu_store_config store_cfg;
+  split_config(&cfg, &core_cfg, &net_cfg, &plugin_cfg, &admin_cfg, &store_cfg);
   if (mkdir(cfg.data_dir, 0700) != 0 && errno != EEXIST) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "startup_failed", "error=\"cannot create %s: %s\"", cfg.data_dir, strerror(errno));
     hubu_config_free(&cfg);
@@ -60,17 +132,32 @@ int main(int argc, char **argv) {
     hubu_config_free(&cfg);
     return 1;
   }
-  if (hubu_server_start(&server, &loop, &cfg, store) != 0) {
+  hubu_core_init(&server.core, &loop, &core_cfg, store);
+  int started = hubu_server_start(&server, &loop, &net_cfg) == 0;
+  if (started && hubu_admin_start(&server, &admin_cfg) != 0) {
+    hubu_server_abort(&server);
+    started = 0;
+  }
+  if (started && cfg.port_file &&
+      write_port_file(cfg.port_file, server.tcp_port, server.tls_port, hubu_admin_port(&server)) != 0) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "port_file_failed", "path=%s error=\"%s\"", cfg.port_file, strerror(errno));
+    hubu_admin_close(&server);
+    hubu_server_abort(&server);
+    started = 0;
+  }
+  if (!started) {
     hubu_store_close(store);
     uv_run(&loop, UV_RUN_DEFAULT); /* let the listeners' and the store's close callbacks run */
     uv_loop_close(&loop);
     hubu_server_free(&server);
-  hubu_store_op_cache_drop();
+    hubu_store_op_cache_drop();
     hubu_config_free(&cfg);
     return 1;
   }
-  server.plugins = hubu_plugins_open(&server, cfg.plugins_dir, cfg.plugin_budget_ms, err, sizeof err);
+  server.on_drained = on_drained;
+  server.plugins = hubu_plugins_open(&server.core, &plugin_cfg, err, sizeof err);
   if (!server.plugins) hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugins_failed", "error=\"%s\"", err); /* serve without */
+  else server.core.hooks = (hubu_hooks){.dispatch = hubu_plugins_dispatch, .host = server.plugins};
   hubu_plugins_start_replay(server.plugins);
   hubu_admin_set_reload(&server, reload_plugins, &server);
   if (cfg.secret_generated) {

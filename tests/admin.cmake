@@ -1,4 +1,4 @@
-# admin.cmake — the admin listener (runtime/admin.c) and hubuctl's admin
+# admin.cmake — the admin listener (runtime/admin/admin.c) and hubuctl's admin
 # commands (tools/hubuctl_admin.c), end to end: real hubud processes started
 # by tests/integration/harness.c with --admin-listen 127.0.0.1:0, spoken to
 # over HTTP (answers read with http-parser) and through the hubuctl binary.
@@ -21,7 +21,7 @@ function(hubu_admin_test exe)
   set(src ${HUBU_ADMIN_TEST_DIR}/${exe}.c)
   add_executable(${exe} ${src} ${HUBU_ADMIN_TEST_DIR}/admin_http.c ${HUBU_ADMIN_HARNESS_DIR}/harness.c)
   target_include_directories(${exe} PRIVATE ${HUBU_ADMIN_TEST_DIR} ${HUBU_ADMIN_HARNESS_DIR})
-  target_link_libraries(${exe} PRIVATE hubu_core hubu_http_parser)
+  target_link_libraries(${exe} PRIVATE hubu_lib hubu_http_parser)
   target_compile_definitions(${exe} PRIVATE HUBUD_PATH="$<TARGET_FILE:hubud>" HUBUCTL_PATH="$<TARGET_FILE:hubuctl>")
   add_dependencies(${exe} hubud hubuctl)
   add_dependencies(hubu_admin_tests ${exe})

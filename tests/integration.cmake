@@ -11,7 +11,7 @@ add_custom_target(hubu_e2e_tests)
 
 add_library(hubu_e2e_harness STATIC ${HUBU_E2E_DIR}/harness.c)
 target_include_directories(hubu_e2e_harness PUBLIC ${HUBU_E2E_DIR})
-target_link_libraries(hubu_e2e_harness PUBLIC hubu_core)
+target_link_libraries(hubu_e2e_harness PUBLIC hubu_lib)
 target_compile_definitions(hubu_e2e_harness PRIVATE HUBUD_PATH="$<TARGET_FILE:hubud>")
 
 # hubu_e2e(<exe> [CLIENT] [HEAVY] [TIMEOUT seconds] [DEFINITIONS defs...])

@@ -26,7 +26,7 @@
 #include <time.h>
 
 #include "bench.h"
-#include "lua/wordset.h"
+#include "wordset.h"
 
 extern const unsigned char hubu_host_lua[];
 extern const size_t hubu_host_lua_len;

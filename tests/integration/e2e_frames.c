@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "clock.h"
 #include "wire.h"
 
 /* A header with any magic and version, and no body. */

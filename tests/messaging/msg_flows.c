@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "msgtest.h"
+#include "clock.h"
 
 #define AB "d:alice:bob"
 

@@ -1,5 +1,6 @@
 /* msgtest.c — see msgtest.h. */
 #include "msgtest.h"
+#include "clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core.h"
 #include "log.h"
-#include "server.h"
 #include "store.h"
 #include "token.h"
 
@@ -108,18 +108,18 @@ static void session_free(hubu_session *sess) {
   free(sess);
 }
 
-static void run_parked(hubu_server *s, hubu_session *sess) {
+static void run_parked(hubu_core *core, hubu_session *sess) {
   while (sess->parked) {
     hubu_parked *p = sess->parked;
     sess->parked = p->next;
     if (!sess->parked) sess->parked_last = NULL;
-    p->resume(s, sess, p);
+    p->resume(core, sess, p);
   }
 }
 
 static void on_loaded(hubu_store_op *op) {
   hubu_session *sess = op->ud;
-  hubu_server *s = sess->server_ref;
+  hubu_core *core = sess->core_ref;
   sess->busy--;
   if (op->status == HUBU_STORE_OK) {
     sess->exists = 1;
@@ -140,18 +140,18 @@ static void on_loaded(hubu_store_op *op) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "session_load_failed", "session=%s error=\"%s\"", sess->id, op->error);
   }
   hubu_store_op_free(op);
-  run_parked(s, sess); /* with loaded == 0 each request answers UNAVAILABLE */
+  run_parked(core, sess); /* with loaded == 0 each request answers UNAVAILABLE */
   if (!sess->loaded && !sess->busy) {
-    HASH_DEL(s->sessions, sess);
+    HASH_DEL(core->sessions, sess);
     session_free(sess);
   }
 }
 
-hubu_session *hubu_session_get(hubu_server *s, const char *id) {
+hubu_session *hubu_session_get(hubu_core *core, const char *id) {
   hubu_session *sess = NULL;
-  HASH_FIND_STR(s->sessions, id, sess);
+  HASH_FIND_STR(core->sessions, id, sess);
   if (sess) {
-    sess->last_used_ms = uv_now(s->loop);
+    sess->last_used_ms = uv_now(core->loop);
     return sess;
   }
   int kind = hubu_session_id_check(id, strlen(id));
@@ -164,21 +164,21 @@ hubu_session *hubu_session_get(hubu_server *s, const char *id) {
     return NULL;
   }
   sess->kind = (uint8_t)kind;
-  sess->server_ref = s;
-  sess->last_used_ms = uv_now(s->loop);
-  HASH_ADD_KEYPTR(hh, s->sessions, sess->id, strlen(sess->id), sess);
+  sess->core_ref = core;
+  sess->last_used_ms = uv_now(core->loop);
+  HASH_ADD_KEYPTR(hh, core->sessions, sess->id, strlen(sess->id), sess);
   snprintf(op->session_id, sizeof op->session_id, "%s", id);
   op->done = on_loaded;
   op->ud = sess;
   sess->busy++;
-  hubu_store_submit(s->store, op);
+  hubu_store_submit(core->store, op);
   return sess;
 }
 
-void hubu_session_park(hubu_server *s, hubu_session *sess, hubu_parked *p) {
+void hubu_session_park(hubu_core *core, hubu_session *sess, hubu_parked *p) {
   p->next = NULL;
   if (sess->loaded && !sess->parked) {
-    p->resume(s, sess, p);
+    p->resume(core, sess, p);
     return;
   }
   if (sess->parked_last) sess->parked_last->next = p;
@@ -215,19 +215,19 @@ int hubu_session_tail_read(hubu_session *sess, uint64_t after_seq, uint32_t limi
   return n;
 }
 
-void hubu_session_evict_idle(hubu_server *s, uint64_t idle_before_ms) {
+void hubu_session_evict_idle(hubu_core *core, uint64_t idle_before_ms) {
   hubu_session *sess, *tmp;
-  HASH_ITER(hh, s->sessions, sess, tmp) {
+  HASH_ITER(hh, core->sessions, sess, tmp) {
     if (sess->busy || sess->parked || !sess->loaded || sess->last_used_ms >= idle_before_ms) continue;
-    HASH_DEL(s->sessions, sess);
+    HASH_DEL(core->sessions, sess);
     session_free(sess);
   }
 }
 
-void hubu_session_free_all(hubu_server *s) {
+void hubu_session_free_all(hubu_core *core) {
   hubu_session *sess, *tmp;
-  HASH_ITER(hh, s->sessions, sess, tmp) {
-    HASH_DEL(s->sessions, sess);
+  HASH_ITER(hh, core->sessions, sess, tmp) {
+    HASH_DEL(core->sessions, sess);
     session_free(sess);
   }
 }

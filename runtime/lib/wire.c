@@ -42,8 +42,3 @@ const char *hubu_code_name(Hubu__V1__Code code) {
   return v ? v->name : "UNKNOWN_CODE";
 }
 
-uint64_t hubu_now_ms(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
-}

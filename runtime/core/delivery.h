@@ -8,8 +8,8 @@
 
 #include "msg.h"
 
-typedef struct hubu_server hubu_server;
-typedef struct hubu_conn hubu_conn;
+typedef struct hubu_core hubu_core;
+typedef struct hubu_peer hubu_peer;
 typedef struct hubu_session hubu_session;
 
 /* One pushed, unacknowledged message. */
@@ -35,20 +35,20 @@ typedef struct hubu_hint {
 
 /* Pushes m to every online connection of every member of sess but the one
  * with id except_conn. */
-void hubu_delivery_route(hubu_server *s, hubu_session *sess, hubu_msg *m, uint64_t except_conn);
+void hubu_delivery_route(hubu_core *core, hubu_session *sess, hubu_msg *m, uint64_t except_conn);
 
 /* Pushes m to c, or hints its session when c's window is full. */
-void hubu_delivery_push(hubu_server *s, hubu_conn *c, hubu_msg *m);
+void hubu_delivery_push(hubu_core *core, hubu_peer *c, hubu_msg *m);
 
 /* A cumulative DELIVER_ACK cursor: retires inflight messages of session_id up to seq. */
-void hubu_delivery_ack(hubu_conn *c, const char *session_id, uint64_t seq);
+void hubu_delivery_ack(hubu_peer *c, const char *session_id, uint64_t seq);
 
 /* Writes pending hints into c's output (called by the flush). */
-void hubu_delivery_write_hints(hubu_conn *c);
+void hubu_delivery_write_hints(hubu_peer *c);
 
 /* Retransmits after ack_timeout; returns -1 when c should be closed. */
-int hubu_delivery_sweep(hubu_conn *c, uint64_t now_ms);
+int hubu_delivery_sweep(hubu_peer *c, uint64_t now_ms);
 
-void hubu_delivery_free(hubu_conn *c);
+void hubu_delivery_free(hubu_peer *c);
 
 #endif

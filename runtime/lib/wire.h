@@ -48,7 +48,4 @@ int hubu_wire_append_ping(hubu_buf *out, uint8_t type, uint64_t time_ms);
 /* "OK", "BAD_FRAME", ... for logs and tools. */
 const char *hubu_code_name(Hubu__V1__Code code);
 
-/* Wall clock in milliseconds since the epoch. */
-uint64_t hubu_now_ms(void);
-
 #endif

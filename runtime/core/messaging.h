@@ -5,27 +5,27 @@
 
 #include "frame.h"
 
-typedef struct hubu_conn hubu_conn;
-typedef struct hubu_server hubu_server;
+typedef struct hubu_peer hubu_peer;
+typedef struct hubu_core hubu_core;
 #include <stddef.h>
 #include <stdint.h>
 
 /* After a valid token: loads the device, then sends HELLO_OK. */
-void hubu_messaging_hello(hubu_conn *c);
+void hubu_messaging_hello(hubu_peer *c);
 
-void hubu_messaging_send(hubu_conn *c, const hubu_frame *f);
-void hubu_messaging_deliver_ack(hubu_conn *c, const hubu_frame *f);
-void hubu_messaging_sync(hubu_conn *c, const hubu_frame *f);
-void hubu_messaging_pull(hubu_conn *c, const hubu_frame *f);
+void hubu_messaging_send(hubu_peer *c, const hubu_frame *f);
+void hubu_messaging_deliver_ack(hubu_peer *c, const hubu_frame *f);
+void hubu_messaging_sync(hubu_peer *c, const hubu_frame *f);
+void hubu_messaging_pull(hubu_peer *c, const hubu_frame *f);
 
 /* A message from the server side (a plugin's im.send): as user, from device,
  * through the same checks, store and routing as a SEND, with client_id =
  * msg_id so it never collides. Returns NULL when queued, else why not. */
-const char *hubu_messaging_send_internal(hubu_server *s, const char *user, const char *device,
+const char *hubu_messaging_send_internal(hubu_core *core, const char *user, const char *device,
                                          const char *session_id, const uint8_t *body, size_t len,
                                          const char *content_type);
 
 /* The connection is going away: drops its device, presence and window. */
-void hubu_messaging_conn_closed(hubu_conn *c);
+void hubu_messaging_peer_closed(hubu_peer *c);
 
 #endif

@@ -7,22 +7,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conn.h"
+#include "core.h"
 #include "frame.h"
 #include "log.h"
-#include "lua/host.h"
 #include "presence.h"
-#include "server.h"
 #include "session.h"
 #include "wire.h"
 
 #define MAX_RETRANSMITS 3
 
 /* Appends m's entry to the PUSH frame opened this turn, or opens one. */
-static int push_write(hubu_conn *c, hubu_msg *m) {
-  hubu_buf *w = &c->wbuf;
+static int push_write(hubu_peer *c, hubu_msg *m) {
+  hubu_buf *w = c->ops->output(c);
   size_t size = hubu_buf_size(w);
-  uint32_t max_body = c->server->cfg->max_frame;
+  uint32_t max_body = c->core->cfg.max_frame;
   int extend = c->push_open && size == c->push_end && size - c->push_start - HUBU_FRAME_HEADER_SIZE + m->push_entry_len <= max_body;
   uint8_t *p = hubu_buf_reserve(w, HUBU_FRAME_HEADER_SIZE + m->push_entry_len);
   if (!p) return -1;
@@ -38,11 +36,11 @@ static int push_write(hubu_conn *c, hubu_msg *m) {
   c->push_end = hubu_buf_size(w);
   uint8_t *header = w->data + w->off + c->push_start;
   hubu_frame_header_encode(header, HUBU_FRAME_PUSH, 0, (uint32_t)(c->push_end - c->push_start - HUBU_FRAME_HEADER_SIZE));
-  hubu_server_mark_dirty(c->server, c);
+  c->ops->wrote(c);
   return 0;
 }
 
-static void hint(hubu_conn *c, hubu_msg *m) {
+static void hint(hubu_peer *c, hubu_msg *m) {
   for (hubu_hint *h = c->hints; h; h = h->next) {
     if (strcmp(h->session_id, m->session_id) == 0) {
       if (m->seq > h->max_seq) h->max_seq = m->seq;
@@ -56,13 +54,13 @@ static void hint(hubu_conn *c, hubu_msg *m) {
   h->max_seq = m->seq;
   h->next = c->hints;
   c->hints = h;
-  hubu_server_mark_dirty(c->server, c);
+  c->ops->wrote(c);
 }
 
-void hubu_delivery_push(hubu_server *s, hubu_conn *c, hubu_msg *m) {
-  if (c->state != HUBU_CONN_READY) return;
+void hubu_delivery_push(hubu_core *core, hubu_peer *c, hubu_msg *m) {
+  if (c->state != HUBU_PEER_READY) return;
   hubu_inflight *in = c->inflight;
-  if (in && (in->len >= s->cfg->max_inflight || in->bytes + m->push_entry_len > s->cfg->max_inflight_bytes)) {
+  if (in && (in->len >= core->cfg.max_inflight || in->bytes + m->push_entry_len > core->cfg.max_inflight_bytes)) {
     hint(c, m);
     return;
   }
@@ -75,20 +73,20 @@ void hubu_delivery_push(hubu_server *s, hubu_conn *c, hubu_msg *m) {
     in->cap = cap;
   }
   if (push_write(c, m) != 0) return;
-  in->entries[in->len++] = (hubu_inflight_entry){hubu_msg_ref(m), uv_now(s->loop), 0};
+  in->entries[in->len++] = (hubu_inflight_entry){hubu_msg_ref(m), uv_now(core->loop), 0};
   in->bytes += m->push_entry_len;
 }
 
 /* Delivers m to every connection of user in mode (push, hint or nothing). */
-static void deliver_to(hubu_server *s, const char *user, hubu_msg *m, uint64_t except_conn, uint8_t mode) {
+static void deliver_to(hubu_core *core, const char *user, hubu_msg *m, uint64_t except_conn, uint8_t mode) {
   if (mode == HUBU_ROUTE_NONE) return;
-  hubu_user *u = hubu_user_find(s, user);
-  for (hubu_conn *c = u ? u->conns : NULL; c; c = c->user_next) {
-    if (c->id == except_conn || c->state != HUBU_CONN_READY) continue;
+  hubu_user *u = hubu_user_find(core, user);
+  for (hubu_peer *c = u ? u->peers : NULL; c; c = c->user_next) {
+    if (c->id == except_conn || c->state != HUBU_PEER_READY) continue;
     if (mode == HUBU_ROUTE_HINT)
       hint(c, m);
     else
-      hubu_delivery_push(s, c, m);
+      hubu_delivery_push(core, c, m);
   }
 }
 
@@ -98,22 +96,23 @@ static uint8_t plan_mode(const hubu_route_plan *plan, const char *user) {
   return plan->default_mode;
 }
 
-void hubu_delivery_route(hubu_server *s, hubu_session *sess, hubu_msg *m, uint64_t except_conn) {
+void hubu_delivery_route(hubu_core *core, hubu_session *sess, hubu_msg *m, uint64_t except_conn) {
   char a[65], b[65];
   const char *const *members;
   size_t n = hubu_session_member_list(sess, a, b, &members);
-  hubu_route_plan plan;
-  if (!hubu_plugins_on_route(s->plugins, sess, m, &plan)) { /* no rule: push to everyone */
-    for (size_t i = 0; i < n; i++) deliver_to(s, members[i], m, except_conn, HUBU_ROUTE_PUSH);
+  hubu_hook_call call = {.event = HUBU_HOOK_ROUTE, .session = sess, .msg = m};
+  if (!hubu_hooks_run(&core->hooks, &call)) { /* no rule: push to everyone */
+    for (size_t i = 0; i < n; i++) deliver_to(core, members[i], m, except_conn, HUBU_ROUTE_PUSH);
     return;
   }
-  for (size_t i = 0; i < n; i++) deliver_to(s, members[i], m, except_conn, plan_mode(&plan, members[i]));
-  for (size_t i = 0; i < plan.n; i++) /* recipients a plugin added */
-    if (plan.extra[i]) deliver_to(s, plan.users[i], m, except_conn, plan.modes[i]);
-  hubu_route_plan_free(&plan);
+  const hubu_route_plan *plan = &call.plan;
+  for (size_t i = 0; i < n; i++) deliver_to(core, members[i], m, except_conn, plan_mode(plan, members[i]));
+  for (size_t i = 0; i < plan->n; i++) /* recipients a plugin added */
+    if (plan->extra[i]) deliver_to(core, plan->users[i], m, except_conn, plan->modes[i]);
+  hubu_route_plan_free(&call.plan);
 }
 
-void hubu_delivery_ack(hubu_conn *c, const char *session_id, uint64_t seq) {
+void hubu_delivery_ack(hubu_peer *c, const char *session_id, uint64_t seq) {
   hubu_inflight *in = c->inflight;
   if (!in) return;
   uint32_t kept = 0;
@@ -134,22 +133,22 @@ void hubu_delivery_ack(hubu_conn *c, const char *session_id, uint64_t seq) {
   }
 }
 
-void hubu_delivery_write_hints(hubu_conn *c) {
+void hubu_delivery_write_hints(hubu_peer *c) {
   while (c->hints) {
     hubu_hint *h = c->hints;
     c->hints = h->next;
     Hubu__V1__PullHint ph = HUBU__V1__PULL_HINT__INIT;
     ph.session_id = h->session_id;
     ph.max_seq = h->max_seq;
-    hubu_wire_append(&c->wbuf, HUBU_FRAME_PULL_HINT, &ph.base);
+    hubu_wire_append(c->ops->output(c), HUBU_FRAME_PULL_HINT, &ph.base);
     free(h);
   }
 }
 
-int hubu_delivery_sweep(hubu_conn *c, uint64_t now) {
+int hubu_delivery_sweep(hubu_peer *c, uint64_t now) {
   hubu_inflight *in = c->inflight;
   if (!in) return 0;
-  uint64_t timeout = c->server->cfg->ack_timeout_ms;
+  uint64_t timeout = c->core->cfg.ack_timeout_ms;
   uint32_t resent = 0;
   for (uint32_t i = 0; i < in->len; i++) { /* each message on its own clock, in push order */
     hubu_inflight_entry *e = &in->entries[i];
@@ -164,7 +163,7 @@ int hubu_delivery_sweep(hubu_conn *c, uint64_t now) {
   return 0;
 }
 
-void hubu_delivery_free(hubu_conn *c) {
+void hubu_delivery_free(hubu_peer *c) {
   hubu_inflight *in = c->inflight;
   if (in) {
     for (uint32_t i = 0; i < in->len; i++) hubu_msg_unref(in->entries[i].msg);

@@ -7,51 +7,50 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conn.h"
+#include "core.h"
 #include "log.h"
-#include "server.h"
 #include "store.h"
 
-hubu_user *hubu_user_find(hubu_server *s, const char *id) {
+hubu_user *hubu_user_find(hubu_core *core, const char *id) {
   hubu_user *u = NULL;
-  HASH_FIND_STR(s->users, id, u);
+  HASH_FIND_STR(core->users, id, u);
   return u;
 }
 
-int hubu_user_attach(hubu_server *s, hubu_conn *c) {
-  hubu_user *u = hubu_user_find(s, c->user);
+int hubu_user_attach(hubu_core *core, hubu_peer *c) {
+  hubu_user *u = hubu_user_find(core, c->user);
   if (!u) {
     size_t len = strlen(c->user);
     if (!(u = calloc(1, sizeof *u + len + 1))) return -1;
     memcpy(u->id, c->user, len + 1);
-    HASH_ADD_KEYPTR(hh, s->users, u->id, len, u);
+    HASH_ADD_KEYPTR(hh, core->users, u->id, len, u);
   }
-  c->user_next = u->conns;
-  u->conns = c;
+  c->user_next = u->peers;
+  u->peers = c;
   return 0;
 }
 
-void hubu_user_detach(hubu_server *s, hubu_conn *c) {
-  hubu_user *u = hubu_user_find(s, c->user);
+void hubu_user_detach(hubu_core *core, hubu_peer *c) {
+  hubu_user *u = hubu_user_find(core, c->user);
   if (!u) return;
-  for (hubu_conn **p = &u->conns; *p; p = &(*p)->user_next) {
+  for (hubu_peer **p = &u->peers; *p; p = &(*p)->user_next) {
     if (*p == c) {
       *p = c->user_next;
       break;
     }
   }
   c->user_next = NULL;
-  if (!u->conns) {
-    HASH_DEL(s->users, u);
+  if (!u->peers) {
+    HASH_DEL(core->users, u);
     free(u);
   }
 }
 
-hubu_device *hubu_device_acquire(hubu_server *s, const char *user, const char *device) {
+hubu_device *hubu_device_acquire(hubu_core *core, const char *user, const char *device) {
   char key[2 * 64 + 2];
   snprintf(key, sizeof key, "%s/%s", user, device);
   hubu_device *d = NULL;
-  HASH_FIND_STR(s->devices, key, d);
+  HASH_FIND_STR(core->devices, key, d);
   if (!d) {
     size_t klen = strlen(key), ulen = strlen(user);
     if (!(d = calloc(1, sizeof *d + 2 * (klen + 1)))) return NULL;
@@ -60,14 +59,14 @@ hubu_device *hubu_device_acquire(hubu_server *s, const char *user, const char *d
     memcpy(d->user, key, klen + 1);
     d->user[ulen] = '\0';
     d->device = d->user + ulen + 1;
-    HASH_ADD_KEYPTR(hh, s->devices, d->key, klen, d);
+    HASH_ADD_KEYPTR(hh, core->devices, d->key, klen, d);
   }
   d->refs++;
   return d;
 }
 
-static void device_free(hubu_server *s, hubu_device *d) {
-  HASH_DEL(s->devices, d);
+static void device_free(hubu_core *core, hubu_device *d) {
+  HASH_DEL(core->devices, d);
   if (d->recent)
     for (uint32_t i = 0; i < HUBU_RECENT_ACKS; i++) hubu_msg_unref(d->recent[i]);
   free(d->recent);
@@ -81,8 +80,8 @@ static void device_free(hubu_server *s, hubu_device *d) {
   free(d);
 }
 
-void hubu_device_release(hubu_server *s, hubu_device *d) {
-  if (--d->refs == 0 && !d->cursors_dirty && !d->pending) device_free(s, d);
+void hubu_device_release(hubu_core *core, hubu_device *d) {
+  if (--d->refs == 0 && !d->cursors_dirty && !d->pending) device_free(core, d);
 }
 
 void hubu_device_remember(hubu_device *d, hubu_msg *m) {
@@ -99,8 +98,8 @@ hubu_msg *hubu_device_recent(hubu_device *d, uint64_t client_id) {
   return NULL;
 }
 
-void hubu_device_set_cursor(hubu_server *s, hubu_device *d, const char *session_id, uint64_t seq) {
-  (void)s;
+void hubu_device_set_cursor(hubu_core *core, hubu_device *d, const char *session_id, uint64_t seq) {
+  (void)core;
   hubu_cursor *c = NULL;
   HASH_FIND_STR(d->cursors, session_id, c);
   if (!c) {
@@ -122,10 +121,10 @@ static void on_cursors_saved(hubu_store_op *op) {
   hubu_store_op_free(op);
 }
 
-void hubu_presence_save_cursors(hubu_server *s) {
+void hubu_presence_save_cursors(hubu_core *core) {
   size_t n = 0;
   hubu_device *d, *dtmp;
-  HASH_ITER(hh, s->devices, d, dtmp) {
+  HASH_ITER(hh, core->devices, d, dtmp) {
     if (!d->cursors_dirty) continue;
     hubu_cursor *c, *ctmp;
     HASH_ITER(hh, d->cursors, c, ctmp) n += c->dirty;
@@ -136,7 +135,7 @@ void hubu_presence_save_cursors(hubu_server *s) {
     hubu_store_op_free(op);
     return; /* stays dirty: the next round tries again */
   }
-  HASH_ITER(hh, s->devices, d, dtmp) {
+  HASH_ITER(hh, core->devices, d, dtmp) {
     if (!d->cursors_dirty) continue;
     hubu_cursor *c, *ctmp;
     HASH_ITER(hh, d->cursors, c, ctmp) {
@@ -149,18 +148,18 @@ void hubu_presence_save_cursors(hubu_server *s) {
       c->dirty = 0;
     }
     d->cursors_dirty = 0;
-    if (!d->refs && !d->pending) device_free(s, d);
+    if (!d->refs && !d->pending) device_free(core, d);
   }
   op->done = on_cursors_saved;
-  hubu_store_submit(s->store, op);
+  hubu_store_submit(core->store, op);
 }
 
-void hubu_presence_free_all(hubu_server *s) {
+void hubu_presence_free_all(hubu_core *core) {
   hubu_device *d, *dtmp;
-  HASH_ITER(hh, s->devices, d, dtmp) device_free(s, d);
+  HASH_ITER(hh, core->devices, d, dtmp) device_free(core, d);
   hubu_user *u, *utmp;
-  HASH_ITER(hh, s->users, u, utmp) {
-    HASH_DEL(s->users, u);
+  HASH_ITER(hh, core->users, u, utmp) {
+    HASH_DEL(core->users, u);
     free(u);
   }
 }

@@ -9,25 +9,25 @@
 #include <stddef.h>
 
 #include "buf.h"
+#include "json.h"
 
 typedef struct hubu_server hubu_server;
 typedef struct hubu_admin hubu_admin;
 
+/* The settings the admin listener reads; main fills them from flags and hubu.lua. */
+typedef struct {
+  int admin_enabled;   /* 0 with --admin-listen off */
+  char admin_host[64]; /* loopback by default */
+  int admin_port;      /* 0: ephemeral (the port file gets "admin PORT") */
+} hubu_admin_config;
+
 /* Largest request body accepted (the endpoints take none; larger gets 413). */
 #define HUBU_ADMIN_MAX_BODY (64 * 1024)
-
-/* Appends s (len bytes) to out as a JSON string literal, quotes included:
- * the quote, the backslash and control characters (DEL and NUL too) escaped,
- * well-formed UTF-8 kept, any other byte written as U+FFFD (an escape), so
- * the answer is always valid JSON. The one JSON escaper of hubud (the admin
- * answers, the plugin host's listing). 0, or -1 when memory runs out (out is
- * then incomplete). */
-int hubu_json_append_string(hubu_buf *out, const char *s, size_t len);
 
 /* Binds s->cfg->admin_host:admin_port unless --admin-listen off, and sets
  * s->admin. Call after the client listeners. 0, or -1 (logged; nothing left
  * open that the loop cannot close). */
-int hubu_admin_start(hubu_server *s);
+int hubu_admin_start(hubu_server *s, const hubu_admin_config *cfg);
 
 /* The bound port (for the port file's "admin PORT" line), -1 when off. */
 int hubu_admin_port(const hubu_server *s);

@@ -6,19 +6,17 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
 
-#include "admin.h"
 #include "conn.h"
+#include "host.h"
 #include "log.h"
-#include "lua/host.h"
 #include "presence.h"
-#include "session.h"
 #include "store.h"
-#include "wire.h"
 
 struct hubu_ip_count {
   char addr[INET6_ADDRSTRLEN];
@@ -44,7 +42,7 @@ Hubu__V1__Code hubu_server_admit(hubu_server *s, hubu_conn *c) {
   if (s->conns) s->conns->prev = c;
   s->conns = c;
   if (s->draining) return HUBU__V1__CODE__SHUTTING_DOWN;
-  const hubu_config *cfg = s->cfg;
+  const hubu_net_config *cfg = s->cfg;
   if (cfg->max_conns && s->conn_count >= cfg->max_conns) return HUBU__V1__CODE__UNAVAILABLE;
   if (cfg->max_conns_per_ip) {
     struct sockaddr_storage ss;
@@ -118,7 +116,7 @@ static void on_flush(uv_prepare_t *h) {
 }
 
 void hubu_server_mark_dirty(hubu_server *s, hubu_conn *c) {
-  if (c->is_dirty || c->state == HUBU_CONN_CLOSED) return;
+  if (c->is_dirty || c->peer.state == HUBU_PEER_CLOSED) return;
   c->is_dirty = 1; /* first marked, first written: a sender's ACK before its fan-out */
   c->dirty_next = NULL;
   if (s->dirty_last) s->dirty_last->dirty_next = c;
@@ -127,38 +125,19 @@ void hubu_server_mark_dirty(hubu_server *s, hubu_conn *c) {
   if (!uv_is_active((uv_handle_t *)&s->flush)) uv_prepare_start(&s->flush, on_flush);
 }
 
-hubu_conn *hubu_server_conn_find(hubu_server *s, const char *user, uint64_t conn_id) {
-  hubu_user *u = hubu_user_find(s, user);
-  for (hubu_conn *c = u ? u->conns : NULL; c; c = c->user_next)
-    if (c->id == conn_id) return c;
-  return NULL;
-}
-
-#define MSG_ID_EPOCH_MS 1735689600000ull /* 2025-01-01T00:00:00Z */
-
-uint64_t hubu_server_next_msg_id(hubu_server *s) {
-  uint64_t now = hubu_now_ms() - MSG_ID_EPOCH_MS;
-  if (now > s->msg_id_ms) {
-    s->msg_id_ms = now;
-    s->msg_id_counter = 0;
-  } else if (++s->msg_id_counter >= 4096) { /* borrow the next millisecond */
-    s->msg_id_ms++;
-    s->msg_id_counter = 0;
-  }
-  return (s->msg_id_ms << 22) | ((uint64_t)(s->cfg->node_id & 1023) << 12) | s->msg_id_counter;
+hubu_conn *hubu_server_conn_of(hubu_peer *p) {
+  return (hubu_conn *)((char *)p - offsetof(hubu_conn, peer));
 }
 
 #define HOUSEKEEPING_MS 1000
-#define SESSION_IDLE_MS 120000
 
 static void on_sweep(uv_timer_t *t) {
   hubu_server *s = t->data;
   uint64_t now = uv_now(s->loop);
   if (now - s->last_housekeeping_ms >= HOUSEKEEPING_MS) {
     s->last_housekeeping_ms = now;
-    hubu_presence_save_cursors(s);
+    hubu_core_housekeeping(&s->core, now);
     hubu_plugins_save_cursors(s->plugins);
-    if (now > SESSION_IDLE_MS) hubu_session_evict_idle(s, now - SESSION_IDLE_MS);
   }
   for (hubu_conn *c = s->conns, *next; c; c = next) {
     next = c->next;
@@ -180,13 +159,14 @@ static void finish_drain(hubu_server *s) {
   if (s->draining == 2) return;
   s->draining = 2;
   hubu_log(HUBU_LOG_INFO, 0, NULL, "shutdown", "state=drained");
-  hubu_presence_save_cursors(s);
-  hubu_admin_close(s); /* /healthz said 503 "draining" until now */
+  hubu_presence_save_cursors(&s->core);
+  if (s->on_drained) s->on_drained(s, s->on_drained_ud); /* /healthz said 503 "draining" until now */
   hubu_plugins_save_cursors(s->plugins);
+  s->core.hooks = (hubu_hooks){0}; /* core hands no more events to the host */
   hubu_plugins_close(s->plugins);
   s->plugins = NULL;
-  hubu_store_close(s->store); /* finishes every queued op, then closes its handle */
-  s->store = NULL;
+  hubu_store_close(s->core.store); /* finishes every queued op, then closes its handle */
+  s->core.store = NULL;
   close_if_open((uv_handle_t *)&s->sweep);
   close_if_open((uv_handle_t *)&s->flush);
   close_if_open((uv_handle_t *)&s->sigterm);
@@ -206,7 +186,7 @@ void hubu_server_drain(hubu_server *s, const char *why) {
   if (s->tls_listening) close_if_open((uv_handle_t *)&s->tls_listener);
   for (hubu_conn *c = s->conns, *next; c; c = next) {
     next = c->next;
-    if (c->state < HUBU_CONN_CLOSING)
+    if (c->peer.state < HUBU_PEER_CLOSING)
       hubu_conn_goaway(c, HUBU__V1__CODE__SHUTTING_DOWN, "server shutting down", 1000);
   }
   if (!s->conns) {
@@ -244,22 +224,9 @@ static int listen_on(hubu_server *s, uv_tcp_t *tcp, const char *host, int port, 
   return 0;
 }
 
-static int write_port_file(const char *path, int tcp_port, int tls_port, int admin_port) {
-  char tmp[4096];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  FILE *f = fopen(tmp, "w");
-  if (!f) return -1;
-  fprintf(f, "tcp %d\n", tcp_port);
-  if (tls_port >= 0) fprintf(f, "tls %d\n", tls_port);
-  if (admin_port >= 0) fprintf(f, "admin %d\n", admin_port);
-  if (fclose(f) != 0) return -1;
-  return rename(tmp, path);
-}
-
-int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg, hubu_store *store) {
+int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_net_config *cfg) {
   s->loop = loop;
   s->cfg = cfg;
-  s->store = store;
   int tcp_port = 0, tls_port = -1;
   if (cfg->tls_enabled) {
     char err[256];
@@ -278,18 +245,8 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg, h
     }
     s->tls_listening = 1;
   }
-  if (hubu_admin_start(s) != 0) {
-    uv_close((uv_handle_t *)&s->tcp_listener, NULL);
-    if (s->tls_listening) uv_close((uv_handle_t *)&s->tls_listener, NULL);
-    return -1;
-  }
-  if (cfg->port_file && write_port_file(cfg->port_file, tcp_port, tls_port, hubu_admin_port(s)) != 0) {
-    hubu_log(HUBU_LOG_ERROR, 0, NULL, "port_file_failed", "path=%s error=\"%s\"", cfg->port_file, strerror(errno));
-    hubu_admin_close(s); /* nothing else is started yet: the loop can end */
-    uv_close((uv_handle_t *)&s->tcp_listener, NULL);
-    if (s->tls_listening) uv_close((uv_handle_t *)&s->tls_listener, NULL);
-    return -1;
-  }
+  s->tcp_port = tcp_port;
+  s->tls_port = tls_port;
   uv_timer_init(loop, &s->sweep);
   uv_prepare_init(loop, &s->flush);
   uv_signal_init(loop, &s->sigterm);
@@ -309,9 +266,18 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_config *cfg, h
   return 0;
 }
 
+void hubu_server_abort(hubu_server *s) {
+  close_if_open((uv_handle_t *)&s->tcp_listener);
+  if (s->tls_listening) close_if_open((uv_handle_t *)&s->tls_listener);
+  close_if_open((uv_handle_t *)&s->sweep);
+  close_if_open((uv_handle_t *)&s->flush);
+  close_if_open((uv_handle_t *)&s->sigterm);
+  close_if_open((uv_handle_t *)&s->sigint);
+  close_if_open((uv_handle_t *)&s->drain_timer);
+}
+
 void hubu_server_free(hubu_server *s) {
-  hubu_session_free_all(s);
-  hubu_presence_free_all(s);
+  hubu_core_free(&s->core);
   hubu_ip_count *ip, *tmp;
   HASH_ITER(hh, s->per_ip, ip, tmp) {
     HASH_DEL(s->per_ip, ip);

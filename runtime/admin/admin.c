@@ -21,10 +21,11 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "conn.h"
 #include "delivery.h"
 #include "log.h"
-#include "lua/host.h"
+#include "host.h"
 #include "presence.h"
 #include "server.h"
 #include "session.h"
@@ -154,41 +155,6 @@ static void json_item(json_writer *w) {
   if (!w->is_inline[d]) json_indent(w);
 }
 
-int hubu_json_append_string(hubu_buf *out, const char *s, size_t len) {
-  int rc = hubu_buf_append(out, "\"", 1);
-  const unsigned char *p = (const unsigned char *)s, *end = p + len, *run = p;
-  while (p < end && rc == 0) {
-    unsigned char ch = *p;
-    size_t seq = ch >= 0x80 ? hubu_utf8_seq_len(p, (size_t)(end - p)) : 0;
-    if ((ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') || seq) {
-      p += seq ? seq : 1;
-      continue;
-    }
-    rc |= hubu_buf_append(out, run, (size_t)(p - run));
-    char esc[8];
-    switch (ch) {
-      case '"': memcpy(esc, "\\\"", 3); break;
-      case '\\': memcpy(esc, "\\\\", 3); break;
-      case '\n': memcpy(esc, "\\n", 3); break;
-      case '\r': memcpy(esc, "\\r", 3); break;
-      case '\t': memcpy(esc, "\\t", 3); break;
-      case '\b': memcpy(esc, "\\b", 3); break;
-      case '\f': memcpy(esc, "\\f", 3); break;
-      default:
-        if (ch < 0x80)
-          snprintf(esc, sizeof esc, "\\u%04x", ch);
-        else
-          memcpy(esc, "\\ufffd", 7); /* a byte that is not UTF-8 */
-        break;
-    }
-    rc |= hubu_buf_append(out, esc, strlen(esc));
-    run = ++p;
-  }
-  rc |= hubu_buf_append(out, run, (size_t)(p - run));
-  rc |= hubu_buf_append(out, "\"", 1);
-  return rc ? -1 : 0;
-}
-
 /* Escapes ", \ and every control character (hubu_json_append_string). */
 static void json_string(json_writer *w, const char *s) {
   json_item(w);
@@ -262,7 +228,7 @@ static void json_null(json_writer *w, const char *key) {
 typedef struct {
   uint64_t conns_ready, conns_other;
   uint64_t conns_accepted;
-  hubu_server_stats server;
+  hubu_core_stats server;
   int have_store; /* the store is closed once drained */
   hubu_store_stats store;
   uint64_t sessions_loaded, users_online;
@@ -290,19 +256,19 @@ static void collect_figures(hubu_admin *a, admin_figures *f) {
   hubu_server *s = a->server;
   memset(f, 0, sizeof *f);
   for (hubu_conn *c = s->conns; c; c = c->next) {
-    if (c->state == HUBU_CONN_READY)
+    if (c->peer.state == HUBU_PEER_READY)
       f->conns_ready++;
     else
       f->conns_other++;
   }
   f->conns_accepted = s->next_conn_id; /* one id per accepted connection */
-  f->server = s->stats;
-  if (s->store) {
-    hubu_store_get_stats(s->store, &f->store);
+  f->server = s->core.stats;
+  if (s->core.store) {
+    hubu_store_get_stats(s->core.store, &f->store);
     f->have_store = 1;
   }
-  f->sessions_loaded = HASH_COUNT(s->sessions);
-  f->users_online = HASH_COUNT(s->users);
+  f->sessions_loaded = HASH_COUNT(s->core.sessions);
+  f->users_online = HASH_COUNT(s->core.users);
   f->have_rss = read_rss(&f->rss_bytes) == 0;
   struct rusage ru;
   if (getrusage(RUSAGE_SELF, &ru) == 0)
@@ -411,10 +377,10 @@ static void render_stats(const admin_figures *f, admin_out *o) {
 
 static const char *conn_state_name(uint8_t state) {
   switch (state) {
-    case HUBU_CONN_HELLO_WAIT: return "hello_wait";
-    case HUBU_CONN_AUTHING: return "authing";
-    case HUBU_CONN_READY: return "ready";
-    case HUBU_CONN_CLOSING: return "closing";
+    case HUBU_PEER_HELLO_WAIT: return "hello_wait";
+    case HUBU_PEER_AUTHING: return "authing";
+    case HUBU_PEER_READY: return "ready";
+    case HUBU_PEER_CLOSING: return "closing";
     default: return "closed";
   }
 }
@@ -439,25 +405,25 @@ static void peer_name(hubu_conn *c, char *out, size_t size) {
 static void render_conns(hubu_server *s, const char *user, admin_out *o) {
   uint64_t now = uv_now(s->loop), count = 0;
   for (hubu_conn *c = s->conns; c; c = c->next)
-    if (!user || (c->user && !strcmp(c->user, user))) count++;
+    if (!user || (c->peer.user && !strcmp(c->peer.user, user))) count++;
   json_writer w = {.out = o};
   json_open(&w, '{', 0);
   json_u64(&w, "count", count);
   json_key(&w, "conns");
   json_open(&w, '[', 0);
   for (hubu_conn *c = s->conns; c && !o->failed; c = c->next) {
-    if (user && !(c->user && !strcmp(c->user, user))) continue;
+    if (user && !(c->peer.user && !strcmp(c->peer.user, user))) continue;
     char remote[96];
     peer_name(c, remote, sizeof remote);
     json_open(&w, '{', 1);
-    json_u64(&w, "conn_id", c->id);
-    json_str(&w, "user", c->user);
-    json_str(&w, "device", c->user ? c->device : NULL);
+    json_u64(&w, "conn_id", c->peer.id);
+    json_str(&w, "user", c->peer.user);
+    json_str(&w, "device", c->peer.user ? c->peer.device : NULL);
     json_bool(&w, "tls", c->tls != NULL);
-    json_str(&w, "state", conn_state_name(c->state));
+    json_str(&w, "state", conn_state_name(c->peer.state));
     json_str(&w, "remote", remote[0] ? remote : NULL);
-    json_u64(&w, "inflight", c->inflight ? c->inflight->len : 0);
-    if (c->state < HUBU_CONN_CLOSING) /* state_since_ms is the accept time until closing starts */
+    json_u64(&w, "inflight", c->peer.inflight ? c->peer.inflight->len : 0);
+    if (c->peer.state < HUBU_PEER_CLOSING) /* state_since_ms is the accept time until closing starts */
       json_seconds(&w, "connected_seconds", (double)(now - c->state_since_ms) / 1000.0);
     else
       json_null(&w, "connected_seconds");
@@ -741,14 +707,7 @@ static void handle_kick(admin_conn *c, const admin_query *q) {
     return;
   }
   if (!reason || !*reason) reason = ADMIN_DEFAULT_REASON;
-  hubu_server *s = c->admin->server;
-  uint64_t kicked = 0;
-  for (hubu_conn *k = s->conns, *next; k; k = next) {
-    next = k->next; /* goaway may unlink k */
-    if (k->state >= HUBU_CONN_CLOSING || !k->user || strcmp(k->user, user) != 0) continue;
-    hubu_conn_goaway(k, HUBU__V1__CODE__KICKED, reason, 0);
-    kicked++;
-  }
+  uint64_t kicked = (uint64_t)hubu_core_kick(&c->admin->server->core, user, reason);
   hubu_log(HUBU_LOG_INFO, 0, user, "admin_kick", "connections=%" PRIu64 " reason=\"%s\"", kicked, reason);
   admin_out o = {0};
   json_writer w = {.out = &o};
@@ -999,8 +958,7 @@ static int is_loopback(const struct sockaddr *sa) {
   return 0;
 }
 
-int hubu_admin_start(hubu_server *s) {
-  const hubu_config *cfg = s->cfg;
+int hubu_admin_start(hubu_server *s, const hubu_admin_config *cfg) {
   s->admin = NULL;
   if (!cfg->admin_enabled) return 0;
   struct sockaddr_storage addr;

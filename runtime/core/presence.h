@@ -9,15 +9,15 @@
 
 #include "msg.h"
 
-typedef struct hubu_server hubu_server;
-typedef struct hubu_conn hubu_conn;
+typedef struct hubu_core hubu_core;
+typedef struct hubu_peer hubu_peer;
 typedef struct hubu_session hubu_session;
 typedef struct hubu_device hubu_device;
 
-/* Owned by server->users while it has connections. */
+/* Owned by core->users while it has connections. */
 typedef struct hubu_user {
   UT_hash_handle hh;
-  hubu_conn *conns; /* linked through conn->user_next */
+  hubu_peer *peers; /* linked through peer->user_next */
   char id[];        /* NUL-terminated, part of this allocation */
 } hubu_user;
 
@@ -43,7 +43,7 @@ typedef struct hubu_cursor {
 
 #define HUBU_RECENT_ACKS 32
 
-/* Owned by server->devices while referenced (connections, pending sends, loads)
+/* Owned by core->devices while referenced (connections, pending sends, loads)
  * or while it has cursors to save. */
 struct hubu_device {
   UT_hash_handle hh;
@@ -59,28 +59,28 @@ struct hubu_device {
   hubu_msg **recent;   /* owned ring of HUBU_RECENT_ACKS refs, made on the first send: the latest stored sends, for retries */
   uint32_t recent_next;
   hubu_cursor *cursors;
-  hubu_conn **hello_waiters; /* owned array: connections waiting for the load (they remove themselves on close) */
+  hubu_peer **hello_waiters; /* owned array: connections waiting for the load (they remove themselves on close) */
   uint32_t n_hello_waiters;
   char key[]; /* "user/device" ('/' is not in the id alphabet), then "user\0device\0"; part of this allocation */
 };
 
-hubu_user *hubu_user_find(hubu_server *s, const char *id);
-int hubu_user_attach(hubu_server *s, hubu_conn *c);
-void hubu_user_detach(hubu_server *s, hubu_conn *c);
+hubu_user *hubu_user_find(hubu_core *core, const char *id);
+int hubu_user_attach(hubu_core *core, hubu_peer *c);
+void hubu_user_detach(hubu_core *core, hubu_peer *c);
 
 /* The device of (user, device), created when missing; a reference is taken. */
-hubu_device *hubu_device_acquire(hubu_server *s, const char *user, const char *device);
-void hubu_device_release(hubu_server *s, hubu_device *d);
+hubu_device *hubu_device_acquire(hubu_core *core, const char *user, const char *device);
+void hubu_device_release(hubu_core *core, hubu_device *d);
 
 void hubu_device_remember(hubu_device *d, hubu_msg *m);
 hubu_msg *hubu_device_recent(hubu_device *d, uint64_t client_id);
 
 /* Records "delivered up to seq" for the device in session; saved lazily. */
-void hubu_device_set_cursor(hubu_server *s, hubu_device *d, const char *session_id, uint64_t seq);
+void hubu_device_set_cursor(hubu_core *core, hubu_device *d, const char *session_id, uint64_t seq);
 
 /* Submits every unsaved cursor in one CURSORS_SAVE. */
-void hubu_presence_save_cursors(hubu_server *s);
+void hubu_presence_save_cursors(hubu_core *core);
 
-void hubu_presence_free_all(hubu_server *s);
+void hubu_presence_free_all(hubu_core *core);
 
 #endif

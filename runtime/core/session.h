@@ -9,14 +9,14 @@
 
 #include "msg.h"
 
-typedef struct hubu_server hubu_server;
+typedef struct hubu_core hubu_core;
 typedef struct hubu_parked hubu_parked;
 
 typedef enum { HUBU_SESSION_DIRECT = 0, HUBU_SESSION_GROUP, HUBU_SESSION_CUSTOM } hubu_session_kind;
 
 #define HUBU_TAIL_CAP 512
 
-/* Owned by server->sessions. Its members, tail and parked requests are its own. */
+/* Owned by core->sessions. Its members, tail and parked requests are its own. */
 typedef struct hubu_session {
   UT_hash_handle hh;
   char *id;             /* owned */
@@ -35,13 +35,13 @@ typedef struct hubu_session {
   hubu_parked *parked_last;
   uint32_t busy;        /* appends in the store queue, loads under way */
   uint64_t last_used_ms;
-  hubu_server *server_ref; /* for store completions */
+  hubu_core *core_ref; /* for store completions */
 } hubu_session;
 
 /* A request waiting for its session to load. */
 struct hubu_parked {
   hubu_parked *next;
-  void (*resume)(hubu_server *s, hubu_session *sess, hubu_parked *p); /* frees p */
+  void (*resume)(hubu_core *core, hubu_session *sess, hubu_parked *p); /* frees p */
 };
 
 /* Checks a session id: d:<a>:<b> (a < b, both valid user ids), g:<name>, or
@@ -60,10 +60,10 @@ size_t hubu_session_member_list(const hubu_session *sess, char a[65], char b[65]
 int hubu_session_direct_has(const char *id, const char *user);
 
 /* Finds the session, creating it (and starting its load) when unknown. */
-hubu_session *hubu_session_get(hubu_server *s, const char *id);
+hubu_session *hubu_session_get(hubu_core *core, const char *id);
 
 /* Runs p->resume now if sess is loaded, else when it is. */
-void hubu_session_park(hubu_server *s, hubu_session *sess, hubu_parked *p);
+void hubu_session_park(hubu_core *core, hubu_session *sess, hubu_parked *p);
 
 int hubu_session_is_member(const hubu_session *sess, const char *user);
 int hubu_session_add_member(hubu_session *sess, const char *user);
@@ -78,8 +78,8 @@ void hubu_session_tail_push(hubu_session *sess, hubu_msg *m);
 int hubu_session_tail_read(hubu_session *sess, uint64_t after_seq, uint32_t limit, hubu_msg **out, int *has_more);
 
 /* Frees sessions unused since before idle_before_ms that have nothing under way. */
-void hubu_session_evict_idle(hubu_server *s, uint64_t idle_before_ms);
+void hubu_session_evict_idle(hubu_core *core, uint64_t idle_before_ms);
 
-void hubu_session_free_all(hubu_server *s);
+void hubu_session_free_all(hubu_core *core);
 
 #endif

@@ -8,62 +8,37 @@
 
 #include "buf.h"
 #include "hubu.pb-c.h"
+#include "peer.h"
 #include "tls.h"
-#include <uthash.h>
-
-#define HUBU_SERVER_NAME "hubud/0.1.0"
-
-typedef struct hubu_device hubu_device;
-typedef struct hubu_inflight hubu_inflight;
-typedef struct hubu_hint hubu_hint;
 
 typedef struct hubu_server hubu_server;
 typedef struct hubu_conn hubu_conn;
 typedef struct hubu_ip_count hubu_ip_count;
 
-typedef enum {
-  HUBU_CONN_HELLO_WAIT = 0, /* accepted; the first frame must be HELLO */
-  HUBU_CONN_AUTHING,        /* token accepted; HELLO_OK waits for the device's state */
-  HUBU_CONN_READY,          /* authenticated */
-  HUBU_CONN_CLOSING,        /* output flushing, then FIN; input discarded */
-  HUBU_CONN_CLOSED,         /* uv_close called; freed in its callback */
-} hubu_conn_state;
-
 /* Owned by the server's list from accept until its close callback frees it.
  * Kept small: an idle authenticated connection is this struct, its user and
- * device string, and nothing else (buffers exist only while used). */
+ * device string, and nothing else (buffers exist only while used). What core
+ * knows of it is peer (its state, identity, window and hints). */
 struct hubu_conn {
   uv_tcp_t tcp; /* first: a handle pointer is a connection pointer */
+  hubu_peer peer; /* core's side; peer.ops are this file's */
   hubu_server *server;
   hubu_conn *prev, *next; /* server->conns */
   hubu_conn *dirty_next;  /* server->dirty, while is_dirty */
-  uint64_t id;
   uint64_t last_rx_ms;   /* last byte received */
   uint64_t state_since_ms; /* accept time, or the start of closing */
   hubu_tls *tls;         /* owned; NULL on plain TCP */
   hubu_buf rbuf;         /* owned; an incomplete frame, else empty */
   hubu_buf wbuf;         /* owned; output not yet handed to a write */
   size_t writing;        /* bytes in writes not yet completed */
-  char *user;            /* owned; "user\0device\0" after HELLO, else NULL */
-  const char *device;    /* points into user */
   hubu_ip_count *ip;     /* the per-address counter this connection holds */
-  hubu_conn *user_next;  /* the user's other connections (presence) */
-  hubu_device *dev;      /* a reference, from HELLO on */
-  hubu_inflight *inflight; /* owned; pushed, not yet acknowledged */
-  hubu_hint *hints;      /* owned; PULL_HINTs for the next flush */
-  size_t push_start;     /* the PUSH frame open in wbuf this turn: header offset from wbuf.off */
-  size_t push_end;       /* ... and wbuf's size right after it */
-  uint8_t state;
   uint8_t is_dirty : 1;
   uint8_t is_counted : 1;  /* counts against --max-conns */
   uint8_t reading : 1;
   uint8_t pinged : 1;      /* a server PING is outstanding */
   uint8_t shut_down : 1;   /* FIN sent */
-  uint8_t attached : 1;    /* listed in its user's presence */
-  uint8_t push_open : 1;   /* push_start/push_end describe the last frame in wbuf */
   uint8_t input_paused : 1; /* too many SENDs unanswered: input waits in rbuf and the kernel */
   uint8_t bad_bodies;
-  uint32_t sends_unanswered; /* SENDs read whose SEND_ACK is not produced yet */
 };
 
 /* Accepts a pending connection on listener; tls selects the TLS side. */

@@ -23,13 +23,11 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "admin.h"
-#include "config_file.h"
-#include "conn.h"
+#include "clock.h"
+#include "json.h"
 #include "log.h"
 #include "messaging.h"
 #include "presence.h"
-#include "server.h"
 #include "session.h"
 #include "store.h"
 #include "token.h"
@@ -63,7 +61,8 @@ typedef struct folder_watch {
 #define MAX_PENDING_RELOADS 32
 
 struct hubu_plugins {
-  hubu_server *server;
+  hubu_core *core;       /* not owned */
+  hubu_plugin_config cfg; /* a copy; its strings are main's */
   lua_State *L;          /* owned */
   int host_ref;          /* the host table from host.lua */
   int send_ref;          /* host.send, called once per SEND while a plugin hooks message.send */
@@ -115,6 +114,14 @@ static uint64_t budget_slack_ns(void) {
   struct timespec res;
   if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) != 0) return 10000000u; /* 10 ms: above any kernel's tick */
   return (uint64_t)res.tv_sec * 1000000000u + (uint64_t)res.tv_nsec;
+}
+
+int hubu_plugins_dispatch(void *host, hubu_hook_call *call);
+
+/* The host a store completion was submitted for, found again through core
+ * (it may have closed meanwhile: NULL then). */
+static hubu_plugins *host_of_core(hubu_core *core) {
+  return core->hooks.dispatch == hubu_plugins_dispatch ? core->hooks.host : NULL;
 }
 
 static hubu_plugins *host_of(lua_State *L) {
@@ -313,7 +320,7 @@ static int c_send(lua_State *L) {
   size_t len = 0;
   const char *as = luaL_checkstring(L, 1), *device = luaL_checkstring(L, 2), *session = luaL_checkstring(L, 3),
              *body = luaL_checklstring(L, 4, &len), *ctype = luaL_optstring(L, 5, "");
-  const char *err = hubu_messaging_send_internal(p->server, as, device, session, (const uint8_t *)body, len, ctype);
+  const char *err = hubu_messaging_send_internal(p->core, as, device, session, (const uint8_t *)body, len, ctype);
   if (err) {
     lua_pushnil(L);
     lua_pushstring(L, err);
@@ -328,15 +335,15 @@ static int c_event(lua_State *L) {
   size_t plen = 0;
   const char *user = luaL_checkstring(L, 1), *name = luaL_checkstring(L, 2),
              *payload = luaL_optlstring(L, 3, "", &plen), *sender = luaL_optstring(L, 4, "");
-  hubu_user *u = hubu_user_find(p->server, user);
+  hubu_user *u = hubu_user_find(p->core, user);
   int n = 0;
   Hubu__V1__Event e = HUBU__V1__EVENT__INIT;
   e.name = (char *)name;
   e.payload.data = (uint8_t *)payload;
   e.payload.len = plen;
   e.sender = (char *)sender;
-  for (hubu_conn *c = u ? u->conns : NULL; c; c = c->user_next)
-    if (hubu_conn_send(c, HUBU_FRAME_EVENT, &e.base) == 0) n++;
+  for (hubu_peer *c = u ? u->peers : NULL; c; c = c->user_next)
+    if (hubu_peer_send(c, HUBU_FRAME_EVENT, &e.base) == 0) n++;
   lua_pushinteger(L, n);
   return 1;
 }
@@ -344,16 +351,7 @@ static int c_event(lua_State *L) {
 static int c_kick(lua_State *L) {
   hubu_plugins *p = host_of(L);
   const char *user = luaL_checkstring(L, 1), *reason = luaL_optstring(L, 2, "kicked");
-  hubu_user *u = hubu_user_find(p->server, user);
-  int n = 0;
-  for (hubu_conn *c = u ? u->conns : NULL, *next; c; c = next) {
-    next = c->user_next;
-    if (c->state == HUBU_CONN_READY) {
-      hubu_conn_goaway(c, HUBU__V1__CODE__KICKED, reason, 0);
-      n++;
-    }
-  }
-  lua_pushinteger(L, n);
+  lua_pushinteger(L, hubu_core_kick(p->core, user, reason));
   return 1;
 }
 
@@ -362,7 +360,7 @@ static int c_token(lua_State *L) {
   const char *user = luaL_checkstring(L, 1);
   lua_Number ttl = luaL_optnumber(L, 2, 86400);
   char tok[HUBU_TOKEN_MAX];
-  const hubu_config *cfg = p->server->cfg;
+  const hubu_plugin_config *cfg = &p->cfg;
   if (hubu_token_mint(cfg->secret, cfg->secret_len, user, hubu_now_ms() / 1000 + (uint64_t)ttl, tok, sizeof tok) < 0)
     return luaL_error(L, "im.token: invalid user id");
   lua_pushstring(L, tok);
@@ -373,7 +371,7 @@ static int c_token_verify(lua_State *L) {
   hubu_plugins *p = host_of(L);
   size_t len = 0;
   const char *tok = luaL_checklstring(L, 1, &len), *user = luaL_checkstring(L, 2);
-  const hubu_config *cfg = p->server->cfg;
+  const hubu_plugin_config *cfg = &p->cfg;
   hubu_token_status st = hubu_token_verify(cfg->secret, cfg->secret_len, tok, len, user, hubu_now_ms() / 1000);
   lua_pushboolean(L, st == HUBU_TOKEN_OK);
   lua_pushstring(L, hubu_token_status_name(st));
@@ -395,7 +393,7 @@ static void push_members(lua_State *L, const hubu_session *sess) {
 static int c_members(lua_State *L) {
   hubu_plugins *p = host_of(L);
   const char *id = luaL_checkstring(L, 1);
-  hubu_session *sess = hubu_session_get(p->server, id);
+  hubu_session *sess = hubu_session_get(p->core, id);
   if (!sess || !sess->loaded) { /* the load is under way now; a later call finds it */
     lua_pushnil(L);
     lua_pushstring(L, sess ? "loading" : "invalid session id");
@@ -407,13 +405,13 @@ static int c_members(lua_State *L) {
 
 static int c_config(lua_State *L) {
   hubu_plugins *p = host_of(L);
-  const hubu_config *cfg = p->server->cfg;
+  const hubu_core_config *cfg = &p->core->cfg;
   const char *key = luaL_checkstring(L, 1);
   if (!strcmp(key, "heartbeat_ms")) lua_pushnumber(L, cfg->heartbeat_ms);
   else if (!strcmp(key, "max_frame")) lua_pushnumber(L, cfg->max_frame);
   else if (!strcmp(key, "node_id")) lua_pushnumber(L, cfg->node_id);
-  else if (!strcmp(key, "data_dir")) lua_pushstring(L, cfg->data_dir);
-  else if (!strcmp(key, "plugins_dir")) lua_pushstring(L, cfg->plugins_dir);
+  else if (!strcmp(key, "data_dir")) lua_pushstring(L, p->cfg.data_dir);
+  else if (!strcmp(key, "plugins_dir")) lua_pushstring(L, p->dir);
   else lua_pushnil(L);
   return 1;
 }
@@ -430,10 +428,10 @@ static void complete_failed(hubu_plugins *p, const char *why) {
 }
 
 /* The store finished a membership op a plugin asked for. The host is looked
- * up again through the server: it may have closed meanwhile. */
+ * up again through core: it may have closed meanwhile. */
 static void on_group_op(hubu_store_op *op) {
-  hubu_server *s = op->ud2;
-  hubu_plugins *p = s->plugins;
+  hubu_core *s = op->ud2;
+  hubu_plugins *p = host_of_core(s);
   int ticket = (int)op->request_id;
   hubu_session *sess = NULL;
   HASH_FIND_STR(s->sessions, op->session_id, sess);
@@ -512,15 +510,15 @@ static int c_group_op(lua_State *L) {
     }
   }
   op->done = on_group_op;
-  op->ud2 = p->server;
+  op->ud2 = p->core;
   op->request_id = (uint64_t)ticket;
-  hubu_store_submit(p->server->store, op);
+  hubu_store_submit(p->core->store, op);
   return 0;
 }
 
 static void on_kv_op(hubu_store_op *op) {
-  hubu_server *s = op->ud2;
-  hubu_plugins *p = s->plugins;
+  hubu_core *s = op->ud2;
+  hubu_plugins *p = host_of_core(s);
   if (p && p->L) {
     lua_State *L = p->L;
     int top = lua_gettop(L);
@@ -562,9 +560,9 @@ static int c_kv(lua_State *L) {
   op->value_len = vlen;
   snprintf(op->user, sizeof op->user, "%s", plugin);
   op->done = on_kv_op;
-  op->ud2 = p->server;
+  op->ud2 = p->core;
   op->request_id = (uint64_t)ticket;
-  hubu_store_submit(p->server->store, op);
+  hubu_store_submit(p->core->store, op);
   return 0;
 }
 
@@ -574,9 +572,9 @@ typedef struct {
   int ticket;
 } parked_members;
 
-static void resume_members(hubu_server *s, hubu_session *sess, hubu_parked *parked) {
+static void resume_members(hubu_core *s, hubu_session *sess, hubu_parked *parked) {
   parked_members *pm = (parked_members *)parked;
-  hubu_plugins *p = s->plugins;
+  hubu_plugins *p = host_of_core(s);
   if (p && p->L) {
     lua_State *L = p->L;
     int top = lua_gettop(L);
@@ -597,12 +595,12 @@ static int c_members_wait(lua_State *L) {
   hubu_plugins *p = host_of(L);
   int ticket = (int)luaL_checkinteger(L, 1);
   const char *id = luaL_checkstring(L, 2);
-  hubu_session *sess = hubu_session_get(p->server, id);
+  hubu_session *sess = hubu_session_get(p->core, id);
   parked_members *pm = sess ? calloc(1, sizeof *pm) : NULL;
   if (!pm) return luaL_error(L, "im.members: invalid session id '%s'", id);
   pm->parked.resume = resume_members;
   pm->ticket = ticket;
-  hubu_session_park(p->server, sess, &pm->parked);
+  hubu_session_park(p->core, sess, &pm->parked);
   return 0;
 }
 
@@ -621,8 +619,8 @@ static int c_call_reply(lua_State *L) {
   r.code = v ? (Hubu__V1__Code)v->value : HUBU__V1__CODE__INTERNAL;
   r.payload.data = (uint8_t *)payload;
   r.payload.len = plen;
-  hubu_conn *c = hubu_server_conn_find(p->server, user, conn_id);
-  if (c && c->state == HUBU_CONN_READY) hubu_conn_send(c, HUBU_FRAME_CALL_RESULT, &r.base);
+  hubu_peer *c = hubu_core_peer_find(p->core, user, conn_id);
+  if (c && c->state == HUBU_PEER_READY) hubu_peer_send(c, HUBU_FRAME_CALL_RESULT, &r.base);
   return 0;
 }
 
@@ -662,7 +660,7 @@ static int c_timer_start(lua_State *L) {
   if (ms < 1) ms = 1;
   plugin_timer *t = calloc(1, sizeof *t);
   if (!t) return luaL_error(L, "out of memory");
-  uv_timer_init(p->server->loop, &t->timer);
+  uv_timer_init(p->core->loop, &t->timer);
   t->host = p;
   t->id = ++p->next_timer_id;
   t->every = every;
@@ -811,7 +809,7 @@ static void folder_watch_start(hubu_plugins *p, const char *name, const struct s
   w->dev = st->st_dev;
   w->ino = st->st_ino;
   w->host = p;
-  uv_fs_event_init(p->server->loop, &w->ev);
+  uv_fs_event_init(p->core->loop, &w->ev);
   p->open_handles++;
   int r = uv_fs_event_start(&w->ev, on_folder_event, path, 0);
   if (r != 0) {
@@ -857,8 +855,12 @@ static int load_one(hubu_plugins *p, const char *name, char *report, size_t repo
   /* Its config section, from hubu.lua as the file reads now; a broken file
    * keeps what runs, like a broken plugin. */
   char cerr[512];
-  const char *config_file = p->server && p->server->cfg ? p->server->cfg->config_file : NULL;
-  if (hubu_config_file_push_plugin_section(L, config_file, name, cerr, sizeof cerr) != 0) {
+  int sect = 0;
+  if (p->cfg.push_section)
+    sect = p->cfg.push_section(L, p->cfg.config_file, name, cerr, sizeof cerr);
+  else
+    lua_newtable(L); /* no config file reader: every plugin's section is empty */
+  if (sect != 0) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugin_load_failed", "plugin=%s error=\"%s\"", name, cerr);
     if (report) snprintf(report + strlen(report), report_size - strlen(report), "%s: failed: %s\n", name, cerr);
     lua_settop(L, top);
@@ -967,16 +969,17 @@ static void on_handle_closed(uv_handle_t *h) {
   if (--p->open_handles == 0 && p->closing) free(p);
 }
 
-hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget_ms, char *err, size_t err_size) {
+hubu_plugins *hubu_plugins_open(hubu_core *core, const hubu_plugin_config *cfg, char *err, size_t err_size) {
   hubu_plugins *p = calloc(1, sizeof *p);
-  if (!p || !(p->dir = strdup(dir)) || !(p->L = luaL_newstate())) {
+  if (!p || !(p->dir = strdup(cfg->dir)) || !(p->L = luaL_newstate())) {
     snprintf(err, err_size, "out of memory");
     if (p) free(p->dir);
     free(p);
     return NULL;
   }
-  p->server = s;
-  p->budget_ms = budget_ms ? budget_ms : 100;
+  p->core = core;
+  p->cfg = *cfg;
+  p->budget_ms = cfg->budget_ms ? cfg->budget_ms : 100;
   p->budget_slack_ns = budget_slack_ns();
   lua_State *L = p->L;
   luaL_openlibs(L);
@@ -1028,14 +1031,15 @@ hubu_plugins *hubu_plugins_open(hubu_server *s, const char *dir, uint32_t budget
              "msg=\"no watchdog: a plugin hook that loops is not stopped\" error=\"%s\"", uv_strerror(wr));
   else
     p->watchdog_running = 1;
-  uv_timer_init(s->loop, &p->debounce);
-  uv_signal_init(s->loop, &p->sighup);
+  uv_timer_init(core->loop, &p->debounce);
+  uv_signal_init(core->loop, &p->sighup);
   p->debounce.data = p->sighup.data = p->watch.data = p;
   p->open_handles = 2;
   uv_signal_start(&p->sighup, on_sighup, SIGHUP);
-  uv_fs_event_init(s->loop, &p->watch);
+  uv_fs_event_init(core->loop, &p->watch);
   p->open_handles++;
   struct stat st;
+  const char *dir = p->dir;
   if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) {
     int r = uv_fs_event_start(&p->watch, on_fs_event, dir, 0);
     if (r == 0) p->watching = 1;
@@ -1129,7 +1133,7 @@ static int dispatch(hubu_plugins *p, const char *event, char *failed, size_t fai
 /* The hot path: the SEND's fields go to host.send as arguments (the event
  * table is built there by a table constructor, its keys constants), and the
  * verdict comes back as return values. */
-int hubu_plugins_on_send(hubu_plugins *p, const char *user, const char *device, const char *session_id,
+static int hubu_plugins_on_send(hubu_plugins *p, const char *user, const char *device, const char *session_id,
                          uint64_t client_id, const Hubu__V1__Send *m, hubu_send_verdict *v) {
   memset(v, 0, sizeof *v);
   v->code = HUBU__V1__CODE__OK;
@@ -1205,13 +1209,6 @@ int hubu_plugins_on_send(hubu_plugins *p, const char *user, const char *device, 
   return 1;
 }
 
-void hubu_send_verdict_free(hubu_send_verdict *v) {
-  free(v->body);
-  free(v->content_type);
-  free(v->meta);
-  memset(v, 0, sizeof *v);
-}
-
 /* Stack: pushes message.stored's event for m. */
 static void push_stored_event(hubu_plugins *p, const hubu_msg *m, int replayed) {
   lua_State *L = p->L;
@@ -1239,7 +1236,7 @@ static void push_stored_event(hubu_plugins *p, const hubu_msg *m, int replayed) 
   set_metatable(p, "Plain");
 }
 
-void hubu_plugins_on_stored(hubu_plugins *p, const hubu_msg *m, int replayed) {
+static void hubu_plugins_on_stored(hubu_plugins *p, const hubu_msg *m, int replayed) {
   if (!p || !p->has_stored || !(p->stored_kinds & kind_bit(m->session_id))) return;
   lua_State *L = p->L;
   int top = lua_gettop(L);
@@ -1261,7 +1258,7 @@ static void on_cursor_saved(hubu_store_op *op) {
 }
 
 void hubu_plugins_save_cursors(hubu_plugins *p) {
-  if (!p || !p->L || !p->server->store) return;
+  if (!p || !p->L || !p->core->store) return;
   lua_State *L = p->L;
   int top = lua_gettop(L);
   call_host(p, "take_dirty_cursors", 0, 1);
@@ -1275,7 +1272,7 @@ void hubu_plugins_save_cursors(hubu_plugins *p) {
         op->value_len = strlen(value);
         snprintf(op->user, sizeof op->user, "%s", STORED_CURSORS);
         op->done = on_cursor_saved;
-        hubu_store_submit(p->server->store, op);
+        hubu_store_submit(p->core->store, op);
       } else {
         hubu_store_op_free(op);
       }
@@ -1285,7 +1282,7 @@ void hubu_plugins_save_cursors(hubu_plugins *p) {
   lua_settop(L, top);
 }
 
-static void replay_read(hubu_server *s, const char *plugin, uint64_t gen, uint64_t after, uint64_t target);
+static void replay_read(hubu_core *s, const char *plugin, uint64_t gen, uint64_t after, uint64_t target);
 
 /* Is replay gen of plugin still the one under way (and the plugin loaded)? */
 static int replay_current(hubu_plugins *p, const char *plugin, uint64_t gen) {
@@ -1301,8 +1298,8 @@ static int replay_current(hubu_plugins *p, const char *plugin, uint64_t gen) {
  * the plugin's saved position stays where the replay got to (live messages
  * do not move it on), so a restart hands over the rest. */
 static void on_replay_read(hubu_store_op *op) {
-  hubu_server *s = op->ud2;
-  hubu_plugins *p = s->plugins;
+  hubu_core *s = op->ud2;
+  hubu_plugins *p = host_of_core(s);
   uint64_t gen = op->conn_id;
   uint64_t target = op->request_id ? op->request_id : op->max_seq; /* the end: the log as the replay began */
   uint64_t last = op->after_seq;
@@ -1337,7 +1334,7 @@ static void on_replay_read(hubu_store_op *op) {
   hubu_store_op_free(op);
 }
 
-static void replay_read(hubu_server *s, const char *plugin, uint64_t gen, uint64_t after, uint64_t target) {
+static void replay_read(hubu_core *s, const char *plugin, uint64_t gen, uint64_t after, uint64_t target) {
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_LOG_READ);
   if (!op || !(op->key = strdup(plugin))) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory",
@@ -1359,8 +1356,8 @@ static void replay_read(hubu_server *s, const char *plugin, uint64_t gen, uint64
  * with none saved, the plugin starts from the present (replay_end lets the
  * live positions kept aside meanwhile count). */
 static void on_cursor_loaded(hubu_store_op *op) {
-  hubu_server *s = op->ud2;
-  hubu_plugins *p = s->plugins;
+  hubu_core *s = op->ud2;
+  hubu_plugins *p = host_of_core(s);
   if (p && p->L && op->status == HUBU_STORE_OK) {
     char value[24];
     size_t n = op->value_len < sizeof value - 1 ? op->value_len : sizeof value - 1;
@@ -1395,8 +1392,8 @@ static void load_cursor(hubu_plugins *p, const char *name) {
   }
   snprintf(op->user, sizeof op->user, "%s", STORED_CURSORS);
   op->done = on_cursor_loaded;
-  op->ud2 = p->server;
-  hubu_store_submit(p->server->store, op);
+  op->ud2 = p->core;
+  hubu_store_submit(p->core->store, op);
 }
 
 /* At start: every plugin that hooks message.stored reads its position. From
@@ -1417,7 +1414,7 @@ void hubu_plugins_start_replay(hubu_plugins *p) {
   lua_settop(L, top);
 }
 
-void hubu_plugins_on_call(hubu_plugins *p, hubu_conn *c, const Hubu__V1__Call *call) {
+void hubu_plugins_on_call(hubu_plugins *p, hubu_peer *c, const Hubu__V1__Call *call) {
   char event[160];
   snprintf(event, sizeof event, "call.%s", call->method);
   if (!p || !call->method[0] || strlen(call->method) > 128 || !host_has(p, event)) {
@@ -1427,7 +1424,7 @@ void hubu_plugins_on_call(hubu_plugins *p, hubu_conn *c, const Hubu__V1__Call *c
     r.code = HUBU__V1__CODE__NOT_FOUND;
     snprintf(reason, sizeof reason, "no plugin answers %s", call->method);
     r.reason = reason;
-    hubu_conn_send(c, HUBU_FRAME_CALL_RESULT, &r.base);
+    hubu_peer_send(c, HUBU_FRAME_CALL_RESULT, &r.base);
     return;
   }
   lua_State *L = p->L;
@@ -1447,7 +1444,7 @@ void hubu_plugins_on_call(hubu_plugins *p, hubu_conn *c, const Hubu__V1__Call *c
   lua_settop(L, top);
 }
 
-int hubu_plugins_on_route(hubu_plugins *p, const hubu_session *sess, const hubu_msg *m, hubu_route_plan *plan) {
+static int hubu_plugins_on_route(hubu_plugins *p, const hubu_session *sess, const hubu_msg *m, hubu_route_plan *plan) {
   memset(plan, 0, sizeof *plan);
   if (!p || !p->has_route || !(p->route_kinds & kind_bit(m->session_id))) return 0;
   lua_State *L = p->L;
@@ -1512,14 +1509,6 @@ int hubu_plugins_on_route(hubu_plugins *p, const hubu_session *sess, const hubu_
   return 1;
 }
 
-void hubu_route_plan_free(hubu_route_plan *plan) {
-  for (size_t i = 0; i < plan->n; i++) free(plan->users[i]);
-  free(plan->users);
-  free(plan->modes);
-  free(plan->extra);
-  memset(plan, 0, sizeof *plan);
-}
-
 int hubu_plugins_on_auth(hubu_plugins *p, const char *user, const char *device, const char *token,
                          const char *client_info, char *user_out, size_t user_out_size, char *reason,
                          size_t reason_size) {
@@ -1554,7 +1543,7 @@ int hubu_plugins_on_auth(hubu_plugins *p, const char *user, const char *device, 
   return accepted;
 }
 
-int hubu_plugins_on_read(hubu_plugins *p, const char *user, const char *session_id, const char *op, char *reason,
+static int hubu_plugins_on_read(hubu_plugins *p, const char *user, const char *session_id, const char *op, char *reason,
                          size_t reason_size) {
   if (!p || !p->has_read) return 1;
   lua_State *L = p->L;
@@ -1850,7 +1839,7 @@ int hubu_plugins_list_json(hubu_plugins *p, hubu_buf *out) {
   return j.rc ? -1 : 0;
 }
 
-void hubu_plugins_on_connect(hubu_plugins *p, hubu_conn *c, int connected) {
+static void on_connect(hubu_plugins *p, hubu_peer *c, int connected) {
   if (!p || !(connected ? p->has_connect : p->has_disconnect)) return;
   lua_State *L = p->L;
   int top = lua_gettop(L);
@@ -1864,4 +1853,23 @@ void hubu_plugins_on_connect(hubu_plugins *p, hubu_conn *c, int connected) {
   char failed[128];
   dispatch(p, connected ? "connect" : "disconnect", failed, sizeof failed);
   lua_settop(L, top);
+}
+
+/* ---- core's hook dispatch ---- */
+
+int hubu_plugins_dispatch(void *host, hubu_hook_call *call) {
+  hubu_plugins *p = host;
+  switch (call->event) {
+    case HUBU_HOOK_CONNECT: on_connect(p, call->peer, 1); return 1;
+    case HUBU_HOOK_DISCONNECT: on_connect(p, call->peer, 0); return 1;
+    case HUBU_HOOK_SEND:
+      return hubu_plugins_on_send(p, call->user, call->device, call->session_id, call->client_id, call->send,
+                                  &call->verdict);
+    case HUBU_HOOK_ROUTE: return hubu_plugins_on_route(p, call->session, call->msg, &call->plan);
+    case HUBU_HOOK_STORED: hubu_plugins_on_stored(p, call->msg, call->replayed); return 1;
+    case HUBU_HOOK_READ:
+      call->allowed = hubu_plugins_on_read(p, call->user, call->session_id, call->op, call->reason, sizeof call->reason);
+      return 1;
+  }
+  return 0;
 }

@@ -8,10 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "frame.h"
 #include "delivery.h"
+#include "host.h"
 #include "log.h"
-#include "lua/host.h"
 #include "messaging.h"
 #include "server.h"
 #include "token.h"
@@ -28,27 +29,28 @@ typedef struct {
 } write_req;
 
 static void begin_close(hubu_conn *c);
+static const hubu_peer_ops conn_peer_ops;
 
 static void on_close(uv_handle_t *h) {
   hubu_conn *c = (hubu_conn *)h;
   hubu_buf_free(&c->rbuf);
   hubu_buf_free(&c->wbuf);
   hubu_tls_free(c->tls);
-  free(c->user);
+  free(c->peer.user);
   free(c);
 }
 
 void hubu_conn_destroy(hubu_conn *c) {
-  if (c->state == HUBU_CONN_CLOSED) return;
-  c->state = HUBU_CONN_CLOSED;
-  hubu_messaging_conn_closed(c);
+  if (c->peer.state == HUBU_PEER_CLOSED) return;
+  c->peer.state = HUBU_PEER_CLOSED;
+  hubu_messaging_peer_closed(&c->peer);
   hubu_server_forget(c->server, c);
   uv_close((uv_handle_t *)&c->tcp, on_close);
-  hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "conn_closed", NULL);
+  hubu_log(HUBU_LOG_DEBUG, c->peer.id, c->peer.user, "conn_closed", NULL);
 }
 
 int hubu_conn_send(hubu_conn *c, uint8_t type, const ProtobufCMessage *msg) {
-  if (c->state >= HUBU_CONN_CLOSING) return -1;
+  if (c->peer.state >= HUBU_PEER_CLOSING) return -1;
   if (hubu_wire_append(&c->wbuf, type, msg) != 0) return -1;
   hubu_server_mark_dirty(c->server, c);
   return 0;
@@ -56,8 +58,8 @@ int hubu_conn_send(hubu_conn *c, uint8_t type, const ProtobufCMessage *msg) {
 
 /* ERROR that leaves the connection open. */
 static void send_error(hubu_conn *c, Hubu__V1__Code code, const char *message, uint8_t frame_type) {
-  if (c->state >= HUBU_CONN_CLOSING) return;
-  hubu_log(HUBU_LOG_INFO, c->id, c->user, "frame_error", "code=%s type=0x%02x detail=\"%s\"", hubu_code_name(code),
+  if (c->peer.state >= HUBU_PEER_CLOSING) return;
+  hubu_log(HUBU_LOG_INFO, c->peer.id, c->peer.user, "frame_error", "code=%s type=0x%02x detail=\"%s\"", hubu_code_name(code),
            frame_type, message);
   hubu_wire_append_error(&c->wbuf, code, message, frame_type);
   hubu_server_mark_dirty(c->server, c);
@@ -70,8 +72,8 @@ static void error_close(hubu_conn *c, Hubu__V1__Code code, const char *message, 
 }
 
 void hubu_conn_goaway(hubu_conn *c, Hubu__V1__Code code, const char *reason, uint32_t reconnect_after_ms) {
-  if (c->state >= HUBU_CONN_CLOSING) return;
-  hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "goaway", "code=%s reason=\"%s\"", hubu_code_name(code), reason);
+  if (c->peer.state >= HUBU_PEER_CLOSING) return;
+  hubu_log(HUBU_LOG_DEBUG, c->peer.id, c->peer.user, "goaway", "code=%s reason=\"%s\"", hubu_code_name(code), reason);
   hubu_wire_append_goaway(&c->wbuf, code, reason, reconnect_after_ms);
   begin_close(c);
 }
@@ -84,7 +86,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 }
 
 static void maybe_shutdown(hubu_conn *c) {
-  if (c->state != HUBU_CONN_CLOSING || c->shut_down || c->writing || hubu_buf_size(&c->wbuf)) return;
+  if (c->peer.state != HUBU_PEER_CLOSING || c->shut_down || c->writing || hubu_buf_size(&c->wbuf)) return;
   if (c->tls && hubu_tls_output_pending(c->tls)) return;
   uv_shutdown_t *req = malloc(sizeof *req);
   if (!req || uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
@@ -101,34 +103,34 @@ static void on_write(uv_write_t *req, int status) {
   c->writing -= hubu_buf_size(&w->bytes);
   hubu_buf_free(&w->bytes);
   free(w);
-  if (c->state == HUBU_CONN_CLOSED) return;
+  if (c->peer.state == HUBU_PEER_CLOSED) return;
   if (status < 0) {
-    hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "write_failed", "error=\"%s\"", uv_strerror(status));
+    hubu_log(HUBU_LOG_DEBUG, c->peer.id, c->peer.user, "write_failed", "error=\"%s\"", uv_strerror(status));
     hubu_conn_destroy(c);
     return;
   }
-  if (hubu_buf_size(&c->wbuf) || c->hints) hubu_server_mark_dirty(c->server, c);
-  if (!c->reading && c->state == HUBU_CONN_READY && !c->input_paused &&
+  if (hubu_buf_size(&c->wbuf) || c->peer.hints) hubu_server_mark_dirty(c->server, c);
+  if (!c->reading && c->peer.state == HUBU_PEER_READY && !c->input_paused &&
       c->writing + hubu_buf_size(&c->wbuf) <= c->server->cfg->write_queue_max / 2)
     start_reading(c);
   maybe_shutdown(c);
 }
 
 void hubu_conn_flush(hubu_conn *c) {
-  if (c->state == HUBU_CONN_CLOSED) return;
-  const hubu_config *cfg = c->server->cfg;
-  if (c->input_paused && c->state == HUBU_CONN_READY && c->sends_unanswered <= cfg->max_pending_sends / 2) {
+  if (c->peer.state == HUBU_PEER_CLOSED) return;
+  const hubu_net_config *cfg = c->server->cfg;
+  if (c->input_paused && c->peer.state == HUBU_PEER_READY && c->peer.sends_unanswered <= cfg->max_pending_sends / 2) {
     c->input_paused = 0;
     hubu_conn_resume_input(c);
-    if (c->state == HUBU_CONN_CLOSED) return;
+    if (c->peer.state == HUBU_PEER_CLOSED) return;
   }
-  if (c->hints && c->writing <= cfg->write_queue_max) hubu_delivery_write_hints(c); /* else they wait, coalesced */
-  c->push_open = 0; /* the next push opens a new frame */
+  if (c->peer.hints && c->writing <= cfg->write_queue_max) hubu_delivery_write_hints(&c->peer); /* else they wait, coalesced */
+  hubu_peer_output_taken(&c->peer); /* the next push opens a new frame */
   hubu_buf out = {0};
   if (c->tls) {
     if (hubu_buf_size(&c->wbuf) && hubu_tls_handshake_done(c->tls)) {
       if (hubu_tls_write(c->tls, hubu_buf_head(&c->wbuf), hubu_buf_size(&c->wbuf)) != 0) {
-        hubu_log(HUBU_LOG_WARN, c->id, c->user, "tls_write_failed", NULL);
+        hubu_log(HUBU_LOG_WARN, c->peer.id, c->peer.user, "tls_write_failed", NULL);
         hubu_conn_destroy(c);
         return;
       }
@@ -150,7 +152,7 @@ void hubu_conn_flush(hubu_conn *c) {
       int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
       if (n < 0 && n != UV_EAGAIN) {
         hubu_buf_free(&out);
-        hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "write_failed", "error=\"%s\"", uv_strerror(n));
+        hubu_log(HUBU_LOG_DEBUG, c->peer.id, c->peer.user, "write_failed", "error=\"%s\"", uv_strerror(n));
         hubu_conn_destroy(c);
         return;
       }
@@ -160,7 +162,7 @@ void hubu_conn_flush(hubu_conn *c) {
       write_req *w = malloc(sizeof *w);
       if (!w) {
         hubu_buf_free(&out);
-        hubu_log(HUBU_LOG_ERROR, c->id, c->user, "out_of_memory", "where=write");
+        hubu_log(HUBU_LOG_ERROR, c->peer.id, c->peer.user, "out_of_memory", "where=write");
         hubu_conn_destroy(c);
         return;
       }
@@ -175,7 +177,7 @@ void hubu_conn_flush(hubu_conn *c) {
         return;
       }
       c->writing += hubu_buf_size(&w->bytes);
-      if (c->reading && c->state == HUBU_CONN_READY && c->writing > c->server->cfg->write_queue_max) {
+      if (c->reading && c->peer.state == HUBU_PEER_READY && c->writing > c->server->cfg->write_queue_max) {
         uv_read_stop((uv_stream_t *)&c->tcp); /* backpressure: the peer is not reading */
         c->reading = 0;
       }
@@ -185,12 +187,12 @@ void hubu_conn_flush(hubu_conn *c) {
 }
 
 static void begin_close(hubu_conn *c) {
-  if (c->state >= HUBU_CONN_CLOSING) return;
+  if (c->peer.state >= HUBU_PEER_CLOSING) return;
   if (c->tls && !hubu_tls_handshake_done(c->tls)) { /* nothing can reach the peer before the handshake */
     hubu_conn_destroy(c);
     return;
   }
-  c->state = HUBU_CONN_CLOSING;
+  c->peer.state = HUBU_PEER_CLOSING;
   c->state_since_ms = uv_now(c->server->loop);
   hubu_buf_free(&c->rbuf);
   if (!c->reading) start_reading(c); /* to see the peer's FIN */
@@ -240,17 +242,17 @@ static void handle_hello(hubu_conn *c, const uint8_t *body, size_t len) {
       if (!h->user_id) refused = "out of memory";
     }
     if (refused) {
-      hubu_log(HUBU_LOG_INFO, c->id, h->user_id, "hello_refused", "device=%s reason=\"%s\"", h->device_id, why);
+      hubu_log(HUBU_LOG_INFO, c->peer.id, h->user_id, "hello_refused", "device=%s reason=\"%s\"", h->device_id, why);
       send_error(c, HUBU__V1__CODE__UNAUTHENTICATED, refused, HUBU_FRAME_HELLO);
       begin_close(c);
-    } else if (!(c->user = malloc(ulen + dlen + 2))) {
-      hubu_log(HUBU_LOG_ERROR, c->id, NULL, "out_of_memory", "where=hello");
+    } else if (!(c->peer.user = malloc(ulen + dlen + 2))) {
+      hubu_log(HUBU_LOG_ERROR, c->peer.id, NULL, "out_of_memory", "where=hello");
       error_close(c, HUBU__V1__CODE__INTERNAL, "out of memory", HUBU_FRAME_HELLO);
     } else {
-      memcpy(c->user, h->user_id, ulen + 1);
-      memcpy(c->user + ulen + 1, h->device_id, dlen + 1);
-      c->device = c->user + ulen + 1;
-      hubu_messaging_hello(c);
+      memcpy(c->peer.user, h->user_id, ulen + 1);
+      memcpy(c->peer.user + ulen + 1, h->device_id, dlen + 1);
+      c->peer.device = c->peer.user + ulen + 1;
+      hubu_messaging_hello(&c->peer);
     }
   }
   hubu__v1__hello__free_unpacked(h, NULL);
@@ -272,7 +274,7 @@ static void handle_ping(hubu_conn *c, const hubu_frame *f) {
 
 static void dispatch(hubu_conn *c, const hubu_frame *f) {
   uint8_t type = f->header.type;
-  if (c->state == HUBU_CONN_HELLO_WAIT) {
+  if (c->peer.state == HUBU_PEER_HELLO_WAIT) {
     if (type != HUBU_FRAME_HELLO)
       error_close(c, HUBU__V1__CODE__UNAUTHENTICATED, "the first frame must be HELLO", type);
     else if (f->header.flags)
@@ -289,17 +291,17 @@ static void dispatch(hubu_conn *c, const hubu_frame *f) {
     case HUBU_FRAME_PING:
     case HUBU_FRAME_PONG: handle_ping(c, f); break;
     case HUBU_FRAME_HELLO: send_error(c, HUBU__V1__CODE__INVALID, "already authenticated", type); break;
-    case HUBU_FRAME_SEND: hubu_messaging_send(c, f); break;
-    case HUBU_FRAME_DELIVER_ACK: hubu_messaging_deliver_ack(c, f); break;
-    case HUBU_FRAME_SYNC: hubu_messaging_sync(c, f); break;
-    case HUBU_FRAME_PULL: hubu_messaging_pull(c, f); break;
+    case HUBU_FRAME_SEND: hubu_messaging_send(&c->peer, f); break;
+    case HUBU_FRAME_DELIVER_ACK: hubu_messaging_deliver_ack(&c->peer, f); break;
+    case HUBU_FRAME_SYNC: hubu_messaging_sync(&c->peer, f); break;
+    case HUBU_FRAME_PULL: hubu_messaging_pull(&c->peer, f); break;
     case HUBU_FRAME_CALL: {
       Hubu__V1__Call *call = hubu__v1__call__unpack(NULL, f->header.length, f->body);
       if (!call) {
         hubu_conn_bad_body(c, type);
         break;
       }
-      hubu_plugins_on_call(c->server->plugins, c, call);
+      hubu_plugins_on_call(c->server->plugins, &c->peer, call);
       hubu__v1__call__free_unpacked(call, NULL);
       break;
     }
@@ -314,8 +316,8 @@ static void dispatch(hubu_conn *c, const hubu_frame *f) {
 static size_t process(hubu_conn *c, const uint8_t *p, size_t n) {
   size_t off = 0;
   uint32_t max_frame = c->server->cfg->max_frame;
-  while (off < n && c->state < HUBU_CONN_CLOSING && c->state != HUBU_CONN_AUTHING) {
-    if (c->sends_unanswered >= c->server->cfg->max_pending_sends) { /* the store is behind this client */
+  while (off < n && c->peer.state < HUBU_PEER_CLOSING && c->peer.state != HUBU_PEER_AUTHING) {
+    if (c->peer.sends_unanswered >= c->server->cfg->max_pending_sends) { /* the store is behind this client */
       c->input_paused = 1;
       break;
     }
@@ -346,33 +348,33 @@ static size_t process(hubu_conn *c, const uint8_t *p, size_t n) {
  * frame between reads. Returns non-zero once the connection is closing. */
 static int conn_input(void *ud, const uint8_t *data, size_t len) {
   hubu_conn *c = ud;
-  if (c->state >= HUBU_CONN_CLOSING) return 1;
+  if (c->peer.state >= HUBU_PEER_CLOSING) return 1;
   if (!hubu_buf_size(&c->rbuf)) {
     size_t used = process(c, data, len);
-    if (c->state < HUBU_CONN_CLOSING && used < len && hubu_buf_append(&c->rbuf, data + used, len - used) != 0) {
-      hubu_log(HUBU_LOG_ERROR, c->id, c->user, "out_of_memory", "where=read");
+    if (c->peer.state < HUBU_PEER_CLOSING && used < len && hubu_buf_append(&c->rbuf, data + used, len - used) != 0) {
+      hubu_log(HUBU_LOG_ERROR, c->peer.id, c->peer.user, "out_of_memory", "where=read");
       hubu_conn_destroy(c);
     }
   } else if (hubu_buf_append(&c->rbuf, data, len) != 0) {
-    hubu_log(HUBU_LOG_ERROR, c->id, c->user, "out_of_memory", "where=read");
+    hubu_log(HUBU_LOG_ERROR, c->peer.id, c->peer.user, "out_of_memory", "where=read");
     hubu_conn_destroy(c);
   } else {
     size_t used = process(c, hubu_buf_head(&c->rbuf), hubu_buf_size(&c->rbuf));
-    if (c->state < HUBU_CONN_CLOSING) hubu_buf_consume(&c->rbuf, used);
+    if (c->peer.state < HUBU_PEER_CLOSING) hubu_buf_consume(&c->rbuf, used);
   }
-  if ((c->state == HUBU_CONN_AUTHING || c->input_paused) && c->reading) { /* hold further input */
+  if ((c->peer.state == HUBU_PEER_AUTHING || c->input_paused) && c->reading) { /* hold further input */
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
   }
-  return c->state >= HUBU_CONN_CLOSING;
+  return c->peer.state >= HUBU_PEER_CLOSING;
 }
 
 void hubu_conn_resume_input(hubu_conn *c) {
   if (hubu_buf_size(&c->rbuf)) {
     size_t used = process(c, hubu_buf_head(&c->rbuf), hubu_buf_size(&c->rbuf));
-    if (c->state < HUBU_CONN_CLOSING) hubu_buf_consume(&c->rbuf, used);
+    if (c->peer.state < HUBU_PEER_CLOSING) hubu_buf_consume(&c->rbuf, used);
   }
-  if (!c->reading && c->state == HUBU_CONN_READY && !c->input_paused) start_reading(c);
+  if (!c->reading && c->peer.state == HUBU_PEER_READY && !c->input_paused) start_reading(c);
 }
 
 static int discard_plain(void *ud, const uint8_t *data, size_t len) {
@@ -390,8 +392,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   hubu_conn *c = (hubu_conn *)stream;
   if (nread == 0) return;
   if (nread < 0) {
-    if (nread != UV_EOF && c->state < HUBU_CONN_CLOSING)
-      hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "read_failed", "error=\"%s\"", uv_strerror((int)nread));
+    if (nread != UV_EOF && c->peer.state < HUBU_PEER_CLOSING)
+      hubu_log(HUBU_LOG_DEBUG, c->peer.id, c->peer.user, "read_failed", "error=\"%s\"", uv_strerror((int)nread));
     hubu_conn_destroy(c);
     return;
   }
@@ -399,18 +401,18 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   c->pinged = 0;
   const uint8_t *data = (const uint8_t *)buf->base;
   if (c->tls) {
-    int closing = c->state >= HUBU_CONN_CLOSING;
+    int closing = c->peer.state >= HUBU_PEER_CLOSING;
     if (closing && hubu_tls_handshake_done(c->tls)) return; /* input no longer matters */
     if (hubu_tls_input(c->tls, data, (size_t)nread, closing ? discard_plain : conn_input, c) < 0) {
       char err[160];
-      hubu_log(HUBU_LOG_INFO, c->id, c->user, "tls_failed", "error=\"%s\"", hubu_tls_last_error(err, sizeof err));
+      hubu_log(HUBU_LOG_INFO, c->peer.id, c->peer.user, "tls_failed", "error=\"%s\"", hubu_tls_last_error(err, sizeof err));
       hubu_conn_destroy(c);
       return;
     }
     if (hubu_tls_output_pending(c->tls)) hubu_server_mark_dirty(c->server, c);
     return;
   }
-  if (c->state >= HUBU_CONN_CLOSING) return;
+  if (c->peer.state >= HUBU_PEER_CLOSING) return;
   conn_input(c, data, (size_t)nread);
 }
 
@@ -422,15 +424,15 @@ static void start_reading(hubu_conn *c) {
 }
 
 void hubu_conn_sweep(hubu_conn *c, uint64_t now) {
-  const hubu_config *cfg = c->server->cfg;
-  switch (c->state) {
-    case HUBU_CONN_HELLO_WAIT:
-    case HUBU_CONN_AUTHING:
+  const hubu_net_config *cfg = c->server->cfg;
+  switch (c->peer.state) {
+    case HUBU_PEER_HELLO_WAIT:
+    case HUBU_PEER_AUTHING:
       if (now - c->state_since_ms >= cfg->hello_timeout_ms)
         hubu_conn_goaway(c, HUBU__V1__CODE__TIMEOUT, "no HELLO in time", 0);
       break;
-    case HUBU_CONN_READY: {
-      if (hubu_delivery_sweep(c, now) != 0) {
+    case HUBU_PEER_READY: {
+      if (hubu_delivery_sweep(&c->peer, now) != 0) {
         hubu_conn_goaway(c, HUBU__V1__CODE__TIMEOUT, "deliveries not acknowledged", 0);
         break;
       }
@@ -446,12 +448,37 @@ void hubu_conn_sweep(hubu_conn *c, uint64_t now) {
       }
       break;
     }
-    case HUBU_CONN_CLOSING:
+    case HUBU_PEER_CLOSING:
       if (now - c->state_since_ms >= LINGER_MS) hubu_conn_destroy(c);
       break;
     default: break;
   }
 }
+
+/* ---- the peer interface (core/peer.h) ---- */
+
+static hubu_buf *peer_output(hubu_peer *p) { return &hubu_server_conn_of(p)->wbuf; }
+
+static void peer_wrote(hubu_peer *p) {
+  hubu_conn *c = hubu_server_conn_of(p);
+  hubu_server_mark_dirty(c->server, c);
+}
+
+static void peer_goaway(hubu_peer *p, Hubu__V1__Code code, const char *reason, uint32_t reconnect_after_ms) {
+  hubu_conn_goaway(hubu_server_conn_of(p), code, reason, reconnect_after_ms);
+}
+
+static void peer_bad_body(hubu_peer *p, uint8_t frame_type) { hubu_conn_bad_body(hubu_server_conn_of(p), frame_type); }
+
+static void peer_resume_input(hubu_peer *p) { hubu_conn_resume_input(hubu_server_conn_of(p)); }
+
+static const hubu_peer_ops conn_peer_ops = {
+    .output = peer_output,
+    .wrote = peer_wrote,
+    .goaway = peer_goaway,
+    .bad_body = peer_bad_body,
+    .resume_input = peer_resume_input,
+};
 
 void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, int tls) {
   hubu_conn *c = calloc(1, sizeof *c);
@@ -466,11 +493,13 @@ void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, int tls) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
-  c->id = ++s->next_conn_id;
+  c->peer.ops = &conn_peer_ops;
+  c->peer.core = &s->core;
+  c->peer.id = ++s->next_conn_id;
   c->state_since_ms = c->last_rx_ms = uv_now(s->loop);
   Hubu__V1__Code verdict = hubu_server_admit(s, c);
   if (tls && !(c->tls = hubu_tls_new(s->tls_ctx, 1, NULL))) {
-    hubu_log(HUBU_LOG_ERROR, c->id, NULL, "out_of_memory", "where=tls");
+    hubu_log(HUBU_LOG_ERROR, c->peer.id, NULL, "out_of_memory", "where=tls");
     hubu_conn_destroy(c);
     return;
   }
@@ -479,9 +508,9 @@ void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, int tls) {
     hubu_conn_destroy(c);
     return;
   }
-  hubu_log(HUBU_LOG_DEBUG, c->id, NULL, "conn_open", "tls=%d", tls);
+  hubu_log(HUBU_LOG_DEBUG, c->peer.id, NULL, "conn_open", "tls=%d", tls);
   if (verdict != HUBU__V1__CODE__OK) {
-    hubu_log(HUBU_LOG_WARN, c->id, NULL, "conn_refused", "code=%s open=%u", hubu_code_name(verdict),
+    hubu_log(HUBU_LOG_WARN, c->peer.id, NULL, "conn_refused", "code=%s open=%u", hubu_code_name(verdict),
              s->conn_count);
     error_close(c, verdict, verdict == HUBU__V1__CODE__SHUTTING_DOWN ? "server shutting down" : "too many connections",
                 0);

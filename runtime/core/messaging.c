@@ -9,12 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conn.h"
+#include "clock.h"
+#include "core.h"
 #include "delivery.h"
 #include "log.h"
-#include "lua/host.h"
 #include "presence.h"
-#include "server.h"
 #include "session.h"
 #include "store.h"
 #include "token.h"
@@ -26,15 +25,29 @@
 /* SEND_ACK UNAVAILABLE (the store failed): the retry_after_ms it suggests. */
 #define HUBU_STORE_RETRY_AFTER_MS 1000
 
+/* ---- hooks ---- */
+
+/* connect / disconnect of peer c. */
+static void hook_peer(hubu_core *core, hubu_hook_event event, hubu_peer *c) {
+  hubu_hook_call call = {.event = event, .peer = c};
+  hubu_hooks_run(&core->hooks, &call);
+}
+
+/* session.read: 1 when user may read session_id (op "pull" or "sync"). */
+static int hook_read(hubu_core *core, const char *user, const char *session_id, const char *op) {
+  hubu_hook_call call = {.event = HUBU_HOOK_READ, .user = user, .session_id = session_id, .op = op};
+  return !hubu_hooks_run(&core->hooks, &call) || call.allowed;
+}
+
 /* ---- answers ---- */
 
-static void send_ack(hubu_server *s, const char *user, uint64_t conn_id, uint64_t client_id, Hubu__V1__Code code,
+static void send_ack(hubu_core *core, const char *user, uint64_t conn_id, uint64_t client_id, Hubu__V1__Code code,
                      const char *session_id, uint64_t seq, uint64_t msg_id, const char *reason, int duplicate,
                      uint32_t retry_after_ms) {
-  hubu_conn *c = hubu_server_conn_find(s, user, conn_id);
+  hubu_peer *c = hubu_core_peer_find(core, user, conn_id);
   if (!c) return;
   if (c->sends_unanswered) c->sends_unanswered--; /* every SEND is answered once, on its connection */
-  if (c->state != HUBU_CONN_READY) return;
+  if (c->state != HUBU_PEER_READY) return;
   Hubu__V1__SendAck a = HUBU__V1__SEND_ACK__INIT;
   a.client_id = client_id;
   a.code = code;
@@ -45,14 +58,14 @@ static void send_ack(hubu_server *s, const char *user, uint64_t conn_id, uint64_
   a.reason = (char *)(reason ? reason : "");
   a.duplicate = duplicate;
   a.retry_after_ms = retry_after_ms;
-  hubu_conn_send(c, HUBU_FRAME_SEND_ACK, &a.base);
+  hubu_peer_send(c, HUBU_FRAME_SEND_ACK, &a.base);
 }
 
 /* Appends a PULL_RESULT whose messages are the pre-encoded entries of msgs
  * (field 4 instead of Push's field 1: only the tag byte differs). */
-static void send_pull_result(hubu_conn *c, uint64_t request_id, Hubu__V1__Code code, const char *session_id,
+static void send_pull_result(hubu_peer *c, uint64_t request_id, Hubu__V1__Code code, const char *session_id,
                              hubu_msg **msgs, size_t n, uint64_t max_seq, int has_more) {
-  size_t budget = c->server->cfg->max_frame, used = 0, take = 0;
+  size_t budget = c->core->cfg.max_frame, used = 0, take = 0;
   for (; take < n; take++) {
     if (used + msgs[take]->push_entry_len > budget && take > 0) {
       has_more = 1;
@@ -67,7 +80,7 @@ static void send_pull_result(hubu_conn *c, uint64_t request_id, Hubu__V1__Code c
   r.max_seq = max_seq;
   r.has_more = has_more;
   size_t head = protobuf_c_message_get_packed_size(&r.base);
-  hubu_buf *w = &c->wbuf;
+  hubu_buf *w = c->ops->output(c);
   uint8_t *p = hubu_buf_reserve(w, HUBU_FRAME_HEADER_SIZE + head + used);
   if (!p) return;
   hubu_frame_header_encode(p, HUBU_FRAME_PULL_RESULT, 0, (uint32_t)(head + used));
@@ -79,42 +92,42 @@ static void send_pull_result(hubu_conn *c, uint64_t request_id, Hubu__V1__Code c
     p += msgs[i]->push_entry_len;
   }
   w->len += HUBU_FRAME_HEADER_SIZE + head + used;
-  hubu_server_mark_dirty(c->server, c);
+  c->ops->wrote(c);
 }
 
-static void pull_error(hubu_conn *c, uint64_t request_id, Hubu__V1__Code code, const char *session_id) {
+static void pull_error(hubu_peer *c, uint64_t request_id, Hubu__V1__Code code, const char *session_id) {
   send_pull_result(c, request_id, code, session_id, NULL, 0, 0, 0);
 }
 
 /* ---- HELLO: the device's high-water mark before HELLO_OK ---- */
 
 /* resume: input was held back while the device loaded (asynchronous path). */
-static void hello_ok(hubu_conn *c, int resume) {
-  hubu_server *s = c->server;
-  if (hubu_user_attach(s, c) != 0) {
+static void hello_ok(hubu_peer *c, int resume) {
+  hubu_core *core = c->core;
+  if (hubu_user_attach(core, c) != 0) {
     hubu_log(HUBU_LOG_ERROR, c->id, c->user, "out_of_memory", "where=presence");
-    hubu_conn_goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
+    c->ops->goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
     return;
   }
   c->attached = 1;
-  c->state = HUBU_CONN_READY;
+  c->state = HUBU_PEER_READY;
   Hubu__V1__HelloOk ok = HUBU__V1__HELLO_OK__INIT;
   ok.conn_id = c->id;
   ok.server_time_ms = hubu_now_ms();
-  ok.heartbeat_ms = s->cfg->heartbeat_ms;
+  ok.heartbeat_ms = core->cfg.heartbeat_ms;
   ok.last_client_id = c->dev->durable;
-  ok.max_frame = s->cfg->max_frame;
+  ok.max_frame = core->cfg.max_frame;
   ok.server = HUBU_SERVER_NAME;
-  hubu_conn_send(c, HUBU_FRAME_HELLO_OK, &ok.base);
+  hubu_peer_send(c, HUBU_FRAME_HELLO_OK, &ok.base);
   hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "hello_ok", "device=%s last_client_id=%llu", c->device,
            (unsigned long long)c->dev->durable);
-  hubu_plugins_on_connect(s->plugins, c, 1);
-  if (resume) hubu_conn_resume_input(c); /* else the caller's frame loop goes on by itself */
+  hook_peer(core, HUBU_HOOK_CONNECT, c);
+  if (resume) c->ops->resume_input(c); /* else the caller's frame loop goes on by itself */
 }
 
 static void on_device_loaded(hubu_store_op *op) {
   hubu_device *d = op->ud;
-  hubu_server *s = op->ud2;
+  hubu_core *core = op->ud2;
   d->loading = 0;
   if (op->status == HUBU_STORE_OK) {
     d->loaded = 1;
@@ -124,37 +137,37 @@ static void on_device_loaded(hubu_store_op *op) {
     hubu_log(HUBU_LOG_ERROR, 0, d->user, "device_load_failed", "device=%s error=\"%s\"", d->device, op->error);
   }
   hubu_store_op_free(op);
-  hubu_conn **waiters = d->hello_waiters;
+  hubu_peer **waiters = d->hello_waiters;
   uint32_t n = d->n_hello_waiters;
   d->hello_waiters = NULL;
   d->n_hello_waiters = 0;
   for (uint32_t i = 0; i < n; i++) {
-    hubu_conn *c = waiters[i];
-    if (c->state != HUBU_CONN_AUTHING || c->dev != d) continue;
+    hubu_peer *c = waiters[i];
+    if (c->state != HUBU_PEER_AUTHING || c->dev != d) continue;
     if (d->loaded)
       hello_ok(c, 1);
     else
-      hubu_conn_goaway(c, HUBU__V1__CODE__UNAVAILABLE, "store unavailable", 1000);
+      c->ops->goaway(c, HUBU__V1__CODE__UNAVAILABLE, "store unavailable", 1000);
   }
   free(waiters);
-  hubu_device_release(s, d); /* the load's reference */
+  hubu_device_release(core, d); /* the load's reference */
 }
 
-void hubu_messaging_hello(hubu_conn *c) {
-  hubu_server *s = c->server;
-  c->state = HUBU_CONN_AUTHING;
-  hubu_device *d = c->dev = hubu_device_acquire(s, c->user, c->device);
+void hubu_messaging_hello(hubu_peer *c) {
+  hubu_core *core = c->core;
+  c->state = HUBU_PEER_AUTHING;
+  hubu_device *d = c->dev = hubu_device_acquire(core, c->user, c->device);
   if (!d) {
-    hubu_conn_goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
+    c->ops->goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
     return;
   }
   if (d->loaded) {
     hello_ok(c, 0);
     return;
   }
-  hubu_conn **w = realloc(d->hello_waiters, (d->n_hello_waiters + 1) * sizeof *w);
+  hubu_peer **w = realloc(d->hello_waiters, (d->n_hello_waiters + 1) * sizeof *w);
   if (!w) {
-    hubu_conn_goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
+    c->ops->goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
     return;
   }
   d->hello_waiters = w;
@@ -162,17 +175,17 @@ void hubu_messaging_hello(hubu_conn *c) {
   if (d->loading) return;
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_DEVICE_LOAD);
   if (!op) {
-    hubu_conn_goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
+    c->ops->goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
     return;
   }
   snprintf(op->user, sizeof op->user, "%s", d->user);
   snprintf(op->device, sizeof op->device, "%s", d->device);
   op->done = on_device_loaded;
   op->ud = d;
-  op->ud2 = s;
+  op->ud2 = core;
   d->refs++;
   d->loading = 1;
-  hubu_store_submit(s->store, op);
+  hubu_store_submit(core->store, op);
 }
 
 /* ---- SEND ---- */
@@ -183,20 +196,20 @@ typedef struct {
   Hubu__V1__Send *send; /* owned */
 } parked_send;
 
-static void pending_answer(hubu_server *s, hubu_pending_send *p, Hubu__V1__Code code, const char *session_id,
+static void pending_answer(hubu_core *core, hubu_pending_send *p, Hubu__V1__Code code, const char *session_id,
                            uint64_t seq, uint64_t msg_id, const char *reason, int first_duplicate,
                            uint32_t retry_after_ms) {
   if (p->internal && code != HUBU__V1__CODE__OK) /* no client to tell: the plugin's send is refused here */
     hubu_log(HUBU_LOG_WARN, 0, p->device->user, "plugin_send_refused", "session=%s code=%s reason=\"%s\"",
              session_id, hubu_code_name(code), reason ? reason : "");
-  send_ack(s, p->device->user, p->sender_conn, p->client_id, code, session_id, seq, msg_id, reason, first_duplicate, retry_after_ms);
+  send_ack(core, p->device->user, p->sender_conn, p->client_id, code, session_id, seq, msg_id, reason, first_duplicate, retry_after_ms);
   for (uint32_t i = 0; i < p->n_retry_conns; i++)
-    send_ack(s, p->device->user, p->retry_conns[i], p->client_id, code, session_id, seq, msg_id, reason, code == HUBU__V1__CODE__OK,
+    send_ack(core, p->device->user, p->retry_conns[i], p->client_id, code, session_id, seq, msg_id, reason, code == HUBU__V1__CODE__OK,
              retry_after_ms);
 }
 
 /* Drops p from its device (and its session's busy count) and frees it. */
-static void pending_finish(hubu_server *s, hubu_pending_send *p, int refused) {
+static void pending_finish(hubu_core *core, hubu_pending_send *p, int refused) {
   hubu_device *d = p->device;
   HASH_DEL(d->pending, p);
   if (refused && d->assigned == p->client_id) { /* a refused SEND uses up nothing */
@@ -209,100 +222,103 @@ static void pending_finish(hubu_server *s, hubu_pending_send *p, int refused) {
   hubu_msg_unref(p->msg);
   free(p->retry_conns);
   free(p);
-  hubu_device_release(s, d); /* the pending send's reference */
+  hubu_device_release(core, d); /* the pending send's reference */
 }
 
 static void on_appended(hubu_store_op *op) {
   hubu_pending_send *p = op->ud;
-  hubu_server *s = op->ud2;
+  hubu_core *core = op->ud2;
   hubu_msg *m = p->msg;
   if (op->status == HUBU_STORE_OK) {
     m->log_pos = op->log_pos; /* the store is done with m: the loop may write it */
     if (!p->internal && p->client_id > p->device->durable) p->device->durable = p->client_id;
     hubu_session_tail_push(p->session, m);
     if (!p->internal) hubu_device_remember(p->device, m);
-    pending_answer(s, p, HUBU__V1__CODE__OK, m->session_id, m->seq, m->msg_id, NULL, 0, 0);
-    hubu_delivery_route(s, p->session, m, p->sender_conn);
-    s->stats.messages_stored++;
-    hubu_plugins_on_stored(s->plugins, m, 0);
+    pending_answer(core, p, HUBU__V1__CODE__OK, m->session_id, m->seq, m->msg_id, NULL, 0, 0);
+    hubu_delivery_route(core, p->session, m, p->sender_conn);
+    core->stats.messages_stored++;
+    hubu_hook_call stored = {.event = HUBU_HOOK_STORED, .msg = m};
+    hubu_hooks_run(&core->hooks, &stored);
   } else if (op->status == HUBU_STORE_DUPLICATE) {
-    pending_answer(s, p, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1, 0);
+    pending_answer(core, p, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1, 0);
   } else {
-    pending_answer(s, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "the store failed; resend with a new client_id", 0, 0);
+    pending_answer(core, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "the store failed; resend with a new client_id", 0, 0);
   }
   hubu_store_op_free(op);
-  pending_finish(s, p, 0);
+  pending_finish(core, p, 0);
 }
 
-static void resume_send(hubu_server *s, hubu_session *sess, hubu_parked *parked) {
+static void resume_send(hubu_core *core, hubu_session *sess, hubu_parked *parked) {
   parked_send *ps = (parked_send *)parked;
   hubu_pending_send *p = ps->pending;
   Hubu__V1__Send *m = ps->send;
   hubu_device *d = p->device;
-  hubu_send_verdict v = {.code = HUBU__V1__CODE__OK};
+  hubu_hook_call send = {.event = HUBU_HOOK_SEND, .user = d->user, .device = d->device, .session_id = sess->id,
+                        .client_id = p->client_id, .send = m};
+  hubu_send_verdict *v = &send.verdict;
+  v->code = HUBU__V1__CODE__OK;
   free(ps);
   if (!sess->loaded) {
-    pending_answer(s, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store unavailable", 0, HUBU_STORE_RETRY_AFTER_MS);
-    pending_finish(s, p, 1);
+    pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store unavailable", 0, HUBU_STORE_RETRY_AFTER_MS);
+    pending_finish(core, p, 1);
   } else if (!sess->exists || (sess->kind != HUBU_SESSION_DIRECT && !hubu_session_is_member(sess, d->user))) {
-    pending_answer(s, p, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0, 0);
-    pending_finish(s, p, 1);
-  } else if (!p->internal && hubu_plugins_on_send(s->plugins, d->user, d->device, sess->id, p->client_id, m, &v) &&
-             v.code != HUBU__V1__CODE__OK) {
-    pending_answer(s, p, v.code, m->session_id, 0, 0, v.reason, 0, v.retry_after_ms);
-    pending_finish(s, p, 1);
+    pending_answer(core, p, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0, 0);
+    pending_finish(core, p, 1);
+  } else if (!p->internal && hubu_hooks_run(&core->hooks, &send) && v->code != HUBU__V1__CODE__OK) {
+    pending_answer(core, p, v->code, m->session_id, 0, 0, v->reason, 0, v->retry_after_ms);
+    pending_finish(core, p, 1);
   } else {
     uint8_t *meta = NULL;
     size_t meta_len = 0;
     hubu_store_op *op = NULL;
-    const uint8_t *body = v.rewritten ? v.body : m->body.data;
-    size_t body_len = v.rewritten ? v.body_len : m->body.len;
-    const char *ctype = v.rewritten ? v.content_type : m->content_type;
-    int meta_ok = v.rewritten ? 0 : hubu_msg_pack_meta(m->n_meta, m->meta, &meta, &meta_len);
-    if (v.rewritten) { /* the verdict's packed meta moves here */
-      meta = v.meta, meta_len = v.meta_len;
-      v.meta = NULL;
+    const uint8_t *body = v->rewritten ? v->body : m->body.data;
+    size_t body_len = v->rewritten ? v->body_len : m->body.len;
+    const char *ctype = v->rewritten ? v->content_type : m->content_type;
+    int meta_ok = v->rewritten ? 0 : hubu_msg_pack_meta(m->n_meta, m->meta, &meta, &meta_len);
+    if (v->rewritten) { /* the verdict's packed meta moves here */
+      meta = v->meta, meta_len = v->meta_len;
+      v->meta = NULL;
     }
     if (meta_ok == 0 &&
         (op = hubu_store_op_new(HUBU_STORE_APPEND)) &&
-        (p->msg = hubu_msg_new(sess->id, sess->next_seq + 1, hubu_server_next_msg_id(s), d->user, d->device,
+        (p->msg = hubu_msg_new(sess->id, sess->next_seq + 1, hubu_core_next_msg_id(core), d->user, d->device,
                                p->client_id, body, body_len, ctype, meta, meta_len, hubu_now_ms()))) {
       sess->next_seq++;
       op->msg = hubu_msg_ref(p->msg);
       op->done = on_appended;
       op->ud = p;
-      op->ud2 = s;
-      hubu_store_submit(s->store, op);
+      op->ud2 = core;
+      hubu_store_submit(core->store, op);
     } else {
       hubu_store_op_free(op);
       hubu_log(HUBU_LOG_ERROR, p->sender_conn, d->user, "out_of_memory", "where=send");
-      pending_answer(s, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
-      pending_finish(s, p, 1);
+      pending_answer(core, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
+      pending_finish(core, p, 1);
     }
     free(meta);
   }
-  hubu_send_verdict_free(&v);
+  hubu_send_verdict_free(v);
   hubu__v1__send__free_unpacked(m, NULL);
 }
 
 static void on_found_send(hubu_store_op *op) {
-  hubu_server *s = op->ud2;
+  hubu_core *core = op->ud2;
   uint64_t conn_id = op->conn_id;
   if (op->status == HUBU_STORE_OK)
-    send_ack(s, op->user, conn_id, op->client_id, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1, 0);
+    send_ack(core, op->user, conn_id, op->client_id, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1, 0);
   else if (op->status == HUBU_STORE_NOT_FOUND)
-    send_ack(s, op->user, conn_id, op->client_id, HUBU__V1__CODE__STALE, "", 0, 0,
+    send_ack(core, op->user, conn_id, op->client_id, HUBU__V1__CODE__STALE, "", 0, 0,
              "client_id is at or below this device's high-water mark and was never stored; resend with a new client_id", 0, 0);
   else
-    send_ack(s, op->user, conn_id, op->client_id, HUBU__V1__CODE__UNAVAILABLE, "", 0, 0, "store unavailable", 0, HUBU_STORE_RETRY_AFTER_MS);
+    send_ack(core, op->user, conn_id, op->client_id, HUBU__V1__CODE__UNAVAILABLE, "", 0, 0, "store unavailable", 0, HUBU_STORE_RETRY_AFTER_MS);
   hubu_store_op_free(op);
 }
 
 /* Accepts a new message of device d: a pending entry (so retries find it)
  * and a request parked on its session until the session is loaded. Takes m
  * on success. internal: from a plugin (no SEND of a client behind it). */
-static int queue_new(hubu_server *s, hubu_device *d, uint64_t conn_id, Hubu__V1__Send *m, int internal) {
-  hubu_session *sess = hubu_session_get(s, m->session_id);
+static int queue_new(hubu_core *core, hubu_device *d, uint64_t conn_id, Hubu__V1__Send *m, int internal) {
+  hubu_session *sess = hubu_session_get(core, m->session_id);
   hubu_pending_send *p = calloc(1, sizeof *p);
   parked_send *ps = malloc(sizeof *ps);
   if (!sess || !p || !ps) {
@@ -322,34 +338,34 @@ static int queue_new(hubu_server *s, hubu_device *d, uint64_t conn_id, Hubu__V1_
   ps->parked.resume = resume_send;
   ps->pending = p;
   ps->send = m;
-  hubu_session_park(s, sess, &ps->parked);
+  hubu_session_park(core, sess, &ps->parked);
   return 0;
 }
 
-const char *hubu_messaging_send_internal(hubu_server *s, const char *user, const char *device,
+const char *hubu_messaging_send_internal(hubu_core *core, const char *user, const char *device,
                                          const char *session_id, const uint8_t *body, size_t len,
                                          const char *content_type) {
   if (!hubu_id_valid(user, strlen(user)) || !hubu_id_valid(device, strlen(device))) return "invalid user or device";
   int kind = hubu_session_id_check(session_id, strlen(session_id));
   if (kind < 0) return "malformed session_id";
   if (kind == HUBU_SESSION_DIRECT && !hubu_session_direct_has(session_id, user)) return "not a member of this session";
-  if (len > s->cfg->max_frame) return "body too large";
+  if (len > core->cfg.max_frame) return "body too large";
   Hubu__V1__Send *m = malloc(sizeof *m);
   if (!m) return "out of memory";
   hubu__v1__send__init(m);
-  m->client_id = hubu_server_next_msg_id(s); /* unique, so it never meets a client's client_id rules */
+  m->client_id = hubu_core_next_msg_id(core); /* unique, so it never meets a client's client_id rules */
   m->session_id = strdup(session_id);
   m->content_type = strdup(content_type ? content_type : "");
   m->body.data = malloc(len ? len : 1);
   m->body.len = len;
   if (m->body.data && len) memcpy(m->body.data, body, len);
-  hubu_device *d = hubu_device_acquire(s, user, device);
-  if (!m->session_id || !m->content_type || !m->body.data || !d || queue_new(s, d, 0, m, 1) != 0) {
-    if (d) hubu_device_release(s, d);
+  hubu_device *d = hubu_device_acquire(core, user, device);
+  if (!m->session_id || !m->content_type || !m->body.data || !d || queue_new(core, d, 0, m, 1) != 0) {
+    if (d) hubu_device_release(core, d);
     hubu__v1__send__free_unpacked(m, NULL);
     return "out of memory";
   }
-  hubu_device_release(s, d); /* the pending send holds its own reference */
+  hubu_device_release(core, d); /* the pending send holds its own reference */
   return NULL;
 }
 
@@ -365,24 +381,24 @@ static const char *send_invalid(const Hubu__V1__Send *m, int *kind) {
   return NULL;
 }
 
-void hubu_messaging_send(hubu_conn *c, const hubu_frame *f) {
-  hubu_server *s = c->server;
+void hubu_messaging_send(hubu_peer *c, const hubu_frame *f) {
+  hubu_core *core = c->core;
   Hubu__V1__Send *m = hubu__v1__send__unpack(NULL, f->header.length, f->body);
   if (!m) {
-    hubu_conn_bad_body(c, f->header.type);
+    c->ops->bad_body(c, f->header.type);
     return;
   }
-  s->stats.sends_received++;
+  core->stats.sends_received++;
   c->sends_unanswered++;
   hubu_device *d = c->dev;
   int kind = -1;
   const char *invalid = send_invalid(m, &kind);
   if (invalid) {
-    send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__INVALID, m->session_id, 0, 0, invalid, 0, 0);
+    send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__INVALID, m->session_id, 0, 0, invalid, 0, 0);
     goto done;
   }
   if (kind == HUBU_SESSION_DIRECT && !hubu_session_direct_has(m->session_id, c->user)) {
-    send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0, 0);
+    send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0, 0);
     goto done;
   }
   if (m->client_id <= d->assigned) { /* a retry, or a stale client_id */
@@ -398,12 +414,12 @@ void hubu_messaging_send(hubu_conn *c, const hubu_frame *f) {
     }
     hubu_msg *recent = hubu_device_recent(d, m->client_id);
     if (recent) {
-      send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__OK, recent->session_id, recent->seq, recent->msg_id, NULL, 1, 0);
+      send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__OK, recent->session_id, recent->seq, recent->msg_id, NULL, 1, 0);
       goto done;
     }
     hubu_store_op *op = hubu_store_op_new(HUBU_STORE_FIND_SEND);
     if (!op) {
-      send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
+      send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
       goto done;
     }
     snprintf(op->user, sizeof op->user, "%s", d->user);
@@ -411,12 +427,12 @@ void hubu_messaging_send(hubu_conn *c, const hubu_frame *f) {
     op->client_id = m->client_id;
     op->done = on_found_send;
     op->conn_id = c->id;
-    op->ud2 = s;
-    hubu_store_submit(s->store, op);
+    op->ud2 = core;
+    hubu_store_submit(core->store, op);
     goto done;
   }
-  if (queue_new(s, d, c->id, m, 0) != 0)
-    send_ack(s, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
+  if (queue_new(core, d, c->id, m, 0) != 0)
+    send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
   else
     return; /* m is the parked request's now */
 done:
@@ -425,17 +441,17 @@ done:
 
 /* ---- DELIVER_ACK ---- */
 
-void hubu_messaging_deliver_ack(hubu_conn *c, const hubu_frame *f) {
+void hubu_messaging_deliver_ack(hubu_peer *c, const hubu_frame *f) {
   Hubu__V1__DeliverAck *a = hubu__v1__deliver_ack__unpack(NULL, f->header.length, f->body);
   if (!a) {
-    hubu_conn_bad_body(c, f->header.type);
+    c->ops->bad_body(c, f->header.type);
     return;
   }
   for (size_t i = 0; i < a->n_cursors; i++) {
     const Hubu__V1__Cursor *cur = a->cursors[i];
     if (hubu_session_id_check(cur->session_id, strlen(cur->session_id)) < 0) continue;
     hubu_delivery_ack(c, cur->session_id, cur->seq);
-    hubu_device_set_cursor(c->server, c->dev, cur->session_id, cur->seq);
+    hubu_device_set_cursor(c->core, c->dev, cur->session_id, cur->seq);
   }
   hubu__v1__deliver_ack__free_unpacked(a, NULL);
 }
@@ -443,10 +459,10 @@ void hubu_messaging_deliver_ack(hubu_conn *c, const hubu_frame *f) {
 /* ---- SYNC ---- */
 
 static void on_synced(hubu_store_op *op) {
-  hubu_server *s = op->ud2;
+  hubu_core *core = op->ud2;
   Hubu__V1__SyncRequest *req = op->ud;
-  hubu_conn *c = hubu_server_conn_find(s, op->user, op->conn_id);
-  if (c && c->state == HUBU_CONN_READY) {
+  hubu_peer *c = hubu_core_peer_find(core, op->user, op->conn_id);
+  if (c && c->state == HUBU_PEER_READY) {
     Hubu__V1__SyncResult r = HUBU__V1__SYNC_RESULT__INIT;
     r.request_id = req->request_id;
     r.code = op->status == HUBU_STORE_OK ? HUBU__V1__CODE__OK : HUBU__V1__CODE__UNAVAILABLE;
@@ -458,8 +474,7 @@ static void on_synced(hubu_store_op *op) {
         uint64_t known = 0;
         for (size_t k = 0; k < req->n_known; k++)
           if (strcmp(req->known[k]->session_id, st->session_id) == 0) known = req->known[k]->seq;
-        char why[256];
-        if (st->max_seq <= known || !hubu_plugins_on_read(s->plugins, c->user, st->session_id, "sync", why, sizeof why))
+        if (st->max_seq <= known || !hook_read(core, c->user, st->session_id, "sync"))
           continue;
         Hubu__V1__SessionState *out = &states[r.n_sessions];
         hubu__v1__session_state__init(out);
@@ -473,7 +488,7 @@ static void on_synced(hubu_store_op *op) {
     } else {
       r.code = HUBU__V1__CODE__INTERNAL;
     }
-    hubu_conn_send(c, HUBU_FRAME_SYNC_RESULT, &r.base);
+    hubu_peer_send(c, HUBU_FRAME_SYNC_RESULT, &r.base);
     free(states);
     free(ptrs);
   }
@@ -481,10 +496,10 @@ static void on_synced(hubu_store_op *op) {
   hubu_store_op_free(op);
 }
 
-void hubu_messaging_sync(hubu_conn *c, const hubu_frame *f) {
+void hubu_messaging_sync(hubu_peer *c, const hubu_frame *f) {
   Hubu__V1__SyncRequest *req = hubu__v1__sync_request__unpack(NULL, f->header.length, f->body);
   if (!req) {
-    hubu_conn_bad_body(c, f->header.type);
+    c->ops->bad_body(c, f->header.type);
     return;
   }
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_SYNC);
@@ -492,7 +507,7 @@ void hubu_messaging_sync(hubu_conn *c, const hubu_frame *f) {
     Hubu__V1__SyncResult r = HUBU__V1__SYNC_RESULT__INIT;
     r.request_id = req->request_id;
     r.code = HUBU__V1__CODE__INTERNAL;
-    hubu_conn_send(c, HUBU_FRAME_SYNC_RESULT, &r.base);
+    hubu_peer_send(c, HUBU_FRAME_SYNC_RESULT, &r.base);
     hubu__v1__sync_request__free_unpacked(req, NULL);
     return;
   }
@@ -500,8 +515,8 @@ void hubu_messaging_sync(hubu_conn *c, const hubu_frame *f) {
   op->conn_id = c->id;
   op->done = on_synced;
   op->ud = req;
-  op->ud2 = c->server;
-  hubu_store_submit(c->server->store, op);
+  op->ud2 = c->core;
+  hubu_store_submit(c->core->store, op);
 }
 
 /* ---- PULL ---- */
@@ -516,11 +531,11 @@ typedef struct {
 } parked_pull;
 
 static void on_pulled(hubu_store_op *op) {
-  hubu_server *s = op->ud2;
+  hubu_core *core = op->ud2;
   hubu_session *sess = op->ud;
-  hubu_conn *c = hubu_server_conn_find(s, op->user, op->conn_id);
+  hubu_peer *c = hubu_core_peer_find(core, op->user, op->conn_id);
   sess->busy--;
-  if (c && c->state == HUBU_CONN_READY) {
+  if (c && c->state == HUBU_PEER_READY) {
     if (op->status == HUBU_STORE_OK) {
       uint64_t max_seq = sess->stored_seq;
       if (op->n_msgs && op->msgs[op->n_msgs - 1]->seq > max_seq) max_seq = op->msgs[op->n_msgs - 1]->seq;
@@ -532,23 +547,22 @@ static void on_pulled(hubu_store_op *op) {
   hubu_store_op_free(op);
 }
 
-static void resume_pull(hubu_server *s, hubu_session *sess, hubu_parked *parked) {
+static void resume_pull(hubu_core *core, hubu_session *sess, hubu_parked *parked) {
   parked_pull *pp = (parked_pull *)parked;
-  char why[256];
-  hubu_conn *c = hubu_server_conn_find(s, pp->user, pp->conn_id);
-  if (!c || c->state != HUBU_CONN_READY) goto done;
+  hubu_peer *c = hubu_core_peer_find(core, pp->user, pp->conn_id);
+  if (!c || c->state != HUBU_PEER_READY) goto done;
   if (!sess->loaded) {
     pull_error(c, pp->request_id, HUBU__V1__CODE__UNAVAILABLE, sess->id);
   } else if (!sess->exists || !hubu_session_is_member(sess, pp->user)) {
     pull_error(c, pp->request_id, HUBU__V1__CODE__FORBIDDEN, sess->id);
-  } else if (!hubu_plugins_on_read(s->plugins, pp->user, sess->id, "pull", why, sizeof why)) {
+  } else if (!hook_read(core, pp->user, sess->id, "pull")) {
     pull_error(c, pp->request_id, HUBU__V1__CODE__FORBIDDEN, sess->id);
   } else {
     hubu_msg *tail[HUBU_TAIL_CAP];
     int has_more = 0;
     int n = hubu_session_tail_read(sess, pp->after_seq, pp->limit, tail, &has_more);
     if (n >= 0) {
-      s->stats.pulls_from_tail++;
+      core->stats.pulls_from_tail++;
       send_pull_result(c, pp->request_id, HUBU__V1__CODE__OK, sess->id, tail, (size_t)n, sess->stored_seq, has_more);
       goto done;
     }
@@ -557,7 +571,7 @@ static void resume_pull(hubu_server *s, hubu_session *sess, hubu_parked *parked)
       pull_error(c, pp->request_id, HUBU__V1__CODE__INTERNAL, sess->id);
       goto done;
     }
-    s->stats.pulls_from_store++;
+    core->stats.pulls_from_store++;
     snprintf(op->session_id, sizeof op->session_id, "%s", sess->id);
     op->after_seq = pp->after_seq;
     op->limit = pp->limit;
@@ -566,19 +580,19 @@ static void resume_pull(hubu_server *s, hubu_session *sess, hubu_parked *parked)
     snprintf(op->user, sizeof op->user, "%s", pp->user);
     op->done = on_pulled;
     op->ud = sess;
-    op->ud2 = s;
+    op->ud2 = core;
     sess->busy++;
-    hubu_store_submit(s->store, op);
+    hubu_store_submit(core->store, op);
   }
 done:
   free(pp);
 }
 
-void hubu_messaging_pull(hubu_conn *c, const hubu_frame *f) {
-  hubu_server *s = c->server;
+void hubu_messaging_pull(hubu_peer *c, const hubu_frame *f) {
+  hubu_core *core = c->core;
   Hubu__V1__PullRequest *req = hubu__v1__pull_request__unpack(NULL, f->header.length, f->body);
   if (!req) {
-    hubu_conn_bad_body(c, f->header.type);
+    c->ops->bad_body(c, f->header.type);
     return;
   }
   int kind = hubu_session_id_check(req->session_id, strlen(req->session_id));
@@ -588,11 +602,11 @@ void hubu_messaging_pull(hubu_conn *c, const hubu_frame *f) {
     pull_error(c, req->request_id, HUBU__V1__CODE__INVALID, req->session_id);
   } else if (kind == HUBU_SESSION_DIRECT && !hubu_session_direct_has(req->session_id, c->user)) {
     pull_error(c, req->request_id, HUBU__V1__CODE__FORBIDDEN, req->session_id);
-  } else if (!(sess = hubu_session_get(s, req->session_id)) || !(pp = calloc(1, sizeof *pp))) {
+  } else if (!(sess = hubu_session_get(core, req->session_id)) || !(pp = calloc(1, sizeof *pp))) {
     pull_error(c, req->request_id, HUBU__V1__CODE__INTERNAL, req->session_id);
   } else {
     uint32_t limit = req->limit ? req->limit : 100;
-    if (limit > s->cfg->pull_limit_max) limit = s->cfg->pull_limit_max;
+    if (limit > core->cfg.pull_limit_max) limit = core->cfg.pull_limit_max;
     if (limit > HUBU_TAIL_CAP) limit = HUBU_TAIL_CAP;
     pp->parked.resume = resume_pull;
     pp->conn_id = c->id;
@@ -600,15 +614,15 @@ void hubu_messaging_pull(hubu_conn *c, const hubu_frame *f) {
     pp->after_seq = req->after_seq;
     pp->limit = limit;
     snprintf(pp->user, sizeof pp->user, "%s", c->user);
-    hubu_session_park(s, sess, &pp->parked);
+    hubu_session_park(core, sess, &pp->parked);
   }
   hubu__v1__pull_request__free_unpacked(req, NULL);
 }
 
-void hubu_messaging_conn_closed(hubu_conn *c) {
-  hubu_server *s = c->server;
-  if (c->attached) hubu_plugins_on_connect(s->plugins, c, 0);
-  if (c->attached) hubu_user_detach(s, c);
+void hubu_messaging_peer_closed(hubu_peer *c) {
+  hubu_core *core = c->core;
+  if (c->attached) hook_peer(core, HUBU_HOOK_DISCONNECT, c);
+  if (c->attached) hubu_user_detach(core, c);
   c->attached = 0;
   hubu_delivery_free(c);
   if (c->dev) {
@@ -619,7 +633,7 @@ void hubu_messaging_conn_closed(hubu_conn *c) {
         break;
       }
     }
-    hubu_device_release(s, d);
+    hubu_device_release(core, d);
   }
   c->dev = NULL;
 }

@@ -1,0 +1,99 @@
+/* server.h — hubud's client listeners (TCP, TLS) and the set of live
+ * connections on one loop, each a core peer; admission limits, the sweep, the
+ * per-turn flush and the SIGTERM drain. */
+#ifndef HUBU_SERVER_H
+#define HUBU_SERVER_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core.h"
+#include "hubu.pb-c.h"
+
+typedef struct hubu_conn hubu_conn;
+typedef struct hubu_ip_count hubu_ip_count;
+typedef struct hubu_store hubu_store;
+typedef struct hubu_server hubu_server;
+struct hubu_plugins;
+
+/* The settings net reads; main fills them from flags and hubu.lua. */
+typedef struct {
+  char listen_host[64];
+  int listen_port; /* 0: ephemeral */
+  int tls_enabled;
+  char tls_host[64];
+  int tls_port;
+  const char *cert_file;
+  const char *key_file;
+  const uint8_t *secret;      /* the token secret (not owned) */
+  size_t secret_len;
+  uint32_t max_frame;
+  uint32_t heartbeat_ms;
+  uint32_t hello_timeout_ms;
+  uint32_t max_conns;         /* 0: unlimited */
+  uint32_t max_conns_per_ip;  /* 0: unlimited */
+  size_t write_queue_max;     /* per connection: stop reading above it */
+  uint32_t drain_ms;
+  uint32_t max_pending_sends; /* SENDs of one connection awaiting their ACK before its input pauses */
+} hubu_net_config;
+
+#define HUBU_READ_BUF_SIZE 65536
+
+typedef struct hubu_server {
+  uv_loop_t *loop;
+  const hubu_net_config *cfg;
+  hubu_core core;         /* sessions, presence, devices: what the connections share */
+  uv_tcp_t tcp_listener;
+  uv_tcp_t tls_listener;
+  int tls_listening;
+  int tcp_port, tls_port; /* bound ports (tls_port -1 without TLS) */
+  SSL_CTX *tls_ctx; /* owned; NULL without --tls-listen */
+  uv_timer_t sweep; /* heartbeats, HELLO timeouts, lingering closes */
+  uv_prepare_t flush; /* one write per dirty connection per loop turn */
+  uv_signal_t sigterm;
+  uv_signal_t sigint;
+  uv_timer_t drain_timer;
+  hubu_conn *conns;       /* every open connection (intrusive list) */
+  hubu_conn *dirty;       /* connections with output to flush this turn, in marking order */
+  hubu_conn *dirty_last;
+  uint32_t conn_count;    /* connections counted against --max-conns */
+  uint64_t next_conn_id;
+  hubu_ip_count *per_ip;  /* uthash table; only with --max-conns-per-ip */
+  int draining;
+  struct hubu_plugins *plugins; /* owned: the plugin host (closed in the drain) */
+  struct hubu_admin *admin;     /* the admin listener (admin/ sets and closes it); NULL when off */
+  uint64_t last_housekeeping_ms;
+  /* Called once every connection has drained, before the plugins and the
+   * store close (main closes the admin listener here). */
+  void (*on_drained)(hubu_server *s, void *ud);
+  void *on_drained_ud;
+  uint8_t read_buf[HUBU_READ_BUF_SIZE]; /* every read lands here first */
+} hubu_server;
+
+/* Binds the listeners and starts the timers and signal handlers; core must
+ * be initialised. 0 or -1 (logged). */
+int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_net_config *cfg);
+
+/* Closes what hubu_server_start opened when the start cannot go on (a later
+ * step failed): the loop can then end. */
+void hubu_server_abort(hubu_server *s);
+
+/* The connection behind a peer of this server. */
+hubu_conn *hubu_server_conn_of(hubu_peer *p);
+
+/* Stops accepting, sends GOAWAY SHUTTING_DOWN to every connection and closes
+ * them once flushed (or when --drain-ms runs out); the loop then ends. */
+void hubu_server_drain(hubu_server *s, const char *why);
+
+/* Frees what hubu_server_start made that is not a handle (after uv_run). */
+void hubu_server_free(hubu_server *s);
+
+/* Connection bookkeeping used by conn.c. */
+void hubu_server_mark_dirty(hubu_server *s, hubu_conn *c);
+/* Links c into the server and applies the limits: OK, or the code to refuse with. */
+Hubu__V1__Code hubu_server_admit(hubu_server *s, hubu_conn *c);
+void hubu_server_forget(hubu_server *s, hubu_conn *c);
+
+#endif
