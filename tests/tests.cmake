@@ -84,3 +84,27 @@ add_test(NAME ${HUBU_TEST_PREFIX}bench.store_scenario_appends_durably
 set_tests_properties(${HUBU_TEST_PREFIX}bench.hooks_scenario_runs_the_shipped_plugins
                      ${HUBU_TEST_PREFIX}bench.store_scenario_appends_durably
                      PROPERTIES LABELS bench TIMEOUT 120 FAIL_REGULAR_EXPRESSION "\"failed\":[1-9]")
+
+# Layers (docs/architecture.md): no include goes up or across in a cycle
+# (layers_check.py, which also shows it catches planted ones), and the build
+# itself refuses one: a core file including a net header does not compile,
+# while the same file with a core header does.
+add_test(NAME ${HUBU_TEST_PREFIX}layers.no_upward_include_or_cycle
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/layers/layers_check.py ${CMAKE_SOURCE_DIR}/runtime)
+add_test(NAME ${HUBU_TEST_PREFIX}layers.check_reports_planted_violations
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/layers/layers_check.py --self-test
+                 ${CMAKE_SOURCE_DIR}/runtime)
+add_library(hubu_layers_control OBJECT EXCLUDE_FROM_ALL ${CMAKE_SOURCE_DIR}/tests/layers/control.c)
+target_link_libraries(hubu_layers_control PRIVATE hubu_core)
+add_library(hubu_layers_planted OBJECT EXCLUDE_FROM_ALL ${CMAKE_SOURCE_DIR}/tests/layers/planted_upward.c)
+target_link_libraries(hubu_layers_planted PRIVATE hubu_core)
+add_test(NAME ${HUBU_TEST_PREFIX}layers.core_builds_with_its_own_headers
+         COMMAND ${CMAKE_COMMAND} --build ${CMAKE_BINARY_DIR} --target hubu_layers_control)
+add_test(NAME ${HUBU_TEST_PREFIX}layers.core_build_refuses_a_net_header
+         COMMAND ${CMAKE_COMMAND} --build ${CMAKE_BINARY_DIR} --target hubu_layers_planted)
+set_tests_properties(${HUBU_TEST_PREFIX}layers.core_build_refuses_a_net_header PROPERTIES WILL_FAIL TRUE)
+set_tests_properties(${HUBU_TEST_PREFIX}layers.no_upward_include_or_cycle
+                     ${HUBU_TEST_PREFIX}layers.check_reports_planted_violations
+                     ${HUBU_TEST_PREFIX}layers.core_builds_with_its_own_headers
+                     ${HUBU_TEST_PREFIX}layers.core_build_refuses_a_net_header
+                     PROPERTIES LABELS layers RESOURCE_LOCK hubu_layers_build_${HUBU_TEST_PREFIX})

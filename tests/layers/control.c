@@ -1,0 +1,2 @@
+/* The layering test's control: the same target builds with a header of its own layer. */
+#include "session.h"
