@@ -44,7 +44,7 @@ int hubuctl_group(int argc, char **argv) {
     }
   }
   if (!verb || !group) return usage();
-  if (strncmp(group, "g:", 2) != 0 || !hubu_id_valid(group + 2, strlen(group + 2))) {
+  if (hubu_session_id_check(group, strlen(group)) != HUBU_SESSION_GROUP) {
     fprintf(stderr, "hubuctl: '%s' is not a group id (g:NAME)\n", group);
     return 2;
   }

@@ -97,9 +97,9 @@ static uint8_t plan_mode(const hubu_route_plan *plan, const char *user) {
 }
 
 void hubu_delivery_route(hubu_core *core, hubu_session *sess, hubu_msg *m, uint64_t except_conn) {
-  char a[65], b[65];
+  hubu_member_names direct;
   const char *const *members;
-  size_t n = hubu_session_member_list(sess, a, b, &members);
+  size_t n = hubu_session_member_list(sess, &direct, &members);
   hubu_hook_call call = {.event = HUBU_HOOK_ROUTE, .session = sess, .msg = m};
   if (!hubu_hooks_run(&core->hooks, &call)) { /* no rule: push to everyone */
     for (size_t i = 0; i < n; i++) deliver_to(core, members[i], m, except_conn, HUBU_ROUTE_PUSH);

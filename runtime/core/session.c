@@ -12,44 +12,21 @@
 #include "store.h"
 #include "token.h"
 
-int hubu_session_id_check(const char *id, size_t len) {
-  if (len < 3 || len > HUBU_SESSION_ID_MAX) return -1;
-  if (id[0] == 'd' && id[1] == ':') {
-    const char *a = id + 2, *colon = memchr(a, ':', len - 2);
-    if (!colon) return -1;
-    size_t alen = (size_t)(colon - a), blen = len - 2 - alen - 1;
-    const char *b = colon + 1;
-    if (!hubu_id_valid(a, alen) || !hubu_id_valid(b, blen)) return -1;
-    size_t n = alen < blen ? alen : blen;
-    int cmp = memcmp(a, b, n);
-    if (cmp > 0 || (cmp == 0 && alen >= blen)) return -1; /* a < b bytewise */
-    return HUBU_SESSION_DIRECT;
-  }
-  if (id[0] == 'g' && id[1] == ':') return hubu_id_valid(id + 2, len - 2) ? HUBU_SESSION_GROUP : -1;
-  const char *colon = memchr(id, ':', len);
-  if (!colon || colon == id || colon == id + len - 1) return -1;
-  for (size_t i = 0; i < len; i++)
-    if ((unsigned char)id[i] < 0x21 || (unsigned char)id[i] > 0x7e) return -1;
-  return HUBU_SESSION_CUSTOM;
-}
-
 int hubu_session_direct_split(const char *id, char a[65], char b[65]) {
-  if (id[0] != 'd' || id[1] != ':') return -1;
-  const char *colon = strchr(id + 2, ':');
-  size_t alen = colon ? (size_t)(colon - id - 2) : 0, blen = colon ? strlen(colon + 1) : 0;
-  if (!colon || alen > 64 || blen > 64) return -1;
-  memcpy(a, id + 2, alen);
-  a[alen] = '\0';
-  memcpy(b, colon + 1, blen + 1);
+  hubu_session_id sid;
+  if (hubu_session_id_parse(id, strlen(id), &sid) != HUBU_SESSION_DIRECT) return -1;
+  memcpy(a, sid.a, sid.a_len);
+  a[sid.a_len] = '\0';
+  memcpy(b, sid.b, sid.b_len);
+  b[sid.b_len] = '\0';
   return 0;
 }
 
-size_t hubu_session_member_list(const hubu_session *sess, char a[65], char b[65], const char *const **out) {
-  static const char *direct[2];
-  if (sess->kind == HUBU_SESSION_DIRECT && hubu_session_direct_split(sess->id, a, b) == 0) {
-    direct[0] = a; /* loop thread only: the array is reused by the next call */
-    direct[1] = b;
-    *out = direct;
+size_t hubu_session_member_list(const hubu_session *sess, hubu_member_names *direct, const char *const **out) {
+  if (sess->kind == HUBU_SESSION_DIRECT && hubu_session_direct_split(sess->id, direct->a, direct->b) == 0) {
+    direct->list[0] = direct->a;
+    direct->list[1] = direct->b;
+    *out = direct->list;
     return 2;
   }
   *out = (const char *const *)sess->members;
@@ -57,10 +34,8 @@ size_t hubu_session_member_list(const hubu_session *sess, char a[65], char b[65]
 }
 
 int hubu_session_direct_has(const char *id, const char *user) {
-  const char *a = id + 2, *colon = strchr(a, ':');
-  if (!colon) return 0;
-  size_t ulen = strlen(user);
-  return ((size_t)(colon - a) == ulen && memcmp(a, user, ulen) == 0) || strcmp(colon + 1, user) == 0;
+  hubu_session_id sid;
+  return hubu_session_id_parse(id, strlen(id), &sid) == HUBU_SESSION_DIRECT && hubu_session_id_has_user(&sid, user);
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }

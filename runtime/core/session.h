@@ -8,11 +8,10 @@
 #include <uthash.h>
 
 #include "msg.h"
+#include "session_id.h"
 
 typedef struct hubu_core hubu_core;
 typedef struct hubu_parked hubu_parked;
-
-typedef enum { HUBU_SESSION_DIRECT = 0, HUBU_SESSION_GROUP, HUBU_SESSION_CUSTOM } hubu_session_kind;
 
 #define HUBU_TAIL_CAP 512
 
@@ -44,17 +43,20 @@ struct hubu_parked {
   void (*resume)(hubu_core *core, hubu_session *sess, hubu_parked *p); /* frees p */
 };
 
-/* Checks a session id: d:<a>:<b> (a < b, both valid user ids), g:<name>, or
- * another "<prefix>:<rest>". Returns the kind, or -1 when malformed. */
-int hubu_session_id_check(const char *id, size_t len);
-
 /* Splits d:<a>:<b> into its two users (64 bytes + NUL each). 0, or -1 when
  * id is not a direct session id. */
 int hubu_session_direct_split(const char *id, char a[65], char b[65]);
 
-/* The members of sess: for a direct session its two users (written into a
- * and b), else the stored members. Returns the count; *out points at them. */
-size_t hubu_session_member_list(const hubu_session *sess, char a[65], char b[65], const char *const **out);
+/* Room for a direct session's two members (the caller's, so no state is shared). */
+typedef struct {
+  char a[65], b[65];
+  const char *list[2];
+} hubu_member_names;
+
+/* The members of sess: for a direct session its two users (written into
+ * direct), else the stored members. Returns the count; *out points at them
+ * (valid while direct and sess are). */
+size_t hubu_session_member_list(const hubu_session *sess, hubu_member_names *direct, const char *const **out);
 
 /* For d:<a>:<b>, whether user is a or b. */
 int hubu_session_direct_has(const char *id, const char *user);

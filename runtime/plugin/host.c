@@ -380,9 +380,9 @@ static int c_token_verify(lua_State *L) {
 
 /* Stack: pushes a list of sess's members (a direct session's two users included). */
 static void push_members(lua_State *L, const hubu_session *sess) {
-  char a[65], b[65];
+  hubu_member_names direct;
   const char *const *members;
-  size_t n = hubu_session_member_list(sess, a, b, &members);
+  size_t n = hubu_session_member_list(sess, &direct, &members);
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
     lua_pushstring(L, members[i]);

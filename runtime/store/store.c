@@ -84,15 +84,8 @@ void hubu_store_op_cache_drop(void) {
 /* ---- session kinds and backends ---- */
 
 const char *hubu_session_kind_of(const char *session_id) {
-  if (!session_id) return "custom";
-  if (strncmp(session_id, "d:", 2) == 0) {
-    const char *a = session_id + 2, *colon = strchr(a, ':');
-    /* d:<a>:<b>, both non-empty; user ids never hold ':' */
-    if (colon && colon > a && colon[1] && !strchr(colon + 1, ':')) return "direct";
-    return "custom";
-  }
-  if (strncmp(session_id, "g:", 2) == 0 && session_id[2]) return "group";
-  return "custom";
+  int kind = session_id ? hubu_session_id_check(session_id, strlen(session_id)) : -1;
+  return hubu_session_kind_name(kind < 0 ? HUBU_SESSION_CUSTOM : (hubu_session_kind)kind);
 }
 
 const hubu_store_backend *hubu_store_backend_find(const char *name) {

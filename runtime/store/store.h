@@ -26,9 +26,9 @@
 #include <uv.h>
 
 #include "msg.h"
+#include "session_id.h"
 
 #define HUBU_ID_MAX 64           /* user_id, device_id */
-#define HUBU_SESSION_ID_MAX 128  /* session_id */
 #define HUBU_KIND_MAX 16
 
 typedef enum { HUBU_FSYNC_ALWAYS = 0, HUBU_FSYNC_BATCH, HUBU_FSYNC_OFF } hubu_fsync_mode;
@@ -180,7 +180,7 @@ extern const hubu_store_backend hubu_store_sqlite;
 /* The backend for cfg->backend, or NULL. */
 const hubu_store_backend *hubu_store_backend_find(const char *name);
 
-/* "direct" for d:a:b, "group" for g:name, else "custom". */
+/* "direct" for d:a:b, "group" for g:name, else (a custom or malformed id) "custom". */
 const char *hubu_session_kind_of(const char *session_id);
 
 #endif
