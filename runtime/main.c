@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "admin.h"
+#include "cluster.h"
 #include "config.h"
 #include "config_file.h"
 #include "log.h"
@@ -133,6 +134,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   hubu_core_init(&server.core, &loop, &core_cfg, store);
+  server.core.seq = hubu_cluster_single_seq();
   int started = hubu_server_start(&server, &loop, &net_cfg) == 0;
   if (started && hubu_admin_start(&server, &admin_cfg) != 0) {
     hubu_server_abort(&server);

@@ -11,6 +11,7 @@
 
 #include "hooks.h"
 #include "peer.h"
+#include "seq.h"
 
 #define HUBU_SERVER_NAME "hubud/0.1.0" /* HelloOk.server */
 
@@ -42,6 +43,7 @@ struct hubu_core {
   hubu_core_config cfg;
   hubu_store *store;       /* not owned; NULL once closed */
   hubu_hooks hooks;        /* the plugin host's dispatch; dispatch NULL: no plugins */
+  hubu_seq_allocator *seq; /* not owned; NULL: each session counts its own seqs (one node) */
   hubu_session *sessions;  /* uthash, owned */
   hubu_user *users;        /* uthash, owned: users with peers */
   hubu_device *devices;    /* uthash, owned */

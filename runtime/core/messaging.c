@@ -225,10 +225,25 @@ static void pending_finish(hubu_core *core, hubu_pending_send *p, int refused) {
   hubu_device_release(core, d); /* the pending send's reference */
 }
 
+/* ---- seqs (seq.h) ---- */
+
+static hubu_seq_result seq_next(hubu_core *core, hubu_session *sess, uint64_t *seq) {
+  if (core->seq) return core->seq->ops->next(core->seq, sess, seq);
+  *seq = sess->next_seq + 1; /* one node: the session's own counter */
+  return HUBU_SEQ_NOW;
+}
+
+/* seq is stored or abandoned: the committed watermark may move. */
+static void seq_settled(hubu_core *core, hubu_session *sess, uint64_t seq) {
+  uint64_t w = core->seq ? core->seq->ops->settled(core->seq, sess, seq) : seq;
+  if (w > sess->committed_seq) sess->committed_seq = w;
+}
+
 static void on_appended(hubu_store_op *op) {
   hubu_pending_send *p = op->ud;
   hubu_core *core = op->ud2;
   hubu_msg *m = p->msg;
+  seq_settled(core, p->session, m->seq); /* first: the tail and PULL answer up to the watermark */
   if (op->status == HUBU_STORE_OK) {
     m->log_pos = op->log_pos; /* the store is done with m: the loop may write it */
     if (!p->internal && p->client_id > p->device->durable) p->device->durable = p->client_id;
@@ -239,13 +254,90 @@ static void on_appended(hubu_store_op *op) {
     core->stats.messages_stored++;
     hubu_hook_call stored = {.event = HUBU_HOOK_STORED, .msg = m};
     hubu_hooks_run(&core->hooks, &stored);
-  } else if (op->status == HUBU_STORE_DUPLICATE) {
+  } else if (op->status == HUBU_STORE_DUPLICATE) { /* the seq it was given stays a hole */
     pending_answer(core, p, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1, 0);
   } else {
     pending_answer(core, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "the store failed; resend with a new client_id", 0, 0);
   }
   hubu_store_op_free(op);
   pending_finish(core, p, 0);
+}
+
+/* Stores p's message (m as the plugins left it in v) under seq. */
+static void append_with_seq(hubu_core *core, hubu_session *sess, hubu_pending_send *p, const Hubu__V1__Send *m,
+                            hubu_send_verdict *v, uint64_t seq) {
+  hubu_device *d = p->device;
+  uint8_t *meta = NULL;
+  size_t meta_len = 0;
+  hubu_store_op *op = NULL;
+  const uint8_t *body = v->rewritten ? v->body : m->body.data;
+  size_t body_len = v->rewritten ? v->body_len : m->body.len;
+  const char *ctype = v->rewritten ? v->content_type : m->content_type;
+  int meta_ok = v->rewritten ? 0 : hubu_msg_pack_meta(m->n_meta, m->meta, &meta, &meta_len);
+  if (v->rewritten) { /* the verdict's packed meta moves here */
+    meta = v->meta, meta_len = v->meta_len;
+    v->meta = NULL;
+  }
+  if (seq > sess->next_seq) sess->next_seq = seq; /* used up even if the append cannot start */
+  if (meta_ok == 0 && (op = hubu_store_op_new(HUBU_STORE_APPEND)) &&
+      (p->msg = hubu_msg_new(sess->id, seq, hubu_core_next_msg_id(core), d->user, d->device, p->client_id, body,
+                             body_len, ctype, meta, meta_len, hubu_now_ms()))) {
+    op->msg = hubu_msg_ref(p->msg);
+    op->done = on_appended;
+    op->ud = p;
+    op->ud2 = core;
+    hubu_store_submit(core->store, op);
+  } else {
+    hubu_store_op_free(op);
+    seq_settled(core, sess, seq); /* abandoned */
+    hubu_log(HUBU_LOG_ERROR, p->sender_conn, d->user, "out_of_memory", "where=send");
+    pending_answer(core, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
+    pending_finish(core, p, 1);
+  }
+  free(meta);
+}
+
+/* The head of sess's seq queue got its answer (ok with seq, or none). */
+static void seq_waited(hubu_core *core, hubu_session *sess, int ok, uint64_t seq) {
+  hubu_pending_send *p = sess->seq_wait;
+  sess->seq_wait = p->seq_next;
+  if (!sess->seq_wait) sess->seq_wait_last = NULL;
+  p->seq_next = NULL;
+  Hubu__V1__Send *m = p->send;
+  hubu_send_verdict v = p->verdict;
+  p->send = NULL;
+  memset(&p->verdict, 0, sizeof p->verdict);
+  if (ok) {
+    append_with_seq(core, sess, p, m, &v, seq);
+  } else {
+    pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "no seq could be assigned", 0,
+                   HUBU_STORE_RETRY_AFTER_MS);
+    pending_finish(core, p, 1);
+  }
+  hubu_send_verdict_free(&v);
+  hubu__v1__send__free_unpacked(m, NULL);
+}
+
+/* Asks for the seqs of the waiting SENDs, in order, until one must wait. */
+static void seq_pump(hubu_core *core, hubu_session *sess) {
+  while (sess->seq_wait && !sess->seq_asking) {
+    uint64_t seq = 0;
+    hubu_seq_result r = seq_next(core, sess, &seq);
+    if (r == HUBU_SEQ_LATER) {
+      sess->seq_asking = 1;
+      return;
+    }
+    seq_waited(core, sess, r == HUBU_SEQ_NOW, seq);
+  }
+}
+
+void hubu_seq_answer(hubu_core *core, const char *session_id, int ok, uint64_t seq) {
+  hubu_session *sess = NULL;
+  HASH_FIND_STR(core->sessions, session_id, sess);
+  if (!sess || !sess->seq_asking || !sess->seq_wait) return; /* nothing asked: a late or doubled answer */
+  sess->seq_asking = 0;
+  seq_waited(core, sess, ok, seq);
+  seq_pump(core, sess);
 }
 
 static void resume_send(hubu_core *core, hubu_session *sess, hubu_parked *parked) {
@@ -258,6 +350,8 @@ static void resume_send(hubu_core *core, hubu_session *sess, hubu_parked *parked
   hubu_send_verdict *v = &send.verdict;
   v->code = HUBU__V1__CODE__OK;
   free(ps);
+  uint64_t seq = 0;
+  hubu_seq_result r = HUBU_SEQ_LATER;
   if (!sess->loaded) {
     pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store unavailable", 0, HUBU_STORE_RETRY_AFTER_MS);
     pending_finish(core, p, 1);
@@ -267,38 +361,24 @@ static void resume_send(hubu_core *core, hubu_session *sess, hubu_parked *parked
   } else if (!p->internal && hubu_hooks_run(&core->hooks, &send) && v->code != HUBU__V1__CODE__OK) {
     pending_answer(core, p, v->code, m->session_id, 0, 0, v->reason, 0, v->retry_after_ms);
     pending_finish(core, p, 1);
-  } else {
-    uint8_t *meta = NULL;
-    size_t meta_len = 0;
-    hubu_store_op *op = NULL;
-    const uint8_t *body = v->rewritten ? v->body : m->body.data;
-    size_t body_len = v->rewritten ? v->body_len : m->body.len;
-    const char *ctype = v->rewritten ? v->content_type : m->content_type;
-    int meta_ok = v->rewritten ? 0 : hubu_msg_pack_meta(m->n_meta, m->meta, &meta, &meta_len);
-    if (v->rewritten) { /* the verdict's packed meta moves here */
-      meta = v->meta, meta_len = v->meta_len;
-      v->meta = NULL;
-    }
-    if (meta_ok == 0 &&
-        (op = hubu_store_op_new(HUBU_STORE_APPEND)) &&
-        (p->msg = hubu_msg_new(sess->id, sess->next_seq + 1, hubu_core_next_msg_id(core), d->user, d->device,
-                               p->client_id, body, body_len, ctype, meta, meta_len, hubu_now_ms()))) {
-      sess->next_seq++;
-      op->msg = hubu_msg_ref(p->msg);
-      op->done = on_appended;
-      op->ud = p;
-      op->ud2 = core;
-      hubu_store_submit(core->store, op);
-    } else {
-      hubu_store_op_free(op);
-      hubu_log(HUBU_LOG_ERROR, p->sender_conn, d->user, "out_of_memory", "where=send");
-      pending_answer(core, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
-      pending_finish(core, p, 1);
-    }
-    free(meta);
+  } else if (!sess->seq_wait && !sess->seq_asking && (r = seq_next(core, sess, &seq)) == HUBU_SEQ_NOW) {
+    append_with_seq(core, sess, p, m, v, seq); /* the common path: nothing waits, the seq is known */
+  } else if (r == HUBU_SEQ_UNAVAILABLE) {
+    pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "no seq could be assigned", 0,
+                   HUBU_STORE_RETRY_AFTER_MS);
+    pending_finish(core, p, 1);
+  } else { /* behind others, or the allocator answers later: wait in arrival order */
+    if (!sess->seq_wait) sess->seq_asking = 1; /* r is LATER: this SEND's answer is owed */
+    p->send = m;
+    p->verdict = *v;
+    memset(v, 0, sizeof *v);
+    m = NULL;
+    if (sess->seq_wait_last) sess->seq_wait_last->seq_next = p;
+    else sess->seq_wait = p;
+    sess->seq_wait_last = p;
   }
   hubu_send_verdict_free(v);
-  hubu__v1__send__free_unpacked(m, NULL);
+  if (m) hubu__v1__send__free_unpacked(m, NULL);
 }
 
 static void on_found_send(hubu_store_op *op) {
@@ -537,9 +617,12 @@ static void on_pulled(hubu_store_op *op) {
   sess->busy--;
   if (c && c->state == HUBU_PEER_READY) {
     if (op->status == HUBU_STORE_OK) {
-      uint64_t max_seq = sess->stored_seq;
-      if (op->n_msgs && op->msgs[op->n_msgs - 1]->seq > max_seq) max_seq = op->msgs[op->n_msgs - 1]->seq;
-      send_pull_result(c, op->request_id, HUBU__V1__CODE__OK, sess->id, op->msgs, op->n_msgs, max_seq, op->has_more);
+      /* Only up to the committed watermark: a stored seq above it may still
+       * have a lower one settling (seq.h), so no hole is proven early. */
+      size_t n = op->n_msgs;
+      int has_more = op->has_more;
+      while (n && op->msgs[n - 1]->seq > sess->committed_seq) n--, has_more = 0;
+      send_pull_result(c, op->request_id, HUBU__V1__CODE__OK, sess->id, op->msgs, n, sess->committed_seq, has_more);
     } else {
       pull_error(c, op->request_id, HUBU__V1__CODE__UNAVAILABLE, sess->id);
     }
@@ -563,7 +646,7 @@ static void resume_pull(hubu_core *core, hubu_session *sess, hubu_parked *parked
     int n = hubu_session_tail_read(sess, pp->after_seq, pp->limit, tail, &has_more);
     if (n >= 0) {
       core->stats.pulls_from_tail++;
-      send_pull_result(c, pp->request_id, HUBU__V1__CODE__OK, sess->id, tail, (size_t)n, sess->stored_seq, has_more);
+      send_pull_result(c, pp->request_id, HUBU__V1__CODE__OK, sess->id, tail, (size_t)n, sess->committed_seq, has_more);
       goto done;
     }
     hubu_store_op *op = hubu_store_op_new(HUBU_STORE_PULL);

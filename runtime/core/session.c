@@ -98,7 +98,7 @@ static void on_loaded(hubu_store_op *op) {
   sess->busy--;
   if (op->status == HUBU_STORE_OK) {
     sess->exists = 1;
-    sess->next_seq = sess->stored_seq = sess->tail_base = op->max_seq;
+    sess->next_seq = sess->committed_seq = sess->tail_base = op->max_seq;
     sess->min_seq = op->min_seq;
     if (sess->kind != HUBU_SESSION_DIRECT) {
       sess->members = op->members; /* take ownership; the store returns them sorted */
@@ -162,7 +162,6 @@ void hubu_session_park(hubu_core *core, hubu_session *sess, hubu_parked *p) {
 }
 
 void hubu_session_tail_push(hubu_session *sess, hubu_msg *m) {
-  if (m->seq > sess->stored_seq) sess->stored_seq = m->seq;
   if (sess->tail_len == HUBU_TAIL_CAP) {
     hubu_msg *old = sess->tail[sess->tail_head];
     sess->tail_base = old->seq;
@@ -181,6 +180,7 @@ int hubu_session_tail_read(hubu_session *sess, uint64_t after_seq, uint32_t limi
   for (uint32_t i = 0; i < sess->tail_len; i++) {
     hubu_msg *m = sess->tail[(sess->tail_head + i) % HUBU_TAIL_CAP];
     if (m->seq <= after_seq) continue;
+    if (m->seq > sess->committed_seq) break; /* ascending: the rest is above it too */
     if ((uint32_t)n == limit) {
       *has_more = 1;
       break;

@@ -23,7 +23,7 @@ typedef struct hubu_session {
   uint8_t loaded;       /* the store answered SESSION_LOAD */
   uint8_t exists;       /* the store knows it (a group must exist to be used) */
   uint64_t next_seq;    /* highest seq assigned */
-  uint64_t stored_seq;  /* highest seq the store confirmed */
+  uint64_t committed_seq; /* the committed watermark (seq.h): PULL answers up to it */
   uint64_t min_seq;
   char **members;       /* owned, sorted bytewise */
   size_t n_members;
@@ -32,6 +32,9 @@ typedef struct hubu_session {
   uint64_t tail_base;   /* every stored message with seq > tail_base is in the tail */
   hubu_parked *parked;  /* requests waiting for the load, FIFO */
   hubu_parked *parked_last;
+  struct hubu_pending_send *seq_wait; /* SENDs waiting for a seq, in arrival order (seq.h) */
+  struct hubu_pending_send *seq_wait_last;
+  uint8_t seq_asking;   /* the allocator owes the head of seq_wait an answer */
   uint32_t busy;        /* appends in the store queue, loads under way */
   uint64_t last_used_ms;
   hubu_core *core_ref; /* for store completions */
@@ -71,10 +74,12 @@ int hubu_session_is_member(const hubu_session *sess, const char *user);
 int hubu_session_add_member(hubu_session *sess, const char *user);
 void hubu_session_remove_member(hubu_session *sess, const char *user);
 
-/* Adds a stored message to the tail (takes a new reference). */
+/* Adds a stored message to the tail (takes a new reference); the message is
+ * at or below the committed watermark. */
 void hubu_session_tail_push(hubu_session *sess, hubu_msg *m);
 
-/* Collects up to limit tail messages with seq > after_seq. Returns -1 when
+/* Collects up to limit tail messages with after_seq < seq <= the committed
+ * watermark. Returns -1 when
  * the tail cannot answer (after_seq below tail_base), else the count;
  * *has_more tells whether more stored messages follow. */
 int hubu_session_tail_read(hubu_session *sess, uint64_t after_seq, uint32_t limit, hubu_msg **out, int *has_more);
