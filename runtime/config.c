@@ -1,8 +1,12 @@
-/* config.c — flags to hubu_config, and the token secret. Runs before the loop
- * starts, so the file I/O here never blocks a connection. */
+/* config.c — flags to hubu_config, the token secret and the admin token.
+ * Runs before the loop starts, so the file I/O here never blocks a
+ * connection; an admin listener off loopback without a token never starts. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "config_file.h"
 #include "frame.h"
 #include "host.h"
@@ -43,7 +48,13 @@ void hubu_config_usage(const char *argv0) {
           "  --ack-timeout-ms N        retransmit unacknowledged pushes after N ms (default 10000)\n"
           "  --pull-limit-max N        cap on a PULL's limit (default 500)\n"
           "  --admin-listen HOST:PORT|off  admin HTTP listener: /healthz, /metrics, /v1/admin/*\n"
-          "                            (default 127.0.0.1:7781; no authentication: keep it on loopback)\n"
+          "                            (default 127.0.0.1:7781; off loopback only with --admin-token)\n"
+          "  --admin-token TOKEN|@FILE bearer token every admin endpoint but /healthz requires\n"
+          "                            (16-4096 printable ASCII bytes; default none)\n"
+          "  --admin-host NAME[:PORT][,...]  more names a request's Host may give besides the\n"
+          "                            listener's address and localhost (repeatable)\n"
+          "  --admin-allow-origin ORIGIN[,...]  browser Origins the admin listener serves\n"
+          "                            (scheme://host[:port]; repeatable; default none)\n"
           "  --max-pending-sends N     SENDs of one connection awaiting ACK before its input pauses (default 1024)\n"
           "  --plugin-budget-ms N      longest a plugin hook call may run before it is aborted (default 100)\n",
           argv0);
@@ -66,6 +77,59 @@ static int parse_hostport(const char *s, char *host, size_t host_size, int *port
   *port = (int)p;
   return 0;
 }
+
+/* An IP address literal (what --admin-listen binds), v6 without brackets. */
+static int parse_ip(const char *host, struct in6_addr *v6, struct in_addr *v4, int *family) {
+  if (inet_pton(AF_INET, host, v4) == 1) {
+    *family = AF_INET;
+    return 0;
+  }
+  if (inet_pton(AF_INET6, host, v6) == 1) {
+    *family = AF_INET6;
+    return 0;
+  }
+  return -1;
+}
+
+/* Adds the comma-separated items of v (spaces around an item ignored) to
+ * *list, each checked by valid; the list is rebuilt as one owned string.
+ * 0, -1 for an invalid item, -2 when memory runs out. */
+static int list_append(hubu_config *cfg, const char **list, const char *v, int (*valid)(const char *, size_t)) {
+  size_t old = *list ? strlen(*list) : 0, n = strlen(v);
+  char *joined = malloc(old + n + 2);
+  if (!joined) return -2;
+  size_t used = old;
+  if (old) memcpy(joined, *list, old);
+  for (const char *p = v;;) {
+    const char *comma = strchr(p, ',');
+    const char *end = comma ? comma : p + strlen(p);
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    const char *last = end;
+    while (last > p && (last[-1] == ' ' || last[-1] == '\t')) last--;
+    if (last == p || !valid(p, (size_t)(last - p))) {
+      free(joined);
+      return -1;
+    }
+    if (used) joined[used++] = ',';
+    memcpy(joined + used, p, (size_t)(last - p));
+    used += (size_t)(last - p);
+    if (!comma) break;
+    p = comma + 1;
+  }
+  joined[used] = '\0';
+  const char *owned = hubu_config_own(cfg, joined);
+  free(joined);
+  if (!owned) return -2;
+  *list = owned;
+  return 0;
+}
+
+static int admin_host_item_valid(const char *s, size_t len) {
+  hubu_admin_authority a;
+  return hubu_admin_authority_parse(s, len, &a) == 0;
+}
+
+static int admin_origin_item_valid(const char *s, size_t len) { return hubu_admin_origin_valid(s, len); }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out) {
   char *end;
@@ -178,7 +242,25 @@ int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *e
     cfg->max_pending_sends = (uint32_t)n;
   } else if (!strcmp(flag, "--admin-listen")) {
     cfg->admin_enabled = strcmp(v, "off") != 0;
-    if (cfg->admin_enabled) bad = parse_hostport(v, cfg->admin_host, sizeof cfg->admin_host, &cfg->admin_port);
+    if (cfg->admin_enabled) {
+      struct in6_addr v6;
+      struct in_addr v4;
+      int family;
+      bad = parse_hostport(v, cfg->admin_host, sizeof cfg->admin_host, &cfg->admin_port) ||
+            parse_ip(cfg->admin_host, &v6, &v4, &family) != 0; /* an address: the loopback check needs one */
+    }
+  } else if (!strcmp(flag, "--admin-token")) {
+    cfg->admin_token_arg = v;
+    bad = v[0] == '\0' || !strcmp(v, "@");
+  } else if (!strcmp(flag, "--admin-host") || !strcmp(flag, "--admin-allow-origin")) {
+    int hosts = !strcmp(flag, "--admin-host");
+    int r = list_append(cfg, hosts ? &cfg->admin_hosts : &cfg->admin_origins, v,
+                        hosts ? admin_host_item_valid : admin_origin_item_valid);
+    if (r == -2) {
+      snprintf(err, err_size, "%s: out of memory", flag);
+      return -2;
+    }
+    bad = r != 0;
   } else if (!strcmp(flag, "--port-file")) {
     cfg->port_file = v;
   } else {
@@ -190,6 +272,46 @@ int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *e
     return -2;
   }
   return 0;
+}
+
+/* Reads --admin-token (literal or @FILE) into cfg->admin_token: 16 to 4096
+ * bytes of printable ASCII without spaces, as it travels in a header. */
+static int load_admin_token(hubu_config *cfg, char *err, size_t err_size) {
+  const char *arg = cfg->admin_token_arg;
+  if (arg[0] == '@') {
+    int r = hubu_secret_read_file(arg + 1, &cfg->admin_token, &cfg->admin_token_len);
+    if (r != 0) {
+      snprintf(err, err_size, "--admin-token: cannot read %s: %s", arg + 1,
+               r == -2 ? "empty or larger than 4096 bytes" : strerror(errno));
+      return -1;
+    }
+  } else {
+    cfg->admin_token_len = strlen(arg);
+    if (!(cfg->admin_token = malloc(cfg->admin_token_len))) {
+      snprintf(err, err_size, "--admin-token: out of memory");
+      return -1;
+    }
+    memcpy(cfg->admin_token, arg, cfg->admin_token_len);
+  }
+  int printable = 1;
+  for (size_t i = 0; i < cfg->admin_token_len; i++)
+    printable &= cfg->admin_token[i] > 0x20 && cfg->admin_token[i] < 0x7f;
+  if (!printable || cfg->admin_token_len < HUBU_ADMIN_TOKEN_MIN || cfg->admin_token_len > HUBU_ADMIN_TOKEN_MAX) {
+    snprintf(err, err_size,
+             "--admin-token: the token must be %d-%d bytes of printable ASCII without spaces (%zu given)",
+             HUBU_ADMIN_TOKEN_MIN, HUBU_ADMIN_TOKEN_MAX, cfg->admin_token_len);
+    return -1; /* hubu_config_free wipes it */
+  }
+  return 0;
+}
+
+int hubu_config_admin_on_loopback(const hubu_config *cfg) {
+  struct in6_addr v6;
+  struct in_addr v4;
+  int family;
+  if (parse_ip(cfg->admin_host, &v6, &v4, &family) != 0) return 0;
+  if (family == AF_INET) return (ntohl(v4.s_addr) >> 24) == 127;
+  return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
 }
 
 int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t err_size) {
@@ -212,13 +334,26 @@ int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t
     cfg->config_file = config_file;
     if (hubu_config_file_load(cfg, config_file, err, err_size) != 0) goto fail;
   }
-  /* Second pass: flags override the file. */
+  /* Second pass: flags override the file. A list flag's first use replaces
+   * the file's list; its repeats add to it. */
+  int hosts_given = 0, origins_given = 0;
   for (int i = 1; i < argc; i += 2) {
     if (!strcmp(argv[i], "--config")) continue;
+    if (!strcmp(argv[i], "--admin-host") && !hosts_given++) cfg->admin_hosts = NULL;
+    if (!strcmp(argv[i], "--admin-allow-origin") && !origins_given++) cfg->admin_origins = NULL;
     if (hubu_config_apply(cfg, argv[i], argv[i + 1], err, err_size) != 0) goto fail;
   }
   if (cfg->tls_enabled && (!cfg->cert_file || !cfg->key_file)) {
     snprintf(err, err_size, "--tls-listen needs --cert and --key");
+    goto fail;
+  }
+  if (cfg->admin_token_arg && load_admin_token(cfg, err, err_size) != 0) goto fail;
+  if (cfg->admin_enabled && !cfg->admin_token && !hubu_config_admin_on_loopback(cfg)) {
+    snprintf(err, err_size,
+             "--admin-listen %s%s%s:%d is not a loopback address: give --admin-token too (the admin endpoints "
+             "would be open to the network without one)",
+             strchr(cfg->admin_host, ':') ? "[" : "", cfg->admin_host, strchr(cfg->admin_host, ':') ? "]" : "",
+             cfg->admin_port);
     goto fail;
   }
   return 0;
@@ -274,6 +409,10 @@ int hubu_config_load_secret(hubu_config *cfg, char *err, size_t err_size) {
 void hubu_config_free(hubu_config *cfg) {
   free(cfg->secret);
   cfg->secret = NULL;
+  if (cfg->admin_token) OPENSSL_cleanse(cfg->admin_token, cfg->admin_token_len);
+  free(cfg->admin_token);
+  cfg->admin_token = NULL;
+  cfg->admin_token_len = 0;
   for (size_t i = 0; i < cfg->n_owned; i++) free(cfg->owned[i]);
   free(cfg->owned);
   cfg->owned = NULL;

@@ -40,22 +40,31 @@ typedef struct {
   int admin_enabled;          /* 0 with --admin-listen off */
   char admin_host[64];        /* admin HTTP listener (runtime/admin.c), loopback by default */
   int admin_port;             /* 0: ephemeral (the port file gets "admin PORT") */
+  const char *admin_hosts;    /* --admin-host: more names a Host header may give, "name[:port],..."; NULL: none */
+  const char *admin_origins;  /* --admin-allow-origin: Origins let through, "scheme://host[:port],..."; NULL: none */
+  const char *admin_token_arg; /* --admin-token as given: literal or @FILE; NULL: no token */
+  uint8_t *admin_token;        /* owned; read by hubu_config_parse, wiped by hubu_config_free */
+  size_t admin_token_len;
   const char *config_file;    /* --config FILE, or ./hubu.lua when it exists; NULL: none */
   char **owned;               /* strings from the config file that fields above point to */
   size_t n_owned;
 } hubu_config;
 
 /* Fills cfg with defaults, then the config file's settings (--config FILE, or
- * ./hubu.lua when it exists; --config off: none), then argv. Returns 0, 1 for
- * --help (usage printed), or -1 with a message in err (cfg freed). */
+ * ./hubu.lua when it exists; --config off: none), then argv, then reads the
+ * admin token. Refuses an admin listener off loopback without a token.
+ * Returns 0, 1 for --help (usage printed), or -1 with a message in err (cfg
+ * freed). */
 int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t err_size);
 
 /* The defaults alone (cfg zeroed first). */
 void hubu_config_defaults(hubu_config *cfg);
 
 /* One setting, as the flag ("--heartbeat-ms") and its value. The value is
- * kept by pointer: it must outlive cfg (argv, or hubu_config_own). Returns 0,
- * -1 for an unknown flag, -2 for an invalid value; err says which. */
+ * kept by pointer: it must outlive cfg (argv, or hubu_config_own). A list
+ * setting (--admin-host, --admin-allow-origin) takes comma-separated items
+ * and adds them to what it holds. Returns 0, -1 for an unknown flag, -2 for
+ * an invalid value; err says which. */
 int hubu_config_apply(hubu_config *cfg, const char *flag, const char *value, char *err, size_t err_size);
 
 /* A copy of s that lives until hubu_config_free; NULL when out of memory. */
@@ -64,6 +73,10 @@ const char *hubu_config_own(hubu_config *cfg, const char *s);
 /* Loads the token secret: --secret literal, --secret @FILE, or DATA/secret,
  * generating the latter (random, mode 0600) when missing. 0 or -1 (err). */
 int hubu_config_load_secret(hubu_config *cfg, char *err, size_t err_size);
+
+/* 1 when the admin listener is bound to a loopback address (127.0.0.0/8,
+ * ::1, or ::ffff:127.x.y.z), else 0. */
+int hubu_config_admin_on_loopback(const hubu_config *cfg);
 
 void hubu_config_free(hubu_config *cfg);
 

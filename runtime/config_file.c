@@ -52,6 +52,9 @@ static const struct {
     {"max_pending_sends", KIND_NUMBER},
     {"plugin_budget_ms", KIND_NUMBER},
     {"admin_listen", KIND_STRING},
+    {"admin_token", KIND_STRING},
+    {"admin_host", KIND_STRING},
+    {"admin_allow_origin", KIND_STRING},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 

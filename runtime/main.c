@@ -89,7 +89,15 @@ static void split_config(const hubu_config *cfg, hubu_core_config *core, hubu_ne
       .secret_len = cfg->secret_len,
       .push_section = hubu_config_file_push_plugin_section,
   };
-  *admin = (hubu_admin_config){.admin_enabled = cfg->admin_enabled, .admin_port = cfg->admin_port};
+  *admin = (hubu_admin_config){
+      .admin_enabled = cfg->admin_enabled,
+      .admin_port = cfg->admin_port,
+      .on_loopback = hubu_config_admin_on_loopback(cfg),
+      .admin_hosts = cfg->admin_hosts,
+      .admin_origins = cfg->admin_origins,
+      .admin_token = cfg->admin_token,
+      .admin_token_len = cfg->admin_token_len,
+  };
   snprintf(admin->admin_host, sizeof admin->admin_host, "%s", cfg->admin_host);
   *store = (hubu_store_config){.backend = "sqlite", .path = cfg->data_dir, .fsync = (hubu_fsync_mode)cfg->fsync};
 }

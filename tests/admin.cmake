@@ -1,7 +1,9 @@
 # admin.cmake — the admin listener (runtime/admin/admin.c) and hubuctl's admin
 # commands (tools/hubuctl_admin.c), end to end: real hubud processes started
 # by tests/integration/harness.c with --admin-listen 127.0.0.1:0, spoken to
-# over HTTP (answers read with http-parser) and through the hubuctl binary.
+# over HTTP (answers read with http-parser) and through the hubuctl binary;
+# admin_guard.c holds what the listener refuses (Host, Origin, token, form
+# posts, plugin names, a start off loopback without a token).
 # Included by tests.cmake. Each tests/admin/<exe>.c lists its cases as
 # E2E_CASE(name); every case becomes the ctest test
 # ${HUBU_TEST_PREFIX}admin.<name>, run as `<exe> <name>`.
@@ -39,4 +41,5 @@ function(hubu_admin_test exe)
 endfunction()
 
 hubu_admin_test(admin_endpoints)
+hubu_admin_test(admin_guard)
 hubu_admin_test(admin_hubuctl)

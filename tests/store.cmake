@@ -1,7 +1,8 @@
-# store.cmake — the store's unit test: real SQLite in a temporary directory,
-# driven through the threaded API on a uv loop (and a child killed with
-# SIGKILL mid-stream). Included from tests.cmake inside BUILD_TESTING; needs
-# the hubu_store library.
+# store.cmake — the store's tests. Included from tests.cmake inside
+# BUILD_TESTING; needs the hubu_store library.
+#
+# unit.store: real SQLite in a temporary directory, driven through the
+# threaded API on a uv loop (and a child killed with SIGKILL mid-stream).
 add_executable(test_store ${CMAKE_CURRENT_LIST_DIR}/unit/test_store.c)
 target_include_directories(test_store PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)
 target_link_libraries(test_store PRIVATE hubu_store)
@@ -10,3 +11,32 @@ if(TARGET hubu_unit_tests)
 endif()
 add_test(NAME ${HUBU_TEST_PREFIX}unit.store COMMAND test_store)
 set_tests_properties(${HUBU_TEST_PREFIX}unit.store PROPERTIES TIMEOUT 300 LABELS unit)
+
+# store.<backend>.<case>: the conformance suite (tests/store/conformance.c),
+# every case on a fresh store of every backend, through store.h alone. The
+# backends and cases are read from the source's CONFORMANCE_BACKEND(name) and
+# CONFORMANCE_CASE(name) lines, so a new case or backend needs no edit here.
+# A backend that cannot run on this machine exits 77: the test is skipped.
+#
+#   cmake --build <tree> --target store_conformance && (cd <tree> && ctest -L store)
+set(HUBU_STORE_CONFORMANCE_SRC ${CMAKE_CURRENT_LIST_DIR}/store/conformance.c)
+add_executable(store_conformance ${HUBU_STORE_CONFORMANCE_SRC})
+target_include_directories(store_conformance PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)
+target_link_libraries(store_conformance PRIVATE hubu_store)
+if(TARGET hubu_unit_tests)
+  add_dependencies(hubu_unit_tests store_conformance)
+endif()
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${HUBU_STORE_CONFORMANCE_SRC})
+file(STRINGS ${HUBU_STORE_CONFORMANCE_SRC} hubu_store_backend_lines
+     REGEX "^[ \t]*CONFORMANCE_BACKEND\\([a-z0-9_]+\\)")
+file(STRINGS ${HUBU_STORE_CONFORMANCE_SRC} hubu_store_case_lines REGEX "^[ \t]*CONFORMANCE_CASE\\([a-z0-9_]+\\)")
+foreach(backend_line IN LISTS hubu_store_backend_lines)
+  string(REGEX MATCH "CONFORMANCE_BACKEND\\(([a-z0-9_]+)\\)" unused "${backend_line}")
+  set(backend ${CMAKE_MATCH_1})
+  foreach(case_line IN LISTS hubu_store_case_lines)
+    string(REGEX MATCH "CONFORMANCE_CASE\\(([a-z0-9_]+)\\)" unused "${case_line}")
+    set(name ${HUBU_TEST_PREFIX}store.${backend}.${CMAKE_MATCH_1})
+    add_test(NAME ${name} COMMAND store_conformance ${backend} ${CMAKE_MATCH_1})
+    set_tests_properties(${name} PROPERTIES LABELS store TIMEOUT 120 SKIP_RETURN_CODE 77)
+  endforeach()
+endforeach()

@@ -355,7 +355,7 @@ static int msg_take(bench_peer *p, const uint8_t *data, size_t len, uint64_t now
   const uint8_t *sid = NULL, *body = NULL;
   size_t sid_len = 0, body_len = 0;
   uint64_t seq = 0;
-  pb_field f;
+  pb_field f = {0};
   while (q < end) {
     if (pb_next(&q, end, &f) != 0) return -1;
     if (f.field == 1 && f.wire == 2) sid = f.data, sid_len = f.len;
@@ -399,7 +399,7 @@ static void msg_after_receipt(bench_peer *p) {
 
 static void msg_on_push(bench_peer *p, const uint8_t *body, size_t len, uint64_t now) {
   const uint8_t *q = body, *end = body + len;
-  pb_field f;
+  pb_field f = {0};
   while (q < end) {
     if (pb_next(&q, end, &f) != 0 || (f.field == 1 && f.wire == 2 && msg_take(p, f.data, f.len, now) != 0)) {
       msg_fail(p->run, "%s: undecodable PUSH", p->user);
@@ -414,7 +414,7 @@ static void msg_on_pull_hint(bench_peer *p, const uint8_t *body, size_t len) {
   const uint8_t *sid = NULL;
   size_t sid_len = 0;
   uint64_t max_seq = 0;
-  pb_field f;
+  pb_field f = {0};
   while (q < end) {
     if (pb_next(&q, end, &f) != 0) {
       msg_fail(p->run, "%s: undecodable PULL_HINT", p->user);
@@ -433,7 +433,7 @@ static void msg_on_pull_result(bench_peer *p, const uint8_t *body, size_t len, u
   bench_msg *run = p->run;
   const uint8_t *q = body, *end = body + len;
   uint64_t code = 0, max_seq = 0, has_more = 0;
-  pb_field f;
+  pb_field f = {0};
   p->pulling = 0;
   while (q < end) {
     if (pb_next(&q, end, &f) != 0 || (f.field == 4 && f.wire == 2 && msg_take(p, f.data, f.len, now) != 0)) {
@@ -460,7 +460,7 @@ static void msg_on_send_ack(bench_peer *p, const uint8_t *body, size_t len, uint
   uint64_t client_id = 0, code = 0;
   const uint8_t *reason = NULL;
   size_t reason_len = 0;
-  pb_field f;
+  pb_field f = {0};
   while (q < end) {
     if (pb_next(&q, end, &f) != 0) {
       msg_fail(run, "%s: undecodable SEND_ACK", p->user);

@@ -49,13 +49,14 @@ static const hubuctl_command commands[] = {
      "create a group or change its members in the embedded store (default " DEFAULT_DATA_DIR ")", "", hubuctl_group},
     {"stats", "[--admin HOST:PORT]", "print the server's figures as JSON (GET /v1/admin/stats)",
      "  --admin HOST:PORT  hubud's admin listener (default $HUBU_ADMIN, else 127.0.0.1:7781);\n"
-     "                     every admin command (stats, conns, kick, reload, plugins) takes it\n",
+     "                     every admin command (stats, conns, kick, reload, plugins) takes it\n"
+     "  --admin-token TOKEN|@FILE  the listener's --admin-token, sent as Authorization: Bearer\n"
+     "                     (default $HUBU_ADMIN_TOKEN); every admin command takes it too\n",
      hubuctl_stats},
     {"conns", "[USER] [--admin HOST:PORT]", "list the open connections, or USER's, as JSON", "", hubuctl_conns},
     {"kick", "USER [--reason R] [--admin HOST:PORT]", "send GOAWAY KICKED to every connection of USER", "",
      hubuctl_kick},
-    {"reload", "[PLUGIN] [--admin HOST:PORT]", "reload every plugin, or PLUGIN, without a restart", "",
-     hubuctl_reload},
+    {"reload", "[PLUGIN] [--admin HOST:PORT]", "reload every plugin, or PLUGIN, without a restart", "", hubuctl_reload},
     {"plugins", "[--json] [--admin HOST:PORT]",
      "list the loaded plugins as a table, and each failed reload (GET /v1/admin/plugins)",
      "  --json             print the server's JSON as it wrote it instead of the table\n", hubuctl_plugins},

@@ -3,12 +3,16 @@
  * blocking socket, the response read with http-parser and its JSON body
  * printed as the server wrote it (`plugins` prints it as a table unless
  * --json; text from the server shows its control characters as '?' there).
+ * Every request passes the listener's guard: POSTs say Content-Type
+ * application/json, and --admin-token (or $HUBU_ADMIN_TOKEN) goes out as
+ * Authorization: Bearer.
  * Exit status: 0 on a 2xx answer, 1 on any other answer or a
  * connection failure (the reason printed), 2 on a usage error. */
 #include <errno.h>
 #include <fcntl.h>
 #include <http_parser.h>
 #include <netdb.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +23,8 @@
 
 #include "buf.h"
 #include "hubuctl_json.h"
-#include "token.h"
+#include "secret.h"
+#include "token.h" /* HUBU_ADMIN_TOKEN_MIN, _MAX: the token's bounds, as hubud checks them */
 #include "utf8.h"
 
 int hubuctl_stats(int argc, char **argv);
@@ -142,24 +147,35 @@ static int send_all(int fd, const char *p, size_t n) {
   return 0;
 }
 
-/* Sends METHOD target and reads the answer: its status into *status_code and
- * its body into body (owned by the caller). 0, or -1 with the reason printed. */
-static int admin_exchange(const char *cmd, const char *admin, const char *method, const char *target,
+/* Where to send and with what: --admin and --admin-token as parse_args read them. */
+typedef struct {
+  const char *admin;                    /* HOST:PORT */
+  char token[HUBU_ADMIN_TOKEN_MAX + 1]; /* the bearer token, "" for none */
+} admin_target;
+
+/* Sends METHOD target (a POST as application/json, with the token when
+ * there is one) and reads the answer: its status into *status_code and its
+ * body into body (owned by the caller). 0, or -1 with the reason printed. */
+static int admin_exchange(const char *cmd, const admin_target *to, const char *method, const char *target,
                           unsigned *status_code, hubu_buf *body) {
+  const char *admin = to->admin;
   int fd = connect_admin(cmd, admin);
   if (fd < 0) return -1;
   int status = -1;
   response r = {{0}, 0, 0};
-  char req[4096];
+  char req[4096 + sizeof to->token];
   int n = snprintf(req, sizeof req,
                    "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: hubuctl\r\nAccept: application/json\r\n"
-                   "Content-Length: 0\r\nConnection: close\r\n\r\n",
-                   method, target, admin);
+                   "%s%s%s%sContent-Length: 0\r\nConnection: close\r\n\r\n",
+                   method, target, admin, strcmp(method, "GET") ? "Content-Type: application/json\r\n" : "",
+                   to->token[0] ? "Authorization: Bearer " : "", to->token, to->token[0] ? "\r\n" : "");
   if (n < 0 || (size_t)n >= sizeof req) {
     fprintf(stderr, "hubuctl: %s: request too long\n", cmd);
     goto done;
   }
-  if (send_all(fd, req, (size_t)n) != 0) {
+  int sent = send_all(fd, req, (size_t)n);
+  OPENSSL_cleanse(req, sizeof req); /* it held the token */
+  if (sent != 0) {
     fprintf(stderr, "hubuctl: %s: cannot send the request to %s: %s\n", cmd, admin, strerror(errno));
     goto done;
   }
@@ -265,10 +281,10 @@ static void print_error_answer(const char *cmd, unsigned code, const hubu_buf *b
 
 /* Sends METHOD target, prints the body: to stdout on 2xx, else to stderr with
  * the status. Returns the exit status. */
-static int admin_request(const char *cmd, const char *admin, const char *method, const char *target) {
+static int admin_request(const char *cmd, const admin_target *to, const char *method, const char *target) {
   unsigned code = 0;
   hubu_buf b = {0};
-  if (admin_exchange(cmd, admin, method, target, &code, &b) != 0) return 1;
+  if (admin_exchange(cmd, to, method, target, &code, &b) != 0) return 1;
   int status = 1;
   const char *body = (const char *)hubu_buf_head(&b);
   size_t len = hubu_buf_size(&b);
@@ -309,26 +325,63 @@ static int append_encoded(char *out, size_t size, const char *s) {
 #define OPT_JSON 2   /* --json (plugins) */
 
 typedef struct {
-  const char *admin;  /* --admin, else $HUBU_ADMIN, else DEFAULT_ADMIN */
+  admin_target to;    /* --admin, else $HUBU_ADMIN, else DEFAULT_ADMIN; --admin-token, else $HUBU_ADMIN_TOKEN */
   const char *reason; /* --reason (kick only) */
   int json;           /* --json (plugins only) */
   const char *positional[2];
-  int n_positional;
+  size_t n_positional;
 } admin_args;
 
-/* Reads --admin (every command), the options of opts (OPT_REASON, OPT_JSON)
- * and up to max_positional plain arguments. 0, or EXIT_USAGE after printing why. */
+/* Fills to->token from arg (TOKEN or @FILE, read as hubud reads it):
+ * printable ASCII without spaces within hubud's bounds, as the server wants
+ * it (and nothing that could end the header). 0, or EXIT_USAGE after
+ * printing why. */
+static int read_token(const char *cmd, const char *from, const char *arg, admin_target *to) {
+  uint8_t *bytes = NULL;
+  size_t len = strlen(arg);
+  if (arg[0] == '@') {
+    int r = hubu_secret_read_file(arg + 1, &bytes, &len);
+    if (r != 0) {
+      fprintf(stderr, "hubuctl: %s: cannot read the admin token from %s: %s\n", cmd, arg + 1,
+              r == -2 ? "empty or larger than 4096 bytes" : strerror(errno));
+      return EXIT_USAGE;
+    }
+  }
+  const uint8_t *t = bytes ? bytes : (const uint8_t *)arg;
+  int ok = len >= HUBU_ADMIN_TOKEN_MIN && len <= HUBU_ADMIN_TOKEN_MAX;
+  for (size_t i = 0; ok && i < len; i++) ok = t[i] > 0x20 && t[i] < 0x7f;
+  if (ok) {
+    memcpy(to->token, t, len);
+    to->token[len] = '\0';
+  }
+  if (bytes) OPENSSL_cleanse(bytes, len);
+  free(bytes);
+  if (!ok) {
+    fprintf(stderr, "hubuctl: %s: the admin token (%s) must be %d-%d bytes of printable ASCII without spaces\n", cmd,
+            from, HUBU_ADMIN_TOKEN_MIN, HUBU_ADMIN_TOKEN_MAX);
+    return EXIT_USAGE;
+  }
+  return 0;
+}
+
+/* Reads --admin and --admin-token (every command), the options of opts
+ * (OPT_REASON, OPT_JSON) and up to max_positional plain arguments. 0, or
+ * EXIT_USAGE after printing why. */
 static int parse_args(const char *cmd, const char *usage, int argc, char **argv, int opts, int max_positional,
                       admin_args *out) {
   memset(out, 0, sizeof *out);
-  out->admin = getenv("HUBU_ADMIN");
-  if (!out->admin || !*out->admin) out->admin = DEFAULT_ADMIN;
+  out->to.admin = getenv("HUBU_ADMIN");
+  if (!out->to.admin || !*out->to.admin) out->to.admin = DEFAULT_ADMIN;
+  const char *token = NULL;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char **slot = NULL;
     const char *name = NULL;
-    if (!strncmp(a, "--admin", 7) && (a[7] == '\0' || a[7] == '=')) {
-      slot = &out->admin;
+    if (!strncmp(a, "--admin-token", 13) && (a[13] == '\0' || a[13] == '=')) {
+      slot = &token;
+      name = "--admin-token";
+    } else if (!strncmp(a, "--admin", 7) && (a[7] == '\0' || a[7] == '=')) {
+      slot = &out->to.admin;
       name = "--admin";
     } else if ((opts & OPT_REASON) && !strncmp(a, "--reason", 8) && (a[8] == '\0' || a[8] == '=')) {
       slot = &out->reason;
@@ -352,7 +405,8 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
     } else if (a[0] == '-' && a[1] != '\0') {
       fprintf(stderr, "hubuctl: %s: unknown option %s\nusage: hubuctl %s %s\n", cmd, a, cmd, usage);
       return EXIT_USAGE;
-    } else if (out->n_positional < max_positional) {
+    } else if ((int)out->n_positional < max_positional &&
+               out->n_positional < sizeof out->positional / sizeof out->positional[0]) {
       out->positional[out->n_positional++] = a;
     } else {
       fprintf(stderr, "hubuctl: %s: unexpected argument '%s'\nusage: hubuctl %s %s\n", cmd, a, cmd, usage);
@@ -360,11 +414,17 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
     }
   }
   char host[256], port[16];
-  if (split_hostport(out->admin, host, sizeof host, port, sizeof port) != 0) {
-    fprintf(stderr, "hubuctl: %s: --admin wants HOST:PORT (e.g. %s), got '%s'\n", cmd, DEFAULT_ADMIN, out->admin);
+  if (split_hostport(out->to.admin, host, sizeof host, port, sizeof port) != 0) {
+    fprintf(stderr, "hubuctl: %s: --admin wants HOST:PORT (e.g. %s), got '%s'\n", cmd, DEFAULT_ADMIN, out->to.admin);
     return EXIT_USAGE;
   }
-  return 0;
+  const char *from = "--admin-token";
+  if (!token) {
+    token = getenv("HUBU_ADMIN_TOKEN");
+    from = "$HUBU_ADMIN_TOKEN";
+    if (token && !*token) token = NULL;
+  }
+  return token ? read_token(cmd, from, token, &out->to) : 0;
 }
 
 static int check_id(const char *cmd, const char *what, const char *id) {
@@ -373,18 +433,30 @@ static int check_id(const char *cmd, const char *what, const char *id) {
   return EXIT_USAGE;
 }
 
+/* A plugin's name as the server takes it: a file name in its plugin folder. */
+static int check_plugin_name(const char *cmd, const char *name) {
+  size_t n = strlen(name);
+  int ok = n >= 1 && n <= 64;
+  for (size_t i = 0; ok && i < n; i++)
+    ok = (name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+         (name[i] >= '0' && name[i] <= '9') || name[i] == '_' || name[i] == '-';
+  if (ok) return 0;
+  fprintf(stderr, "hubuctl: %s: invalid plugin name '%s': 1-64 bytes of [A-Za-z0-9_-]\n", cmd, name);
+  return EXIT_USAGE;
+}
+
 /* ---- the commands ------------------------------------------------------------ */
 
 int hubuctl_stats(int argc, char **argv) {
   admin_args args;
-  int r = parse_args("stats", "[--admin HOST:PORT]", argc, argv, 0, 0, &args);
+  int r = parse_args("stats", "[--admin HOST:PORT] [--admin-token TOKEN|@FILE]", argc, argv, 0, 0, &args);
   if (r) return r;
-  return admin_request("stats", args.admin, "GET", "/v1/admin/stats");
+  return admin_request("stats", &args.to, "GET", "/v1/admin/stats");
 }
 
 int hubuctl_conns(int argc, char **argv) {
   admin_args args;
-  int r = parse_args("conns", "[USER] [--admin HOST:PORT]", argc, argv, 0, 1, &args);
+  int r = parse_args("conns", "[USER] [--admin HOST:PORT] [--admin-token TOKEN|@FILE]", argc, argv, 0, 1, &args);
   if (r) return r;
   char target[256] = "/v1/admin/conns";
   if (args.n_positional) {
@@ -392,11 +464,11 @@ int hubuctl_conns(int argc, char **argv) {
     strcat(target, "?user=");
     append_encoded(target, sizeof target, args.positional[0]); /* 64 bytes at most: fits */
   }
-  return admin_request("conns", args.admin, "GET", target);
+  return admin_request("conns", &args.to, "GET", target);
 }
 
 int hubuctl_kick(int argc, char **argv) {
-  static const char usage[] = "USER [--reason R] [--admin HOST:PORT]";
+  static const char usage[] = "USER [--reason R] [--admin HOST:PORT] [--admin-token TOKEN|@FILE]";
   admin_args args;
   int r = parse_args("kick", usage, argc, argv, OPT_REASON, 1, &args);
   if (r) return r;
@@ -414,20 +486,20 @@ int hubuctl_kick(int argc, char **argv) {
       return EXIT_USAGE;
     }
   }
-  return admin_request("kick", args.admin, "POST", target);
+  return admin_request("kick", &args.to, "POST", target);
 }
 
 int hubuctl_reload(int argc, char **argv) {
   admin_args args;
-  int r = parse_args("reload", "[PLUGIN] [--admin HOST:PORT]", argc, argv, 0, 1, &args);
+  int r = parse_args("reload", "[PLUGIN] [--admin HOST:PORT] [--admin-token TOKEN|@FILE]", argc, argv, 0, 1, &args);
   if (r) return r;
   char target[256] = "/v1/admin/reload";
   if (args.n_positional) {
-    if ((r = check_id("reload", "plugin name", args.positional[0]))) return r;
+    if ((r = check_plugin_name("reload", args.positional[0]))) return r;
     strcat(target, "?plugin=");
     append_encoded(target, sizeof target, args.positional[0]);
   }
-  return admin_request("reload", args.admin, "POST", target);
+  return admin_request("reload", &args.to, "POST", target);
 }
 
 /* The first line of s, at most max bytes of it (an error may carry a
@@ -507,12 +579,13 @@ static int print_plugins_table(const hj_value *doc) {
 
 int hubuctl_plugins(int argc, char **argv) {
   admin_args args;
-  int r = parse_args("plugins", "[--json] [--admin HOST:PORT]", argc, argv, OPT_JSON, 0, &args);
+  int r =
+      parse_args("plugins", "[--json] [--admin HOST:PORT] [--admin-token TOKEN|@FILE]", argc, argv, OPT_JSON, 0, &args);
   if (r) return r;
-  if (args.json) return admin_request("plugins", args.admin, "GET", "/v1/admin/plugins");
+  if (args.json) return admin_request("plugins", &args.to, "GET", "/v1/admin/plugins");
   unsigned code = 0;
   hubu_buf b = {0};
-  if (admin_exchange("plugins", args.admin, "GET", "/v1/admin/plugins", &code, &b) != 0) return 1;
+  if (admin_exchange("plugins", &args.to, "GET", "/v1/admin/plugins", &code, &b) != 0) return 1;
   int status = 1;
   if (code < 200 || code >= 300) {
     print_error_answer("plugins", code, &b);

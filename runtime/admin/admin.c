@@ -2,19 +2,26 @@
  * with Connection: close), parsed by http-parser, answered from the server's
  * own counters and connection list. Runs on the loop thread and never blocks
  * (the /proc/self reads are served from memory by the kernel).
+ * Every request passes the guard (Host, Origin, token, then a non-simple
+ * POST) before its route runs: a web page in a browser on this host can
+ * neither reach it by DNS rebinding nor change state with a form post.
  * Invariant: an admin connection is in admin->conns from accept until its
  * uv_close; the hubu_admin struct is freed by the last close callback of its
  * handles (listener, sweep timer, connections), never before. */
 #include "admin.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <http_parser.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #include <uthash.h>
@@ -44,11 +51,35 @@
 #define ADMIN_READ_BUF 16384
 #define ADMIN_REASON_MAX 256 /* kick reason, bytes */
 #define ADMIN_DEFAULT_REASON "kicked by an administrator"
+#define ADMIN_PLUGIN_NAME_MAX 64
 
 typedef struct admin_conn admin_conn;
 
+/* Why the guard refused a request; counted for /metrics and stats. */
+typedef enum { REFUSED_HOST, REFUSED_ORIGIN, REFUSED_TOKEN, REFUSED_CONTENT_TYPE, REFUSED_COUNT } admin_refusal;
+static const char *const refusal_names[REFUSED_COUNT] = {"host", "origin", "token", "content_type"};
+
+/* The request headers the guard reads, and how much of each it keeps. */
+enum { HDR_HOST, HDR_ORIGIN, HDR_AUTHORIZATION, HDR_CONTENT_TYPE, HDR_COUNT };
+static const struct {
+  const char *name;
+  size_t max; /* a longer value is refused as a wrong one */
+} header_specs[HDR_COUNT] = {
+    {"Host", 300},
+    {"Origin", 300},
+    {"Authorization", 32 + HUBU_ADMIN_TOKEN_MAX},
+    {"Content-Type", 256},
+};
+
+typedef struct {
+  hubu_buf value;   /* owned: the first occurrence's value */
+  uint8_t count;    /* occurrences, 2 meaning "more than one" (refused) */
+  uint8_t too_long; /* the value outgrew header_specs[].max */
+} admin_header;
+
 struct hubu_admin {
   hubu_server *server; /* not owned */
+  hubu_admin_config cfg; /* a copy; its strings are main's and outlive the listener */
   uv_tcp_t listener;
   uv_timer_t sweep;  /* idle and linger limits of the connections */
   int port;          /* bound */
@@ -59,6 +90,9 @@ struct hubu_admin {
   uint64_t started_wall_ms;    /* wall clock at start, for process_start_time_seconds */
   hubu_admin_reload_fn reload; /* the plugin host's, or NULL (reload answers 501) */
   void *reload_ud;
+  int has_token;            /* --admin-token given: every route but /healthz needs it */
+  uint8_t token_digest[32]; /* SHA-256 of the token: compared, never the token itself */
+  uint64_t refused[REFUSED_COUNT];
   char read_buf[ADMIN_READ_BUF]; /* every read lands here and is parsed before the next */
 };
 
@@ -72,6 +106,14 @@ struct admin_conn {
   size_t body_len;       /* request body bytes seen (and dropped) */
   uint64_t since_ms;     /* accept, then the response, then the end of its write */
   int error_status;      /* 413 or 414, set by a parser callback that stopped the parser */
+  admin_header headers[HDR_COUNT];
+  char field[16];          /* the name of the header being read, when short enough to be one of ours */
+  size_t field_len;        /* may exceed sizeof field: then it is none of ours */
+  int value_of;            /* the HDR_ whose value is being read, or -1 */
+  const char *cors_origin; /* the --admin-allow-origin item the request's Origin matched (in cfg), or NULL */
+  size_t cors_origin_len;
+  uint8_t in_value : 1;     /* the parser is inside a header value */
+  uint8_t headers_done : 1; /* on_headers_complete ran: a chunked body's trailers are not headers */
   uint8_t complete : 1;  /* on_message_complete ran; the parser is paused */
   uint8_t responded : 1; /* a response is queued; further input is dropped until EOF */
   uint8_t writing : 1;   /* the response's write has not completed */
@@ -238,6 +280,7 @@ typedef struct {
   double uptime_seconds;
   double start_time_seconds;
   int draining;
+  uint64_t refused[REFUSED_COUNT]; /* admin requests the guard refused, by reason */
 } admin_figures;
 
 static int read_rss(uint64_t *out) {
@@ -277,6 +320,7 @@ static void collect_figures(hubu_admin *a, admin_figures *f) {
   f->uptime_seconds = (double)(uv_now(s->loop) - a->started_ms) / 1000.0;
   f->start_time_seconds = (double)a->started_wall_ms / 1000.0;
   f->draining = s->draining != 0;
+  memcpy(f->refused, a->refused, sizeof f->refused);
 }
 
 /* ---- Prometheus text format 0.0.4 ------------------------------------------ */
@@ -322,6 +366,10 @@ static void render_metrics(const admin_figures *f, admin_out *o) {
   prom_u64(o, "hubu_sessions_loaded", "gauge", "Sessions held in memory.", f->sessions_loaded);
   prom_u64(o, "hubu_users_online", "gauge", "Users with at least one authenticated connection.", f->users_online);
   prom_u64(o, "hubu_draining", "gauge", "1 while the server drains for shutdown.", (uint64_t)f->draining);
+  prom_head(o, "hubu_admin_refused_total", "counter",
+            "Admin requests refused: a foreign Host, an Origin not allowed, no or a wrong token, a simple POST.");
+  for (int i = 0; i < REFUSED_COUNT; i++)
+    out_printf(o, "hubu_admin_refused_total{reason=\"%s\"} %" PRIu64 "\n", refusal_names[i], f->refused[i]);
   /* the plugin host appends its hubu_plugin_* families after these (handle_metrics) */
   if (f->have_rss)
     prom_u64(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", f->rss_bytes);
@@ -372,6 +420,10 @@ static void render_stats(const admin_figures *f, admin_out *o) {
   json_seconds(&w, "uptime_seconds", f->uptime_seconds);
   json_close(&w);
   json_bool(&w, "draining", f->draining);
+  json_key(&w, "admin_refused");
+  json_open(&w, '{', 1);
+  for (int i = 0; i < REFUSED_COUNT; i++) json_u64(&w, refusal_names[i], f->refused[i]);
+  json_close(&w);
   json_close(&w);
 }
 
@@ -445,6 +497,7 @@ static void on_conn_close(uv_handle_t *h) {
   admin_conn *c = (admin_conn *)h;
   hubu_admin *a = c->admin;
   hubu_buf_free(&c->url);
+  for (int i = 0; i < HDR_COUNT; i++) hubu_buf_free(&c->headers[i].value);
   free(c);
   handle_closed(a);
 }
@@ -500,9 +553,12 @@ static void respond(admin_conn *c, int status, const char *content_type, admin_o
              "Content-Length: %zu\r\n"
              "Cache-Control: no-store\r\n"
              "Connection: close\r\n"
-             "%s\r\n",
+             "%s",
              status, http_status_str((enum http_status)status), content_type, hubu_buf_size(&w->body),
              extra_headers ? extra_headers : "");
+  if (c->cors_origin) /* the configured spelling, never the request's bytes */
+    out_printf(&head, "Access-Control-Allow-Origin: %.*s\r\nVary: Origin\r\n", (int)c->cors_origin_len, c->cors_origin);
+  out_raw(&head, "\r\n", 2);
   w->head = head.buf;
   if (head.failed) goto fail;
   uv_buf_t bufs[2] = {
@@ -717,12 +773,26 @@ static void handle_kick(admin_conn *c, const admin_query *q) {
   respond_json(c, 200, &o);
 }
 
+/* A plugin name from a request: a file name in the plugin folder (NAME.lua
+ * or NAME/), so no '.', '/', '\\' or NUL can make it a path out of there. */
+static int plugin_name_valid(const char *name) {
+  size_t n = strlen(name);
+  if (n < 1 || n > ADMIN_PLUGIN_NAME_MAX) return 0;
+  for (size_t i = 0; i < n; i++) {
+    char ch = name[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'))
+      return 0;
+  }
+  return 1;
+}
+
 static void handle_reload(admin_conn *c, const admin_query *q) {
   static const char *const allowed[] = {"plugin", NULL};
   if (refuse_unknown_params(c, q, allowed)) return;
   const char *plugin = query_get(q, "plugin");
-  if (plugin && !hubu_id_valid(plugin, strlen(plugin))) {
-    respond_error(c, 400, "plugin must be 1-64 bytes of [A-Za-z0-9_.@-]", NULL);
+  if (plugin && !plugin_name_valid(plugin)) {
+    respond_error(c, 400, "plugin must be 1-64 bytes of [A-Za-z0-9_-]: the name of a plugin in the plugin folder",
+                  NULL);
     return;
   }
   hubu_admin *a = c->admin;
@@ -767,6 +837,218 @@ static void handle_plugins(admin_conn *c, const admin_query *q) {
   respond_json(c, 200, &o);
 }
 
+/* ---- the guard: who may be answered ---------------------------------------- */
+
+int hubu_admin_authority_parse(const char *s, size_t len, hubu_admin_authority *out) {
+  memset(out, 0, sizeof *out);
+  out->port = -1;
+  size_t end; /* where the name ends */
+  if (len > 0 && s[0] == '[') {
+    const char *close = memchr(s, ']', len);
+    char ip[INET6_ADDRSTRLEN];
+    unsigned char bin[16];
+    size_t n = close ? (size_t)(close - s) - 1 : 0;
+    if (n == 0 || n >= sizeof ip) return -1;
+    memcpy(ip, s + 1, n);
+    ip[n] = '\0';
+    if (inet_pton(AF_INET6, ip, bin) != 1) return -1;
+    out->name = s + 1;
+    out->name_len = n;
+    out->ip6 = 1;
+    end = n + 2;
+  } else {
+    for (end = 0; end < len && s[end] != ':'; end++) {
+      char ch = s[end];
+      if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '-'))
+        return -1;
+    }
+    if (end == 0 || end > 253) return -1;
+    out->name = s;
+    out->name_len = end;
+  }
+  if (end == len) return 0;
+  size_t digits = len - end - 1;
+  if (s[end] != ':' || digits == 0 || digits > 5) return -1;
+  int port = 0;
+  for (size_t i = end + 1; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9') return -1;
+    port = port * 10 + (s[i] - '0');
+  }
+  if (port < 1 || port > 65535) return -1;
+  out->port = port;
+  return 0;
+}
+
+int hubu_admin_origin_valid(const char *s, size_t len) {
+  size_t scheme = len > 7 && !strncasecmp(s, "http://", 7) ? 7 : len > 8 && !strncasecmp(s, "https://", 8) ? 8 : 0;
+  hubu_admin_authority a;
+  return scheme && hubu_admin_authority_parse(s + scheme, len - scheme, &a) == 0;
+}
+
+/* The next item of a comma-separated list from config.c (no spaces, no empty
+ * items); 0 at the end. */
+static int list_next(const char **list, const char **item, size_t *len) {
+  if (!*list || !**list) return 0;
+  *item = *list;
+  *len = strcspn(*list, ",");
+  *list += *len + ((*list)[*len] == ',');
+  return 1;
+}
+
+static int text_equal_nocase(const char *a, size_t alen, const char *b, size_t blen) {
+  return alen == blen && !strncasecmp(a, b, alen);
+}
+
+/* The header's value with surrounding spaces cut (len bytes, not
+ * NUL-terminated), or NULL when the request has none. */
+static const char *header_value(const admin_conn *c, int which, size_t *len) {
+  const admin_header *h = &c->headers[which];
+  if (!h->count) return NULL;
+  const char *v = (const char *)hubu_buf_head(&h->value);
+  size_t n = hubu_buf_size(&h->value);
+  while (n && (*v == ' ' || *v == '\t')) v++, n--;
+  while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+  *len = n;
+  return v;
+}
+
+/* 1 when name (an IP literal from a Host header) is the address the
+ * connection arrived at: the bound one, or, bound to 0.0.0.0 or ::, the one
+ * the client dialled. */
+static int is_local_address(admin_conn *c, const char *name, size_t len, int ip6) {
+  char text[INET6_ADDRSTRLEN];
+  unsigned char want[16];
+  if (len >= sizeof text) return 0;
+  memcpy(text, name, len);
+  text[len] = '\0';
+  int family = ip6 ? AF_INET6 : AF_INET;
+  if (inet_pton(family, text, want) != 1) return 0;
+  struct sockaddr_storage ss;
+  int ss_len = sizeof ss;
+  if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &ss_len) != 0) return 0;
+  const unsigned char *got;
+  int got_family = ss.ss_family;
+  if (ss.ss_family == AF_INET) {
+    got = (const unsigned char *)&((struct sockaddr_in *)&ss)->sin_addr;
+  } else if (ss.ss_family == AF_INET6) {
+    const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+    got = a6->s6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a6)) { /* a dual-stack socket's IPv4 client */
+      got += 12;
+      got_family = AF_INET;
+    }
+  } else {
+    return 0;
+  }
+  return got_family == family && !memcmp(got, want, family == AF_INET ? 4 : 16);
+}
+
+/* 1 when the Host names this listener: the address the connection arrived
+ * at, localhost, or an --admin-host item (names compared ignoring ASCII
+ * case). A port, when the Host gives one, must be the listener's (or the
+ * item's own); a Host without one is judged by its name alone, as a browser
+ * leaves the port out only for the scheme's default, where a page on another
+ * port cannot send it. */
+static int host_names_listener(admin_conn *c, const hubu_admin_authority *h) {
+  hubu_admin *a = c->admin;
+  int port_ok = h->port < 0 || h->port == a->port;
+  if (port_ok && is_local_address(c, h->name, h->name_len, h->ip6)) return 1;
+  if (port_ok && !h->ip6 && text_equal_nocase(h->name, h->name_len, "localhost", 9)) return 1;
+  const char *list = a->cfg.admin_hosts, *item;
+  size_t len;
+  while (list_next(&list, &item, &len)) {
+    hubu_admin_authority want;
+    if (hubu_admin_authority_parse(item, len, &want) != 0 || want.ip6 != h->ip6 ||
+        !text_equal_nocase(want.name, want.name_len, h->name, h->name_len))
+      continue;
+    if (want.port >= 0 ? h->port < 0 || h->port == want.port : port_ok) return 1;
+  }
+  return 0;
+}
+
+/* Answers status with message and counts the refusal; always 1. */
+static int refuse(admin_conn *c, admin_refusal why, int status, const char *message, const char *extra_headers) {
+  c->admin->refused[why]++;
+  hubu_log(HUBU_LOG_DEBUG, 0, NULL, "admin_request_refused", "reason=%s status=%d", refusal_names[why], status);
+  respond_error(c, status, message, extra_headers);
+  return 1;
+}
+
+/* Rules that hold for every request, /healthz too: the Host names this
+ * listener (no DNS rebinding), and an Origin, which browsers send on
+ * cross-site requests, is one --admin-allow-origin lists. 1 when refused. */
+static int refuse_foreign(admin_conn *c) {
+  size_t len = 0;
+  const char *host = header_value(c, HDR_HOST, &len);
+  hubu_admin_authority h;
+  if (!host || c->headers[HDR_HOST].count > 1 || c->headers[HDR_HOST].too_long ||
+      hubu_admin_authority_parse(host, len, &h) != 0 || !host_names_listener(c, &h))
+    return refuse(c, REFUSED_HOST, 403,
+                  "the Host header must name this listener: its address, localhost, or an --admin-host name", NULL);
+  const char *origin = header_value(c, HDR_ORIGIN, &len);
+  if (!origin) return 0;
+  const char *list = c->admin->cfg.admin_origins, *item;
+  size_t item_len;
+  while (c->headers[HDR_ORIGIN].count == 1 && !c->headers[HDR_ORIGIN].too_long && list_next(&list, &item, &item_len)) {
+    if (text_equal_nocase(item, item_len, origin, len)) {
+      c->cors_origin = item;
+      c->cors_origin_len = item_len;
+      return 0;
+    }
+  }
+  return refuse(c, REFUSED_ORIGIN, 403,
+                "requests from web pages are refused: the Origin is not in --admin-allow-origin", NULL);
+}
+
+/* The credentials of an "Authorization: Bearer TOKEN" header (the scheme's
+ * case ignored), or NULL. */
+static const char *bearer_of(const admin_conn *c, size_t *len) {
+  size_t n = 0;
+  const char *v = header_value(c, HDR_AUTHORIZATION, &n);
+  if (!v || c->headers[HDR_AUTHORIZATION].count > 1 || c->headers[HDR_AUTHORIZATION].too_long || n < 8 ||
+      strncasecmp(v, "Bearer", 6) != 0 || (v[6] != ' ' && v[6] != '\t'))
+    return NULL;
+  size_t i = 6;
+  while (i < n && (v[i] == ' ' || v[i] == '\t')) i++;
+  *len = n - i;
+  return i < n ? v + i : NULL;
+}
+
+/* With --admin-token, the request must carry it. The SHA-256 of what came is
+ * compared with the token's with CRYPTO_memcmp: the time taken says nothing
+ * about the token, its length included. 1 when refused (401). */
+static int refuse_without_token(admin_conn *c) {
+  hubu_admin *a = c->admin;
+  if (!a->has_token) return 0;
+  size_t len = 0;
+  const char *token = bearer_of(c, &len);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_len = 0;
+  if (token && EVP_Digest(token, len, digest, &digest_len, EVP_sha256(), NULL) == 1 &&
+      digest_len == sizeof a->token_digest && CRYPTO_memcmp(digest, a->token_digest, sizeof a->token_digest) == 0)
+    return 0;
+  return refuse(c, REFUSED_TOKEN, 401, "this listener needs its token: Authorization: Bearer TOKEN (--admin-token)",
+                "WWW-Authenticate: Bearer realm=\"hubud admin\"\r\n");
+}
+
+/* A request that changes state must be one a web page cannot send without a
+ * CORS preflight: Content-Type application/json, or a bearer token. A simple
+ * form post (no type, form-urlencoded, multipart/form-data, text/plain) is
+ * refused with 415. 1 when refused. */
+static int refuse_simple_post(admin_conn *c) {
+  size_t len = 0;
+  const char *type = header_value(c, HDR_CONTENT_TYPE, &len);
+  if (type && c->headers[HDR_CONTENT_TYPE].count == 1 && !c->headers[HDR_CONTENT_TYPE].too_long) {
+    const char *semicolon = memchr(type, ';', len); /* the value is not NUL-terminated */
+    size_t n = semicolon ? (size_t)(semicolon - type) : len;
+    while (n && (type[n - 1] == ' ' || type[n - 1] == '\t')) n--;
+    if (text_equal_nocase(type, n, "application/json", 16)) return 0;
+  }
+  if (bearer_of(c, &len)) return 0; /* checked by refuse_without_token when a token is set */
+  return refuse(c, REFUSED_CONTENT_TYPE, 415,
+                "a POST needs Content-Type: application/json (or an Authorization: Bearer header)", NULL);
+}
+
 typedef struct {
   const char *path;
   enum http_method method;
@@ -796,6 +1078,10 @@ static void dispatch(admin_conn *c) {
     respond_error(c, 400, "malformed request target", NULL);
     return;
   }
+  if (u.field_set & (1 << UF_HOST)) { /* absolute-form: its authority would stand in for Host */
+    respond_error(c, 400, "the request target must be a path", NULL);
+    return;
+  }
   const char *path = url + u.field_data[UF_PATH].off;
   size_t path_len = u.field_data[UF_PATH].len;
   const admin_route *route = NULL;
@@ -803,6 +1089,18 @@ static void dispatch(admin_conn *c) {
     if (strlen(routes[i].path) == path_len && !memcmp(routes[i].path, path, path_len)) route = &routes[i];
   hubu_log(HUBU_LOG_DEBUG, 0, NULL, "admin_request", "method=%s path=%.*s", http_method_str(method),
            (int)(path_len > 200 ? 200 : path_len), path);
+  if (refuse_foreign(c)) return;
+  if (method == HTTP_OPTIONS && c->cors_origin && route) { /* a preflight from an allowed page: no credentials */
+    admin_out none = {0};
+    char headers[160];
+    snprintf(headers, sizeof headers,
+             "Access-Control-Allow-Methods: %s\r\nAccess-Control-Allow-Headers: Authorization, Content-Type\r\n"
+             "Access-Control-Max-Age: 600\r\n",
+             http_method_str(route->method));
+    respond(c, 200, "text/plain; charset=utf-8", &none, headers);
+    return;
+  }
+  if (!(route && route->run == handle_healthz) && refuse_without_token(c)) return;
   if (!route) {
     respond_error(c, 404, "no such endpoint", NULL);
     return;
@@ -811,6 +1109,7 @@ static void dispatch(admin_conn *c) {
     respond_error(c, 405, "method not allowed", route->allow);
     return;
   }
+  if (route->method != HTTP_GET && refuse_simple_post(c)) return;
   admin_query *q = malloc(sizeof *q); /* 8 KiB: kept off the loop's stack */
   if (!q) {
     respond_error(c, 500, "out of memory", NULL);
@@ -837,8 +1136,45 @@ static int on_url(http_parser *p, const char *at, size_t len) {
   return hubu_buf_append(&c->url, at, len) == 0 ? 0 : -1;
 }
 
+/* Header names arrive in pieces; only the guard's headers are kept. */
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  admin_conn *c = p->data;
+  if (c->headers_done) return 0;
+  if (c->in_value) {
+    c->in_value = 0;
+    c->field_len = 0;
+  }
+  if (c->field_len + len <= sizeof c->field) memcpy(c->field + c->field_len, at, len);
+  c->field_len += len;
+  return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+  admin_conn *c = p->data;
+  if (c->headers_done) return 0;
+  if (!c->in_value) { /* the first piece: whose value is it? */
+    c->in_value = 1;
+    c->value_of = -1;
+    for (int i = 0; i < HDR_COUNT && c->field_len <= sizeof c->field; i++)
+      if (text_equal_nocase(c->field, c->field_len, header_specs[i].name, strlen(header_specs[i].name)))
+        c->value_of = i;
+    if (c->value_of >= 0 && c->headers[c->value_of].count++) { /* a second one: refused; keep the first */
+      c->headers[c->value_of].count = 2;
+      c->value_of = -1;
+    }
+  }
+  if (c->value_of < 0) return 0;
+  admin_header *h = &c->headers[c->value_of];
+  if (h->too_long || hubu_buf_size(&h->value) + len > header_specs[c->value_of].max) {
+    h->too_long = 1;
+    return 0;
+  }
+  return hubu_buf_append(&h->value, at, len) == 0 ? 0 : -1;
+}
+
 static int on_headers_complete(http_parser *p) {
   admin_conn *c = p->data;
+  c->headers_done = 1;
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > HUBU_ADMIN_MAX_BODY) {
     c->error_status = 413;
     return -1;
@@ -866,6 +1202,8 @@ static int on_message_complete(http_parser *p) {
 
 static const http_parser_settings parser_settings = {
     .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
@@ -952,12 +1290,6 @@ static void on_sweep(uv_timer_t *t) {
 
 /* ---- the listener ------------------------------------------------------------ */
 
-static int is_loopback(const struct sockaddr *sa) {
-  if (sa->sa_family == AF_INET) return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
-  if (sa->sa_family == AF_INET6) return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
-  return 0;
-}
-
 int hubu_admin_start(hubu_server *s, const hubu_admin_config *cfg) {
   s->admin = NULL;
   if (!cfg->admin_enabled) return 0;
@@ -975,7 +1307,19 @@ int hubu_admin_start(hubu_server *s, const hubu_admin_config *cfg) {
     return -1;
   }
   a->server = s;
+  a->cfg = *cfg;
   a->port = -1;
+  if (cfg->admin_token) {
+    unsigned int n = 0;
+    if (EVP_Digest(cfg->admin_token, cfg->admin_token_len, a->token_digest, &n, EVP_sha256(), NULL) != 1 ||
+        n != sizeof a->token_digest) {
+      hubu_log(HUBU_LOG_ERROR, 0, NULL, "listen_failed", "admin=%s:%d error=\"cannot hash the admin token\"",
+               cfg->admin_host, cfg->admin_port);
+      free(a);
+      return -1;
+    }
+    a->has_token = 1;
+  }
   uv_tcp_init(s->loop, &a->listener);
   a->listener.data = a;
   a->open_handles = 1;
@@ -999,10 +1343,10 @@ int hubu_admin_start(hubu_server *s, const hubu_admin_config *cfg) {
   a->started_wall_ms = hubu_now_ms();
   s->admin = a;
   hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "admin=%s:%d", cfg->admin_host, a->port);
-  if (!is_loopback((struct sockaddr *)&addr))
+  if (!cfg->on_loopback) /* hubu_config_parse let it through with a token only */
     hubu_log(HUBU_LOG_WARN, 0, NULL, "admin_exposed",
-             "admin=%s:%d note=\"the admin listener has no authentication: keep it on loopback\"", cfg->admin_host,
-             a->port);
+             "admin=%s:%d note=\"off loopback: the token guards it, but it is plain HTTP: put TLS in front\"",
+             cfg->admin_host, a->port);
   return 0;
 }
 

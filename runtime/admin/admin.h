@@ -2,14 +2,19 @@
  * 127.0.0.1:7781) for /healthz, /metrics (Prometheus text) and the
  * /v1/admin/ endpoints that hubuctl speaks (stats, conns, kick, reload,
  * plugins).
- * It has no authentication: it must never be reachable beyond this host. */
+ * It serves only requests addressed to itself (Host), from no browser page
+ * it was not told about (Origin), changes state only on requests a page
+ * cannot forge (POST with application/json or a bearer token), and with
+ * --admin-token only to holders of the token (docs/security.md). */
 #ifndef HUBU_ADMIN_H
 #define HUBU_ADMIN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "buf.h"
 #include "json.h"
+#include "token.h" /* HUBU_ADMIN_TOKEN_MIN, _MAX */
 
 typedef struct hubu_server hubu_server;
 typedef struct hubu_admin hubu_admin;
@@ -19,10 +24,32 @@ typedef struct {
   int admin_enabled;   /* 0 with --admin-listen off */
   char admin_host[64]; /* loopback by default */
   int admin_port;      /* 0: ephemeral (the port file gets "admin PORT") */
+  int on_loopback;     /* admin_host is a loopback address */
+  const char *admin_hosts;   /* --admin-host: more names a Host header may give, "name[:port],..."; NULL: none */
+  const char *admin_origins; /* --admin-allow-origin: Origins let through, "scheme://host[:port],..."; NULL: none */
+  const uint8_t *admin_token; /* --admin-token's bytes (not owned); NULL: no token */
+  size_t admin_token_len;
 } hubu_admin_config;
 
 /* Largest request body accepted (the endpoints take none; larger gets 413). */
 #define HUBU_ADMIN_MAX_BODY (64 * 1024)
+
+/* "name", "name:port", "[v6]" or "[v6]:port": a Host header's value, an
+ * --admin-host item, the host part of an Origin. name points into the
+ * parsed text (brackets left out). */
+typedef struct {
+  const char *name;
+  size_t name_len; /* 1-253 bytes of [A-Za-z0-9.-], or an IPv6 literal when ip6 */
+  int ip6;
+  int port; /* 1-65535, or -1 when none was given */
+} hubu_admin_authority;
+
+/* Parses s (len bytes, no NUL needed) into out. 0, or -1 when malformed. */
+int hubu_admin_authority_parse(const char *s, size_t len, hubu_admin_authority *out);
+
+/* 1 when s (len bytes) is an origin as browsers send it: http:// or
+ * https:// and an authority (hubu_admin_authority_parse), nothing after. */
+int hubu_admin_origin_valid(const char *s, size_t len);
 
 /* Binds s->cfg->admin_host:admin_port unless --admin-listen off, and sets
  * s->admin. Call after the client listeners. 0, or -1 (logged; nothing left

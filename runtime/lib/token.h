@@ -31,4 +31,9 @@ const char *hubu_token_status_name(hubu_token_status st);
 /* user_id and device_id rule: 1-64 bytes of [A-Za-z0-9_.@-]. */
 int hubu_id_valid(const char *id, size_t len);
 
+/* Bounds of the admin listener's bearer token (--admin-token), bytes of
+ * printable ASCII without spaces: hubud and hubuctl check the same. */
+#define HUBU_ADMIN_TOKEN_MIN 16
+#define HUBU_ADMIN_TOKEN_MAX 4096
+
 #endif

@@ -333,7 +333,10 @@ static void oversized_requests_get_413_414_and_431(void) {
   CHECK_EQ(r.status, 413);
   admin_reply_free(&r);
   /* A body within the limit is accepted (and ignored). */
-  n = (size_t)snprintf(req, cap, "POST /v1/admin/kick?user=alice HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+  n = (size_t)snprintf(req, cap,
+                       "POST /v1/admin/kick?user=alice HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                       "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+                       port);
   memset(req + n, 'y', 1000);
   REQUIRE(ADMIN_EXCHANGE(port, req, n + 1000, &r) == 0);
   CHECKF(r.status == 200 && !strcmp(r.body, "{\"kicked\": 0}\n"), "%d %s", r.status, r.body);
@@ -629,7 +632,8 @@ static void half_closed_client_gets_the_whole_answer(void) {
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   REQUIRE(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
-  const char *req = "GET /v1/admin/conns HTTP/1.1\r\nHost: x\r\n\r\n";
+  char req[128];
+  snprintf(req, sizeof req, "GET /v1/admin/conns HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", port);
   REQUIRE(e2e_send_raw(fd, req, strlen(req)) == 0);
   shutdown(fd, SHUT_WR);
   e2e_sleep_ms(300); /* the server sees the FIN while its write is still pending */

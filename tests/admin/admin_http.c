@@ -1,5 +1,6 @@
 /* admin_http.c — blocking HTTP for the admin tests, answers read with
- * http-parser, and hubuctl as a child process. Every wait has a deadline. */
+ * http-parser, and hubuctl and a refused hubud as child processes. Every wait
+ * has a deadline. */
 #include "admin_http.h"
 
 #include <errno.h>
@@ -35,17 +36,25 @@ int admin_port_of(const e2e_server *s) {
 }
 
 int admin_start_at(const char *file, int line, e2e_server *s, ...) {
-  const char *args[40];
+  enum { MAX = 20 };
+  const char *args[MAX + 1];
   int n = 0;
   args[n++] = "--admin-listen";
   args[n++] = "127.0.0.1:0";
   va_list ap;
   va_start(ap, s);
-  for (const char *a; (a = va_arg(ap, const char *)) != NULL && n < 38;) args[n++] = a;
+  for (const char *a; (a = va_arg(ap, const char *)) != NULL;) {
+    if (n == MAX) {
+      e2e_fail(file, line, "ADMIN_START takes at most %d arguments", MAX - 2);
+      e2e_abort();
+    }
+    args[n++] = a;
+  }
   va_end(ap);
-  while (n < 40) args[n++] = NULL;
+  while (n <= MAX) args[n++] = NULL;
   int r = e2e_server_start(s, args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9],
-                           args[10], args[11], (const char *)NULL);
+                           args[10], args[11], args[12], args[13], args[14], args[15], args[16], args[17], args[18],
+                           args[19], (const char *)NULL);
   if (r != 0) {
     e2e_fail(file, line, "hubud did not start");
     e2e_abort();
@@ -78,6 +87,12 @@ static void commit_header(reader *rd) {
   if (!strcasecmp(rd->field, "Content-Type"))
     snprintf(rd->r->content_type, sizeof rd->r->content_type, "%s", rd->value);
   if (!strcasecmp(rd->field, "Allow")) snprintf(rd->r->allow, sizeof rd->r->allow, "%s", rd->value);
+  if (!strcasecmp(rd->field, "WWW-Authenticate"))
+    snprintf(rd->r->www_authenticate, sizeof rd->r->www_authenticate, "%s", rd->value);
+  if (!strcasecmp(rd->field, "Access-Control-Allow-Origin"))
+    snprintf(rd->r->allow_origin, sizeof rd->r->allow_origin, "%s", rd->value);
+  if (!strcasecmp(rd->field, "Access-Control-Allow-Methods"))
+    snprintf(rd->r->allow_methods, sizeof rd->r->allow_methods, "%s", rd->value);
   rd->field_len = rd->value_len = 0;
   rd->in_value = 0;
 }
@@ -203,14 +218,22 @@ done:
   return result;
 }
 
-int admin_request_at(const char *file, int line, int port, const char *method, const char *target, admin_reply *out) {
+int admin_request_headers_at(const char *file, int line, int port, const char *method, const char *target,
+                             const char *headers, admin_reply *out) {
   char req[16384];
-  int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", method, target);
+  int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\n%sConnection: close\r\n\r\n", method, target, headers);
   if (n < 0 || (size_t)n >= sizeof req) {
     e2e_fail(file, line, "request too long");
     return -1;
   }
   return admin_exchange_at(file, line, port, req, (size_t)n, out);
+}
+
+int admin_request_at(const char *file, int line, int port, const char *method, const char *target, admin_reply *out) {
+  char headers[128];
+  snprintf(headers, sizeof headers, "Host: 127.0.0.1:%d\r\n%s", port,
+           strcmp(method, "POST") ? "" : "Content-Type: application/json\r\n");
+  return admin_request_headers_at(file, line, port, method, target, headers, out);
 }
 
 int admin_client_at(const char *file, int line, int port, const char *user, const char *device) {
@@ -307,6 +330,84 @@ int admin_hubuctl(char *out, size_t out_size, char *err, size_t err_size, ...) {
   }
   fprintf(stderr, "  -> exit %d\n  stdout: %s\n  stderr: %s\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1, out, err);
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* ---- a hubud that must not start ----------------------------------------------- */
+
+int admin_run_refused(char *err, size_t err_size, ...) {
+  char dir[64], data[96], plugins[96], ports[96];
+  snprintf(dir, sizeof dir, "/tmp/hubu-admin-run-XXXXXX");
+  if (!mkdtemp(dir)) return -1;
+  snprintf(data, sizeof data, "%s/data", dir);
+  snprintf(plugins, sizeof plugins, "%s/plugins", dir);
+  snprintf(ports, sizeof ports, "%s/ports", dir);
+  mkdir(data, 0700);
+  mkdir(plugins, 0700);
+  char *argv[48];
+  int n = 0;
+  const char *fixed[] = {HUBUD_PATH, "--listen",  "127.0.0.1:0", "--secret",    E2E_SECRET, "--data",
+                         data,       "--plugins", plugins,       "--port-file", ports};
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) argv[n++] = (char *)fixed[i];
+  va_list ap;
+  va_start(ap, err_size);
+  for (char *a; (a = va_arg(ap, char *)) != NULL && n < 47;) argv[n++] = a;
+  va_end(ap);
+  argv[n] = NULL;
+  fprintf(stderr, "  $");
+  for (int i = 0; argv[i]; i++) fprintf(stderr, " %s", argv[i]);
+  fputc('\n', stderr);
+  int pe[2];
+  if (pipe(pe) != 0) {
+    e2e_remove_tree(dir);
+    return -1;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(pe[0]);
+    close(pe[1]);
+    e2e_remove_tree(dir);
+    return -1;
+  }
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    dup2(pe[1], 2);
+    close(pe[0]);
+    close(pe[1]);
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      dup2(null, 0);
+      dup2(null, 1);
+    }
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  close(pe[1]);
+  fcntl(pe[0], F_SETFL, O_NONBLOCK);
+  size_t len = 0;
+  int st = 0, exited = 0, listening = 0;
+  for (uint64_t deadline = e2e_now_ms() + 10000; !exited && !listening && e2e_now_ms() < deadline;) {
+    ssize_t got;
+    while (len + 1 < err_size && (got = read(pe[0], err + len, err_size - 1 - len)) > 0) len += (size_t)got;
+    struct stat sb;
+    listening = stat(ports, &sb) == 0; /* it bound its listeners: kill it now */
+    exited = waitpid(pid, &st, WNOHANG) == pid;
+    if (!exited && !listening) e2e_sleep_ms(5);
+  }
+  if (!exited) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+  }
+  ssize_t got;
+  while (len + 1 < err_size && (got = read(pe[0], err + len, err_size - 1 - len)) > 0) len += (size_t)got;
+  err[len] = '\0';
+  close(pe[0]);
+  e2e_remove_tree(dir);
+  if (exited)
+    fprintf(stderr, "  -> exit %d\n  stderr: %s\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1, err);
+  else
+    fprintf(stderr, "  -> killed: %s\n  stderr: %s\n", listening ? "it started listening" : "no exit within 10 s", err);
+  if (!exited || !WIFEXITED(st)) return -1;
+  return WEXITSTATUS(st);
 }
 
 /* ---- plugin dirs ------------------------------------------------------------- */

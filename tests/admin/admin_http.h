@@ -1,6 +1,7 @@
 /* admin_http.h — what the admin tests share: the admin port from hubud's
  * port file, one blocking HTTP exchange whose answer is read with http-parser
- * (never by hand), and hubuctl run as a child with its output captured. */
+ * (never by hand), hubuctl run as a child with its output captured, and a
+ * hubud that is expected to refuse to start. */
 #ifndef HUBU_ADMIN_HTTP_H
 #define HUBU_ADMIN_HTTP_H
 
@@ -23,6 +24,9 @@ typedef struct {
   size_t body_len;
   char content_type[128];
   char allow[128];  /* the Allow header, when any */
+  char www_authenticate[128]; /* the WWW-Authenticate header, when any */
+  char allow_origin[128];     /* Access-Control-Allow-Origin, when any */
+  char allow_methods[128];    /* Access-Control-Allow-Methods, when any */
   int closed_after; /* the server closed the connection after the answer */
 } admin_reply;
 
@@ -31,13 +35,20 @@ typedef struct {
 int admin_exchange_at(const char *file, int line, int port, const void *request, size_t len, admin_reply *out);
 /* Reads one answer from fd (up to 5 s), then waits up to 3 s for the FIN. */
 int admin_read_reply_at(const char *file, int line, int fd, admin_reply *out);
-/* METHOD target with Connection: close and no body. */
+/* METHOD target with Connection: close, no body, the Host hubuctl would send
+ * (127.0.0.1:PORT) and, on a POST, Content-Type: application/json. */
 int admin_request_at(const char *file, int line, int port, const char *method, const char *target, admin_reply *out);
+/* METHOD target with exactly the given header lines (each ending in \r\n,
+ * Host included or not), then Connection: close and no body. */
+int admin_request_headers_at(const char *file, int line, int port, const char *method, const char *target,
+                             const char *headers, admin_reply *out);
 void admin_reply_free(admin_reply *r);
 
 #define ADMIN_EXCHANGE(port, req, len, out) admin_exchange_at(__FILE__, __LINE__, (port), (req), (len), (out))
 #define ADMIN_GET(port, target, out) admin_request_at(__FILE__, __LINE__, (port), "GET", (target), (out))
 #define ADMIN_POST(port, target, out) admin_request_at(__FILE__, __LINE__, (port), "POST", (target), (out))
+#define ADMIN_REQUEST(port, method, target, headers, out) \
+  admin_request_headers_at(__FILE__, __LINE__, (port), (method), (target), (headers), (out))
 
 /* Connects a raw client as user/device and reads HELLO_OK; REQUIREd. */
 int admin_client_at(const char *file, int line, int port, const char *user, const char *device);
@@ -47,6 +58,14 @@ int admin_client_at(const char *file, int line, int port, const char *user, cons
  * stderr land in out/err (NUL-terminated, truncated to their sizes). Returns
  * the exit status, or -1 when it did not exit within 10 s. */
 int admin_hubuctl(char *out, size_t out_size, char *err, size_t err_size, ...) __attribute__((sentinel));
+
+/* Runs hubud with args (NULL-terminated) after --listen 127.0.0.1:0,
+ * --secret, --data, --plugins and --port-file in a temp dir of its own,
+ * expecting it to refuse to start. Its stderr lands in err. Should it start
+ * listening after all (its port file appears), it is killed at once and -1
+ * returned; -1 too when it neither exits nor listens within 10 s. Otherwise
+ * the exit status. */
+int admin_run_refused(char *err, size_t err_size, ...) __attribute__((sentinel));
 
 /* A plugin that loads: a header and one hook. */
 #define ADMIN_GOOD_PLUGIN                 \

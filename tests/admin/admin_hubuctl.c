@@ -1,7 +1,9 @@
 /* admin_hubuctl.c — `hubuctl stats | conns | kick | reload | plugins` against a live
  * hubud: what they print, what the server did, and their exit statuses (0 on
- * a 2xx answer, 1 on an error answer or no server, 2 on a usage error). */
+ * a 2xx answer, 1 on an error answer or no server, 2 on a usage error), with
+ * and without --admin-token. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -175,10 +177,76 @@ static void hubuctl_plugins_shows_control_characters_as_question_marks(void) {
   admin_remove_dir(dir);
 }
 
+/* Against a listener with --admin-token: hubuctl sends the token from
+ * --admin-token TOKEN, --admin-token @FILE or $HUBU_ADMIN_TOKEN as
+ * Authorization: Bearer (without one: 401, exit 1); a token that could not
+ * be one, or a plugin name that is not a file name in the plugin folder, is
+ * a usage error with nothing sent. */
+#define ADMIN_TOKEN "hubuctl-admin-token-0123456789abcdef"
+
+static void hubuctl_sends_the_admin_token(void) {
+  unsetenv("HUBU_ADMIN_TOKEN");
+  char dir[64], token_file[128];
+  REQUIRE(admin_plugins_dir(dir, sizeof dir) == 0);
+  REQUIRE(admin_write_file(dir, "good.lua", ADMIN_GOOD_PLUGIN) == 0);
+  REQUIRE(admin_write_file(dir, ".token", ADMIN_TOKEN "\n") == 0); /* a dot file: not a plugin */
+  snprintf(token_file, sizeof token_file, "@%s/.token", dir);
+  e2e_server s;
+  int port = ADMIN_START(&s, "--plugins", dir, "--admin-token", ADMIN_TOKEN, NULL);
+  char admin[32];
+  snprintf(admin, sizeof admin, "127.0.0.1:%d", port);
+  int a1 = ADMIN_CLIENT(s.port, "alice", "d1");
+  int b1 = ADMIN_CLIENT(s.port, "bob", "d1");
+
+  CHECK_EQ(HUBUCTL("stats", "--admin", admin), 1);
+  CHECKF(strstr(err, "401 Unauthorized") && strstr(err, "--admin-token"), "stats without a token: %s", err);
+  CHECK_EQ(HUBUCTL("kick", "alice", "--admin", admin), 1);
+  CHECK(EXPECT_ALIVE(a1, 1));
+  CHECK_EQ(HUBUCTL("stats", "--admin", admin, "--admin-token", "wrong-token-0123456789abcdef"), 1);
+  CHECKF(strstr(err, "401") != NULL, "stats with a wrong token: %s", err);
+
+  CHECK_EQ(HUBUCTL("stats", "--admin", admin, "--admin-token", ADMIN_TOKEN), 0);
+  CHECKF(strstr(out, "\"users_online\": 2") != NULL, "stats printed: %s", out);
+  CHECK_EQ(HUBUCTL("conns", "alice", "--admin", admin, "--admin-token", token_file), 0);
+  CHECKF(strstr(out, "\"count\": 1") != NULL, "conns printed: %s", out);
+  CHECK_EQ(HUBUCTL("kick", "alice", "--admin-token=" ADMIN_TOKEN, "--admin", admin), 0);
+  CHECKF(!strcmp(out, "{\"kicked\": 1}\n"), "kick printed: %s", out);
+  EXPECT_GOAWAY(a1, HUBU__V1__CODE__KICKED, E2E_WAIT_MS);
+
+  setenv("HUBU_ADMIN_TOKEN", ADMIN_TOKEN, 1);
+  CHECK_EQ(HUBUCTL("reload", "good", "--admin", admin), 0);
+  CHECKF(!strcmp(out, "{\"reloaded\": \"good\", \"detail\": \"good: loaded\\n\"}\n"), "reload printed: %s", out);
+  CHECK_EQ(HUBUCTL("plugins", "--admin", admin), 0);
+  CHECK_EQ(HUBUCTL("kick", "bob", "--admin", admin), 0);
+  CHECKF(!strcmp(out, "{\"kicked\": 1}\n"), "kick printed: %s", out);
+  EXPECT_GOAWAY(b1, HUBU__V1__CODE__KICKED, E2E_WAIT_MS);
+  CHECK_EQ(HUBUCTL("stats", "--admin", admin, "--admin-token", "wrong-token-0123456789abcdef"), 1); /* the flag wins */
+
+  /* Usage errors: exit 2, nothing sent. */
+  setenv("HUBU_ADMIN_TOKEN", ADMIN_TOKEN "\r\nX-Injected: 1", 1);
+  CHECK_EQ(HUBUCTL("stats", "--admin", admin), 2);
+  CHECKF(strstr(err, "$HUBU_ADMIN_TOKEN") && strstr(err, "printable ASCII"), "stderr: %s", err);
+  unsetenv("HUBU_ADMIN_TOKEN");
+  CHECK_EQ(HUBUCTL("stats", "--admin", admin, "--admin-token", "short"), 2);
+  CHECK_EQ(HUBUCTL("stats", "--admin", admin, "--admin-token"), 2);
+  CHECK_EQ(HUBUCTL("stats", "--admin", admin, "--admin-token", "@/nonexistent/hubu-token"), 2);
+  CHECKF(strstr(err, "cannot read the admin token from /nonexistent/hubu-token") != NULL, "stderr: %s", err);
+  static const char *const bad_names[] = {"..", ".", "../x", "a/b", "a\\b", "x.lua"};
+  for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
+    CHECK_EQ(HUBUCTL("reload", bad_names[i], "--admin", admin, "--admin-token", ADMIN_TOKEN), 2);
+    CHECKF(strstr(err, "invalid plugin name") != NULL, "reload %s: %s", bad_names[i], err);
+  }
+  close(a1);
+  close(b1);
+  CHECK_SERVER_STOPS_CLEANLY(&s);
+  admin_remove_dir(dir);
+}
+
 static const e2e_case cases[] = {
     E2E_CASE(hubuctl_stats_conns_kick_against_a_live_server),
     E2E_CASE(hubuctl_plugins_prints_a_table_and_the_json),
     E2E_CASE(hubuctl_plugins_shows_control_characters_as_question_marks),
+    E2E_CASE(hubuctl_sends_the_admin_token),
 };
 
 int main(int argc, char **argv) { return e2e_main(argc, argv, cases, sizeof cases / sizeof cases[0]); }
