@@ -1,0 +1,303 @@
+/* listing.c — what the admin listener shows of the plugins: the
+ * hubu_plugin_* families and the metrics plugins publish on /metrics, and
+ * the JSON of GET /v1/admin/plugins, both read from host.list and
+ * host.metric_families.
+ * Invariant: every string that comes from a plugin goes out escaped, through
+ * hubu_json_append_string in the listing and the exposition format's escapes
+ * on /metrics; the Lua stack is left as it was found. */
+#include <float.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host_internal.h"
+#include "json.h"
+
+/* ---- /metrics ---- */
+
+/* A number as Prometheus reads it: the shortest of %.15g and %.17g that
+ * reads back the same, NaN, +Inf, -Inf. */
+static int prom_value(hubu_buf *out, double v) {
+  char num[40];
+  if (v != v)
+    snprintf(num, sizeof num, "NaN");
+  else if (v > DBL_MAX || v < -DBL_MAX)
+    snprintf(num, sizeof num, "%cInf", v > 0 ? '+' : '-');
+  else if (snprintf(num, sizeof num, "%.15g", v), strtod(num, NULL) != v)
+    snprintf(num, sizeof num, "%.17g", v);
+  return hubu_buf_append(out, num, strlen(num));
+}
+
+/* Text escaped for the exposition format: backslash and newline (HELP
+ * text), and the double quote too in a label value. */
+static int prom_escaped(hubu_buf *out, const char *s, size_t len, int label_value) {
+  int rc = 0;
+  size_t run = 0;
+  for (size_t i = 0; i < len; i++) {
+    const char *esc = s[i] == '\\' ? "\\\\" : s[i] == '\n' ? "\\n" : s[i] == '"' && label_value ? "\\\"" : NULL;
+    if (!esc) continue;
+    rc |= hubu_buf_append(out, s + run, i - run);
+    rc |= hubu_buf_append(out, esc, 2);
+    run = i + 1;
+  }
+  rc |= hubu_buf_append(out, s + run, len - run);
+  return rc;
+}
+
+static int buf_str(hubu_buf *out, const char *s) { return hubu_buf_append(out, s, strlen(s)); }
+
+/* Stack: a list of label names and values {n1, v1, n2, v2, ...} at idx,
+ * unchanged. Appends {n1="v1",...}. */
+static int prom_labels(hubu_buf *out, lua_State *L, int idx) {
+  int rc = buf_str(out, "{");
+  size_t n = lua_objlen(L, idx);
+  for (size_t i = 1; i + 1 <= n; i += 2) {
+    size_t vlen = 0;
+    lua_rawgeti(L, idx, (int)i);
+    lua_rawgeti(L, idx, (int)i + 1);
+    const char *name = lua_tostring(L, -2), *value = lua_tolstring(L, -1, &vlen);
+    rc |= buf_str(out, i > 1 ? "," : "");
+    rc |= buf_str(out, name ? name : "_");
+    rc |= buf_str(out, "=\"");
+    if (value) rc |= prom_escaped(out, value, vlen, 1);
+    rc |= buf_str(out, "\"");
+    lua_pop(L, 2);
+  }
+  rc |= buf_str(out, "}");
+  return rc;
+}
+
+/* # HELP and # TYPE of a family. */
+static int prom_head(hubu_buf *out, const char *name, const char *type, const char *help, size_t help_len) {
+  int rc = buf_str(out, "# HELP ");
+  rc |= buf_str(out, name);
+  rc |= buf_str(out, " ");
+  rc |= prom_escaped(out, help, help_len, 0);
+  rc |= buf_str(out, "\n# TYPE ");
+  rc |= buf_str(out, name);
+  rc |= buf_str(out, " ");
+  rc |= buf_str(out, type);
+  rc |= buf_str(out, "\n");
+  return rc;
+}
+
+/* Stack: unchanged. */
+int hubu_plugins_metrics(hubu_plugins *p, hubu_buf *out) {
+  if (!p || !p->L) return 0;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  int rc = 0;
+  static const char *const families[][3] = {
+      {"hubu_plugin_calls_total", "counter", "Hook and timer calls per plugin."},
+      {"hubu_plugin_errors_total", "counter", "Hook and timer errors per plugin."},
+      {"hubu_plugin_seconds_total", "counter", "Time spent in a plugin's hooks and timers."},
+  };
+  static const char *const fields[] = {"calls", "errors", "seconds"};
+  hubu_plugins_call_host(p, "list", 0, 1);
+  int list = lua_gettop(L);
+  size_t n = lua_istable(L, list) ? lua_objlen(L, list) : 0;
+  for (int f = 0; f < 3 && rc == 0; f++) {
+    rc |= prom_head(out, families[f][0], families[f][1], families[f][2], strlen(families[f][2]));
+    for (size_t i = 1; i <= n && rc == 0; i++) {
+      size_t nlen = 0;
+      lua_rawgeti(L, list, (int)i);
+      lua_getfield(L, -1, "name");
+      lua_getfield(L, -2, fields[f]);
+      const char *name = lua_tolstring(L, -2, &nlen);
+      rc |= buf_str(out, families[f][0]);
+      rc |= buf_str(out, "{plugin=\"");
+      if (name) rc |= prom_escaped(out, name, nlen, 1);
+      rc |= buf_str(out, "\"} ");
+      rc |= prom_value(out, lua_tonumber(L, -1));
+      rc |= buf_str(out, "\n");
+      lua_pop(L, 3);
+    }
+  }
+  char line[160];
+  int len = snprintf(line, sizeof line,
+                     "# HELP hubu_plugins_loaded Plugins running.\n# TYPE hubu_plugins_loaded gauge\n"
+                     "hubu_plugins_loaded %zu\n",
+                     n);
+  rc |= hubu_buf_append(out, line, (size_t)len);
+  /* What plugins publish (im.counter, im.gauge): a family per metric name. */
+  hubu_plugins_call_host(p, "metric_families", 0, 1);
+  int fams = lua_gettop(L);
+  size_t nf = lua_istable(L, fams) ? lua_objlen(L, fams) : 0;
+  for (size_t i = 1; i <= nf && rc == 0; i++) {
+    lua_rawgeti(L, fams, (int)i);
+    int fam = lua_gettop(L);
+    size_t help_len = 0;
+    lua_getfield(L, fam, "name");
+    lua_getfield(L, fam, "kind");
+    lua_getfield(L, fam, "help");
+    lua_getfield(L, fam, "samples");
+    const char *name = lua_tostring(L, fam + 1), *kind = lua_tostring(L, fam + 2),
+               *help = lua_tolstring(L, fam + 3, &help_len);
+    size_t ns = lua_istable(L, fam + 4) ? lua_objlen(L, fam + 4) : 0;
+    if (name && kind && ns > 0) {
+      rc |= prom_head(out, name, kind, help ? help : "", help ? help_len : 0);
+      for (size_t j = 1; j <= ns && rc == 0; j++) {
+        lua_rawgeti(L, fam + 4, (int)j);
+        lua_getfield(L, -1, "labels");
+        lua_getfield(L, -2, "value");
+        rc |= buf_str(out, name);
+        if (lua_istable(L, -2)) rc |= prom_labels(out, L, lua_gettop(L) - 1);
+        rc |= buf_str(out, " ");
+        rc |= prom_value(out, lua_tonumber(L, -1));
+        rc |= buf_str(out, "\n");
+        lua_pop(L, 3);
+      }
+    }
+    lua_settop(L, fams);
+  }
+  lua_settop(L, top);
+  return rc ? -1 : 0;
+}
+
+/* ---- GET /v1/admin/plugins ---- */
+
+/* The listing's JSON: the keys and punctuation are constants written as
+ * they are, every string from a plugin or the host goes through
+ * hubu_json_append_string (json.h), and a number that JSON cannot hold is
+ * null. rc collects the first out-of-memory. */
+typedef struct {
+  hubu_buf *out;
+  int rc;
+} json_out;
+
+static void j_raw(json_out *j, const char *s) { j->rc |= buf_str(j->out, s); }
+
+/* A string value, quoted and escaped. */
+static void j_str(json_out *j, const char *s, size_t len) { j->rc |= hubu_json_append_string(j->out, s, len); }
+
+/* sep "k": (k is one of this file's constant keys: nothing to escape). */
+static void j_key(json_out *j, const char *sep, const char *k) {
+  j_raw(j, sep);
+  j_raw(j, "\"");
+  j_raw(j, k);
+  j_raw(j, "\": ");
+}
+
+static void j_num(json_out *j, double v, const char *fmt) {
+  char num[48];
+  if (v != v || v > DBL_MAX || v < -DBL_MAX)
+    snprintf(num, sizeof num, "null");
+  else
+    snprintf(num, sizeof num, fmt, v);
+  j_raw(j, num);
+}
+
+/* sep "k": the field k of the table at t: a string (escaped), or null.
+ * Stack: unchanged. */
+static void j_field_str(json_out *j, lua_State *L, int t, const char *k, const char *sep) {
+  size_t len = 0;
+  j_key(j, sep, k);
+  lua_getfield(L, t, k);
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+  if (s)
+    j_str(j, s, len);
+  else
+    j_raw(j, "null");
+  lua_pop(L, 1);
+}
+
+/* , "k": the number field k of the table at t, printed with fmt ("%.0f"
+ * for counts), or null. Stack: unchanged. */
+static void j_field_num(json_out *j, lua_State *L, int t, const char *k, const char *fmt) {
+  j_key(j, ", ", k);
+  lua_getfield(L, t, k);
+  if (lua_type(L, -1) == LUA_TNUMBER)
+    j_num(j, lua_tonumber(L, -1), fmt);
+  else
+    j_raw(j, "null");
+  lua_pop(L, 1);
+}
+
+/* Stack: unchanged. */
+int hubu_plugins_list_json(hubu_plugins *p, hubu_buf *out) {
+  json_out j = {out, 0};
+  lua_State *L = p ? p->L : NULL;
+  int top = L ? lua_gettop(L) : 0;
+  if (L) hubu_plugins_call_host(p, "list", 0, 2);
+  int list = top + 1, failed = top + 2;
+  size_t n = L && lua_istable(L, list) ? lua_objlen(L, list) : 0;
+  size_t nf = L && lua_istable(L, failed) ? lua_objlen(L, failed) : 0;
+  j_raw(&j, "{\n  \"dir\": ");
+  if (p && p->dir)
+    j_str(&j, p->dir, strlen(p->dir));
+  else
+    j_raw(&j, "null");
+  j_raw(&j, ",\n  \"count\": ");
+  j_num(&j, (double)n, "%.0f");
+  j_raw(&j, ",\n  \"plugins\": [");
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, list, (int)i);
+    int e = lua_gettop(L);
+    j_raw(&j, i > 1 ? ",\n    {" : "\n    {");
+    j_field_str(&j, L, e, "name", "");
+    j_field_str(&j, L, e, "version", ", ");
+    j_field_str(&j, L, e, "summary", ", ");
+    j_field_str(&j, L, e, "policy", ", ");
+    j_field_num(&j, L, e, "priority", "%.17g");
+    j_field_num(&j, L, e, "budget_ms", "%.0f");
+    j_field_str(&j, L, e, "path", ", ");
+    lua_getfield(L, e, "folder");
+    j_raw(&j, lua_toboolean(L, -1) ? ", \"folder\": true" : ", \"folder\": false");
+    lua_pop(L, 1);
+    j_field_num(&j, L, e, "loaded_at", "%.3f");
+    j_field_num(&j, L, e, "reloads", "%.0f");
+    j_raw(&j, ", \"hooks\": {");
+    lua_getfield(L, e, "hooks"); /* {{event, count}...} in event order */
+    size_t nh = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    for (size_t h = 1; h <= nh; h++) {
+      lua_rawgeti(L, -1, (int)h);
+      size_t elen = 0;
+      lua_getfield(L, -1, "event");
+      const char *event = lua_tolstring(L, -1, &elen);
+      j_raw(&j, h > 1 ? ", " : "");
+      j_str(&j, event ? event : "", event ? elen : 0);
+      lua_pop(L, 1);
+      lua_getfield(L, -1, "count");
+      j_raw(&j, ": ");
+      j_num(&j, lua_tonumber(L, -1), "%.0f");
+      lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+    j_raw(&j, "}");
+    j_field_num(&j, L, e, "timers", "%.0f");
+    j_field_num(&j, L, e, "calls", "%.0f");
+    j_field_num(&j, L, e, "errors", "%.0f");
+    j_field_num(&j, L, e, "seconds", "%.6f");
+    j_raw(&j, ", \"reload_error\": ");
+    lua_getfield(L, e, "reload_error");
+    if (lua_istable(L, -1)) {
+      int r = lua_gettop(L);
+      j_raw(&j, "{");
+      j_field_str(&j, L, r, "error", "");
+      j_field_num(&j, L, r, "at", "%.3f");
+      j_raw(&j, "}");
+    } else {
+      j_raw(&j, "null");
+    }
+    j_raw(&j, "}");
+    lua_settop(L, e - 1);
+  }
+  j_raw(&j, n ? "\n  ],\n  \"not_loaded\": [" : "],\n  \"not_loaded\": [");
+  for (size_t i = 1; i <= nf; i++) {
+    lua_rawgeti(L, failed, (int)i);
+    int e = lua_gettop(L);
+    j_raw(&j, i > 1 ? ",\n    {" : "\n    {");
+    j_field_str(&j, L, e, "name", "");
+    j_field_str(&j, L, e, "path", ", ");
+    j_field_str(&j, L, e, "error", ", ");
+    j_field_num(&j, L, e, "at", "%.3f");
+    j_field_str(&j, L, e, "version", ", "); /* the header, when the file could be read; null otherwise */
+    j_field_str(&j, L, e, "summary", ", ");
+    j_field_str(&j, L, e, "policy", ", ");
+    j_raw(&j, "}");
+    lua_settop(L, e - 1);
+  }
+  j_raw(&j, nf ? "\n  ]\n}\n" : "]\n}\n");
+  if (L) lua_settop(L, top);
+  return j.rc ? -1 : 0;
+}

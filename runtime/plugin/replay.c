@@ -1,0 +1,187 @@
+/* replay.c — message.stored never misses a message: each plugin's position
+ * in the store's log (saved about once a second and at shutdown), and the
+ * replay of what was stored after it, at start and when a plugin comes back
+ * while hubud runs, marked replayed, in log order.
+ * Invariant: a plugin's saved position moves only past messages it was handed;
+ * a replay that fails leaves it where the replay got to, for the next start. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host_internal.h"
+#include "log.h"
+#include "store.h"
+
+#define STORED_CURSORS "hubud:stored" /* the kv namespace of the positions (not a plugin name) */
+#define REPLAY_BATCH 200
+
+/* A position saved (or not: the next save tries again with a newer one). */
+static void on_cursor_saved(hubu_store_op *op) {
+  if (op->status != HUBU_STORE_OK)
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "stored_cursor_save_failed", "plugin=%s error=\"%s\"", op->key, op->error);
+  hubu_store_op_free(op);
+}
+
+/* The positions that moved since the last save, one kv write each.
+ * Stack: unchanged. */
+void hubu_plugins_save_cursors(hubu_plugins *p) {
+  if (!p || !p->L || !p->core->store) return;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  hubu_plugins_call_host(p, "take_dirty_cursors", 0, 1);
+  if (lua_istable(L, -1)) {
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+      char value[24];
+      snprintf(value, sizeof value, "%.0f", lua_tonumber(L, -1));
+      hubu_store_op *op = hubu_store_op_new(HUBU_STORE_KV_SET);
+      if (op && (op->key = strdup(lua_tostring(L, -2))) && (op->value = (uint8_t *)strdup(value))) {
+        op->value_len = strlen(value);
+        snprintf(op->user, sizeof op->user, "%s", STORED_CURSORS);
+        op->done = on_cursor_saved;
+        hubu_store_submit(p->core->store, op);
+      } else {
+        hubu_store_op_free(op);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, top);
+}
+
+static void replay_read(hubu_core *s, const char *plugin, uint64_t gen, uint64_t after, uint64_t target);
+
+/* Is replay gen of plugin still the one under way (and the plugin loaded)?
+ * Stack: unchanged. */
+static int replay_current(hubu_plugins *p, const char *plugin, uint64_t gen) {
+  lua_pushstring(p->L, plugin);
+  lua_pushnumber(p->L, (double)gen);
+  hubu_plugins_call_host(p, "replay_current", 2, 1);
+  int current = lua_toboolean(p->L, -1);
+  lua_pop(p->L, 1);
+  return current;
+}
+
+/* One batch of a replay. A failure leaves the replay unfinished on purpose:
+ * the plugin's saved position stays where the replay got to (live messages
+ * do not move it on), so a restart hands over the rest. Stack: unchanged. */
+static void on_replay_read(hubu_store_op *op) {
+  hubu_core *s = op->ud2;
+  hubu_plugins *p = hubu_plugins_of_core(s);
+  uint64_t gen = op->conn_id;
+  uint64_t target = op->request_id ? op->request_id : op->max_seq; /* the end: the log as the replay began */
+  uint64_t last = op->after_seq;
+  if (!p || !p->L) {
+    /* hubud is closing */
+  } else if (!replay_current(p, op->key, gen)) {
+    hubu_log(HUBU_LOG_INFO, 0, NULL, "stored_replay_stopped", "plugin=%s at=%llu why=\"unloaded or replayed anew\"",
+             op->key, (unsigned long long)last);
+  } else if (op->status != HUBU_STORE_OK) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "stored_replay_failed",
+             "plugin=%s at=%llu error=\"%s\" msg=\"the rest is handed over after a restart\"", op->key,
+             (unsigned long long)last, op->error);
+  } else {
+    lua_State *L = p->L;
+    int top = lua_gettop(L);
+    for (size_t i = 0; i < op->n_msgs && op->msgs[i]->log_pos <= target; i++) {
+      hubu_plugins_push_stored_event(p, op->msgs[i], 1);
+      lua_pushstring(L, op->key);
+      hubu_plugins_call_host(p, "dispatch_stored", 2, 0);
+      lua_settop(L, top);
+      last = op->msgs[i]->log_pos;
+    }
+    if (op->has_more && last < target) {
+      replay_read(s, op->key, gen, last, target);
+    } else {
+      hubu_log(HUBU_LOG_INFO, 0, NULL, "stored_replayed", "plugin=%s up_to=%llu", op->key, (unsigned long long)last);
+      lua_pushstring(L, op->key);
+      lua_pushnumber(L, (double)gen);
+      hubu_plugins_call_host(p, "replay_end", 2, 0);
+    }
+  }
+  hubu_store_op_free(op);
+}
+
+/* Reads the next batch of the log after after, up to target (0: the log's
+ * end as this first read finds it). */
+static void replay_read(hubu_core *s, const char *plugin, uint64_t gen, uint64_t after, uint64_t target) {
+  hubu_store_op *op = hubu_store_op_new(HUBU_STORE_LOG_READ);
+  if (!op || !(op->key = strdup(plugin))) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory",
+             "where=stored_replay plugin=%s msg=\"the rest is handed over after a restart\"", plugin);
+    hubu_store_op_free(op);
+    return;
+  }
+  op->after_seq = after;
+  op->limit = REPLAY_BATCH;
+  op->request_id = target;
+  op->conn_id = gen;
+  op->done = on_replay_read;
+  op->ud2 = s;
+  hubu_store_submit(s->store, op);
+}
+
+/* A plugin's saved position: what came after it is handed over again
+ * (replay_begin, then batches of the log until its end as the replay began);
+ * with none saved, the plugin starts from the present (replay_end lets the
+ * live positions kept aside meanwhile count). Stack: unchanged. */
+static void on_cursor_loaded(hubu_store_op *op) {
+  hubu_core *s = op->ud2;
+  hubu_plugins *p = hubu_plugins_of_core(s);
+  if (p && p->L && op->status == HUBU_STORE_OK) {
+    char value[24];
+    size_t n = op->value_len < sizeof value - 1 ? op->value_len : sizeof value - 1;
+    memcpy(value, op->value, n);
+    value[n] = '\0';
+    uint64_t pos = strtoull(value, NULL, 10);
+    lua_pushstring(p->L, op->key);
+    lua_pushnumber(p->L, (double)pos);
+    hubu_plugins_call_host(p, "replay_begin", 2, 1);
+    uint64_t gen = (uint64_t)lua_tonumber(p->L, -1);
+    lua_pop(p->L, 1);
+    if (gen) replay_read(s, op->key, gen, pos, 0);              /* 0: the plugin went meanwhile */
+  } else if (p && p->L && op->status == HUBU_STORE_NOT_FOUND) { /* none saved: from the present */
+    lua_pushstring(p->L, op->key);
+    hubu_plugins_call_host(p, "replay_end", 1, 0);
+  } else if (p && p->L) { /* its position stays frozen (live messages do not move it): a restart tries again */
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "stored_replay_failed",
+             "plugin=%s error=\"%s\" msg=\"the position could not be read; replayed after a restart\"", op->key,
+             op->error);
+  }
+  hubu_store_op_free(op);
+}
+
+/* Stack: unchanged. */
+void hubu_plugins_replay_plugin(hubu_plugins *p, const char *name) {
+  hubu_store_op *op = hubu_store_op_new(HUBU_STORE_KV_GET);
+  if (!op || !(op->key = strdup(name))) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory", "where=stored_cursor plugin=%s", name);
+    hubu_store_op_free(op);
+    lua_pushstring(p->L, name); /* no replay: from the present */
+    hubu_plugins_call_host(p, "replay_end", 1, 0);
+    return;
+  }
+  snprintf(op->user, sizeof op->user, "%s", STORED_CURSORS);
+  op->done = on_cursor_loaded;
+  op->ud2 = p->core;
+  hubu_store_submit(p->core->store, op);
+}
+
+/* At start: every plugin that hooks message.stored reads its position. From
+ * then on a plugin that arrives at run time (a new file, one that comes back,
+ * or one whose first version failed to load) reads its own when it loads.
+ * Stack: unchanged. */
+void hubu_plugins_start_replay(hubu_plugins *p) {
+  if (!p || !p->L) return;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  p->replay_started = 1;
+  hubu_plugins_call_host(p, "stored_plugins", 0, 1);
+  size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, (int)i);
+    hubu_plugins_replay_plugin(p, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_settop(L, top);
+}
