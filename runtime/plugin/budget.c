@@ -3,7 +3,8 @@
  * that signals the loop thread when a window is late, and the count hook the
  * signal handler arms there, which raises an error in the late plugin.
  * Invariant: while plugins run in time no hook is set (the interpreter runs
- * at full speed); the hook is armed only in a window past its deadline. */
+ * at full speed); the hook is armed only in a window past its deadline, and
+ * only on the loop thread that owns the state. */
 #include <errno.h>
 #include <string.h>
 #include <time.h>
@@ -21,7 +22,13 @@
  * manual allows lua_sethook from a signal handler). The hook then raises an
  * error at the next instruction of interpreted code. */
 
-static hubu_plugins *budget_host; /* one host per process: the count hook has no upvalues */
+/* The host of this loop thread. The count hook has no upvalues and the
+ * signal handler no argument, and both run on the thread that runs the
+ * state (the watchdog signals that thread): so one host per loop thread,
+ * and two hosts on two loop threads do not see each other. initial-exec:
+ * reading it in the signal handler is one load, never a call that could
+ * allocate. */
+static _Thread_local hubu_plugins *budget_host __attribute__((tls_model("initial-exec")));
 
 #define BUDGET_SIGNAL (SIGRTMIN + 2)
 
@@ -207,7 +214,7 @@ void hubu_plugins_budget_start(hubu_plugins *p) {
   p->budget_slack_ns = budget_slack_ns();
   p->loop_thread = pthread_self();
   budget_host = p;
-  struct sigaction sa;
+  struct sigaction sa; /* the same handler for every host: it finds its own through budget_host */
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_budget_signal;
   sa.sa_flags = SA_RESTART;
@@ -227,5 +234,5 @@ void hubu_plugins_budget_stop(hubu_plugins *p) {
     uv_thread_join(&p->watchdog);
     p->watchdog_running = 0;
   }
-  budget_host = NULL; /* the watchdog is stopped: no signal comes any more */
+  if (budget_host == p) budget_host = NULL; /* the watchdog is stopped: no signal comes any more */
 }
