@@ -3,7 +3,15 @@
 -- priority order, and dispatches events with one protected call per handler.
 -- Invariant: a plugin is swapped in only after its new version loaded and
 -- initialised cleanly; on any failure the old version keeps running.
-local C = ... -- the C side: log, now, send, event, token, token_verify, members, config, timer_start, timer_stop
+-- C, the C side: 23 functions (host.c hands them over; hubu-bench hooks, stand-ins
+-- from tools/bench_hooks.c):
+--   im.c      log, now, send, event, kick, token, token_verify, members, members_wait, config,
+--             group_op, kv, call_reply, timer_start, timer_stop, label_ok, wordset (wordset.c)
+--   budget.c  budget_start, budget_stop, budget_renew, budget_reset, budget_ms, clock
+-- The C side calls back: load, unload, note_failure, has, kind_mask, send, dispatch,
+-- dispatch_stored, run_call, complete, timer_fired, list, metric_families,
+-- take_dirty_cursors, stored_plugins, replay_begin, replay_current, replay_end.
+local C = ...
 local host = {}
 
 local plugins = {}      -- name -> plugin record
