@@ -185,6 +185,8 @@ int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *e
     cfg->cert_file = v;
   } else if (!strcmp(flag, "--key")) {
     cfg->key_file = v;
+  } else if (!strcmp(flag, "--store")) {
+    cfg->store_url = v;
   } else if (!strcmp(flag, "--data")) {
     cfg->data_dir = v;
   } else if (!strcmp(flag, "--plugins")) {

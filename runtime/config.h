@@ -15,6 +15,7 @@ typedef struct {
   const char *cert_file;
   const char *key_file;
   const char *data_dir;
+  const char *store_url;  /* --store URL; NULL: sqlite:DATA/hubu.db */
   const char *plugins_dir;
   const char *secret_arg; /* --secret as given: literal or @FILE; NULL: DIR/secret */
   uint8_t *secret;        /* owned; loaded by hubu_config_load_secret */

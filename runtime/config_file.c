@@ -32,6 +32,7 @@ static const struct {
     {"cert", KIND_STRING},
     {"key", KIND_STRING},
     {"data", KIND_STRING},
+    {"store", KIND_STRING},
     {"plugins", KIND_STRING},
     {"secret", KIND_STRING},
     {"log_level", KIND_STRING},

@@ -51,7 +51,8 @@ static int write_port_file(const char *path, int tcp_port, int tls_port, int adm
 
 /* Each layer's settings, from the one config. */
 static void split_config(const hubu_config *cfg, hubu_core_config *core, hubu_net_config *net,
-                         hubu_plugin_config *plugin, hubu_admin_config *admin, hubu_store_config *store) {
+                         hubu_plugin_config *plugin, hubu_admin_config *admin, hubu_store_config *store,
+                         const char *store_url) {
   *core = (hubu_core_config){
       .node_id = cfg->node_id,
       .max_frame = cfg->max_frame,
@@ -99,7 +100,7 @@ static void split_config(const hubu_config *cfg, hubu_core_config *core, hubu_ne
       .admin_token_len = cfg->admin_token_len,
   };
   snprintf(admin->admin_host, sizeof admin->admin_host, "%s", cfg->admin_host);
-  *store = (hubu_store_config){.backend = "sqlite", .path = cfg->data_dir, .fsync = (hubu_fsync_mode)cfg->fsync};
+  *store = (hubu_store_config){.url = store_url, .fsync = (hubu_fsync_mode)cfg->fsync};
 }
 
 static hubu_server server; /* large (holds the read buffer); lives for the process */
@@ -128,7 +129,14 @@ int main(int argc, char **argv) {
   hubu_plugin_config plugin_cfg;
   hubu_admin_config admin_cfg;
   hubu_store_config store_cfg;
-  split_config(&cfg, &core_cfg, &net_cfg, &plugin_cfg, &admin_cfg, &store_cfg);
+  char default_url[4200];
+  if (!cfg.store_url && hubu_store_default_url(cfg.data_dir, default_url, sizeof default_url) != 0) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "startup_failed", "error=\"data directory path too long\"");
+    hubu_config_free(&cfg);
+    return 1;
+  }
+  split_config(&cfg, &core_cfg, &net_cfg, &plugin_cfg, &admin_cfg, &store_cfg,
+               cfg.store_url ? cfg.store_url : default_url);
   if (mkdir(cfg.data_dir, 0700) != 0 && errno != EEXIST) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "startup_failed", "error=\"cannot create %s: %s\"", cfg.data_dir, strerror(errno));
     hubu_config_free(&cfg);

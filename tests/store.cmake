@@ -5,7 +5,7 @@
 # threaded API on a uv loop (and a child killed with SIGKILL mid-stream).
 add_executable(test_store ${CMAKE_CURRENT_LIST_DIR}/unit/test_store.c)
 target_include_directories(test_store PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)
-target_link_libraries(test_store PRIVATE hubu_store)
+target_link_libraries(test_store PRIVATE hubu_core)
 if(TARGET hubu_unit_tests)
   add_dependencies(hubu_unit_tests test_store)
 endif()
@@ -22,7 +22,7 @@ set_tests_properties(${HUBU_TEST_PREFIX}unit.store PROPERTIES TIMEOUT 300 LABELS
 set(HUBU_STORE_CONFORMANCE_SRC ${CMAKE_CURRENT_LIST_DIR}/store/conformance.c)
 add_executable(store_conformance ${HUBU_STORE_CONFORMANCE_SRC})
 target_include_directories(store_conformance PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)
-target_link_libraries(store_conformance PRIVATE hubu_store)
+target_link_libraries(store_conformance PRIVATE hubu_core)
 if(TARGET hubu_unit_tests)
   add_dependencies(hubu_unit_tests store_conformance)
 endif()

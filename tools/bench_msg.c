@@ -783,7 +783,9 @@ static int msg_create_group(bench_msg *run) {
   const bench_options *o = run->o;
   char err[256];
   uint64_t t0 = uv_hrtime();
-  hubu_store_config cfg = {.backend = "sqlite", .path = o->data_dir, .fsync = HUBU_FSYNC_BATCH};
+  char url[4200];
+  hubu_store_default_url(o->data_dir, url, sizeof url);
+  hubu_store_config cfg = {.url = url, .fsync = HUBU_FSYNC_BATCH};
   void *db = hubu_store_sqlite.open(&cfg, err, sizeof err);
   if (!db) {
     fprintf(stderr, "hubu-bench fanout: store %s: %s\n", o->data_dir, err);

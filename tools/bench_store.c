@@ -223,7 +223,9 @@ int hubu_bench_store(int argc, char **argv) {
 
   if (uv_loop_init(&b->loop) != 0) goto out_dir;
   char err[256];
-  hubu_store_config cfg = {.backend = "sqlite", .path = dir, .fsync = b->o.fsync, .max_batch = b->o.max_batch};
+  char url[4200];
+  hubu_store_default_url(dir, url, sizeof url);
+  hubu_store_config cfg = {.url = url, .fsync = b->o.fsync, .max_batch = b->o.max_batch};
   b->store = hubu_store_open(&b->loop, &cfg, err, sizeof err);
   if (!b->store) {
     fprintf(stderr, "hubu-store-bench: store open: %s\n", err);

@@ -13,21 +13,24 @@ int hubuctl_group(int argc, char **argv);
 
 static int usage(void) {
   fprintf(stderr,
-          "usage: hubuctl group create g:NAME [USER...] [--data DIR]\n"
-          "       hubuctl group add g:NAME USER... [--data DIR]\n"
-          "       hubuctl group remove g:NAME USER... [--data DIR]\n"
-          "       hubuctl group members g:NAME [--data DIR]\n");
+          "usage: hubuctl group create g:NAME [USER...] [--data DIR | --store URL]\n"
+          "       hubuctl group add g:NAME USER... [--data DIR | --store URL]\n"
+          "       hubuctl group remove g:NAME USER... [--data DIR | --store URL]\n"
+          "       hubuctl group members g:NAME [--data DIR | --store URL]\n"
+          "--store (or $HUBU_STORE) is hubud's --store; the default is sqlite:DIR/hubu.db\n");
   return 2;
 }
 
 int hubuctl_group(int argc, char **argv) {
-  const char *data = "./data";
+  const char *data = "./data", *url = getenv("HUBU_STORE");
   const char *verb = NULL, *group = NULL;
   const char *users[1024];
   size_t n_users = 0;
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--data") && i + 1 < argc) {
       data = argv[++i];
+    } else if (!strcmp(argv[i], "--store") && i + 1 < argc) {
+      url = argv[++i];
     } else if (!verb) {
       verb = argv[i];
     } else if (!group) {
@@ -52,11 +55,19 @@ int hubuctl_group(int argc, char **argv) {
       members = !strcmp(verb, "members");
   if (!(create || add || remove || members) || ((add || remove) && !n_users)) return usage();
 
-  hubu_store_config cfg = {.backend = "sqlite", .path = data, .fsync = HUBU_FSYNC_BATCH};
-  char err[256];
-  void *db = hubu_store_sqlite.open(&cfg, err, sizeof err);
+  char default_url[4200], err[256];
+  if (!url || !*url) {
+    if (hubu_store_default_url(data, default_url, sizeof default_url) != 0) {
+      fprintf(stderr, "hubuctl: --data path too long\n");
+      return 2;
+    }
+    url = default_url;
+  }
+  hubu_store_config cfg = {.url = url, .fsync = HUBU_FSYNC_BATCH};
+  const hubu_store_backend *backend = hubu_store_backend_for_url(url, err, sizeof err);
+  void *db = backend ? backend->open(&cfg, err, sizeof err) : NULL;
   if (!db) {
-    fprintf(stderr, "hubuctl: cannot open the store in %s: %s\n", data, err);
+    fprintf(stderr, "hubuctl: cannot open the store %s: %s\n", url, err);
     return 1;
   }
   int status = 0;
@@ -72,7 +83,7 @@ int hubuctl_group(int argc, char **argv) {
   }
   if (op && !status) {
     snprintf(op->session_id, sizeof op->session_id, "%s", group);
-    hubu_store_sqlite.execute(db, op);
+    backend->execute(db, op);
     if (op->status == HUBU_STORE_EXISTS) {
       fprintf(stderr, "hubuctl: %s already exists\n", group);
       status = 1;
@@ -98,7 +109,7 @@ int hubuctl_group(int argc, char **argv) {
     snprintf(op->session_id, sizeof op->session_id, "%s", group);
     snprintf(op->user, sizeof op->user, "%s", users[i]);
     snprintf(op->role, sizeof op->role, "member");
-    hubu_store_sqlite.execute(db, op);
+    backend->execute(db, op);
     if (op->status != HUBU_STORE_OK) {
       fprintf(stderr, "hubuctl: %s %s: %s\n", verb, users[i],
               op->status == HUBU_STORE_NOT_FOUND ? (add ? "no such group" : "not a member") : op->error);
@@ -106,7 +117,7 @@ int hubuctl_group(int argc, char **argv) {
     }
     hubu_store_op_free(op);
   }
-  hubu_store_sqlite.close(db);
+  backend->close(db);
   if (!status && !members) printf("%s: %s done\n", group, verb);
   return status;
 }

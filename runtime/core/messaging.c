@@ -133,9 +133,7 @@ static void on_device_loaded(hubu_store_op *op) {
     d->loaded = 1;
     if (op->last_client_id > d->durable) d->durable = op->last_client_id;
     if (d->durable > d->assigned) d->assigned = d->durable;
-  } else {
-    hubu_log(HUBU_LOG_ERROR, 0, d->user, "device_load_failed", "device=%s error=\"%s\"", d->device, op->error);
-  }
+  } /* else the store logged why; the waiting HELLOs get GOAWAY UNAVAILABLE */
   hubu_store_op_free(op);
   hubu_peer **waiters = d->hello_waiters;
   uint32_t n = d->n_hello_waiters;
@@ -245,6 +243,7 @@ static void on_appended(hubu_store_op *op) {
   hubu_msg *m = p->msg;
   seq_settled(core, p->session, m->seq); /* first: the tail and PULL answer up to the watermark */
   if (op->status == HUBU_STORE_OK) {
+    p->session->stored = 1;
     m->log_pos = op->log_pos; /* the store is done with m: the loop may write it */
     if (!p->internal && p->client_id > p->device->durable) p->device->durable = p->client_id;
     hubu_session_tail_push(p->session, m);
@@ -256,11 +255,14 @@ static void on_appended(hubu_store_op *op) {
     hubu_hooks_run(&core->hooks, &stored);
   } else if (op->status == HUBU_STORE_DUPLICATE) { /* the seq it was given stays a hole */
     pending_answer(core, p, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1, 0);
+  } else if (op->status == HUBU_STORE_RETRY) { /* nothing written: the same SEND may come again */
+    pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store busy", 0, HUBU_STORE_RETRY_AFTER_MS);
   } else {
     pending_answer(core, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "the store failed; resend with a new client_id", 0, 0);
   }
+  int unwritten = op->status == HUBU_STORE_RETRY; /* uses up nothing: its client_id may come again */
   hubu_store_op_free(op);
-  pending_finish(core, p, 0);
+  pending_finish(core, p, unwritten);
 }
 
 /* Stores p's message (m as the plugins left it in v) under seq. */
@@ -280,6 +282,7 @@ static void append_with_seq(hubu_core *core, hubu_session *sess, hubu_pending_se
   }
   if (seq > sess->next_seq) sess->next_seq = seq; /* used up even if the append cannot start */
   if (meta_ok == 0 && (op = hubu_store_op_new(HUBU_STORE_APPEND)) &&
+      (sess->stored || hubu_session_describe_new(sess, d->user, op) == 0) &&
       (p->msg = hubu_msg_new(sess->id, seq, hubu_core_next_msg_id(core), d->user, d->device, p->client_id, body,
                              body_len, ctype, meta, meta_len, hubu_now_ms()))) {
     op->msg = hubu_msg_ref(p->msg);

@@ -116,9 +116,7 @@ void hubu_device_set_cursor(hubu_core *core, hubu_device *d, const char *session
 }
 
 static void on_cursors_saved(hubu_store_op *op) {
-  if (op->status != HUBU_STORE_OK)
-    hubu_log(HUBU_LOG_WARN, 0, NULL, "cursor_save_failed", "count=%zu error=\"%s\"", op->n_cursors, op->error);
-  hubu_store_op_free(op);
+  hubu_store_op_free(op); /* a failure was logged by the store; cursors only ever move forward */
 }
 
 void hubu_presence_save_cursors(hubu_core *core) {

@@ -4,6 +4,7 @@
  * so they are served in the order they arrived. */
 #include "session.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +75,19 @@ void hubu_session_remove_member(hubu_session *sess, const char *user) {
   }
 }
 
+int hubu_session_describe_new(const hubu_session *sess, const char *sender, hubu_store_op *op) {
+  hubu_member_names direct;
+  const char *const *names = &sender;
+  size_t n = sess->kind == HUBU_SESSION_GROUP ? 0 : 1;
+  if (sess->kind == HUBU_SESSION_DIRECT) n = hubu_session_member_list(sess, &direct, &names);
+  snprintf(op->kind_name, sizeof op->kind_name, "%s", hubu_session_kind_name((hubu_session_kind)sess->kind));
+  if (!n) return 0;
+  if (!(op->members = calloc(n, sizeof *op->members))) return -1;
+  for (; op->n_members < n; op->n_members++)
+    if (!(op->members[op->n_members] = strdup(names[op->n_members]))) return -1; /* the op frees what it has */
+  return 0;
+}
+
 static void session_free(hubu_session *sess) {
   for (size_t i = 0; i < sess->n_members; i++) free(sess->members[i]);
   free(sess->members);
@@ -97,7 +111,7 @@ static void on_loaded(hubu_store_op *op) {
   hubu_core *core = sess->core_ref;
   sess->busy--;
   if (op->status == HUBU_STORE_OK) {
-    sess->exists = 1;
+    sess->exists = sess->stored = 1;
     sess->next_seq = sess->committed_seq = sess->tail_base = op->max_seq;
     sess->min_seq = op->min_seq;
     if (sess->kind != HUBU_SESSION_DIRECT) {
@@ -111,9 +125,7 @@ static void on_loaded(hubu_store_op *op) {
   } else if (op->status == HUBU_STORE_NOT_FOUND) {
     sess->exists = sess->kind != HUBU_SESSION_GROUP; /* a direct session exists implicitly */
     sess->loaded = 1;
-  } else {
-    hubu_log(HUBU_LOG_ERROR, 0, NULL, "session_load_failed", "session=%s error=\"%s\"", sess->id, op->error);
-  }
+  } /* else the store logged why; the waiting requests answer UNAVAILABLE */
   hubu_store_op_free(op);
   run_parked(core, sess); /* with loaded == 0 each request answers UNAVAILABLE */
   if (!sess->loaded && !sess->busy) {

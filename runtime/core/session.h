@@ -21,7 +21,8 @@ typedef struct hubu_session {
   char *id;             /* owned */
   uint8_t kind;         /* hubu_session_kind */
   uint8_t loaded;       /* the store answered SESSION_LOAD */
-  uint8_t exists;       /* the store knows it (a group must exist to be used) */
+  uint8_t exists;       /* it may be used: the store has it, or it exists implicitly (direct, custom) */
+  uint8_t stored;       /* the store has its row: appends need not say how to create it */
   uint64_t next_seq;    /* highest seq assigned */
   uint64_t committed_seq; /* the committed watermark (seq.h): PULL answers up to it */
   uint64_t min_seq;
@@ -71,6 +72,13 @@ hubu_session *hubu_session_get(hubu_core *core, const char *id);
 void hubu_session_park(hubu_core *core, hubu_session *sess, hubu_parked *p);
 
 int hubu_session_is_member(const hubu_session *sess, const char *user);
+
+/* The rule for a session made by its first message: a direct session starts
+ * with its two users, a custom one with its first sender, a group never (it
+ * is created first). Sets the op's kind_name and members (owned by the op)
+ * for an APPEND by sender. 0, or -1 when memory runs out. */
+struct hubu_store_op;
+int hubu_session_describe_new(const hubu_session *sess, const char *sender, struct hubu_store_op *op);
 int hubu_session_add_member(hubu_session *sess, const char *user);
 void hubu_session_remove_member(hubu_session *sess, const char *user);
 

@@ -327,7 +327,7 @@ static int c_kv(lua_State *L) {
   }
   if (value && vlen) memcpy(op->value, value, vlen);
   op->value_len = vlen;
-  snprintf(op->user, sizeof op->user, "%s", plugin);
+  snprintf(op->plugin, sizeof op->plugin, "%s", plugin);
   op->done = on_kv_op;
   op->ud2 = p->core;
   op->request_id = (uint64_t)ticket;

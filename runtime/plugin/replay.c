@@ -37,7 +37,7 @@ void hubu_plugins_save_cursors(hubu_plugins *p) {
       hubu_store_op *op = hubu_store_op_new(HUBU_STORE_KV_SET);
       if (op && (op->key = strdup(lua_tostring(L, -2))) && (op->value = (uint8_t *)strdup(value))) {
         op->value_len = strlen(value);
-        snprintf(op->user, sizeof op->user, "%s", STORED_CURSORS);
+        snprintf(op->plugin, sizeof op->plugin, "%s", STORED_CURSORS);
         op->done = on_cursor_saved;
         hubu_store_submit(p->core->store, op);
       } else {
@@ -161,7 +161,7 @@ void hubu_plugins_replay_plugin(hubu_plugins *p, const char *name) {
     hubu_plugins_call_host(p, "replay_end", 1, 0);
     return;
   }
-  snprintf(op->user, sizeof op->user, "%s", STORED_CURSORS);
+  snprintf(op->plugin, sizeof op->plugin, "%s", STORED_CURSORS);
   op->done = on_cursor_loaded;
   op->ud2 = p->core;
   hubu_store_submit(p->core->store, op);

@@ -25,7 +25,7 @@ struct hubu_store {
   const hubu_store_backend *backend;
   void *db; /* owned by the thread while it runs, then by close */
   hubu_store_config cfg;
-  char *backend_name, *path; /* owned copies behind cfg's strings */
+  char *url; /* owned copy behind cfg.url */
   hubu_store_op **batch;     /* the thread's APPEND batch, cfg.max_batch slots */
   hubu_store_stats stats;
 };
@@ -34,10 +34,10 @@ struct hubu_store {
 
 /* Freed ops are kept for reuse: one per message would otherwise be a malloc
  * and a free on the hot path, and leave holes between long-lived blocks.
- * Only the loop thread (or a single-threaded tool) makes and frees ops. */
+ * Each thread that makes and frees ops (a loop thread, a tool) has its own. */
 #define OP_CACHE_MAX 4096
-static hubu_store_op *op_cache;
-static unsigned op_cached;
+static _Thread_local hubu_store_op *op_cache;
+static _Thread_local unsigned op_cached;
 
 hubu_store_op *hubu_store_op_new(hubu_store_op_kind kind) {
   hubu_store_op *op = op_cache;
@@ -88,9 +88,22 @@ const char *hubu_session_kind_of(const char *session_id) {
   return hubu_session_kind_name(kind < 0 ? HUBU_SESSION_CUSTOM : (hubu_session_kind)kind);
 }
 
-const hubu_store_backend *hubu_store_backend_find(const char *name) {
-  if (!name || !*name || strcmp(name, hubu_store_sqlite.name) == 0) return &hubu_store_sqlite;
+/* The backends this build has, by URL scheme. */
+static const hubu_store_backend *const backends[] = {&hubu_store_sqlite};
+
+const hubu_store_backend *hubu_store_backend_for_url(const char *url, char *err, size_t err_size) {
+  for (size_t i = 0; url && i < sizeof backends / sizeof backends[0]; i++)
+    if (strncmp(url, backends[i]->scheme, strlen(backends[i]->scheme)) == 0) return backends[i];
+  char known[128] = "";
+  for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
+    snprintf(known + strlen(known), sizeof known - strlen(known), "%s%sPATH", i ? ", " : "", backends[i]->scheme);
+  snprintf(err, err_size, "no store backend for \"%s\" (this build has %s)", url ? url : "", known);
   return NULL;
+}
+
+int hubu_store_default_url(const char *data_dir, char *out, size_t size) {
+  int n = snprintf(out, size, "sqlite:%s/hubu.db", data_dir && *data_dir ? data_dir : ".");
+  return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
 /* ---- the store thread ---- */
@@ -200,21 +213,15 @@ static void free_store(hubu_store *s) {
   uv_cond_destroy(&s->cond);
   uv_mutex_destroy(&s->mutex);
   free(s->batch);
-  free(s->backend_name);
-  free(s->path);
+  free(s->url);
   free(s);
 }
 
 static void on_async_close(uv_handle_t *handle) { free_store(handle->data); }
 
-static char *dup_or_null(const char *str) { return str ? strdup(str) : NULL; }
-
 hubu_store *hubu_store_open(uv_loop_t *loop, const hubu_store_config *cfg, char *err, size_t err_size) {
-  const hubu_store_backend *backend = hubu_store_backend_find(cfg->backend);
-  if (!backend) {
-    snprintf(err, err_size, "unknown store backend \"%s\"", cfg->backend);
-    return NULL;
-  }
+  const hubu_store_backend *backend = hubu_store_backend_for_url(cfg->url, err, err_size);
+  if (!backend) return NULL;
   hubu_store *s = calloc(1, sizeof *s);
   if (!s) {
     snprintf(err, err_size, "out of memory");
@@ -224,15 +231,13 @@ hubu_store *hubu_store_open(uv_loop_t *loop, const hubu_store_config *cfg, char 
   s->backend = backend;
   s->cfg = *cfg;
   if (!s->cfg.max_batch) s->cfg.max_batch = 4096;
-  s->backend_name = dup_or_null(cfg->backend);
-  s->path = dup_or_null(cfg->path);
+  s->url = strdup(cfg->url);
   s->batch = malloc(s->cfg.max_batch * sizeof *s->batch);
-  if ((cfg->backend && !s->backend_name) || (cfg->path && !s->path) || !s->batch) {
+  if (!s->url || !s->batch) {
     snprintf(err, err_size, "out of memory");
     goto fail_alloc;
   }
-  s->cfg.backend = s->backend_name;
-  s->cfg.path = s->path;
+  s->cfg.url = s->url;
   if (uv_mutex_init(&s->mutex) != 0) {
     snprintf(err, err_size, "uv_mutex_init failed");
     goto fail_alloc;
@@ -266,8 +271,7 @@ fail_mutex:
   uv_mutex_destroy(&s->mutex);
 fail_alloc:
   free(s->batch);
-  free(s->backend_name);
-  free(s->path);
+  free(s->url);
   free(s);
   return NULL;
 }

@@ -71,6 +71,22 @@ static const char *const migrations[] = {
     "CREATE TABLE kv("
     "  plugin TEXT NOT NULL, key TEXT NOT NULL, value BLOB,"
     "  PRIMARY KEY (plugin, key)) WITHOUT ROWID;",
+    /* 2: the log position is a column of its own (an alias of the rowid, so the
+     * table keeps its shape), and no longer the implicit rowid VACUUM may renumber. */
+    "CREATE TABLE messages_v2("
+    "  log_pos INTEGER PRIMARY KEY,"
+    "  session_id TEXT NOT NULL, seq INTEGER NOT NULL, msg_id INTEGER NOT NULL,"
+    "  sender TEXT NOT NULL, sender_device TEXT NOT NULL, client_id INTEGER NOT NULL,"
+    "  content_type TEXT NOT NULL DEFAULT '', body BLOB NOT NULL, meta BLOB,"
+    "  server_time_ms INTEGER NOT NULL,"
+    "  UNIQUE (session_id, seq),"
+    "  UNIQUE (sender, sender_device, client_id));"
+    "INSERT INTO messages_v2(log_pos, session_id, seq, msg_id, sender, sender_device, client_id, content_type, body,"
+    "  meta, server_time_ms)"
+    "  SELECT rowid, session_id, seq, msg_id, sender, sender_device, client_id, content_type, body, meta,"
+    "  server_time_ms FROM messages ORDER BY rowid;"
+    "DROP TABLE messages;"
+    "ALTER TABLE messages_v2 RENAME TO messages;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -107,9 +123,9 @@ static const char *const statement_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_KV_GET] = "SELECT value FROM kv WHERE plugin = ?1 AND key = ?2",
     [ST_LOG_READ] =
-        "SELECT rowid, session_id, seq, msg_id, sender, sender_device, client_id, content_type, body, meta,"
-        " server_time_ms FROM messages WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-    [ST_LOG_MAX] = "SELECT MAX(rowid) FROM messages",
+        "SELECT log_pos, session_id, seq, msg_id, sender, sender_device, client_id, content_type, body, meta,"
+        " server_time_ms FROM messages WHERE log_pos > ?1 ORDER BY log_pos LIMIT ?2",
+    [ST_LOG_MAX] = "SELECT MAX(log_pos) FROM messages",
     [ST_KV_SET] = "INSERT INTO kv(plugin, key, value) VALUES(?1, ?2, ?3)"
                   " ON CONFLICT(plugin, key) DO UPDATE SET value = excluded.value",
     [ST_KV_DELETE] = "DELETE FROM kv WHERE plugin = ?1 AND key = ?2",
@@ -142,11 +158,9 @@ static const char *const statement_sql[ST_COUNT] = {
         " ON CONFLICT(user_id, device_id) DO UPDATE SET"
         " last_client_id = max(last_client_id, excluded.last_client_id),"
         " last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
-    /* max_seq also from messages: recovery safety if sessions.max_seq ever lags */
-    [ST_SYNC] =
-        "SELECT s.session_id, max(s.max_seq, coalesce((SELECT MAX(seq) FROM messages WHERE session_id ="
-        " s.session_id), 0)), s.min_seq, s.kind FROM members m JOIN sessions s ON s.session_id = m.session_id"
-        " WHERE m.user_id = ?1 ORDER BY s.session_id",
+    /* sessions.max_seq is raised in the same transaction as every append */
+    [ST_SYNC] = "SELECT s.session_id, s.max_seq, s.min_seq, s.kind FROM members m JOIN sessions s"
+                " ON s.session_id = m.session_id WHERE m.user_id = ?1 ORDER BY s.session_id",
     [ST_CURSOR_UPSERT] =
         "INSERT INTO cursors(user_id, device_id, session_id, delivered_seq) VALUES(?1, ?2, ?3, ?4)"
         " ON CONFLICT(user_id, device_id, session_id) DO UPDATE SET"
@@ -212,36 +226,36 @@ static int run(sqlite_store *st, int which) {
   return rc;
 }
 
-/* Marks op ERROR and logs once, naming the op, the step and SQLite's message. */
+/* SQLite's answer to rc may pass by itself: another connection held a lock
+ * past the busy timeout. */
+static int transient(int rc) {
+  rc &= 0xff;
+  return rc == SQLITE_BUSY || rc == SQLITE_LOCKED;
+}
+
+/* Marks op failed and logs it: the one place a store error is logged (the
+ * caller only decides what to answer), with the op, the step, the session
+ * and connection it was for, and SQLite's message. RETRY when it may pass. */
+static void fail_op_status(hubu_store_op *op, hubu_store_status status, const char *step, const char *what) {
+  snprintf(op->error, sizeof op->error, "%s: %s", step, what);
+  op->status = status;
+  hubu_log(status == HUBU_STORE_RETRY ? HUBU_LOG_WARN : HUBU_LOG_ERROR, op->conn_id, op->user[0] ? op->user : NULL,
+           "store_error", "op=%s step=%s session=%s retry=%d error=\"%s\"", op_name(op->kind), step, op->session_id,
+           status == HUBU_STORE_RETRY, what);
+}
+
 static void fail_op(sqlite_store *st, hubu_store_op *op, const char *step) {
-  snprintf(op->error, sizeof op->error, "%s: %s", step, sqlite3_errmsg(st->db));
-  op->status = HUBU_STORE_ERROR;
-  hubu_log(HUBU_LOG_ERROR, 0, op->user[0] ? op->user : NULL, "store_error", "op=%s step=%s session=%s error=\"%s\"",
-           op_name(op->kind), step, op->session_id, sqlite3_errmsg(st->db));
+  int rc = sqlite3_extended_errcode(st->db);
+  fail_op_status(op, transient(rc) ? HUBU_STORE_RETRY : HUBU_STORE_ERROR, step, sqlite3_errmsg(st->db));
 }
 
 static void fail_op_plain(hubu_store_op *op, const char *step, const char *what) {
-  snprintf(op->error, sizeof op->error, "%s: %s", step, what);
-  op->status = HUBU_STORE_ERROR;
-  hubu_log(HUBU_LOG_ERROR, 0, op->user[0] ? op->user : NULL, "store_error", "op=%s step=%s session=%s error=\"%s\"",
-           op_name(op->kind), step, op->session_id, what);
+  fail_op_status(op, HUBU_STORE_ERROR, step, what);
 }
 
 /* Ends a failed transaction; harmless outside one. */
 static void rollback(sqlite_store *st) {
   if (!sqlite3_get_autocommit(st->db)) run(st, ST_ROLLBACK);
-}
-
-/* Splits d:<a>:<b> into its two users; 0, or -1 when session_id is not that shape. */
-static int direct_users(const char *session_id, char a[HUBU_ID_MAX + 1], char b[HUBU_ID_MAX + 1]) {
-  if (strcmp(hubu_session_kind_of(session_id), "direct") != 0) return -1;
-  const char *first = session_id + 2, *colon = strchr(first, ':');
-  size_t la = (size_t)(colon - first), lb = strlen(colon + 1);
-  if (la > HUBU_ID_MAX || lb > HUBU_ID_MAX) return -1;
-  memcpy(a, first, la);
-  a[la] = '\0';
-  memcpy(b, colon + 1, lb + 1);
-  return 0;
 }
 
 static int insert_member(sqlite_store *st, int which, const char *session_id, const char *user, const char *role,
@@ -254,17 +268,14 @@ static int insert_member(sqlite_store *st, int which, const char *session_id, co
   return run(st, which);
 }
 
-/* The implicit members of a session made by its first message: both users of
- * d:a:b, the sender of any other non-group kind; a group's come from SESSION_CREATE. */
-static int insert_implicit_members(sqlite_store *st, const char *session_id, const char *kind, const char *sender,
-                                   uint64_t when_ms) {
-  char a[HUBU_ID_MAX + 1], b[HUBU_ID_MAX + 1];
-  if (strcmp(kind, "direct") == 0 && direct_users(session_id, a, b) == 0) {
-    int rc = insert_member(st, ST_MEMBER_INSERT, session_id, a, NULL, when_ms);
-    return rc == SQLITE_DONE ? insert_member(st, ST_MEMBER_INSERT, session_id, b, NULL, when_ms) : rc;
+/* The members a session starts with, as the op that makes it names them. */
+static int insert_members(sqlite_store *st, const hubu_store_op *op, const char *role, uint64_t when_ms) {
+  for (size_t i = 0; i < op->n_members; i++) {
+    int rc = insert_member(st, role && *role ? ST_MEMBER_UPSERT : ST_MEMBER_INSERT, op->session_id[0] ?
+                           op->session_id : op->msg->session_id, op->members[i], role, when_ms);
+    if (rc != SQLITE_DONE) return rc;
   }
-  if (strcmp(kind, "group") == 0 || !sender) return SQLITE_DONE;
-  return insert_member(st, ST_MEMBER_INSERT, session_id, sender, NULL, when_ms);
+  return SQLITE_DONE;
 }
 
 /* ---- open, migrate, close ---- */
@@ -335,16 +346,23 @@ static void sqlite_close(void *handle) {
   free(st);
 }
 
+#define SCHEME "sqlite:"
+
 static void *sqlite_open(const hubu_store_config *cfg, char *err, size_t err_size) {
-  const char *dir = cfg->path && *cfg->path ? cfg->path : "data";
-  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-    snprintf(err, err_size, "create data directory %s: %s", dir, strerror(errno));
+  const char *path = cfg->url && !strncmp(cfg->url, SCHEME, strlen(SCHEME)) ? cfg->url + strlen(SCHEME) : "";
+  char file[PATH_MAX], dir[PATH_MAX];
+  if (!*path || (size_t)snprintf(file, sizeof file, "%s", path) >= sizeof file) {
+    snprintf(err, err_size, "store URL \"%s\": want sqlite:PATH, the database file", cfg->url ? cfg->url : "");
     return NULL;
   }
-  char file[PATH_MAX];
-  if ((size_t)snprintf(file, sizeof file, "%s/hubu.db", dir) >= sizeof file) {
-    snprintf(err, err_size, "data directory path too long");
-    return NULL;
+  snprintf(dir, sizeof dir, "%s", file); /* its directory is made, as DIR of --data is */
+  char *slash = strrchr(dir, '/');
+  if (slash && slash != dir) {
+    *slash = '\0';
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+      snprintf(err, err_size, "create directory %s: %s", dir, strerror(errno));
+      return NULL;
+    }
   }
   sqlite_store *st = calloc(1, sizeof *st);
   if (!st) {
@@ -434,7 +452,7 @@ static int insert_message(sqlite_store *st, hubu_store_op *op) {
   if (rc != SQLITE_DONE) return rc;
   if (sqlite3_changes(st->db) == 1) {
     op->status = HUBU_STORE_OK;
-    op->log_pos = (uint64_t)sqlite3_last_insert_rowid(st->db);
+    op->log_pos = (uint64_t)sqlite3_last_insert_rowid(st->db); /* log_pos is the rowid's alias */
     op->seq = m->seq;
     op->msg_id = m->msg_id;
     copy_str(op->session_id, sizeof op->session_id, m->session_id);
@@ -482,8 +500,9 @@ static int update_sessions(sqlite_store *st, batch_entry *entries, size_t n, con
     *step = "session_bump";
     int rc = run(st, ST_SESSION_BUMP);
     if (rc != SQLITE_DONE) return rc;
-    if (sqlite3_changes(st->db) == 0) {
-      const char *kind = hubu_session_kind_of(first->session_id);
+    if (sqlite3_changes(st->db) == 0) { /* a new session: as the first append (in submission order) names it */
+      const hubu_store_op *maker = entries[i].op;
+      const char *kind = maker->kind_name[0] ? maker->kind_name : hubu_session_kind_name(HUBU_SESSION_CUSTOM);
       sqlite3_stmt *ins = st->st[ST_SESSION_INSERT];
       bind_text(ins, 1, first->session_id);
       bind_text(ins, 2, kind);
@@ -491,10 +510,8 @@ static int update_sessions(sqlite_store *st, batch_entry *entries, size_t n, con
       bind_u64(ins, 4, first->server_time_ms);
       *step = "session_insert";
       if ((rc = run(st, ST_SESSION_INSERT)) != SQLITE_DONE) return rc;
-      /* The first message (in submission order) made the session. */
       *step = "member_insert";
-      rc = insert_implicit_members(st, first->session_id, kind, first->sender, first->server_time_ms);
-      if (rc != SQLITE_DONE) return rc;
+      if ((rc = insert_members(st, maker, NULL, first->server_time_ms)) != SQLITE_DONE) return rc;
     }
     i = j;
   }
@@ -532,6 +549,7 @@ static int append_transaction(sqlite_store *st, hubu_store_op **ops, size_t n) {
   const char *step = "begin";
   const char *failure = NULL;
   char why[128];
+  hubu_store_status status = HUBU_STORE_ERROR;
   if (n > st->entries_cap) {
     batch_entry *grown = realloc(st->entries, n * sizeof *grown);
     if (!grown) {
@@ -564,11 +582,13 @@ static int append_transaction(sqlite_store *st, hubu_store_op **ops, size_t n) {
 fail_sql:
   snprintf(why, sizeof why, "%s", sqlite3_errmsg(st->db));
   failure = why;
+  status = transient(sqlite3_extended_errcode(st->db)) ? HUBU_STORE_RETRY : HUBU_STORE_ERROR;
   rollback(st);
 fail:
-  hubu_log(HUBU_LOG_ERROR, 0, NULL, "store_error", "op=append step=%s batch=%zu error=\"%s\"", step, n, failure);
-  for (size_t i = 0; i < n; i++) {
-    ops[i]->status = HUBU_STORE_ERROR;
+  hubu_log(status == HUBU_STORE_RETRY ? HUBU_LOG_WARN : HUBU_LOG_ERROR, 0, NULL, "store_error",
+           "op=append step=%s batch=%zu retry=%d error=\"%s\"", step, n, status == HUBU_STORE_RETRY, failure);
+  for (size_t i = 0; i < n; i++) { /* rolled back: nothing of the batch was written */
+    ops[i]->status = status;
     snprintf(ops[i]->error, sizeof ops[i]->error, "append %s: %s", step, failure);
   }
   return -1;
@@ -653,21 +673,10 @@ static void session_load(sqlite_store *st, hubu_store_op *op) {
     fail_op(st, op, "select session");
     return;
   }
-  uint64_t stored = 0;
-  int any = 0;
-  if (stored_max_seq(st, op->session_id, &stored, &any) != SQLITE_ROW) {
-    fail_op(st, op, "select max(seq)");
-    return;
-  }
-  if (!found && !any) {
+  if (!found) {
     op->status = HUBU_STORE_NOT_FOUND;
     return;
   }
-  if (!found) { /* messages without a sessions row: rebuild what can be known */
-    copy_str(op->kind_name, sizeof op->kind_name, hubu_session_kind_of(op->session_id));
-    op->max_seq = op->min_seq = 0;
-  }
-  if (stored > op->max_seq) op->max_seq = stored;
 
   free_members(op);
   sqlite3_stmt *list = st->st[ST_MEMBER_LIST];
@@ -715,9 +724,7 @@ static void session_create(sqlite_store *st, hubu_store_op *op) {
     return;
   }
   step = "insert members";
-  if (insert_implicit_members(st, op->session_id, op->kind_name, NULL, now) != SQLITE_DONE) goto fail;
-  for (size_t i = 0; i < op->n_members; i++)
-    if (insert_member(st, ST_MEMBER_UPSERT, op->session_id, op->members[i], op->role, now) != SQLITE_DONE) goto fail;
+  if (insert_members(st, op, op->role[0] ? op->role : "member", now) != SQLITE_DONE) goto fail;
   step = "commit";
   if (run(st, ST_COMMIT) != SQLITE_DONE) goto fail;
   op->status = HUBU_STORE_OK;
@@ -780,7 +787,7 @@ static void log_read(sqlite_store *st, hubu_store_op *op) {
   sqlite3_stmt *max = st->st[ST_LOG_MAX];
   if (sqlite3_step(max) != SQLITE_ROW) {
     sqlite3_reset(max);
-    fail_op(st, op, "select max(rowid)");
+    fail_op(st, op, "select max(log_pos)");
     return;
   }
   op->max_seq = column_u64(max, 0);
@@ -813,11 +820,11 @@ static void log_read(sqlite_store *st, hubu_store_op *op) {
   op->status = HUBU_STORE_OK;
 }
 
-/* A plugin's durable key/value (im.kv); op->user names the plugin. */
+/* A plugin's durable key/value (im.kv). */
 static void kv(sqlite_store *st, hubu_store_op *op) {
   int which = op->kind == HUBU_STORE_KV_GET ? ST_KV_GET : op->kind == HUBU_STORE_KV_SET ? ST_KV_SET : ST_KV_DELETE;
   sqlite3_stmt *stmt = st->st[which];
-  bind_text(stmt, 1, op->user);
+  bind_text(stmt, 1, op->plugin);
   bind_text(stmt, 2, op->key ? op->key : "");
   if (which == ST_KV_SET) sqlite3_bind_blob(stmt, 3, op->value ? (const void *)op->value : "", (int)op->value_len, SQLITE_STATIC);
   if (which != ST_KV_GET) {
@@ -991,6 +998,7 @@ static void sqlite_execute(void *handle, hubu_store_op *op) {
 
 const hubu_store_backend hubu_store_sqlite = {
     .name = "sqlite",
+    .scheme = SCHEME,
     .open = sqlite_open,
     .close = sqlite_close,
     .append_batch = sqlite_append_batch,

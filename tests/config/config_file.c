@@ -313,6 +313,35 @@ static void sandbox_has_getenv_but_no_io_os_or_require(void) {
   CHECK_SERVER_STOPS_CLEANLY(&s);
 }
 
+/* --store (and the store setting) chooses the database; the default is
+ * sqlite:DATA/hubu.db; a URL no backend serves stops the start, naming it. */
+static void store_url_chooses_the_database_file(void) {
+  const char *d = make_dir();
+  char url[256], file[192], default_db[160], cfg[128], out[4096];
+  snprintf(file, sizeof file, "%s/elsewhere/chat.db", d);
+  snprintf(url, sizeof url, "sqlite:%s", file);
+  e2e_server s;
+  REQUIRE(e2e_server_start(&s, "--store", url, NULL) == 0);
+  Hubu__V1__HelloOk *ok = hello_ok(s.port); /* the device load reads the store */
+  hubu__v1__hello_ok__free_unpacked(ok, NULL);
+  snprintf(default_db, sizeof default_db, "%s/data/hubu.db", s.dir);
+  CHECK_SERVER_STOPS_CLEANLY(&s);
+  CHECKF(access(file, F_OK) == 0, "no database at %s", file);
+  CHECKF(access(default_db, F_OK) != 0, "the default database %s was made too", default_db);
+
+  snprintf(file, sizeof file, "%s/from-file.db", d);
+  char text[256];
+  snprintf(text, sizeof text, "store = \"sqlite:%s\"\n", file);
+  write_file(d, "store.lua", text, cfg, sizeof cfg);
+  REQUIRE(e2e_server_start(&s, "--config", cfg, NULL) == 0);
+  CHECK_SERVER_STOPS_CLEANLY(&s);
+  CHECKF(access(file, F_OK) == 0, "no database at %s (hubu.lua's store)", file);
+
+  int st = run_hubud(out, sizeof out, d, "--config", "off", "--store", "nosuch://db.example/chat", NULL);
+  CHECK_EQ(st, 1);
+  CHECK_STDERR_HAS(out, "no store backend for \"nosuch://db.example/chat\"");
+}
+
 static void plugin_section_reaches_plugin(void) {
   const char *d = make_dir();
   char cfg[128], path[128], plugins[128], got[256];
@@ -366,6 +395,7 @@ static const e2e_case cases[] = {
     E2E_CASE(invalid_value_names_the_line),
     E2E_CASE(sandbox_has_getenv_but_no_io_os_or_require),
     E2E_CASE(plugin_section_reaches_plugin),
+    E2E_CASE(store_url_chooses_the_database_file),
 };
 
 int main(int argc, char **argv) { return e2e_main(argc, argv, cases, sizeof cases / sizeof cases[0]); }

@@ -16,6 +16,7 @@
 
 #include "check.h"
 #include "log.h"
+#include "session.h" /* hubu_session_describe_new: what core names for a new session */
 #include "store.h"
 
 #define CONFORMANCE_SKIP 77 /* exit status: the backend cannot run here (ctest SKIP_RETURN_CODE) */
@@ -24,6 +25,7 @@
 
 typedef struct {
   char where[256];       /* the backend's name for this store: SQLite's data directory */
+  char url[320];         /* the store URL (hubud's --store) */
   hubu_store_config cfg; /* opens it; its strings point into where or at constants */
 } store_place;
 
@@ -60,6 +62,7 @@ static const char *status_name(hubu_store_status status) {
     case HUBU_STORE_NOT_FOUND: return "NOT_FOUND";
     case HUBU_STORE_EXISTS: return "EXISTS";
     case HUBU_STORE_ERROR: return "ERROR";
+    case HUBU_STORE_RETRY: return "RETRY";
   }
   return "(unknown status)";
 }
@@ -177,6 +180,12 @@ static char *dup_or_die(const char *s) {
 static hubu_store_op *op_append(hubu_msg *m) {
   hubu_store_op *op = op_make(HUBU_STORE_APPEND);
   op->msg = hubu_msg_ref(m);
+  /* As hubud does for a session the store may not have yet: the append names
+   * the kind and members to create it with (the rule is core's). */
+  hubu_session sess = {.id = (char *)m->session_id};
+  int kind = hubu_session_id_check(m->session_id, strlen(m->session_id));
+  sess.kind = (uint8_t)(kind < 0 ? HUBU_SESSION_CUSTOM : kind);
+  if (hubu_session_describe_new(&sess, m->sender, op) != 0) abort();
   return op;
 }
 
@@ -263,14 +272,14 @@ static hubu_store_op *op_cursors_save(const cursor_spec *cursors, size_t n) {
 
 static hubu_store_op *op_kv_get(const char *plugin, const char *key) {
   hubu_store_op *op = op_make(HUBU_STORE_KV_GET);
-  snprintf(op->user, sizeof op->user, "%s", plugin);
+  snprintf(op->plugin, sizeof op->plugin, "%s", plugin);
   op->key = dup_or_die(key);
   return op;
 }
 
 static hubu_store_op *op_kv_set(const char *plugin, const char *key, const void *value, size_t len) {
   hubu_store_op *op = op_make(HUBU_STORE_KV_SET);
-  snprintf(op->user, sizeof op->user, "%s", plugin);
+  snprintf(op->plugin, sizeof op->plugin, "%s", plugin);
   op->key = dup_or_die(key);
   if (!(op->value = malloc(len ? len : 1))) abort();
   if (len) memcpy(op->value, value, len);
@@ -280,7 +289,7 @@ static hubu_store_op *op_kv_set(const char *plugin, const char *key, const void 
 
 static hubu_store_op *op_kv_delete(const char *plugin, const char *key) {
   hubu_store_op *op = op_make(HUBU_STORE_KV_DELETE);
-  snprintf(op->user, sizeof op->user, "%s", plugin);
+  snprintf(op->plugin, sizeof op->plugin, "%s", plugin);
   op->key = dup_or_die(key);
   return op;
 }
@@ -1108,10 +1117,11 @@ static void case_session_load_of_an_unknown_session_is_not_found(const conforman
   hubu_msg_unref(m);
 }
 
-/* A session nobody created is made by its first message: d:a:b has both
- * users as members, a custom id its first sender, a group id nobody (a
- * group's members come from SESSION_CREATE only). */
-static void case_session_made_by_its_first_message_takes_kind_and_members_from_its_id(const conformance_env *env) {
+/* A session nobody created is made by its first message, with the kind and
+ * members that append names (hubud names, by core's rule: d:a:b both users,
+ * a custom id its first sender, a group id nobody; a group's members come
+ * from SESSION_CREATE only). */
+static void case_session_made_by_its_first_message_takes_the_kind_and_members_the_append_names(const conformance_env *env) {
   hubu_msg *ms[] = {
       msg_make("d:alice:bob", 1, "bob", "phone", 1), msg_make("d:alice:bob", 2, "alice", "phone", 1),
       msg_make("chan:news", 1, "carol", "phone", 1), msg_make("chan:news", 2, "dave", "phone", 1),
@@ -2092,7 +2102,7 @@ static const conformance_case cases[] = {
     CONFORMANCE_CASE(device_load_answers_the_highest_stored_client_id_of_that_device),
     CONFORMANCE_CASE(find_send_answers_the_stored_send_else_not_found),
     CONFORMANCE_CASE(session_load_of_an_unknown_session_is_not_found),
-    CONFORMANCE_CASE(session_made_by_its_first_message_takes_kind_and_members_from_its_id),
+    CONFORMANCE_CASE(session_made_by_its_first_message_takes_the_kind_and_members_the_append_names),
     CONFORMANCE_CASE(session_create_answers_ok_then_exists_and_keeps_the_first),
     CONFORMANCE_CASE(members_follow_create_add_and_remove_in_byte_order),
     CONFORMANCE_CASE(member_add_to_an_unknown_session_is_not_found_and_creates_nothing),
@@ -2135,7 +2145,8 @@ static int sqlite_create(store_place *place) {
     fprintf(stderr, "mkdtemp %s: %s\n", place->where, strerror(errno));
     return -1;
   }
-  place->cfg = (hubu_store_config){.backend = "sqlite", .path = place->where, .fsync = HUBU_FSYNC_BATCH};
+  snprintf(place->url, sizeof place->url, "sqlite:%s/hubu.db", place->where);
+  place->cfg = (hubu_store_config){.url = place->url, .fsync = HUBU_FSYNC_BATCH};
   return 0;
 }
 
