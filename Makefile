@@ -3,13 +3,14 @@
 SHELL := /bin/bash
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+RELEASE_BUILD ?= build-release
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 SHARED     ?= ../shared
 FUZZ_SECONDS ?= 60
 HUBUD_ARGS ?=
 
-.PHONY: all deps build build-asan run test fuzz bench clean
+.PHONY: all deps build build-asan build-release run test fuzz bench clean
 
 all: build
 
@@ -26,6 +27,11 @@ build-asan: deps
 	  -DHUBU_TEST_PREFIX=asan. >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 
+# What packagers build: -O3 without the tests, still under -Werror.
+build-release: deps
+	@cmake -S . -B $(RELEASE_BUILD) -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
+	@cmake --build $(RELEASE_BUILD) -j $(JOBS)
+
 # Starts hubud on loopback with the embedded store in ./data and the shipped plugins.
 run: build
 	@mkdir -p data
@@ -33,8 +39,9 @@ run: build
 	exec ./$(BUILD)/hubud --data data --plugins plugins \
 	  --tls-listen 127.0.0.1:7701 --cert data/dev-cert.pem --key data/dev-key.pem $(HUBUD_ARGS)
 
-# Every suite, plain and under ASan+UBSan, counted by one ctest run.
-test: build-asan build
+# Every suite, plain and under ASan+UBSan, counted by one ctest run; the
+# Release build must compile too.
+test: build-asan build build-release
 	@if [ -x $(SHARED)/tools/protocheck.py ]; then \
 	  $(SHARED)/tools/protocheck.py proto/hubu.proto $(SHARED)/PROTOCOL.md; \
 	else echo "protocheck: $(SHARED)/tools/protocheck.py not found, skipped"; fi
@@ -51,4 +58,4 @@ bench: build
 	./$(BUILD)/hubu-bench --help
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(RELEASE_BUILD) $(FUZZ_BUILD)
