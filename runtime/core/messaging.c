@@ -1,5 +1,6 @@
 /* messaging.c — SEND, DELIVER_ACK, SYNC and PULL, and the device load that
- * HELLO_OK waits for. Requests that need the store are answered from its
+ * HELLO_OK waits for; seqs come from the allocator (seq.h), in arrival order
+ * per session. Requests that need the store are answered from its
  * completions; a completion finds its connection again by conn_id, so a
  * connection that closed meanwhile is simply skipped.
  * Invariants: SEND_ACK OK goes out only after the store made the message

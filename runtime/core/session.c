@@ -1,5 +1,7 @@
-/* session.c — per-conversation state on the loop thread. Seqs are assigned
- * here, before the store, from a counter loaded from the store on first use.
+/* session.c — per-conversation state on the loop thread: loaded from the
+ * store on first use (max_seq, members), the tail of recent messages, and the
+ * rule for what a session made by its first message starts with. Seqs are
+ * assigned in messaging.c from the allocator (seq.h).
  * Invariant: requests for a session that is still loading wait in its FIFO,
  * so they are served in the order they arrived. */
 #include "session.h"

@@ -1,5 +1,6 @@
-/* session.h — the conversations this loop has in memory: seq counter,
- * members, and the tail of recent stored messages that serves most PULLs. */
+/* session.h — the conversations this loop has in memory: the highest seq
+ * assigned and the committed watermark, members, the SENDs waiting for a
+ * seq, and the tail of recent stored messages that serves most PULLs. */
 #ifndef HUBU_SESSION_H
 #define HUBU_SESSION_H
 
