@@ -32,6 +32,7 @@
 #include "conn.h"
 #include "delivery.h"
 #include "log.h"
+#include "prom.h"
 #include "host.h"
 #include "presence.h"
 #include "server.h"
@@ -325,18 +326,19 @@ static void collect_figures(hubu_admin *a, admin_figures *f) {
 
 /* ---- Prometheus text format 0.0.4 ------------------------------------------ */
 
+/* Through lib/prom.c, the one writer of the format (the plugins' families too). */
 static void prom_head(admin_out *o, const char *name, const char *type, const char *help) {
-  out_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+  if (!o->failed && hubu_prom_head(&o->buf, name, type, help, strlen(help)) != 0) o->failed = 1;
 }
 
 static void prom_u64(admin_out *o, const char *name, const char *type, const char *help, uint64_t v) {
   prom_head(o, name, type, help);
-  out_printf(o, "%s %" PRIu64 "\n", name, v);
+  if (!o->failed && hubu_prom_sample_u64(&o->buf, name, NULL, v) != 0) o->failed = 1;
 }
 
 static void prom_f64(admin_out *o, const char *name, const char *type, const char *help, double v) {
   prom_head(o, name, type, help);
-  out_printf(o, "%s %.6f\n", name, v);
+  if (!o->failed && hubu_prom_sample(&o->buf, name, NULL, v) != 0) o->failed = 1;
 }
 
 static void render_metrics(const admin_figures *f, admin_out *o) {

@@ -12,37 +12,9 @@
 
 #include "host_internal.h"
 #include "json.h"
+#include "prom.h"
 
 /* ---- /metrics ---- */
-
-/* A number as Prometheus reads it: the shortest of %.15g and %.17g that
- * reads back the same, NaN, +Inf, -Inf. */
-static int prom_value(hubu_buf *out, double v) {
-  char num[40];
-  if (v != v)
-    snprintf(num, sizeof num, "NaN");
-  else if (v > DBL_MAX || v < -DBL_MAX)
-    snprintf(num, sizeof num, "%cInf", v > 0 ? '+' : '-');
-  else if (snprintf(num, sizeof num, "%.15g", v), strtod(num, NULL) != v)
-    snprintf(num, sizeof num, "%.17g", v);
-  return hubu_buf_append(out, num, strlen(num));
-}
-
-/* Text escaped for the exposition format: backslash and newline (HELP
- * text), and the double quote too in a label value. */
-static int prom_escaped(hubu_buf *out, const char *s, size_t len, int label_value) {
-  int rc = 0;
-  size_t run = 0;
-  for (size_t i = 0; i < len; i++) {
-    const char *esc = s[i] == '\\' ? "\\\\" : s[i] == '\n' ? "\\n" : s[i] == '"' && label_value ? "\\\"" : NULL;
-    if (!esc) continue;
-    rc |= hubu_buf_append(out, s + run, i - run);
-    rc |= hubu_buf_append(out, esc, 2);
-    run = i + 1;
-  }
-  rc |= hubu_buf_append(out, s + run, len - run);
-  return rc;
-}
 
 static int buf_str(hubu_buf *out, const char *s) { return hubu_buf_append(out, s, strlen(s)); }
 
@@ -59,25 +31,11 @@ static int prom_labels(hubu_buf *out, lua_State *L, int idx) {
     rc |= buf_str(out, i > 1 ? "," : "");
     rc |= buf_str(out, name ? name : "_");
     rc |= buf_str(out, "=\"");
-    if (value) rc |= prom_escaped(out, value, vlen, 1);
+    if (value) rc |= hubu_prom_escaped(out, value, vlen, 1);
     rc |= buf_str(out, "\"");
     lua_pop(L, 2);
   }
   rc |= buf_str(out, "}");
-  return rc;
-}
-
-/* # HELP and # TYPE of a family. */
-static int prom_head(hubu_buf *out, const char *name, const char *type, const char *help, size_t help_len) {
-  int rc = buf_str(out, "# HELP ");
-  rc |= buf_str(out, name);
-  rc |= buf_str(out, " ");
-  rc |= prom_escaped(out, help, help_len, 0);
-  rc |= buf_str(out, "\n# TYPE ");
-  rc |= buf_str(out, name);
-  rc |= buf_str(out, " ");
-  rc |= buf_str(out, type);
-  rc |= buf_str(out, "\n");
   return rc;
 }
 
@@ -97,7 +55,7 @@ int hubu_plugins_metrics(hubu_plugins *p, hubu_buf *out) {
   int list = lua_gettop(L);
   size_t n = lua_istable(L, list) ? lua_objlen(L, list) : 0;
   for (int f = 0; f < 3 && rc == 0; f++) {
-    rc |= prom_head(out, families[f][0], families[f][1], families[f][2], strlen(families[f][2]));
+    rc |= hubu_prom_head(out, families[f][0], families[f][1], families[f][2], strlen(families[f][2]));
     for (size_t i = 1; i <= n && rc == 0; i++) {
       size_t nlen = 0;
       lua_rawgeti(L, list, (int)i);
@@ -106,19 +64,16 @@ int hubu_plugins_metrics(hubu_plugins *p, hubu_buf *out) {
       const char *name = lua_tolstring(L, -2, &nlen);
       rc |= buf_str(out, families[f][0]);
       rc |= buf_str(out, "{plugin=\"");
-      if (name) rc |= prom_escaped(out, name, nlen, 1);
+      if (name) rc |= hubu_prom_escaped(out, name, nlen, 1);
       rc |= buf_str(out, "\"} ");
-      rc |= prom_value(out, lua_tonumber(L, -1));
+      rc |= hubu_prom_value(out, lua_tonumber(L, -1));
       rc |= buf_str(out, "\n");
       lua_pop(L, 3);
     }
   }
-  char line[160];
-  int len = snprintf(line, sizeof line,
-                     "# HELP hubu_plugins_loaded Plugins running.\n# TYPE hubu_plugins_loaded gauge\n"
-                     "hubu_plugins_loaded %zu\n",
-                     n);
-  rc |= hubu_buf_append(out, line, (size_t)len);
+  static const char loaded_help[] = "Plugins running.";
+  rc |= hubu_prom_head(out, "hubu_plugins_loaded", "gauge", loaded_help, sizeof loaded_help - 1);
+  rc |= hubu_prom_sample_u64(out, "hubu_plugins_loaded", NULL, n);
   /* What plugins publish (im.counter, im.gauge): a family per metric name. */
   hubu_plugins_call_host(p, "metric_families", 0, 1);
   int fams = lua_gettop(L);
@@ -135,7 +90,7 @@ int hubu_plugins_metrics(hubu_plugins *p, hubu_buf *out) {
                *help = lua_tolstring(L, fam + 3, &help_len);
     size_t ns = lua_istable(L, fam + 4) ? lua_objlen(L, fam + 4) : 0;
     if (name && kind && ns > 0) {
-      rc |= prom_head(out, name, kind, help ? help : "", help ? help_len : 0);
+      rc |= hubu_prom_head(out, name, kind, help ? help : "", help ? help_len : 0);
       for (size_t j = 1; j <= ns && rc == 0; j++) {
         lua_rawgeti(L, fam + 4, (int)j);
         lua_getfield(L, -1, "labels");
@@ -143,7 +98,7 @@ int hubu_plugins_metrics(hubu_plugins *p, hubu_buf *out) {
         rc |= buf_str(out, name);
         if (lua_istable(L, -2)) rc |= prom_labels(out, L, lua_gettop(L) - 1);
         rc |= buf_str(out, " ");
-        rc |= prom_value(out, lua_tonumber(L, -1));
+        rc |= hubu_prom_value(out, lua_tonumber(L, -1));
         rc |= buf_str(out, "\n");
         lua_pop(L, 3);
       }
