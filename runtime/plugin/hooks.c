@@ -2,8 +2,9 @@
  * (message.send, message.route, message.stored, session.read, auth, call,
  * connect, disconnect), core's one dispatch (hubu_plugins_dispatch), and which
  * events have handlers at all, so an event nobody hooks costs nothing.
- * Invariant: each event is one protected call into host.lua inside one budget
- * window, and its verdict is read back before the stack is restored. */
+ * Invariant: each event is one protected call into host.lua, every handler
+ * runs under a budget window (opened here around a chain, or by host.lua per
+ * handler), and the verdict is read back before the stack is restored. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,8 +1,8 @@
 /* host.c — the plugin host's state and its wiring: one LuaJIT state per
  * loop thread with host.lua (the Lua half, embedded at build time) run in
  * it, the C functions of budget.c and im.c handed to host.lua, the one way
- * into host.lua (call_host), and open and close, which start and stop the
- * budget, the plugin timers and reload's watches in order.
+ * into host.lua (hubu_plugins_call_host), and open and close, which start
+ * and stop the budget, the plugin timers and reload's watches in order.
  * Invariant: every entry into Lua is one protected call that restores the
  * stack; the state is touched only on the loop thread that opened it. */
 #include <lualib.h>

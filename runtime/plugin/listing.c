@@ -1,7 +1,7 @@
 /* listing.c — what the admin listener shows of the plugins: the
- * hubu_plugin_* families and the metrics plugins publish on /metrics, and
- * the JSON of GET /v1/admin/plugins, both read from host.list and
- * host.metric_families.
+ * hubu_plugin_* families and the metrics plugins publish on /metrics (from
+ * host.list and host.metric_families), and the JSON of GET
+ * /v1/admin/plugins (from host.list).
  * Invariant: every string that comes from a plugin goes out escaped, through
  * hubu_json_append_string in the listing and the exposition format's escapes
  * on /metrics; the Lua stack is left as it was found. */
@@ -111,148 +111,106 @@ int hubu_plugins_metrics(hubu_plugins *p, hubu_buf *out) {
 
 /* ---- GET /v1/admin/plugins ---- */
 
-/* The listing's JSON: the keys and punctuation are constants written as
- * they are, every string from a plugin or the host goes through
- * hubu_json_append_string (json.h), and a number that JSON cannot hold is
- * null. rc collects the first out-of-memory. */
-typedef struct {
-  hubu_buf *out;
-  int rc;
-} json_out;
-
-static void j_raw(json_out *j, const char *s) { j->rc |= buf_str(j->out, s); }
-
-/* A string value, quoted and escaped. */
-static void j_str(json_out *j, const char *s, size_t len) { j->rc |= hubu_json_append_string(j->out, s, len); }
-
-/* sep "k": (k is one of this file's constant keys: nothing to escape). */
-static void j_key(json_out *j, const char *sep, const char *k) {
-  j_raw(j, sep);
-  j_raw(j, "\"");
-  j_raw(j, k);
-  j_raw(j, "\": ");
-}
-
-static void j_num(json_out *j, double v, const char *fmt) {
-  char num[48];
-  if (v != v || v > DBL_MAX || v < -DBL_MAX)
-    snprintf(num, sizeof num, "null");
-  else
-    snprintf(num, sizeof num, fmt, v);
-  j_raw(j, num);
-}
-
-/* sep "k": the field k of the table at t: a string (escaped), or null.
- * Stack: unchanged. */
-static void j_field_str(json_out *j, lua_State *L, int t, const char *k, const char *sep) {
+/* sets key: the field key of the table at t, a string or null. Stack: unchanged. */
+static void j_field_str(hubu_json_writer *j, lua_State *L, int t, const char *key) {
   size_t len = 0;
-  j_key(j, sep, k);
-  lua_getfield(L, t, k);
+  lua_getfield(L, t, key);
   const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-  if (s)
-    j_str(j, s, len);
-  else
-    j_raw(j, "null");
+  hubu_json_strn(j, key, s, len);
   lua_pop(L, 1);
 }
 
-/* , "k": the number field k of the table at t, printed with fmt ("%.0f"
- * for counts), or null. Stack: unchanged. */
-static void j_field_num(json_out *j, lua_State *L, int t, const char *k, const char *fmt) {
-  j_key(j, ", ", k);
-  lua_getfield(L, t, k);
+/* The number field key of the table at t, printed with fmt ("%.0f" for
+ * counts), or null. Stack: unchanged. */
+static void j_field_num(hubu_json_writer *j, lua_State *L, int t, const char *key, const char *fmt) {
+  lua_getfield(L, t, key);
   if (lua_type(L, -1) == LUA_TNUMBER)
-    j_num(j, lua_tonumber(L, -1), fmt);
+    hubu_json_double(j, key, lua_tonumber(L, -1), fmt);
   else
-    j_raw(j, "null");
+    hubu_json_null(j, key);
   lua_pop(L, 1);
 }
 
-/* Stack: unchanged. */
+/* The listing's JSON, through the one writer (json.h): every string from a
+ * plugin or the host is escaped, a number JSON cannot hold is null. Each
+ * plugin on a line of its own. Stack: unchanged. */
 int hubu_plugins_list_json(hubu_plugins *p, hubu_buf *out) {
-  json_out j = {out, 0};
+  hubu_json_writer j;
+  hubu_json_init(&j, out, NULL);
   lua_State *L = p ? p->L : NULL;
   int top = L ? lua_gettop(L) : 0;
   if (L) hubu_plugins_call_host(p, "list", 0, 2);
   int list = top + 1, failed = top + 2;
   size_t n = L && lua_istable(L, list) ? lua_objlen(L, list) : 0;
   size_t nf = L && lua_istable(L, failed) ? lua_objlen(L, failed) : 0;
-  j_raw(&j, "{\n  \"dir\": ");
-  if (p && p->dir)
-    j_str(&j, p->dir, strlen(p->dir));
-  else
-    j_raw(&j, "null");
-  j_raw(&j, ",\n  \"count\": ");
-  j_num(&j, (double)n, "%.0f");
-  j_raw(&j, ",\n  \"plugins\": [");
+  hubu_json_open(&j, NULL, '{', 0);
+  hubu_json_str(&j, "dir", p ? p->dir : NULL);
+  hubu_json_u64(&j, "count", n);
+  hubu_json_open(&j, "plugins", '[', 0);
   for (size_t i = 1; i <= n; i++) {
     lua_rawgeti(L, list, (int)i);
     int e = lua_gettop(L);
-    j_raw(&j, i > 1 ? ",\n    {" : "\n    {");
-    j_field_str(&j, L, e, "name", "");
-    j_field_str(&j, L, e, "version", ", ");
-    j_field_str(&j, L, e, "summary", ", ");
-    j_field_str(&j, L, e, "policy", ", ");
+    hubu_json_open(&j, NULL, '{', 1);
+    j_field_str(&j, L, e, "name");
+    j_field_str(&j, L, e, "version");
+    j_field_str(&j, L, e, "summary");
+    j_field_str(&j, L, e, "policy");
     j_field_num(&j, L, e, "priority", "%.17g");
     j_field_num(&j, L, e, "budget_ms", "%.0f");
-    j_field_str(&j, L, e, "path", ", ");
+    j_field_str(&j, L, e, "path");
     lua_getfield(L, e, "folder");
-    j_raw(&j, lua_toboolean(L, -1) ? ", \"folder\": true" : ", \"folder\": false");
+    hubu_json_bool(&j, "folder", lua_toboolean(L, -1));
     lua_pop(L, 1);
     j_field_num(&j, L, e, "loaded_at", "%.3f");
     j_field_num(&j, L, e, "reloads", "%.0f");
-    j_raw(&j, ", \"hooks\": {");
+    hubu_json_open(&j, "hooks", '{', 1);
     lua_getfield(L, e, "hooks"); /* {{event, count}...} in event order */
     size_t nh = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
     for (size_t h = 1; h <= nh; h++) {
       lua_rawgeti(L, -1, (int)h);
-      size_t elen = 0;
       lua_getfield(L, -1, "event");
-      const char *event = lua_tolstring(L, -1, &elen);
-      j_raw(&j, h > 1 ? ", " : "");
-      j_str(&j, event ? event : "", event ? elen : 0);
-      lua_pop(L, 1);
-      lua_getfield(L, -1, "count");
-      j_raw(&j, ": ");
-      j_num(&j, lua_tonumber(L, -1), "%.0f");
-      lua_pop(L, 2);
+      lua_getfield(L, -2, "count");
+      const char *event = lua_tostring(L, -2);
+      hubu_json_double(&j, event ? event : "", lua_tonumber(L, -1), "%.0f");
+      lua_pop(L, 3);
     }
     lua_pop(L, 1);
-    j_raw(&j, "}");
+    hubu_json_close(&j);
     j_field_num(&j, L, e, "timers", "%.0f");
     j_field_num(&j, L, e, "calls", "%.0f");
     j_field_num(&j, L, e, "errors", "%.0f");
     j_field_num(&j, L, e, "seconds", "%.6f");
-    j_raw(&j, ", \"reload_error\": ");
     lua_getfield(L, e, "reload_error");
     if (lua_istable(L, -1)) {
       int r = lua_gettop(L);
-      j_raw(&j, "{");
-      j_field_str(&j, L, r, "error", "");
+      hubu_json_open(&j, "reload_error", '{', 1);
+      j_field_str(&j, L, r, "error");
       j_field_num(&j, L, r, "at", "%.3f");
-      j_raw(&j, "}");
+      hubu_json_close(&j);
     } else {
-      j_raw(&j, "null");
+      hubu_json_null(&j, "reload_error");
     }
-    j_raw(&j, "}");
+    hubu_json_close(&j);
     lua_settop(L, e - 1);
   }
-  j_raw(&j, n ? "\n  ],\n  \"not_loaded\": [" : "],\n  \"not_loaded\": [");
+  hubu_json_close(&j);
+  hubu_json_open(&j, "not_loaded", '[', 0);
   for (size_t i = 1; i <= nf; i++) {
     lua_rawgeti(L, failed, (int)i);
     int e = lua_gettop(L);
-    j_raw(&j, i > 1 ? ",\n    {" : "\n    {");
-    j_field_str(&j, L, e, "name", "");
-    j_field_str(&j, L, e, "path", ", ");
-    j_field_str(&j, L, e, "error", ", ");
+    hubu_json_open(&j, NULL, '{', 1);
+    j_field_str(&j, L, e, "name");
+    j_field_str(&j, L, e, "path");
+    j_field_str(&j, L, e, "error");
     j_field_num(&j, L, e, "at", "%.3f");
-    j_field_str(&j, L, e, "version", ", "); /* the header, when the file could be read; null otherwise */
-    j_field_str(&j, L, e, "summary", ", ");
-    j_field_str(&j, L, e, "policy", ", ");
-    j_raw(&j, "}");
+    j_field_str(&j, L, e, "version"); /* the header, when the file could be read; null otherwise */
+    j_field_str(&j, L, e, "summary");
+    j_field_str(&j, L, e, "policy");
+    hubu_json_close(&j);
     lua_settop(L, e - 1);
   }
-  j_raw(&j, nf ? "\n  ]\n}\n" : "]\n}\n");
+  hubu_json_close(&j);
+  hubu_json_close(&j);
   if (L) lua_settop(L, top);
-  return j.rc ? -1 : 0;
+  return hubu_json_failed(&j) ? -1 : 0;
 }
