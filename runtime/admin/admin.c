@@ -166,104 +166,6 @@ static void out_printf(admin_out *o, const char *fmt, ...) {
   }
 }
 
-/* A JSON writer: output only, never parsing. Containers opened "inline" print
- * on one line (one connection per line); the others are indented. */
-#define JSON_MAX_DEPTH 8
-
-typedef struct {
-  admin_out *out;
-  int depth;
-  int after_key; /* the next value follows "key": */
-  uint8_t has_items[JSON_MAX_DEPTH];
-  uint8_t is_inline[JSON_MAX_DEPTH];
-  char closer[JSON_MAX_DEPTH];
-} json_writer;
-
-static void json_indent(json_writer *w) {
-  static const char spaces[] = "                ";
-  out_raw(w->out, "\n", 1);
-  out_raw(w->out, spaces, (size_t)(2 * w->depth) < sizeof spaces - 1 ? (size_t)(2 * w->depth) : sizeof spaces - 1);
-}
-
-/* The separator and line break before a value (or a key) in the open container. */
-static void json_item(json_writer *w) {
-  if (w->after_key) {
-    w->after_key = 0;
-    return;
-  }
-  if (w->depth == 0) return;
-  int d = w->depth;
-  if (w->has_items[d]) out_raw(w->out, w->is_inline[d] ? ", " : ",", w->is_inline[d] ? 2 : 1);
-  w->has_items[d] = 1;
-  if (!w->is_inline[d]) json_indent(w);
-}
-
-/* Escapes ", \ and every control character (hubu_json_append_string). */
-static void json_string(json_writer *w, const char *s) {
-  json_item(w);
-  if (!s) {
-    out_raw(w->out, "null", 4);
-    return;
-  }
-  if (!w->out->failed && hubu_json_append_string(&w->out->buf, s, strlen(s)) != 0) w->out->failed = 1;
-}
-
-static void json_open(json_writer *w, char opener, int is_inline) {
-  json_item(w);
-  out_raw(w->out, &opener, 1);
-  if (w->depth + 1 >= JSON_MAX_DEPTH) { /* a programming error: keep the output well-formed */
-    w->out->failed = 1;
-    return;
-  }
-  w->depth++;
-  w->has_items[w->depth] = 0;
-  w->is_inline[w->depth] = (uint8_t)(is_inline || (w->depth > 1 && w->is_inline[w->depth - 1]));
-  w->closer[w->depth] = opener == '{' ? '}' : ']';
-}
-
-static void json_close(json_writer *w) {
-  if (w->depth == 0) return;
-  int d = w->depth--;
-  if (w->has_items[d] && !w->is_inline[d]) json_indent(w);
-  out_raw(w->out, &w->closer[d], 1);
-  if (w->depth == 0) out_raw(w->out, "\n", 1);
-}
-
-static void json_key(json_writer *w, const char *key) {
-  json_string(w, key);
-  out_raw(w->out, ": ", 2);
-  w->after_key = 1;
-}
-
-static void json_u64(json_writer *w, const char *key, uint64_t v) {
-  if (key) json_key(w, key);
-  json_item(w);
-  out_printf(w->out, "%" PRIu64, v);
-}
-
-static void json_seconds(json_writer *w, const char *key, double v) {
-  if (key) json_key(w, key);
-  json_item(w);
-  out_printf(w->out, "%.3f", v);
-}
-
-static void json_bool(json_writer *w, const char *key, int v) {
-  if (key) json_key(w, key);
-  json_item(w);
-  out_raw(w->out, v ? "true" : "false", v ? 4 : 5);
-}
-
-static void json_str(json_writer *w, const char *key, const char *v) {
-  if (key) json_key(w, key);
-  json_string(w, v);
-}
-
-static void json_null(json_writer *w, const char *key) {
-  if (key) json_key(w, key);
-  json_item(w);
-  out_raw(w->out, "null", 4);
-}
-
 /* ---- the figures ----------------------------------------------------------- */
 
 /* One snapshot of everything /metrics and /v1/admin/stats report, so both
@@ -382,51 +284,52 @@ static void render_metrics(const admin_figures *f, admin_out *o) {
 }
 
 static void render_stats(const admin_figures *f, admin_out *o) {
-  json_writer w = {.out = o};
-  json_open(&w, '{', 0);
-  json_key(&w, "connections");
-  json_open(&w, '{', 1);
-  json_u64(&w, "ready", f->conns_ready);
-  json_u64(&w, "other", f->conns_other);
-  json_close(&w);
-  json_u64(&w, "connections_accepted", f->conns_accepted);
-  json_u64(&w, "messages_received", f->server.sends_received);
-  json_u64(&w, "messages_stored", f->server.messages_stored);
-  json_key(&w, "pulls");
-  json_open(&w, '{', 1);
-  json_u64(&w, "tail", f->server.pulls_from_tail);
-  json_u64(&w, "store", f->server.pulls_from_store);
-  json_close(&w);
+  hubu_json_writer w;
+  hubu_json_init(&w, &o->buf, &o->failed);
+  hubu_json_open(&w, NULL, '{', 0);
+  hubu_json_key(&w, "connections");
+  hubu_json_open(&w, NULL, '{', 1);
+  hubu_json_u64(&w, "ready", f->conns_ready);
+  hubu_json_u64(&w, "other", f->conns_other);
+  hubu_json_close(&w);
+  hubu_json_u64(&w, "connections_accepted", f->conns_accepted);
+  hubu_json_u64(&w, "messages_received", f->server.sends_received);
+  hubu_json_u64(&w, "messages_stored", f->server.messages_stored);
+  hubu_json_key(&w, "pulls");
+  hubu_json_open(&w, NULL, '{', 1);
+  hubu_json_u64(&w, "tail", f->server.pulls_from_tail);
+  hubu_json_u64(&w, "store", f->server.pulls_from_store);
+  hubu_json_close(&w);
   if (f->have_store) {
-    json_key(&w, "store");
-    json_open(&w, '{', 0);
-    json_u64(&w, "batches", f->store.batches);
-    json_u64(&w, "appended", f->store.appended);
-    json_u64(&w, "batch_size_last", f->store.last_batch);
-    json_u64(&w, "batch_size_max", f->store.max_batch_seen);
-    json_seconds(&w, "commit_seconds", (double)f->store.commit_us_total / 1e6);
-    json_u64(&w, "queue_depth", f->store.queued);
-    json_close(&w);
+    hubu_json_key(&w, "store");
+    hubu_json_open(&w, NULL, '{', 0);
+    hubu_json_u64(&w, "batches", f->store.batches);
+    hubu_json_u64(&w, "appended", f->store.appended);
+    hubu_json_u64(&w, "batch_size_last", f->store.last_batch);
+    hubu_json_u64(&w, "batch_size_max", f->store.max_batch_seen);
+    hubu_json_double(&w, "commit_seconds", (double)f->store.commit_us_total / 1e6, "%.3f");
+    hubu_json_u64(&w, "queue_depth", f->store.queued);
+    hubu_json_close(&w);
   } else {
-    json_null(&w, "store");
+    hubu_json_null(&w, "store");
   }
-  json_u64(&w, "sessions_loaded", f->sessions_loaded);
-  json_u64(&w, "users_online", f->users_online);
-  json_key(&w, "process");
-  json_open(&w, '{', 0);
+  hubu_json_u64(&w, "sessions_loaded", f->sessions_loaded);
+  hubu_json_u64(&w, "users_online", f->users_online);
+  hubu_json_key(&w, "process");
+  hubu_json_open(&w, NULL, '{', 0);
   if (f->have_rss)
-    json_u64(&w, "resident_memory_bytes", f->rss_bytes);
+    hubu_json_u64(&w, "resident_memory_bytes", f->rss_bytes);
   else
-    json_null(&w, "resident_memory_bytes");
-  json_seconds(&w, "cpu_seconds", f->cpu_seconds);
-  json_seconds(&w, "uptime_seconds", f->uptime_seconds);
-  json_close(&w);
-  json_bool(&w, "draining", f->draining);
-  json_key(&w, "admin_refused");
-  json_open(&w, '{', 1);
-  for (int i = 0; i < REFUSED_COUNT; i++) json_u64(&w, refusal_names[i], f->refused[i]);
-  json_close(&w);
-  json_close(&w);
+    hubu_json_null(&w, "resident_memory_bytes");
+  hubu_json_double(&w, "cpu_seconds", f->cpu_seconds, "%.3f");
+  hubu_json_double(&w, "uptime_seconds", f->uptime_seconds, "%.3f");
+  hubu_json_close(&w);
+  hubu_json_bool(&w, "draining", f->draining);
+  hubu_json_key(&w, "admin_refused");
+  hubu_json_open(&w, NULL, '{', 1);
+  for (int i = 0; i < REFUSED_COUNT; i++) hubu_json_u64(&w, refusal_names[i], f->refused[i]);
+  hubu_json_close(&w);
+  hubu_json_close(&w);
 }
 
 static const char *conn_state_name(uint8_t state) {
@@ -460,31 +363,32 @@ static void render_conns(hubu_server *s, const char *user, admin_out *o) {
   uint64_t now = uv_now(s->loop), count = 0;
   for (hubu_conn *c = s->conns; c; c = c->next)
     if (!user || (c->peer.user && !strcmp(c->peer.user, user))) count++;
-  json_writer w = {.out = o};
-  json_open(&w, '{', 0);
-  json_u64(&w, "count", count);
-  json_key(&w, "conns");
-  json_open(&w, '[', 0);
+  hubu_json_writer w;
+  hubu_json_init(&w, &o->buf, &o->failed);
+  hubu_json_open(&w, NULL, '{', 0);
+  hubu_json_u64(&w, "count", count);
+  hubu_json_key(&w, "conns");
+  hubu_json_open(&w, NULL, '[', 0);
   for (hubu_conn *c = s->conns; c && !o->failed; c = c->next) {
     if (user && !(c->peer.user && !strcmp(c->peer.user, user))) continue;
     char remote[96];
     peer_name(c, remote, sizeof remote);
-    json_open(&w, '{', 1);
-    json_u64(&w, "conn_id", c->peer.id);
-    json_str(&w, "user", c->peer.user);
-    json_str(&w, "device", c->peer.user ? c->peer.device : NULL);
-    json_bool(&w, "tls", c->tls != NULL);
-    json_str(&w, "state", conn_state_name(c->peer.state));
-    json_str(&w, "remote", remote[0] ? remote : NULL);
-    json_u64(&w, "inflight", c->peer.inflight ? c->peer.inflight->len : 0);
+    hubu_json_open(&w, NULL, '{', 1);
+    hubu_json_u64(&w, "conn_id", c->peer.id);
+    hubu_json_str(&w, "user", c->peer.user);
+    hubu_json_str(&w, "device", c->peer.user ? c->peer.device : NULL);
+    hubu_json_bool(&w, "tls", c->tls != NULL);
+    hubu_json_str(&w, "state", conn_state_name(c->peer.state));
+    hubu_json_str(&w, "remote", remote[0] ? remote : NULL);
+    hubu_json_u64(&w, "inflight", c->peer.inflight ? c->peer.inflight->len : 0);
     if (c->peer.state < HUBU_PEER_CLOSING) /* state_since_ms is the accept time until closing starts */
-      json_seconds(&w, "connected_seconds", (double)(now - c->state_since_ms) / 1000.0);
+      hubu_json_double(&w, "connected_seconds", (double)(now - c->state_since_ms) / 1000.0, "%.3f");
     else
-      json_null(&w, "connected_seconds");
-    json_close(&w);
+      hubu_json_null(&w, "connected_seconds");
+    hubu_json_close(&w);
   }
-  json_close(&w);
-  json_close(&w);
+  hubu_json_close(&w);
+  hubu_json_close(&w);
 }
 
 /* ---- connections: reading, responding, closing ------------------------------ */
@@ -598,10 +502,11 @@ static void respond_json(admin_conn *c, int status, admin_out *body) {
 /* {"error": message} with status; extra_headers (e.g. "Allow: GET\r\n") may be NULL. */
 static void respond_error(admin_conn *c, int status, const char *message, const char *extra_headers) {
   admin_out o = {0};
-  json_writer w = {.out = &o};
-  json_open(&w, '{', 1);
-  json_str(&w, "error", message);
-  json_close(&w);
+  hubu_json_writer w;
+  hubu_json_init(&w, &o.buf, &o.failed);
+  hubu_json_open(&w, NULL, '{', 1);
+  hubu_json_str(&w, "error", message);
+  hubu_json_close(&w);
   respond(c, status, "application/json", &o, extra_headers);
 }
 
@@ -768,10 +673,11 @@ static void handle_kick(admin_conn *c, const admin_query *q) {
   uint64_t kicked = (uint64_t)hubu_core_kick(&c->admin->server->core, user, reason);
   hubu_log(HUBU_LOG_INFO, 0, user, "admin_kick", "connections=%" PRIu64 " reason=\"%s\"", kicked, reason);
   admin_out o = {0};
-  json_writer w = {.out = &o};
-  json_open(&w, '{', 1);
-  json_u64(&w, "kicked", kicked);
-  json_close(&w);
+  hubu_json_writer w;
+  hubu_json_init(&w, &o.buf, &o.failed);
+  hubu_json_open(&w, NULL, '{', 1);
+  hubu_json_u64(&w, "kicked", kicked);
+  hubu_json_close(&w);
   respond_json(c, 200, &o);
 }
 
@@ -817,11 +723,12 @@ static void handle_reload(admin_conn *c, const admin_query *q) {
     return;
   }
   admin_out o = {0};
-  json_writer w = {.out = &o};
-  json_open(&w, '{', 1);
-  json_str(&w, "reloaded", plugin ? plugin : "all");
-  json_str(&w, "detail", msg);
-  json_close(&w);
+  hubu_json_writer w;
+  hubu_json_init(&w, &o.buf, &o.failed);
+  hubu_json_open(&w, NULL, '{', 1);
+  hubu_json_str(&w, "reloaded", plugin ? plugin : "all");
+  hubu_json_str(&w, "detail", msg);
+  hubu_json_close(&w);
   respond_json(c, status, &o);
 }
 
