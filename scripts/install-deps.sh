@@ -15,7 +15,7 @@ packages=(
   uthash-dev
   libhttp-parser-dev
   lua-busted
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
   valgrind
 )
 
