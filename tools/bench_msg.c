@@ -793,18 +793,18 @@ static int msg_create_group(bench_msg *run) {
   }
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_SESSION_CREATE);
   int rc = -1;
-  if (!op || !(op->members = calloc((size_t)run->n_peers, sizeof *op->members))) {
+  if (!op || !(op->session_create.members = calloc((size_t)run->n_peers, sizeof *op->session_create.members))) {
     fprintf(stderr, "hubu-bench fanout: out of memory\n");
     goto out;
   }
-  snprintf(op->session_id, sizeof op->session_id, "%s", run->group);
-  snprintf(op->kind_name, sizeof op->kind_name, "group");
+  snprintf(op->session_create.session_id, sizeof op->session_create.session_id, "%s", run->group);
+  snprintf(op->session_create.kind, sizeof op->session_create.kind, "group");
   for (long i = 0; i < run->n_peers; i++) {
-    if (!(op->members[i] = strdup(run->peers[i].user))) {
+    if (!(op->session_create.members[i] = strdup(run->peers[i].user))) {
       fprintf(stderr, "hubu-bench fanout: out of memory\n");
       goto out;
     }
-    op->n_members++;
+    op->session_create.n_members++;
   }
   hubu_store_sqlite.execute(db, op);
   if (op->status == HUBU_STORE_OK)

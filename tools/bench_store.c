@@ -139,7 +139,7 @@ static int submit_next(bench *b) {
     fprintf(stderr, "hubu-store-bench: out of memory\n");
     return -1;
   }
-  op->msg = m;
+  op->append.msg = m;
   op->ud = (void *)(uintptr_t)i;
   op->done = on_append_done;
   b->submit_ns[i] = uv_hrtime();

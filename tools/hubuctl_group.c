@@ -74,15 +74,19 @@ int hubuctl_group(int argc, char **argv) {
   hubu_store_op *op = NULL;
   if (create) {
     op = hubu_store_op_new(HUBU_STORE_SESSION_CREATE);
-    if (op && n_users && !(op->members = calloc(n_users, sizeof *op->members))) status = 1;
+    hubu_store_session_create_op *new_group = op ? &op->session_create : NULL;
+    if (op && n_users && !(new_group->members = calloc(n_users, sizeof *new_group->members))) status = 1;
     for (size_t i = 0; op && !status && i < n_users; i++)
-      if (!(op->members[op->n_members++] = strdup(users[i]))) status = 1;
-    if (op) snprintf(op->kind_name, sizeof op->kind_name, "group");
+      if (!(new_group->members[new_group->n_members++] = strdup(users[i]))) status = 1;
+    if (op) {
+      snprintf(new_group->kind, sizeof new_group->kind, "group");
+      snprintf(new_group->session_id, sizeof new_group->session_id, "%s", group);
+    }
   } else if (members) {
     op = hubu_store_op_new(HUBU_STORE_SESSION_LOAD);
+    if (op) snprintf(op->session_load.session_id, sizeof op->session_load.session_id, "%s", group);
   }
   if (op && !status) {
-    snprintf(op->session_id, sizeof op->session_id, "%s", group);
     backend->execute(db, op);
     if (op->status == HUBU_STORE_EXISTS) {
       fprintf(stderr, "hubuctl: %s already exists\n", group);
@@ -94,7 +98,7 @@ int hubuctl_group(int argc, char **argv) {
       fprintf(stderr, "hubuctl: %s\n", op->error);
       status = 1;
     } else if (members) {
-      for (size_t i = 0; i < op->n_members; i++) printf("%s\n", op->members[i]);
+      for (size_t i = 0; i < op->session_load.n_members; i++) printf("%s\n", op->session_load.members[i]);
     }
   } else if (!op && (create || members)) {
     status = 1;
@@ -106,9 +110,9 @@ int hubuctl_group(int argc, char **argv) {
       status = 1;
       break;
     }
-    snprintf(op->session_id, sizeof op->session_id, "%s", group);
-    snprintf(op->user, sizeof op->user, "%s", users[i]);
-    snprintf(op->role, sizeof op->role, "member");
+    snprintf(op->member.session_id, sizeof op->member.session_id, "%s", group);
+    snprintf(op->member.user, sizeof op->member.user, "%s", users[i]);
+    snprintf(op->member.role, sizeof op->member.role, "member");
     backend->execute(db, op);
     if (op->status != HUBU_STORE_OK) {
       fprintf(stderr, "hubuctl: %s %s: %s\n", verb, users[i],

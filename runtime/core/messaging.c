@@ -132,7 +132,7 @@ static void on_device_loaded(hubu_store_op *op) {
   d->loading = 0;
   if (op->status == HUBU_STORE_OK) {
     d->loaded = 1;
-    if (op->last_client_id > d->durable) d->durable = op->last_client_id;
+    if (op->device_load.last_client_id > d->durable) d->durable = op->device_load.last_client_id;
     if (d->durable > d->assigned) d->assigned = d->durable;
   } /* else the store logged why; the waiting HELLOs get GOAWAY UNAVAILABLE */
   hubu_store_op_free(op);
@@ -177,8 +177,8 @@ void hubu_messaging_hello(hubu_peer *c) {
     c->ops->goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
     return;
   }
-  snprintf(op->user, sizeof op->user, "%s", d->user);
-  snprintf(op->device, sizeof op->device, "%s", d->device);
+  snprintf(op->device_load.user, sizeof op->device_load.user, "%s", d->user);
+  snprintf(op->device_load.device, sizeof op->device_load.device, "%s", d->device);
   op->done = on_device_loaded;
   op->ud = d;
   op->ud2 = core;
@@ -245,7 +245,7 @@ static void on_appended(hubu_store_op *op) {
   seq_settled(core, p->session, m->seq); /* first: the tail and PULL answer up to the watermark */
   if (op->status == HUBU_STORE_OK) {
     p->session->stored = 1;
-    m->log_pos = op->log_pos; /* the store is done with m: the loop may write it */
+    m->log_pos = op->append.log_pos; /* the store is done with m: the loop may write it */
     if (!p->internal && p->client_id > p->device->durable) p->device->durable = p->client_id;
     hubu_session_tail_push(p->session, m);
     if (!p->internal) hubu_device_remember(p->device, m);
@@ -255,7 +255,8 @@ static void on_appended(hubu_store_op *op) {
     hubu_hook_call stored = {.event = HUBU_HOOK_STORED, .msg = m};
     hubu_hooks_run(&core->hooks, &stored);
   } else if (op->status == HUBU_STORE_DUPLICATE) { /* the seq it was given stays a hole */
-    pending_answer(core, p, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1, 0);
+    pending_answer(core, p, HUBU__V1__CODE__OK, op->append.stored_session_id, op->append.stored_seq,
+                   op->append.stored_msg_id, NULL, 1, 0);
   } else if (op->status == HUBU_STORE_RETRY) { /* nothing written: the same SEND may come again */
     pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store busy", 0, HUBU_STORE_RETRY_AFTER_MS);
   } else {
@@ -286,7 +287,7 @@ static void append_with_seq(hubu_core *core, hubu_session *sess, hubu_pending_se
       (sess->stored || hubu_session_describe_new(sess, d->user, op) == 0) &&
       (p->msg = hubu_msg_new(sess->id, seq, hubu_core_next_msg_id(core), d->user, d->device, p->client_id, body,
                              body_len, ctype, meta, meta_len, hubu_now_ms()))) {
-    op->msg = hubu_msg_ref(p->msg);
+    op->append.msg = hubu_msg_ref(p->msg);
     op->done = on_appended;
     op->ud = p;
     op->ud2 = core;
@@ -388,13 +389,16 @@ static void resume_send(hubu_core *core, hubu_session *sess, hubu_parked *parked
 static void on_found_send(hubu_store_op *op) {
   hubu_core *core = op->ud2;
   uint64_t conn_id = op->conn_id;
+  const hubu_store_find_send_op *find = &op->find_send;
   if (op->status == HUBU_STORE_OK)
-    send_ack(core, op->user, conn_id, op->client_id, HUBU__V1__CODE__OK, op->session_id, op->seq, op->msg_id, NULL, 1, 0);
+    send_ack(core, find->user, conn_id, find->client_id, HUBU__V1__CODE__OK, find->session_id, find->seq, find->msg_id,
+             NULL, 1, 0);
   else if (op->status == HUBU_STORE_NOT_FOUND)
-    send_ack(core, op->user, conn_id, op->client_id, HUBU__V1__CODE__STALE, "", 0, 0,
+    send_ack(core, find->user, conn_id, find->client_id, HUBU__V1__CODE__STALE, "", 0, 0,
              "client_id is at or below this device's high-water mark and was never stored; resend with a new client_id", 0, 0);
   else
-    send_ack(core, op->user, conn_id, op->client_id, HUBU__V1__CODE__UNAVAILABLE, "", 0, 0, "store unavailable", 0, HUBU_STORE_RETRY_AFTER_MS);
+    send_ack(core, find->user, conn_id, find->client_id, HUBU__V1__CODE__UNAVAILABLE, "", 0, 0, "store unavailable", 0,
+             HUBU_STORE_RETRY_AFTER_MS);
   hubu_store_op_free(op);
 }
 
@@ -506,9 +510,9 @@ void hubu_messaging_send(hubu_peer *c, const hubu_frame *f) {
       send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
       goto done;
     }
-    snprintf(op->user, sizeof op->user, "%s", d->user);
-    snprintf(op->device, sizeof op->device, "%s", d->device);
-    op->client_id = m->client_id;
+    snprintf(op->find_send.user, sizeof op->find_send.user, "%s", d->user);
+    snprintf(op->find_send.device, sizeof op->find_send.device, "%s", d->device);
+    op->find_send.client_id = m->client_id;
     op->done = on_found_send;
     op->conn_id = c->id;
     op->ud2 = core;
@@ -545,16 +549,17 @@ void hubu_messaging_deliver_ack(hubu_peer *c, const hubu_frame *f) {
 static void on_synced(hubu_store_op *op) {
   hubu_core *core = op->ud2;
   Hubu__V1__SyncRequest *req = op->ud;
-  hubu_peer *c = hubu_core_peer_find(core, op->user, op->conn_id);
+  hubu_peer *c = hubu_core_peer_find(core, op->sync.user, op->conn_id);
   if (c && c->state == HUBU_PEER_READY) {
     Hubu__V1__SyncResult r = HUBU__V1__SYNC_RESULT__INIT;
     r.request_id = req->request_id;
     r.code = op->status == HUBU_STORE_OK ? HUBU__V1__CODE__OK : HUBU__V1__CODE__UNAVAILABLE;
-    Hubu__V1__SessionState *states = calloc(op->n_states ? op->n_states : 1, sizeof *states);
-    Hubu__V1__SessionState **ptrs = calloc(op->n_states ? op->n_states : 1, sizeof *ptrs);
+    size_t n_states = op->sync.n_states;
+    Hubu__V1__SessionState *states = calloc(n_states ? n_states : 1, sizeof *states);
+    Hubu__V1__SessionState **ptrs = calloc(n_states ? n_states : 1, sizeof *ptrs);
     if (states && ptrs) {
-      for (size_t i = 0; i < op->n_states; i++) {
-        hubu_store_session_state *st = &op->states[i];
+      for (size_t i = 0; i < n_states; i++) {
+        hubu_store_session_state *st = &op->sync.states[i];
         uint64_t known = 0;
         for (size_t k = 0; k < req->n_known; k++)
           if (strcmp(req->known[k]->session_id, st->session_id) == 0) known = req->known[k]->seq;
@@ -595,7 +600,7 @@ void hubu_messaging_sync(hubu_peer *c, const hubu_frame *f) {
     hubu__v1__sync_request__free_unpacked(req, NULL);
     return;
   }
-  snprintf(op->user, sizeof op->user, "%s", c->user);
+  snprintf(op->sync.user, sizeof op->sync.user, "%s", c->user);
   op->conn_id = c->id;
   op->done = on_synced;
   op->ud = req;
@@ -617,16 +622,17 @@ typedef struct {
 static void on_pulled(hubu_store_op *op) {
   hubu_core *core = op->ud2;
   hubu_session *sess = op->ud;
-  hubu_peer *c = hubu_core_peer_find(core, op->user, op->conn_id);
+  hubu_peer *c = hubu_core_peer_find(core, op->pull.user, op->conn_id);
   sess->busy--;
   if (c && c->state == HUBU_PEER_READY) {
     if (op->status == HUBU_STORE_OK) {
       /* Only up to the committed watermark: a stored seq above it may still
        * have a lower one settling (seq.h), so no hole is proven early. */
-      size_t n = op->n_msgs;
-      int has_more = op->has_more;
-      while (n && op->msgs[n - 1]->seq > sess->committed_seq) n--, has_more = 0;
-      send_pull_result(c, op->request_id, HUBU__V1__CODE__OK, sess->id, op->msgs, n, sess->committed_seq, has_more);
+      size_t n = op->pull.n_msgs;
+      int has_more = op->pull.has_more;
+      while (n && op->pull.msgs[n - 1]->seq > sess->committed_seq) n--, has_more = 0;
+      send_pull_result(c, op->request_id, HUBU__V1__CODE__OK, sess->id, op->pull.msgs, n, sess->committed_seq,
+                       has_more);
     } else {
       pull_error(c, op->request_id, HUBU__V1__CODE__UNAVAILABLE, sess->id);
     }
@@ -659,12 +665,12 @@ static void resume_pull(hubu_core *core, hubu_session *sess, hubu_parked *parked
       goto done;
     }
     core->stats.pulls_from_store++;
-    snprintf(op->session_id, sizeof op->session_id, "%s", sess->id);
-    op->after_seq = pp->after_seq;
-    op->limit = pp->limit;
+    snprintf(op->pull.session_id, sizeof op->pull.session_id, "%s", sess->id);
+    op->pull.after_seq = pp->after_seq;
+    op->pull.limit = pp->limit;
     op->request_id = pp->request_id;
     op->conn_id = pp->conn_id;
-    snprintf(op->user, sizeof op->user, "%s", pp->user);
+    snprintf(op->pull.user, sizeof op->pull.user, "%s", pp->user);
     op->done = on_pulled;
     op->ud = sess;
     op->ud2 = core;

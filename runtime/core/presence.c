@@ -129,7 +129,7 @@ void hubu_presence_save_cursors(hubu_core *core) {
   }
   if (!n) return;
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_CURSORS_SAVE);
-  if (!op || !(op->cursors = calloc(n, sizeof *op->cursors))) {
+  if (!op || !(op->cursors_save.cursors = calloc(n, sizeof *op->cursors_save.cursors))) {
     hubu_store_op_free(op);
     return; /* stays dirty: the next round tries again */
   }
@@ -138,7 +138,7 @@ void hubu_presence_save_cursors(hubu_core *core) {
     hubu_cursor *c, *ctmp;
     HASH_ITER(hh, d->cursors, c, ctmp) {
       if (!c->dirty) continue;
-      hubu_store_cursor *out = &op->cursors[op->n_cursors++];
+      hubu_store_cursor *out = &op->cursors_save.cursors[op->cursors_save.n_cursors++];
       snprintf(out->user, sizeof out->user, "%s", d->user);
       snprintf(out->device, sizeof out->device, "%s", d->device);
       snprintf(out->session_id, sizeof out->session_id, "%s", c->session_id);

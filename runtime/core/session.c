@@ -82,11 +82,13 @@ int hubu_session_describe_new(const hubu_session *sess, const char *sender, hubu
   const char *const *names = &sender;
   size_t n = sess->kind == HUBU_SESSION_GROUP ? 0 : 1;
   if (sess->kind == HUBU_SESSION_DIRECT) n = hubu_session_member_list(sess, &direct, &names);
-  snprintf(op->kind_name, sizeof op->kind_name, "%s", hubu_session_kind_name((hubu_session_kind)sess->kind));
+  hubu_store_append_op *append = &op->append;
+  snprintf(append->new_kind, sizeof append->new_kind, "%s", hubu_session_kind_name((hubu_session_kind)sess->kind));
   if (!n) return 0;
-  if (!(op->members = calloc(n, sizeof *op->members))) return -1;
-  for (; op->n_members < n; op->n_members++)
-    if (!(op->members[op->n_members] = strdup(names[op->n_members]))) return -1; /* the op frees what it has */
+  if (!(append->new_members = calloc(n, sizeof *append->new_members))) return -1;
+  for (; append->n_new_members < n; append->n_new_members++)
+    if (!(append->new_members[append->n_new_members] = strdup(names[append->n_new_members])))
+      return -1; /* the op frees what it has */
   return 0;
 }
 
@@ -114,13 +116,14 @@ static void on_loaded(hubu_store_op *op) {
   sess->busy--;
   if (op->status == HUBU_STORE_OK) {
     sess->exists = sess->stored = 1;
-    sess->next_seq = sess->committed_seq = sess->tail_base = op->max_seq;
-    sess->min_seq = op->min_seq;
+    hubu_store_session_load_op *load = &op->session_load;
+    sess->next_seq = sess->committed_seq = sess->tail_base = load->max_seq;
+    sess->min_seq = load->min_seq;
     if (sess->kind != HUBU_SESSION_DIRECT) {
-      sess->members = op->members; /* take ownership; the store returns them sorted */
-      sess->n_members = op->n_members;
-      op->members = NULL;
-      op->n_members = 0;
+      sess->members = load->members; /* take ownership; the store returns them sorted */
+      sess->n_members = load->n_members;
+      load->members = NULL;
+      load->n_members = 0;
       qsort(sess->members, sess->n_members, sizeof *sess->members, cmp_str);
     }
     sess->loaded = 1;
@@ -156,7 +159,7 @@ hubu_session *hubu_session_get(hubu_core *core, const char *id) {
   sess->core_ref = core;
   sess->last_used_ms = uv_now(core->loop);
   HASH_ADD_KEYPTR(hh, core->sessions, sess->id, strlen(sess->id), sess);
-  snprintf(op->session_id, sizeof op->session_id, "%s", id);
+  snprintf(op->session_load.session_id, sizeof op->session_load.session_id, "%s", id);
   op->done = on_loaded;
   op->ud = sess;
   sess->busy++;

@@ -76,8 +76,8 @@ int hubu_session_is_member(const hubu_session *sess, const char *user);
 
 /* The rule for a session made by its first message: a direct session starts
  * with its two users, a custom one with its first sender, a group never (it
- * is created first). Sets the op's kind_name and members (owned by the op)
- * for an APPEND by sender. 0, or -1 when memory runs out. */
+ * is created first). Sets the APPEND op's new_kind and new_members (owned by
+ * the op) for a message by sender. 0, or -1 when memory runs out. */
 struct hubu_store_op;
 int hubu_session_describe_new(const hubu_session *sess, const char *sender, struct hubu_store_op *op);
 int hubu_session_add_member(hubu_session *sess, const char *user);

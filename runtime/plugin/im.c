@@ -197,16 +197,17 @@ static void on_group_op(hubu_store_op *op) {
   hubu_plugins *p = hubu_plugins_of_core(s);
   int ticket = (int)op->request_id;
   hubu_session *sess = NULL;
-  HASH_FIND_STR(s->sessions, op->session_id, sess);
+  HASH_FIND_STR(s->sessions, hubu_store_op_session_id(op), sess);
   int ok = op->status == HUBU_STORE_OK;
   if (ok && sess && sess->loaded) { /* keep the loaded copy in step with the store */
     if (op->kind == HUBU_STORE_SESSION_CREATE) {
       sess->exists = 1;
-      for (size_t i = 0; i < op->n_members; i++) hubu_session_add_member(sess, op->members[i]);
+      for (size_t i = 0; i < op->session_create.n_members; i++)
+        hubu_session_add_member(sess, op->session_create.members[i]);
     } else if (op->kind == HUBU_STORE_MEMBER_ADD) {
-      hubu_session_add_member(sess, op->user);
+      hubu_session_add_member(sess, op->member.user);
     } else if (op->kind == HUBU_STORE_MEMBER_REMOVE) {
-      hubu_session_remove_member(sess, op->user);
+      hubu_session_remove_member(sess, op->member.user);
     }
   }
   if (p && p->L) {
@@ -214,9 +215,9 @@ static void on_group_op(hubu_store_op *op) {
     int top = lua_gettop(L);
     lua_pushinteger(L, ticket);
     if (ok && op->kind == HUBU_STORE_SYNC) {
-      lua_createtable(L, (int)op->n_states, 0);
-      for (size_t i = 0; i < op->n_states; i++) {
-        lua_pushstring(L, op->states[i].session_id);
+      lua_createtable(L, (int)op->sync.n_states, 0);
+      for (size_t i = 0; i < op->sync.n_states; i++) {
+        lua_pushstring(L, op->sync.states[i].session_id);
         lua_rawseti(L, -2, (int)i + 1);
       }
       hubu_plugins_call_host(p, "complete", 2, 0);
@@ -251,10 +252,12 @@ static int c_group_op(lua_State *L) {
   hubu_store_op *op = hubu_store_op_new(kind);
   if (!op) return luaL_error(L, "out of memory");
   if (kind == HUBU_STORE_SYNC) {
-    snprintf(op->user, sizeof op->user, "%s", id);
+    snprintf(op->sync.user, sizeof op->sync.user, "%s", id);
+  } else if (kind == HUBU_STORE_SESSION_CREATE) {
+    snprintf(op->session_create.session_id, sizeof op->session_create.session_id, "%s", id);
+    snprintf(op->session_create.kind, sizeof op->session_create.kind, "group");
   } else {
-    snprintf(op->session_id, sizeof op->session_id, "%s", id);
-    snprintf(op->kind_name, sizeof op->kind_name, "group");
+    snprintf(op->member.session_id, sizeof op->member.session_id, "%s", id);
   }
   if (kind == HUBU_STORE_MEMBER_ADD || kind == HUBU_STORE_MEMBER_REMOVE) {
     const char *user = luaL_checkstring(L, 4);
@@ -262,14 +265,15 @@ static int c_group_op(lua_State *L) {
       hubu_store_op_free(op);
       return luaL_error(L, "%s: invalid user id '%s'", what, user);
     }
-    snprintf(op->user, sizeof op->user, "%s", user);
+    snprintf(op->member.user, sizeof op->member.user, "%s", user);
   } else if (kind == HUBU_STORE_SESSION_CREATE && lua_istable(L, 4)) {
+    hubu_store_session_create_op *create = &op->session_create;
     size_t n = lua_objlen(L, 4);
-    op->members = calloc(n ? n : 1, sizeof *op->members);
-    for (size_t i = 1; op->members && i <= n; i++) {
+    create->members = calloc(n ? n : 1, sizeof *create->members);
+    for (size_t i = 1; create->members && i <= n; i++) {
       lua_rawgeti(L, 4, (int)i);
       const char *u = lua_tostring(L, -1);
-      if (u && hubu_id_valid(u, strlen(u))) op->members[op->n_members++] = strdup(u);
+      if (u && hubu_id_valid(u, strlen(u))) create->members[create->n_members++] = strdup(u);
       lua_pop(L, 1);
     }
   }
@@ -289,7 +293,7 @@ static void on_kv_op(hubu_store_op *op) {
     int top = lua_gettop(L);
     lua_pushinteger(L, (lua_Integer)op->request_id);
     if (op->status == HUBU_STORE_OK && op->kind == HUBU_STORE_KV_GET) {
-      lua_pushlstring(L, (const char *)op->value, op->value_len);
+      lua_pushlstring(L, (const char *)op->kv.value, op->kv.value_len);
       hubu_plugins_call_host(p, "complete", 2, 0);
     } else if (op->status == HUBU_STORE_OK || op->status == HUBU_STORE_NOT_FOUND) {
       if (op->kind == HUBU_STORE_KV_GET)
@@ -321,13 +325,13 @@ static int c_kv(lua_State *L) {
   if (klen == 0 || klen > 1024 || strlen(key) != klen) return luaL_error(L, "im.kv: a key is 1-1024 bytes, no NUL");
   if (vlen > (1u << 20)) return luaL_error(L, "im.kv: a value is at most 1 MiB");
   hubu_store_op *op = hubu_store_op_new(kind);
-  if (!op || !(op->key = strdup(key)) || (value && !(op->value = malloc(vlen ? vlen : 1)))) {
+  if (!op || !(op->kv.key = strdup(key)) || (value && !(op->kv.value = malloc(vlen ? vlen : 1)))) {
     hubu_store_op_free(op);
     return luaL_error(L, "out of memory");
   }
-  if (value && vlen) memcpy(op->value, value, vlen);
-  op->value_len = vlen;
-  snprintf(op->plugin, sizeof op->plugin, "%s", plugin);
+  if (value && vlen) memcpy(op->kv.value, value, vlen);
+  op->kv.value_len = vlen;
+  snprintf(op->kv.plugin, sizeof op->kv.plugin, "%s", plugin);
   op->done = on_kv_op;
   op->ud2 = p->core;
   op->request_id = (uint64_t)ticket;

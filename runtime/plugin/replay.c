@@ -18,7 +18,7 @@
 /* A position saved (or not: the next save tries again with a newer one). */
 static void on_cursor_saved(hubu_store_op *op) {
   if (op->status != HUBU_STORE_OK)
-    hubu_log(HUBU_LOG_WARN, 0, NULL, "stored_cursor_save_failed", "plugin=%s error=\"%s\"", op->key, op->error);
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "stored_cursor_save_failed", "plugin=%s error=\"%s\"", op->kv.key, op->error);
   hubu_store_op_free(op);
 }
 
@@ -35,9 +35,9 @@ void hubu_plugins_save_cursors(hubu_plugins *p) {
       char value[24];
       snprintf(value, sizeof value, "%.0f", lua_tonumber(L, -1));
       hubu_store_op *op = hubu_store_op_new(HUBU_STORE_KV_SET);
-      if (op && (op->key = strdup(lua_tostring(L, -2))) && (op->value = (uint8_t *)strdup(value))) {
-        op->value_len = strlen(value);
-        snprintf(op->plugin, sizeof op->plugin, "%s", STORED_CURSORS);
+      if (op && (op->kv.key = strdup(lua_tostring(L, -2))) && (op->kv.value = (uint8_t *)strdup(value))) {
+        op->kv.value_len = strlen(value);
+        snprintf(op->kv.plugin, sizeof op->kv.plugin, "%s", STORED_CURSORS);
         op->done = on_cursor_saved;
         hubu_store_submit(p->core->store, op);
       } else {
@@ -69,32 +69,33 @@ static void on_replay_read(hubu_store_op *op) {
   hubu_core *s = op->ud2;
   hubu_plugins *p = hubu_plugins_of_core(s);
   uint64_t gen = op->conn_id;
-  uint64_t target = op->request_id ? op->request_id : op->max_seq; /* the end: the log as the replay began */
-  uint64_t last = op->after_seq;
+  uint64_t target = op->request_id ? op->request_id : op->log_read.max_pos; /* the end: the log as the replay began */
+  uint64_t last = op->log_read.after_pos;
   if (!p || !p->L) {
     /* hubud is closing */
-  } else if (!replay_current(p, op->key, gen)) {
+  } else if (!replay_current(p, op->log_read.plugin, gen)) {
     hubu_log(HUBU_LOG_INFO, 0, NULL, "stored_replay_stopped", "plugin=%s at=%llu why=\"unloaded or replayed anew\"",
-             op->key, (unsigned long long)last);
+             op->log_read.plugin, (unsigned long long)last);
   } else if (op->status != HUBU_STORE_OK) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "stored_replay_failed",
-             "plugin=%s at=%llu error=\"%s\" msg=\"the rest is handed over after a restart\"", op->key,
+             "plugin=%s at=%llu error=\"%s\" msg=\"the rest is handed over after a restart\"", op->log_read.plugin,
              (unsigned long long)last, op->error);
   } else {
     lua_State *L = p->L;
     int top = lua_gettop(L);
-    for (size_t i = 0; i < op->n_msgs && op->msgs[i]->log_pos <= target; i++) {
-      hubu_plugins_push_stored_event(p, op->msgs[i], 1);
-      lua_pushstring(L, op->key);
+    for (size_t i = 0; i < op->log_read.n_msgs && op->log_read.msgs[i]->log_pos <= target; i++) {
+      hubu_plugins_push_stored_event(p, op->log_read.msgs[i], 1);
+      lua_pushstring(L, op->log_read.plugin);
       hubu_plugins_call_host(p, "dispatch_stored", 2, 0);
       lua_settop(L, top);
-      last = op->msgs[i]->log_pos;
+      last = op->log_read.msgs[i]->log_pos;
     }
-    if (op->has_more && last < target) {
-      replay_read(s, op->key, gen, last, target);
+    if (op->log_read.has_more && last < target) {
+      replay_read(s, op->log_read.plugin, gen, last, target);
     } else {
-      hubu_log(HUBU_LOG_INFO, 0, NULL, "stored_replayed", "plugin=%s up_to=%llu", op->key, (unsigned long long)last);
-      lua_pushstring(L, op->key);
+      hubu_log(HUBU_LOG_INFO, 0, NULL, "stored_replayed", "plugin=%s up_to=%llu", op->log_read.plugin,
+               (unsigned long long)last);
+      lua_pushstring(L, op->log_read.plugin);
       lua_pushnumber(L, (double)gen);
       hubu_plugins_call_host(p, "replay_end", 2, 0);
     }
@@ -106,14 +107,14 @@ static void on_replay_read(hubu_store_op *op) {
  * end as this first read finds it). */
 static void replay_read(hubu_core *s, const char *plugin, uint64_t gen, uint64_t after, uint64_t target) {
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_LOG_READ);
-  if (!op || !(op->key = strdup(plugin))) {
+  if (!op || !(op->log_read.plugin = strdup(plugin))) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory",
              "where=stored_replay plugin=%s msg=\"the rest is handed over after a restart\"", plugin);
     hubu_store_op_free(op);
     return;
   }
-  op->after_seq = after;
-  op->limit = REPLAY_BATCH;
+  op->log_read.after_pos = after;
+  op->log_read.limit = REPLAY_BATCH;
   op->request_id = target;
   op->conn_id = gen;
   op->done = on_replay_read;
@@ -130,22 +131,22 @@ static void on_cursor_loaded(hubu_store_op *op) {
   hubu_plugins *p = hubu_plugins_of_core(s);
   if (p && p->L && op->status == HUBU_STORE_OK) {
     char value[24];
-    size_t n = op->value_len < sizeof value - 1 ? op->value_len : sizeof value - 1;
-    memcpy(value, op->value, n);
+    size_t n = op->kv.value_len < sizeof value - 1 ? op->kv.value_len : sizeof value - 1;
+    memcpy(value, op->kv.value, n);
     value[n] = '\0';
     uint64_t pos = strtoull(value, NULL, 10);
-    lua_pushstring(p->L, op->key);
+    lua_pushstring(p->L, op->kv.key);
     lua_pushnumber(p->L, (double)pos);
     hubu_plugins_call_host(p, "replay_begin", 2, 1);
     uint64_t gen = (uint64_t)lua_tonumber(p->L, -1);
     lua_pop(p->L, 1);
-    if (gen) replay_read(s, op->key, gen, pos, 0);              /* 0: the plugin went meanwhile */
+    if (gen) replay_read(s, op->kv.key, gen, pos, 0);           /* 0: the plugin went meanwhile */
   } else if (p && p->L && op->status == HUBU_STORE_NOT_FOUND) { /* none saved: from the present */
-    lua_pushstring(p->L, op->key);
+    lua_pushstring(p->L, op->kv.key);
     hubu_plugins_call_host(p, "replay_end", 1, 0);
   } else if (p && p->L) { /* its position stays frozen (live messages do not move it): a restart tries again */
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "stored_replay_failed",
-             "plugin=%s error=\"%s\" msg=\"the position could not be read; replayed after a restart\"", op->key,
+             "plugin=%s error=\"%s\" msg=\"the position could not be read; replayed after a restart\"", op->kv.key,
              op->error);
   }
   hubu_store_op_free(op);
@@ -154,14 +155,14 @@ static void on_cursor_loaded(hubu_store_op *op) {
 /* Stack: unchanged. */
 void hubu_plugins_replay_plugin(hubu_plugins *p, const char *name) {
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_KV_GET);
-  if (!op || !(op->key = strdup(name))) {
+  if (!op || !(op->kv.key = strdup(name))) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory", "where=stored_cursor plugin=%s", name);
     hubu_store_op_free(op);
     lua_pushstring(p->L, name); /* no replay: from the present */
     hubu_plugins_call_host(p, "replay_end", 1, 0);
     return;
   }
-  snprintf(op->plugin, sizeof op->plugin, "%s", STORED_CURSORS);
+  snprintf(op->kv.plugin, sizeof op->kv.plugin, "%s", STORED_CURSORS);
   op->done = on_cursor_loaded;
   op->ud2 = p->core;
   hubu_store_submit(p->core->store, op);

@@ -52,17 +52,43 @@ hubu_store_op *hubu_store_op_new(hubu_store_op_kind kind) {
   return op;
 }
 
+static void free_strings(char **strings, size_t n) {
+  for (size_t i = 0; i < n; i++) free(strings[i]);
+  free(strings);
+}
+
+static void free_msgs(hubu_msg **msgs, size_t n) {
+  for (size_t i = 0; i < n; i++) hubu_msg_unref(msgs[i]);
+  free(msgs);
+}
+
 void hubu_store_op_free(hubu_store_op *op) {
   if (!op) return;
-  hubu_msg_unref(op->msg);
-  for (size_t i = 0; i < op->n_members; i++) free(op->members[i]);
-  free(op->members);
-  free(op->cursors);
-  for (size_t i = 0; i < op->n_msgs; i++) hubu_msg_unref(op->msgs[i]);
-  free(op->msgs);
-  free(op->states);
-  free(op->key);
-  free(op->value);
+  switch (op->kind) {
+    case HUBU_STORE_APPEND:
+      hubu_msg_unref(op->append.msg);
+      free_strings(op->append.new_members, op->append.n_new_members);
+      break;
+    case HUBU_STORE_SESSION_LOAD: free_strings(op->session_load.members, op->session_load.n_members); break;
+    case HUBU_STORE_SESSION_CREATE: free_strings(op->session_create.members, op->session_create.n_members); break;
+    case HUBU_STORE_PULL: free_msgs(op->pull.msgs, op->pull.n_msgs); break;
+    case HUBU_STORE_LOG_READ:
+      free(op->log_read.plugin);
+      free_msgs(op->log_read.msgs, op->log_read.n_msgs);
+      break;
+    case HUBU_STORE_SYNC: free(op->sync.states); break;
+    case HUBU_STORE_CURSORS_SAVE: free(op->cursors_save.cursors); break;
+    case HUBU_STORE_KV_GET:
+    case HUBU_STORE_KV_SET:
+    case HUBU_STORE_KV_DELETE:
+      free(op->kv.key);
+      free(op->kv.value);
+      break;
+    case HUBU_STORE_DEVICE_LOAD:
+    case HUBU_STORE_FIND_SEND:
+    case HUBU_STORE_MEMBER_ADD:
+    case HUBU_STORE_MEMBER_REMOVE: break; /* nothing owned */
+  }
   if (op_cached < OP_CACHE_MAX) {
     op->next = op_cache;
     op_cache = op;
@@ -70,6 +96,32 @@ void hubu_store_op_free(hubu_store_op *op) {
     return;
   }
   free(op);
+}
+
+const char *hubu_store_op_session_id(const hubu_store_op *op) {
+  switch (op->kind) {
+    case HUBU_STORE_APPEND: return op->append.msg ? op->append.msg->session_id : "";
+    case HUBU_STORE_FIND_SEND: return op->find_send.session_id;
+    case HUBU_STORE_SESSION_LOAD: return op->session_load.session_id;
+    case HUBU_STORE_SESSION_CREATE: return op->session_create.session_id;
+    case HUBU_STORE_MEMBER_ADD:
+    case HUBU_STORE_MEMBER_REMOVE: return op->member.session_id;
+    case HUBU_STORE_PULL: return op->pull.session_id;
+    default: return ""; /* none, or many (CURSORS_SAVE) */
+  }
+}
+
+const char *hubu_store_op_user(const hubu_store_op *op) {
+  switch (op->kind) {
+    case HUBU_STORE_APPEND: return op->append.msg ? op->append.msg->sender : "";
+    case HUBU_STORE_DEVICE_LOAD: return op->device_load.user;
+    case HUBU_STORE_FIND_SEND: return op->find_send.user;
+    case HUBU_STORE_MEMBER_ADD:
+    case HUBU_STORE_MEMBER_REMOVE: return op->member.user;
+    case HUBU_STORE_PULL: return op->pull.user;
+    case HUBU_STORE_SYNC: return op->sync.user;
+    default: return ""; /* none, or many (CURSORS_SAVE) */
+  }
 }
 
 void hubu_store_op_cache_drop(void) {

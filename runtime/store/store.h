@@ -53,24 +53,23 @@ typedef struct {
   uint32_t busy_timeout_ms; /* how long to wait for another process's write lock (0: 5000) */
 } hubu_store_config;
 
+/* Each kind's inputs and outputs are in its own struct below (op->append,
+ * op->device_load, ...), with each field marked in or out. */
 typedef enum {
-  HUBU_STORE_APPEND = 1,     /* in: msg; and, when the session may be new, kind_name and members: the session
-                                row and members to create with it. out: status OK + log_pos, or DUPLICATE
-                                with the stored seq/msg_id/session */
-  HUBU_STORE_DEVICE_LOAD,    /* in: user, device. out: last_client_id (highest client_id stored) */
-  HUBU_STORE_FIND_SEND,      /* in: user, device, client_id. out: OK + session_id/seq/msg_id, or NOT_FOUND */
-  HUBU_STORE_SESSION_LOAD,   /* in: session_id. out: OK + kind/max_seq/min_seq/members, or NOT_FOUND */
-  HUBU_STORE_SESSION_CREATE, /* in: session_id, kind, members. out: OK, or EXISTS */
-  HUBU_STORE_MEMBER_ADD,     /* in: session_id, user, role. out: OK, or NOT_FOUND (no such session) */
-  HUBU_STORE_MEMBER_REMOVE,  /* in: session_id, user. out: OK, or NOT_FOUND (was not a member) */
-  HUBU_STORE_PULL,           /* in: session_id, after_seq, limit. out: msgs (seq > after_seq, ascending), has_more */
-  HUBU_STORE_SYNC,           /* in: user. out: states of every session the user is a member of */
-  HUBU_STORE_CURSORS_SAVE,   /* in: cursors. out: OK */
-  HUBU_STORE_KV_GET,         /* in: plugin, key. out: OK + value, or NOT_FOUND */
-  HUBU_STORE_KV_SET,         /* in: plugin, key, value. out: OK */
-  HUBU_STORE_KV_DELETE,      /* in: plugin, key. out: OK, or NOT_FOUND */
-  HUBU_STORE_LOG_READ,       /* in: after_seq = log position, limit. out: msgs in log order (each with log_pos),
-                                has_more, max_seq = the highest log position stored */
+  HUBU_STORE_APPEND = 1,     /* op->append: store a message (and the session row and members, when it is new) */
+  HUBU_STORE_DEVICE_LOAD,    /* op->device_load: a device's highest client_id stored */
+  HUBU_STORE_FIND_SEND,      /* op->find_send: where one send of a device was stored, or NOT_FOUND */
+  HUBU_STORE_SESSION_LOAD,   /* op->session_load: a session's row and members, or NOT_FOUND */
+  HUBU_STORE_SESSION_CREATE, /* op->session_create: a new session with its members, or EXISTS */
+  HUBU_STORE_MEMBER_ADD,     /* op->member: OK, or NOT_FOUND (no such session) */
+  HUBU_STORE_MEMBER_REMOVE,  /* op->member: OK, or NOT_FOUND (was not a member) */
+  HUBU_STORE_PULL,           /* op->pull: a page of a session's messages by seq */
+  HUBU_STORE_SYNC,           /* op->sync: the state of every session a user is a member of */
+  HUBU_STORE_CURSORS_SAVE,   /* op->cursors_save: raise delivered cursors */
+  HUBU_STORE_KV_GET,         /* op->kv: OK + value, or NOT_FOUND */
+  HUBU_STORE_KV_SET,         /* op->kv: OK */
+  HUBU_STORE_KV_DELETE,      /* op->kv: OK, or NOT_FOUND */
+  HUBU_STORE_LOG_READ,       /* op->log_read: a page of the store's log by log position */
 } hubu_store_op_kind;
 
 typedef enum {
@@ -100,9 +99,120 @@ typedef struct {
 typedef struct hubu_store_op hubu_store_op;
 typedef void (*hubu_store_done_cb)(hubu_store_op *op);
 
+/* ---- each kind's inputs and outputs ----
+ * "in" fields are filled by the caller before submit; "out" fields by the
+ * store, valid in done with the status named. Owned pointers, in or out, are
+ * freed by hubu_store_op_free; a caller takes one by setting it to NULL. */
+
+/* APPEND. When the session may be new (core decides: hubu_session_describe_new),
+ * the op names the session row and members to create with it; the first append
+ * of a batch to a session the store lacks makes it. */
+typedef struct {
+  hubu_msg *msg;                    /* in: the message (a reference owned by the op) */
+  char new_kind[HUBU_KIND_MAX + 1]; /* in: the new session's kind, "direct", "group", ... ("": "custom") */
+  char **new_members;               /* in: the new session's users: owned array of owned strings */
+  size_t n_new_members;             /* in */
+  uint64_t log_pos;                 /* out, OK: the message's position in the store's log */
+  /* out: with OK, the message's own session, seq and msg_id; with DUPLICATE, those of the message stored
+   * before for the same sender, device and client_id (the first copy of a resent SEND) */
+  char stored_session_id[HUBU_SESSION_ID_MAX + 1];
+  uint64_t stored_seq;
+  uint64_t stored_msg_id;
+} hubu_store_append_op;
+
+/* DEVICE_LOAD. */
+typedef struct {
+  char user[HUBU_ID_MAX + 1];   /* in */
+  char device[HUBU_ID_MAX + 1]; /* in */
+  uint64_t last_client_id;      /* out, OK: the highest client_id stored from the device (0: none) */
+} hubu_store_device_load_op;
+
+/* FIND_SEND: where a device's send was stored (OK), or NOT_FOUND. */
+typedef struct {
+  char user[HUBU_ID_MAX + 1];               /* in: the sender */
+  char device[HUBU_ID_MAX + 1];             /* in: the sender's device */
+  uint64_t client_id;                       /* in: the send's client_id */
+  char session_id[HUBU_SESSION_ID_MAX + 1]; /* out, OK */
+  uint64_t seq;                             /* out, OK */
+  uint64_t msg_id;                          /* out, OK */
+} hubu_store_find_send_op;
+
+/* SESSION_LOAD: a session's row and members (OK), or NOT_FOUND. */
+typedef struct {
+  char session_id[HUBU_SESSION_ID_MAX + 1]; /* in */
+  char kind[HUBU_KIND_MAX + 1];             /* out, OK: "direct", "group", "custom" */
+  uint64_t max_seq;                         /* out, OK: the highest seq stored */
+  uint64_t min_seq;                         /* out, OK */
+  char **members;                           /* out, OK: by user id; owned array of owned strings */
+  size_t n_members;                         /* out, OK */
+} hubu_store_session_load_op;
+
+/* SESSION_CREATE: OK, or EXISTS (nothing written). */
+typedef struct {
+  char session_id[HUBU_SESSION_ID_MAX + 1]; /* in */
+  char kind[HUBU_KIND_MAX + 1];             /* in: "group", ... ("": as the id says, hubu_session_kind_of) */
+  char **members;                           /* in: owned array of owned strings */
+  size_t n_members;                         /* in */
+  char role[HUBU_KIND_MAX + 1];             /* in: the members' role ("": "member") */
+} hubu_store_session_create_op;
+
+/* MEMBER_ADD and MEMBER_REMOVE. */
+typedef struct {
+  char session_id[HUBU_SESSION_ID_MAX + 1]; /* in */
+  char user[HUBU_ID_MAX + 1];               /* in: the member */
+  char role[HUBU_KIND_MAX + 1];             /* in, MEMBER_ADD: "member", "owner"; "": "member" for a new
+                                               member, an existing one keeps its role */
+} hubu_store_member_op;
+
+/* PULL: a session's messages after a seq. */
+typedef struct {
+  char session_id[HUBU_SESSION_ID_MAX + 1]; /* in */
+  uint64_t after_seq;                       /* in */
+  uint32_t limit;                           /* in: most messages (0: 100; at most 1000) */
+  char user[HUBU_ID_MAX + 1];               /* in: who pulls (the caller's; named in the store's log) */
+  hubu_msg **msgs;                          /* out, OK: seq > after_seq, ascending; owned array of references */
+  size_t n_msgs;                            /* out, OK */
+  int has_more;                             /* out, OK: more follow the last of msgs */
+  uint64_t max_seq;                         /* out, OK: the highest seq stored in the session */
+} hubu_store_pull_op;
+
+/* SYNC. */
+typedef struct {
+  char user[HUBU_ID_MAX + 1];       /* in */
+  hubu_store_session_state *states; /* out, OK: every session the user is a member of; owned */
+  size_t n_states;                  /* out, OK */
+} hubu_store_sync_op;
+
+/* CURSORS_SAVE: each cursor moves forward only. */
+typedef struct {
+  hubu_store_cursor *cursors; /* in: owned */
+  size_t n_cursors;           /* in */
+} hubu_store_cursors_save_op;
+
+/* KV_GET, KV_SET, KV_DELETE: a plugin's durable key/value (im.kv). */
+typedef struct {
+  char plugin[HUBU_PLUGIN_NAME_MAX + 1]; /* in: whose key */
+  char *key;                             /* in: owned */
+  uint8_t *value;                        /* KV_SET in, KV_GET out (OK): owned */
+  size_t value_len;                      /* as value */
+} hubu_store_kv_op;
+
+/* LOG_READ: messages in the order they were stored, after a log position. */
+typedef struct {
+  uint64_t after_pos; /* in: a log position (0: from the start) */
+  uint32_t limit;     /* in: most messages (0: 100; at most 1000) */
+  char *plugin;       /* in: owned; the plugin that reads (the caller's: the store does not use it) */
+  hubu_msg **msgs;    /* out, OK: log_pos > after_pos, in log order, each with its log_pos; owned array of
+                         references */
+  size_t n_msgs;      /* out, OK */
+  int has_more;       /* out, OK: more follow the last of msgs */
+  uint64_t max_pos;   /* out, OK: the highest log position stored */
+} hubu_store_log_read_op;
+
 /* One operation. Made with hubu_store_op_new and freed with
  * hubu_store_op_free, both on the loop thread. Between submit and done the
- * store owns it; in done, the callback owns it again (and usually frees it). */
+ * store owns it; in done, the callback owns it again (and usually frees it).
+ * Only the member of the union that kind names is used. */
 struct hubu_store_op {
   hubu_store_op_kind kind;
   hubu_store_status status;
@@ -112,39 +222,20 @@ struct hubu_store_op {
   uint64_t conn_id;    /* the caller's */
   uint64_t request_id; /* the caller's */
   hubu_store_op *next; /* queue link; the store's while queued */
-
-  /* inputs */
-  hubu_msg *msg;       /* APPEND: a reference owned by the op */
-  char user[HUBU_ID_MAX + 1];
-  char device[HUBU_ID_MAX + 1];
-  char plugin[HUBU_PLUGIN_NAME_MAX + 1]; /* KV_*: whose key/value */
-  char session_id[HUBU_SESSION_ID_MAX + 1];
-  char kind_name[HUBU_KIND_MAX + 1]; /* SESSION_CREATE, APPEND (a new session's): "group", ...; SESSION_LOAD out */
-  char role[HUBU_KIND_MAX + 1];      /* MEMBER_ADD: "member" (default), "owner" */
-  uint64_t client_id;
-  uint64_t after_seq;
-  uint32_t limit;
-  char **members;      /* SESSION_CREATE, APPEND in / SESSION_LOAD out: owned array of owned strings */
-  size_t n_members;
-  hubu_store_cursor *cursors; /* CURSORS_SAVE: owned */
-  size_t n_cursors;
-  char *key;           /* KV_*: owned */
-  uint8_t *value;      /* KV_SET in, KV_GET out: owned */
-  size_t value_len;
-
-  /* outputs */
-  uint64_t seq;
-  uint64_t msg_id;
-  uint64_t last_client_id;
-  uint64_t log_pos;    /* APPEND: the message's position in the store's log */
-  uint64_t max_seq;
-  uint64_t min_seq;
-  hubu_msg **msgs;     /* PULL: owned array of references */
-  size_t n_msgs;
-  int has_more;
-  hubu_store_session_state *states; /* SYNC: owned */
-  size_t n_states;
-  char error[160];     /* ERROR: what failed, for the log */
+  char error[160];     /* ERROR, RETRY: what failed, for the log */
+  union {
+    hubu_store_append_op append;
+    hubu_store_device_load_op device_load;
+    hubu_store_find_send_op find_send;
+    hubu_store_session_load_op session_load;
+    hubu_store_session_create_op session_create;
+    hubu_store_member_op member; /* MEMBER_ADD, MEMBER_REMOVE */
+    hubu_store_pull_op pull;
+    hubu_store_sync_op sync;
+    hubu_store_cursors_save_op cursors_save;
+    hubu_store_kv_op kv; /* KV_GET, KV_SET, KV_DELETE */
+    hubu_store_log_read_op log_read;
+  };
 };
 
 typedef struct hubu_store hubu_store;
@@ -159,7 +250,12 @@ typedef struct {
 } hubu_store_stats;
 
 hubu_store_op *hubu_store_op_new(hubu_store_op_kind kind);
+/* Frees what op owns, as its kind says, and op. */
 void hubu_store_op_free(hubu_store_op *op);
+/* The session and the user an op concerns, for log lines: "" when it names
+ * none (an APPEND's are its message's; FIND_SEND's session is known once found). */
+const char *hubu_store_op_session_id(const hubu_store_op *op);
+const char *hubu_store_op_user(const hubu_store_op *op);
 /* Frees the ops this thread kept for reuse (at exit, so leak checkers see
  * nothing). Each thread that makes ops keeps its own few. */
 void hubu_store_op_cache_drop(void);

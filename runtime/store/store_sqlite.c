@@ -239,9 +239,10 @@ static int transient(int rc) {
 static void fail_op_status(hubu_store_op *op, hubu_store_status status, const char *step, const char *what) {
   snprintf(op->error, sizeof op->error, "%s: %s", step, what);
   op->status = status;
-  hubu_log(status == HUBU_STORE_RETRY ? HUBU_LOG_WARN : HUBU_LOG_ERROR, op->conn_id, op->user[0] ? op->user : NULL,
-           "store_error", "op=%s step=%s session=%s retry=%d error=\"%s\"", op_name(op->kind), step, op->session_id,
-           status == HUBU_STORE_RETRY, what);
+  const char *user = hubu_store_op_user(op);
+  hubu_log(status == HUBU_STORE_RETRY ? HUBU_LOG_WARN : HUBU_LOG_ERROR, op->conn_id, user[0] ? user : NULL,
+           "store_error", "op=%s step=%s session=%s retry=%d error=\"%s\"", op_name(op->kind), step,
+           hubu_store_op_session_id(op), status == HUBU_STORE_RETRY, what);
 }
 
 static void fail_op(sqlite_store *st, hubu_store_op *op, const char *step) {
@@ -269,10 +270,11 @@ static int insert_member(sqlite_store *st, int which, const char *session_id, co
 }
 
 /* The members a session starts with, as the op that makes it names them. */
-static int insert_members(sqlite_store *st, const hubu_store_op *op, const char *role, uint64_t when_ms) {
-  for (size_t i = 0; i < op->n_members; i++) {
-    int rc = insert_member(st, role && *role ? ST_MEMBER_UPSERT : ST_MEMBER_INSERT, op->session_id[0] ?
-                           op->session_id : op->msg->session_id, op->members[i], role, when_ms);
+static int insert_members(sqlite_store *st, const char *session_id, char *const *members, size_t n_members,
+                          const char *role, uint64_t when_ms) {
+  for (size_t i = 0; i < n_members; i++) {
+    int rc =
+        insert_member(st, role && *role ? ST_MEMBER_UPSERT : ST_MEMBER_INSERT, session_id, members[i], role, when_ms);
     if (rc != SQLITE_DONE) return rc;
   }
   return SQLITE_DONE;
@@ -418,14 +420,14 @@ fail:
 
 static int by_session(const void *x, const void *y) {
   const batch_entry *a = x, *b = y;
-  int c = strcmp(a->op->msg->session_id, b->op->msg->session_id);
+  int c = strcmp(a->op->append.msg->session_id, b->op->append.msg->session_id);
   return c ? c : (a->index > b->index) - (a->index < b->index);
 }
 
 static int by_device(const void *x, const void *y) {
   const batch_entry *a = x, *b = y;
-  int c = strcmp(a->op->msg->sender, b->op->msg->sender);
-  if (!c) c = strcmp(a->op->msg->sender_device, b->op->msg->sender_device);
+  int c = strcmp(a->op->append.msg->sender, b->op->append.msg->sender);
+  if (!c) c = strcmp(a->op->append.msg->sender_device, b->op->append.msg->sender_device);
   return c ? c : (a->index > b->index) - (a->index < b->index);
 }
 
@@ -433,7 +435,8 @@ static int by_device(const void *x, const void *y) {
  * ERROR for a (session_id, seq) taken by another message), or the SQLite
  * error that fails the whole batch. */
 static int insert_message(sqlite_store *st, hubu_store_op *op) {
-  const hubu_msg *m = op->msg;
+  hubu_store_append_op *append = &op->append;
+  const hubu_msg *m = append->msg;
   sqlite3_stmt *ins = st->st[ST_MESSAGE_INSERT];
   bind_text(ins, 1, m->session_id);
   bind_u64(ins, 2, m->seq);
@@ -452,10 +455,10 @@ static int insert_message(sqlite_store *st, hubu_store_op *op) {
   if (rc != SQLITE_DONE) return rc;
   if (sqlite3_changes(st->db) == 1) {
     op->status = HUBU_STORE_OK;
-    op->log_pos = (uint64_t)sqlite3_last_insert_rowid(st->db); /* log_pos is the rowid's alias */
-    op->seq = m->seq;
-    op->msg_id = m->msg_id;
-    copy_str(op->session_id, sizeof op->session_id, m->session_id);
+    append->log_pos = (uint64_t)sqlite3_last_insert_rowid(st->db); /* log_pos is the rowid's alias */
+    append->stored_seq = m->seq;
+    append->stored_msg_id = m->msg_id;
+    copy_str(append->stored_session_id, sizeof append->stored_session_id, m->session_id);
     return SQLITE_DONE;
   }
   /* Nothing inserted: a retry of a stored send, or a seq already taken. */
@@ -466,12 +469,12 @@ static int insert_message(sqlite_store *st, hubu_store_op *op) {
   rc = sqlite3_step(find);
   if (rc == SQLITE_ROW) {
     op->status = HUBU_STORE_DUPLICATE;
-    copy_str(op->session_id, sizeof op->session_id, (const char *)sqlite3_column_text(find, 0));
-    op->seq = column_u64(find, 1);
-    op->msg_id = column_u64(find, 2);
+    copy_str(append->stored_session_id, sizeof append->stored_session_id, (const char *)sqlite3_column_text(find, 0));
+    append->stored_seq = column_u64(find, 1);
+    append->stored_msg_id = column_u64(find, 2);
     rc = SQLITE_DONE;
   } else if (rc == SQLITE_DONE) {
-    copy_str(op->session_id, sizeof op->session_id, m->session_id);
+    copy_str(append->stored_session_id, sizeof append->stored_session_id, m->session_id);
     snprintf(op->error, sizeof op->error, "seq %llu of session %s is taken by another message",
              (unsigned long long)m->seq, m->session_id);
     op->status = HUBU_STORE_ERROR;
@@ -489,11 +492,11 @@ static int insert_message(sqlite_store *st, hubu_store_op *op) {
 static int update_sessions(sqlite_store *st, batch_entry *entries, size_t n, const char **step) {
   qsort(entries, n, sizeof *entries, by_session);
   for (size_t i = 0; i < n;) {
-    const hubu_msg *first = entries[i].op->msg;
+    const hubu_msg *first = entries[i].op->append.msg;
     uint64_t max_seq = first->seq;
     size_t j = i + 1;
-    for (; j < n && strcmp(entries[j].op->msg->session_id, first->session_id) == 0; j++)
-      if (entries[j].op->msg->seq > max_seq) max_seq = entries[j].op->msg->seq;
+    for (; j < n && strcmp(entries[j].op->append.msg->session_id, first->session_id) == 0; j++)
+      if (entries[j].op->append.msg->seq > max_seq) max_seq = entries[j].op->append.msg->seq;
     sqlite3_stmt *bump = st->st[ST_SESSION_BUMP];
     bind_text(bump, 1, first->session_id);
     bind_u64(bump, 2, max_seq);
@@ -501,8 +504,8 @@ static int update_sessions(sqlite_store *st, batch_entry *entries, size_t n, con
     int rc = run(st, ST_SESSION_BUMP);
     if (rc != SQLITE_DONE) return rc;
     if (sqlite3_changes(st->db) == 0) { /* a new session: as the first append (in submission order) names it */
-      const hubu_store_op *maker = entries[i].op;
-      const char *kind = maker->kind_name[0] ? maker->kind_name : hubu_session_kind_name(HUBU_SESSION_CUSTOM);
+      const hubu_store_append_op *maker = &entries[i].op->append;
+      const char *kind = maker->new_kind[0] ? maker->new_kind : hubu_session_kind_name(HUBU_SESSION_CUSTOM);
       sqlite3_stmt *ins = st->st[ST_SESSION_INSERT];
       bind_text(ins, 1, first->session_id);
       bind_text(ins, 2, kind);
@@ -511,7 +514,9 @@ static int update_sessions(sqlite_store *st, batch_entry *entries, size_t n, con
       *step = "session_insert";
       if ((rc = run(st, ST_SESSION_INSERT)) != SQLITE_DONE) return rc;
       *step = "member_insert";
-      if ((rc = insert_members(st, maker, NULL, first->server_time_ms)) != SQLITE_DONE) return rc;
+      if ((rc = insert_members(st, first->session_id, maker->new_members, maker->n_new_members, NULL,
+                               first->server_time_ms)) != SQLITE_DONE)
+        return rc;
     }
     i = j;
   }
@@ -523,14 +528,14 @@ static int update_devices(sqlite_store *st, batch_entry *entries, size_t n, cons
   qsort(entries, n, sizeof *entries, by_device);
   *step = "device_upsert";
   for (size_t i = 0; i < n;) {
-    const hubu_msg *first = entries[i].op->msg;
+    const hubu_msg *first = entries[i].op->append.msg;
     uint64_t client_id = first->client_id, seen = first->server_time_ms;
     size_t j = i + 1;
-    for (; j < n && strcmp(entries[j].op->msg->sender, first->sender) == 0 &&
-           strcmp(entries[j].op->msg->sender_device, first->sender_device) == 0;
+    for (; j < n && strcmp(entries[j].op->append.msg->sender, first->sender) == 0 &&
+           strcmp(entries[j].op->append.msg->sender_device, first->sender_device) == 0;
          j++) {
-      if (entries[j].op->msg->client_id > client_id) client_id = entries[j].op->msg->client_id;
-      if (entries[j].op->msg->server_time_ms > seen) seen = entries[j].op->msg->server_time_ms;
+      if (entries[j].op->append.msg->client_id > client_id) client_id = entries[j].op->append.msg->client_id;
+      if (entries[j].op->append.msg->server_time_ms > seen) seen = entries[j].op->append.msg->server_time_ms;
     }
     sqlite3_stmt *up = st->st[ST_DEVICE_UPSERT];
     bind_text(up, 1, first->sender);
@@ -566,7 +571,7 @@ static int append_transaction(sqlite_store *st, hubu_store_op **ops, size_t n) {
   for (size_t i = 0; i < n; i++) {
     hubu_store_op *op = ops[i];
     op->error[0] = '\0';
-    if (!op->msg) {
+    if (!op->append.msg) {
       fail_op_plain(op, "insert", "APPEND without a message");
       continue;
     }
@@ -607,11 +612,11 @@ static int sqlite_append_batch(void *handle, hubu_store_op **ops, size_t n) {
 
 static void device_load(sqlite_store *st, hubu_store_op *op) {
   sqlite3_stmt *stmt = st->st[ST_MESSAGE_MAX_CLIENT_ID];
-  bind_text(stmt, 1, op->user);
-  bind_text(stmt, 2, op->device);
+  bind_text(stmt, 1, op->device_load.user);
+  bind_text(stmt, 2, op->device_load.device);
   int rc = sqlite3_step(stmt);
   if (rc == SQLITE_ROW) {
-    op->last_client_id = column_u64(stmt, 0); /* NULL (no message) reads as 0 */
+    op->device_load.last_client_id = column_u64(stmt, 0); /* NULL (no message) reads as 0 */
     op->status = HUBU_STORE_OK;
   } else {
     fail_op(st, op, "select max(client_id)");
@@ -621,14 +626,15 @@ static void device_load(sqlite_store *st, hubu_store_op *op) {
 
 static void find_send(sqlite_store *st, hubu_store_op *op) {
   sqlite3_stmt *stmt = st->st[ST_MESSAGE_BY_SEND];
-  bind_text(stmt, 1, op->user);
-  bind_text(stmt, 2, op->device);
-  bind_u64(stmt, 3, op->client_id);
+  hubu_store_find_send_op *find = &op->find_send;
+  bind_text(stmt, 1, find->user);
+  bind_text(stmt, 2, find->device);
+  bind_u64(stmt, 3, find->client_id);
   int rc = sqlite3_step(stmt);
   if (rc == SQLITE_ROW) {
-    copy_str(op->session_id, sizeof op->session_id, (const char *)sqlite3_column_text(stmt, 0));
-    op->seq = column_u64(stmt, 1);
-    op->msg_id = column_u64(stmt, 2);
+    copy_str(find->session_id, sizeof find->session_id, (const char *)sqlite3_column_text(stmt, 0));
+    find->seq = column_u64(stmt, 1);
+    find->msg_id = column_u64(stmt, 2);
     op->status = HUBU_STORE_OK;
   } else if (rc == SQLITE_DONE) {
     op->status = HUBU_STORE_NOT_FOUND;
@@ -651,22 +657,23 @@ static int stored_max_seq(sqlite_store *st, const char *session_id, uint64_t *ou
   return rc;
 }
 
-static void free_members(hubu_store_op *op) {
-  for (size_t i = 0; i < op->n_members; i++) free(op->members[i]);
-  free(op->members);
-  op->members = NULL;
-  op->n_members = 0;
+static void free_members(hubu_store_session_load_op *load) {
+  for (size_t i = 0; i < load->n_members; i++) free(load->members[i]);
+  free(load->members);
+  load->members = NULL;
+  load->n_members = 0;
 }
 
 static void session_load(sqlite_store *st, hubu_store_op *op) {
+  hubu_store_session_load_op *load = &op->session_load;
   sqlite3_stmt *get = st->st[ST_SESSION_GET];
-  bind_text(get, 1, op->session_id);
+  bind_text(get, 1, load->session_id);
   int rc = sqlite3_step(get);
   int found = rc == SQLITE_ROW;
   if (found) {
-    copy_str(op->kind_name, sizeof op->kind_name, (const char *)sqlite3_column_text(get, 0));
-    op->max_seq = column_u64(get, 1);
-    op->min_seq = column_u64(get, 2);
+    copy_str(load->kind, sizeof load->kind, (const char *)sqlite3_column_text(get, 0));
+    load->max_seq = column_u64(get, 1);
+    load->min_seq = column_u64(get, 2);
   }
   sqlite3_reset(get);
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
@@ -678,28 +685,28 @@ static void session_load(sqlite_store *st, hubu_store_op *op) {
     return;
   }
 
-  free_members(op);
+  free_members(load);
   sqlite3_stmt *list = st->st[ST_MEMBER_LIST];
-  bind_text(list, 1, op->session_id);
+  bind_text(list, 1, load->session_id);
   size_t cap = 0;
   while ((rc = sqlite3_step(list)) == SQLITE_ROW) {
-    if (op->n_members == cap) {
+    if (load->n_members == cap) {
       size_t grown_cap = cap ? cap * 2 : 8;
-      char **grown = realloc(op->members, grown_cap * sizeof *grown);
+      char **grown = realloc(load->members, grown_cap * sizeof *grown);
       if (!grown) break;
-      op->members = grown;
+      load->members = grown;
       cap = grown_cap;
     }
     char *user = strdup((const char *)sqlite3_column_text(list, 0));
     if (!user) break;
-    op->members[op->n_members++] = user;
+    load->members[load->n_members++] = user;
   }
   sqlite3_reset(list);
   if (rc == SQLITE_ROW) { /* stopped early: out of memory */
-    free_members(op);
+    free_members(load);
     fail_op_plain(op, "list members", "out of memory");
   } else if (rc != SQLITE_DONE) {
-    free_members(op);
+    free_members(load);
     fail_op(st, op, "list members");
   } else {
     op->status = HUBU_STORE_OK;
@@ -708,12 +715,13 @@ static void session_load(sqlite_store *st, hubu_store_op *op) {
 
 static void session_create(sqlite_store *st, hubu_store_op *op) {
   const char *step = "begin";
+  hubu_store_session_create_op *create = &op->session_create;
   uint64_t now = now_ms();
-  if (!op->kind_name[0]) copy_str(op->kind_name, sizeof op->kind_name, hubu_session_kind_of(op->session_id));
+  if (!create->kind[0]) copy_str(create->kind, sizeof create->kind, hubu_session_kind_of(create->session_id));
   if (run(st, ST_BEGIN) != SQLITE_DONE) goto fail;
   sqlite3_stmt *ins = st->st[ST_SESSION_INSERT];
-  bind_text(ins, 1, op->session_id);
-  bind_text(ins, 2, op->kind_name);
+  bind_text(ins, 1, create->session_id);
+  bind_text(ins, 2, create->kind);
   bind_u64(ins, 3, 0);
   bind_u64(ins, 4, now);
   step = "insert session";
@@ -724,7 +732,9 @@ static void session_create(sqlite_store *st, hubu_store_op *op) {
     return;
   }
   step = "insert members";
-  if (insert_members(st, op, op->role[0] ? op->role : "member", now) != SQLITE_DONE) goto fail;
+  if (insert_members(st, create->session_id, create->members, create->n_members,
+                     create->role[0] ? create->role : "member", now) != SQLITE_DONE)
+    goto fail;
   step = "commit";
   if (run(st, ST_COMMIT) != SQLITE_DONE) goto fail;
   op->status = HUBU_STORE_OK;
@@ -735,10 +745,11 @@ fail:
 }
 
 static void member_add(sqlite_store *st, hubu_store_op *op) {
+  const hubu_store_member_op *member = &op->member;
   const char *step = "begin";
   if (run(st, ST_BEGIN) != SQLITE_DONE) goto fail;
   sqlite3_stmt *get = st->st[ST_SESSION_GET];
-  bind_text(get, 1, op->session_id);
+  bind_text(get, 1, member->session_id);
   int rc = sqlite3_step(get);
   sqlite3_reset(get);
   step = "select session";
@@ -750,8 +761,8 @@ static void member_add(sqlite_store *st, hubu_store_op *op) {
   if (rc != SQLITE_ROW) goto fail;
   /* An existing member keeps its role unless a role is given. */
   step = "insert member";
-  if (insert_member(st, op->role[0] ? ST_MEMBER_UPSERT : ST_MEMBER_INSERT, op->session_id, op->user, op->role,
-                    now_ms()) != SQLITE_DONE)
+  if (insert_member(st, member->role[0] ? ST_MEMBER_UPSERT : ST_MEMBER_INSERT, member->session_id, member->user,
+                    member->role, now_ms()) != SQLITE_DONE)
     goto fail;
   step = "commit";
   if (run(st, ST_COMMIT) != SQLITE_DONE) goto fail;
@@ -764,8 +775,8 @@ fail:
 
 static void member_remove(sqlite_store *st, hubu_store_op *op) {
   sqlite3_stmt *del = st->st[ST_MEMBER_DELETE];
-  bind_text(del, 1, op->session_id);
-  bind_text(del, 2, op->user);
+  bind_text(del, 1, op->member.session_id);
+  bind_text(del, 2, op->member.user);
   if (run(st, ST_MEMBER_DELETE) != SQLITE_DONE) {
     fail_op(st, op, "delete member");
     return;
@@ -776,11 +787,12 @@ static void member_remove(sqlite_store *st, hubu_store_op *op) {
 /* Messages in the order they were stored, after a log position: what
  * message.stored hooks missed (a crash between the store and the hook). */
 static void log_read(sqlite_store *st, hubu_store_op *op) {
-  uint32_t limit = op->limit ? op->limit : PULL_LIMIT_DEFAULT;
+  hubu_store_log_read_op *log_op = &op->log_read;
+  uint32_t limit = log_op->limit ? log_op->limit : PULL_LIMIT_DEFAULT;
   if (limit > PULL_LIMIT_MAX) limit = PULL_LIMIT_MAX;
-  op->msgs = calloc(limit, sizeof *op->msgs);
-  op->n_msgs = 0;
-  if (!op->msgs) {
+  log_op->msgs = calloc(limit, sizeof *log_op->msgs);
+  log_op->n_msgs = 0;
+  if (!log_op->msgs) {
     fail_op_plain(op, "log_read", "out of memory");
     return;
   }
@@ -790,15 +802,15 @@ static void log_read(sqlite_store *st, hubu_store_op *op) {
     fail_op(st, op, "select max(log_pos)");
     return;
   }
-  op->max_seq = column_u64(max, 0);
+  log_op->max_pos = column_u64(max, 0);
   sqlite3_reset(max);
   sqlite3_stmt *stmt = st->st[ST_LOG_READ];
-  bind_u64(stmt, 1, op->after_seq);
+  bind_u64(stmt, 1, log_op->after_pos);
   sqlite3_bind_int64(stmt, 2, (sqlite3_int64)limit + 1);
   int rc;
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-    if (op->n_msgs == limit) {
-      op->has_more = 1;
+    if (log_op->n_msgs == limit) {
+      log_op->has_more = 1;
       break;
     }
     hubu_msg *m = hubu_msg_new((const char *)sqlite3_column_text(stmt, 1), column_u64(stmt, 2), column_u64(stmt, 3),
@@ -808,12 +820,12 @@ static void log_read(sqlite_store *st, hubu_store_op *op) {
                                (size_t)sqlite3_column_bytes(stmt, 9), column_u64(stmt, 10));
     if (!m) break;
     m->log_pos = column_u64(stmt, 0);
-    op->msgs[op->n_msgs++] = m;
+    log_op->msgs[log_op->n_msgs++] = m;
   }
   sqlite3_reset(stmt);
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-    for (size_t i = 0; i < op->n_msgs; i++) hubu_msg_unref(op->msgs[i]);
-    op->n_msgs = 0;
+    for (size_t i = 0; i < log_op->n_msgs; i++) hubu_msg_unref(log_op->msgs[i]);
+    log_op->n_msgs = 0;
     fail_op(st, op, "select log");
     return;
   }
@@ -823,10 +835,12 @@ static void log_read(sqlite_store *st, hubu_store_op *op) {
 /* A plugin's durable key/value (im.kv). */
 static void kv(sqlite_store *st, hubu_store_op *op) {
   int which = op->kind == HUBU_STORE_KV_GET ? ST_KV_GET : op->kind == HUBU_STORE_KV_SET ? ST_KV_SET : ST_KV_DELETE;
+  hubu_store_kv_op *kv_op = &op->kv;
   sqlite3_stmt *stmt = st->st[which];
-  bind_text(stmt, 1, op->plugin);
-  bind_text(stmt, 2, op->key ? op->key : "");
-  if (which == ST_KV_SET) sqlite3_bind_blob(stmt, 3, op->value ? (const void *)op->value : "", (int)op->value_len, SQLITE_STATIC);
+  bind_text(stmt, 1, kv_op->plugin);
+  bind_text(stmt, 2, kv_op->key ? kv_op->key : "");
+  if (which == ST_KV_SET)
+    sqlite3_bind_blob(stmt, 3, kv_op->value ? (const void *)kv_op->value : "", (int)kv_op->value_len, SQLITE_STATIC);
   if (which != ST_KV_GET) {
     if (run(st, which) != SQLITE_DONE) {
       fail_op(st, op, op_name(op->kind));
@@ -838,10 +852,10 @@ static void kv(sqlite_store *st, hubu_store_op *op) {
   int rc = sqlite3_step(stmt);
   if (rc == SQLITE_ROW) {
     int len = sqlite3_column_bytes(stmt, 0);
-    op->value = malloc(len ? (size_t)len : 1);
-    if (op->value) {
-      if (len) memcpy(op->value, sqlite3_column_blob(stmt, 0), (size_t)len);
-      op->value_len = (size_t)len;
+    kv_op->value = malloc(len ? (size_t)len : 1);
+    if (kv_op->value) {
+      if (len) memcpy(kv_op->value, sqlite3_column_blob(stmt, 0), (size_t)len);
+      kv_op->value_len = (size_t)len;
       op->status = HUBU_STORE_OK;
     } else {
       snprintf(op->error, sizeof op->error, "out of memory");
@@ -857,33 +871,34 @@ static void kv(sqlite_store *st, hubu_store_op *op) {
 
 /* Also fills max_seq, for PullResult.max_seq. */
 static void pull(sqlite_store *st, hubu_store_op *op) {
-  uint32_t limit = op->limit ? op->limit : PULL_LIMIT_DEFAULT;
+  hubu_store_pull_op *pull_op = &op->pull;
+  uint32_t limit = pull_op->limit ? pull_op->limit : PULL_LIMIT_DEFAULT;
   if (limit > PULL_LIMIT_MAX) limit = PULL_LIMIT_MAX;
-  for (size_t i = 0; i < op->n_msgs; i++) hubu_msg_unref(op->msgs[i]); /* not expected: a fresh op */
-  free(op->msgs);
-  op->msgs = calloc(limit, sizeof *op->msgs);
-  op->n_msgs = 0;
-  op->has_more = 0;
-  if (!op->msgs) {
+  for (size_t i = 0; i < pull_op->n_msgs; i++) hubu_msg_unref(pull_op->msgs[i]); /* not expected: a fresh op */
+  free(pull_op->msgs);
+  pull_op->msgs = calloc(limit, sizeof *pull_op->msgs);
+  pull_op->n_msgs = 0;
+  pull_op->has_more = 0;
+  if (!pull_op->msgs) {
     fail_op_plain(op, "pull", "out of memory");
     return;
   }
   sqlite3_stmt *stmt = st->st[ST_PULL];
-  bind_text(stmt, 1, op->session_id);
-  bind_u64(stmt, 2, op->after_seq);
+  bind_text(stmt, 1, pull_op->session_id);
+  bind_u64(stmt, 2, pull_op->after_seq);
   sqlite3_bind_int64(stmt, 3, (sqlite3_int64)limit + 1); /* one more row tells has_more */
   int rc;
   const char *oom = NULL;
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-    if (op->n_msgs == limit) {
-      op->has_more = 1;
+    if (pull_op->n_msgs == limit) {
+      pull_op->has_more = 1;
       break;
     }
     const void *body = sqlite3_column_blob(stmt, 6);
     size_t body_len = (size_t)sqlite3_column_bytes(stmt, 6);
     const void *meta = sqlite3_column_blob(stmt, 7);
     size_t meta_len = (size_t)sqlite3_column_bytes(stmt, 7);
-    hubu_msg *m = hubu_msg_new(op->session_id, column_u64(stmt, 0), column_u64(stmt, 1),
+    hubu_msg *m = hubu_msg_new(pull_op->session_id, column_u64(stmt, 0), column_u64(stmt, 1),
                                (const char *)sqlite3_column_text(stmt, 2), (const char *)sqlite3_column_text(stmt, 3),
                                column_u64(stmt, 4), body, body_len, (const char *)sqlite3_column_text(stmt, 5), meta,
                                meta_len, column_u64(stmt, 8));
@@ -891,7 +906,7 @@ static void pull(sqlite_store *st, hubu_store_op *op) {
       oom = "out of memory";
       break;
     }
-    op->msgs[op->n_msgs++] = m; /* refs = 1, handed to the loop thread with the op */
+    pull_op->msgs[pull_op->n_msgs++] = m; /* refs = 1, handed to the loop thread with the op */
   }
   sqlite3_reset(stmt);
   uint64_t stored = 0;
@@ -900,39 +915,40 @@ static void pull(sqlite_store *st, hubu_store_op *op) {
     fail_op_plain(op, "pull", oom);
   } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
     fail_op(st, op, "select messages");
-  } else if (stored_max_seq(st, op->session_id, &stored, &any) != SQLITE_ROW) {
+  } else if (stored_max_seq(st, pull_op->session_id, &stored, &any) != SQLITE_ROW) {
     fail_op(st, op, "select max(seq)");
   } else {
-    op->max_seq = stored;
+    pull_op->max_seq = stored;
     op->status = HUBU_STORE_OK;
     return;
   }
-  for (size_t i = 0; i < op->n_msgs; i++) hubu_msg_unref(op->msgs[i]);
-  op->n_msgs = 0;
-  op->has_more = 0;
+  for (size_t i = 0; i < pull_op->n_msgs; i++) hubu_msg_unref(pull_op->msgs[i]);
+  pull_op->n_msgs = 0;
+  pull_op->has_more = 0;
 }
 
 static void sync_sessions(sqlite_store *st, hubu_store_op *op) {
-  free(op->states);
-  op->states = NULL;
-  op->n_states = 0;
+  hubu_store_sync_op *sync_op = &op->sync;
+  free(sync_op->states);
+  sync_op->states = NULL;
+  sync_op->n_states = 0;
   sqlite3_stmt *stmt = st->st[ST_SYNC];
-  bind_text(stmt, 1, op->user);
+  bind_text(stmt, 1, sync_op->user);
   size_t cap = 0;
   int rc;
   int oom = 0;
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-    if (op->n_states == cap) {
+    if (sync_op->n_states == cap) {
       size_t grown_cap = cap ? cap * 2 : 16;
-      hubu_store_session_state *grown = realloc(op->states, grown_cap * sizeof *grown);
+      hubu_store_session_state *grown = realloc(sync_op->states, grown_cap * sizeof *grown);
       if (!grown) {
         oom = 1;
         break;
       }
-      op->states = grown;
+      sync_op->states = grown;
       cap = grown_cap;
     }
-    hubu_store_session_state *s = &op->states[op->n_states++];
+    hubu_store_session_state *s = &sync_op->states[sync_op->n_states++];
     copy_str(s->session_id, sizeof s->session_id, (const char *)sqlite3_column_text(stmt, 0));
     s->max_seq = column_u64(stmt, 1);
     s->min_seq = column_u64(stmt, 2);
@@ -944,9 +960,9 @@ static void sync_sessions(sqlite_store *st, hubu_store_op *op) {
       fail_op_plain(op, "sync", "out of memory");
     else
       fail_op(st, op, "select sessions");
-    free(op->states);
-    op->states = NULL;
-    op->n_states = 0;
+    free(sync_op->states);
+    sync_op->states = NULL;
+    sync_op->n_states = 0;
     return;
   }
   op->status = HUBU_STORE_OK;
@@ -957,8 +973,8 @@ static void cursors_save(sqlite_store *st, hubu_store_op *op) {
   if (run(st, ST_BEGIN) != SQLITE_DONE) goto fail;
   step = "upsert cursor";
   sqlite3_stmt *up = st->st[ST_CURSOR_UPSERT];
-  for (size_t i = 0; i < op->n_cursors; i++) {
-    const hubu_store_cursor *c = &op->cursors[i];
+  for (size_t i = 0; i < op->cursors_save.n_cursors; i++) {
+    const hubu_store_cursor *c = &op->cursors_save.cursors[i];
     bind_text(up, 1, c->user);
     bind_text(up, 2, c->device);
     bind_text(up, 3, c->session_id);

@@ -179,7 +179,7 @@ static char *dup_or_die(const char *s) {
 /* The op holds its own reference to m; the caller keeps its own. */
 static hubu_store_op *op_append(hubu_msg *m) {
   hubu_store_op *op = op_make(HUBU_STORE_APPEND);
-  op->msg = hubu_msg_ref(m);
+  op->append.msg = hubu_msg_ref(m);
   /* As hubud does for a session the store may not have yet: the append names
    * the kind and members to create it with (the rule is core's). */
   hubu_session sess = {.id = (char *)m->session_id};
@@ -191,63 +191,64 @@ static hubu_store_op *op_append(hubu_msg *m) {
 
 static hubu_store_op *op_device_load(const char *user, const char *device) {
   hubu_store_op *op = op_make(HUBU_STORE_DEVICE_LOAD);
-  snprintf(op->user, sizeof op->user, "%s", user);
-  snprintf(op->device, sizeof op->device, "%s", device);
+  snprintf(op->device_load.user, sizeof op->device_load.user, "%s", user);
+  snprintf(op->device_load.device, sizeof op->device_load.device, "%s", device);
   return op;
 }
 
 static hubu_store_op *op_find_send(const char *user, const char *device, uint64_t client_id) {
   hubu_store_op *op = op_make(HUBU_STORE_FIND_SEND);
-  snprintf(op->user, sizeof op->user, "%s", user);
-  snprintf(op->device, sizeof op->device, "%s", device);
-  op->client_id = client_id;
+  snprintf(op->find_send.user, sizeof op->find_send.user, "%s", user);
+  snprintf(op->find_send.device, sizeof op->find_send.device, "%s", device);
+  op->find_send.client_id = client_id;
   return op;
 }
 
 static hubu_store_op *op_session_load(const char *session) {
   hubu_store_op *op = op_make(HUBU_STORE_SESSION_LOAD);
-  snprintf(op->session_id, sizeof op->session_id, "%s", session);
+  snprintf(op->session_load.session_id, sizeof op->session_load.session_id, "%s", session);
   return op;
 }
 
 /* members: NULL-terminated. */
 static hubu_store_op *op_session_create(const char *session, const char *kind, const char *const *members) {
   hubu_store_op *op = op_make(HUBU_STORE_SESSION_CREATE);
-  snprintf(op->session_id, sizeof op->session_id, "%s", session);
-  snprintf(op->kind_name, sizeof op->kind_name, "%s", kind);
+  hubu_store_session_create_op *create = &op->session_create;
+  snprintf(create->session_id, sizeof create->session_id, "%s", session);
+  snprintf(create->kind, sizeof create->kind, "%s", kind);
   size_t n = 0;
   while (members && members[n]) n++;
-  if (!(op->members = calloc(n ? n : 1, sizeof *op->members))) abort();
-  for (size_t i = 0; i < n; i++) op->members[op->n_members++] = dup_or_die(members[i]);
+  if (!(create->members = calloc(n ? n : 1, sizeof *create->members))) abort();
+  for (size_t i = 0; i < n; i++) create->members[create->n_members++] = dup_or_die(members[i]);
   return op;
 }
 
 static hubu_store_op *op_member_add(const char *session, const char *user, const char *role) {
   hubu_store_op *op = op_make(HUBU_STORE_MEMBER_ADD);
-  snprintf(op->session_id, sizeof op->session_id, "%s", session);
-  snprintf(op->user, sizeof op->user, "%s", user);
-  if (role) snprintf(op->role, sizeof op->role, "%s", role);
+  snprintf(op->member.session_id, sizeof op->member.session_id, "%s", session);
+  snprintf(op->member.user, sizeof op->member.user, "%s", user);
+  if (role) snprintf(op->member.role, sizeof op->member.role, "%s", role);
   return op;
 }
 
 static hubu_store_op *op_member_remove(const char *session, const char *user) {
   hubu_store_op *op = op_make(HUBU_STORE_MEMBER_REMOVE);
-  snprintf(op->session_id, sizeof op->session_id, "%s", session);
-  snprintf(op->user, sizeof op->user, "%s", user);
+  snprintf(op->member.session_id, sizeof op->member.session_id, "%s", session);
+  snprintf(op->member.user, sizeof op->member.user, "%s", user);
   return op;
 }
 
 static hubu_store_op *op_pull(const char *session, uint64_t after_seq, uint32_t limit) {
   hubu_store_op *op = op_make(HUBU_STORE_PULL);
-  snprintf(op->session_id, sizeof op->session_id, "%s", session);
-  op->after_seq = after_seq;
-  op->limit = limit;
+  snprintf(op->pull.session_id, sizeof op->pull.session_id, "%s", session);
+  op->pull.after_seq = after_seq;
+  op->pull.limit = limit;
   return op;
 }
 
 static hubu_store_op *op_sync(const char *user) {
   hubu_store_op *op = op_make(HUBU_STORE_SYNC);
-  snprintf(op->user, sizeof op->user, "%s", user);
+  snprintf(op->sync.user, sizeof op->sync.user, "%s", user);
   return op;
 }
 
@@ -259,9 +260,9 @@ typedef struct {
 
 static hubu_store_op *op_cursors_save(const cursor_spec *cursors, size_t n) {
   hubu_store_op *op = op_make(HUBU_STORE_CURSORS_SAVE);
-  if (!(op->cursors = calloc(n ? n : 1, sizeof *op->cursors))) abort();
+  if (!(op->cursors_save.cursors = calloc(n ? n : 1, sizeof *op->cursors_save.cursors))) abort();
   for (size_t i = 0; i < n; i++) {
-    hubu_store_cursor *c = &op->cursors[op->n_cursors++];
+    hubu_store_cursor *c = &op->cursors_save.cursors[op->cursors_save.n_cursors++];
     snprintf(c->user, sizeof c->user, "%s", cursors[i].user);
     snprintf(c->device, sizeof c->device, "%s", cursors[i].device);
     snprintf(c->session_id, sizeof c->session_id, "%s", cursors[i].session);
@@ -272,32 +273,32 @@ static hubu_store_op *op_cursors_save(const cursor_spec *cursors, size_t n) {
 
 static hubu_store_op *op_kv_get(const char *plugin, const char *key) {
   hubu_store_op *op = op_make(HUBU_STORE_KV_GET);
-  snprintf(op->plugin, sizeof op->plugin, "%s", plugin);
-  op->key = dup_or_die(key);
+  snprintf(op->kv.plugin, sizeof op->kv.plugin, "%s", plugin);
+  op->kv.key = dup_or_die(key);
   return op;
 }
 
 static hubu_store_op *op_kv_set(const char *plugin, const char *key, const void *value, size_t len) {
   hubu_store_op *op = op_make(HUBU_STORE_KV_SET);
-  snprintf(op->plugin, sizeof op->plugin, "%s", plugin);
-  op->key = dup_or_die(key);
-  if (!(op->value = malloc(len ? len : 1))) abort();
-  if (len) memcpy(op->value, value, len);
-  op->value_len = len;
+  snprintf(op->kv.plugin, sizeof op->kv.plugin, "%s", plugin);
+  op->kv.key = dup_or_die(key);
+  if (!(op->kv.value = malloc(len ? len : 1))) abort();
+  if (len) memcpy(op->kv.value, value, len);
+  op->kv.value_len = len;
   return op;
 }
 
 static hubu_store_op *op_kv_delete(const char *plugin, const char *key) {
   hubu_store_op *op = op_make(HUBU_STORE_KV_DELETE);
-  snprintf(op->plugin, sizeof op->plugin, "%s", plugin);
-  op->key = dup_or_die(key);
+  snprintf(op->kv.plugin, sizeof op->kv.plugin, "%s", plugin);
+  op->kv.key = dup_or_die(key);
   return op;
 }
 
 static hubu_store_op *op_log_read(uint64_t after_pos, uint32_t limit) {
   hubu_store_op *op = op_make(HUBU_STORE_LOG_READ);
-  op->after_seq = after_pos;
-  op->limit = limit;
+  op->log_read.after_pos = after_pos;
+  op->log_read.limit = limit;
   return op;
 }
 
@@ -353,24 +354,32 @@ static hubu_store_status status_take(hubu_store_op *op) {
 }
 
 static send_answer send_answer_take(hubu_store_op *op) {
-  send_answer a = {.status = op->status,
-                   .seq = op->seq,
-                   .msg_id = op->msg_id,
-                   .log_pos = op->log_pos,
-                   .last_client_id = op->last_client_id};
-  snprintf(a.session_id, sizeof a.session_id, "%s", op->session_id);
+  send_answer a = {.status = op->status};
+  if (op->kind == HUBU_STORE_APPEND) {
+    snprintf(a.session_id, sizeof a.session_id, "%s", op->append.stored_session_id);
+    a.seq = op->append.stored_seq;
+    a.msg_id = op->append.stored_msg_id;
+    a.log_pos = op->append.log_pos;
+  } else if (op->kind == HUBU_STORE_FIND_SEND) {
+    snprintf(a.session_id, sizeof a.session_id, "%s", op->find_send.session_id);
+    a.seq = op->find_send.seq;
+    a.msg_id = op->find_send.msg_id;
+  } else if (op->kind == HUBU_STORE_DEVICE_LOAD) {
+    a.last_client_id = op->device_load.last_client_id;
+  }
   hubu_store_op_free(op);
   return a;
 }
 
 static session_answer session_answer_take(hubu_store_op *op) {
-  session_answer a = {.status = op->status, .max_seq = op->max_seq, .min_seq = op->min_seq};
-  snprintf(a.kind, sizeof a.kind, "%s", op->kind_name);
+  hubu_store_session_load_op *load = &op->session_load;
+  session_answer a = {.status = op->status, .max_seq = load->max_seq, .min_seq = load->min_seq};
+  snprintf(a.kind, sizeof a.kind, "%s", load->kind);
   if (op->status == HUBU_STORE_OK) {
-    a.members = op->members;
-    a.n_members = op->n_members;
-    op->members = NULL;
-    op->n_members = 0;
+    a.members = load->members;
+    a.n_members = load->n_members;
+    load->members = NULL;
+    load->n_members = 0;
   }
   hubu_store_op_free(op);
   return a;
@@ -383,10 +392,24 @@ static void session_answer_free(session_answer *a) {
 }
 
 static page_answer page_answer_take(hubu_store_op *op) {
-  page_answer a = {
-      .status = op->status, .msgs = op->msgs, .n = op->n_msgs, .has_more = op->has_more, .max_seq = op->max_seq};
-  op->msgs = NULL;
-  op->n_msgs = 0;
+  page_answer a = {.status = op->status};
+  if (op->kind == HUBU_STORE_PULL) {
+    a = (page_answer){.status = op->status,
+                      .msgs = op->pull.msgs,
+                      .n = op->pull.n_msgs,
+                      .has_more = op->pull.has_more,
+                      .max_seq = op->pull.max_seq};
+    op->pull.msgs = NULL;
+    op->pull.n_msgs = 0;
+  } else if (op->kind == HUBU_STORE_LOG_READ) {
+    a = (page_answer){.status = op->status,
+                      .msgs = op->log_read.msgs,
+                      .n = op->log_read.n_msgs,
+                      .has_more = op->log_read.has_more,
+                      .max_seq = op->log_read.max_pos};
+    op->log_read.msgs = NULL;
+    op->log_read.n_msgs = 0;
+  }
   hubu_store_op_free(op);
   return a;
 }
@@ -399,14 +422,15 @@ static void page_answer_free(page_answer *a) {
 
 static sync_answer sync_answer_take(hubu_store_op *op) {
   sync_answer a = {.status = op->status};
-  if (op->n_states && !(a.states = calloc(op->n_states, sizeof *a.states))) abort();
-  for (size_t i = 0; i < op->n_states; i++) {
-    snprintf(a.states[i].session_id, sizeof a.states[i].session_id, "%s", op->states[i].session_id);
-    snprintf(a.states[i].kind, sizeof a.states[i].kind, "%s", op->states[i].kind);
-    a.states[i].max_seq = op->states[i].max_seq;
-    a.states[i].min_seq = op->states[i].min_seq;
+  const hubu_store_sync_op *sync = &op->sync;
+  if (sync->n_states && !(a.states = calloc(sync->n_states, sizeof *a.states))) abort();
+  for (size_t i = 0; i < sync->n_states; i++) {
+    snprintf(a.states[i].session_id, sizeof a.states[i].session_id, "%s", sync->states[i].session_id);
+    snprintf(a.states[i].kind, sizeof a.states[i].kind, "%s", sync->states[i].kind);
+    a.states[i].max_seq = sync->states[i].max_seq;
+    a.states[i].min_seq = sync->states[i].min_seq;
   }
-  a.n = op->n_states;
+  a.n = sync->n_states;
   hubu_store_op_free(op);
   return a;
 }
@@ -419,10 +443,10 @@ static void sync_answer_free(sync_answer *a) {
 static kv_answer kv_answer_take(hubu_store_op *op) {
   kv_answer a = {.status = op->status};
   if (op->status == HUBU_STORE_OK && op->kind == HUBU_STORE_KV_GET) {
-    a.value = op->value;
-    a.len = op->value_len;
-    op->value = NULL;
-    op->value_len = 0;
+    a.value = op->kv.value;
+    a.len = op->kv.value_len;
+    op->kv.value = NULL;
+    op->kv.value_len = 0;
   }
   hubu_store_op_free(op);
   return a;

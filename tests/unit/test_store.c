@@ -108,7 +108,7 @@ static hubu_msg *make_msg(const char *session, uint64_t seq, const char *sender,
 
 static hubu_store_op *append_op(hubu_msg *m) {
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_APPEND);
-  op->msg = m; /* the op owns this reference */
+  op->append.msg = m; /* the op owns this reference */
   /* As hubud does for a session the store may not have yet: the append names
    * the kind and members to create it with (the rule is core's). */
   hubu_session sess = {.id = (char *)m->session_id};
@@ -153,53 +153,53 @@ static void burst_wait(fixture *f, size_t n) {
 
 static hubu_store_op *device_load(fixture *f, const char *user, const char *device) {
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_DEVICE_LOAD);
-  snprintf(op->user, sizeof op->user, "%s", user);
-  snprintf(op->device, sizeof op->device, "%s", device);
+  snprintf(op->device_load.user, sizeof op->device_load.user, "%s", user);
+  snprintf(op->device_load.device, sizeof op->device_load.device, "%s", device);
   return run_op(f, op);
 }
 
 static hubu_store_op *session_load(fixture *f, const char *session) {
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_SESSION_LOAD);
-  snprintf(op->session_id, sizeof op->session_id, "%s", session);
+  snprintf(op->session_load.session_id, sizeof op->session_load.session_id, "%s", session);
   return run_op(f, op);
 }
 
 static hubu_store_op *pull(fixture *f, const char *session, uint64_t after_seq, uint32_t limit) {
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_PULL);
-  snprintf(op->session_id, sizeof op->session_id, "%s", session);
-  op->after_seq = after_seq;
-  op->limit = limit;
+  snprintf(op->pull.session_id, sizeof op->pull.session_id, "%s", session);
+  op->pull.after_seq = after_seq;
+  op->pull.limit = limit;
   return run_op(f, op);
 }
 
 static hubu_store_op *sync_user(fixture *f, const char *user) {
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_SYNC);
-  snprintf(op->user, sizeof op->user, "%s", user);
+  snprintf(op->sync.user, sizeof op->sync.user, "%s", user);
   return run_op(f, op);
 }
 
 static hubu_store_op *member_op(fixture *f, hubu_store_op_kind kind, const char *session, const char *user,
                                 const char *role) {
   hubu_store_op *op = hubu_store_op_new(kind);
-  snprintf(op->session_id, sizeof op->session_id, "%s", session);
-  snprintf(op->user, sizeof op->user, "%s", user);
-  if (role) snprintf(op->role, sizeof op->role, "%s", role);
+  snprintf(op->member.session_id, sizeof op->member.session_id, "%s", session);
+  snprintf(op->member.user, sizeof op->member.user, "%s", user);
+  if (role) snprintf(op->member.role, sizeof op->member.role, "%s", role);
   return run_op(f, op);
 }
 
 static hubu_store_op *group_create(fixture *f, const char *session, const char *const *members, size_t n) {
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_SESSION_CREATE);
-  snprintf(op->session_id, sizeof op->session_id, "%s", session);
-  snprintf(op->kind_name, sizeof op->kind_name, "group");
-  op->members = calloc(n, sizeof *op->members);
-  for (size_t i = 0; i < n; i++) op->members[i] = strdup(members[i]);
-  op->n_members = n;
+  snprintf(op->session_create.session_id, sizeof op->session_create.session_id, "%s", session);
+  snprintf(op->session_create.kind, sizeof op->session_create.kind, "group");
+  op->session_create.members = calloc(n, sizeof *op->session_create.members);
+  for (size_t i = 0; i < n; i++) op->session_create.members[i] = strdup(members[i]);
+  op->session_create.n_members = n;
   return run_op(f, op);
 }
 
 static const hubu_store_session_state *find_state(const hubu_store_op *op, const char *session) {
-  for (size_t i = 0; i < op->n_states; i++)
-    if (strcmp(op->states[i].session_id, session) == 0) return &op->states[i];
+  for (size_t i = 0; i < op->sync.n_states; i++)
+    if (strcmp(op->sync.states[i].session_id, session) == 0) return &op->sync.states[i];
   return NULL;
 }
 
@@ -252,8 +252,8 @@ static void test_appends_complete_in_submission_order(void) {
     burst_submit(&f, append_op(make_msg(sessions[s], ++seq[s], "alice", "phone", (uint64_t)i + 1, "hi", 0)), n++);
     if (i % 97 == 0) {
       hubu_store_op *op = hubu_store_op_new(HUBU_STORE_DEVICE_LOAD);
-      snprintf(op->user, sizeof op->user, "alice");
-      snprintf(op->device, sizeof op->device, "phone");
+      snprintf(op->device_load.user, sizeof op->device_load.user, "alice");
+      snprintf(op->device_load.device, sizeof op->device_load.device, "phone");
       burst_submit(&f, op, n++);
     }
   }
@@ -274,15 +274,15 @@ static void test_duplicate_send_returns_original_ids(void) {
   hubu_msg *orig = make_msg("d:alice:bob", 1, "alice", "phone", 5, "first", 0);
   hubu_store_op *op = run_op(&f, append_op(hubu_msg_ref(orig)));
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_U64(op->seq, 1);
+  CHECK_EQ_U64(op->append.stored_seq, 1);
   hubu_store_op_free(op);
 
   /* The retry got a new seq and msg_id before reaching the store. */
   op = run_op(&f, append_op(make_msg("d:alice:bob", 2, "alice", "phone", 5, "retry", 0)));
   CHECK_EQ_U64(op->status, HUBU_STORE_DUPLICATE);
-  CHECK_EQ_U64(op->seq, 1);
-  CHECK_EQ_U64(op->msg_id, orig->msg_id);
-  CHECK_EQ_STR(op->session_id, "d:alice:bob");
+  CHECK_EQ_U64(op->append.stored_seq, 1);
+  CHECK_EQ_U64(op->append.stored_msg_id, orig->msg_id);
+  CHECK_EQ_STR(op->append.stored_session_id, "d:alice:bob");
   hubu_store_op_free(op);
 
   /* Two copies in one burst: the second is the duplicate of the first. */
@@ -295,12 +295,12 @@ static void test_duplicate_send_returns_original_ids(void) {
 
   op = pull(&f, "d:alice:bob", 0, 0);
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_U64(op->n_msgs, 2); /* seq 1 and 2; nothing stored twice */
-  if (op->n_msgs == 2) {
-    CHECK_EQ_MEM(op->msgs[0]->push_entry, orig->push_entry, orig->push_entry_len);
-    CHECK_EQ_U64(op->msgs[1]->seq, 2);
+  CHECK_EQ_U64(op->pull.n_msgs, 2); /* seq 1 and 2; nothing stored twice */
+  if (op->pull.n_msgs == 2) {
+    CHECK_EQ_MEM(op->pull.msgs[0]->push_entry, orig->push_entry, orig->push_entry_len);
+    CHECK_EQ_U64(op->pull.msgs[1]->seq, 2);
   }
-  CHECK_EQ_U64(op->max_seq, 2);
+  CHECK_EQ_U64(op->pull.max_seq, 2);
   hubu_store_op_free(op);
   hubu_store_stats stats;
   hubu_store_get_stats(f.store, &stats);
@@ -327,12 +327,12 @@ static void test_taken_seq_fails_only_that_append(void) {
   hubu_store_op_free(taken);
   CHECK_EQ_U64(burst.counts[HUBU_STORE_OK], 1);
   hubu_store_op *op = pull(&f, "g:team", 0, 10);
-  CHECK_EQ_U64(op->n_msgs, 2);
-  if (op->n_msgs == 2) CHECK_EQ_STR(op->msgs[0]->sender, "alice");
+  CHECK_EQ_U64(op->pull.n_msgs, 2);
+  if (op->pull.n_msgs == 2) CHECK_EQ_STR(op->pull.msgs[0]->sender, "alice");
   hubu_store_op_free(op);
   /* bob's device high-water mark counts only what was stored */
   op = device_load(&f, "bob", "laptop");
-  CHECK_EQ_U64(op->last_client_id, 2);
+  CHECK_EQ_U64(op->device_load.last_client_id, 2);
   hubu_store_op_free(op);
   fixture_finish(&f);
 }
@@ -342,7 +342,7 @@ static void test_device_load_and_find_send(void) {
   if (fixture_init(&f, HUBU_FSYNC_BATCH) != 0) return;
   hubu_store_op *op = device_load(&f, "alice", "phone");
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_U64(op->last_client_id, 0);
+  CHECK_EQ_U64(op->device_load.last_client_id, 0);
   hubu_store_op_free(op);
 
   append_one(&f, make_msg("d:alice:bob", 1, "alice", "phone", 3, "a", 0), HUBU_STORE_OK);
@@ -350,26 +350,26 @@ static void test_device_load_and_find_send(void) {
   append_one(&f, make_msg("d:alice:bob", 2, "alice", "laptop", 100, "c", 0), HUBU_STORE_OK);
   op = device_load(&f, "alice", "phone");
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_U64(op->last_client_id, 9);
+  CHECK_EQ_U64(op->device_load.last_client_id, 9);
   hubu_store_op_free(op);
   op = device_load(&f, "alice", "laptop");
-  CHECK_EQ_U64(op->last_client_id, 100);
+  CHECK_EQ_U64(op->device_load.last_client_id, 100);
   hubu_store_op_free(op);
   op = device_load(&f, "bob", "phone");
-  CHECK_EQ_U64(op->last_client_id, 0);
+  CHECK_EQ_U64(op->device_load.last_client_id, 0);
   hubu_store_op_free(op);
 
   op = hubu_store_op_new(HUBU_STORE_FIND_SEND);
-  snprintf(op->user, sizeof op->user, "alice");
-  snprintf(op->device, sizeof op->device, "phone");
-  op->client_id = 9;
+  snprintf(op->find_send.user, sizeof op->find_send.user, "alice");
+  snprintf(op->find_send.device, sizeof op->find_send.device, "phone");
+  op->find_send.client_id = 9;
   run_op(&f, op);
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_STR(op->session_id, "g:team");
-  CHECK_EQ_U64(op->seq, 1);
-  CHECK_EQ_U64(op->msg_id, 1000000 + 7 + 9);
+  CHECK_EQ_STR(op->find_send.session_id, "g:team");
+  CHECK_EQ_U64(op->find_send.seq, 1);
+  CHECK_EQ_U64(op->find_send.msg_id, 1000000 + 7 + 9);
   op->status = HUBU_STORE_ERROR;
-  op->client_id = 4; /* the same op object, reused */
+  op->find_send.client_id = 4; /* the same op object, reused */
   op->next = NULL;
   run_op(&f, op);
   CHECK_EQ_U64(op->status, HUBU_STORE_NOT_FOUND);
@@ -389,22 +389,22 @@ static void test_direct_session_lists_both_users(void) {
   append_one(&f, make_msg("room:9", 4, "carol", "web", 1, "custom", 0), HUBU_STORE_OK);
   op = session_load(&f, "d:alice:bob");
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_STR(op->kind_name, "direct");
-  CHECK_EQ_U64(op->max_seq, 2);
-  CHECK_EQ_U64(op->min_seq, 0);
-  CHECK_EQ_U64(op->n_members, 2);
-  if (op->n_members == 2) {
-    CHECK_EQ_STR(op->members[0], "alice");
-    CHECK_EQ_STR(op->members[1], "bob");
+  CHECK_EQ_STR(op->session_load.kind, "direct");
+  CHECK_EQ_U64(op->session_load.max_seq, 2);
+  CHECK_EQ_U64(op->session_load.min_seq, 0);
+  CHECK_EQ_U64(op->session_load.n_members, 2);
+  if (op->session_load.n_members == 2) {
+    CHECK_EQ_STR(op->session_load.members[0], "alice");
+    CHECK_EQ_STR(op->session_load.members[1], "bob");
   }
   hubu_store_op_free(op);
   /* Any other non-group kind: the sender of its first message is a member. */
   op = session_load(&f, "room:9");
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_STR(op->kind_name, "custom");
-  CHECK_EQ_U64(op->max_seq, 4);
-  CHECK_EQ_U64(op->n_members, 1);
-  if (op->n_members == 1) CHECK_EQ_STR(op->members[0], "carol");
+  CHECK_EQ_STR(op->session_load.kind, "custom");
+  CHECK_EQ_U64(op->session_load.max_seq, 4);
+  CHECK_EQ_U64(op->session_load.n_members, 1);
+  if (op->session_load.n_members == 1) CHECK_EQ_STR(op->session_load.members[0], "carol");
   hubu_store_op_free(op);
   fixture_finish(&f);
 }
@@ -442,21 +442,21 @@ static void test_group_create_add_remove_load(void) {
 
   op = session_load(&f, "g:team");
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_STR(op->kind_name, "group");
-  CHECK_EQ_U64(op->max_seq, 0);
-  CHECK_EQ_U64(op->n_members, 3);
-  if (op->n_members == 3) {
-    CHECK_EQ_STR(op->members[0], "alice");
-    CHECK_EQ_STR(op->members[1], "bob");
-    CHECK_EQ_STR(op->members[2], "dave");
+  CHECK_EQ_STR(op->session_load.kind, "group");
+  CHECK_EQ_U64(op->session_load.max_seq, 0);
+  CHECK_EQ_U64(op->session_load.n_members, 3);
+  if (op->session_load.n_members == 3) {
+    CHECK_EQ_STR(op->session_load.members[0], "alice");
+    CHECK_EQ_STR(op->session_load.members[1], "bob");
+    CHECK_EQ_STR(op->session_load.members[2], "dave");
   }
   hubu_store_op_free(op);
 
   /* A message to the group raises max_seq and leaves its members alone. */
   append_one(&f, make_msg("g:team", 1, "bob", "phone", 1, "hello team", 0), HUBU_STORE_OK);
   op = session_load(&f, "g:team");
-  CHECK_EQ_U64(op->max_seq, 1);
-  CHECK_EQ_U64(op->n_members, 3);
+  CHECK_EQ_U64(op->session_load.max_seq, 1);
+  CHECK_EQ_U64(op->session_load.n_members, 3);
   hubu_store_op_free(op);
   fixture_finish(&f);
 }
@@ -484,17 +484,17 @@ static void test_pull_pages_and_round_trips_bytes(void) {
   for (;;) {
     hubu_store_op *op = pull(&f, "g:pull", after, 100);
     CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-    CHECK_EQ_U64(op->max_seq, N);
+    CHECK_EQ_U64(op->pull.max_seq, N);
     pages++;
-    for (size_t i = 0; i < op->n_msgs; i++) {
-      const hubu_msg *m = op->msgs[i], *o = orig[after + 1 + i];
+    for (size_t i = 0; i < op->pull.n_msgs; i++) {
+      const hubu_msg *m = op->pull.msgs[i], *o = orig[after + 1 + i];
       if (m->seq != after + 1 + i || m->push_entry_len != o->push_entry_len ||
           memcmp(m->push_entry, o->push_entry, o->push_entry_len) != 0 || m->meta_len != o->meta_len)
         mismatches++;
     }
-    seen += op->n_msgs;
-    int more = op->has_more;
-    if (op->n_msgs) after = op->msgs[op->n_msgs - 1]->seq;
+    seen += op->pull.n_msgs;
+    int more = op->pull.has_more;
+    if (op->pull.n_msgs) after = op->pull.msgs[op->pull.n_msgs - 1]->seq;
     CHECK_EQ_U64(more, seen < N);
     hubu_store_op_free(op);
     if (!more || pages > 10) break;
@@ -505,28 +505,28 @@ static void test_pull_pages_and_round_trips_bytes(void) {
   CHECK(orig[3]->meta_len > 0);
 
   hubu_store_op *op = pull(&f, "g:pull", 240, 0); /* 0 means the default (100) */
-  CHECK_EQ_U64(op->n_msgs, 10);
-  CHECK_EQ_U64(op->has_more, 0);
+  CHECK_EQ_U64(op->pull.n_msgs, 10);
+  CHECK_EQ_U64(op->pull.has_more, 0);
   hubu_store_op_free(op);
   op = pull(&f, "g:pull", 0, 0);
-  CHECK_EQ_U64(op->n_msgs, 100);
-  CHECK_EQ_U64(op->has_more, 1);
+  CHECK_EQ_U64(op->pull.n_msgs, 100);
+  CHECK_EQ_U64(op->pull.has_more, 1);
   hubu_store_op_free(op);
   op = pull(&f, "g:pull", 250, 5);
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_U64(op->n_msgs, 0);
-  CHECK_EQ_U64(op->has_more, 0);
+  CHECK_EQ_U64(op->pull.n_msgs, 0);
+  CHECK_EQ_U64(op->pull.has_more, 0);
   hubu_store_op_free(op);
   op = pull(&f, "g:none", 0, 5);
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_U64(op->n_msgs, 0);
+  CHECK_EQ_U64(op->pull.n_msgs, 0);
   hubu_store_op_free(op);
   op = pull(&f, "g:pull2", 0, 5);
-  CHECK_EQ_U64(op->n_msgs, 1);
-  if (op->n_msgs == 1) {
-    CHECK_EQ_U64(op->msgs[0]->body_len, 0);
-    CHECK_EQ_MEM(op->msgs[0]->push_entry, empty->push_entry, empty->push_entry_len);
-    CHECK_EQ_U64(op->msgs[0]->push_entry_len, empty->push_entry_len);
+  CHECK_EQ_U64(op->pull.n_msgs, 1);
+  if (op->pull.n_msgs == 1) {
+    CHECK_EQ_U64(op->pull.msgs[0]->body_len, 0);
+    CHECK_EQ_MEM(op->pull.msgs[0]->push_entry, empty->push_entry, empty->push_entry_len);
+    CHECK_EQ_U64(op->pull.msgs[0]->push_entry_len, empty->push_entry_len);
   }
   hubu_store_op_free(op);
 
@@ -550,7 +550,7 @@ static void test_sync_lists_sessions_with_max_seq(void) {
 
   op = sync_user(&f, "alice");
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_U64(op->n_states, 3);
+  CHECK_EQ_U64(op->sync.n_states, 3);
   const hubu_store_session_state *s = find_state(op, "d:alice:bob");
   CHECK(s && s->max_seq == 2 && strcmp(s->kind, "direct") == 0);
   s = find_state(op, "d:alice:carol");
@@ -562,7 +562,7 @@ static void test_sync_lists_sessions_with_max_seq(void) {
 
   op = sync_user(&f, "nobody");
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_U64(op->n_states, 0);
+  CHECK_EQ_U64(op->sync.n_states, 0);
   hubu_store_op_free(op);
   fixture_finish(&f);
 }
@@ -591,13 +591,14 @@ static int64_t read_cursor(const char *dir, const char *user, const char *device
 static hubu_store_op *cursors_op(const char *user, const char *device, const char *const *sessions,
                                  const uint64_t *seqs, size_t n) {
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_CURSORS_SAVE);
-  op->cursors = calloc(n, sizeof *op->cursors);
-  op->n_cursors = n;
+  op->cursors_save.cursors = calloc(n, sizeof *op->cursors_save.cursors);
+  op->cursors_save.n_cursors = n;
   for (size_t i = 0; i < n; i++) {
-    snprintf(op->cursors[i].user, sizeof op->cursors[i].user, "%s", user);
-    snprintf(op->cursors[i].device, sizeof op->cursors[i].device, "%s", device);
-    snprintf(op->cursors[i].session_id, sizeof op->cursors[i].session_id, "%s", sessions[i]);
-    op->cursors[i].delivered_seq = seqs[i];
+    hubu_store_cursor *c = &op->cursors_save.cursors[i];
+    snprintf(c->user, sizeof c->user, "%s", user);
+    snprintf(c->device, sizeof c->device, "%s", device);
+    snprintf(c->session_id, sizeof c->session_id, "%s", sessions[i]);
+    c->delivered_seq = seqs[i];
   }
   return op;
 }
@@ -647,19 +648,19 @@ static void test_everything_survives_reopen(void) {
 
   op = session_load(&f, "g:keep");
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_U64(op->max_seq, 10);
-  CHECK_EQ_U64(op->n_members, 2);
+  CHECK_EQ_U64(op->session_load.max_seq, 10);
+  CHECK_EQ_U64(op->session_load.n_members, 2);
   hubu_store_op_free(op);
   op = pull(&f, "g:keep", 0, 100);
-  CHECK_EQ_U64(op->n_msgs, 10);
-  for (size_t i = 0; i < op->n_msgs; i++)
-    CHECK_EQ_MEM(op->msgs[i]->push_entry, kept[2 * i + 1]->push_entry, kept[2 * i + 1]->push_entry_len);
+  CHECK_EQ_U64(op->pull.n_msgs, 10);
+  for (size_t i = 0; i < op->pull.n_msgs; i++)
+    CHECK_EQ_MEM(op->pull.msgs[i]->push_entry, kept[2 * i + 1]->push_entry, kept[2 * i + 1]->push_entry_len);
   hubu_store_op_free(op);
   op = device_load(&f, "alice", "phone");
-  CHECK_EQ_U64(op->last_client_id, 20);
+  CHECK_EQ_U64(op->device_load.last_client_id, 20);
   hubu_store_op_free(op);
   op = sync_user(&f, "bob");
-  CHECK_EQ_U64(op->n_states, 2);
+  CHECK_EQ_U64(op->sync.n_states, 2);
   const hubu_store_session_state *s = find_state(op, "d:alice:bob");
   CHECK(s && s->max_seq == 10);
   hubu_store_op_free(op);
@@ -667,7 +668,7 @@ static void test_everything_survives_reopen(void) {
   /* A retry after the restart is still a duplicate. */
   op = run_op(&f, append_op(make_msg("g:keep", 11, "alice", "phone", 19, "again", 0)));
   CHECK_EQ_U64(op->status, HUBU_STORE_DUPLICATE);
-  CHECK_EQ_U64(op->seq, 10);
+  CHECK_EQ_U64(op->append.stored_seq, 10);
   hubu_store_op_free(op);
   for (int i = 1; i <= 20; i++) hubu_msg_unref(kept[i]);
   fixture_finish(&f);
@@ -697,13 +698,13 @@ static void test_ten_thousand_appends_group_commit(void) {
          (unsigned long long)stats.max_batch_seen, (unsigned long long)stats.commit_us_total);
 
   hubu_store_op *op = pull(&f, "g:s3", 0, 5000); /* capped at 1000 */
-  CHECK_EQ_U64(op->n_msgs, 1000);
-  CHECK_EQ_U64(op->has_more, 0); /* exactly 1000 in g:s3 */
-  CHECK_EQ_U64(op->max_seq, 1000);
+  CHECK_EQ_U64(op->pull.n_msgs, 1000);
+  CHECK_EQ_U64(op->pull.has_more, 0); /* exactly 1000 in g:s3 */
+  CHECK_EQ_U64(op->pull.max_seq, 1000);
   hubu_store_op_free(op);
   op = pull(&f, "g:s3", 0, 999);
-  CHECK_EQ_U64(op->n_msgs, 999);
-  CHECK_EQ_U64(op->has_more, 1);
+  CHECK_EQ_U64(op->pull.n_msgs, 999);
+  CHECK_EQ_U64(op->pull.has_more, 1);
   hubu_store_op_free(op);
   fixture_finish(&f);
 }
@@ -755,11 +756,11 @@ static void test_failed_transaction_fails_the_whole_batch(void) {
   sqlite3_close(other);
 
   hubu_store_op *op = pull(&f, "g:lock", 0, 10);
-  CHECK_EQ_U64(op->n_msgs, 1);
+  CHECK_EQ_U64(op->pull.n_msgs, 1);
   hubu_store_op_free(op);
   append_one(&f, make_msg("g:lock", 2, "alice", "phone", 2, "after", 0), HUBU_STORE_OK);
   op = device_load(&f, "alice", "phone");
-  CHECK_EQ_U64(op->last_client_id, 2);
+  CHECK_EQ_U64(op->device_load.last_client_id, 2);
   hubu_store_op_free(op);
   fixture_finish(&f);
 }
@@ -805,7 +806,7 @@ static void test_close_finishes_queued_ops(void) {
   CHECK_EQ_U64(fixture_open_store(&f), 0);
   if (f.store) {
     hubu_store_op *op = pull(&f, "g:close", 0, 1000);
-    CHECK_EQ_U64(op->n_msgs, 300);
+    CHECK_EQ_U64(op->pull.n_msgs, 300);
     hubu_store_op_free(op);
   }
   fixture_finish(&f);
@@ -823,7 +824,7 @@ static struct {
 static void child_submit(void);
 
 static void on_child_done(hubu_store_op *op) {
-  uint64_t client_id = op->msg->client_id;
+  uint64_t client_id = op->append.msg->client_id;
   int ok = op->status == HUBU_STORE_OK;
   hubu_store_op_free(op);
   if (ok && write(killed_child.fd, &client_id, sizeof client_id) != (ssize_t)sizeof client_id) _exit(3);
@@ -899,17 +900,17 @@ static void test_acked_appends_survive_kill9(void) {
       uint64_t after = 0;
       for (;;) {
         hubu_store_op *op = pull(&f, session, after, 1000);
-        for (size_t i = 0; i < op->n_msgs; i++)
-          if (op->msgs[i]->client_id <= KILL_MAX && acked[op->msgs[i]->client_id]) found++;
-        int more = op->has_more && op->n_msgs;
-        if (op->n_msgs) after = op->msgs[op->n_msgs - 1]->seq;
+        for (size_t i = 0; i < op->pull.n_msgs; i++)
+          if (op->pull.msgs[i]->client_id <= KILL_MAX && acked[op->pull.msgs[i]->client_id]) found++;
+        int more = op->pull.has_more && op->pull.n_msgs;
+        if (op->pull.n_msgs) after = op->pull.msgs[op->pull.n_msgs - 1]->seq;
         hubu_store_op_free(op);
         if (!more) break;
       }
     }
     CHECK_EQ_U64(found, n_acked);
     hubu_store_op *op = device_load(&f, "alice", "phone");
-    CHECK(op->last_client_id >= highest);
+    CHECK(op->device_load.last_client_id >= highest);
     hubu_store_op_free(op);
   }
   free(acked);
@@ -970,21 +971,45 @@ static void test_schema_1_store_keeps_its_log_positions(void) {
   }
   hubu_store_op *op = run_op(&f, append_op(make_msg("g:old", 4, "alice", "phone", 4, "d", 0)));
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
-  CHECK_EQ_U64(op->log_pos, 13);
+  CHECK_EQ_U64(op->append.log_pos, 13);
   hubu_store_op_free(op);
   op = hubu_store_op_new(HUBU_STORE_LOG_READ);
-  op->limit = 10;
+  op->log_read.limit = 10;
   run_op(&f, op);
   CHECK_EQ_U64(op->status, HUBU_STORE_OK);
   static const uint64_t want_pos[] = {5, 9, 12, 13};
-  if (CHECK_EQ_U64(op->n_msgs, 4))
+  if (CHECK_EQ_U64(op->log_read.n_msgs, 4))
     for (size_t i = 0; i < 4; i++) {
-      CHECK_EQ_U64(op->msgs[i]->log_pos, want_pos[i]);
-      CHECK_EQ_U64(op->msgs[i]->seq, i + 1);
+      CHECK_EQ_U64(op->log_read.msgs[i]->log_pos, want_pos[i]);
+      CHECK_EQ_U64(op->log_read.msgs[i]->seq, i + 1);
     }
-  CHECK_EQ_U64(op->max_seq, 13);
+  CHECK_EQ_U64(op->log_read.max_pos, 13);
   hubu_store_op_free(op);
   fixture_finish(&f);
+}
+
+/* The store's log line names the session and user of an op, each kind
+ * from its own fields; an op reused from the cache starts empty. */
+static void test_ops_name_their_session_and_user(void) {
+  hubu_store_op *op = append_op(make_msg("d:alice:bob", 1, "alice", "phone", 1, "hi", 0));
+  CHECK_EQ_STR(hubu_store_op_session_id(op), "d:alice:bob");
+  CHECK_EQ_STR(hubu_store_op_user(op), "alice");
+  CHECK_EQ_U64(op->append.n_new_members, 2);
+  hubu_store_op_free(op);
+  op = hubu_store_op_new(HUBU_STORE_MEMBER_REMOVE);
+  snprintf(op->member.session_id, sizeof op->member.session_id, "g:team");
+  snprintf(op->member.user, sizeof op->member.user, "carol");
+  CHECK_EQ_STR(hubu_store_op_session_id(op), "g:team");
+  CHECK_EQ_STR(hubu_store_op_user(op), "carol");
+  hubu_store_op_free(op);
+  op = hubu_store_op_new(HUBU_STORE_KV_GET);
+  CHECK_EQ_STR(hubu_store_op_session_id(op), "");
+  CHECK_EQ_STR(hubu_store_op_user(op), "");
+  hubu_store_op_free(op);
+  op = hubu_store_op_new(HUBU_STORE_SESSION_LOAD);
+  CHECK_EQ_STR(op->session_load.session_id, "");
+  CHECK(op->session_load.members == NULL && op->session_load.n_members == 0);
+  hubu_store_op_free(op);
 }
 
 int main(int argc, char **argv) {
@@ -1008,5 +1033,6 @@ int main(int argc, char **argv) {
   test_close_finishes_queued_ops();
   test_acked_appends_survive_kill9();
   test_schema_1_store_keeps_its_log_positions();
+  test_ops_name_their_session_and_user();
   return check_summary(argv[0]);
 }
