@@ -72,6 +72,7 @@ if(TARGET hubu_spec_deps)
 endif()
 include(${CMAKE_CURRENT_LIST_DIR}/admin.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/config.cmake OPTIONAL)
+include(${CMAKE_CURRENT_LIST_DIR}/abuse.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/core.cmake)
 
 # hubu-bench's in-process scenarios, run briefly so that a build that drops

@@ -16,11 +16,19 @@
 
 #define MAX_RETRANSMITS 3
 
-/* Appends m's entry to the PUSH frame opened this turn, or opens one. */
+/* Appends m's entry to the PUSH frame opened this turn, or opens one. A
+ * frame's body never exceeds max_frame: an entry that alone would (a body a
+ * plugin enlarged past what SEND allows) is not pushed (-1); the client finds
+ * the seq missing and pulls. */
 static int push_write(hubu_peer *c, hubu_msg *m) {
   hubu_buf *w = c->ops->output(c);
   size_t size = hubu_buf_size(w);
   uint32_t max_body = c->core->cfg.max_frame;
+  if (m->push_entry_len > max_body) {
+    hubu_log(HUBU_LOG_WARN, c->id, c->user, "push_too_large", "session=%s seq=%llu entry=%zu max_frame=%u",
+             m->session_id, (unsigned long long)m->seq, m->push_entry_len, max_body);
+    return -1;
+  }
   int extend = c->push_open && size == c->push_end && size - c->push_start - HUBU_FRAME_HEADER_SIZE + m->push_entry_len <= max_body;
   uint8_t *p = hubu_buf_reserve(w, HUBU_FRAME_HEADER_SIZE + m->push_entry_len);
   if (!p) return -1;

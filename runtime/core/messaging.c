@@ -430,6 +430,29 @@ static int queue_new(hubu_core *core, hubu_device *d, uint64_t conn_id, Hubu__V1
   return 0;
 }
 
+/* The largest client_id: 2^53, the last integer every JSON client holds exactly. */
+#define MAX_CLIENT_ID (1ull << 53)
+
+/* One length-delimited field: tag, length, bytes. */
+static size_t delimited_size(size_t len) { return 1 + hubu_varint_size(len) + len; }
+
+/* The largest frame body that may carry this message alone: a PULL_RESULT
+ * (request_id, code, session_id, max_seq, has_more at their widest) around
+ * its Message entry, whose numbers (seq, msg_id, client_id, server_time_ms)
+ * are counted at their widest too; a PUSH of it is smaller. For the SEND
+ * limits (128-byte session_id and content_type, 64-byte ids, 4 KiB of meta
+ * in 32 entries) it is at most the body + 4991 bytes (docs/protocol-notes.md). */
+static size_t message_frame_max(const char *session_id, const char *sender, const char *device,
+                                const char *content_type, size_t n_meta, Hubu__V1__Send__MetaEntry *const *meta,
+                                size_t body_len) {
+  size_t sid = delimited_size(strlen(session_id));
+  size_t packed = sid + 3 * 11 + delimited_size(strlen(sender)) + delimited_size(strlen(device)) +
+                  delimited_size(body_len) + delimited_size(strlen(content_type)) + 11;
+  for (size_t i = 0; i < n_meta; i++)
+    packed += delimited_size(delimited_size(strlen(meta[i]->key)) + delimited_size(strlen(meta[i]->value)));
+  return 11 + 2 + sid + 11 + 2 + delimited_size(packed);
+}
+
 const char *hubu_messaging_send_internal(hubu_core *core, const char *user, const char *device,
                                          const char *session_id, const uint8_t *body, size_t len,
                                          const char *content_type) {
@@ -437,7 +460,8 @@ const char *hubu_messaging_send_internal(hubu_core *core, const char *user, cons
   int kind = hubu_session_id_check(session_id, strlen(session_id));
   if (kind < 0) return "malformed session_id";
   if (kind == HUBU_SESSION_DIRECT && !hubu_session_direct_has(session_id, user)) return "not a member of this session";
-  if (len > core->cfg.max_frame) return "body too large";
+  if (message_frame_max(session_id, user, device, content_type ? content_type : "", 0, NULL, len) > core->cfg.max_frame)
+    return "body too large";
   Hubu__V1__Send *m = malloc(sizeof *m);
   if (!m) return "out of memory";
   hubu__v1__send__init(m);
@@ -457,8 +481,9 @@ const char *hubu_messaging_send_internal(hubu_core *core, const char *user, cons
   return NULL;
 }
 
-static const char *send_invalid(const Hubu__V1__Send *m, int *kind) {
+static const char *send_invalid(const Hubu__V1__Send *m, int *kind, const hubu_peer *c) {
   if (m->client_id == 0) return "client_id must be 1 or more";
+  if (m->client_id > MAX_CLIENT_ID) return "client_id must be at most 2^53 (9007199254740992)";
   *kind = hubu_session_id_check(m->session_id, strlen(m->session_id));
   if (*kind < 0) return "malformed session_id";
   if (strlen(m->content_type) > MAX_CONTENT_TYPE) return "content_type too long";
@@ -466,6 +491,9 @@ static const char *send_invalid(const Hubu__V1__Send *m, int *kind) {
   size_t meta = 0;
   for (size_t i = 0; i < m->n_meta; i++) meta += strlen(m->meta[i]->key) + strlen(m->meta[i]->value);
   if (meta > MAX_META_BYTES) return "meta too large";
+  if (message_frame_max(m->session_id, c->user, c->device, m->content_type, m->n_meta, m->meta, m->body.len) >
+      c->core->cfg.max_frame)
+    return "body too large: the message must fit in one PUSH of max_frame";
   return NULL;
 }
 
@@ -480,7 +508,7 @@ void hubu_messaging_send(hubu_peer *c, const hubu_frame *f) {
   c->sends_unanswered++;
   hubu_device *d = c->dev;
   int kind = -1;
-  const char *invalid = send_invalid(m, &kind);
+  const char *invalid = send_invalid(m, &kind, c);
   if (invalid) {
     send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__INVALID, m->session_id, 0, 0, invalid, 0, 0);
     goto done;
