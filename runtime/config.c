@@ -29,6 +29,9 @@ void hubu_config_usage(const char *argv0) {
           "  --listen HOST:PORT        TCP listener (default 127.0.0.1:7700; port 0: ephemeral)\n"
           "  --tls-listen HOST:PORT    TLS listener (needs --cert and --key)\n"
           "  --cert FILE --key FILE    PEM certificate chain and private key\n"
+          "  --tls-ciphers LIST        TLS 1.2 cipher list (default ECDHE with AES-GCM or ChaCha20-Poly1305)\n"
+          "  --tls-ciphersuites LIST   TLS 1.3 suites (default TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:\n"
+          "                            TLS_CHACHA20_POLY1305_SHA256)\n"
           "  --data DIR                data directory (default ./data)\n"
           "  --plugins DIR             plugin directory (default ./plugins)\n"
           "  --secret SECRET|@FILE     token secret (default DIR/secret, generated once)\n"
@@ -206,6 +209,12 @@ int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *e
   } else if (!strcmp(flag, "--hello-timeout-ms")) {
     bad = parse_u64(v, 86400000, &n) || n < 10;
     cfg->hello_timeout_ms = (uint32_t)n;
+  } else if (!strcmp(flag, "--tls-ciphers")) {
+    cfg->tls_ciphers = v;
+    bad = v[0] == '\0';
+  } else if (!strcmp(flag, "--tls-ciphersuites")) {
+    cfg->tls_ciphersuites = v;
+    bad = v[0] == '\0';
   } else if (!strcmp(flag, "--max-conns")) {
     bad = parse_u64(v, UINT32_MAX, &n);
     cfg->max_conns = (uint32_t)n;

@@ -25,6 +25,8 @@ typedef struct {
   uint32_t max_frame;
   uint32_t heartbeat_ms;
   uint32_t hello_timeout_ms;
+  const char *tls_ciphers;            /* --tls-ciphers: TLS 1.2 cipher list; NULL: the ECDHE+AEAD default */
+  const char *tls_ciphersuites;       /* --tls-ciphersuites: TLS 1.3 suites; NULL: the default */
   uint32_t max_conns;        /* 0: unlimited */
   uint32_t max_conns_per_ip; /* 0: unlimited */
   size_t write_queue_max;    /* per connection: stop reading above it */

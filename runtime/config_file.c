@@ -39,6 +39,8 @@ static const struct {
     {"max_frame", KIND_NUMBER},
     {"heartbeat_ms", KIND_NUMBER},
     {"hello_timeout_ms", KIND_NUMBER},
+    {"tls_ciphers", KIND_STRING},
+    {"tls_ciphersuites", KIND_STRING},
     {"max_conns", KIND_NUMBER},
     {"max_conns_per_ip", KIND_NUMBER},
     {"write_queue_max", KIND_NUMBER},

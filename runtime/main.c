@@ -76,6 +76,8 @@ static void split_config(const hubu_config *cfg, hubu_core_config *core, hubu_ne
       .max_conns = cfg->max_conns,
       .max_conns_per_ip = cfg->max_conns_per_ip,
       .write_queue_max = cfg->write_queue_max,
+      .tls_ciphers = cfg->tls_ciphers,
+      .tls_ciphersuites = cfg->tls_ciphersuites,
       .drain_ms = cfg->drain_ms,
       .max_pending_sends = cfg->max_pending_sends,
   };

@@ -54,3 +54,4 @@ function(hubu_abuse_test exe)
 endfunction()
 
 hubu_abuse_test(abuse_sends)
+hubu_abuse_test(abuse_tls)

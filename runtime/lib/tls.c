@@ -30,6 +30,10 @@ SSL_CTX *hubu_tls_server_ctx_new(const char *cert_file, const char *key_file, ch
   if (!ctx) goto fail;
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
+  if (SSL_CTX_set_cipher_list(ctx, HUBU_TLS12_CIPHERS_DEFAULT) != 1 ||
+      SSL_CTX_set_ciphersuites(ctx, HUBU_TLS13_CIPHERSUITES_DEFAULT) != 1)
+    goto fail;
   if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) goto fail;
   if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) goto fail;
   if (SSL_CTX_check_private_key(ctx) != 1) goto fail;
@@ -38,6 +42,19 @@ fail:
   hubu_tls_last_error(err, err_size);
   SSL_CTX_free(ctx);
   return NULL;
+}
+
+int hubu_tls_server_ctx_set_ciphers(SSL_CTX *ctx, const char *tls12_ciphers, const char *tls13_ciphersuites, char *err,
+                                    size_t err_size) {
+  if (tls12_ciphers && SSL_CTX_set_cipher_list(ctx, tls12_ciphers) != 1) {
+    hubu_tls_last_error(err, err_size);
+    return -1;
+  }
+  if (tls13_ciphersuites && SSL_CTX_set_ciphersuites(ctx, tls13_ciphersuites) != 1) {
+    hubu_tls_last_error(err, err_size);
+    return -1;
+  }
+  return 0;
 }
 
 SSL_CTX *hubu_tls_client_ctx_new(const char *ca_file, int verify, char *err, size_t err_size) {

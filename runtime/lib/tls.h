@@ -13,9 +13,24 @@
 
 typedef struct hubu_tls hubu_tls;
 
-/* Server context: TLS 1.2 minimum, certificate chain and key from PEM files.
- * On failure returns NULL with a reason in err. */
+/* The server's suites unless configured: TLS 1.2 only with ECDHE key exchange
+ * and AEAD ciphers (forward secrecy, no CBC, no SHA-1 MACs); TLS 1.3 with its
+ * standard three. TLS 1.3 is chosen whenever the client offers it. */
+#define HUBU_TLS12_CIPHERS_DEFAULT                                                           \
+  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:" \
+  "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define HUBU_TLS13_CIPHERSUITES_DEFAULT "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
+/* Server context: TLS 1.2 minimum, the default suites above, no
+ * renegotiation, the server's order of preference; certificate chain and key
+ * from PEM files. On failure returns NULL with a reason in err. */
 SSL_CTX *hubu_tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t err_size);
+
+/* Replaces the server context's TLS 1.2 cipher list (OpenSSL cipher string)
+ * and TLS 1.3 suites (colon-separated names); NULL keeps the default. 0, or -1
+ * with a reason in err when OpenSSL takes no suite from a list. */
+int hubu_tls_server_ctx_set_ciphers(SSL_CTX *ctx, const char *tls12_ciphers, const char *tls13_ciphersuites, char *err,
+                                    size_t err_size);
 
 /* Client context: TLS 1.2 minimum. ca_file NULL with verify 0 accepts any
  * certificate (development); otherwise the peer is verified against ca_file

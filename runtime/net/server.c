@@ -236,6 +236,13 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_net_config *cf
                cfg->key_file, err);
       return -1;
     }
+    if (hubu_tls_server_ctx_set_ciphers(s->tls_ctx, cfg->tls_ciphers, cfg->tls_ciphersuites, err, sizeof err) != 0) {
+      hubu_log(HUBU_LOG_ERROR, 0, NULL, "tls_setup_failed", "tls_ciphers=\"%s\" tls_ciphersuites=\"%s\" error=\"%s\"",
+               cfg->tls_ciphers ? cfg->tls_ciphers : "", cfg->tls_ciphersuites ? cfg->tls_ciphersuites : "", err);
+      SSL_CTX_free(s->tls_ctx);
+      s->tls_ctx = NULL;
+      return -1;
+    }
   }
   if (listen_on(s, &s->tcp_listener, cfg->listen_host, cfg->listen_port, &tcp_port) != 0) return -1;
   if (cfg->tls_enabled) {
