@@ -39,9 +39,13 @@ void hubu_config_usage(const char *argv0) {
           "  --max-frame BYTES         largest frame body accepted (default 1048576)\n"
           "  --heartbeat-ms N          idle time before a server PING (default 30000)\n"
           "  --hello-timeout-ms N      time allowed before HELLO (default 10000)\n"
-          "  --max-conns N             connections in total (default 0: unlimited)\n"
+          "  --hello-timeout-pressure-ms N  ... for connections accepted while over a quarter of the\n"
+          "                            connection cap waits for HELLO (default 2000)\n"
+          "  --hello-max-frame BYTES   largest frame body before HELLO_OK (default 4096)\n"
+          "  --max-conns N             connections in total (default 0: RLIMIT_NOFILE less a reserve)\n"
           "  --max-conns-per-ip N      connections per client address (default 0: unlimited)\n"
           "  --write-queue-max BYTES   per-connection output cap before reads pause (default 4194304)\n"
+          "  --write-stall-ms N        close a connection whose output has not drained for N ms (default 30000)\n"
           "  --drain-ms N              SIGTERM drain budget (default 5000)\n"
           "  --port-file FILE          write 'tcp PORT' / 'tls PORT' once listening\n"
           "  --fsync always|batch|off  durability of the store (default batch: one durable commit per batch)\n"
@@ -153,6 +157,9 @@ void hubu_config_defaults(hubu_config *cfg) {
   cfg->max_frame = HUBU_FRAME_DEFAULT_MAX;
   cfg->heartbeat_ms = 30000;
   cfg->hello_timeout_ms = 10000;
+  cfg->hello_timeout_pressure_ms = 2000;
+  cfg->hello_max_frame = 4096;
+  cfg->write_stall_ms = 30000;
   cfg->write_queue_max = 4u << 20;
   cfg->drain_ms = 5000;
   cfg->fsync = 1; /* HUBU_FSYNC_BATCH */
@@ -209,6 +216,15 @@ int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *e
   } else if (!strcmp(flag, "--hello-timeout-ms")) {
     bad = parse_u64(v, 86400000, &n) || n < 10;
     cfg->hello_timeout_ms = (uint32_t)n;
+  } else if (!strcmp(flag, "--hello-timeout-pressure-ms")) {
+    bad = parse_u64(v, 86400000, &n) || n < 10;
+    cfg->hello_timeout_pressure_ms = (uint32_t)n;
+  } else if (!strcmp(flag, "--hello-max-frame")) {
+    bad = parse_u64(v, UINT32_MAX, &n) || n < 256;
+    cfg->hello_max_frame = (uint32_t)n;
+  } else if (!strcmp(flag, "--write-stall-ms")) {
+    bad = parse_u64(v, 86400000, &n) || n < 100;
+    cfg->write_stall_ms = (uint32_t)n;
   } else if (!strcmp(flag, "--tls-ciphers")) {
     cfg->tls_ciphers = v;
     bad = v[0] == '\0';

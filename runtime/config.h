@@ -25,9 +25,12 @@ typedef struct {
   uint32_t max_frame;
   uint32_t heartbeat_ms;
   uint32_t hello_timeout_ms;
+  uint32_t hello_timeout_pressure_ms; /* ... for connections accepted while many wait for HELLO */
+  uint32_t hello_max_frame;           /* largest frame body before HELLO_OK */
+  uint32_t write_stall_ms;            /* a connection paused by backpressure this long is closed */
   const char *tls_ciphers;            /* --tls-ciphers: TLS 1.2 cipher list; NULL: the ECDHE+AEAD default */
   const char *tls_ciphersuites;       /* --tls-ciphersuites: TLS 1.3 suites; NULL: the default */
-  uint32_t max_conns;        /* 0: unlimited */
+  uint32_t max_conns;                 /* 0: derived from RLIMIT_NOFILE */
   uint32_t max_conns_per_ip; /* 0: unlimited */
   size_t write_queue_max;    /* per connection: stop reading above it */
   uint32_t drain_ms;

@@ -53,5 +53,8 @@ function(hubu_abuse_test exe)
   endforeach()
 endfunction()
 
+hubu_abuse_test(abuse_backpressure HEAVY)
+hubu_abuse_test(abuse_prelogin HEAVY)
+hubu_abuse_test(abuse_descriptors HEAVY)
 hubu_abuse_test(abuse_sends)
 hubu_abuse_test(abuse_tls)

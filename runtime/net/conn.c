@@ -1,8 +1,11 @@
 /* conn.c — one connection's life: bytes in (through TLS when enabled), frames
  * out of them, replies queued and written once per loop turn, and a close that
  * lets the last ERROR or GOAWAY reach the peer before the FIN.
- * Invariant: nothing is freed before the handle's close callback, so a
- * connection destroyed inside a callback stays valid until that callback returns. */
+ * Invariants: nothing is freed before the handle's close callback, so a
+ * connection destroyed inside a callback stays valid until that callback
+ * returns; no frame is dispatched while the output is above
+ * --write-queue-max, so what one connection holds is bounded by that plus one
+ * answer and one read. */
 #include "conn.h"
 
 #include <stdlib.h>
@@ -49,6 +52,24 @@ void hubu_conn_destroy(hubu_conn *c) {
   hubu_log(HUBU_LOG_DEBUG, c->peer.id, c->peer.user, "conn_closed", NULL);
 }
 
+void hubu_conn_drop(hubu_conn *c, Hubu__V1__Code code, const char *reason, int goaway) {
+  if (c->peer.state == HUBU_PEER_CLOSED) return;
+  if (c->peer.state < HUBU_PEER_CLOSING && !c->tls && !c->writing && !hubu_buf_size(&c->wbuf)) {
+    /* best effort: only what the socket takes now */
+    hubu_buf last = {0};
+    if (goaway)
+      hubu_wire_append_goaway(&last, code, reason, 1000);
+    else
+      hubu_wire_append_error(&last, code, reason, 0);
+    if (hubu_buf_size(&last)) {
+      uv_buf_t b = uv_buf_init((char *)hubu_buf_head(&last), (unsigned)hubu_buf_size(&last));
+      (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    }
+    hubu_buf_free(&last);
+  }
+  hubu_conn_destroy(c);
+}
+
 int hubu_conn_send(hubu_conn *c, uint8_t type, const ProtobufCMessage *msg) {
   if (c->peer.state >= HUBU_PEER_CLOSING) return -1;
   if (hubu_wire_append(&c->wbuf, type, msg) != 0) return -1;
@@ -80,6 +101,33 @@ void hubu_conn_goaway(hubu_conn *c, Hubu__V1__Code code, const char *reason, uin
 
 static void start_reading(hubu_conn *c);
 
+/* Output queued for the peer: handed to writes, or waiting for this turn's flush. */
+static size_t output_queued(const hubu_conn *c) { return c->writing + hubu_buf_size(&c->wbuf); }
+
+/* Backpressure: the output went above --write-queue-max. No frame is read or
+ * dispatched until it drains below half; the stall clock starts. */
+static void pause_output(hubu_conn *c) {
+  if (!c->output_paused) {
+    c->output_paused = 1;
+    c->paused_since_ms = uv_now(c->server->loop);
+  }
+  if (c->reading) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+  }
+}
+
+/* The output drained below half of --write-queue-max: the input held back is
+ * processed and reading resumes. 1 when it resumed. */
+static int resume_output(hubu_conn *c) {
+  if (!c->output_paused || c->peer.state != HUBU_PEER_READY || output_queued(c) > c->server->cfg->write_queue_max / 2)
+    return 0;
+  c->output_paused = 0;
+  c->paused_since_ms = 0;
+  hubu_conn_resume_input(c);
+  return 1;
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status) {
   (void)status; /* a failed FIN only shortens the linger: the sweep closes it */
   free(req);
@@ -110,13 +158,23 @@ static void on_write(uv_write_t *req, int status) {
     return;
   }
   if (hubu_buf_size(&c->wbuf) || c->peer.hints) hubu_server_mark_dirty(c->server, c);
-  if (!c->reading && c->peer.state == HUBU_PEER_READY && !c->input_paused &&
-      c->writing + hubu_buf_size(&c->wbuf) <= c->server->cfg->write_queue_max / 2)
-    start_reading(c);
+  resume_output(c);
+  if (c->peer.state == HUBU_PEER_CLOSED) return;
   maybe_shutdown(c);
 }
 
+static void flush_once(hubu_conn *c);
+
 void hubu_conn_flush(hubu_conn *c) {
+  flush_once(c);
+  /* The socket took everything while input was held for backpressure: go on
+   * with that input now (its answers are written here, not a turn later). */
+  while (c->peer.state == HUBU_PEER_READY && c->output_paused && !c->writing && resume_output(c) &&
+         c->peer.state == HUBU_PEER_READY && hubu_buf_size(&c->wbuf))
+    flush_once(c);
+}
+
+static void flush_once(hubu_conn *c) {
   if (c->peer.state == HUBU_PEER_CLOSED) return;
   const hubu_net_config *cfg = c->server->cfg;
   if (c->input_paused && c->peer.state == HUBU_PEER_READY && c->peer.sends_unanswered <= cfg->max_pending_sends / 2) {
@@ -177,10 +235,8 @@ void hubu_conn_flush(hubu_conn *c) {
         return;
       }
       c->writing += hubu_buf_size(&w->bytes);
-      if (c->reading && c->peer.state == HUBU_PEER_READY && c->writing > c->server->cfg->write_queue_max) {
-        uv_read_stop((uv_stream_t *)&c->tcp); /* backpressure: the peer is not reading */
-        c->reading = 0;
-      }
+      if (c->peer.state == HUBU_PEER_READY && c->writing > c->server->cfg->write_queue_max)
+        pause_output(c); /* the peer is not reading */
     }
   }
   maybe_shutdown(c);
@@ -193,7 +249,8 @@ static void begin_close(hubu_conn *c) {
     return;
   }
   c->peer.state = HUBU_PEER_CLOSING;
-  c->state_since_ms = uv_now(c->server->loop);
+  c->state_since_ms = uv_now(c->server->loop); /* one that never logged in stays droppable (server->waiting) */
+  c->output_paused = 0;
   hubu_buf_free(&c->rbuf);
   if (!c->reading) start_reading(c); /* to see the peer's FIN */
   hubu_server_mark_dirty(c->server, c);
@@ -281,6 +338,7 @@ static void dispatch(hubu_conn *c, const hubu_frame *f) {
       error_close(c, HUBU__V1__CODE__BAD_FRAME, "flags must be 0 in protocol version 1", type);
     else
       handle_hello(c, f->body, f->header.length);
+    if (c->peer.state == HUBU_PEER_AUTHING || c->peer.state == HUBU_PEER_READY) hubu_server_hello_done(c->server, c);
     return;
   }
   if (f->header.flags) {
@@ -312,17 +370,25 @@ static void dispatch(hubu_conn *c, const hubu_frame *f) {
   }
 }
 
-/* Decodes and dispatches the whole frames at p[0..n); returns bytes used. */
+/* Decodes and dispatches the whole frames at p[0..n); returns bytes used.
+ * Before HELLO_OK a frame may be at most --hello-max-frame: a connection that
+ * has not logged in makes the server hold no more than that. */
 static size_t process(hubu_conn *c, const uint8_t *p, size_t n) {
   size_t off = 0;
-  uint32_t max_frame = c->server->cfg->max_frame;
+  const hubu_net_config *cfg = c->server->cfg;
   while (off < n && c->peer.state < HUBU_PEER_CLOSING && c->peer.state != HUBU_PEER_AUTHING) {
-    if (c->peer.sends_unanswered >= c->server->cfg->max_pending_sends) { /* the store is behind this client */
+    if (c->peer.sends_unanswered >= cfg->max_pending_sends) { /* the store is behind this client */
       c->input_paused = 1;
       break;
     }
+    if (c->peer.state == HUBU_PEER_READY && output_queued(c) > cfg->write_queue_max) { /* its answers are not read */
+      pause_output(c);
+      break;
+    }
+    int ready = c->peer.state == HUBU_PEER_READY;
+    uint32_t max_frame = ready || cfg->hello_max_frame > cfg->max_frame ? cfg->max_frame : cfg->hello_max_frame;
     hubu_frame f;
-    char why[96];
+    char why[128];
     switch (hubu_frame_next(p + off, n - off, max_frame, &f)) {
       case HUBU_FRAME_NEED_MORE: return off;
       case HUBU_FRAME_ERR_MAGIC:
@@ -332,7 +398,8 @@ static size_t process(hubu_conn *c, const uint8_t *p, size_t n) {
         error_close(c, HUBU__V1__CODE__UNSUPPORTED_VERSION, "unsupported frame version (want 1)", 0);
         return n;
       case HUBU_FRAME_ERR_TOO_LARGE:
-        snprintf(why, sizeof why, "frame body of %u bytes exceeds max_frame %u", f.header.length, max_frame);
+        snprintf(why, sizeof why, "frame body of %u bytes exceeds %s %u", f.header.length,
+                 ready ? "max_frame" : "the limit before HELLO_OK", max_frame);
         error_close(c, HUBU__V1__CODE__FRAME_TOO_LARGE, why, f.header.type);
         return n;
       case HUBU_FRAME_OK:
@@ -362,7 +429,8 @@ static int conn_input(void *ud, const uint8_t *data, size_t len) {
     size_t used = process(c, hubu_buf_head(&c->rbuf), hubu_buf_size(&c->rbuf));
     if (c->peer.state < HUBU_PEER_CLOSING) hubu_buf_consume(&c->rbuf, used);
   }
-  if ((c->peer.state == HUBU_PEER_AUTHING || c->input_paused) && c->reading) { /* hold further input */
+  if ((c->peer.state == HUBU_PEER_AUTHING || c->input_paused || c->output_paused) &&
+      c->reading) { /* hold further input */
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
   }
@@ -374,7 +442,7 @@ void hubu_conn_resume_input(hubu_conn *c) {
     size_t used = process(c, hubu_buf_head(&c->rbuf), hubu_buf_size(&c->rbuf));
     if (c->peer.state < HUBU_PEER_CLOSING) hubu_buf_consume(&c->rbuf, used);
   }
-  if (!c->reading && c->peer.state == HUBU_PEER_READY && !c->input_paused) start_reading(c);
+  if (!c->reading && c->peer.state == HUBU_PEER_READY && !c->input_paused && !c->output_paused) start_reading(c);
 }
 
 static int discard_plain(void *ud, const uint8_t *data, size_t len) {
@@ -427,16 +495,26 @@ void hubu_conn_sweep(hubu_conn *c, uint64_t now) {
   const hubu_net_config *cfg = c->server->cfg;
   switch (c->peer.state) {
     case HUBU_PEER_HELLO_WAIT:
-    case HUBU_PEER_AUTHING:
-      if (now - c->state_since_ms >= cfg->hello_timeout_ms)
-        hubu_conn_goaway(c, HUBU__V1__CODE__TIMEOUT, "no HELLO in time", 0);
+    case HUBU_PEER_AUTHING: {
+      uint32_t timeout = cfg->hello_timeout_ms;
+      if (c->hurried && cfg->hello_timeout_pressure_ms < timeout) timeout = cfg->hello_timeout_pressure_ms;
+      if (now - c->state_since_ms >= timeout) hubu_conn_goaway(c, HUBU__V1__CODE__TIMEOUT, "no HELLO in time", 0);
       break;
+    }
     case HUBU_PEER_READY: {
+      if (c->output_paused && now - c->paused_since_ms >= cfg->write_stall_ms) {
+        /* its output has not drained for --write-stall-ms: the queue is dropped
+         * with the connection (the GOAWAY goes only if the socket takes it) */
+        hubu_log(HUBU_LOG_INFO, c->peer.id, c->peer.user, "write_stalled", "queued=%zu paused_ms=%llu",
+                 output_queued(c), (unsigned long long)(now - c->paused_since_ms));
+        hubu_conn_drop(c, HUBU__V1__CODE__TIMEOUT, "output not read within --write-stall-ms", 1);
+        break;
+      }
       if (hubu_delivery_sweep(&c->peer, now) != 0) {
         hubu_conn_goaway(c, HUBU__V1__CODE__TIMEOUT, "deliveries not acknowledged", 0);
         break;
       }
-      if (!c->reading) break; /* paused for backpressure: its input waits in the kernel */
+      if (!c->reading) break; /* paused (backpressure, or the store behind): its input waits in the kernel */
       uint64_t silent = now - c->last_rx_ms;
       if (silent >= 3ull * cfg->heartbeat_ms) {
         hubu_conn_goaway(c, HUBU__V1__CODE__TIMEOUT, "no traffic for 3 heartbeats", 0);
@@ -498,6 +576,13 @@ void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, int tls) {
   c->peer.id = ++s->next_conn_id;
   c->state_since_ms = c->last_rx_ms = uv_now(s->loop);
   Hubu__V1__Code verdict = hubu_server_admit(s, c);
+  if (verdict != HUBU__V1__CODE__OK) { /* closed now: a refused connection holds no descriptor until the peer's FIN */
+    hubu_log(HUBU_LOG_WARN, c->peer.id, NULL, "conn_refused", "code=%s open=%u tls=%d", hubu_code_name(verdict),
+             s->conn_count, tls);
+    hubu_conn_drop(c, verdict,
+                   verdict == HUBU__V1__CODE__SHUTTING_DOWN ? "server shutting down" : "too many connections", 0);
+    return;
+  }
   if (tls && !(c->tls = hubu_tls_new(s->tls_ctx, 1, NULL))) {
     hubu_log(HUBU_LOG_ERROR, c->peer.id, NULL, "out_of_memory", "where=tls");
     hubu_conn_destroy(c);
@@ -508,11 +593,5 @@ void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, int tls) {
     hubu_conn_destroy(c);
     return;
   }
-  hubu_log(HUBU_LOG_DEBUG, c->peer.id, NULL, "conn_open", "tls=%d", tls);
-  if (verdict != HUBU__V1__CODE__OK) {
-    hubu_log(HUBU_LOG_WARN, c->peer.id, NULL, "conn_refused", "code=%s open=%u", hubu_code_name(verdict),
-             s->conn_count);
-    error_close(c, verdict, verdict == HUBU__V1__CODE__SHUTTING_DOWN ? "server shutting down" : "too many connections",
-                0);
-  }
+  hubu_log(HUBU_LOG_DEBUG, c->peer.id, NULL, "conn_open", "tls=%d hurried=%d", tls, c->hurried);
 }

@@ -25,8 +25,10 @@ struct hubu_conn {
   hubu_server *server;
   hubu_conn *prev, *next; /* server->conns */
   hubu_conn *dirty_next;  /* server->dirty, while is_dirty */
+  hubu_conn *waiting_prev, *waiting_next; /* server->waiting, while is_waiting */
   uint64_t last_rx_ms;   /* last byte received */
   uint64_t state_since_ms; /* accept time, or the start of closing */
+  uint64_t paused_since_ms; /* while output_paused: when its output went above --write-queue-max */
   hubu_tls *tls;         /* owned; NULL on plain TCP */
   hubu_buf rbuf;         /* owned; an incomplete frame, else empty */
   hubu_buf wbuf;         /* owned; output not yet handed to a write */
@@ -38,6 +40,9 @@ struct hubu_conn {
   uint8_t pinged : 1;      /* a server PING is outstanding */
   uint8_t shut_down : 1;   /* FIN sent */
   uint8_t input_paused : 1; /* too many SENDs unanswered: input waits in rbuf and the kernel */
+  uint8_t output_paused : 1; /* backpressure: output above --write-queue-max, input waits until half drained */
+  uint8_t is_waiting : 1;    /* in server->waiting: not logged in (no HELLO accepted) */
+  uint8_t hurried : 1;       /* accepted under pressure: --hello-timeout-pressure-ms applies */
   uint8_t bad_bodies;
 };
 
@@ -65,5 +70,12 @@ void hubu_conn_sweep(hubu_conn *c, uint64_t now_ms);
 
 /* Closes the handle now; the memory goes in the close callback. */
 void hubu_conn_destroy(hubu_conn *c);
+
+/* Closes c at once, without waiting for its output or the peer's FIN: a last
+ * frame (GOAWAY{code, reason} when goaway, else ERROR{code, reason}) is
+ * written only if the socket takes it now, on a plain TCP connection with
+ * nothing else queued. For what must not hold a descriptor or memory any
+ * longer: a refused accept, a dropped waiting connection, a stalled writer. */
+void hubu_conn_drop(hubu_conn *c, Hubu__V1__Code code, const char *reason, int goaway);
 
 #endif

@@ -1,7 +1,8 @@
 /* server.c — listeners, admission limits, the sweep timer and the per-turn
  * flush, and the SIGTERM drain. Everything here runs on the loop thread.
  * Invariant: a connection is in server->conns from accept until hubu_conn_destroy,
- * and in server->dirty only while it has output to flush this turn. */
+ * in server->dirty only while it has output to flush this turn, and in
+ * server->waiting until a HELLO of it is accepted. */
 #include "server.h"
 
 #include <arpa/inet.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <uthash.h>
 
 #include "conn.h"
@@ -26,13 +28,50 @@ struct hubu_ip_count {
 
 static void finish_drain(hubu_server *s);
 
+/* Drops the connection that has waited longest for its HELLO, to give its
+ * descriptor to a newer one. 0, or -1 when none waits. */
+static int drop_oldest_waiting(hubu_server *s, const char *why) {
+  hubu_conn *c = s->waiting;
+  if (!c) return -1;
+  hubu_log(HUBU_LOG_INFO, c->peer.id, NULL, "conn_dropped", "why=%s waited_ms=%llu waiting=%u open=%u", why,
+           (unsigned long long)(uv_now(s->loop) - c->state_since_ms), s->waiting_count, s->conn_count);
+  hubu_conn_drop(c, HUBU__V1__CODE__UNAVAILABLE, "server full: connections without HELLO are dropped oldest first", 1);
+  return 0;
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
   hubu_server *s = listener->data;
   if (status < 0) {
-    hubu_log(HUBU_LOG_WARN, 0, NULL, "accept_failed", "error=\"%s\"", uv_strerror(status));
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "accept_failed", "error=\"%s\" open=%u", uv_strerror(status), s->conn_count);
+    /* out of descriptors (the store, plugins or admin took more than their
+     * reserve): free one for the next attempt */
+    if (status == UV_EMFILE || status == UV_ENFILE) drop_oldest_waiting(s, "out_of_descriptors");
     return;
   }
   hubu_conn_accept(s, listener, listener == (uv_stream_t *)&s->tls_listener);
+}
+
+uint32_t hubu_server_conn_cap(uint64_t nofile, uint32_t max_conns) {
+  uint64_t reserve = 128 + nofile / 16;
+  uint64_t cap = nofile > 2 * reserve ? nofile - reserve : nofile / 2;
+  if (cap > UINT32_MAX) cap = UINT32_MAX;
+  if (max_conns && max_conns < cap) cap = max_conns;
+  return (uint32_t)cap;
+}
+
+void hubu_server_hello_done(hubu_server *s, hubu_conn *c) {
+  if (!c->is_waiting) return;
+  if (c->waiting_prev)
+    c->waiting_prev->waiting_next = c->waiting_next;
+  else
+    s->waiting = c->waiting_next;
+  if (c->waiting_next)
+    c->waiting_next->waiting_prev = c->waiting_prev;
+  else
+    s->waiting_last = c->waiting_prev;
+  c->waiting_prev = c->waiting_next = NULL;
+  c->is_waiting = 0;
+  s->waiting_count--;
 }
 
 /* Decides whether c may stay; links it either way so it is closed properly.
@@ -43,8 +82,7 @@ Hubu__V1__Code hubu_server_admit(hubu_server *s, hubu_conn *c) {
   s->conns = c;
   if (s->draining) return HUBU__V1__CODE__SHUTTING_DOWN;
   const hubu_net_config *cfg = s->cfg;
-  if (cfg->max_conns && s->conn_count >= cfg->max_conns) return HUBU__V1__CODE__UNAVAILABLE;
-  if (cfg->max_conns_per_ip) {
+  if (cfg->max_conns_per_ip) { /* first: an address over its share never pushes others out */
     struct sockaddr_storage ss;
     int len = sizeof ss;
     char addr[INET6_ADDRSTRLEN] = "?";
@@ -66,12 +104,25 @@ Hubu__V1__Code hubu_server_admit(hubu_server *s, hubu_conn *c) {
     ip->count++;
     c->ip = ip;
   }
+  if (s->conn_count >= s->conn_cap && drop_oldest_waiting(s, "conn_cap") != 0) return HUBU__V1__CODE__UNAVAILABLE;
   c->is_counted = 1;
   s->conn_count++;
+  /* Pressure: more than a quarter of the cap waits for HELLO. A connection
+   * accepted now gets the short HELLO timeout. */
+  c->hurried = s->waiting_count > s->conn_cap / 4;
+  c->is_waiting = 1;
+  c->waiting_prev = s->waiting_last;
+  if (s->waiting_last)
+    s->waiting_last->waiting_next = c;
+  else
+    s->waiting = c;
+  s->waiting_last = c;
+  s->waiting_count++;
   return HUBU__V1__CODE__OK;
 }
 
 void hubu_server_forget(hubu_server *s, hubu_conn *c) {
+  hubu_server_hello_done(s, c);
   if (c->prev) c->prev->next = c->next;
   else if (s->conns == c) s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -244,6 +295,15 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_net_config *cf
       return -1;
     }
   }
+  struct rlimit rl;
+  uint64_t nofile =
+      getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (uint64_t)rl.rlim_cur : UINT32_MAX;
+  s->conn_cap = hubu_server_conn_cap(nofile, cfg->max_conns);
+  if (cfg->max_conns && s->conn_cap < cfg->max_conns)
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "max_conns_lowered", "max_conns=%u conns=%u nofile=%llu", cfg->max_conns,
+             s->conn_cap, (unsigned long long)nofile);
+  else
+    hubu_log(HUBU_LOG_INFO, 0, NULL, "conn_cap", "conns=%u nofile=%llu", s->conn_cap, (unsigned long long)nofile);
   if (listen_on(s, &s->tcp_listener, cfg->listen_host, cfg->listen_port, &tcp_port) != 0) return -1;
   if (cfg->tls_enabled) {
     if (listen_on(s, &s->tls_listener, cfg->tls_host, cfg->tls_port, &tls_port) != 0) {
@@ -261,6 +321,7 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_net_config *cf
   uv_timer_init(loop, &s->drain_timer);
   s->sweep.data = s->flush.data = s->sigterm.data = s->sigint.data = s->drain_timer.data = s;
   uint32_t shortest = cfg->heartbeat_ms < cfg->hello_timeout_ms ? cfg->heartbeat_ms : cfg->hello_timeout_ms;
+  if (cfg->write_stall_ms && cfg->write_stall_ms < shortest) shortest = cfg->write_stall_ms;
   uint32_t every = shortest / 4;
   if (every < 10) every = 10;
   if (every > 1000) every = 1000;

@@ -32,9 +32,12 @@ typedef struct {
   uint32_t max_frame;
   uint32_t heartbeat_ms;
   uint32_t hello_timeout_ms;
-  uint32_t max_conns;         /* 0: unlimited */
+  uint32_t hello_timeout_pressure_ms; /* ... for connections accepted while many wait for HELLO */
+  uint32_t hello_max_frame;           /* largest frame body before HELLO_OK */
+  uint32_t max_conns;                 /* 0: derived from RLIMIT_NOFILE */
   uint32_t max_conns_per_ip;  /* 0: unlimited */
   size_t write_queue_max;     /* per connection: stop reading above it */
+  uint32_t write_stall_ms;    /* a connection paused by backpressure this long is closed */
   uint32_t drain_ms;
   uint32_t max_pending_sends; /* SENDs of one connection awaiting their ACK before its input pauses */
   const char *tls_ciphers;    /* TLS 1.2 cipher list; NULL: tls.c's ECDHE+AEAD default */
@@ -60,7 +63,11 @@ typedef struct hubu_server {
   hubu_conn *conns;       /* every open connection (intrusive list) */
   hubu_conn *dirty;       /* connections with output to flush this turn, in marking order */
   hubu_conn *dirty_last;
-  uint32_t conn_count;    /* connections counted against --max-conns */
+  hubu_conn *waiting; /* not logged in (closing ones too), oldest first: dropped first at the cap */
+  hubu_conn *waiting_last;
+  uint32_t waiting_count;
+  uint32_t conn_count; /* connections counted against conn_cap */
+  uint32_t conn_cap;   /* --max-conns, held below RLIMIT_NOFILE (with room for the store, plugins, admin) */
   uint64_t next_conn_id;
   hubu_ip_count *per_ip;  /* uthash table; only with --max-conns-per-ip */
   int draining;
@@ -94,8 +101,18 @@ void hubu_server_free(hubu_server *s);
 
 /* Connection bookkeeping used by conn.c. */
 void hubu_server_mark_dirty(hubu_server *s, hubu_conn *c);
-/* Links c into the server and applies the limits: OK, or the code to refuse with. */
+/* Links c into the server and applies the limits: OK, or the code to refuse
+ * with. At the connection cap the oldest connection still waiting for HELLO
+ * is dropped to make room; only when there is none is c refused. */
 Hubu__V1__Code hubu_server_admit(hubu_server *s, hubu_conn *c);
+/* c no longer waits for HELLO: its HELLO was accepted (or c is gone). */
+void hubu_server_hello_done(hubu_server *s, hubu_conn *c);
 void hubu_server_forget(hubu_server *s, hubu_conn *c);
+
+/* The connection cap for a descriptor limit of nofile (RLIMIT_NOFILE's soft
+ * limit) and --max-conns (0: none given): below nofile by a reserve of
+ * 128 + nofile / 16 descriptors for the store, plugins, admin listener and
+ * the loop itself. */
+uint32_t hubu_server_conn_cap(uint64_t nofile, uint32_t max_conns);
 
 #endif
