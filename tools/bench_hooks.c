@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "bench.h"
+#include "utf8.h"
 #include "wordset.h"
 
 extern const unsigned char hubu_host_lua[];
@@ -75,6 +76,13 @@ static int hk_timer_start(lua_State *L) {
   lua_pushinteger(L, ++next_id);
   return 1;
 }
+/* im.counter/im.gauge with labels check them as hubud does: UTF-8 without NUL. */
+static int hk_label_ok(lua_State *L) {
+  size_t len = 0;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_pushboolean(L, hubu_utf8_valid(s, len, 0));
+  return 1;
+}
 static int hk_unavailable(lua_State *L) {
   return luaL_error(L, "%s is not available in hubu-bench hooks", lua_tostring(L, lua_upvalueindex(1)));
 }
@@ -90,7 +98,7 @@ static lua_State *hooks_state(void) {
       {"budget_start", hk_nothing}, {"budget_stop", hk_nothing}, {"budget_reset", hk_nothing},
       {"budget_renew", hk_nothing}, {"budget_ms", hk_nothing}, {"timer_start", hk_timer_start},
       {"timer_stop", hk_nothing},
-      {"config", hk_nothing},    {NULL, NULL},
+      {"config", hk_nothing},    {"label_ok", hk_label_ok}, {NULL, NULL},
   };
   static const char *const inert[] = {"send", "event", "token", "token_verify", "members", "members_wait",
                                       "group_op", "call_reply", "kick", "kv", NULL};
