@@ -304,14 +304,13 @@ static void append_with_seq(hubu_core *core, hubu_session *sess, hubu_pending_se
 
 /* The head of sess's seq queue got its answer (ok with seq, or none). */
 static void seq_waited(hubu_core *core, hubu_session *sess, int ok, uint64_t seq) {
-  hubu_pending_send *p = sess->seq_wait;
-  sess->seq_wait = p->seq_next;
+  hubu_seq_waiter *w = sess->seq_wait;
+  sess->seq_wait = w->next;
   if (!sess->seq_wait) sess->seq_wait_last = NULL;
-  p->seq_next = NULL;
-  Hubu__V1__Send *m = p->send;
-  hubu_send_verdict v = p->verdict;
-  p->send = NULL;
-  memset(&p->verdict, 0, sizeof p->verdict);
+  hubu_pending_send *p = w->pending;
+  Hubu__V1__Send *m = w->send;
+  hubu_send_verdict v = w->verdict;
+  free(w);
   if (ok) {
     append_with_seq(core, sess, p, m, &v, seq);
   } else {
@@ -339,8 +338,12 @@ static void seq_pump(hubu_core *core, hubu_session *sess) {
 void hubu_seq_answer(hubu_core *core, const char *session_id, int ok, uint64_t seq) {
   hubu_session *sess = NULL;
   HASH_FIND_STR(core->sessions, session_id, sess);
-  if (!sess || !sess->seq_asking || !sess->seq_wait) return; /* nothing asked: a late or doubled answer */
+  if (!sess || !sess->seq_asking) return; /* nothing asked: a late or doubled answer */
   sess->seq_asking = 0;
+  if (!sess->seq_wait) { /* the SEND it was for is gone (out of memory): the seq is abandoned */
+    if (ok) seq_settled(core, sess, seq);
+    return;
+  }
   seq_waited(core, sess, ok, seq);
   seq_pump(core, sess);
 }
@@ -373,14 +376,20 @@ static void resume_send(hubu_core *core, hubu_session *sess, hubu_parked *parked
                    HUBU_STORE_RETRY_AFTER_MS);
     pending_finish(core, p, 1);
   } else { /* behind others, or the allocator answers later: wait in arrival order */
-    if (!sess->seq_wait) sess->seq_asking = 1; /* r is LATER: this SEND's answer is owed */
-    p->send = m;
-    p->verdict = *v;
-    memset(v, 0, sizeof *v);
-    m = NULL;
-    if (sess->seq_wait_last) sess->seq_wait_last->seq_next = p;
-    else sess->seq_wait = p;
-    sess->seq_wait_last = p;
+    hubu_seq_waiter *w = malloc(sizeof *w);
+    if (!w) {
+      if (r == HUBU_SEQ_LATER && !sess->seq_wait) sess->seq_asking = 1; /* the answer comes, to an empty queue */
+      pending_answer(core, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
+      pending_finish(core, p, 1);
+    } else {
+      if (!sess->seq_wait) sess->seq_asking = 1; /* r is LATER: this SEND's answer is owed */
+      *w = (hubu_seq_waiter){.pending = p, .send = m, .verdict = *v};
+      memset(v, 0, sizeof *v);
+      m = NULL;
+      if (sess->seq_wait_last) sess->seq_wait_last->next = w;
+      else sess->seq_wait = w;
+      sess->seq_wait_last = w;
+    }
   }
   hubu_send_verdict_free(v);
   if (m) hubu__v1__send__free_unpacked(m, NULL);

@@ -33,11 +33,6 @@ typedef struct hubu_pending_send {
   uint64_t *retry_conns;   /* owned: connections that sent it again meanwhile */
   uint32_t n_retry_conns;
   uint8_t internal;        /* from a plugin: client_id is a msg_id, outside the device's marks */
-  /* While it waits for a seq (seq.h): its place in the session's queue, and
-   * the SEND and the plugins' verdict it will be stored from (owned). */
-  struct hubu_pending_send *seq_next;
-  Hubu__V1__Send *send;
-  hubu_send_verdict verdict;
 } hubu_pending_send;
 
 typedef struct hubu_cursor {

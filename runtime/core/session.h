@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <uthash.h>
 
+#include "hooks.h"
 #include "msg.h"
 #include "session_id.h"
 
@@ -34,13 +35,23 @@ typedef struct hubu_session {
   uint64_t tail_base;   /* every stored message with seq > tail_base is in the tail */
   hubu_parked *parked;  /* requests waiting for the load, FIFO */
   hubu_parked *parked_last;
-  struct hubu_pending_send *seq_wait; /* SENDs waiting for a seq, in arrival order (seq.h) */
-  struct hubu_pending_send *seq_wait_last;
+  struct hubu_seq_waiter *seq_wait; /* SENDs waiting for a seq, in arrival order (seq.h) */
+  struct hubu_seq_waiter *seq_wait_last;
   uint8_t seq_asking;   /* the allocator owes the head of seq_wait an answer */
   uint32_t busy;        /* appends in the store queue, loads under way */
   uint64_t last_used_ms;
   hubu_core *core_ref; /* for store completions */
 } hubu_session;
+
+/* A SEND waiting for its seq, made only when the allocator answers later
+ * (seq.h): the pending send, and the SEND and the plugins' verdict it will
+ * be stored from. Owned by its session's queue. */
+typedef struct hubu_seq_waiter {
+  struct hubu_seq_waiter *next;
+  struct hubu_pending_send *pending;
+  Hubu__V1__Send *send;      /* owned */
+  hubu_send_verdict verdict; /* owned */
+} hubu_seq_waiter;
 
 /* A request waiting for its session to load. */
 struct hubu_parked {

@@ -140,19 +140,20 @@ static void barrier(core_fixture *fx) {
 }
 
 static int core_busy(hubu_core *core) {
+  size_t waiting_all = 0, pending_all = 0;
   hubu_session *s, *stmp;
   HASH_ITER(hh, core->sessions, s, stmp) {
     uint32_t waiting = 0; /* each SEND waiting for its seq holds one of busy */
-    for (hubu_pending_send *p = s->seq_wait; p; p = p->seq_next) waiting++;
+    for (hubu_seq_waiter *w = s->seq_wait; w; w = w->next) waiting++;
     if (s->parked || s->busy > waiting) return 1;
+    waiting_all += waiting;
   }
   hubu_device *d, *dtmp;
   HASH_ITER(hh, core->devices, d, dtmp) {
     if (d->loading) return 1;
-    hubu_pending_send *p, *ptmp;
-    HASH_ITER(hh, d->pending, p, ptmp) if (!p->send) return 1; /* parked, or in the store's hands */
+    pending_all += HASH_COUNT(d->pending);
   }
-  return 0;
+  return pending_all > waiting_all; /* a pending send not waiting for a seq is parked or in the store's hands */
 }
 
 static void settle_core(core_fixture *fx, hubu_core *core) {
