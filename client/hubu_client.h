@@ -29,12 +29,12 @@ extern "C" {
 typedef struct hubu_client hubu_client;
 
 typedef enum {
-  HUBU_CLIENT_IDLE = 0,      /* created, not started */
-  HUBU_CLIENT_CONNECTING,    /* TCP connect (and TLS handshake) under way */
-  HUBU_CLIENT_HELLO_SENT,    /* waiting for HELLO_OK */
-  HUBU_CLIENT_READY,         /* authenticated: frames may be sent */
-  HUBU_CLIENT_BACKOFF,       /* lost; waiting to reconnect */
-  HUBU_CLIENT_CLOSED,        /* hubu_client_close called, or a final refusal */
+  HUBU_CLIENT_IDLE = 0,   /* created, not started */
+  HUBU_CLIENT_CONNECTING, /* TCP connect (and TLS handshake) under way */
+  HUBU_CLIENT_HELLO_SENT, /* waiting for HELLO_OK */
+  HUBU_CLIENT_READY,      /* authenticated: frames may be sent */
+  HUBU_CLIENT_BACKOFF,    /* lost; waiting to reconnect */
+  HUBU_CLIENT_CLOSED,     /* hubu_client_close called, or a final refusal */
 } hubu_client_state;
 
 typedef struct {
@@ -53,14 +53,14 @@ typedef struct {
   uint32_t connect_timeout_ms; /* TCP + TLS + HELLO_OK, default 10000 */
   uint32_t ping_interval_ms;   /* 0: use the server's heartbeat_ms */
   /* message layer */
-  const char *outbox_path;     /* file-backed outbox: unacknowledged sends and the
-                                  next client_id survive a restart (NULL: memory only) */
-  uint32_t send_timeout_ms;    /* resend unacknowledged SENDs after this, default 10000 */
-  uint32_t gap_wait_ms;        /* wait for a missing seq before PULL, default 500 */
-  uint32_t pull_limit;         /* messages per PULL, default 200 */
-  int no_auto_sync;            /* 1: do not SYNC after HELLO_OK (bench, raw tools) */
-  int frames_only;             /* 1: the message layer leaves PUSH, PULL_HINT and results to on_frame
-                                  (no reorder buffer, no DELIVER_ACK, no SYNC): for raw tools */
+  const char *outbox_path;  /* file-backed outbox: unacknowledged sends and the
+                               next client_id survive a restart (NULL: memory only) */
+  uint32_t send_timeout_ms; /* resend unacknowledged SENDs after this, default 10000 */
+  uint32_t gap_wait_ms;     /* wait for a missing seq before PULL, default 500 */
+  uint32_t pull_limit;      /* messages per PULL, default 200 */
+  int no_auto_sync;         /* 1: do not SYNC after HELLO_OK (bench, raw tools) */
+  int frames_only;          /* 1: the message layer leaves PUSH, PULL_HINT and results to on_frame
+                               (no reorder buffer, no DELIVER_ACK, no SYNC): for raw tools */
 } hubu_client_options;
 
 /* A received message, valid during the callback only. */
@@ -181,11 +181,11 @@ typedef void (*hubu_client_pull_cb)(hubu_client *c, int code, const hubu_client_
                                     uint64_t max_seq, int has_more, void *ud);
 /* One PULL outside the delivery path (history): msgs are reported to cb and
  * not to on_received. Only while READY. 0 or a negative libuv error. */
-int hubu_client_pull(hubu_client *c, const char *session_id, uint64_t after_seq, uint32_t limit,
-                     hubu_client_pull_cb cb, void *ud);
+int hubu_client_pull(hubu_client *c, const char *session_id, uint64_t after_seq, uint32_t limit, hubu_client_pull_cb cb,
+                     void *ud);
 
-typedef void (*hubu_client_sessions_cb)(hubu_client *c, int code, const hubu_client_session_state *states,
-                                        size_t n, void *ud);
+typedef void (*hubu_client_sessions_cb)(hubu_client *c, int code, const hubu_client_session_state *states, size_t n,
+                                        void *ud);
 /* SYNC with no cursors: every session of the user with max_seq above 0. */
 int hubu_client_list_sessions(hubu_client *c, hubu_client_sessions_cb cb, void *ud);
 
@@ -198,21 +198,21 @@ int hubu_client_sync(hubu_client *c);
 
 /* Counters of the message layer, for tests, tools and metrics. */
 typedef struct {
-  uint64_t queued;           /* hubu_client_send_message calls that succeeded */
-  uint64_t sends;            /* SEND frames written, retries included */
-  uint64_t resends;          /* ... of which retries (timeout, reconnect, UNAVAILABLE) */
-  uint64_t renumbered;       /* messages moved to a new client_id (STALE, or queued before the first HELLO_OK) */
-  uint64_t stored;           /* on_stored reports */
-  uint64_t failed;           /* on_failed reports */
-  uint64_t pushed;           /* messages that arrived in PUSH frames */
-  uint64_t pulled;           /* messages that arrived in PULL_RESULTs of the delivery path */
-  uint64_t duplicates;       /* received messages dropped: (session, seq) already delivered or held */
-  uint64_t delivered;        /* on_received reports */
-  uint64_t gaps;             /* messages held because an earlier seq was missing */
-  uint64_t pulls;            /* PULLs sent by the delivery path (gap, PULL_HINT, SYNC) */
-  uint64_t pull_hints;       /* PULL_HINT frames received */
-  uint64_t syncs;            /* SYNCs sent by the library */
-  uint64_t deliver_acks;     /* DELIVER_ACK frames sent */
+  uint64_t queued;       /* hubu_client_send_message calls that succeeded */
+  uint64_t sends;        /* SEND frames written, retries included */
+  uint64_t resends;      /* ... of which retries (timeout, reconnect, UNAVAILABLE) */
+  uint64_t renumbered;   /* messages moved to a new client_id (STALE, or queued before the first HELLO_OK) */
+  uint64_t stored;       /* on_stored reports */
+  uint64_t failed;       /* on_failed reports */
+  uint64_t pushed;       /* messages that arrived in PUSH frames */
+  uint64_t pulled;       /* messages that arrived in PULL_RESULTs of the delivery path */
+  uint64_t duplicates;   /* received messages dropped: (session, seq) already delivered or held */
+  uint64_t delivered;    /* on_received reports */
+  uint64_t gaps;         /* messages held because an earlier seq was missing */
+  uint64_t pulls;        /* PULLs sent by the delivery path (gap, PULL_HINT, SYNC) */
+  uint64_t pull_hints;   /* PULL_HINT frames received */
+  uint64_t syncs;        /* SYNCs sent by the library */
+  uint64_t deliver_acks; /* DELIVER_ACK frames sent */
 } hubu_client_stats;
 
 void hubu_client_get_stats(const hubu_client *c, hubu_client_stats *out);

@@ -65,7 +65,7 @@ typedef struct {
   uint64_t msg_id;    /* 0 unless OK */
   int duplicate;      /* OK: the server had it already */
   char session_id[129];
-  char reason[256]; /* the refusal's reason ("" when OK) */
+  char reason[256];        /* the refusal's reason ("" when OK) */
   uint32_t retry_after_ms; /* RATE_LIMITED: how long the server asks to wait (0: not given) */
 } hubu_sync_ack;
 

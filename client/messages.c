@@ -63,7 +63,7 @@ typedef struct hubu_request {
 struct hubu_messages {
   uint32_t send_timeout_ms, gap_wait_ms, pull_limit;
   int auto_sync;
-  int frames_only; /* options.frames_only: deliveries are left to on_frame */
+  int frames_only;                    /* options.frames_only: deliveries are left to on_frame */
   hubu_outgoing *out_head, *out_tail; /* pending sends, ascending client_id */
   size_t n_out;
   uint64_t last_client_id; /* highest client_id used here or reported by a HELLO_OK */

@@ -14,8 +14,8 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "hubu.pb-c.h"
 #include "clock.h"
+#include "hubu.pb-c.h"
 #include "hubu_client.h"
 #include "secret.h"
 #include "token.h"

@@ -157,8 +157,10 @@ static int env_index(lua_State *L) {
 
 static int cfg_getenv(lua_State *L) {
   const char *v = getenv(luaL_checkstring(L, 1));
-  if (v) lua_pushstring(L, v);
-  else lua_pushnil(L);
+  if (v)
+    lua_pushstring(L, v);
+  else
+    lua_pushnil(L);
   return 1;
 }
 
@@ -253,7 +255,8 @@ static void apply_settings(lua_State *L, run_ctx *c, int values) {
       if (!v) luaL_error(L, "out of memory");
     }
     if (hubu_config_apply(c->cfg, flag, v, aerr, sizeof aerr) != 0)
-      raise_at(L, c, c->line[i], "setting '%s': invalid value '%s' (see %s in hubud --help)", settings[i].name, v, flag);
+      raise_at(L, c, c->line[i], "setting '%s': invalid value '%s' (see %s in hubud --help)", settings[i].name, v,
+               flag);
     lua_pop(L, 1);
   }
 }
@@ -282,9 +285,8 @@ static int protected_run(lua_State *L) {
   lua_newtable(L); /* 3: section lines */
 
   lua_newtable(L); /* 4: lib */
-  static const char *const base[] = {"assert", "error",    "ipairs", "next",  "pairs",  "pcall", "select",
-                                     "tonumber", "tostring", "type", "unpack", "xpcall", "string", "table",
-                                     "math"};
+  static const char *const base[] = {"assert",   "error", "ipairs", "next",   "pairs",  "pcall", "select", "tonumber",
+                                     "tostring", "type",  "unpack", "xpcall", "string", "table", "math"};
   for (size_t i = 0; i < sizeof base / sizeof base[0]; i++) {
     lua_getglobal(L, base[i]);
     lua_setfield(L, 4, base[i]);
@@ -335,15 +337,19 @@ static int run_file(hubu_config *cfg, const char *path, lua_State **out, char *e
   run_ctx c = {.cfg = cfg, .path = path};
   if (lua_cpcall(L, protected_run, &c) != 0) {
     const char *msg = lua_tostring(L, -1);
-    if (msg) snprintf(err, err_size, "%s", msg);
-    else snprintf(err, err_size, "%s: the file raised a %s", path, luaL_typename(L, -1));
+    if (msg)
+      snprintf(err, err_size, "%s", msg);
+    else
+      snprintf(err, err_size, "%s: the file raised a %s", path, luaL_typename(L, -1));
     lua_close(L);
     return -1;
   }
   lua_pushnil(L);
   lua_setfield(L, LUA_REGISTRYINDEX, REG_CTX); /* c dies with this frame */
-  if (out) *out = L;
-  else lua_close(L);
+  if (out)
+    *out = L;
+  else
+    lua_close(L);
   return 0;
 }
 

@@ -6,17 +6,17 @@
  * handle closed (uv_loop_close succeeds). */
 #include <errno.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <uv.h>
 
 #include "admin.h"
 #include "cluster.h"
 #include "config.h"
 #include "config_file.h"
-#include "log.h"
 #include "host.h"
+#include "log.h"
 #include "server.h"
 #include "store.h"
 
@@ -143,7 +143,8 @@ int main(int argc, char **argv) {
   split_config(&cfg, &core_cfg, &net_cfg, &plugin_cfg, &admin_cfg, &store_cfg,
                cfg.store_url ? cfg.store_url : default_url);
   if (mkdir(cfg.data_dir, 0700) != 0 && errno != EEXIST) {
-    hubu_log(HUBU_LOG_ERROR, 0, NULL, "startup_failed", "error=\"cannot create %s: %s\"", cfg.data_dir, strerror(errno));
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "startup_failed", "error=\"cannot create %s: %s\"", cfg.data_dir,
+             strerror(errno));
     hubu_config_free(&cfg);
     return 1;
   }
@@ -179,8 +180,10 @@ int main(int argc, char **argv) {
   }
   server.on_drained = on_drained;
   server.plugins = hubu_plugins_open(&server.core, &plugin_cfg, err, sizeof err);
-  if (!server.plugins) hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugins_failed", "error=\"%s\"", err); /* serve without */
-  else server.core.hooks = (hubu_hooks){.dispatch = hubu_plugins_dispatch, .host = server.plugins};
+  if (!server.plugins)
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugins_failed", "error=\"%s\"", err); /* serve without */
+  else
+    server.core.hooks = (hubu_hooks){.dispatch = hubu_plugins_dispatch, .host = server.plugins};
   hubu_plugins_start_replay(server.plugins);
   hubu_admin_set_reload(&server, reload_plugins, &server);
   if (cfg.secret_generated) {

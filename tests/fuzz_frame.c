@@ -17,12 +17,12 @@
 #define FUZZ_MAX_FRAME 2048u
 
 /* Any broken invariant is a crash, so libFuzzer (and the replay) notice. */
-#define FUZZ_ASSERT(cond)                                                           \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
+#define FUZZ_ASSERT(cond)                                                               \
+  do {                                                                                  \
+    if (!(cond)) {                                                                      \
       fprintf(stderr, "%s:%d: fuzz invariant failed: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                      \
-    }                                                                               \
+      abort();                                                                          \
+    }                                                                                   \
   } while (0)
 
 /* The body message of each frame type (PROTOCOL.md section 2), both directions. */
@@ -51,11 +51,11 @@ static const ProtobufCMessageDescriptor *body_descriptor(uint8_t type) {
 }
 
 typedef struct {
-  unsigned long frames;      /* whole frames found */
-  unsigned long bodies_ok;   /* bodies that unpacked as their type */
-  unsigned long bodies_bad;  /* bodies that did not (-> ERROR BAD_BODY) */
-  unsigned long unknown;     /* frames of an unknown type (-> ERROR UNSUPPORTED_TYPE) */
-  unsigned long repack_rejected; /* decoded, but protobuf-c rejects its own repacking */
+  unsigned long frames;                               /* whole frames found */
+  unsigned long bodies_ok;                            /* bodies that unpacked as their type */
+  unsigned long bodies_bad;                           /* bodies that did not (-> ERROR BAD_BODY) */
+  unsigned long unknown;                              /* frames of an unknown type (-> ERROR UNSUPPORTED_TYPE) */
+  unsigned long repack_rejected;                      /* decoded, but protobuf-c rejects its own repacking */
   unsigned long errors[HUBU_FRAME_ERR_TOO_LARGE + 1]; /* inputs ending in each fatal verdict (-> ERROR, close) */
 } fuzz_stats;
 
@@ -144,8 +144,7 @@ static hubu_frame_status walk_direct(const uint8_t *data, size_t size, fuzz_stat
     /* Any proper prefix of a whole frame is "need more", never an error. */
     hubu_frame g;
     FUZZ_ASSERT(hubu_frame_next(data + off, f.size - 1, FUZZ_MAX_FRAME, &g) == HUBU_FRAME_NEED_MORE);
-    FUZZ_ASSERT(hubu_frame_next(data + off, HUBU_FRAME_HEADER_SIZE - 1, FUZZ_MAX_FRAME, &g) ==
-                HUBU_FRAME_NEED_MORE);
+    FUZZ_ASSERT(hubu_frame_next(data + off, HUBU_FRAME_HEADER_SIZE - 1, FUZZ_MAX_FRAME, &g) == HUBU_FRAME_NEED_MORE);
     *digest = frame_digest(*digest, &f);
     ++*count;
     st->frames++;
@@ -405,15 +404,19 @@ static size_t mutate(const hubu_buf *src, uint8_t *out, size_t cap) {
     uint64_t x = rng();
     size_t at = n ? (size_t)(rng() % n) : 0;
     switch (x % 9) {
-      case 0: if (n) out[at] ^= (uint8_t)(1u << (x >> 8) % 8); break;             /* flip a bit */
-      case 1: if (n) out[at] = (uint8_t)(x >> 16); break;                         /* set a byte */
-      case 2: {                                                                   /* interesting byte */
+      case 0:
+        if (n) out[at] ^= (uint8_t)(1u << (x >> 8) % 8);
+        break; /* flip a bit */
+      case 1:
+        if (n) out[at] = (uint8_t)(x >> 16);
+        break;  /* set a byte */
+      case 2: { /* interesting byte */
         static const uint8_t v[] = {0x00, 0x01, 0x7F, 0x80, 0xFF, 0xA5, 0x08, 0x12, 0x0A};
         if (n) out[at] = v[(x >> 8) % sizeof v];
         break;
       }
-      case 3: n = at; break;                                                      /* truncate */
-      case 4: {                                                                   /* insert random bytes */
+      case 3: n = at; break; /* truncate */
+      case 4: {              /* insert random bytes */
         size_t k = 1 + (x >> 8) % 16;
         if (n + k > cap) break;
         memmove(out + at + k, out + at, n - at);
@@ -421,14 +424,14 @@ static size_t mutate(const hubu_buf *src, uint8_t *out, size_t cap) {
         n += k;
         break;
       }
-      case 5: {                                                                   /* delete a range */
+      case 5: { /* delete a range */
         size_t k = 1 + (x >> 8) % 16;
         if (at + k > n) k = n - at;
         memmove(out + at, out + at + k, n - at - k);
         n -= k;
         break;
       }
-      case 6: {                                                                   /* duplicate a range */
+      case 6: { /* duplicate a range */
         size_t k = 1 + (x >> 8) % 64;
         if (at + k > n) k = n - at;
         if (n + k > cap) break;
@@ -436,14 +439,14 @@ static size_t mutate(const hubu_buf *src, uint8_t *out, size_t cap) {
         n += k;
         break;
       }
-      case 7:                                                                     /* rewrite the first length */
+      case 7: /* rewrite the first length */
         if (n >= HUBU_FRAME_HEADER_SIZE) {
           uint32_t len = (x >> 8) % 3 == 0 ? (uint32_t)(x >> 32) : (uint32_t)((x >> 8) % (n + 8));
           out[4] = (uint8_t)(len >> 24), out[5] = (uint8_t)(len >> 16);
           out[6] = (uint8_t)(len >> 8), out[7] = (uint8_t)len;
         }
         break;
-      default:                                                                    /* retype the first frame */
+      default: /* retype the first frame */
         if (n >= 3) out[2] = (uint8_t)(x >> 8);
         break;
     }
@@ -527,20 +530,19 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < n_seeds; i++) {
     fuzz_stats st = {0};
     run_one(hubu_buf_head(&seeds[i].bytes), hubu_buf_size(&seeds[i].bytes), &st);
-    unsigned long fatal = st.errors[HUBU_FRAME_ERR_MAGIC] + st.errors[HUBU_FRAME_ERR_VERSION] +
-                          st.errors[HUBU_FRAME_ERR_TOO_LARGE];
+    unsigned long fatal =
+        st.errors[HUBU_FRAME_ERR_MAGIC] + st.errors[HUBU_FRAME_ERR_VERSION] + st.errors[HUBU_FRAME_ERR_TOO_LARGE];
     if (st.frames == 0 || st.bodies_ok != st.frames || fatal) {
-      fprintf(stderr, "seed %s: %lu frames, %lu bodies decoded, %lu errors\n", seeds[i].name, st.frames,
-              st.bodies_ok, fatal);
+      fprintf(stderr, "seed %s: %lu frames, %lu bodies decoded, %lu errors\n", seeds[i].name, st.frames, st.bodies_ok,
+              fatal);
       failed = 1;
     }
   }
 
   /* 2b. The protobuf-c quirk above (found by `make fuzz`): a GOAWAY whose body
    * is field 0 as fixed64 with an overlong tag must not stop the walk. */
-  static const uint8_t quirk[] = {0xA5, 0x01, 0x06, 0x00, 0x00, 0x00, 0x00, 0x0A, 0x81, 0x00,
-                                  0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xA5, 0x01,
-                                  0x03, 0x00, 0x00, 0x00, 0x00, 0x00};
+  static const uint8_t quirk[] = {0xA5, 0x01, 0x06, 0x00, 0x00, 0x00, 0x00, 0x0A, 0x81, 0x00, 0x00, 0x00, 0x00,
+                                  0x00, 0x00, 0x00, 0x00, 0x00, 0xA5, 0x01, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00};
   fuzz_stats q = {0};
   run_one(quirk, sizeof quirk, &q);
   if (q.frames != 2) { /* how protobuf-c judges the body may change with its version; the walk may not */
@@ -554,8 +556,10 @@ int main(int argc, char **argv) {
   int files = 0;
   for (int i = 1; i < argc; i++) {
     int n = replay_dir(argv[i], &corpus);
-    if (n < 0) failed = 1;
-    else files += n;
+    if (n < 0)
+      failed = 1;
+    else
+      files += n;
   }
   if (argc > 1 && files == 0) {
     fprintf(stderr, "no corpus files found\n");
@@ -588,19 +592,18 @@ int main(int argc, char **argv) {
         }
         break;
       }
-      default: /* mutated seeds */
-        n = mutate(&seeds[rng() % n_seeds].bytes, in, sizeof in);
-        break;
+      default: /* mutated seeds */ n = mutate(&seeds[rng() % n_seeds].bytes, in, sizeof in); break;
     }
     run_one(in, n, &gen);
   }
 
-  printf("corpus: %d files, %lu frames, %lu bodies decoded, %lu bad bodies\n", files, corpus.frames,
-         corpus.bodies_ok, corpus.bodies_bad);
-  printf("generated: %d inputs, %lu frames, %lu bodies decoded, %lu bad bodies, %lu unknown types; "
-         "ended by bad magic %lu, bad version %lu, too large %lu\n",
-         N_GENERATED, gen.frames, gen.bodies_ok, gen.bodies_bad, gen.unknown, gen.errors[HUBU_FRAME_ERR_MAGIC],
-         gen.errors[HUBU_FRAME_ERR_VERSION], gen.errors[HUBU_FRAME_ERR_TOO_LARGE]);
+  printf("corpus: %d files, %lu frames, %lu bodies decoded, %lu bad bodies\n", files, corpus.frames, corpus.bodies_ok,
+         corpus.bodies_bad);
+  printf(
+      "generated: %d inputs, %lu frames, %lu bodies decoded, %lu bad bodies, %lu unknown types; "
+      "ended by bad magic %lu, bad version %lu, too large %lu\n",
+      N_GENERATED, gen.frames, gen.bodies_ok, gen.bodies_bad, gen.unknown, gen.errors[HUBU_FRAME_ERR_MAGIC],
+      gen.errors[HUBU_FRAME_ERR_VERSION], gen.errors[HUBU_FRAME_ERR_TOO_LARGE]);
   /* The generator must reach every outcome, or it is not testing what it claims. */
   if (gen.bodies_ok < 1000 || gen.bodies_bad < 100 || gen.unknown < 10 || gen.errors[HUBU_FRAME_ERR_MAGIC] < 100 ||
       gen.errors[HUBU_FRAME_ERR_VERSION] < 100 || gen.errors[HUBU_FRAME_ERR_TOO_LARGE] < 100) {

@@ -43,14 +43,19 @@ int hubu_testcert_write(const char *cert_path, const char *key_path, int days, c
   FILE *kf = NULL, *cf = NULL;
 
   key = EVP_EC_gen("P-256");
-  if (!key) { fail(err, err_size, "EVP_EC_gen"); goto out; }
+  if (!key) {
+    fail(err, err_size, "EVP_EC_gen");
+    goto out;
+  }
 
   x = X509_new();
   serial = BN_new();
-  if (!x || !serial) { fail(err, err_size, "X509_new"); goto out; }
+  if (!x || !serial) {
+    fail(err, err_size, "X509_new");
+    goto out;
+  }
   if (X509_set_version(x, X509_VERSION_3) != 1 || !BN_rand(serial, 63, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY) ||
-      !BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(x)) ||
-      !X509_gmtime_adj(X509_getm_notBefore(x), -60) ||
+      !BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(x)) || !X509_gmtime_adj(X509_getm_notBefore(x), -60) ||
       !X509_time_adj_ex(X509_getm_notAfter(x), days > 0 ? days : 1, 0, NULL) || X509_set_pubkey(x, key) != 1) {
     fail(err, err_size, "certificate fields");
     goto out;
@@ -70,7 +75,10 @@ int hubu_testcert_write(const char *cert_path, const char *key_path, int days, c
     fail(err, err_size, "certificate extensions");
     goto out;
   }
-  if (X509_sign(x, key, EVP_sha256()) <= 0) { fail(err, err_size, "X509_sign"); goto out; }
+  if (X509_sign(x, key, EVP_sha256()) <= 0) {
+    fail(err, err_size, "X509_sign");
+    goto out;
+  }
 
   int fd = open(key_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (fd < 0 || !(kf = fdopen(fd, "w"))) {
@@ -78,12 +86,18 @@ int hubu_testcert_write(const char *cert_path, const char *key_path, int days, c
     if (err && err_size) snprintf(err, err_size, "testcert: cannot write %s", key_path);
     goto out;
   }
-  if (PEM_write_PrivateKey(kf, key, NULL, NULL, 0, NULL, NULL) != 1) { fail(err, err_size, "write key"); goto out; }
+  if (PEM_write_PrivateKey(kf, key, NULL, NULL, 0, NULL, NULL) != 1) {
+    fail(err, err_size, "write key");
+    goto out;
+  }
   if (!(cf = fopen(cert_path, "w"))) {
     if (err && err_size) snprintf(err, err_size, "testcert: cannot write %s", cert_path);
     goto out;
   }
-  if (PEM_write_X509(cf, x) != 1) { fail(err, err_size, "write certificate"); goto out; }
+  if (PEM_write_X509(cf, x) != 1) {
+    fail(err, err_size, "write certificate");
+    goto out;
+  }
   rc = 0;
 
 out:

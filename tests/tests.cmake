@@ -105,6 +105,14 @@ add_test(NAME ${HUBU_TEST_PREFIX}layers.core_builds_with_its_own_headers
 add_test(NAME ${HUBU_TEST_PREFIX}layers.core_build_refuses_a_net_header
          COMMAND ${CMAKE_COMMAND} --build ${CMAKE_BINARY_DIR} --target hubu_layers_planted)
 set_tests_properties(${HUBU_TEST_PREFIX}layers.core_build_refuses_a_net_header PROPERTIES WILL_FAIL TRUE)
+
+# Style: every tracked C file is formatted as .clang-format says (once; the
+# sanitizer tree has the same sources).
+if(NOT HUBU_TEST_PREFIX)
+  add_test(NAME style.c_files_follow_clang_format
+           COMMAND ${CMAKE_SOURCE_DIR}/tests/style/format_check.sh ${CMAKE_SOURCE_DIR})
+  set_tests_properties(style.c_files_follow_clang_format PROPERTIES LABELS style)
+endif()
 set_tests_properties(${HUBU_TEST_PREFIX}layers.no_upward_include_or_cycle
                      ${HUBU_TEST_PREFIX}layers.check_reports_planted_violations
                      ${HUBU_TEST_PREFIX}layers.core_builds_with_its_own_headers

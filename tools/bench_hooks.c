@@ -93,15 +93,23 @@ static lua_State *hooks_state(void) {
   if (!L) return NULL;
   luaL_openlibs(L);
   static const luaL_Reg real[] = {
-      {"log", hk_log},           {"now", hk_now},          {"clock", hk_clock},
+      {"log", hk_log},
+      {"now", hk_now},
+      {"clock", hk_clock},
       {"wordset", hubu_wordset_new},
-      {"budget_start", hk_nothing}, {"budget_stop", hk_nothing}, {"budget_reset", hk_nothing},
-      {"budget_renew", hk_nothing}, {"budget_ms", hk_nothing}, {"timer_start", hk_timer_start},
+      {"budget_start", hk_nothing},
+      {"budget_stop", hk_nothing},
+      {"budget_reset", hk_nothing},
+      {"budget_renew", hk_nothing},
+      {"budget_ms", hk_nothing},
+      {"timer_start", hk_timer_start},
       {"timer_stop", hk_nothing},
-      {"config", hk_nothing},    {"label_ok", hk_label_ok}, {NULL, NULL},
+      {"config", hk_nothing},
+      {"label_ok", hk_label_ok},
+      {NULL, NULL},
   };
-  static const char *const inert[] = {"send", "event", "token", "token_verify", "members", "members_wait",
-                                      "group_op", "call_reply", "kick", "kv", NULL};
+  static const char *const inert[] = {"send",     "event",      "token", "token_verify", "members", "members_wait",
+                                      "group_op", "call_reply", "kick",  "kv",           NULL};
   if (luaL_loadbuffer(L, (const char *)hubu_host_lua, hubu_host_lua_len, "@host.lua") != 0) goto fail;
   lua_newtable(L);
   for (const luaL_Reg *f = real; f->name; f++) {
@@ -243,8 +251,8 @@ static void hooks_usage(FILE *out) {
 static int hooks_plugin_name_ok(const char *name) {
   size_t n = 0;
   for (const char *p = name; *p; p++, n++)
-    if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' ||
-          *p == '.' || *p == '-'))
+    if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' ||
+          *p == '-'))
       return 0;
   return n > 0 && n <= 255;
 }
@@ -273,8 +281,10 @@ int hubu_bench_hooks(int argc, char **argv) {
         hooks_usage(stderr);
         return 2;
       }
-      if (o.n_plugins == HOOKS_MAX_PLUGINS) bad = 1;
-      else o.plugins[o.n_plugins++] = v;
+      if (o.n_plugins == HOOKS_MAX_PLUGINS)
+        bad = 1;
+      else
+        o.plugins[o.n_plugins++] = v;
     } else if (!strcmp(a, "--words")) {
       bad = bench_parse_long(v, 0, 1000000, &o.words);
     } else if (!strcmp(a, "--sends")) {
@@ -333,9 +343,10 @@ int hubu_bench_hooks(int argc, char **argv) {
   if (failed) return 1;
 
   if (o.json) {
-    printf("{\"scenario\":\"hooks\",\"sends\":%ld,\"rounds\":%ld,\"words\":%ld,\"none_ns\":%.1f,\"empty_ns\":%.1f,"
-           "\"hook_call_ns\":%.1f",
-           o.sends, o.rounds, o.words, none, empty, empty - none);
+    printf(
+        "{\"scenario\":\"hooks\",\"sends\":%ld,\"rounds\":%ld,\"words\":%ld,\"none_ns\":%.1f,\"empty_ns\":%.1f,"
+        "\"hook_call_ns\":%.1f",
+        o.sends, o.rounds, o.words, none, empty, empty - none);
     for (int i = 0; i < o.n_plugins; i++) printf(",\"%s_ns\":%.1f", o.plugins[i], alone[i]);
     printf(",\"all_ns\":%.1f}\n", all);
   } else {

@@ -113,13 +113,13 @@ struct bench_msg {
 
   /* fanout */
   long members;
-  long fan_index;       /* the message in flight */
-  long fan_have;        /* members holding it */
-  int fan_acked;        /* its SEND_ACK came */
-  int fan_waiting;      /* the round is over: acknowledging, then the gap timer */
-  uv_timer_t gap;       /* the pause between rounds */
+  long fan_index;  /* the message in flight */
+  long fan_have;   /* members holding it */
+  int fan_acked;   /* its SEND_ACK came */
+  int fan_waiting; /* the round is over: acknowledging, then the gap timer */
+  uv_timer_t gap;  /* the pause between rounds */
   int gap_open;
-  uint64_t fan_sent_ns; /* when it was sent */
+  uint64_t fan_sent_ns;                 /* when it was sent */
   uint64_t *fan_last_ns, *fan_first_ns; /* owned: per message */
   long n_fan;
   char group[HUBU_SESSION_ID_MAX + 1];
@@ -267,8 +267,7 @@ static void msg_check_done(bench_msg *run) {
 static void msg_on_timeout(uv_timer_t *t) {
   bench_msg *run = t->data;
   if (run->loading)
-    fprintf(stderr, "hubu-bench: timeout: %ld sent, %ld acked, %ld delivered\n", run->sent, run->acked,
-            run->delivered);
+    fprintf(stderr, "hubu-bench: timeout: %ld sent, %ld acked, %ld delivered\n", run->sent, run->acked, run->delivered);
   else
     fprintf(stderr, "hubu-bench: timeout while connecting: %ld of %ld ready\n", run->ready, run->n_peers);
   if (!run->first_error[0]) snprintf(run->first_error, sizeof run->first_error, "timeout (--timeout-ms)");
@@ -315,7 +314,7 @@ static void msg_deliver_ack(bench_peer *p) {
   if (!p->client || p->run->stopping) return;
   uint8_t w[8 + sizeof p->session + 16], inner[sizeof p->session + 16];
   size_t m = pb_put_bytes(inner, 0x0A, p->session, p->session_len); /* Cursor.session_id */
-  inner[m++] = 0x10;                                                 /* Cursor.seq */
+  inner[m++] = 0x10;                                                /* Cursor.seq */
   m += hubu_varint_put(inner + m, p->cursor);
   size_t n = pb_put_bytes(w, 0x0A, inner, m); /* DeliverAck.cursors */
   int r = hubu_client_send_frame(p->client, HUBU_FRAME_DELIVER_ACK, w, n);
@@ -330,7 +329,7 @@ static void msg_pull(bench_peer *p) {
   w[n++] = 0x08; /* request_id */
   n += hubu_varint_put(w + n, (uint64_t)++run->pulls);
   n += pb_put_bytes(w + n, 0x12, p->session, p->session_len); /* session_id */
-  w[n++] = 0x18;                                               /* after_seq */
+  w[n++] = 0x18;                                              /* after_seq */
   n += hubu_varint_put(w + n, p->cursor);
   w[n++] = 0x20; /* limit */
   n += hubu_varint_put(w + n, MSG_PULL_LIMIT);
@@ -358,9 +357,12 @@ static int msg_take(bench_peer *p, const uint8_t *data, size_t len, uint64_t now
   pb_field f = {0};
   while (q < end) {
     if (pb_next(&q, end, &f) != 0) return -1;
-    if (f.field == 1 && f.wire == 2) sid = f.data, sid_len = f.len;
-    else if (f.field == 2 && f.wire == 0) seq = f.v;
-    else if (f.field == 7 && f.wire == 2) body = f.data, body_len = f.len;
+    if (f.field == 1 && f.wire == 2)
+      sid = f.data, sid_len = f.len;
+    else if (f.field == 2 && f.wire == 0)
+      seq = f.v;
+    else if (f.field == 7 && f.wire == 2)
+      body = f.data, body_len = f.len;
   }
   if (!sid || sid_len != p->session_len || memcmp(sid, p->session, sid_len) != 0) return 0; /* not ours */
   if (seq <= p->cursor) {
@@ -420,8 +422,10 @@ static void msg_on_pull_hint(bench_peer *p, const uint8_t *body, size_t len) {
       msg_fail(p->run, "%s: undecodable PULL_HINT", p->user);
       return;
     }
-    if (f.field == 1 && f.wire == 2) sid = f.data, sid_len = f.len;
-    else if (f.field == 2 && f.wire == 0) max_seq = f.v;
+    if (f.field == 1 && f.wire == 2)
+      sid = f.data, sid_len = f.len;
+    else if (f.field == 2 && f.wire == 0)
+      max_seq = f.v;
   }
   if (!sid || sid_len != p->session_len || memcmp(sid, p->session, sid_len) != 0) return;
   p->run->hints++;
@@ -441,9 +445,12 @@ static void msg_on_pull_result(bench_peer *p, const uint8_t *body, size_t len, u
       return;
     }
     if (f.wire != 0) continue;
-    if (f.field == 2) code = f.v;
-    else if (f.field == 5) max_seq = f.v;
-    else if (f.field == 6) has_more = f.v;
+    if (f.field == 2)
+      code = f.v;
+    else if (f.field == 5)
+      max_seq = f.v;
+    else if (f.field == 6)
+      has_more = f.v;
   }
   if (code != 0) {
     msg_fail(run, "%s: PULL refused, code %llu", p->user, (unsigned long long)code);
@@ -466,9 +473,12 @@ static void msg_on_send_ack(bench_peer *p, const uint8_t *body, size_t len, uint
       msg_fail(run, "%s: undecodable SEND_ACK", p->user);
       return;
     }
-    if (f.field == 1 && f.wire == 0) client_id = f.v;
-    else if (f.field == 2 && f.wire == 0) code = f.v;
-    else if (f.field == 7 && f.wire == 2) reason = f.data, reason_len = f.len;
+    if (f.field == 1 && f.wire == 0)
+      client_id = f.v;
+    else if (f.field == 2 && f.wire == 0)
+      code = f.v;
+    else if (f.field == 7 && f.wire == 2)
+      reason = f.data, reason_len = f.len;
   }
   if (client_id <= p->base_client_id || client_id > p->last_client_id) return; /* not one of ours */
   p->outstanding--;
@@ -476,7 +486,8 @@ static void msg_on_send_ack(bench_peer *p, const uint8_t *body, size_t len, uint
     run->send_failed++;
     if (!run->first_error[0])
       snprintf(run->first_error, sizeof run->first_error, "%s: SEND_ACK code %llu: %.*s", p->user,
-               (unsigned long long)code, (int)(reason_len > 100 ? 100 : reason_len), reason ? (const char *)reason : "");
+               (unsigned long long)code, (int)(reason_len > 100 ? 100 : reason_len),
+               reason ? (const char *)reason : "");
     if (run->kind == MSG_FANOUT) {
       msg_fail(run, "%s", run->first_error);
       return;
@@ -489,8 +500,8 @@ static void msg_on_send_ack(bench_peer *p, const uint8_t *body, size_t len, uint
   switch (run->kind) {
     case MSG_PAIRS: sent = p->sent_ns[client_id % (uint64_t)run->o->window]; break;
     case MSG_RATE:
-      sent = run->t_start + (uint64_t)((double)(k * (uint64_t)run->o->pairs + (uint64_t)p->index) * 1e9 /
-                                       (double)run->o->rate);
+      sent = run->t_start +
+             (uint64_t)((double)(k * (uint64_t)run->o->pairs + (uint64_t)p->index) * 1e9 / (double)run->o->rate);
       break;
     case MSG_FANOUT: sent = run->fan_sent_ns; break;
   }
@@ -669,8 +680,7 @@ static void msg_on_state(hubu_client *c, hubu_client_state state, int code, cons
   p->client = NULL;
   hubu_client_close(c, NULL);
   if (!p->ready) run->connecting--;
-  msg_fail(run, "%s: connection %s (code %d: %s)", p->user, p->ready ? "lost" : "failed", code,
-           reason ? reason : "");
+  msg_fail(run, "%s: connection %s (code %d: %s)", p->user, p->ready ? "lost" : "failed", code, reason ? reason : "");
 }
 
 /* The peer is connected and knows where its session stands: count it. */
@@ -718,8 +728,10 @@ static void msg_on_sync_result(bench_peer *p, const uint8_t *body, size_t len) {
     uint64_t max_seq = 0;
     while (r < rend) {
       if (pb_next(&r, rend, &g) != 0) goto bad;
-      if (g.field == 1 && g.wire == 2) sid = g.data, sid_len = g.len;
-      else if (g.field == 2 && g.wire == 0) max_seq = g.v;
+      if (g.field == 1 && g.wire == 2)
+        sid = g.data, sid_len = g.len;
+      else if (g.field == 2 && g.wire == 0)
+        max_seq = g.v;
     }
     if (sid && sid_len == p->session_len && memcmp(sid, p->session, sid_len) == 0) p->cursor = p->wanted = max_seq;
   }
@@ -1053,8 +1065,7 @@ int bench_rate_run(const bench_options *o, uv_loop_t *loop) {
 
   double elapsed = msg_elapsed_s(run);
   double send_s = run->t_last_send > run->t_start ? (double)(run->t_last_send - run->t_start) / 1e9 : NAN;
-  double deliver_s =
-      run->t_last_delivery > run->t_start ? (double)(run->t_last_delivery - run->t_start) / 1e9 : NAN;
+  double deliver_s = run->t_last_delivery > run->t_start ? (double)(run->t_last_delivery - run->t_start) / 1e9 : NAN;
   double cpu = run->cpu_end - run->cpu_start;
   double server_cpu = msg_server_cpu_s(run);
   bench_report r = {.count = 0};
@@ -1066,8 +1077,8 @@ int bench_rate_run(const bench_options *o, uv_loop_t *loop) {
   bench_report_number(&r, "body_bytes", "body", (double)o->body_bytes, "%.0f", "B");
   msg_report_sends(&r, run);
   /* achieved: over the schedule's length, so a rate kept up with reads as the offered one */
-  bench_report_number(&r, "sent_per_s", "achieved send rate",
-                      run->sent > 1 ? (double)(run->sent - 1) / send_s : NAN, "%.0f", "/s");
+  bench_report_number(&r, "sent_per_s", "achieved send rate", run->sent > 1 ? (double)(run->sent - 1) / send_s : NAN,
+                      "%.0f", "/s");
   bench_report_number(&r, "delivered_per_s", "achieved delivery rate",
                       run->delivered > 1 ? (double)(run->delivered - 1) / deliver_s : NAN, "%.0f", "/s");
   bench_report_number(&r, "elapsed_s", "elapsed", elapsed, "%.3f", "s");

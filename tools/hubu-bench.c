@@ -38,7 +38,7 @@ static bench_figure *bench_report_slot(bench_report *r, const char *key, const c
 
 /* value goes to JSON as a number; the table shows it with fmt and unit. */
 void bench_report_number(bench_report *r, const char *key, const char *label, double value, const char *fmt,
-                                const char *unit) {
+                         const char *unit) {
   bench_figure *f = bench_report_slot(r, key, label);
   if (!f) return;
   char num[64];
@@ -177,7 +177,7 @@ void bench_nofile_raise(long wanted, long server_pid) {
 }
 
 int bench_client_options(const bench_options *o, hubu_client_options *co, const char *user, char *token,
-                                size_t token_size) {
+                         size_t token_size) {
   if (hubu_token_mint(o->secret, o->secret_len, user, (uint64_t)time(NULL) + BENCH_TOKEN_TTL_S, token, token_size) < 0)
     return -1;
   memset(co, 0, sizeof *co);
@@ -200,8 +200,7 @@ void bench_report_common(bench_report *r, const bench_options *o) {
                     o->port ? o->port : (o->tls ? 7701 : 7700));
 }
 
-void bench_report_cpu(bench_report *r, const bench_options *o, double self_cpu, double server_cpu,
-                             double elapsed_s) {
+void bench_report_cpu(bench_report *r, const bench_options *o, double self_cpu, double server_cpu, double elapsed_s) {
   bench_report_number(r, "bench_cpu_s", "bench cpu", self_cpu, "%.2f", "s");
   bench_report_number(r, "bench_cpu_pct", "bench cpu / elapsed", elapsed_s > 0 ? 100 * self_cpu / elapsed_s : 0, "%.0f",
                       "%");
@@ -622,8 +621,7 @@ static const bench_scenario bench_scenarios[] = {
      bench_handshake_run},
     {"pairs", "N sender->receiver pairs, W SENDs outstanding each, until M delivered: throughput, latency, CPU",
      bench_pairs_run},
-    {"rate", "fixed offered rate over N pairs for S seconds: latency from the scheduled send time",
-     bench_rate_run},
+    {"rate", "fixed offered rate over N pairs for S seconds: latency from the scheduled send time", bench_rate_run},
     {"fanout", "one sender, N online members of a fresh group, K messages one at a time: time to the last member",
      bench_fanout_run},
 #ifdef HUBU_BENCH_HAVE_STORE
@@ -643,51 +641,53 @@ static void bench_usage(FILE *out) {
           "scenarios:\n");
   for (size_t i = 0; i < BENCH_SCENARIO_COUNT; i++)
     fprintf(out, "  %-10s %s\n", bench_scenarios[i].name, bench_scenarios[i].summary);
-  fprintf(out,
-          "\n"
-          "  hubu-bench idle --conns N [--inflight 200] [--hold-ms MS] [common options]\n"
-          "  hubu-bench handshake --total N --concurrency C [common options]\n"
-          "  hubu-bench pairs [--pairs 100] [--window 32] [--messages 100000] [--body-bytes 100] [common options]\n"
-          "  hubu-bench rate [--pairs 100] [--rate 10000] [--seconds 10] [--body-bytes 100] [common options]\n"
-          "  hubu-bench fanout --data DIR [--members 1000] [--messages 100] [--gap-ms 100] [--body-bytes 100] [common options]\n"
+  fprintf(
+      out,
+      "\n"
+      "  hubu-bench idle --conns N [--inflight 200] [--hold-ms MS] [common options]\n"
+      "  hubu-bench handshake --total N --concurrency C [common options]\n"
+      "  hubu-bench pairs [--pairs 100] [--window 32] [--messages 100000] [--body-bytes 100] [common options]\n"
+      "  hubu-bench rate [--pairs 100] [--rate 10000] [--seconds 10] [--body-bytes 100] [common options]\n"
+      "  hubu-bench fanout --data DIR [--members 1000] [--messages 100] [--gap-ms 100] [--body-bytes 100] [common "
+      "options]\n"
 #ifdef HUBU_BENCH_HAVE_STORE
-          "  hubu-bench store [--count N] [--window W] [--body BYTES] [--fsync always|batch|off] [--data DIR] [--json]\n"
+      "  hubu-bench store [--count N] [--window W] [--body BYTES] [--fsync always|batch|off] [--data DIR] [--json]\n"
 #endif
 #ifdef HUBU_BENCH_HAVE_HOOKS
-          "  hubu-bench hooks [--plugins DIR] [--plugin NAME]... [--words N] [--sends N] [--rounds R] [--json]\n"
+      "  hubu-bench hooks [--plugins DIR] [--plugin NAME]... [--words N] [--sends N] [--rounds R] [--json]\n"
 #endif
-          "\n"
-          "common options:\n"
-          "  --host H           server address (default 127.0.0.1)\n"
-          "  --port P           default 7700, or 7701 with --tls\n"
-          "  --tls              connect with TLS (certificate not verified unless --ca)\n"
-          "  --ca FILE          verify the server certificate against this CA (PEM)\n"
-          "  --secret S         token secret (the server's --secret)\n"
-          "  --data DIR         the server's data directory: the secret is read from DIR/secret\n"
-          "                     unless --secret is given; fanout creates its group in DIR/hubu.db\n"
-          "  --inflight N       connects in flight at most (default %d)\n"
-          "  --server-pid PID   read the server's RSS and CPU from /proc/PID\n"
-          "  --timeout-ms MS    bound on the whole run, connecting included (default %d)\n"
-          "  --json             print one JSON object instead of a table\n"
-          "  --help             this text\n"
-          "\n"
-          "idle: point --server-pid at a freshly started server; its RSS does not shrink\n"
-          "when memory is freed, so a warm server under-reports bytes per connection.\n"
-          "\n"
-          "pairs, rate: users bp-s<i> send to bp-r<i> in d:bp-r<i>:bp-s<i>; the SEND body\n"
-          "starts with the send time (rate: the scheduled time), and end-to-end latency runs\n"
-          "from it to the PUSH's arrival. Receivers acknowledge every PUSH frame.\n"
-          "\n"
-          "fanout: the group g:bench-fan<N>-<random> with members bf-m0.. and the sender\n"
-          "bf-s is written straight into DIR/hubu.db before connecting, so the server must run\n"
-          "with the same --data and must not have loaded that group yet (the random suffix\n"
-          "makes a fresh one per run). Members acknowledge each message once all of them\n"
-          "have it, and the next one follows --gap-ms later, so the DELIVER_ACKs are off the\n"
-          "measured path; the time to the last member includes the bench's reading of N sockets.\n"
-          "\n"
-          "Users idle and handshake use are bench-u0, bench-u1, ...; every user is on device d1.\n"
-          "Exit status: 0 when everything wanted was done, 1 otherwise, 2 on bad usage.\n",
-          BENCH_DEFAULT_INFLIGHT, BENCH_DEFAULT_TIMEOUT_MS);
+      "\n"
+      "common options:\n"
+      "  --host H           server address (default 127.0.0.1)\n"
+      "  --port P           default 7700, or 7701 with --tls\n"
+      "  --tls              connect with TLS (certificate not verified unless --ca)\n"
+      "  --ca FILE          verify the server certificate against this CA (PEM)\n"
+      "  --secret S         token secret (the server's --secret)\n"
+      "  --data DIR         the server's data directory: the secret is read from DIR/secret\n"
+      "                     unless --secret is given; fanout creates its group in DIR/hubu.db\n"
+      "  --inflight N       connects in flight at most (default %d)\n"
+      "  --server-pid PID   read the server's RSS and CPU from /proc/PID\n"
+      "  --timeout-ms MS    bound on the whole run, connecting included (default %d)\n"
+      "  --json             print one JSON object instead of a table\n"
+      "  --help             this text\n"
+      "\n"
+      "idle: point --server-pid at a freshly started server; its RSS does not shrink\n"
+      "when memory is freed, so a warm server under-reports bytes per connection.\n"
+      "\n"
+      "pairs, rate: users bp-s<i> send to bp-r<i> in d:bp-r<i>:bp-s<i>; the SEND body\n"
+      "starts with the send time (rate: the scheduled time), and end-to-end latency runs\n"
+      "from it to the PUSH's arrival. Receivers acknowledge every PUSH frame.\n"
+      "\n"
+      "fanout: the group g:bench-fan<N>-<random> with members bf-m0.. and the sender\n"
+      "bf-s is written straight into DIR/hubu.db before connecting, so the server must run\n"
+      "with the same --data and must not have loaded that group yet (the random suffix\n"
+      "makes a fresh one per run). Members acknowledge each message once all of them\n"
+      "have it, and the next one follows --gap-ms later, so the DELIVER_ACKs are off the\n"
+      "measured path; the time to the last member includes the bench's reading of N sockets.\n"
+      "\n"
+      "Users idle and handshake use are bench-u0, bench-u1, ...; every user is on device d1.\n"
+      "Exit status: 0 when everything wanted was done, 1 otherwise, 2 on bad usage.\n",
+      BENCH_DEFAULT_INFLIGHT, BENCH_DEFAULT_TIMEOUT_MS);
 }
 
 static int bench_secret_read(bench_options *o, const char *dir) {

@@ -30,11 +30,11 @@ typedef struct {
 
 static int cmd_token(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
-int hubuctl_group(int argc, char **argv); /* hubuctl_group.c */
-int hubuctl_stats(int argc, char **argv);  /* hubuctl_admin.c */
-int hubuctl_conns(int argc, char **argv);  /* hubuctl_admin.c */
-int hubuctl_kick(int argc, char **argv);   /* hubuctl_admin.c */
-int hubuctl_reload(int argc, char **argv); /* hubuctl_admin.c */
+int hubuctl_group(int argc, char **argv);   /* hubuctl_group.c */
+int hubuctl_stats(int argc, char **argv);   /* hubuctl_admin.c */
+int hubuctl_conns(int argc, char **argv);   /* hubuctl_admin.c */
+int hubuctl_kick(int argc, char **argv);    /* hubuctl_admin.c */
+int hubuctl_reload(int argc, char **argv);  /* hubuctl_admin.c */
 int hubuctl_plugins(int argc, char **argv); /* hubuctl_admin.c */
 
 static const hubuctl_command commands[] = {
@@ -86,7 +86,8 @@ static int cmd_help(int argc, char **argv) {
 static int read_secret_file(const char *path, uint8_t **out, size_t *out_len) {
   int r = hubu_secret_read_file(path, out, out_len);
   if (r == -1) fprintf(stderr, "hubuctl: cannot read secret file %s: %s\n", path, strerror(errno));
-  if (r == -2) fprintf(stderr, "hubuctl: secret file %s is empty or larger than %d bytes\n", path, HUBU_SECRET_FILE_MAX);
+  if (r == -2)
+    fprintf(stderr, "hubuctl: secret file %s is empty or larger than %d bytes\n", path, HUBU_SECRET_FILE_MAX);
   return r == 0 ? 0 : -1;
 }
 

@@ -245,8 +245,10 @@ static void put_printable(FILE *f, const char *s, size_t len, const char *keep) 
   while (p < end) {
     int shown;
     size_t n = unit(p, (size_t)(end - p), keep, &shown);
-    if (shown) fwrite(p, 1, n, f);
-    else fputc('?', f);
+    if (shown)
+      fwrite(p, 1, n, f);
+    else
+      fputc('?', f);
     p += n;
   }
 }
@@ -261,8 +263,10 @@ static void copy_printable(char *dst, size_t size, const char *s) {
     size_t n = unit(p, (size_t)(end - p), NULL, &shown);
     size_t out = shown ? n : 1;
     if (w + out >= size) break;
-    if (shown) memcpy(dst + w, p, n);
-    else dst[w] = '?';
+    if (shown)
+      memcpy(dst + w, p, n);
+    else
+      dst[w] = '?';
     w += out;
     p += n;
   }
@@ -555,7 +559,8 @@ static int print_plugins_table(const hj_value *doc) {
   for (int c = 0; c < COLS; c++) /* text left, numbers right */
     printf(c < 3 ? "%-*s%s" : "%*s%s", width[c], heads[c], c + 1 < COLS ? "  " : "\n");
   for (size_t i = 0; i < n; i++)
-    for (int c = 0; c < COLS; c++) printf(c < 3 ? "%-*s%s" : "%*s%s", width[c], cells[i][c], c + 1 < COLS ? "  " : "\n");
+    for (int c = 0; c < COLS; c++)
+      printf(c < 3 ? "%-*s%s" : "%*s%s", width[c], cells[i][c], c + 1 < COLS ? "  " : "\n");
   free(cells);
   for (size_t i = 0; i < n; i++) {
     const hj_value *pl = &list->items[i], *re = hj_get(pl, "reload_error");

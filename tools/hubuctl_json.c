@@ -48,10 +48,14 @@ static int hex4(const char *p, const char *lim, unsigned *out) {
   for (int i = 0; i < 4; i++) {
     char c = p[i];
     v <<= 4;
-    if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-    else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-    else return -1;
+    if (c >= '0' && c <= '9')
+      v |= (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v |= (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F')
+      v |= (unsigned)(c - 'A' + 10);
+    else
+      return -1;
   }
   *out = v;
   return 0;
@@ -131,9 +135,7 @@ static int string(hj_parser *ps, char **out) {
         if (cp == 0 || (cp >= 0xd800 && cp < 0xe000)) cp = 0xfffd; /* no NUL inside a C string */
         w += utf8_put(w, cp); /* at most 3 bytes for the 6 of \uXXXX, 4 for the 12 of a pair */
         break;
-      default:
-        free(o);
-        return fail_at(ps, esc, "bad escape");
+      default: free(o); return fail_at(ps, esc, "bad escape");
     }
   }
   ps->p = q + 1;
@@ -246,13 +248,25 @@ static int value(hj_parser *ps, hj_value *v, int depth) {
     case '{': return container(ps, v, depth, '}');
     case '[': return container(ps, v, depth, ']');
     case '"': v->type = HJ_STRING; return string(ps, &v->string);
-    case 't': v->type = HJ_BOOL; v->boolean = 1; return literal(ps, "true");
+    case 't':
+      v->type = HJ_BOOL;
+      v->boolean = 1;
+      return literal(ps, "true");
     case 'f': v->type = HJ_BOOL; return literal(ps, "false");
     case 'n': v->type = HJ_NULL; return literal(ps, "null");
-    case '-': case '+': case '.': /* the last two only to be refused as a bad number */
-    case '0': case '1': case '2': case '3': case '4': case '5': case '6': case '7': case '8': case '9':
-      v->type = HJ_NUMBER;
-      return number(ps, &v->number);
+    case '-':
+    case '+':
+    case '.': /* the last two only to be refused as a bad number */
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9': v->type = HJ_NUMBER; return number(ps, &v->number);
     default: return fail(ps, "unexpected token");
   }
 }

@@ -31,10 +31,10 @@
 #include "clock.h"
 #include "conn.h"
 #include "delivery.h"
-#include "log.h"
-#include "prom.h"
 #include "host.h"
+#include "log.h"
 #include "presence.h"
+#include "prom.h"
 #include "server.h"
 #include "session.h"
 #include "store.h"
@@ -79,7 +79,7 @@ typedef struct {
 } admin_header;
 
 struct hubu_admin {
-  hubu_server *server; /* not owned */
+  hubu_server *server;   /* not owned */
   hubu_admin_config cfg; /* a copy; its strings are main's and outlive the listener */
   uv_tcp_t listener;
   uv_timer_t sweep;  /* idle and linger limits of the connections */
@@ -103,10 +103,10 @@ struct admin_conn {
   admin_conn *prev, *next;
   http_parser parser;
   uv_shutdown_t shutdown_req;
-  hubu_buf url;          /* owned: the request target, gathered across reads */
-  size_t body_len;       /* request body bytes seen (and dropped) */
-  uint64_t since_ms;     /* accept, then the response, then the end of its write */
-  int error_status;      /* 413 or 414, set by a parser callback that stopped the parser */
+  hubu_buf url;      /* owned: the request target, gathered across reads */
+  size_t body_len;   /* request body bytes seen (and dropped) */
+  uint64_t since_ms; /* accept, then the response, then the end of its write */
+  int error_status;  /* 413 or 414, set by a parser callback that stopped the parser */
   admin_header headers[HDR_COUNT];
   char field[16];          /* the name of the header being read, when short enough to be one of ours */
   size_t field_len;        /* may exceed sizeof field: then it is none of ours */
@@ -115,11 +115,11 @@ struct admin_conn {
   size_t cors_origin_len;
   uint8_t in_value : 1;     /* the parser is inside a header value */
   uint8_t headers_done : 1; /* on_headers_complete ran: a chunked body's trailers are not headers */
-  uint8_t complete : 1;  /* on_message_complete ran; the parser is paused */
-  uint8_t responded : 1; /* a response is queued; further input is dropped until EOF */
-  uint8_t writing : 1;   /* the response's write has not completed */
-  uint8_t peer_done : 1; /* the client's FIN came while writing: close once written */
-  uint8_t closing : 1;   /* uv_close called */
+  uint8_t complete : 1;     /* on_message_complete ran; the parser is paused */
+  uint8_t responded : 1;    /* a response is queued; further input is dropped until EOF */
+  uint8_t writing : 1;      /* the response's write has not completed */
+  uint8_t peer_done : 1;    /* the client's FIN came while writing: close once written */
+  uint8_t closing : 1;      /* uv_close called */
 };
 
 /* One response in flight. Owns both buffers until the write callback. */

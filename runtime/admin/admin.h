@@ -21,12 +21,12 @@ typedef struct hubu_admin hubu_admin;
 
 /* The settings the admin listener reads; main fills them from flags and hubu.lua. */
 typedef struct {
-  int admin_enabled;   /* 0 with --admin-listen off */
-  char admin_host[64]; /* loopback by default */
-  int admin_port;      /* 0: ephemeral (the port file gets "admin PORT") */
-  int on_loopback;     /* admin_host is a loopback address */
-  const char *admin_hosts;   /* --admin-host: more names a Host header may give, "name[:port],..."; NULL: none */
-  const char *admin_origins; /* --admin-allow-origin: Origins let through, "scheme://host[:port],..."; NULL: none */
+  int admin_enabled;          /* 0 with --admin-listen off */
+  char admin_host[64];        /* loopback by default */
+  int admin_port;             /* 0: ephemeral (the port file gets "admin PORT") */
+  int on_loopback;            /* admin_host is a loopback address */
+  const char *admin_hosts;    /* --admin-host: more names a Host header may give, "name[:port],..."; NULL: none */
+  const char *admin_origins;  /* --admin-allow-origin: Origins let through, "scheme://host[:port],..."; NULL: none */
   const uint8_t *admin_token; /* --admin-token's bytes (not owned); NULL: no token */
   size_t admin_token_len;
 } hubu_admin_config;

@@ -3,7 +3,6 @@
  * assigned (the store thread runs them in submission order), so once seq is
  * settled every lower seq is too. */
 #include "cluster.h"
-
 #include "session.h"
 
 static hubu_seq_result single_next(hubu_seq_allocator *a, hubu_session *sess, uint64_t *seq) {

@@ -22,13 +22,13 @@ typedef struct hubu_device hubu_device;
 
 /* The settings core reads; main fills them from flags and hubu.lua. */
 typedef struct {
-  uint32_t node_id;           /* 0-1023, part of every msg_id */
-  uint32_t max_frame;         /* largest frame body (HELLO_OK announces it; a PUSH frame stays under it) */
-  uint32_t heartbeat_ms;      /* announced in HELLO_OK */
-  uint32_t max_inflight;      /* unacknowledged pushes per peer before PULL_HINT */
-  size_t max_inflight_bytes;  /* ... and bytes */
-  uint32_t ack_timeout_ms;    /* resend an unacknowledged push after this */
-  uint32_t pull_limit_max;    /* cap on PullRequest.limit */
+  uint32_t node_id;          /* 0-1023, part of every msg_id */
+  uint32_t max_frame;        /* largest frame body (HELLO_OK announces it; a PUSH frame stays under it) */
+  uint32_t heartbeat_ms;     /* announced in HELLO_OK */
+  uint32_t max_inflight;     /* unacknowledged pushes per peer before PULL_HINT */
+  size_t max_inflight_bytes; /* ... and bytes */
+  uint32_t ack_timeout_ms;   /* resend an unacknowledged push after this */
+  uint32_t pull_limit_max;   /* cap on PullRequest.limit */
 } hubu_core_config;
 
 typedef struct {

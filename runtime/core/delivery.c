@@ -29,7 +29,8 @@ static int push_write(hubu_peer *c, hubu_msg *m) {
              m->session_id, (unsigned long long)m->seq, m->push_entry_len, max_body);
     return -1;
   }
-  int extend = c->push_open && size == c->push_end && size - c->push_start - HUBU_FRAME_HEADER_SIZE + m->push_entry_len <= max_body;
+  int extend = c->push_open && size == c->push_end &&
+               size - c->push_start - HUBU_FRAME_HEADER_SIZE + m->push_entry_len <= max_body;
   uint8_t *p = hubu_buf_reserve(w, HUBU_FRAME_HEADER_SIZE + m->push_entry_len);
   if (!p) return -1;
   if (!extend) {
@@ -43,7 +44,8 @@ static int push_write(hubu_peer *c, hubu_msg *m) {
   w->len += m->push_entry_len;
   c->push_end = hubu_buf_size(w);
   uint8_t *header = w->data + w->off + c->push_start;
-  hubu_frame_header_encode(header, HUBU_FRAME_PUSH, 0, (uint32_t)(c->push_end - c->push_start - HUBU_FRAME_HEADER_SIZE));
+  hubu_frame_header_encode(header, HUBU_FRAME_PUSH, 0,
+                           (uint32_t)(c->push_end - c->push_start - HUBU_FRAME_HEADER_SIZE));
   c->ops->wrote(c);
   return 0;
 }

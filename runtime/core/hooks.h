@@ -51,20 +51,20 @@ typedef struct {
  * dispatch when it returns 1. */
 typedef struct {
   hubu_hook_event event;
-  hubu_peer *peer;              /* CONNECT, DISCONNECT */
-  const char *user;             /* SEND, READ */
-  const char *device;           /* SEND */
-  const char *session_id;       /* SEND, READ */
-  uint64_t client_id;           /* SEND */
-  const Hubu__V1__Send *send;   /* SEND */
-  const hubu_session *session;  /* ROUTE */
-  const hubu_msg *msg;          /* ROUTE, STORED */
-  int replayed;                 /* STORED */
-  const char *op;               /* READ: "pull" or "sync" */
-  hubu_send_verdict verdict;    /* SEND out (free with hubu_send_verdict_free) */
-  hubu_route_plan plan;         /* ROUTE out (free with hubu_route_plan_free) */
-  int allowed;                  /* READ out */
-  char reason[256];             /* READ out: why not */
+  hubu_peer *peer;             /* CONNECT, DISCONNECT */
+  const char *user;            /* SEND, READ */
+  const char *device;          /* SEND */
+  const char *session_id;      /* SEND, READ */
+  uint64_t client_id;          /* SEND */
+  const Hubu__V1__Send *send;  /* SEND */
+  const hubu_session *session; /* ROUTE */
+  const hubu_msg *msg;         /* ROUTE, STORED */
+  int replayed;                /* STORED */
+  const char *op;              /* READ: "pull" or "sync" */
+  hubu_send_verdict verdict;   /* SEND out (free with hubu_send_verdict_free) */
+  hubu_route_plan plan;        /* ROUTE out (free with hubu_route_plan_free) */
+  int allowed;                 /* READ out */
+  char reason[256];            /* READ out: why not */
 } hubu_hook_call;
 
 /* Returns 0 when no handler ran (the event's default applies and no output

@@ -199,12 +199,13 @@ static void pending_answer(hubu_core *core, hubu_pending_send *p, Hubu__V1__Code
                            uint64_t seq, uint64_t msg_id, const char *reason, int first_duplicate,
                            uint32_t retry_after_ms) {
   if (p->internal && code != HUBU__V1__CODE__OK) /* no client to tell: the plugin's send is refused here */
-    hubu_log(HUBU_LOG_WARN, 0, p->device->user, "plugin_send_refused", "session=%s code=%s reason=\"%s\"",
-             session_id, hubu_code_name(code), reason ? reason : "");
-  send_ack(core, p->device->user, p->sender_conn, p->client_id, code, session_id, seq, msg_id, reason, first_duplicate, retry_after_ms);
+    hubu_log(HUBU_LOG_WARN, 0, p->device->user, "plugin_send_refused", "session=%s code=%s reason=\"%s\"", session_id,
+             hubu_code_name(code), reason ? reason : "");
+  send_ack(core, p->device->user, p->sender_conn, p->client_id, code, session_id, seq, msg_id, reason, first_duplicate,
+           retry_after_ms);
   for (uint32_t i = 0; i < p->n_retry_conns; i++)
-    send_ack(core, p->device->user, p->retry_conns[i], p->client_id, code, session_id, seq, msg_id, reason, code == HUBU__V1__CODE__OK,
-             retry_after_ms);
+    send_ack(core, p->device->user, p->retry_conns[i], p->client_id, code, session_id, seq, msg_id, reason,
+             code == HUBU__V1__CODE__OK, retry_after_ms);
 }
 
 /* Drops p from its device (and its session's busy count) and frees it. */
@@ -258,9 +259,11 @@ static void on_appended(hubu_store_op *op) {
     pending_answer(core, p, HUBU__V1__CODE__OK, op->append.stored_session_id, op->append.stored_seq,
                    op->append.stored_msg_id, NULL, 1, 0);
   } else if (op->status == HUBU_STORE_RETRY) { /* nothing written: the same SEND may come again */
-    pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store busy", 0, HUBU_STORE_RETRY_AFTER_MS);
+    pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store busy", 0,
+                   HUBU_STORE_RETRY_AFTER_MS);
   } else {
-    pending_answer(core, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "the store failed; resend with a new client_id", 0, 0);
+    pending_answer(core, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0,
+                   "the store failed; resend with a new client_id", 0, 0);
   }
   int unwritten = op->status == HUBU_STORE_RETRY; /* uses up nothing: its client_id may come again */
   hubu_store_op_free(op);
@@ -353,15 +356,20 @@ static void resume_send(hubu_core *core, hubu_session *sess, hubu_parked *parked
   hubu_pending_send *p = ps->pending;
   Hubu__V1__Send *m = ps->send;
   hubu_device *d = p->device;
-  hubu_hook_call send = {.event = HUBU_HOOK_SEND, .user = d->user, .device = d->device, .session_id = sess->id,
-                        .client_id = p->client_id, .send = m};
+  hubu_hook_call send = {.event = HUBU_HOOK_SEND,
+                         .user = d->user,
+                         .device = d->device,
+                         .session_id = sess->id,
+                         .client_id = p->client_id,
+                         .send = m};
   hubu_send_verdict *v = &send.verdict;
   v->code = HUBU__V1__CODE__OK;
   free(ps);
   uint64_t seq = 0;
   hubu_seq_result r = HUBU_SEQ_LATER;
   if (!sess->loaded) {
-    pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store unavailable", 0, HUBU_STORE_RETRY_AFTER_MS);
+    pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store unavailable", 0,
+                   HUBU_STORE_RETRY_AFTER_MS);
     pending_finish(core, p, 1);
   } else if (!sess->exists || (sess->kind != HUBU_SESSION_DIRECT && !hubu_session_is_member(sess, d->user))) {
     pending_answer(core, p, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0, 0);
@@ -386,8 +394,10 @@ static void resume_send(hubu_core *core, hubu_session *sess, hubu_parked *parked
       *w = (hubu_seq_waiter){.pending = p, .send = m, .verdict = *v};
       memset(v, 0, sizeof *v);
       m = NULL;
-      if (sess->seq_wait_last) sess->seq_wait_last->next = w;
-      else sess->seq_wait = w;
+      if (sess->seq_wait_last)
+        sess->seq_wait_last->next = w;
+      else
+        sess->seq_wait = w;
       sess->seq_wait_last = w;
     }
   }
@@ -404,7 +414,8 @@ static void on_found_send(hubu_store_op *op) {
              NULL, 1, 0);
   else if (op->status == HUBU_STORE_NOT_FOUND)
     send_ack(core, find->user, conn_id, find->client_id, HUBU__V1__CODE__STALE, "", 0, 0,
-             "client_id is at or below this device's high-water mark and was never stored; resend with a new client_id", 0, 0);
+             "client_id is at or below this device's high-water mark and was never stored; resend with a new client_id",
+             0, 0);
   else
     send_ack(core, find->user, conn_id, find->client_id, HUBU__V1__CODE__UNAVAILABLE, "", 0, 0, "store unavailable", 0,
              HUBU_STORE_RETRY_AFTER_MS);
@@ -462,9 +473,8 @@ static size_t message_frame_max(const char *session_id, const char *sender, cons
   return 11 + 2 + sid + 11 + 2 + delimited_size(packed);
 }
 
-const char *hubu_messaging_send_internal(hubu_core *core, const char *user, const char *device,
-                                         const char *session_id, const uint8_t *body, size_t len,
-                                         const char *content_type) {
+const char *hubu_messaging_send_internal(hubu_core *core, const char *user, const char *device, const char *session_id,
+                                         const uint8_t *body, size_t len, const char *content_type) {
   if (!hubu_id_valid(user, strlen(user)) || !hubu_id_valid(device, strlen(device))) return "invalid user or device";
   int kind = hubu_session_id_check(session_id, strlen(session_id));
   if (kind < 0) return "malformed session_id";
@@ -523,7 +533,8 @@ void hubu_messaging_send(hubu_peer *c, const hubu_frame *f) {
     goto done;
   }
   if (kind == HUBU_SESSION_DIRECT && !hubu_session_direct_has(m->session_id, c->user)) {
-    send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0, 0);
+    send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0,
+             "not a member of this session", 0, 0);
     goto done;
   }
   if (m->client_id <= d->assigned) { /* a retry, or a stale client_id */
@@ -539,12 +550,14 @@ void hubu_messaging_send(hubu_peer *c, const hubu_frame *f) {
     }
     hubu_msg *recent = hubu_device_recent(d, m->client_id);
     if (recent) {
-      send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__OK, recent->session_id, recent->seq, recent->msg_id, NULL, 1, 0);
+      send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__OK, recent->session_id, recent->seq, recent->msg_id,
+               NULL, 1, 0);
       goto done;
     }
     hubu_store_op *op = hubu_store_op_new(HUBU_STORE_FIND_SEND);
     if (!op) {
-      send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
+      send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0,
+               0);
       goto done;
     }
     snprintf(op->find_send.user, sizeof op->find_send.user, "%s", d->user);
@@ -600,8 +613,7 @@ static void on_synced(hubu_store_op *op) {
         uint64_t known = 0;
         for (size_t k = 0; k < req->n_known; k++)
           if (strcmp(req->known[k]->session_id, st->session_id) == 0) known = req->known[k]->seq;
-        if (st->max_seq <= known || !hook_read(core, c->user, st->session_id, "sync"))
-          continue;
+        if (st->max_seq <= known || !hook_read(core, c->user, st->session_id, "sync")) continue;
         Hubu__V1__SessionState *out = &states[r.n_sessions];
         hubu__v1__session_state__init(out);
         out->session_id = st->session_id;

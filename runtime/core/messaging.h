@@ -21,9 +21,8 @@ void hubu_messaging_pull(hubu_peer *c, const hubu_frame *f);
 /* A message from the server side (a plugin's im.send): as user, from device,
  * through the same checks, store and routing as a SEND, with client_id =
  * msg_id so it never collides. Returns NULL when queued, else why not. */
-const char *hubu_messaging_send_internal(hubu_core *core, const char *user, const char *device,
-                                         const char *session_id, const uint8_t *body, size_t len,
-                                         const char *content_type);
+const char *hubu_messaging_send_internal(hubu_core *core, const char *user, const char *device, const char *session_id,
+                                         const uint8_t *body, size_t len, const char *content_type);
 
 /* The connection is going away: drops its device, presence and window. */
 void hubu_messaging_peer_closed(hubu_peer *c);

@@ -47,19 +47,19 @@ typedef struct hubu_peer_ops {
 struct hubu_peer {
   const hubu_peer_ops *ops;
   hubu_core *core;
-  uint64_t id;             /* conn_id: unique for the process's lifetime */
-  char *user;              /* owned; "user\0device\0" after HELLO, else NULL */
-  const char *device;      /* points into user */
-  hubu_peer *user_next;    /* the user's other peers (presence) */
-  hubu_device *dev;        /* a reference, from HELLO on */
-  hubu_inflight *inflight; /* owned; pushed, not yet acknowledged */
-  hubu_hint *hints;        /* owned; PULL_HINTs for the next flush */
-  size_t push_start;       /* the PUSH frame open in output this turn: header offset from its head */
-  size_t push_end;         /* ... and output's size right after it */
+  uint64_t id;               /* conn_id: unique for the process's lifetime */
+  char *user;                /* owned; "user\0device\0" after HELLO, else NULL */
+  const char *device;        /* points into user */
+  hubu_peer *user_next;      /* the user's other peers (presence) */
+  hubu_device *dev;          /* a reference, from HELLO on */
+  hubu_inflight *inflight;   /* owned; pushed, not yet acknowledged */
+  hubu_hint *hints;          /* owned; PULL_HINTs for the next flush */
+  size_t push_start;         /* the PUSH frame open in output this turn: header offset from its head */
+  size_t push_end;           /* ... and output's size right after it */
   uint32_t sends_unanswered; /* SENDs read whose SEND_ACK is not produced yet */
-  uint8_t state;           /* hubu_peer_state */
-  uint8_t attached : 1;    /* listed in its user's presence */
-  uint8_t push_open : 1;   /* push_start/push_end describe the last frame in output */
+  uint8_t state;             /* hubu_peer_state */
+  uint8_t attached : 1;      /* listed in its user's presence */
+  uint8_t push_open : 1;     /* push_start/push_end describe the last frame in output */
 };
 
 /* Appends the frame (type + packed msg) to p's output. 0, or -1 when p is

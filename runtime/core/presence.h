@@ -24,22 +24,22 @@ typedef struct hubu_user {
 
 /* A SEND accepted and waiting for the store. Owned by its device's table. */
 typedef struct hubu_pending_send {
-  UT_hash_handle hh;       /* device->pending, by client_id */
+  UT_hash_handle hh; /* device->pending, by client_id */
   uint64_t client_id;
   hubu_device *device;
   hubu_session *session;
-  hubu_msg *msg;           /* NULL while the session loads */
-  uint64_t sender_conn;    /* the connection that sent it first */
-  uint64_t *retry_conns;   /* owned: connections that sent it again meanwhile */
+  hubu_msg *msg;         /* NULL while the session loads */
+  uint64_t sender_conn;  /* the connection that sent it first */
+  uint64_t *retry_conns; /* owned: connections that sent it again meanwhile */
   uint32_t n_retry_conns;
-  uint8_t internal;        /* from a plugin: client_id is a msg_id, outside the device's marks */
+  uint8_t internal; /* from a plugin: client_id is a msg_id, outside the device's marks */
 } hubu_pending_send;
 
 typedef struct hubu_cursor {
   UT_hash_handle hh;
   char *session_id; /* owned */
   uint64_t seq;
-  uint8_t dirty;    /* not yet saved */
+  uint8_t dirty; /* not yet saved */
 } hubu_cursor;
 
 #define HUBU_RECENT_ACKS 32
@@ -48,16 +48,17 @@ typedef struct hubu_cursor {
  * or while it has cursors to save. */
 struct hubu_device {
   UT_hash_handle hh;
-  char *user;          /* point into storage after key */
+  char *user; /* point into storage after key */
   char *device;
   uint32_t refs;
   uint8_t loaded;
   uint8_t loading;
   uint8_t cursors_dirty;
-  uint64_t assigned;   /* highest client_id accepted (queued or stored) */
-  uint64_t durable;    /* highest client_id the store holds */
+  uint64_t assigned; /* highest client_id accepted (queued or stored) */
+  uint64_t durable;  /* highest client_id the store holds */
   hubu_pending_send *pending;
-  hubu_msg **recent;   /* owned ring of HUBU_RECENT_ACKS refs, made on the first send: the latest stored sends, for retries */
+  hubu_msg *
+      *recent; /* owned ring of HUBU_RECENT_ACKS refs, made on the first send: the latest stored sends, for retries */
   uint32_t recent_next;
   hubu_cursor *cursors;
   hubu_peer **hello_waiters; /* owned array: connections waiting for the load (they remove themselves on close) */

@@ -173,8 +173,10 @@ void hubu_session_park(hubu_core *core, hubu_session *sess, hubu_parked *p) {
     p->resume(core, sess, p);
     return;
   }
-  if (sess->parked_last) sess->parked_last->next = p;
-  else sess->parked = p;
+  if (sess->parked_last)
+    sess->parked_last->next = p;
+  else
+    sess->parked = p;
   sess->parked_last = p;
 }
 

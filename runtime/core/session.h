@@ -20,25 +20,25 @@ typedef struct hubu_parked hubu_parked;
 /* Owned by core->sessions. Its members, tail and parked requests are its own. */
 typedef struct hubu_session {
   UT_hash_handle hh;
-  char *id;             /* owned */
-  uint8_t kind;         /* hubu_session_kind */
-  uint8_t loaded;       /* the store answered SESSION_LOAD */
-  uint8_t exists;       /* it may be used: the store has it, or it exists implicitly (direct, custom) */
-  uint8_t stored;       /* the store has its row: appends need not say how to create it */
-  uint64_t next_seq;    /* highest seq assigned */
+  char *id;               /* owned */
+  uint8_t kind;           /* hubu_session_kind */
+  uint8_t loaded;         /* the store answered SESSION_LOAD */
+  uint8_t exists;         /* it may be used: the store has it, or it exists implicitly (direct, custom) */
+  uint8_t stored;         /* the store has its row: appends need not say how to create it */
+  uint64_t next_seq;      /* highest seq assigned */
   uint64_t committed_seq; /* the committed watermark (seq.h): PULL answers up to it */
   uint64_t min_seq;
-  char **members;       /* owned, sorted bytewise */
+  char **members; /* owned, sorted bytewise */
   size_t n_members;
-  hubu_msg **tail;      /* owned ring of references, ascending seq */
+  hubu_msg **tail; /* owned ring of references, ascending seq */
   uint32_t tail_head, tail_len;
-  uint64_t tail_base;   /* every stored message with seq > tail_base is in the tail */
-  hubu_parked *parked;  /* requests waiting for the load, FIFO */
+  uint64_t tail_base;  /* every stored message with seq > tail_base is in the tail */
+  hubu_parked *parked; /* requests waiting for the load, FIFO */
   hubu_parked *parked_last;
   struct hubu_seq_waiter *seq_wait; /* SENDs waiting for a seq, in arrival order (seq.h) */
   struct hubu_seq_waiter *seq_wait_last;
-  uint8_t seq_asking;   /* the allocator owes the head of seq_wait an answer */
-  uint32_t busy;        /* appends in the store queue, loads under way */
+  uint8_t seq_asking; /* the allocator owes the head of seq_wait an answer */
+  uint32_t busy;      /* appends in the store queue, loads under way */
   uint64_t last_used_ms;
   hubu_core *core_ref; /* for store completions */
 } hubu_session;

@@ -7,8 +7,7 @@ static uint32_t read_be32(const uint8_t *p) {
   return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
 }
 
-hubu_frame_status hubu_frame_header_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
-                                           hubu_frame_header *out) {
+hubu_frame_status hubu_frame_header_decode(const uint8_t *buf, size_t len, uint32_t max_frame, hubu_frame_header *out) {
   if (len >= 1 && buf[0] != HUBU_FRAME_MAGIC) return HUBU_FRAME_ERR_MAGIC;
   if (len >= 2 && buf[1] != HUBU_FRAME_VERSION) return HUBU_FRAME_ERR_VERSION;
   if (len < HUBU_FRAME_HEADER_SIZE) return HUBU_FRAME_NEED_MORE;
@@ -30,8 +29,7 @@ hubu_frame_status hubu_frame_next(const uint8_t *buf, size_t len, uint32_t max_f
   return HUBU_FRAME_OK;
 }
 
-void hubu_frame_header_encode(uint8_t out[HUBU_FRAME_HEADER_SIZE], uint8_t type, uint8_t flags,
-                              uint32_t length) {
+void hubu_frame_header_encode(uint8_t out[HUBU_FRAME_HEADER_SIZE], uint8_t type, uint8_t flags, uint32_t length) {
   out[0] = HUBU_FRAME_MAGIC;
   out[1] = HUBU_FRAME_VERSION;
   out[2] = type;
@@ -66,6 +64,4 @@ const char *hubu_frame_type_name(uint8_t type) {
   }
 }
 
-int hubu_frame_type_known(uint8_t type) {
-  return hubu_frame_type_name(type)[0] != 'U';
-}
+int hubu_frame_type_known(uint8_t type) { return hubu_frame_type_name(type)[0] != 'U'; }

@@ -37,11 +37,11 @@ enum hubu_frame_type {
 
 /* Verdict on the bytes at the front of a stream. */
 typedef enum {
-  HUBU_FRAME_OK = 0,          /* a whole header (and, for _next, body) is there */
-  HUBU_FRAME_NEED_MORE,       /* not enough bytes yet; nothing is wrong */
-  HUBU_FRAME_ERR_MAGIC,       /* -> ERROR BAD_FRAME, close */
-  HUBU_FRAME_ERR_VERSION,     /* -> ERROR UNSUPPORTED_VERSION, close */
-  HUBU_FRAME_ERR_TOO_LARGE,   /* -> ERROR FRAME_TOO_LARGE, close */
+  HUBU_FRAME_OK = 0,        /* a whole header (and, for _next, body) is there */
+  HUBU_FRAME_NEED_MORE,     /* not enough bytes yet; nothing is wrong */
+  HUBU_FRAME_ERR_MAGIC,     /* -> ERROR BAD_FRAME, close */
+  HUBU_FRAME_ERR_VERSION,   /* -> ERROR UNSUPPORTED_VERSION, close */
+  HUBU_FRAME_ERR_TOO_LARGE, /* -> ERROR FRAME_TOO_LARGE, close */
 } hubu_frame_status;
 
 typedef struct {
@@ -61,16 +61,14 @@ typedef struct {
 /* Decodes the header at buf[0..len). Checks magic, then version, then length
  * against max_frame, in the order a reader meets the bytes: a bad magic is
  * reported as soon as the first byte is there. */
-hubu_frame_status hubu_frame_header_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
-                                           hubu_frame_header *out);
+hubu_frame_status hubu_frame_header_decode(const uint8_t *buf, size_t len, uint32_t max_frame, hubu_frame_header *out);
 
 /* Decodes one whole frame at the front of buf. On HUBU_FRAME_OK, out->size
  * bytes may be consumed. */
 hubu_frame_status hubu_frame_next(const uint8_t *buf, size_t len, uint32_t max_frame, hubu_frame *out);
 
 /* Writes a header for a body of `length` bytes into out. */
-void hubu_frame_header_encode(uint8_t out[HUBU_FRAME_HEADER_SIZE], uint8_t type, uint8_t flags,
-                              uint32_t length);
+void hubu_frame_header_encode(uint8_t out[HUBU_FRAME_HEADER_SIZE], uint8_t type, uint8_t flags, uint32_t length);
 
 /* True for the types PROTOCOL.md section 2 defines (any direction). */
 int hubu_frame_type_known(uint8_t type);

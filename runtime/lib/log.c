@@ -28,7 +28,8 @@ void hubu_log(hubu_log_level level, uint64_t conn_id, const char *user, const ch
   int n = snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s event=%s", tm.tm_year + 1900,
                    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000),
                    level_names[level], event);
-  if (conn_id && n < (int)sizeof line) n += snprintf(line + n, sizeof line - (size_t)n, " conn=%llu", (unsigned long long)conn_id);
+  if (conn_id && n < (int)sizeof line)
+    n += snprintf(line + n, sizeof line - (size_t)n, " conn=%llu", (unsigned long long)conn_id);
   if (user && *user && n < (int)sizeof line) n += snprintf(line + n, sizeof line - (size_t)n, " user=%s", user);
   if (fmt && *fmt && n < (int)sizeof line - 1) {
     line[n++] = ' ';

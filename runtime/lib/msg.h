@@ -17,14 +17,14 @@ typedef struct hubu_msg {
   uint64_t msg_id;
   uint64_t client_id;
   uint64_t server_time_ms;
-  uint64_t log_pos;          /* the store's position of this message (insertion order), 0 until stored */
-  const char *session_id;    /* these point into the same allocation */
+  uint64_t log_pos;       /* the store's position of this message (insertion order), 0 until stored */
+  const char *session_id; /* these point into the same allocation */
   const char *sender;
   const char *sender_device;
   const char *content_type;
   const uint8_t *body;
   size_t body_len;
-  const uint8_t *meta;       /* the meta map as packed Message field-9 entries; a valid Message on its own */
+  const uint8_t *meta; /* the meta map as packed Message field-9 entries; a valid Message on its own */
   size_t meta_len;
   const uint8_t *push_entry; /* 0x0A <varint len> <packed Message> */
   size_t push_entry_len;
@@ -45,6 +45,5 @@ static inline hubu_msg *hubu_msg_ref(hubu_msg *m) {
   return m;
 }
 void hubu_msg_unref(hubu_msg *m);
-
 
 #endif

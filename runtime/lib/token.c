@@ -15,8 +15,8 @@ int hubu_id_valid(const char *id, size_t len) {
   if (len < 1 || len > 64) return 0;
   for (size_t i = 0; i < len; i++) {
     char c = id[i];
-    int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-             c == '.' || c == '@' || c == '-';
+    int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+             c == '@' || c == '-';
     if (!ok) return 0;
   }
   return 1;
@@ -27,8 +27,8 @@ static int mac_hex(const uint8_t *secret, size_t secret_len, const char *msg, si
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int mac_len = 0;
   static const uint8_t empty = 0;
-  if (!HMAC(EVP_sha256(), secret_len ? secret : &empty, (int)secret_len, (const unsigned char *)msg, len,
-            mac, &mac_len) ||
+  if (!HMAC(EVP_sha256(), secret_len ? secret : &empty, (int)secret_len, (const unsigned char *)msg, len, mac,
+            &mac_len) ||
       mac_len != 32)
     return -1;
   static const char digits[] = "0123456789abcdef";
@@ -40,8 +40,8 @@ static int mac_hex(const uint8_t *secret, size_t secret_len, const char *msg, si
   return 0;
 }
 
-int hubu_token_mint(const uint8_t *secret, size_t secret_len, const char *user_id, uint64_t expiry_s,
-                    char *out, size_t out_size) {
+int hubu_token_mint(const uint8_t *secret, size_t secret_len, const char *user_id, uint64_t expiry_s, char *out,
+                    size_t out_size) {
   size_t ulen = strlen(user_id);
   if (!hubu_id_valid(user_id, ulen)) return -1;
   int n = snprintf(out, out_size, "v1.%s.%llu.", user_id, (unsigned long long)expiry_s);
@@ -50,8 +50,8 @@ int hubu_token_mint(const uint8_t *secret, size_t secret_len, const char *user_i
   return n + MAC_HEX_LEN;
 }
 
-hubu_token_status hubu_token_verify(const uint8_t *secret, size_t secret_len, const char *token,
-                                    size_t token_len, const char *user_id, uint64_t now_s) {
+hubu_token_status hubu_token_verify(const uint8_t *secret, size_t secret_len, const char *token, size_t token_len,
+                                    const char *user_id, uint64_t now_s) {
   if (token_len < 3 + 1 + 1 + 1 + 1 + MAC_HEX_LEN || token_len >= HUBU_TOKEN_MAX) return HUBU_TOKEN_MALFORMED;
   if (memcmp(token, "v1.", 3) != 0) return HUBU_TOKEN_MALFORMED;
   size_t signed_len = token_len - MAC_HEX_LEN - 1; /* "v1.<user>.<expiry>" */

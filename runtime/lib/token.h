@@ -19,12 +19,12 @@ typedef enum {
 
 /* Writes a NUL-terminated token into out. Returns its length, or -1 when the
  * user id is not valid or out is too small. */
-int hubu_token_mint(const uint8_t *secret, size_t secret_len, const char *user_id, uint64_t expiry_s,
-                    char *out, size_t out_size);
+int hubu_token_mint(const uint8_t *secret, size_t secret_len, const char *user_id, uint64_t expiry_s, char *out,
+                    size_t out_size);
 
 /* Checks token[0..token_len) for user_id at time now_s. */
-hubu_token_status hubu_token_verify(const uint8_t *secret, size_t secret_len, const char *token,
-                                    size_t token_len, const char *user_id, uint64_t now_s);
+hubu_token_status hubu_token_verify(const uint8_t *secret, size_t secret_len, const char *token, size_t token_len,
+                                    const char *user_id, uint64_t now_s);
 
 const char *hubu_token_status_name(hubu_token_status st);
 

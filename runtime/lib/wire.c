@@ -41,4 +41,3 @@ const char *hubu_code_name(Hubu__V1__Code code) {
   const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&hubu__v1__code__descriptor, (int)code);
   return v ? v->name : "UNKNOWN_CODE";
 }
-

@@ -12,8 +12,8 @@
 #include <string.h>
 
 #include "clock.h"
-#include "frame.h"
 #include "delivery.h"
+#include "frame.h"
 #include "host.h"
 #include "log.h"
 #include "messaging.h"
@@ -80,8 +80,8 @@ int hubu_conn_send(hubu_conn *c, uint8_t type, const ProtobufCMessage *msg) {
 /* ERROR that leaves the connection open. */
 static void send_error(hubu_conn *c, Hubu__V1__Code code, const char *message, uint8_t frame_type) {
   if (c->peer.state >= HUBU_PEER_CLOSING) return;
-  hubu_log(HUBU_LOG_INFO, c->peer.id, c->peer.user, "frame_error", "code=%s type=0x%02x detail=\"%s\"", hubu_code_name(code),
-           frame_type, message);
+  hubu_log(HUBU_LOG_INFO, c->peer.id, c->peer.user, "frame_error", "code=%s type=0x%02x detail=\"%s\"",
+           hubu_code_name(code), frame_type, message);
   hubu_wire_append_error(&c->wbuf, code, message, frame_type);
   hubu_server_mark_dirty(c->server, c);
 }
@@ -182,8 +182,9 @@ static void flush_once(hubu_conn *c) {
     hubu_conn_resume_input(c);
     if (c->peer.state == HUBU_PEER_CLOSED) return;
   }
-  if (c->peer.hints && c->writing <= cfg->write_queue_max) hubu_delivery_write_hints(&c->peer); /* else they wait, coalesced */
-  hubu_peer_output_taken(&c->peer); /* the next push opens a new frame */
+  if (c->peer.hints && c->writing <= cfg->write_queue_max)
+    hubu_delivery_write_hints(&c->peer); /* else they wait, coalesced */
+  hubu_peer_output_taken(&c->peer);      /* the next push opens a new frame */
   hubu_buf out = {0};
   if (c->tls) {
     if (hubu_buf_size(&c->wbuf) && hubu_tls_handshake_done(c->tls)) {
@@ -391,9 +392,7 @@ static size_t process(hubu_conn *c, const uint8_t *p, size_t n) {
     char why[128];
     switch (hubu_frame_next(p + off, n - off, max_frame, &f)) {
       case HUBU_FRAME_NEED_MORE: return off;
-      case HUBU_FRAME_ERR_MAGIC:
-        error_close(c, HUBU__V1__CODE__BAD_FRAME, "bad magic byte (want 0xA5)", 0);
-        return n;
+      case HUBU_FRAME_ERR_MAGIC: error_close(c, HUBU__V1__CODE__BAD_FRAME, "bad magic byte (want 0xA5)", 0); return n;
       case HUBU_FRAME_ERR_VERSION:
         error_close(c, HUBU__V1__CODE__UNSUPPORTED_VERSION, "unsupported frame version (want 1)", 0);
         return n;
@@ -473,7 +472,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     if (closing && hubu_tls_handshake_done(c->tls)) return; /* input no longer matters */
     if (hubu_tls_input(c->tls, data, (size_t)nread, closing ? discard_plain : conn_input, c) < 0) {
       char err[160];
-      hubu_log(HUBU_LOG_INFO, c->peer.id, c->peer.user, "tls_failed", "error=\"%s\"", hubu_tls_last_error(err, sizeof err));
+      hubu_log(HUBU_LOG_INFO, c->peer.id, c->peer.user, "tls_failed", "error=\"%s\"",
+               hubu_tls_last_error(err, sizeof err));
       hubu_conn_destroy(c);
       return;
     }

@@ -20,26 +20,26 @@ typedef struct hubu_ip_count hubu_ip_count;
  * device string, and nothing else (buffers exist only while used). What core
  * knows of it is peer (its state, identity, window and hints). */
 struct hubu_conn {
-  uv_tcp_t tcp; /* first: a handle pointer is a connection pointer */
+  uv_tcp_t tcp;   /* first: a handle pointer is a connection pointer */
   hubu_peer peer; /* core's side; peer.ops are this file's */
   hubu_server *server;
-  hubu_conn *prev, *next; /* server->conns */
-  hubu_conn *dirty_next;  /* server->dirty, while is_dirty */
+  hubu_conn *prev, *next;                 /* server->conns */
+  hubu_conn *dirty_next;                  /* server->dirty, while is_dirty */
   hubu_conn *waiting_prev, *waiting_next; /* server->waiting, while is_waiting */
-  uint64_t last_rx_ms;   /* last byte received */
-  uint64_t state_since_ms; /* accept time, or the start of closing */
-  uint64_t paused_since_ms; /* while output_paused: when its output went above --write-queue-max */
-  hubu_tls *tls;         /* owned; NULL on plain TCP */
-  hubu_buf rbuf;         /* owned; an incomplete frame, else empty */
-  hubu_buf wbuf;         /* owned; output not yet handed to a write */
-  size_t writing;        /* bytes in writes not yet completed */
-  hubu_ip_count *ip;     /* the per-address counter this connection holds */
+  uint64_t last_rx_ms;                    /* last byte received */
+  uint64_t state_since_ms;                /* accept time, or the start of closing */
+  uint64_t paused_since_ms;               /* while output_paused: when its output went above --write-queue-max */
+  hubu_tls *tls;                          /* owned; NULL on plain TCP */
+  hubu_buf rbuf;                          /* owned; an incomplete frame, else empty */
+  hubu_buf wbuf;                          /* owned; output not yet handed to a write */
+  size_t writing;                         /* bytes in writes not yet completed */
+  hubu_ip_count *ip;                      /* the per-address counter this connection holds */
   uint8_t is_dirty : 1;
-  uint8_t is_counted : 1;  /* counts against --max-conns */
+  uint8_t is_counted : 1; /* counts against --max-conns */
   uint8_t reading : 1;
-  uint8_t pinged : 1;      /* a server PING is outstanding */
-  uint8_t shut_down : 1;   /* FIN sent */
-  uint8_t input_paused : 1; /* too many SENDs unanswered: input waits in rbuf and the kernel */
+  uint8_t pinged : 1;        /* a server PING is outstanding */
+  uint8_t shut_down : 1;     /* FIN sent */
+  uint8_t input_paused : 1;  /* too many SENDs unanswered: input waits in rbuf and the kernel */
   uint8_t output_paused : 1; /* backpressure: output above --write-queue-max, input waits until half drained */
   uint8_t is_waiting : 1;    /* in server->waiting: not logged in (no HELLO accepted) */
   uint8_t hurried : 1;       /* accepted under pressure: --hello-timeout-pressure-ms applies */

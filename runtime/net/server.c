@@ -123,8 +123,10 @@ Hubu__V1__Code hubu_server_admit(hubu_server *s, hubu_conn *c) {
 
 void hubu_server_forget(hubu_server *s, hubu_conn *c) {
   hubu_server_hello_done(s, c);
-  if (c->prev) c->prev->next = c->next;
-  else if (s->conns == c) s->conns = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else if (s->conns == c)
+    s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = NULL;
   if (c->is_dirty) {
@@ -170,15 +172,15 @@ void hubu_server_mark_dirty(hubu_server *s, hubu_conn *c) {
   if (c->is_dirty || c->peer.state == HUBU_PEER_CLOSED) return;
   c->is_dirty = 1; /* first marked, first written: a sender's ACK before its fan-out */
   c->dirty_next = NULL;
-  if (s->dirty_last) s->dirty_last->dirty_next = c;
-  else s->dirty = c;
+  if (s->dirty_last)
+    s->dirty_last->dirty_next = c;
+  else
+    s->dirty = c;
   s->dirty_last = c;
   if (!uv_is_active((uv_handle_t *)&s->flush)) uv_prepare_start(&s->flush, on_flush);
 }
 
-hubu_conn *hubu_server_conn_of(hubu_peer *p) {
-  return (hubu_conn *)((char *)p - offsetof(hubu_conn, peer));
-}
+hubu_conn *hubu_server_conn_of(hubu_peer *p) { return (hubu_conn *)((char *)p - offsetof(hubu_conn, peer)); }
 
 #define HOUSEKEEPING_MS 1000
 

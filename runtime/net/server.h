@@ -27,7 +27,7 @@ typedef struct {
   int tls_port;
   const char *cert_file;
   const char *key_file;
-  const uint8_t *secret;      /* the token secret (not owned) */
+  const uint8_t *secret; /* the token secret (not owned) */
   size_t secret_len;
   uint32_t max_frame;
   uint32_t heartbeat_ms;
@@ -35,12 +35,12 @@ typedef struct {
   uint32_t hello_timeout_pressure_ms; /* ... for connections accepted while many wait for HELLO */
   uint32_t hello_max_frame;           /* largest frame body before HELLO_OK */
   uint32_t max_conns;                 /* 0: derived from RLIMIT_NOFILE */
-  uint32_t max_conns_per_ip;  /* 0: unlimited */
-  size_t write_queue_max;     /* per connection: stop reading above it */
-  uint32_t write_stall_ms;    /* a connection paused by backpressure this long is closed */
+  uint32_t max_conns_per_ip;          /* 0: unlimited */
+  size_t write_queue_max;             /* per connection: stop reading above it */
+  uint32_t write_stall_ms;            /* a connection paused by backpressure this long is closed */
   uint32_t drain_ms;
-  uint32_t max_pending_sends; /* SENDs of one connection awaiting their ACK before its input pauses */
-  const char *tls_ciphers;    /* TLS 1.2 cipher list; NULL: tls.c's ECDHE+AEAD default */
+  uint32_t max_pending_sends;   /* SENDs of one connection awaiting their ACK before its input pauses */
+  const char *tls_ciphers;      /* TLS 1.2 cipher list; NULL: tls.c's ECDHE+AEAD default */
   const char *tls_ciphersuites; /* TLS 1.3 suites; NULL: tls.c's default */
 } hubu_net_config;
 
@@ -49,19 +49,19 @@ typedef struct {
 typedef struct hubu_server {
   uv_loop_t *loop;
   const hubu_net_config *cfg;
-  hubu_core core;         /* sessions, presence, devices: what the connections share */
+  hubu_core core; /* sessions, presence, devices: what the connections share */
   uv_tcp_t tcp_listener;
   uv_tcp_t tls_listener;
   int tls_listening;
   int tcp_port, tls_port; /* bound ports (tls_port -1 without TLS) */
-  SSL_CTX *tls_ctx; /* owned; NULL without --tls-listen */
-  uv_timer_t sweep; /* heartbeats, HELLO timeouts, lingering closes */
-  uv_prepare_t flush; /* one write per dirty connection per loop turn */
+  SSL_CTX *tls_ctx;       /* owned; NULL without --tls-listen */
+  uv_timer_t sweep;       /* heartbeats, HELLO timeouts, lingering closes */
+  uv_prepare_t flush;     /* one write per dirty connection per loop turn */
   uv_signal_t sigterm;
   uv_signal_t sigint;
   uv_timer_t drain_timer;
-  hubu_conn *conns;       /* every open connection (intrusive list) */
-  hubu_conn *dirty;       /* connections with output to flush this turn, in marking order */
+  hubu_conn *conns; /* every open connection (intrusive list) */
+  hubu_conn *dirty; /* connections with output to flush this turn, in marking order */
   hubu_conn *dirty_last;
   hubu_conn *waiting; /* not logged in (closing ones too), oldest first: dropped first at the cap */
   hubu_conn *waiting_last;
@@ -69,7 +69,7 @@ typedef struct hubu_server {
   uint32_t conn_count; /* connections counted against conn_cap */
   uint32_t conn_cap;   /* --max-conns, held below RLIMIT_NOFILE (with room for the store, plugins, admin) */
   uint64_t next_conn_id;
-  hubu_ip_count *per_ip;  /* uthash table; only with --max-conns-per-ip */
+  hubu_ip_count *per_ip; /* uthash table; only with --max-conns-per-ip */
   int draining;
   struct hubu_plugins *plugins; /* owned: the plugin host (closed in the drain) */
   struct hubu_admin *admin;     /* the admin listener (admin/ sets and closes it); NULL when off */

@@ -6,9 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hubu.pb-c.h"
 #include "buf.h"
 #include "core.h"
+#include "hubu.pb-c.h"
 #include "msg.h"
 
 /* The longest budget a plugin may have (--plugin-budget-ms, `--% budget:`). */
@@ -19,11 +19,11 @@ typedef struct lua_State lua_State;
 
 /* The settings the host reads; main fills them from flags and hubu.lua. */
 typedef struct {
-  const char *dir;          /* --plugins */
-  uint32_t budget_ms;       /* --plugin-budget-ms: the default budget of a hook call */
-  const char *config_file;  /* hubu.lua, re-read for a plugin's section on reload; NULL: none */
-  const char *data_dir;     /* im.config("data_dir") */
-  const uint8_t *secret;    /* the token secret, for im.token (not owned) */
+  const char *dir;         /* --plugins */
+  uint32_t budget_ms;      /* --plugin-budget-ms: the default budget of a hook call */
+  const char *config_file; /* hubu.lua, re-read for a plugin's section on reload; NULL: none */
+  const char *data_dir;    /* im.config("data_dir") */
+  const uint8_t *secret;   /* the token secret, for im.token (not owned) */
   size_t secret_len;
   /* Pushes onto L plugin's section of config_file as it reads now (a table),
    * or returns -1 with nothing pushed and the error in err. NULL: every

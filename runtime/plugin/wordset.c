@@ -22,13 +22,13 @@
  * [%w\128-\255]+ in the C locale). */
 #define R16(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
 static const unsigned char word_byte[256] = {
-    R16(0), R16(0), R16(0),                           /* 0x00-0x2f */
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, /* 0x30-0x3f: 0-9 */
-    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x40-0x4f: @, A-O */
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, /* 0x50-0x5f: P-Z */
-    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x60-0x6f: `, a-o */
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, /* 0x70-0x7f: p-z */
-    R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), /* 0x80-0xff */
+    R16(0), R16(0), R16(0),                                                                 /* 0x00-0x2f */
+    1,      1,      1,      1,      1,      1,      1,      1,      1, 1, 0, 0, 0, 0, 0, 0, /* 0x30-0x3f: 0-9 */
+    0,      1,      1,      1,      1,      1,      1,      1,      1, 1, 1, 1, 1, 1, 1, 1, /* 0x40-0x4f: @, A-O */
+    1,      1,      1,      1,      1,      1,      1,      1,      1, 1, 1, 0, 0, 0, 0, 0, /* 0x50-0x5f: P-Z */
+    0,      1,      1,      1,      1,      1,      1,      1,      1, 1, 1, 1, 1, 1, 1, 1, /* 0x60-0x6f: `, a-o */
+    1,      1,      1,      1,      1,      1,      1,      1,      1, 1, 1, 0, 0, 0, 0, 0, /* 0x70-0x7f: p-z */
+    R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1),                         /* 0x80-0xff */
 };
 #undef R16
 
@@ -44,12 +44,12 @@ typedef struct {
 } ws_slot;
 
 typedef struct {
-  ws_slot *slots;   /* owned: mask + 1 slots, or NULL for an empty set */
-  char *arena;      /* owned: the distinct words, lowercased, back to back */
-  uint32_t mask;    /* capacity - 1 */
-  uint32_t n;       /* distinct words */
-  size_t min_len;   /* of the listed words; SIZE_MAX for an empty set */
-  size_t max_len;   /* 0 for an empty set */
+  ws_slot *slots; /* owned: mask + 1 slots, or NULL for an empty set */
+  char *arena;    /* owned: the distinct words, lowercased, back to back */
+  uint32_t mask;  /* capacity - 1 */
+  uint32_t n;     /* distinct words */
+  size_t min_len; /* of the listed words; SIZE_MAX for an empty set */
+  size_t max_len; /* 0 for an empty set */
 } wordset;
 
 static inline uint32_t hash_lower(const unsigned char *p, size_t n) {
@@ -82,8 +82,7 @@ static inline int ws_has(const wordset *ws, const unsigned char *p, size_t n) {
 
 /* The next listed word in s[*pos..len): its bounds [*from, *to), and *pos
  * moves past it. 0 when there is none. */
-static int ws_next(const wordset *ws, const unsigned char *s, size_t len, size_t *pos, size_t *from,
-                   size_t *to) {
+static int ws_next(const wordset *ws, const unsigned char *s, size_t len, size_t *pos, size_t *from, size_t *to) {
   size_t i = *pos;
   const size_t lo = ws->min_len, hi = ws->max_len;
   while (i < len) {
@@ -198,8 +197,7 @@ static int ws_tostring(lua_State *L) {
 /* Pushes the metatable, creating it on first use. */
 static void push_metatable(lua_State *L) {
   if (luaL_newmetatable(L, WORDSET_MT)) {
-    static const luaL_Reg meta[] = {
-        {"__gc", ws_gc}, {"__len", ws_len}, {"__tostring", ws_tostring}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {{"__gc", ws_gc}, {"__len", ws_len}, {"__tostring", ws_tostring}, {NULL, NULL}};
     static const luaL_Reg methods[] = {{"find", ws_find}, {"mask", ws_mask}, {NULL, NULL}};
     luaL_register(L, NULL, meta);
     lua_createtable(L, 0, 2);

@@ -25,8 +25,8 @@ struct hubu_store {
   const hubu_store_backend *backend;
   void *db; /* owned by the thread while it runs, then by close */
   hubu_store_config cfg;
-  char *url; /* owned copy behind cfg.url */
-  hubu_store_op **batch;     /* the thread's APPEND batch, cfg.max_batch slots */
+  char *url;             /* owned copy behind cfg.url */
+  hubu_store_op **batch; /* the thread's APPEND batch, cfg.max_batch slots */
   hubu_store_stats stats;
 };
 

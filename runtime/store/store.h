@@ -39,17 +39,17 @@
 #include "msg.h"
 #include "session_id.h"
 
-#define HUBU_ID_MAX 64           /* user_id, device_id */
+#define HUBU_ID_MAX 64 /* user_id, device_id */
 #define HUBU_KIND_MAX 16
 #define HUBU_PLUGIN_NAME_MAX 127
 
 typedef enum { HUBU_FSYNC_ALWAYS = 0, HUBU_FSYNC_BATCH, HUBU_FSYNC_OFF } hubu_fsync_mode;
 
 typedef struct {
-  const char *url;       /* which backend and where: "sqlite:PATH" (the database file; its directory is
-                            made), or another registered scheme (hubu_store_backend_for_url) */
-  hubu_fsync_mode fsync; /* always: a durable commit per message; batch: per batch; off: no sync */
-  uint32_t max_batch;    /* most APPENDs in one transaction (default 4096) */
+  const char *url;          /* which backend and where: "sqlite:PATH" (the database file; its directory is
+                               made), or another registered scheme (hubu_store_backend_for_url) */
+  hubu_fsync_mode fsync;    /* always: a durable commit per message; batch: per batch; off: no sync */
+  uint32_t max_batch;       /* most APPENDs in one transaction (default 4096) */
   uint32_t busy_timeout_ms; /* how long to wait for another process's write lock (0: 5000) */
 } hubu_store_config;
 
@@ -241,9 +241,9 @@ struct hubu_store_op {
 typedef struct hubu_store hubu_store;
 
 typedef struct {
-  uint64_t batches;         /* transactions of APPENDs committed */
-  uint64_t appended;        /* messages stored */
-  uint64_t last_batch;      /* size of the latest batch */
+  uint64_t batches;    /* transactions of APPENDs committed */
+  uint64_t appended;   /* messages stored */
+  uint64_t last_batch; /* size of the latest batch */
   uint64_t max_batch_seen;
   uint64_t commit_us_total; /* time spent in append transactions */
   uint64_t queued;          /* ops waiting now */
@@ -279,7 +279,7 @@ void hubu_store_get_stats(hubu_store *s, hubu_store_stats *out);
  * no thread (hubuctl group create, the store benchmark). */
 typedef struct hubu_store_backend {
   const char *name;
-  const char *scheme; /* the URL prefix it serves: "sqlite:" */
+  const char *scheme;                                                      /* the URL prefix it serves: "sqlite:" */
   void *(*open)(const hubu_store_config *cfg, char *err, size_t err_size); /* opens + migrates */
   void (*close)(void *db);
   /* APPENDs ops[0..n) in one transaction and makes it durable per cfg->fsync;

@@ -126,8 +126,9 @@ static const char *const statement_sql[ST_COUNT] = {
         "SELECT log_pos, session_id, seq, msg_id, sender, sender_device, client_id, content_type, body, meta,"
         " server_time_ms FROM messages WHERE log_pos > ?1 ORDER BY log_pos LIMIT ?2",
     [ST_LOG_MAX] = "SELECT MAX(log_pos) FROM messages",
-    [ST_KV_SET] = "INSERT INTO kv(plugin, key, value) VALUES(?1, ?2, ?3)"
-                  " ON CONFLICT(plugin, key) DO UPDATE SET value = excluded.value",
+    [ST_KV_SET] =
+        "INSERT INTO kv(plugin, key, value) VALUES(?1, ?2, ?3)"
+        " ON CONFLICT(plugin, key) DO UPDATE SET value = excluded.value",
     [ST_KV_DELETE] = "DELETE FROM kv WHERE plugin = ?1 AND key = ?2",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
@@ -159,8 +160,9 @@ static const char *const statement_sql[ST_COUNT] = {
         " last_client_id = max(last_client_id, excluded.last_client_id),"
         " last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
     /* sessions.max_seq is raised in the same transaction as every append */
-    [ST_SYNC] = "SELECT s.session_id, s.max_seq, s.min_seq, s.kind FROM members m JOIN sessions s"
-                " ON s.session_id = m.session_id WHERE m.user_id = ?1 ORDER BY s.session_id",
+    [ST_SYNC] =
+        "SELECT s.session_id, s.max_seq, s.min_seq, s.kind FROM members m JOIN sessions s"
+        " ON s.session_id = m.session_id WHERE m.user_id = ?1 ORDER BY s.session_id",
     [ST_CURSOR_UPSERT] =
         "INSERT INTO cursors(user_id, device_id, session_id, delivered_seq) VALUES(?1, ?2, ?3, ?4)"
         " ON CONFLICT(user_id, device_id, session_id) DO UPDATE SET"

@@ -413,14 +413,14 @@ static void reload_reloads_plugins_through_the_plugin_host(void) {
 
 /* A plugin with every listed field set: a header, three hooks on two events,
  * a timer; its summary needs JSON escaping. */
-#define LISTED_PLUGIN                                            \
-  "--% summary: says \"hi\" \\ waves\n"                          \
-  "--% version: 3.1\n"                                           \
-  "--% priority: 7\n"                                            \
-  "--% failure: closed\n"                                        \
-  "--% budget: 250\n"                                            \
-  "plugin:hook(\"message.stored\", function(ev) end)\n"          \
-  "plugin:hook(\"message.stored\", function(ev) end, -5)\n"      \
+#define LISTED_PLUGIN                                                   \
+  "--% summary: says \"hi\" \\ waves\n"                                 \
+  "--% version: 3.1\n"                                                  \
+  "--% priority: 7\n"                                                   \
+  "--% failure: closed\n"                                               \
+  "--% budget: 250\n"                                                   \
+  "plugin:hook(\"message.stored\", function(ev) end)\n"                 \
+  "plugin:hook(\"message.stored\", function(ev) end, -5)\n"             \
   "plugin:hook(\"call.listed.get\", function(ev) ev:reply(\"\") end)\n" \
   "plugin:every(60, function() end)\n"
 
@@ -448,18 +448,21 @@ static void plugins_lists_each_plugin_and_failed_reloads(void) {
   char want[512];
   snprintf(want, sizeof want, "{\n  \"dir\": \"%s\",\n  \"count\": 2,\n  \"plugins\": [\n    {\"name\": \"fold\"", dir);
   CHECKF(!strncmp(r.body, want, strlen(want)), "listing:\n%s", r.body);
-  snprintf(want, sizeof want,
-           "{\"name\": \"listed\", \"version\": \"3.1\", \"summary\": \"says \\\"hi\\\" \\\\ waves\", "
-           "\"policy\": \"closed\", \"priority\": 7, \"budget_ms\": 250, \"path\": \"%s/listed.lua\", \"folder\": false, "
-           "\"loaded_at\": ",
-           dir);
+  snprintf(
+      want, sizeof want,
+      "{\"name\": \"listed\", \"version\": \"3.1\", \"summary\": \"says \\\"hi\\\" \\\\ waves\", "
+      "\"policy\": \"closed\", \"priority\": 7, \"budget_ms\": 250, \"path\": \"%s/listed.lua\", \"folder\": false, "
+      "\"loaded_at\": ",
+      dir);
   CHECKF(strstr(r.body, want) != NULL, "want %s in:\n%s", want, r.body);
-  CHECKF(strstr(r.body, "\"reloads\": 0, \"hooks\": {\"call.listed.get\": 1, \"message.stored\": 2}, \"timers\": 1, "
-                        "\"calls\": 0, \"errors\": 0, \"seconds\": 0.000000, \"reload_error\": null}") != NULL,
+  CHECKF(strstr(r.body,
+                "\"reloads\": 0, \"hooks\": {\"call.listed.get\": 1, \"message.stored\": 2}, \"timers\": 1, "
+                "\"calls\": 0, \"errors\": 0, \"seconds\": 0.000000, \"reload_error\": null}") != NULL,
          "listing:\n%s", r.body);
   snprintf(want, sizeof want, "\"budget_ms\": 100, \"path\": \"%s/fold/init.lua\", \"folder\": true,", dir);
   CHECKF(strstr(r.body, want) != NULL, "want %s in:\n%s", want, r.body);
-  snprintf(want, sizeof want, "\"not_loaded\": [\n    {\"name\": \"broken\", \"path\": \"%s/broken.lua\", \"error\": \"%s/broken.lua:3: ",
+  snprintf(want, sizeof want,
+           "\"not_loaded\": [\n    {\"name\": \"broken\", \"path\": \"%s/broken.lua\", \"error\": \"%s/broken.lua:3: ",
            dir, dir);
   CHECKF(strstr(r.body, want) != NULL, "want %s in:\n%s", want, r.body);
   CHECKF(strstr(r.body, "\"version\": \"\", \"summary\": \"not yet\", \"policy\": \"closed\"}") != NULL,

@@ -23,11 +23,11 @@ typedef struct {
   char *body; /* owned, NUL-terminated; admin_reply_free */
   size_t body_len;
   char content_type[128];
-  char allow[128];  /* the Allow header, when any */
+  char allow[128];            /* the Allow header, when any */
   char www_authenticate[128]; /* the WWW-Authenticate header, when any */
   char allow_origin[128];     /* Access-Control-Allow-Origin, when any */
   char allow_methods[128];    /* Access-Control-Allow-Methods, when any */
-  int closed_after; /* the server closed the connection after the answer */
+  int closed_after;           /* the server closed the connection after the answer */
 } admin_reply;
 
 /* Sends raw bytes to the admin port and reads one answer (up to 5 s).

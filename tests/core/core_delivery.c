@@ -155,7 +155,7 @@ static void full_window_turns_pushes_into_one_hint_per_session(void) {
   push(&fx, &bob, "g:two", 3, 5);
   push(&fx, &bob, "g:three", 9, 5);
   CHECK_EQ_U64(inflight_len(&bob), 4);
-  CHECK_EQ_U64(tp_pushed(&bob, NULL, NULL, 0), 4); /* nothing past the window was pushed */
+  CHECK_EQ_U64(tp_pushed(&bob, NULL, NULL, 0), 4);       /* nothing past the window was pushed */
   CHECK_EQ_U64(tp_count(&bob, HUBU_FRAME_PULL_HINT), 0); /* hints wait for the flush */
 
   hubu_delivery_write_hints(&bob.peer);
@@ -250,7 +250,7 @@ static void deliver_ack_is_cumulative_per_session_and_frees_an_empty_window(void
   hubu_delivery_ack(&bob.peer, "g:two", 100); /* beyond what was pushed: everything of g:two */
   CHECK_EQ_U64(inflight_len(&bob), 1);
   hubu_delivery_ack(&bob.peer, "g:one", 3);
-  CHECK(bob.peer.inflight == NULL); /* an idle connection holds no window */
+  CHECK(bob.peer.inflight == NULL);         /* an idle connection holds no window */
   hubu_delivery_ack(&bob.peer, "g:one", 3); /* and an ACK without a window is harmless */
   CHECK(bob.peer.inflight == NULL);
   tp_close(&bob);

@@ -145,7 +145,8 @@ static void deliver_ack_frame_retires_the_window_and_moves_the_cursor(void) {
   CHECK_EQ_U64(cursor_row(&fx, "bob", "phone", DIRECT), 3);
 
   /* A body that does not decode goes to the transport's bad_body. */
-  hubu_frame f = {.header = {HUBU_FRAME_VERSION, HUBU_FRAME_DELIVER_ACK, 0, 3}, .body = (const uint8_t *)"\xff\xff\xff",
+  hubu_frame f = {.header = {HUBU_FRAME_VERSION, HUBU_FRAME_DELIVER_ACK, 0, 3},
+                  .body = (const uint8_t *)"\xff\xff\xff",
                   .size = HUBU_FRAME_HEADER_SIZE + 3};
   hubu_messaging_deliver_ack(&bob.peer, &f);
   CHECK_EQ_U64(bob.bad_bodies, 1);
@@ -330,7 +331,8 @@ static void invalid_send_is_refused_at_once_and_uses_up_nothing(void) {
   CHECK_EQ_U64(d->assigned, 0);
   CHECK_EQ_U64(a.peer.sends_unanswered, 0);
 
-  hubu_frame garbage = {.header = {HUBU_FRAME_VERSION, HUBU_FRAME_SEND, 0, 2}, .body = (const uint8_t *)"\x0a\x05",
+  hubu_frame garbage = {.header = {HUBU_FRAME_VERSION, HUBU_FRAME_SEND, 0, 2},
+                        .body = (const uint8_t *)"\x0a\x05",
                         .size = HUBU_FRAME_HEADER_SIZE + 2};
   hubu_messaging_send(&a.peer, &garbage);
   CHECK_EQ_U64(a.bad_bodies, 1);

@@ -196,9 +196,9 @@ void fx_create_group(core_fixture *fx, const char *session_id, const char *const
   CHECK_EQ_U64(fx_db_exec(fx, "INSERT INTO sessions(session_id, kind, created_ms) VALUES(%Q, 'group', 1)", session_id),
                0);
   for (size_t i = 0; i < n; i++)
-    CHECK_EQ_U64(fx_db_exec(fx, "INSERT INTO members(session_id, user_id, joined_ms) VALUES(%Q, %Q, 1)", session_id,
-                            members[i]),
-                 0);
+    CHECK_EQ_U64(
+        fx_db_exec(fx, "INSERT INTO members(session_id, user_id, joined_ms) VALUES(%Q, %Q, 1)", session_id, members[i]),
+        0);
 }
 
 int64_t fx_db_int(core_fixture *fx, const char *sql, ...) {
@@ -247,11 +247,11 @@ static void probe_acks(test_peer *tp) {
     Hubu__V1__SendAck *a = hubu__v1__send_ack__unpack(NULL, f.header.length, f.body);
     if (!a) continue;
     if (a->code == HUBU__V1__CODE__OK && !a->duplicate && tp->fx->db) {
-      int64_t rows = fx_db_int(tp->fx,
-                               "SELECT count(*) FROM messages WHERE session_id = %Q AND seq = %lld AND sender = %Q"
-                               " AND sender_device = %Q AND client_id = %lld",
-                               a->session_id, (long long)a->seq, tp->peer.user, tp->peer.device,
-                               (long long)a->client_id);
+      int64_t rows =
+          fx_db_int(tp->fx,
+                    "SELECT count(*) FROM messages WHERE session_id = %Q AND seq = %lld AND sender = %Q"
+                    " AND sender_device = %Q AND client_id = %lld",
+                    a->session_id, (long long)a->seq, tp->peer.user, tp->peer.device, (long long)a->client_id);
       tp->acks_checked++;
       if (rows != 1) tp->acks_not_durable++;
     }
@@ -349,8 +349,8 @@ static void run_frame(test_peer *tp, uint8_t type, const ProtobufCMessage *m,
   size_t len = protobuf_c_message_get_packed_size(m);
   uint8_t *body = malloc(len ? len : 1);
   protobuf_c_message_pack(m, body);
-  hubu_frame f = {.header = {HUBU_FRAME_VERSION, type, 0, (uint32_t)len}, .body = body,
-                  .size = HUBU_FRAME_HEADER_SIZE + len};
+  hubu_frame f = {
+      .header = {HUBU_FRAME_VERSION, type, 0, (uint32_t)len}, .body = body, .size = HUBU_FRAME_HEADER_SIZE + len};
   handler(&tp->peer, &f);
   free(body);
 }
@@ -462,8 +462,8 @@ size_t tp_pushed(test_peer *tp, uint64_t *seqs, char (*sessions)[32], size_t max
 hubu_msg *fx_msg(const char *session_id, uint64_t seq, size_t body_len) {
   uint8_t *body = malloc(body_len ? body_len : 1);
   memset(body, 'a' + (int)(seq % 26), body_len);
-  hubu_msg *m = hubu_msg_new(session_id, seq, 5000 + seq, "alice", "phone", seq, body, body_len, "text/plain", NULL,
-                             0, 1700000000000ull);
+  hubu_msg *m = hubu_msg_new(session_id, seq, 5000 + seq, "alice", "phone", seq, body, body_len, "text/plain", NULL, 0,
+                             1700000000000ull);
   free(body);
   return m;
 }

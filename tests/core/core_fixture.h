@@ -84,10 +84,10 @@ typedef struct {
   uv_loop_t loop;
   hubu_store *store; /* NULL once closed */
   hubu_core core;
-  char dir[64];      /* the temporary data directory */
-  sqlite3 *db;       /* the test's own connection to the store's file, for checks */
+  char dir[64]; /* the temporary data directory */
+  sqlite3 *db;  /* the test's own connection to the store's file, for checks */
   uint64_t next_peer_id;
-  int loop_ready;    /* uv_loop_init succeeded: fx_close closes it */
+  int loop_ready; /* uv_loop_init succeeded: fx_close closes it */
 } core_fixture;
 
 /* The settings the cases start from (max_frame 1 MiB, window 256, 1 MiB,
@@ -135,16 +135,16 @@ int fx_db_exec(core_fixture *fx, const char *sql, ...);
 /* ---- test peers ---- */
 
 typedef struct test_peer {
-  hubu_peer peer;      /* what core sees */
+  hubu_peer peer; /* what core sees */
   core_fixture *fx;
-  hubu_buf out;        /* what core appended: whole frames */
+  hubu_buf out; /* what core appended: whole frames */
   unsigned wrote_calls;
   unsigned goaways;
   Hubu__V1__Code goaway_code;
   char goaway_reason[128];
   unsigned bad_bodies;
   unsigned resumes;
-  int detach_on_goaway;  /* goaway unlinks the peer from presence at once */
+  int detach_on_goaway; /* goaway unlinks the peer from presence at once */
   /* Every SEND_ACK OK (not a duplicate) is checked against the database the
    * moment core writes it: the message must already be stored. */
   unsigned acks_seen;        /* SEND_ACKs of the current output already looked at */

@@ -106,9 +106,9 @@ static void send_hook_rejection_reaches_send_ack_and_stores_nothing(void) {
     hubu__v1__send_ack__free_unpacked(ack, NULL);
   }
   CHECK_EQ_U64(fx_db_int(&fx, "SELECT count(*) FROM messages"), 0);
-  CHECK_EQ_U64(host.routes + host.stored, 0);        /* nothing was stored, nothing routed */
+  CHECK_EQ_U64(host.routes + host.stored, 0); /* nothing was stored, nothing routed */
   CHECK_EQ_U64(tp_pushed(&b, NULL, NULL, 0), 0);
-  CHECK_EQ_U64(a.peer.dev->assigned, 0);              /* the client_id is given back */
+  CHECK_EQ_U64(a.peer.dev->assigned, 0); /* the client_id is given back */
 
   /* Let it through: the same client_id is stored. */
   tp_discard(&a);
@@ -167,7 +167,7 @@ static void route_plan_hint_gives_that_member_a_pull_hint_instead_of_a_push(void
   CHECK_EQ_U64(tp_pushed(&b, NULL, NULL, 0), 0);
   CHECK(b.peer.inflight == NULL);
   CHECK(b.peer.hints != NULL);
-  hubu_delivery_write_hints(&b.peer); /* the flush */
+  hubu_delivery_write_hints(&b.peer);                  /* the flush */
   CHECK_EQ_U64(tp_count(&b, HUBU_FRAME_PULL_HINT), 1); /* coalesced */
   Hubu__V1__PullHint *h = tp_pull_hint(&b, 0);
   if (CHECK(h != NULL)) {

@@ -309,7 +309,7 @@ out:
  * later, and may hold the committed watermark below what is stored. */
 typedef struct {
   hubu_seq_allocator base;
-  int later;    /* answer HUBU_SEQ_LATER; the case answers with hubu_seq_answer */
+  int later; /* answer HUBU_SEQ_LATER; the case answers with hubu_seq_answer */
   unsigned asks;
   uint64_t cap; /* settled never reports a watermark above this (0: no cap) */
 } test_allocator;

@@ -12,8 +12,8 @@ static int kind_of(const char *id) { return hubu_session_id_check(id, strlen(id)
 
 static void direct_session_id_requires_sorted_users(void) {
   CHECK_EQ_U64(kind_of("d:alice:bob"), HUBU_SESSION_DIRECT);
-  CHECK_EQ_U64(kind_of("d:bob:alice"), (uint64_t)-1);   /* a > b */
-  CHECK_EQ_U64(kind_of("d:alice:alice"), (uint64_t)-1); /* a == b: nobody's chat with themselves */
+  CHECK_EQ_U64(kind_of("d:bob:alice"), (uint64_t)-1);       /* a > b */
+  CHECK_EQ_U64(kind_of("d:alice:alice"), (uint64_t)-1);     /* a == b: nobody's chat with themselves */
   CHECK_EQ_U64(kind_of("d:al:alice"), HUBU_SESSION_DIRECT); /* a prefix sorts first */
   CHECK_EQ_U64(kind_of("d:alice:al"), (uint64_t)-1);
   CHECK_EQ_U64(kind_of("d:Bob:alice"), HUBU_SESSION_DIRECT); /* bytewise: 'B' (0x42) < 'a' (0x61) */
@@ -22,10 +22,10 @@ static void direct_session_id_requires_sorted_users(void) {
 }
 
 static void direct_session_id_requires_two_valid_user_ids(void) {
-  CHECK_EQ_U64(kind_of("d:alice"), (uint64_t)-1);    /* one user */
-  CHECK_EQ_U64(kind_of("d::bob"), (uint64_t)-1);     /* empty a */
-  CHECK_EQ_U64(kind_of("d:alice:"), (uint64_t)-1);   /* empty b */
-  CHECK_EQ_U64(kind_of("d:a:b:c"), (uint64_t)-1);    /* ':' is not in the id alphabet */
+  CHECK_EQ_U64(kind_of("d:alice"), (uint64_t)-1);  /* one user */
+  CHECK_EQ_U64(kind_of("d::bob"), (uint64_t)-1);   /* empty a */
+  CHECK_EQ_U64(kind_of("d:alice:"), (uint64_t)-1); /* empty b */
+  CHECK_EQ_U64(kind_of("d:a:b:c"), (uint64_t)-1);  /* ':' is not in the id alphabet */
   CHECK_EQ_U64(kind_of("d:al ice:bob"), (uint64_t)-1);
   CHECK_EQ_U64(kind_of("d:alice:b/b"), (uint64_t)-1);
   CHECK_EQ_U64(kind_of("d:a.l-i_c@e:bob"), HUBU_SESSION_DIRECT); /* [A-Za-z0-9_.@-] */
@@ -57,12 +57,12 @@ static void custom_session_id_is_prefix_colon_rest_of_printable_ascii(void) {
   CHECK_EQ_U64(kind_of("ch:a:b:c"), HUBU_SESSION_CUSTOM); /* more colons are the plugin's business */
   CHECK_EQ_U64(kind_of("x:~!{}"), HUBU_SESSION_CUSTOM);   /* 0x21..0x7e */
   CHECK_EQ_U64(kind_of("nocolon"), (uint64_t)-1);
-  CHECK_EQ_U64(kind_of(":x"), (uint64_t)-1);   /* empty prefix */
+  CHECK_EQ_U64(kind_of(":x"), (uint64_t)-1);    /* empty prefix */
   CHECK_EQ_U64(kind_of("room:"), (uint64_t)-1); /* empty rest */
   CHECK_EQ_U64(kind_of("r:a b"), (uint64_t)-1); /* space */
   CHECK_EQ_U64(kind_of("r:a\tb"), (uint64_t)-1);
   CHECK_EQ_U64(kind_of("r:\x7f"), (uint64_t)-1);
-  CHECK_EQ_U64(kind_of("r:\xc3\xa9"), (uint64_t)-1); /* UTF-8 is not printable ASCII */
+  CHECK_EQ_U64(kind_of("r:\xc3\xa9"), (uint64_t)-1);              /* UTF-8 is not printable ASCII */
   CHECK_EQ_U64(hubu_session_id_check("r:a\0b", 5), (uint64_t)-1); /* a NUL inside the length */
 }
 

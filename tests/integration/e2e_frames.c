@@ -7,8 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "harness.h"
 #include "clock.h"
+#include "harness.h"
 #include "wire.h"
 
 /* A header with any magic and version, and no body. */

@@ -1,3 +1,3 @@
 /* Built only by the layering test: core including a net header must not compile. */
-#include "session.h"
 #include "conn.h"
+#include "session.h"

@@ -657,8 +657,8 @@ static void fresh_reader_matches_store(int port, const row *rows, size_t n_rows)
         int idx;
         uint64_t logical;
         int parsed = body_parse(m->body.data, m->body.len, &idx, &logical) == 0;
-        if (at < n_rows && rows[at].session == si && rows[at].seq == m->seq && rows[at].msg_id == m->msg_id &&
-            parsed && rows[at].idx == idx && rows[at].logical == logical && m->seq > after) {
+        if (at < n_rows && rows[at].session == si && rows[at].seq == m->seq && rows[at].msg_id == m->msg_id && parsed &&
+            rows[at].idx == idx && rows[at].logical == logical && m->seq > after) {
           matched++;
         } else if (mismatched++ < 5) {
           e2e_fail(__FILE__, __LINE__, "fresh PULL %s: seq %llu msg_id %llu does not match the store's next row",
@@ -810,8 +810,8 @@ static void crash_kill9_loses_and_doubles_nothing(void) {
       if (!at) {
         if (missing_acked++ < 5)
           e2e_fail(__FILE__, __LINE__, "%s: ACKed content %llu (client_id %llu, %s seq %llu) is not in the store",
-                   s->device, (unsigned long long)ar->logical, (unsigned long long)ar->cid,
-                   session_names[ar->session], (unsigned long long)ar->seq);
+                   s->device, (unsigned long long)ar->logical, (unsigned long long)ar->cid, session_names[ar->session],
+                   (unsigned long long)ar->seq);
         continue;
       }
       row *x = &rows[at - 1];
@@ -895,7 +895,8 @@ static void crash_kill9_loses_and_doubles_nothing(void) {
           "UNAVAILABLE, %llu client-side drops; store rows %zu (holes %llu)\n",
           (double)run_ms / 1000.0, restarts, (unsigned long long)generated, (unsigned long long)total_acked,
           (unsigned long long)dup_acks, (unsigned long long)resent, (unsigned long long)stale,
-          (unsigned long long)internal, (unsigned long long)unavailable, (unsigned long long)drops, n_rows, (unsigned long long)holes);
+          (unsigned long long)internal, (unsigned long long)unavailable, (unsigned long long)drops, n_rows,
+          (unsigned long long)holes);
   fprintf(stderr,
           "  zed live: holds %llu, %llu match the store, missing %llu, extra %llu; %llu retransmits dropped, %llu "
           "PULL_HINTs, %llu PULL pages, %llu connections\n",

@@ -10,8 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "msgtest.h"
 #include "clock.h"
+#include "msgtest.h"
 
 #define AB "d:alice:bob"
 
@@ -251,8 +251,8 @@ static void retry_while_queued_or_after_stored_is_duplicate_with_same_seq_and_pu
   CHECKF(x->seq == 1 && y->seq == 1, "seqs %llu and %llu, want 1 and 1", (unsigned long long)x->seq,
          (unsigned long long)y->seq);
   CHECK(x->msg_id == y->msg_id && x->msg_id != 0);
-  CHECKF(x->duplicate + y->duplicate == 1, "duplicate flags %d and %d: want exactly the retry marked",
-         x->duplicate, y->duplicate);
+  CHECKF(x->duplicate + y->duplicate == 1, "duplicate flags %d and %d: want exactly the retry marked", x->duplicate,
+         y->duplicate);
   uint64_t msg_id = x->msg_id;
   hubu__v1__send_ack__free_unpacked(x, NULL);
   hubu__v1__send_ack__free_unpacked(y, NULL);
@@ -305,8 +305,7 @@ static void retry_on_a_new_connection_of_the_same_device_is_duplicate(void) {
     uint64_t cid = retry[k];
     Hubu__V1__SendAck *ack = MT_SEND_ACK(a, cid, AB, "m");
     if (CHECK_ACK(ack, cid, HUBU__V1__CODE__OK)) {
-      CHECKF(ack->duplicate, "retry of client_id %llu on a new connection: duplicate=false",
-             (unsigned long long)cid);
+      CHECKF(ack->duplicate, "retry of client_id %llu on a new connection: duplicate=false", (unsigned long long)cid);
       CHECKF(ack->seq == seq[cid] && ack->msg_id == msg_id[cid],
              "retry of client_id %llu: seq %llu msg_id %llu, first answer seq %llu msg_id %llu",
              (unsigned long long)cid, (unsigned long long)ack->seq, (unsigned long long)ack->msg_id,
@@ -435,21 +434,21 @@ static void refused_send_stores_nothing_and_uses_up_nothing(void) {
     hubu__v1__pull_result__free_unpacked(r, NULL);
   }
   Hubu__V1__SendAck *ack = MT_SEND_ACK(a, 1, AB, "one");
-  if (CHECK_ACK(ack, 1, HUBU__V1__CODE__OK)) CHECKF(!ack->duplicate && ack->seq == 1, "seq %llu dup %d",
-                                                   (unsigned long long)ack->seq, ack->duplicate);
+  if (CHECK_ACK(ack, 1, HUBU__V1__CODE__OK))
+    CHECKF(!ack->duplicate && ack->seq == 1, "seq %llu dup %d", (unsigned long long)ack->seq, ack->duplicate);
   if (ack) hubu__v1__send_ack__free_unpacked(ack, NULL);
 
   SEND_REFUSED(a, 2, "g:x", HUBU__V1__CODE__FORBIDDEN);
   r = MT_PULL(b, 2, "g:x", 0, 100);
   if (r) {
     CHECK(r->code == HUBU__V1__CODE__OK);
-    CHECKF(r->n_messages == 0 && r->max_seq == 0, "g:x after a refused SEND: %zu messages, max_seq %llu",
-           r->n_messages, (unsigned long long)r->max_seq);
+    CHECKF(r->n_messages == 0 && r->max_seq == 0, "g:x after a refused SEND: %zu messages, max_seq %llu", r->n_messages,
+           (unsigned long long)r->max_seq);
     hubu__v1__pull_result__free_unpacked(r, NULL);
   }
   ack = MT_SEND_ACK(a, 2, AB, "two");
-  if (CHECK_ACK(ack, 2, HUBU__V1__CODE__OK)) CHECKF(!ack->duplicate && ack->seq == 2, "seq %llu dup %d",
-                                                   (unsigned long long)ack->seq, ack->duplicate);
+  if (CHECK_ACK(ack, 2, HUBU__V1__CODE__OK))
+    CHECKF(!ack->duplicate && ack->seq == 2, "seq %llu dup %d", (unsigned long long)ack->seq, ack->duplicate);
   if (ack) hubu__v1__send_ack__free_unpacked(ack, NULL);
 
   /* carol (in g:x and named by d:bob:carol) has nothing to sync: no session came to be */
@@ -485,9 +484,22 @@ static void malformed_session_ids_and_client_id_0_are_invalid(void) {
   memset(longid, 'a', sizeof longid - 1);
   memcpy(longid, "g:", 2);
   longid[sizeof longid - 1] = '\0';
-  const char *bad[] = {"",          "x",       "d:",      "d:alice",    "d:bob:alice", "d:alice:alice",
-                       "d::bob",    "d:alice:", "g:",     "g:a b",      "g:caf\xc3\xa9", "nocolon",
-                       ":x",        "x:",      "d:alice:bob:carol", longid};
+  const char *bad[] = {"",
+                       "x",
+                       "d:",
+                       "d:alice",
+                       "d:bob:alice",
+                       "d:alice:alice",
+                       "d::bob",
+                       "d:alice:",
+                       "g:",
+                       "g:a b",
+                       "g:caf\xc3\xa9",
+                       "nocolon",
+                       ":x",
+                       "x:",
+                       "d:alice:bob:carol",
+                       longid};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     Hubu__V1__SendAck *ack = MT_SEND_ACK(a, 1, bad[i], "x");
     if (ack)
@@ -526,7 +538,8 @@ static void hundred_pipelined_sends_in_one_write_get_hundred_acks_with_seqs_in_c
   for (int k = 0; k < N; k++) {
     Hubu__V1__SendAck *ack = MT_ACK(a);
     if (!ack) break;
-    if (CHECKF(ack->client_id >= 1 && ack->client_id <= N, "ACK for client_id %llu", (unsigned long long)ack->client_id)) {
+    if (CHECKF(ack->client_id >= 1 && ack->client_id <= N, "ACK for client_id %llu",
+               (unsigned long long)ack->client_id)) {
       CHECKF(ack->code == HUBU__V1__CODE__OK && !ack->duplicate, "client_id %llu: %s dup %d",
              (unsigned long long)ack->client_id, hubu_code_name(ack->code), ack->duplicate);
       answered[ack->client_id]++;
@@ -536,8 +549,9 @@ static void hundred_pipelined_sends_in_one_write_get_hundred_acks_with_seqs_in_c
   }
   for (int i = 1; i <= N; i++) {
     CHECKF(answered[i] == 1, "client_id %d answered %d times", i, answered[i]);
-    if (i > 1) CHECKF(seq[i] > seq[i - 1], "client_id %d got seq %llu, client_id %d seq %llu", i,
-                      (unsigned long long)seq[i], i - 1, (unsigned long long)seq[i - 1]);
+    if (i > 1)
+      CHECKF(seq[i] > seq[i - 1], "client_id %d got seq %llu, client_id %d seq %llu", i, (unsigned long long)seq[i],
+             i - 1, (unsigned long long)seq[i - 1]);
   }
   CHECK(MT_QUIET(a, 200));
   pushes ps = {0};
@@ -607,13 +621,12 @@ static void group_message_reaches_every_members_connections(void) {
 static int check_page_at(const char *file, int line, Hubu__V1__PullResult *r, uint64_t request_id, uint64_t first,
                          size_t n, int has_more, uint64_t max_seq) {
   if (!r) return 0;
-  int ok = e2e_checkf(r->code == HUBU__V1__CODE__OK && r->request_id == request_id &&
-                          strcmp(r->session_id, AB) == 0,
+  int ok = e2e_checkf(r->code == HUBU__V1__CODE__OK && r->request_id == request_id && strcmp(r->session_id, AB) == 0,
                       file, line, "PULL_RESULT: code %s request_id %llu session \"%s\"", hubu_code_name(r->code),
                       (unsigned long long)r->request_id, r->session_id);
   ok &= e2e_checkf(r->n_messages == n && !!r->has_more == has_more && r->max_seq == max_seq, file, line,
-                   "PULL_RESULT: %zu messages has_more %d max_seq %llu, want %zu, %d, %llu", r->n_messages,
-                   r->has_more, (unsigned long long)r->max_seq, n, has_more, (unsigned long long)max_seq);
+                   "PULL_RESULT: %zu messages has_more %d max_seq %llu, want %zu, %d, %llu", r->n_messages, r->has_more,
+                   (unsigned long long)r->max_seq, n, has_more, (unsigned long long)max_seq);
   for (size_t i = 0; i < r->n_messages && i < n; i++) {
     char body[16];
     snprintf(body, sizeof body, "m%llu", (unsigned long long)(first + i));
@@ -626,7 +639,8 @@ static int check_page_at(const char *file, int line, Hubu__V1__PullResult *r, ui
   hubu__v1__pull_result__free_unpacked(r, NULL);
   return ok;
 }
-#define CHECK_PAGE(r, rid, first, n, more, max) check_page_at(__FILE__, __LINE__, (r), (rid), (first), (n), (more), (max))
+#define CHECK_PAGE(r, rid, first, n, more, max) \
+  check_page_at(__FILE__, __LINE__, (r), (rid), (first), (n), (more), (max))
 
 static void pull_pages_by_after_seq_and_limit_with_has_more_and_max_seq(void) {
   mt_skip_pushes = 1; /* receivers' PUSHes are not under test here */
@@ -959,7 +973,8 @@ static void unacked_push_is_retransmitted_even_while_other_sessions_are_acked(vo
   }
   fprintf(stderr, "  g:team seq 1 %s after %llu ms (%d acknowledged messages of d:alice:bob meanwhile)\n",
           again ? "retransmitted" : "NOT retransmitted", (unsigned long long)(e2e_now_ms() - t0), rounds);
-  CHECKF(again, "an unacknowledged PUSH was not retransmitted in 3 s (--ack-timeout-ms 300) because the connection "
+  CHECKF(again,
+         "an unacknowledged PUSH was not retransmitted in 3 s (--ack-timeout-ms 300) because the connection "
          "kept acknowledging another session");
   close(a);
   close(b);

@@ -77,8 +77,7 @@ static void bob_gets_everything(int port, const char *device, uint64_t n) {
     REQUIRE(r->code == HUBU__V1__CODE__OK);
     CHECKF(r->max_seq == n, "page %d: max_seq %llu", pages, (unsigned long long)r->max_seq);
     more = r->has_more;
-    if (more)
-      CHECKF(r->n_messages == 500, "page %d has %zu messages and has_more", pages, r->n_messages);
+    if (more) CHECKF(r->n_messages == 500, "page %d has %zu messages and has_more", pages, r->n_messages);
     for (size_t i = 0; i < r->n_messages; i++) {
       Hubu__V1__Message *m = r->messages[i];
       if (m->seq <= after) disorder++;
@@ -99,11 +98,12 @@ static void bob_gets_everything(int port, const char *device, uint64_t n) {
   }
   uint64_t missing = 0;
   for (uint64_t i = 1; i <= n; i++) missing += !seen[i];
-  fprintf(stderr, "  bob/%s: %llu messages in %d pages (%llu ms): missing %llu, duplicates %llu, holes %llu, "
-                  "out of order %llu, wrong content %llu\n",
-          device, (unsigned long long)got, pages, (unsigned long long)(e2e_now_ms() - t0),
-          (unsigned long long)missing, (unsigned long long)dups, (unsigned long long)holes,
-          (unsigned long long)disorder, (unsigned long long)badbody);
+  fprintf(stderr,
+          "  bob/%s: %llu messages in %d pages (%llu ms): missing %llu, duplicates %llu, holes %llu, "
+          "out of order %llu, wrong content %llu\n",
+          device, (unsigned long long)got, pages, (unsigned long long)(e2e_now_ms() - t0), (unsigned long long)missing,
+          (unsigned long long)dups, (unsigned long long)holes, (unsigned long long)disorder,
+          (unsigned long long)badbody);
   CHECK_EQ(got, n);
   CHECK_EQ(pages, (n + 499) / 500);
   CHECK_EQ(missing, 0);

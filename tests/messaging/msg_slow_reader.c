@@ -90,7 +90,7 @@ typedef struct {
   uint64_t p_sent_ms[8], p_ack_max_ms, p_ack_sum_ms; /* pat's SEND -> SEND_ACK */
   int ping_out;
   /* ray */
-  uint8_t *held;   /* held[seq] */
+  uint8_t *held; /* held[seq] */
   uint64_t r_held, r_cursor, r_pushed, r_push_frames, r_push_dups, r_pull_dups, r_hints, r_hint_max;
   uint64_t r_pages, r_bad, r_sync_max, r_reconnects;
   int r_pull_out, r_synced;
@@ -304,8 +304,9 @@ static void chat_tick(run *st, peer *peers, uint64_t now, uint64_t *next_chat) {
 static void check_chat(run *st, peer *peers, int ping_bound_ms) {
   uint64_t deadline = e2e_now_ms() + 3000;
   while ((st->q_got < st->p_acked || st->p_acked < st->p_sent) && e2e_now_ms() < deadline) pump(st, peers, 4, 5);
-  fprintf(stderr, "  pat/quinn meanwhile: %llu sent, %llu acked (SEND_ACK after avg %.1f ms, max %llu ms), %llu pushed "
-                  "to quinn (out of order %llu); %llu PINGs, round trip avg %.1f ms, max %llu ms (bound %d ms)\n",
+  fprintf(stderr,
+          "  pat/quinn meanwhile: %llu sent, %llu acked (SEND_ACK after avg %.1f ms, max %llu ms), %llu pushed "
+          "to quinn (out of order %llu); %llu PINGs, round trip avg %.1f ms, max %llu ms (bound %d ms)\n",
           (unsigned long long)st->p_sent, (unsigned long long)st->p_acked,
           st->p_acked ? (double)st->p_ack_sum_ms / (double)st->p_acked : 0.0, (unsigned long long)st->p_ack_max_ms,
           (unsigned long long)st->q_got, (unsigned long long)st->q_disorder, (unsigned long long)st->pongs,
@@ -318,8 +319,9 @@ static void check_chat(run *st, peer *peers, int ping_bound_ms) {
   CHECK(st->pongs >= 5);
   CHECKF(st->ping_max_ms < (uint64_t)ping_bound_ms, "PING round trip up to %llu ms during the flood (bound %d)",
          (unsigned long long)st->ping_max_ms, ping_bound_ms);
-  CHECKF(st->p_ack_max_ms < (uint64_t)ping_bound_ms, "pat waited up to %llu ms for a SEND_ACK during the flood (bound %d)",
-         (unsigned long long)st->p_ack_max_ms, ping_bound_ms);
+  CHECKF(st->p_ack_max_ms < (uint64_t)ping_bound_ms,
+         "pat waited up to %llu ms for a SEND_ACK during the flood (bound %d)", (unsigned long long)st->p_ack_max_ms,
+         ping_bound_ms);
 }
 
 static void limit_asan_quarantine(void) {
@@ -397,11 +399,11 @@ static void slow_reader_bounds_memory_stalls_no_one_and_gets_all_100000_after(vo
     if (now >= next_report) {
       next_report = now + (now - t0 < 2000 ? 250 : 1000);
       long rss = e2e_server_rss_kb(&s);
-      fprintf(stderr, "  %5.1f s: sam %llu/%llu acked, hubud VmRSS %ld KiB (+%ld), ray unread in kernel %ld B, "
-                      "quinn got %llu, PING max %llu ms\n",
-              (double)(now - t0) / 1000.0, (unsigned long long)st->s_acked, (unsigned long long)st->n, rss,
-              rss - rss0, mt_nb_inq(&peers[RAY].c), (unsigned long long)st->q_got,
-              (unsigned long long)st->ping_max_ms);
+      fprintf(stderr,
+              "  %5.1f s: sam %llu/%llu acked, hubud VmRSS %ld KiB (+%ld), ray unread in kernel %ld B, "
+              "quinn got %llu, PING max %llu ms\n",
+              (double)(now - t0) / 1000.0, (unsigned long long)st->s_acked, (unsigned long long)st->n, rss, rss - rss0,
+              mt_nb_inq(&peers[RAY].c), (unsigned long long)st->q_got, (unsigned long long)st->ping_max_ms);
     }
     pump(st, peers, 4, 2);
     if (peers[PAT].c.dead || peers[QUINN].c.dead) break;
@@ -413,13 +415,14 @@ static void slow_reader_bounds_memory_stalls_no_one_and_gets_all_100000_after(vo
   CHECK_EQ(st->s_bad, 0);
   long rss1 = e2e_server_rss_kb(&s);
   if (rss1 > rss_peak) rss_peak = rss1;
-  fprintf(stderr, "  flood done in %llu ms (%.0f msgs/s): hubud VmRSS %ld KiB (+%ld, peak +%ld, bound +%ld); "
-                  "ray unread in kernel %ld B\n",
-          (unsigned long long)flood_ms, flood_ms ? 1000.0 * (double)st->n / (double)flood_ms : 0.0, rss1,
-          rss1 - rss0, rss_peak - rss0, RSS_BOUND_KB, mt_nb_inq(&peers[RAY].c));
+  fprintf(stderr,
+          "  flood done in %llu ms (%.0f msgs/s): hubud VmRSS %ld KiB (+%ld, peak +%ld, bound +%ld); "
+          "ray unread in kernel %ld B\n",
+          (unsigned long long)flood_ms, flood_ms ? 1000.0 * (double)st->n / (double)flood_ms : 0.0, rss1, rss1 - rss0,
+          rss_peak - rss0, RSS_BOUND_KB, mt_nb_inq(&peers[RAY].c));
   check_chat(st, peers, PING_BOUND_MS);
-  CHECKF(rss_peak - rss0 < RSS_BOUND_KB, "hubud grew by %ld KiB under a stalled reader (bound %ld)",
-         rss_peak - rss0, RSS_BOUND_KB);
+  CHECKF(rss_peak - rss0 < RSS_BOUND_KB, "hubud grew by %ld KiB under a stalled reader (bound %ld)", rss_peak - rss0,
+         RSS_BOUND_KB);
   uint64_t disorder = 0;
   for (uint64_t i = 2; i <= st->n; i++) disorder += st->s_seq[i] <= st->s_seq[i - 1];
   CHECK_EQ(disorder, 0);
@@ -457,9 +460,10 @@ static void slow_reader_bounds_memory_stalls_no_one_and_gets_all_100000_after(vo
   }
   uint64_t missing = 0;
   for (uint64_t i = 1; i <= st->n; i++) missing += !st->held[i];
-  fprintf(stderr, "  ray caught up in %llu ms: %llu pushed in %llu frames (%llu retransmits dropped), %llu "
-                  "PULL_HINTs (max_seq %llu), SYNC max_seq %llu, %llu PULL pages, %llu reconnects; holds %llu, "
-                  "missing %llu, duplicates from PULL %llu, bad %llu\n",
+  fprintf(stderr,
+          "  ray caught up in %llu ms: %llu pushed in %llu frames (%llu retransmits dropped), %llu "
+          "PULL_HINTs (max_seq %llu), SYNC max_seq %llu, %llu PULL pages, %llu reconnects; holds %llu, "
+          "missing %llu, duplicates from PULL %llu, bad %llu\n",
           (unsigned long long)(e2e_now_ms() - t1), (unsigned long long)st->r_pushed,
           (unsigned long long)st->r_push_frames, (unsigned long long)st->r_push_dups, (unsigned long long)st->r_hints,
           (unsigned long long)st->r_hint_max, (unsigned long long)st->r_sync_max, (unsigned long long)st->r_pages,
@@ -517,7 +521,8 @@ static void sender_that_never_reads_its_acks_is_paused_and_stalls_no_one(void) {
   CHECK(setsockopt(sam->c.fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) == 0);
   for (st->s_sent = 0; st->s_sent < st->n;) queue_send(&sam->c, ++st->s_sent, "d:sam:zed", "s");
   long rss0 = e2e_server_rss_kb(&s), rss_peak = rss0;
-  fprintf(stderr, "  hubud --write-queue-max 65536; sam queued %llu SENDs (%zu bytes) and reads nothing; VmRSS %ld KiB\n",
+  fprintf(stderr,
+          "  hubud --write-queue-max 65536; sam queued %llu SENDs (%zu bytes) and reads nothing; VmRSS %ld KiB\n",
           (unsigned long long)st->n, hubu_buf_size(&sam->c.out), rss0);
   uint64_t t0 = e2e_now_ms(), next_chat = t0, next_report = t0 + 500;
   while (e2e_now_ms() - t0 < (MT_SANITIZED ? 5000 : 3000)) {
@@ -540,18 +545,22 @@ static void sender_that_never_reads_its_acks_is_paused_and_stalls_no_one(void) {
   uint64_t m2 = stored_max(s.port);
   long rss1 = e2e_server_rss_kb(&s);
   if (rss1 > rss_peak) rss_peak = rss1;
-  fprintf(stderr, "  after %llu ms: the session holds %llu, a second later %llu (of %llu sent); %zu bytes still in "
-                  "sam's buffer, %ld bytes of SEND_ACKs wait in his socket; hubud VmRSS %ld KiB (+%ld, peak +%ld, "
-                  "bound +%ld)\n",
+  fprintf(stderr,
+          "  after %llu ms: the session holds %llu, a second later %llu (of %llu sent); %zu bytes still in "
+          "sam's buffer, %ld bytes of SEND_ACKs wait in his socket; hubud VmRSS %ld KiB (+%ld, peak +%ld, "
+          "bound +%ld)\n",
           (unsigned long long)(t1 - t0), (unsigned long long)m1, (unsigned long long)m2, (unsigned long long)st->n,
           hubu_buf_size(&sam->c.out), mt_nb_inq(&sam->c), rss1, rss1 - rss0, rss_peak - rss0, RSS_BOUND_KB);
   if (m2 >= st->n)
-    e2e_fail(__FILE__, __LINE__, "hubud took all %llu SENDs of a connection that reads none of their SEND_ACKs: it read "
+    e2e_fail(__FILE__, __LINE__,
+             "hubud took all %llu SENDs of a connection that reads none of their SEND_ACKs: it read "
              "faster than it answered, so --write-queue-max stopped nothing and the answers wait in its memory",
              (unsigned long long)st->n);
   else
-    CHECKF(m2 == m1, "hubud kept taking SENDs from a connection that reads none of their SEND_ACKs (stored %llu, a "
-           "second later %llu)", (unsigned long long)m1, (unsigned long long)m2);
+    CHECKF(m2 == m1,
+           "hubud kept taking SENDs from a connection that reads none of their SEND_ACKs (stored %llu, a "
+           "second later %llu)",
+           (unsigned long long)m1, (unsigned long long)m2);
   /* sam's burst itself stalls hubud's loop for a while (what pipelined_send_flood_* checks): a looser bound here */
   check_chat(st, peers, 3 * PING_BOUND_MS);
   CHECKF(rss_peak - rss0 < RSS_BOUND_KB, "hubud grew by %ld KiB under a sender that does not read (bound %ld)",
@@ -564,7 +573,8 @@ static void sender_that_never_reads_its_acks_is_paused_and_stalls_no_one(void) {
   uint64_t t2 = e2e_now_ms(), deadline = t2 + (MT_SANITIZED ? 40000 : 25000);
   while (st->s_acked < st->n && e2e_now_ms() < deadline && !sam->c.dead) pump(st, peers, 4, 5);
   uint64_t disorder = 0;
-  for (uint64_t i = 2; i <= st->n; i++) disorder += st->s_seq[i] && st->s_seq[i - 1] && st->s_seq[i] <= st->s_seq[i - 1];
+  for (uint64_t i = 2; i <= st->n; i++)
+    disorder += st->s_seq[i] && st->s_seq[i - 1] && st->s_seq[i] <= st->s_seq[i - 1];
   fprintf(stderr, "  sam reading again: %llu of %llu SENDs answered OK in %llu ms, %llu bad, seq disorder %llu\n",
           (unsigned long long)st->s_acked, (unsigned long long)st->n, (unsigned long long)(e2e_now_ms() - t2),
           (unsigned long long)st->s_bad, (unsigned long long)disorder);
@@ -590,8 +600,7 @@ static void sender_that_never_reads_its_acks_is_paused_and_stalls_no_one(void) {
     hubu__v1__pull_result__free_unpacked(r, NULL);
     if (!more) break;
   }
-  fprintf(stderr, "  zed pulled %llu messages, %llu out of place\n", (unsigned long long)got,
-          (unsigned long long)bad);
+  fprintf(stderr, "  zed pulled %llu messages, %llu out of place\n", (unsigned long long)got, (unsigned long long)bad);
   CHECK_EQ(got, st->n);
   CHECK_EQ(bad, 0);
   close(z);
@@ -632,7 +641,8 @@ static void pipelined_send_flood_is_throttled_so_memory_stays_bounded(void) {
   }
   uint64_t ms = e2e_now_ms() - t0;
   uint64_t disorder = 0;
-  for (uint64_t i = 2; i <= st->n; i++) disorder += st->s_seq[i] && st->s_seq[i - 1] && st->s_seq[i] <= st->s_seq[i - 1];
+  for (uint64_t i = 2; i <= st->n; i++)
+    disorder += st->s_seq[i] && st->s_seq[i - 1] && st->s_seq[i] <= st->s_seq[i - 1];
   fprintf(stderr, "  %llu of %llu answered OK in %llu ms (%.0f/s); hubud VmRSS peak %ld KiB (+%ld, bound +%ld)\n",
           (unsigned long long)st->s_acked, (unsigned long long)st->n, (unsigned long long)ms,
           ms ? 1000.0 * (double)st->s_acked / (double)ms : 0.0, rss_peak, rss_peak - rss0, RSS_BOUND_KB);

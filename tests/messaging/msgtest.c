@@ -1,6 +1,5 @@
 /* msgtest.c — see msgtest.h. */
 #include "msgtest.h"
-#include "clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,6 +20,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "clock.h"
 
 #ifndef HUBUCTL_PATH
 #error "HUBUCTL_PATH must name the hubuctl binary"
@@ -276,27 +277,25 @@ int mt_expect_frame_at(const char *file, int line, int fd, uint8_t type, int tim
   return 1;
 }
 
-#define EXPECT_DECODED(type_const, fn_unpack, what)                                          \
-  e2e_frame f;                                                                               \
-  if (!mt_expect_frame_at(file, line, fd, type_const, timeout_ms, &f)) return NULL;         \
-  void *m = fn_unpack(NULL, f.len, f.body);                                                  \
-  if (!m) e2e_fail(file, line, "%s body does not decode", what);                             \
-  e2e_frame_free(&f);                                                                        \
+#define EXPECT_DECODED(type_const, fn_unpack, what)                                 \
+  e2e_frame f;                                                                      \
+  if (!mt_expect_frame_at(file, line, fd, type_const, timeout_ms, &f)) return NULL; \
+  void *m = fn_unpack(NULL, f.len, f.body);                                         \
+  if (!m) e2e_fail(file, line, "%s body does not decode", what);                    \
+  e2e_frame_free(&f);                                                               \
   return m;
 
-Hubu__V1__SendAck *mt_expect_ack_at(const char *file, int line, int fd, int timeout_ms) {
-  EXPECT_DECODED(HUBU_FRAME_SEND_ACK, hubu__v1__send_ack__unpack, "SEND_ACK")
-}
-Hubu__V1__Push *mt_expect_push_at(const char *file, int line, int fd, int timeout_ms) {
-  EXPECT_DECODED(HUBU_FRAME_PUSH, hubu__v1__push__unpack, "PUSH")
-}
-Hubu__V1__PullResult *mt_expect_pull_at(const char *file, int line, int fd, int timeout_ms) {
-  EXPECT_DECODED(HUBU_FRAME_PULL_RESULT, hubu__v1__pull_result__unpack, "PULL_RESULT")
-}
-Hubu__V1__SyncResult *mt_expect_sync_at(const char *file, int line, int fd, int timeout_ms) {
-  EXPECT_DECODED(HUBU_FRAME_SYNC_RESULT, hubu__v1__sync_result__unpack, "SYNC_RESULT")
-}
-Hubu__V1__PullHint *mt_expect_hint_at(const char *file, int line, int fd, int timeout_ms) {
+Hubu__V1__SendAck *mt_expect_ack_at(const char *file, int line, int fd, int timeout_ms){
+    EXPECT_DECODED(HUBU_FRAME_SEND_ACK, hubu__v1__send_ack__unpack,
+                   "SEND_ACK")} Hubu__V1__Push *mt_expect_push_at(const char *file, int line, int fd, int timeout_ms){
+    EXPECT_DECODED(HUBU_FRAME_PUSH, hubu__v1__push__unpack,
+                   "PUSH")} Hubu__V1__PullResult *mt_expect_pull_at(const char *file, int line, int fd, int timeout_ms){
+    EXPECT_DECODED(HUBU_FRAME_PULL_RESULT, hubu__v1__pull_result__unpack,
+                   "PULL_RESULT")} Hubu__V1__SyncResult *mt_expect_sync_at(const char *file, int line, int fd,
+                                                                           int timeout_ms){
+    EXPECT_DECODED(HUBU_FRAME_SYNC_RESULT, hubu__v1__sync_result__unpack,
+                   "SYNC_RESULT")} Hubu__V1__PullHint *mt_expect_hint_at(const char *file, int line, int fd,
+                                                                         int timeout_ms) {
   EXPECT_DECODED(HUBU_FRAME_PULL_HINT, hubu__v1__pull_hint__unpack, "PULL_HINT")
 }
 
@@ -507,7 +506,6 @@ uint64_t mt_seed(void) {
     seed = ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
   }
   if (!seed) seed = 1;
-  fprintf(stderr, "  seed %llu (rerun with HUBU_MSG_SEED=%llu)\n", (unsigned long long)seed,
-          (unsigned long long)seed);
+  fprintf(stderr, "  seed %llu (rerun with HUBU_MSG_SEED=%llu)\n", (unsigned long long)seed, (unsigned long long)seed);
   return seed;
 }

@@ -28,9 +28,9 @@ int mt_quick(void);
 /* ---- data dirs ----------------------------------------------------------- */
 
 typedef struct {
-  char dir[64];   /* /tmp/hubu-msg-XXXXXX */
-  char data[96];  /* dir/data: hubud's --data */
-  char db[112];   /* data/hubu.db */
+  char dir[64];  /* /tmp/hubu-msg-XXXXXX */
+  char data[96]; /* dir/data: hubud's --data */
+  char db[112];  /* data/hubu.db */
 } mt_dir;
 
 /* Makes a fresh temp dir with an empty data/ in it; REQUIREs success. */
@@ -98,9 +98,9 @@ Hubu__V1__PullResult *mt_pull_at(const char *file, int line, int fd, uint64_t re
 
 /* A connection driven from a poll loop: frames queued to out, bytes read to in. */
 typedef struct {
-  int fd;      /* -1 when closed */
-  int dead;    /* EOF or an error was seen: close and reconnect */
-  int paused;  /* not read (a stalled reader) */
+  int fd;     /* -1 when closed */
+  int dead;   /* EOF or an error was seen: close and reconnect */
+  int paused; /* not read (a stalled reader) */
   hubu_buf in, out;
 } mt_nb;
 

@@ -1145,7 +1145,8 @@ static void case_session_load_of_an_unknown_session_is_not_found(const conforman
  * members that append names (hubud names, by core's rule: d:a:b both users,
  * a custom id its first sender, a group id nobody; a group's members come
  * from SESSION_CREATE only). */
-static void case_session_made_by_its_first_message_takes_the_kind_and_members_the_append_names(const conformance_env *env) {
+static void case_session_made_by_its_first_message_takes_the_kind_and_members_the_append_names(
+    const conformance_env *env) {
   hubu_msg *ms[] = {
       msg_make("d:alice:bob", 1, "bob", "phone", 1), msg_make("d:alice:bob", 2, "alice", "phone", 1),
       msg_make("chan:news", 1, "carol", "phone", 1), msg_make("chan:news", 2, "dave", "phone", 1),

@@ -25,7 +25,7 @@ static inline int check_fail_(const char *file, int line, const char *what) {
 /* Each macro evaluates to 1 when the check passed, 0 when it failed. */
 #define CHECK(cond) (check_count++, (cond) ? 1 : check_fail_(__FILE__, __LINE__, #cond))
 
-#define CHECK_EQ_U64(a, b)                                                                          \
+#define CHECK_EQ_U64(a, b) \
   (check_count++, check_eq_u64_((uint64_t)(a), (uint64_t)(b), __FILE__, __LINE__, #a " == " #b))
 static inline int check_eq_u64_(uint64_t a, uint64_t b, const char *file, int line, const char *what) {
   if (a == b) return 1;
@@ -45,8 +45,7 @@ static inline int check_eq_str_(const char *a, const char *b, const char *file, 
 }
 
 #define CHECK_EQ_MEM(a, b, n) (check_count++, check_eq_mem_((a), (b), (n), __FILE__, __LINE__, #a " == " #b))
-static inline int check_eq_mem_(const void *a, const void *b, size_t n, const char *file, int line,
-                                const char *what) {
+static inline int check_eq_mem_(const void *a, const void *b, size_t n, const char *file, int line, const char *what) {
   if (n == 0 || (a && b && memcmp(a, b, n) == 0)) return 1;
   check_fail_(file, line, what);
   if (a && b && check_failures <= CHECK_PRINT_LIMIT) {

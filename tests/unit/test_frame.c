@@ -11,11 +11,10 @@
 #include "wire.h"
 
 static const uint8_t known_types[] = {
-    HUBU_FRAME_HELLO,       HUBU_FRAME_HELLO_OK,    HUBU_FRAME_PING,      HUBU_FRAME_PONG,
-    HUBU_FRAME_ERROR,       HUBU_FRAME_GOAWAY,      HUBU_FRAME_SEND,      HUBU_FRAME_SEND_ACK,
-    HUBU_FRAME_PUSH,        HUBU_FRAME_DELIVER_ACK, HUBU_FRAME_SYNC,      HUBU_FRAME_SYNC_RESULT,
-    HUBU_FRAME_PULL,        HUBU_FRAME_PULL_RESULT, HUBU_FRAME_PULL_HINT, HUBU_FRAME_CALL,
-    HUBU_FRAME_CALL_RESULT, HUBU_FRAME_EVENT,
+    HUBU_FRAME_HELLO,  HUBU_FRAME_HELLO_OK,    HUBU_FRAME_PING,     HUBU_FRAME_PONG,        HUBU_FRAME_ERROR,
+    HUBU_FRAME_GOAWAY, HUBU_FRAME_SEND,        HUBU_FRAME_SEND_ACK, HUBU_FRAME_PUSH,        HUBU_FRAME_DELIVER_ACK,
+    HUBU_FRAME_SYNC,   HUBU_FRAME_SYNC_RESULT, HUBU_FRAME_PULL,     HUBU_FRAME_PULL_RESULT, HUBU_FRAME_PULL_HINT,
+    HUBU_FRAME_CALL,   HUBU_FRAME_CALL_RESULT, HUBU_FRAME_EVENT,
 };
 #define N_KNOWN (sizeof known_types / sizeof known_types[0])
 
@@ -334,9 +333,15 @@ static size_t build_stream(hubu_buf *stream, want_frame *want) {
     }
     uint64_t r = rng();
     switch (r % 10) {
-      case 0: case 1: x->length = 0; break;
-      case 2: case 3: case 4: x->length = (uint32_t)(rng() % 16); break;
-      case 5: case 6: case 7: case 8: x->length = (uint32_t)(rng() % 2000); break;
+      case 0:
+      case 1: x->length = 0; break;
+      case 2:
+      case 3:
+      case 4: x->length = (uint32_t)(rng() % 16); break;
+      case 5:
+      case 6:
+      case 7:
+      case 8: x->length = (uint32_t)(rng() % 2000); break;
       default: x->length = (uint32_t)(rng() % 60000); break;
     }
     x->type = (r >> 8) % 9 == 0 ? (uint8_t)(0x40 + (r >> 16) % 64) : known_types[(r >> 16) % N_KNOWN];
@@ -435,11 +440,10 @@ static void test_type_names(void) {
     uint8_t type;
     const char *name;
   } names[] = {
-      {0x01, "HELLO"},       {0x02, "HELLO_OK"},    {0x03, "PING"},        {0x04, "PONG"},
-      {0x05, "ERROR"},       {0x06, "GOAWAY"},      {0x10, "SEND"},        {0x11, "SEND_ACK"},
-      {0x12, "PUSH"},        {0x13, "DELIVER_ACK"}, {0x14, "SYNC"},        {0x15, "SYNC_RESULT"},
-      {0x16, "PULL"},        {0x17, "PULL_RESULT"}, {0x18, "PULL_HINT"},   {0x20, "CALL"},
-      {0x21, "CALL_RESULT"}, {0x22, "EVENT"},
+      {0x01, "HELLO"},  {0x02, "HELLO_OK"},    {0x03, "PING"},     {0x04, "PONG"},        {0x05, "ERROR"},
+      {0x06, "GOAWAY"}, {0x10, "SEND"},        {0x11, "SEND_ACK"}, {0x12, "PUSH"},        {0x13, "DELIVER_ACK"},
+      {0x14, "SYNC"},   {0x15, "SYNC_RESULT"}, {0x16, "PULL"},     {0x17, "PULL_RESULT"}, {0x18, "PULL_HINT"},
+      {0x20, "CALL"},   {0x21, "CALL_RESULT"}, {0x22, "EVENT"},
   };
   CHECK_EQ_U64(sizeof names / sizeof names[0], N_KNOWN);
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

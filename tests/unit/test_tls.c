@@ -32,7 +32,8 @@ static int on_plain(void *ud, const uint8_t *data, size_t len) {
 static int server_version, client_version;
 static void info_cb(const SSL *ssl, int where, int ret) {
   (void)ret;
-  if (where & SSL_CB_HANDSHAKE_DONE) *(SSL_is_server((SSL *)ssl) ? &server_version : &client_version) = SSL_version(ssl);
+  if (where & SSL_CB_HANDSHAKE_DONE)
+    *(SSL_is_server((SSL *)ssl) ? &server_version : &client_version) = SSL_version(ssl);
 }
 
 /* Moves all pending ciphertext of `from` into `to`. Returns bytes moved, or

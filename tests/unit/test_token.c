@@ -23,10 +23,10 @@ static hubu_token_status verify(const char *token, const char *user, uint64_t no
 static void sign(const char *signed_part, char *out, size_t out_size) {
   unsigned char mac[32];
   unsigned int mac_len = 0;
-  HMAC(EVP_sha256(), SECRET, (int)SECRET_LEN, (const unsigned char *)signed_part, strlen(signed_part), mac,
-       &mac_len);
+  HMAC(EVP_sha256(), SECRET, (int)SECRET_LEN, (const unsigned char *)signed_part, strlen(signed_part), mac, &mac_len);
   int n = snprintf(out, out_size, "%s.", signed_part);
-  for (unsigned i = 0; i < mac_len && (size_t)n + 2 < out_size; i++) n += snprintf(out + n, out_size - (size_t)n, "%02x", mac[i]);
+  for (unsigned i = 0; i < mac_len && (size_t)n + 2 < out_size; i++)
+    n += snprintf(out + n, out_size - (size_t)n, "%02x", mac[i]);
 }
 
 static void test_mint_and_verify(void) {
@@ -72,8 +72,8 @@ static void test_known_answer(void) {
   static const char want[] =
       "v1.alice.w@example.com.1700000000.94ef18601ffcc83c41f2340d94a0bec7bffd03f15ab6a6fac2da4370bd4aefd4";
   char tok[HUBU_TOKEN_MAX];
-  int n = hubu_token_mint((const uint8_t *)secret, sizeof secret - 1, "alice.w@example.com", 1700000000u, tok,
-                          sizeof tok);
+  int n =
+      hubu_token_mint((const uint8_t *)secret, sizeof secret - 1, "alice.w@example.com", 1700000000u, tok, sizeof tok);
   CHECK_EQ_U64(n, sizeof want - 1);
   CHECK_EQ_STR(tok, want);
   CHECK_EQ_U64(hubu_token_verify((const uint8_t *)secret, sizeof secret - 1, want, sizeof want - 1,
@@ -114,8 +114,10 @@ static void test_tampered(void) {
     t[i] = same_kind_other(t[i]);
     hubu_token_status st = verify(t, user, 1000);
     positions++;
-    if (CHECK_EQ_U64(st, HUBU_TOKEN_BAD_MAC)) refused++;
-    else fprintf(stderr, "    tampered position %zu ('%c' -> '%c'): %s\n", i, tok[i], t[i], hubu_token_status_name(st));
+    if (CHECK_EQ_U64(st, HUBU_TOKEN_BAD_MAC))
+      refused++;
+    else
+      fprintf(stderr, "    tampered position %zu ('%c' -> '%c'): %s\n", i, tok[i], t[i], hubu_token_status_name(st));
   }
   CHECK_EQ_U64(refused, positions);
   CHECK_EQ_U64(positions, ulen + 10 + 64);
@@ -159,9 +161,9 @@ static void test_wrong_user_and_secret(void) {
 
   static const char *other_secrets[] = {"unit-test-secreT", "unit-test-secre", "unit-test-secret!", ""};
   for (size_t i = 0; i < sizeof other_secrets / sizeof other_secrets[0]; i++)
-    CHECK_EQ_U64(hubu_token_verify((const uint8_t *)other_secrets[i], strlen(other_secrets[i]), tok, strlen(tok),
-                                   "alice", 5),
-                 HUBU_TOKEN_BAD_MAC);
+    CHECK_EQ_U64(
+        hubu_token_verify((const uint8_t *)other_secrets[i], strlen(other_secrets[i]), tok, strlen(tok), "alice", 5),
+        HUBU_TOKEN_BAD_MAC);
   /* The secret is bytes, not a C string: an embedded NUL matters. */
   static const uint8_t nul_secret[] = {'k', 0, 'x'}, nul_secret2[] = {'k', 0, 'y'};
   CHECK(hubu_token_mint(nul_secret, sizeof nul_secret, "alice", 2000000000u, tok, sizeof tok) > 0);
@@ -171,8 +173,8 @@ static void test_wrong_user_and_secret(void) {
 }
 
 static void test_dotted_users(void) {
-  static const char *users[] = {"a.b", "alice@example.com", "first.last@mail.example.org", ".", "..", "@", "x.1",
-                                "bob.123", "1.2.3", "-_.@"};
+  static const char *users[] = {
+      "a.b", "alice@example.com", "first.last@mail.example.org", ".", "..", "@", "x.1", "bob.123", "1.2.3", "-_.@"};
   for (size_t i = 0; i < sizeof users / sizeof users[0]; i++) {
     char tok[HUBU_TOKEN_MAX], prefix[128];
     int n = hubu_token_mint(SECRET, SECRET_LEN, users[i], 1234567890u, tok, sizeof tok);
@@ -212,8 +214,8 @@ static void test_malformed(void) {
   CHECK_EQ_U64(verify(t, "alice", 5), HUBU_TOKEN_MALFORMED);
 
   /* Non-digit expiries, each properly signed so only the format can refuse it. */
-  static const char *bad_expiry[] = {"v1.alice.17x0", "v1.alice.-1", "v1.alice.+5", "v1.alice. 5", "v1.alice.1e9",
-                                     "v1.alice.0x10", "v1.alice.", "v1.alice.123456789012345678901"};
+  static const char *bad_expiry[] = {"v1.alice.17x0", "v1.alice.-1",   "v1.alice.+5", "v1.alice. 5",
+                                     "v1.alice.1e9",  "v1.alice.0x10", "v1.alice.",   "v1.alice.123456789012345678901"};
   for (size_t i = 0; i < sizeof bad_expiry / sizeof bad_expiry[0]; i++) {
     sign(bad_expiry[i], t, sizeof t);
     if (!CHECK_EQ_U64(verify(t, "alice", 5), HUBU_TOKEN_MALFORMED)) fprintf(stderr, "    token \"%s\"\n", t);

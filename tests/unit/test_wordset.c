@@ -45,35 +45,36 @@ static void open_state(void) {
   lua_pushlightuserdata(L, L); /* host.c gives every C function one upvalue */
   lua_pushcclosure(L, hubu_wordset_new, 1);
   lua_setglobal(L, "wordset");
-  CHECK(luaL_dostring(L, "function join(...)\n"
-                         "  local t = {}\n"
-                         "  for i = 1, select('#', ...) do t[i] = tostring((select(i, ...))) end\n"
-                         "  return table.concat(t, ' ')\n"
-                         "end") == 0);
+  CHECK(luaL_dostring(L,
+                      "function join(...)\n"
+                      "  local t = {}\n"
+                      "  for i = 1, select('#', ...) do t[i] = tostring((select(i, ...))) end\n"
+                      "  return table.concat(t, ' ')\n"
+                      "end") == 0);
 }
 
 static void test_find(void) {
   CHECK_EQ_STR(eval("S = wordset{ 'darn', 'heck', 'frak', 'smeg', 'gorram', 'café', '日本' } return #S, tostring(S)"),
                "7 wordset(7 words)");
   CHECK_EQ_STR(eval("return S:find('well darn it')"), "6 9 darn");
-  CHECK_EQ_STR(eval("return S:find('DARN!')"), "1 4 DARN");            /* at the very start */
-  CHECK_EQ_STR(eval("return S:find('oh, Heck.')"), "5 8 Heck");        /* mixed case, as written */
-  CHECK_EQ_STR(eval("return S:find('x sMeG')"), "3 6 sMeG");           /* at the very end */
-  CHECK_EQ_STR(eval("return S:find('gorram')"), "1 6 gorram");         /* the whole text */
+  CHECK_EQ_STR(eval("return S:find('DARN!')"), "1 4 DARN");     /* at the very start */
+  CHECK_EQ_STR(eval("return S:find('oh, Heck.')"), "5 8 Heck"); /* mixed case, as written */
+  CHECK_EQ_STR(eval("return S:find('x sMeG')"), "3 6 sMeG");    /* at the very end */
+  CHECK_EQ_STR(eval("return S:find('gorram')"), "1 6 gorram");  /* the whole text */
   CHECK_EQ_STR(eval("return S:find('(frak)')"), "2 5 frak");
-  CHECK_EQ_STR(eval("return S:find('heck darn')"), "1 4 heck");        /* the first in the text */
+  CHECK_EQ_STR(eval("return S:find('heck darn')"), "1 4 heck"); /* the first in the text */
   CHECK_EQ_STR(eval("return S:find('darned undarn heckle frakking smegma_free d4rn')"), "nil");
   CHECK_EQ_STR(eval("return S:find('smegma-free darn')"), "13 16 darn");
-  CHECK_EQ_STR(eval("return S:find('un café noir')"), "4 8 café");     /* 5 bytes */
-  CHECK_EQ_STR(eval("return S:find('CAFÉ Café')"), "7 11 Café");       /* É is not é: bytes >= 0x80 exact */
-  CHECK_EQ_STR(eval("return S:find('日本語 cafés')"), "nil");           /* inside longer UTF-8 words */
-  CHECK_EQ_STR(eval("return S:find('「日本」')"), "nil");               /* 「 is UTF-8 too: one long word */
+  CHECK_EQ_STR(eval("return S:find('un café noir')"), "4 8 café"); /* 5 bytes */
+  CHECK_EQ_STR(eval("return S:find('CAFÉ Café')"), "7 11 Café");   /* É is not é: bytes >= 0x80 exact */
+  CHECK_EQ_STR(eval("return S:find('日本語 cafés')"), "nil");      /* inside longer UTF-8 words */
+  CHECK_EQ_STR(eval("return S:find('「日本」')"), "nil");          /* 「 is UTF-8 too: one long word */
   CHECK_EQ_STR(eval("return S:find('\\t\\n[日本]\\r')"), "4 9 日本");
   CHECK_EQ_STR(eval("return S:find('')"), "nil");
-  CHECK_EQ_STR(eval("return S:find(' ,.!?-_\\t\\n\\0~')"), "nil");     /* separators only */
-  CHECK_EQ_STR(eval("return S:find('\\0darn\\1\\127')"), "2 5 darn");   /* control bytes separate words */
-  CHECK_EQ_STR(eval("return S:find('\\128darn darn\\255')"), "nil");    /* bytes >= 0x80 are word bytes */
-  CHECK_EQ_STR(eval("return select('#', S:find('no'))"), "1");          /* one nil, not three */
+  CHECK_EQ_STR(eval("return S:find(' ,.!?-_\\t\\n\\0~')"), "nil");    /* separators only */
+  CHECK_EQ_STR(eval("return S:find('\\0darn\\1\\127')"), "2 5 darn"); /* control bytes separate words */
+  CHECK_EQ_STR(eval("return S:find('\\128darn darn\\255')"), "nil");  /* bytes >= 0x80 are word bytes */
+  CHECK_EQ_STR(eval("return select('#', S:find('no'))"), "1");        /* one nil, not three */
 }
 
 static void test_mask(void) {
@@ -140,10 +141,11 @@ static void test_big_text(void) {
   /* 1 MB of one word: longer than any listed word, so never hashed. */
   CHECK_EQ_STR(eval("return S:find(('a'):rep(1048576)), S:mask(('\\200'):rep(1048576))"), "nil nil");
   /* 1 MB of random bytes: the same answer as the reference. */
-  CHECK_EQ_STR(eval("math.randomseed(7) local t = {} for i = 1, 1048576 do t[i] = string.char(math.random(0, 255)) end\n"
-                    "local R = wordset{ 'a', 'b', 'c', 'x1' } local m, n = R:mask(table.concat(t))\n"
-                    "return #m <= 1048576, n > 0"),
-               "true true");
+  CHECK_EQ_STR(
+      eval("math.randomseed(7) local t = {} for i = 1, 1048576 do t[i] = string.char(math.random(0, 255)) end\n"
+           "local R = wordset{ 'a', 'b', 'c', 'x1' } local m, n = R:mask(table.concat(t))\n"
+           "return #m <= 1048576, n > 0"),
+      "true true");
   eval("BIG = nil collectgarbage()");
 }
 
@@ -165,8 +167,8 @@ static void test_errors(void) {
                     "return ok, e"),
                "false t:4: im.wordset: entry 3 is not a single word");
   static const char *const bad[] = {
-      "{ 'a-b' }", "{ 'a b' }", "{ ' a' }", "{ 'a\\0' }", "{ 'x.' }", "{ true }", "{ {} }", "{ 'ok', false }",
-      "{ 1.5 }",   "{ -1 }",    "{ '\\t' }", "{ '_' }",
+      "{ 'a-b' }", "{ 'a b' }",       "{ ' a' }", "{ 'a\\0' }", "{ 'x.' }",  "{ true }",
+      "{ {} }",    "{ 'ok', false }", "{ 1.5 }",  "{ -1 }",     "{ '\\t' }", "{ '_' }",
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     char code[256], want[128];
