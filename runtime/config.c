@@ -63,7 +63,8 @@ void hubu_config_usage(const char *argv0) {
           "  --admin-allow-origin ORIGIN[,...]  browser Origins the admin listener serves\n"
           "                            (scheme://host[:port]; repeatable; default none)\n"
           "  --max-pending-sends N     SENDs of one connection awaiting ACK before its input pauses (default 1024)\n"
-          "  --plugin-budget-ms N      longest a plugin hook call may run before it is aborted (default 100)\n",
+          "  --plugin-budget-ms N      longest a plugin hook call may run before it is aborted (default 100)\n"
+          "  --plugin-memory-max MIB   memory the plugin state may hold; past it an allocation fails (default 256)\n",
           argv0);
 }
 
@@ -172,6 +173,7 @@ void hubu_config_defaults(hubu_config *cfg) {
   cfg->admin_port = 7781;
   cfg->max_pending_sends = 1024;
   cfg->plugin_budget_ms = 100;
+  cfg->plugin_memory_max = 256;
 }
 
 const char *hubu_config_own(hubu_config *cfg, const char *s) {
@@ -264,6 +266,9 @@ int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *e
   } else if (!strcmp(flag, "--plugin-budget-ms")) {
     bad = parse_u64(v, HUBU_PLUGIN_BUDGET_MAX_MS, &n) || n < 1;
     cfg->plugin_budget_ms = (uint32_t)n;
+  } else if (!strcmp(flag, "--plugin-memory-max")) {
+    bad = parse_u64(v, 1u << 20, &n) || n < 4;
+    cfg->plugin_memory_max = (uint32_t)n;
   } else if (!strcmp(flag, "--max-pending-sends")) {
     bad = parse_u64(v, 1u << 20, &n) || n < 2;
     cfg->max_pending_sends = (uint32_t)n;

@@ -42,6 +42,7 @@ typedef struct {
   uint32_t ack_timeout_ms;     /* retransmit unacknowledged pushes after this */
   uint32_t pull_limit_max;     /* cap on PullRequest.limit */
   uint32_t plugin_budget_ms;   /* longest a hook call may run before it is aborted */
+  uint32_t plugin_memory_max;  /* MiB the plugin state may hold; an allocation past it fails */
   uint32_t max_pending_sends;  /* SENDs of one connection awaiting their ACK before its input pauses */
   int admin_enabled;           /* 0 with --admin-listen off */
   char admin_host[64];         /* admin HTTP listener (runtime/admin.c), loopback by default */

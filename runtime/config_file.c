@@ -57,6 +57,7 @@ static const struct {
     {"pull_limit_max", KIND_NUMBER},
     {"max_pending_sends", KIND_NUMBER},
     {"plugin_budget_ms", KIND_NUMBER},
+    {"plugin_memory_max", KIND_NUMBER},
     {"admin_listen", KIND_STRING},
     {"admin_token", KIND_STRING},
     {"admin_host", KIND_STRING},

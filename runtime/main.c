@@ -89,6 +89,7 @@ static void split_config(const hubu_config *cfg, hubu_core_config *core, hubu_ne
   *plugin = (hubu_plugin_config){
       .dir = cfg->plugins_dir,
       .budget_ms = cfg->plugin_budget_ms,
+      .memory_max = (size_t)cfg->plugin_memory_max << 20,
       .config_file = cfg->config_file,
       .data_dir = cfg->data_dir,
       .secret = cfg->secret,

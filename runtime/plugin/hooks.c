@@ -138,9 +138,11 @@ static int on_send(hubu_plugins *p, const char *user, const char *device, const 
   } else {
     lua_pushnil(L);
   }
+  uint64_t refused = p->mem_refused;
   hubu_plugins_budget_open(p, 0);
   int rc = lua_pcall(L, 7, 4, 0);
   hubu_plugins_budget_close(p);
+  if (p->mem_refused != refused) hubu_plugins_memory_full(p, "send");
   if (rc != 0) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugin_host_failed", "fn=send error=\"%s\"", lua_tostring(L, -1));
     lua_settop(L, top);

@@ -26,11 +26,21 @@ void hubu_plugins_call_host(hubu_plugins *p, const char *fn, int nargs, int nres
   lua_getfield(L, -1, fn);
   lua_remove(L, -2);
   lua_insert(L, -(nargs + 1));
+  uint64_t refused = p->mem_refused;
   if (lua_pcall(L, nargs, nresults, 0) != 0) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "plugin_host_failed", "fn=%s error=\"%s\"", fn, lua_tostring(L, -1));
     lua_pop(L, 1);
     for (int i = 0; i < nresults; i++) lua_pushnil(L);
   }
+  if (p->mem_refused != refused) hubu_plugins_memory_full(p, fn);
+}
+
+void hubu_plugins_memory_full(hubu_plugins *p, const char *fn) {
+  /* LuaJIT does not collect before it reports an allocation failed: what the
+   * failed call left behind goes now, and the log says what is still held. */
+  lua_gc(p->L, LUA_GCCOLLECT, 0);
+  hubu_log(HUBU_LOG_WARN, 0, NULL, "plugin_memory_full", "fn=%s used=%zu max=%zu refused=%llu", fn, p->mem_used,
+           p->mem_max, (unsigned long long)p->mem_refused);
 }
 
 void hubu_plugins_handle_closed(hubu_plugins *p) {
@@ -39,6 +49,44 @@ void hubu_plugins_handle_closed(hubu_plugins *p) {
 
 /* Stack: pushes the table of C functions host.lua gets as `...` (C), each a
  * closure with p as its one upvalue. */
+/* The state's allocator: counts what the state holds and, while plugin code
+ * runs (a budget window is open: always inside a protected call), refuses an
+ * allocation or growth that would take it past p->mem_max. LuaJIT turns the
+ * refusal into a "not enough memory" error in the code that asked, so the
+ * hook that grew fails and its plugin's failure policy applies. Outside a
+ * window (the host's own unprotected pushes) nothing is refused: a refusal
+ * there would be LuaJIT's panic. */
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  hubu_plugins *p = ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize == 0) {
+    free(ptr);
+    p->mem_used -= old;
+    return NULL;
+  }
+  if (p->mem_max && p->budget_depth > 0 && nsize > old && p->mem_used - old + nsize > p->mem_max) {
+    p->mem_refused++;
+    return NULL;
+  }
+  void *q = realloc(ptr, nsize);
+  if (q) p->mem_used = p->mem_used - old + nsize;
+  return q;
+}
+
+/* A state with the ceiling where LuaJIT takes a custom allocator (x86-64
+ * with GC64, as Debian builds it); elsewhere lua_newstate returns NULL and
+ * the state gets LuaJIT's own allocator, without a ceiling (logged). */
+static lua_State *new_state(hubu_plugins *p) {
+  lua_State *L = lua_newstate(limited_alloc, p);
+  if (L) {
+    p->mem_max = p->cfg.memory_max;
+    return L;
+  }
+  p->mem_used = 0;
+  hubu_log(HUBU_LOG_WARN, 0, NULL, "plugin_memory_unlimited", "reason=\"this LuaJIT takes no custom allocator\"");
+  return luaL_newstate();
+}
+
 static void push_c_functions(hubu_plugins *p) {
   static const luaL_Reg *const libs[] = {hubu_plugins_budget_lib, hubu_plugins_im_lib};
   lua_State *L = p->L;
@@ -54,14 +102,14 @@ static void push_c_functions(hubu_plugins *p) {
 
 hubu_plugins *hubu_plugins_open(hubu_core *core, const hubu_plugin_config *cfg, char *err, size_t err_size) {
   hubu_plugins *p = calloc(1, sizeof *p);
-  if (!p || !(p->dir = strdup(cfg->dir)) || !(p->L = luaL_newstate())) {
+  if (p) p->cfg = *cfg;
+  if (!p || !(p->dir = strdup(cfg->dir)) || !(p->L = new_state(p))) {
     snprintf(err, err_size, "out of memory");
     if (p) free(p->dir);
     free(p);
     return NULL;
   }
   p->core = core;
-  p->cfg = *cfg;
   p->budget_ms = cfg->budget_ms ? cfg->budget_ms : 100;
   lua_State *L = p->L;
   luaL_openlibs(L);

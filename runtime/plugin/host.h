@@ -21,6 +21,7 @@ typedef struct lua_State lua_State;
 typedef struct {
   const char *dir;         /* --plugins */
   uint32_t budget_ms;      /* --plugin-budget-ms: the default budget of a hook call */
+  size_t memory_max;       /* --plugin-memory-max in bytes: the state's ceiling; 0: none */
   const char *config_file; /* hubu.lua, re-read for a plugin's section on reload; NULL: none */
   const char *data_dir;    /* im.config("data_dir") */
   const uint8_t *secret;   /* the token secret, for im.token (not owned) */

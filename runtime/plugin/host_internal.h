@@ -31,6 +31,9 @@ struct hubu_plugins {
   int send_ref;           /* host.send, called once per SEND while a plugin hooks message.send */
   char *dir;              /* owned */
   int open_handles;       /* handles still to close before the struct is freed */
+  size_t mem_used;        /* bytes the state holds now (host.c's allocator) */
+  size_t mem_max;         /* cfg.memory_max; 0: no ceiling (or no custom allocator) */
+  uint64_t mem_refused;   /* allocations refused at the ceiling */
   int closing;
 
   /* reload.c */
@@ -80,6 +83,11 @@ hubu_plugins *hubu_plugins_of_core(hubu_core *core);
 /* Stack: the nargs arguments on top. Calls host[fn](args) protected; leaves
  * nresults values (nil on failure, which is logged). */
 void hubu_plugins_call_host(hubu_plugins *p, const char *fn, int nargs, int nresults);
+
+/* After a call in which the state's allocator refused an allocation (at
+ * --plugin-memory-max): a full collection and a log line. fn: the host
+ * function that was called. */
+void hubu_plugins_memory_full(hubu_plugins *p, const char *fn);
 
 /* The close callback's half of a handle of the host: frees the host once
  * it is closing and its last handle is closed. */
