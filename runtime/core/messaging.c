@@ -527,9 +527,12 @@ void hubu_messaging_send(hubu_peer *c, const hubu_frame *f) {
   c->sends_unanswered++;
   hubu_device *d = c->dev;
   int kind = -1;
-  const char *invalid = send_invalid(m, &kind, c);
-  if (invalid) {
-    send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__INVALID, m->session_id, 0, 0, invalid, 0, 0);
+  int strings_ok = hubu_wire_strings_ok(&hubu__v1__send__descriptor, f->body, f->header.length);
+  const char *invalid = strings_ok ? send_invalid(m, &kind, c) : "string fields must be UTF-8 without NUL";
+  if (invalid) { /* the session id is echoed only when it is one */
+    int sid_ok = strings_ok && hubu_session_id_check(m->session_id, strlen(m->session_id)) >= 0;
+    const char *sid = sid_ok ? m->session_id : "";
+    send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__INVALID, sid, 0, 0, invalid, 0, 0);
     goto done;
   }
   if (kind == HUBU_SESSION_DIRECT && !hubu_session_direct_has(m->session_id, c->user)) {
@@ -583,6 +586,14 @@ void hubu_messaging_deliver_ack(hubu_peer *c, const hubu_frame *f) {
   Hubu__V1__DeliverAck *a = hubu__v1__deliver_ack__unpack(NULL, f->header.length, f->body);
   if (!a) {
     c->ops->bad_body(c, f->header.type);
+    return;
+  }
+  if (!hubu_wire_strings_ok(&hubu__v1__deliver_ack__descriptor, f->body, f->header.length)) {
+    /* a cursor's session id with a NUL would be read cut short: none is taken */
+    hubu_wire_append_error(c->ops->output(c), HUBU__V1__CODE__INVALID, "session ids must be UTF-8 without NUL",
+                           f->header.type);
+    c->ops->wrote(c);
+    hubu__v1__deliver_ack__free_unpacked(a, NULL);
     return;
   }
   for (size_t i = 0; i < a->n_cursors; i++) {
@@ -640,11 +651,12 @@ void hubu_messaging_sync(hubu_peer *c, const hubu_frame *f) {
     c->ops->bad_body(c, f->header.type);
     return;
   }
-  hubu_store_op *op = hubu_store_op_new(HUBU_STORE_SYNC);
-  if (!op) {
+  int strings_ok = hubu_wire_strings_ok(&hubu__v1__sync_request__descriptor, f->body, f->header.length);
+  hubu_store_op *op = strings_ok ? hubu_store_op_new(HUBU_STORE_SYNC) : NULL;
+  if (!op) { /* a known cursor's session id with a NUL would be read cut short */
     Hubu__V1__SyncResult r = HUBU__V1__SYNC_RESULT__INIT;
     r.request_id = req->request_id;
-    r.code = HUBU__V1__CODE__INTERNAL;
+    r.code = strings_ok ? HUBU__V1__CODE__INTERNAL : HUBU__V1__CODE__INVALID;
     hubu_peer_send(c, HUBU_FRAME_SYNC_RESULT, &r.base);
     hubu__v1__sync_request__free_unpacked(req, NULL);
     return;
@@ -737,11 +749,13 @@ void hubu_messaging_pull(hubu_peer *c, const hubu_frame *f) {
     c->ops->bad_body(c, f->header.type);
     return;
   }
-  int kind = hubu_session_id_check(req->session_id, strlen(req->session_id));
+  int kind = hubu_wire_strings_ok(&hubu__v1__pull_request__descriptor, f->body, f->header.length)
+                 ? hubu_session_id_check(req->session_id, strlen(req->session_id))
+                 : -1;
   hubu_session *sess = NULL;
   parked_pull *pp = NULL;
-  if (kind < 0) {
-    pull_error(c, req->request_id, HUBU__V1__CODE__INVALID, req->session_id);
+  if (kind < 0) { /* not echoed: it may hold any bytes */
+    pull_error(c, req->request_id, HUBU__V1__CODE__INVALID, "");
   } else if (kind == HUBU_SESSION_DIRECT && !hubu_session_direct_has(req->session_id, c->user)) {
     pull_error(c, req->request_id, HUBU__V1__CODE__FORBIDDEN, req->session_id);
   } else if (!(sess = hubu_session_get(core, req->session_id)) || !(pp = calloc(1, sizeof *pp))) {

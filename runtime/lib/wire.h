@@ -33,6 +33,13 @@ static inline size_t hubu_varint_put(uint8_t *p, uint64_t v) {
   return n;
 }
 
+/* Is every string field of body (a packed message of descriptor d, its
+ * sub-messages included) well-formed UTF-8 without a NUL? protobuf-c keeps
+ * neither promise: it takes any bytes and hands a string on cut at its first
+ * NUL. 1 when they are (or the body is malformed: unpack reports that), 0
+ * when one is not. */
+int hubu_wire_strings_ok(const ProtobufCMessageDescriptor *d, const uint8_t *body, size_t len);
+
 /* Appends header + packed body of msg (NULL: empty body) to out. 0 or -1. */
 int hubu_wire_append(hubu_buf *out, uint8_t type, const ProtobufCMessage *msg);
 

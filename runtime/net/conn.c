@@ -274,6 +274,12 @@ static void handle_hello(hubu_conn *c, const uint8_t *body, size_t len) {
     error_close(c, HUBU__V1__CODE__BAD_BODY, "HELLO body does not decode", HUBU_FRAME_HELLO);
     return;
   }
+  if (!hubu_wire_strings_ok(&hubu__v1__hello__descriptor, body, len)) {
+    /* protobuf-c would hand on "alice\0junk" as "alice" */
+    error_close(c, HUBU__V1__CODE__INVALID, "HELLO strings must be UTF-8 without NUL", HUBU_FRAME_HELLO);
+    hubu__v1__hello__free_unpacked(h, NULL);
+    return;
+  }
   size_t ulen = strlen(h->user_id), dlen = strlen(h->device_id);
   if (h->protocol_version > HUBU_FRAME_VERSION) {
     error_close(c, HUBU__V1__CODE__UNSUPPORTED_VERSION, "this server speaks protocol version 1", HUBU_FRAME_HELLO);
