@@ -66,6 +66,7 @@ static void send_ack(hubu_core *core, const char *user, uint64_t conn_id, uint64
  * (field 4 instead of Push's field 1: only the tag byte differs). */
 static void send_pull_result(hubu_peer *c, uint64_t request_id, Hubu__V1__Code code, const char *session_id,
                              hubu_msg **msgs, size_t n, uint64_t max_seq, int has_more) {
+  if (c->reads_unanswered) c->reads_unanswered--; /* every PULL is answered once, here */
   size_t budget = c->core->cfg.max_frame, used = 0, take = 0;
   for (; take < n; take++) {
     if (used + msgs[take]->push_entry_len > budget && take > 0) {
@@ -611,6 +612,7 @@ static void on_synced(hubu_store_op *op) {
   hubu_core *core = op->ud2;
   Hubu__V1__SyncRequest *req = op->ud;
   hubu_peer *c = hubu_core_peer_find(core, op->sync.user, op->conn_id);
+  if (c && c->reads_unanswered) c->reads_unanswered--;
   if (c && c->state == HUBU_PEER_READY) {
     Hubu__V1__SyncResult r = HUBU__V1__SYNC_RESULT__INIT;
     r.request_id = req->request_id;
@@ -651,12 +653,14 @@ void hubu_messaging_sync(hubu_peer *c, const hubu_frame *f) {
     c->ops->bad_body(c, f->header.type);
     return;
   }
+  c->reads_unanswered++; /* until its SYNC_RESULT: the transport pauses input at HUBU_MAX_PENDING_READS */
   int strings_ok = hubu_wire_strings_ok(&hubu__v1__sync_request__descriptor, f->body, f->header.length);
   hubu_store_op *op = strings_ok ? hubu_store_op_new(HUBU_STORE_SYNC) : NULL;
   if (!op) { /* a known cursor's session id with a NUL would be read cut short */
     Hubu__V1__SyncResult r = HUBU__V1__SYNC_RESULT__INIT;
     r.request_id = req->request_id;
     r.code = strings_ok ? HUBU__V1__CODE__INTERNAL : HUBU__V1__CODE__INVALID;
+    if (c->reads_unanswered) c->reads_unanswered--;
     hubu_peer_send(c, HUBU_FRAME_SYNC_RESULT, &r.base);
     hubu__v1__sync_request__free_unpacked(req, NULL);
     return;
@@ -749,6 +753,7 @@ void hubu_messaging_pull(hubu_peer *c, const hubu_frame *f) {
     c->ops->bad_body(c, f->header.type);
     return;
   }
+  c->reads_unanswered++; /* until its PULL_RESULT (send_pull_result) */
   int kind = hubu_wire_strings_ok(&hubu__v1__pull_request__descriptor, f->body, f->header.length)
                  ? hubu_session_id_check(req->session_id, strlen(req->session_id))
                  : -1;

@@ -57,10 +57,16 @@ struct hubu_peer {
   size_t push_start;         /* the PUSH frame open in output this turn: header offset from its head */
   size_t push_end;           /* ... and output's size right after it */
   uint32_t sends_unanswered; /* SENDs read whose SEND_ACK is not produced yet */
+  uint32_t reads_unanswered; /* SYNCs and PULLs read whose result is not produced yet (HUBU_MAX_PENDING_READS) */
   uint8_t state;             /* hubu_peer_state */
   uint8_t attached : 1;      /* listed in its user's presence */
   uint8_t push_open : 1;     /* push_start/push_end describe the last frame in output */
 };
+
+/* SYNCs and PULLs of one connection in the store at once: its input pauses
+ * at this many, so one client flooding them keeps at most this many of its
+ * requests ahead of another user's HELLO in the store queue. */
+#define HUBU_MAX_PENDING_READS 2
 
 /* Appends the frame (type + packed msg) to p's output. 0, or -1 when p is
  * closing or memory ran out. */

@@ -177,7 +177,9 @@ void hubu_conn_flush(hubu_conn *c) {
 static void flush_once(hubu_conn *c) {
   if (c->peer.state == HUBU_PEER_CLOSED) return;
   const hubu_net_config *cfg = c->server->cfg;
-  if (c->input_paused && c->peer.state == HUBU_PEER_READY && c->peer.sends_unanswered <= cfg->max_pending_sends / 2) {
+  int reads_wait = c->peer.reads_unanswered >= HUBU_MAX_PENDING_READS; /* its SYNCs and PULLs still in the store */
+  if (c->input_paused && !reads_wait && c->peer.state == HUBU_PEER_READY &&
+      c->peer.sends_unanswered <= cfg->max_pending_sends / 2) {
     c->input_paused = 0;
     hubu_conn_resume_input(c);
     if (c->peer.state == HUBU_PEER_CLOSED) return;
@@ -384,6 +386,10 @@ static size_t process(hubu_conn *c, const uint8_t *p, size_t n) {
   size_t off = 0;
   const hubu_net_config *cfg = c->server->cfg;
   while (off < n && c->peer.state < HUBU_PEER_CLOSING && c->peer.state != HUBU_PEER_AUTHING) {
+    if (c->peer.reads_unanswered >= HUBU_MAX_PENDING_READS) { /* its SYNCs and PULLs wait for the store */
+      c->input_paused = 1;
+      break;
+    }
     if (c->peer.sends_unanswered >= cfg->max_pending_sends) { /* the store is behind this client */
       c->input_paused = 1;
       break;
