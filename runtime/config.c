@@ -63,6 +63,9 @@ void hubu_config_usage(const char *argv0) {
           "  --admin-allow-origin ORIGIN[,...]  browser Origins the admin listener serves\n"
           "                            (scheme://host[:port]; repeatable; default none)\n"
           "  --max-pending-sends N     SENDs of one connection awaiting ACK before its input pauses (default 1024)\n"
+          "  --max-pending-send-bytes BYTES  ... and their bytes (default 4194304)\n"
+          "  --tail-cache-bytes BYTES  recent messages kept in memory for PULL, all sessions (default 67108864)\n"
+          "  --session-cache-max N     sessions kept in memory (default 100000)\n"
           "  --plugin-budget-ms N      longest a plugin hook call may run before it is aborted (default 100)\n"
           "  --plugin-memory-max MIB   memory the plugin state may hold; past it an allocation fails (default 256)\n",
           argv0);
@@ -172,6 +175,9 @@ void hubu_config_defaults(hubu_config *cfg) {
   snprintf(cfg->admin_host, sizeof cfg->admin_host, "127.0.0.1");
   cfg->admin_port = 7781;
   cfg->max_pending_sends = 1024;
+  cfg->max_pending_send_bytes = 4u << 20;
+  cfg->tail_cache_bytes = 64u << 20;
+  cfg->session_cache_max = 100000;
   cfg->plugin_budget_ms = 100;
   cfg->plugin_memory_max = 256;
 }
@@ -272,6 +278,15 @@ int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *e
   } else if (!strcmp(flag, "--max-pending-sends")) {
     bad = parse_u64(v, 1u << 20, &n) || n < 2;
     cfg->max_pending_sends = (uint32_t)n;
+  } else if (!strcmp(flag, "--max-pending-send-bytes")) {
+    bad = parse_u64(v, UINT32_MAX, &n) || n < 65536;
+    cfg->max_pending_send_bytes = (size_t)n;
+  } else if (!strcmp(flag, "--tail-cache-bytes")) {
+    bad = parse_u64(v, UINT32_MAX, &n);
+    cfg->tail_cache_bytes = (size_t)n;
+  } else if (!strcmp(flag, "--session-cache-max")) {
+    bad = parse_u64(v, 100000000, &n) || n < 16;
+    cfg->session_cache_max = (uint32_t)n;
   } else if (!strcmp(flag, "--admin-listen")) {
     cfg->admin_enabled = strcmp(v, "off") != 0;
     if (cfg->admin_enabled) {

@@ -35,22 +35,25 @@ typedef struct {
   size_t write_queue_max;             /* per connection: stop reading above it */
   uint32_t drain_ms;
   const char *port_file;
-  int fsync;                   /* hubu_fsync_mode: always | batch (default) | off */
-  uint32_t node_id;            /* 0-1023, part of every msg_id */
-  uint32_t max_inflight;       /* unacknowledged messages per connection before PULL_HINT */
-  size_t max_inflight_bytes;   /* ... and bytes */
-  uint32_t ack_timeout_ms;     /* retransmit unacknowledged pushes after this */
-  uint32_t pull_limit_max;     /* cap on PullRequest.limit */
-  uint32_t plugin_budget_ms;   /* longest a hook call may run before it is aborted */
-  uint32_t plugin_memory_max;  /* MiB the plugin state may hold; an allocation past it fails */
-  uint32_t max_pending_sends;  /* SENDs of one connection awaiting their ACK before its input pauses */
-  int admin_enabled;           /* 0 with --admin-listen off */
-  char admin_host[64];         /* admin HTTP listener (runtime/admin.c), loopback by default */
-  int admin_port;              /* 0: ephemeral (the port file gets "admin PORT") */
-  const char *admin_hosts;     /* --admin-host: more names a Host header may give, "name[:port],..."; NULL: none */
-  const char *admin_origins;   /* --admin-allow-origin: Origins let through, "scheme://host[:port],..."; NULL: none */
-  const char *admin_token_arg; /* --admin-token as given: literal or @FILE; NULL: no token */
-  uint8_t *admin_token;        /* owned; read by hubu_config_parse, wiped by hubu_config_free */
+  int fsync;                     /* hubu_fsync_mode: always | batch (default) | off */
+  uint32_t node_id;              /* 0-1023, part of every msg_id */
+  uint32_t max_inflight;         /* unacknowledged messages per connection before PULL_HINT */
+  size_t max_inflight_bytes;     /* ... and bytes */
+  uint32_t ack_timeout_ms;       /* retransmit unacknowledged pushes after this */
+  uint32_t pull_limit_max;       /* cap on PullRequest.limit */
+  uint32_t plugin_budget_ms;     /* longest a hook call may run before it is aborted */
+  uint32_t plugin_memory_max;    /* MiB the plugin state may hold; an allocation past it fails */
+  uint32_t max_pending_sends;    /* SENDs of one connection awaiting their ACK before its input pauses */
+  size_t max_pending_send_bytes; /* ... and their frame bytes */
+  size_t tail_cache_bytes;       /* bytes the tails of recent messages hold, all sessions together */
+  uint32_t session_cache_max;    /* sessions kept in memory */
+  int admin_enabled;             /* 0 with --admin-listen off */
+  char admin_host[64];           /* admin HTTP listener (runtime/admin.c), loopback by default */
+  int admin_port;                /* 0: ephemeral (the port file gets "admin PORT") */
+  const char *admin_hosts;       /* --admin-host: more names a Host header may give, "name[:port],..."; NULL: none */
+  const char *admin_origins;     /* --admin-allow-origin: Origins let through, "scheme://host[:port],..."; NULL: none */
+  const char *admin_token_arg;   /* --admin-token as given: literal or @FILE; NULL: no token */
+  uint8_t *admin_token;          /* owned; read by hubu_config_parse, wiped by hubu_config_free */
   size_t admin_token_len;
   const char *config_file; /* --config FILE, or ./hubu.lua when it exists; NULL: none */
   char **owned;            /* strings from the config file that fields above point to */

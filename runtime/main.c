@@ -61,6 +61,8 @@ static void split_config(const hubu_config *cfg, hubu_core_config *core, hubu_ne
       .max_inflight_bytes = cfg->max_inflight_bytes,
       .ack_timeout_ms = cfg->ack_timeout_ms,
       .pull_limit_max = cfg->pull_limit_max,
+      .tail_cache_bytes = cfg->tail_cache_bytes,
+      .session_cache_max = cfg->session_cache_max,
   };
   *net = (hubu_net_config){
       .listen_port = cfg->listen_port,
@@ -83,6 +85,7 @@ static void split_config(const hubu_config *cfg, hubu_core_config *core, hubu_ne
       .tls_ciphersuites = cfg->tls_ciphersuites,
       .drain_ms = cfg->drain_ms,
       .max_pending_sends = cfg->max_pending_sends,
+      .max_pending_send_bytes = cfg->max_pending_send_bytes,
   };
   snprintf(net->listen_host, sizeof net->listen_host, "%s", cfg->listen_host);
   snprintf(net->tls_host, sizeof net->tls_host, "%s", cfg->tls_host);

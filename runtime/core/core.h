@@ -22,13 +22,15 @@ typedef struct hubu_device hubu_device;
 
 /* The settings core reads; main fills them from flags and hubu.lua. */
 typedef struct {
-  uint32_t node_id;          /* 0-1023, part of every msg_id */
-  uint32_t max_frame;        /* largest frame body (HELLO_OK announces it; a PUSH frame stays under it) */
-  uint32_t heartbeat_ms;     /* announced in HELLO_OK */
-  uint32_t max_inflight;     /* unacknowledged pushes per peer before PULL_HINT */
-  size_t max_inflight_bytes; /* ... and bytes */
-  uint32_t ack_timeout_ms;   /* resend an unacknowledged push after this */
-  uint32_t pull_limit_max;   /* cap on PullRequest.limit */
+  uint32_t node_id;           /* 0-1023, part of every msg_id */
+  uint32_t max_frame;         /* largest frame body (HELLO_OK announces it; a PUSH frame stays under it) */
+  uint32_t heartbeat_ms;      /* announced in HELLO_OK */
+  uint32_t max_inflight;      /* unacknowledged pushes per peer before PULL_HINT */
+  size_t max_inflight_bytes;  /* ... and bytes */
+  uint32_t ack_timeout_ms;    /* resend an unacknowledged push after this */
+  uint32_t pull_limit_max;    /* cap on PullRequest.limit */
+  size_t tail_cache_bytes;    /* bytes the tails of all sessions may hold; 0: no bound */
+  uint32_t session_cache_max; /* sessions kept in memory; past it the least recently used idle one goes; 0: no bound */
 } hubu_core_config;
 
 typedef struct {
@@ -41,13 +43,15 @@ typedef struct {
 struct hubu_core {
   uv_loop_t *loop;
   hubu_core_config cfg;
-  hubu_store *store;       /* not owned; NULL once closed */
-  hubu_hooks hooks;        /* the plugin host's dispatch; dispatch NULL: no plugins */
-  hubu_seq_allocator *seq; /* not owned; NULL: each session counts its own seqs (one node) */
-  hubu_session *sessions;  /* uthash, owned */
-  hubu_user *users;        /* uthash, owned: users with peers */
-  hubu_device *devices;    /* uthash, owned */
-  uint64_t msg_id_ms;      /* msg_id generator: last millisecond used */
+  hubu_store *store;                 /* not owned; NULL once closed */
+  hubu_hooks hooks;                  /* the plugin host's dispatch; dispatch NULL: no plugins */
+  hubu_seq_allocator *seq;           /* not owned; NULL: each session counts its own seqs (one node) */
+  hubu_session *sessions;            /* uthash, owned; in order of last use, least recent first */
+  hubu_session *tail_lru, *tail_mru; /* sessions with a non-empty tail, least recently used first */
+  size_t tail_bytes;                 /* what the tails hold (session.c) */
+  hubu_user *users;                  /* uthash, owned: users with peers */
+  hubu_device *devices;              /* uthash, owned */
+  uint64_t msg_id_ms;                /* msg_id generator: last millisecond used */
   uint32_t msg_id_counter;
   hubu_core_stats stats;
 };

@@ -7,6 +7,7 @@
  * durable; a (user, device, client_id) is queued at most once. */
 #include "messaging.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -202,6 +203,11 @@ static void pending_answer(hubu_core *core, hubu_pending_send *p, Hubu__V1__Code
   if (p->internal && code != HUBU__V1__CODE__OK) /* no client to tell: the plugin's send is refused here */
     hubu_log(HUBU_LOG_WARN, 0, p->device->user, "plugin_send_refused", "session=%s code=%s reason=\"%s\"", session_id,
              hubu_code_name(code), reason ? reason : "");
+  if (p->bytes) { /* the sender's input may go on (its connection, if still there, resumes on its next flush) */
+    hubu_peer *c = hubu_core_peer_find(core, p->device->user, p->sender_conn);
+    if (c) c->send_bytes_held -= c->send_bytes_held < p->bytes ? c->send_bytes_held : p->bytes;
+    p->bytes = 0;
+  }
   send_ack(core, p->device->user, p->sender_conn, p->client_id, code, session_id, seq, msg_id, reason, first_duplicate,
            retry_after_ms);
   for (uint32_t i = 0; i < p->n_retry_conns; i++)
@@ -426,7 +432,8 @@ static void on_found_send(hubu_store_op *op) {
 /* Accepts a new message of device d: a pending entry (so retries find it)
  * and a request parked on its session until the session is loaded. Takes m
  * on success. internal: from a plugin (no SEND of a client behind it). */
-static int queue_new(hubu_core *core, hubu_device *d, uint64_t conn_id, Hubu__V1__Send *m, int internal) {
+static int queue_new(hubu_core *core, hubu_device *d, uint64_t conn_id, Hubu__V1__Send *m, int internal,
+                     uint32_t bytes) {
   hubu_session *sess = hubu_session_get(core, m->session_id);
   hubu_pending_send *p = calloc(1, sizeof *p);
   parked_send *ps = malloc(sizeof *ps);
@@ -442,6 +449,7 @@ static int queue_new(hubu_core *core, hubu_device *d, uint64_t conn_id, Hubu__V1
   sess->busy++;
   p->sender_conn = conn_id;
   p->internal = (uint8_t)internal;
+  p->bytes = bytes;
   HASH_ADD(hh, d->pending, client_id, sizeof p->client_id, p);
   if (!internal) d->assigned = m->client_id;
   ps->parked.resume = resume_send;
@@ -492,7 +500,7 @@ const char *hubu_messaging_send_internal(hubu_core *core, const char *user, cons
   m->body.len = len;
   if (m->body.data && len) memcpy(m->body.data, body, len);
   hubu_device *d = hubu_device_acquire(core, user, device);
-  if (!m->session_id || !m->content_type || !m->body.data || !d || queue_new(core, d, 0, m, 1) != 0) {
+  if (!m->session_id || !m->content_type || !m->body.data || !d || queue_new(core, d, 0, m, 1, 0) != 0) {
     if (d) hubu_device_release(core, d);
     hubu__v1__send__free_unpacked(m, NULL);
     return "out of memory";
@@ -573,10 +581,13 @@ void hubu_messaging_send(hubu_peer *c, const hubu_frame *f) {
     hubu_store_submit(core->store, op);
     goto done;
   }
-  if (queue_new(core, d, c->id, m, 0) != 0)
+  c->send_bytes_held += f->header.length; /* until its answer (pending_answer) */
+  if (queue_new(core, d, c->id, m, 0, f->header.length) != 0) {
+    c->send_bytes_held -= f->header.length;
     send_ack(core, c->user, c->id, m->client_id, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
-  else
+  } else {
     return; /* m is the parked request's now */
+  }
 done:
   hubu__v1__send__free_unpacked(m, NULL);
 }
@@ -597,11 +608,22 @@ void hubu_messaging_deliver_ack(hubu_peer *c, const hubu_frame *f) {
     hubu__v1__deliver_ack__free_unpacked(a, NULL);
     return;
   }
+  const char *refused = NULL; /* the first session the user may not read: no cursor is kept for it */
   for (size_t i = 0; i < a->n_cursors; i++) {
     const Hubu__V1__Cursor *cur = a->cursors[i];
     if (hubu_session_id_check(cur->session_id, strlen(cur->session_id)) < 0) continue;
     hubu_delivery_ack(c, cur->session_id, cur->seq);
+    if (!hubu_device_has_cursor(c->dev, cur->session_id) && !hubu_session_may_read(c->core, cur->session_id, c->user)) {
+      if (!refused) refused = cur->session_id;
+      continue;
+    }
     hubu_device_set_cursor(c->core, c->dev, cur->session_id, cur->seq);
+  }
+  if (refused) { /* one ERROR for the frame (docs/protocol-notes.md) */
+    char why[200];
+    snprintf(why, sizeof why, "no cursor kept for %s: not a session of this user (or not in use)", refused);
+    hubu_wire_append_error(c->ops->output(c), HUBU__V1__CODE__FORBIDDEN, why, f->header.type);
+    c->ops->wrote(c);
   }
   hubu__v1__deliver_ack__free_unpacked(a, NULL);
 }

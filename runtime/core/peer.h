@@ -57,6 +57,7 @@ struct hubu_peer {
   size_t push_start;         /* the PUSH frame open in output this turn: header offset from its head */
   size_t push_end;           /* ... and output's size right after it */
   uint32_t sends_unanswered; /* SENDs read whose SEND_ACK is not produced yet */
+  size_t send_bytes_held;    /* frame bytes of its SENDs waiting for the store (pending sends) */
   uint32_t reads_unanswered; /* SYNCs and PULLs read whose result is not produced yet (HUBU_MAX_PENDING_READS) */
   uint8_t state;             /* hubu_peer_state */
   uint8_t attached : 1;      /* listed in its user's presence */

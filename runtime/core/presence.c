@@ -98,6 +98,12 @@ hubu_msg *hubu_device_recent(hubu_device *d, uint64_t client_id) {
   return NULL;
 }
 
+int hubu_device_has_cursor(hubu_device *d, const char *session_id) {
+  hubu_cursor *c = NULL;
+  HASH_FIND_STR(d->cursors, session_id, c);
+  return c != NULL;
+}
+
 void hubu_device_set_cursor(hubu_core *core, hubu_device *d, const char *session_id, uint64_t seq) {
   (void)core;
   hubu_cursor *c = NULL;

@@ -33,6 +33,7 @@ typedef struct hubu_pending_send {
   uint64_t *retry_conns; /* owned: connections that sent it again meanwhile */
   uint32_t n_retry_conns;
   uint8_t internal; /* from a plugin: client_id is a msg_id, outside the device's marks */
+  uint32_t bytes;   /* its SEND's frame bytes, counted in the sender's send_bytes_held */
 } hubu_pending_send;
 
 typedef struct hubu_cursor {
@@ -75,6 +76,9 @@ hubu_device *hubu_device_acquire(hubu_core *core, const char *user, const char *
 void hubu_device_release(hubu_core *core, hubu_device *d);
 
 void hubu_device_remember(hubu_device *d, hubu_msg *m);
+
+/* Whether d has a cursor for session_id already (kept, or loaded from the store). */
+int hubu_device_has_cursor(hubu_device *d, const char *session_id);
 hubu_msg *hubu_device_recent(hubu_device *d, uint64_t client_id);
 
 /* Records "delivered up to seq" for the device in session; saved lazily. */

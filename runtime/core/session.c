@@ -48,6 +48,14 @@ int hubu_session_is_member(const hubu_session *sess, const char *user) {
   return sess->n_members && bsearch(&user, sess->members, sess->n_members, sizeof *sess->members, cmp_str) != NULL;
 }
 
+int hubu_session_may_read(hubu_core *core, const char *id, const char *user) {
+  int kind = hubu_session_id_check(id, strlen(id));
+  if (kind == HUBU_SESSION_DIRECT) return hubu_session_direct_has(id, user);
+  hubu_session *sess = NULL;
+  HASH_FIND_STR(core->sessions, id, sess);
+  return sess && sess->loaded && sess->exists && hubu_session_is_member(sess, user);
+}
+
 int hubu_session_add_member(hubu_session *sess, const char *user) {
   if (hubu_session_is_member(sess, user)) return 0;
   char **m = realloc(sess->members, (sess->n_members + 1) * sizeof *m);
@@ -92,10 +100,51 @@ int hubu_session_describe_new(const hubu_session *sess, const char *sender, hubu
   return 0;
 }
 
+/* ---- the tails' byte bound: sessions with a tail in a list, least recently used first ---- */
+
+/* What a message in a tail holds: its allocation (lib/msg.c), mostly the encoded entry. */
+static size_t tail_msg_bytes(const hubu_msg *m) { return sizeof *m + 64 + m->meta_len + m->push_entry_len; }
+
+static void tail_unlink(hubu_core *core, hubu_session *sess) {
+  if (sess->tail_prev)
+    sess->tail_prev->tail_next = sess->tail_next;
+  else if (core->tail_lru == sess)
+    core->tail_lru = sess->tail_next;
+  if (sess->tail_next)
+    sess->tail_next->tail_prev = sess->tail_prev;
+  else if (core->tail_mru == sess)
+    core->tail_mru = sess->tail_prev;
+  sess->tail_prev = sess->tail_next = NULL;
+}
+
+/* sess's tail was used: it goes last in the eviction order. */
+static void tail_touch(hubu_core *core, hubu_session *sess) {
+  if (core->tail_mru == sess) return;
+  tail_unlink(core, sess);
+  sess->tail_prev = core->tail_mru;
+  if (core->tail_mru)
+    core->tail_mru->tail_next = sess;
+  else
+    core->tail_lru = sess;
+  core->tail_mru = sess;
+}
+
+/* Drops the oldest message of sess's tail: PULLs at or below it go to the store. */
+static void tail_drop_oldest(hubu_core *core, hubu_session *sess) {
+  hubu_msg *old = sess->tail[sess->tail_head];
+  size_t b = tail_msg_bytes(old);
+  sess->tail_bytes -= b;
+  core->tail_bytes -= b;
+  sess->tail_base = old->seq;
+  hubu_msg_unref(old);
+  sess->tail_head = (sess->tail_head + 1) % HUBU_TAIL_CAP;
+  if (!--sess->tail_len) tail_unlink(core, sess);
+}
+
 static void session_free(hubu_session *sess) {
   for (size_t i = 0; i < sess->n_members; i++) free(sess->members[i]);
   free(sess->members);
-  for (uint32_t i = 0; i < sess->tail_len; i++) hubu_msg_unref(sess->tail[(sess->tail_head + i) % HUBU_TAIL_CAP]);
+  while (sess->tail_len) tail_drop_oldest(sess->core_ref, sess);
   free(sess->tail);
   free(sess->id);
   free(sess);
@@ -133,7 +182,24 @@ static void on_loaded(hubu_store_op *op) {
   } /* else the store logged why; the waiting requests answer UNAVAILABLE */
   hubu_store_op_free(op);
   run_parked(core, sess); /* with loaded == 0 each request answers UNAVAILABLE */
-  if (!sess->loaded && !sess->busy) {
+  if ((!sess->loaded || !sess->exists) && !sess->busy &&
+      !sess->parked) { /* nothing to keep: a group the store does not know */
+    HASH_DEL(core->sessions, sess);
+    session_free(sess);
+  }
+}
+
+/* Makes room for one more session under --session-cache-max: the least
+ * recently used idle sessions go (one with requests or appends under way
+ * stays; a few of those are looked past). */
+static void evict_over_bound(hubu_core *core) {
+  uint32_t max = core->cfg.session_cache_max;
+  if (!max) return;
+  hubu_session *sess, *tmp;
+  int looked = 0;
+  HASH_ITER(hh, core->sessions, sess, tmp) {
+    if (HASH_COUNT(core->sessions) < max || ++looked > 64) return;
+    if (sess->busy || sess->parked || !sess->loaded) continue;
     HASH_DEL(core->sessions, sess);
     session_free(sess);
   }
@@ -144,13 +210,16 @@ hubu_session *hubu_session_get(hubu_core *core, const char *id) {
   HASH_FIND_STR(core->sessions, id, sess);
   if (sess) {
     sess->last_used_ms = uv_now(core->loop);
+    HASH_DEL(core->sessions, sess); /* last in the hash's order: the least recently used come first */
+    HASH_ADD_KEYPTR(hh, core->sessions, sess->id, strlen(sess->id), sess);
     return sess;
   }
+  evict_over_bound(core);
   int kind = hubu_session_id_check(id, strlen(id));
   if (kind < 0) return NULL;
   sess = calloc(1, sizeof *sess);
   hubu_store_op *op = hubu_store_op_new(HUBU_STORE_SESSION_LOAD);
-  if (!sess || !(sess->id = strdup(id)) || !op || !(sess->tail = calloc(HUBU_TAIL_CAP, sizeof *sess->tail))) {
+  if (!sess || !(sess->id = strdup(id)) || !op) {
     if (sess) free(sess->id), free(sess);
     hubu_store_op_free(op);
     return NULL;
@@ -181,20 +250,27 @@ void hubu_session_park(hubu_core *core, hubu_session *sess, hubu_parked *p) {
 }
 
 void hubu_session_tail_push(hubu_session *sess, hubu_msg *m) {
-  if (sess->tail_len == HUBU_TAIL_CAP) {
-    hubu_msg *old = sess->tail[sess->tail_head];
-    sess->tail_base = old->seq;
-    hubu_msg_unref(old);
-    sess->tail_head = (sess->tail_head + 1) % HUBU_TAIL_CAP;
-    sess->tail_len--;
+  hubu_core *core = sess->core_ref;
+  if (!sess->tail && !(sess->tail = calloc(HUBU_TAIL_CAP, sizeof *sess->tail))) {
+    sess->tail_base = m->seq; /* no tail: the store answers */
+    return;
   }
+  if (sess->tail_len == HUBU_TAIL_CAP) tail_drop_oldest(core, sess);
   sess->tail[(sess->tail_head + sess->tail_len) % HUBU_TAIL_CAP] = hubu_msg_ref(m);
   sess->tail_len++;
+  size_t b = tail_msg_bytes(m);
+  sess->tail_bytes += b;
+  core->tail_bytes += b;
+  tail_touch(core, sess);
+  size_t cap = core->cfg.tail_cache_bytes;
+  while (cap && core->tail_bytes > cap && core->tail_lru) /* the least recently used tails lose their oldest first */
+    tail_drop_oldest(core, core->tail_lru);
 }
 
 int hubu_session_tail_read(hubu_session *sess, uint64_t after_seq, uint32_t limit, hubu_msg **out, int *has_more) {
   *has_more = 0;
   if (!sess->loaded || after_seq < sess->tail_base) return -1;
+  if (sess->tail_len) tail_touch(sess->core_ref, sess);
   int n = 0;
   for (uint32_t i = 0; i < sess->tail_len; i++) {
     hubu_msg *m = sess->tail[(sess->tail_head + i) % HUBU_TAIL_CAP];

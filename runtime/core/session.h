@@ -30,7 +30,7 @@ typedef struct hubu_session {
   uint64_t min_seq;
   char **members; /* owned, sorted bytewise */
   size_t n_members;
-  hubu_msg **tail; /* owned ring of references, ascending seq */
+  hubu_msg **tail; /* owned ring of references, ascending seq; NULL until the first push */
   uint32_t tail_head, tail_len;
   uint64_t tail_base;  /* every stored message with seq > tail_base is in the tail */
   hubu_parked *parked; /* requests waiting for the load, FIFO */
@@ -40,7 +40,9 @@ typedef struct hubu_session {
   uint8_t seq_asking; /* the allocator owes the head of seq_wait an answer */
   uint32_t busy;      /* appends in the store queue, loads under way */
   uint64_t last_used_ms;
-  hubu_core *core_ref; /* for store completions */
+  hubu_core *core_ref;                        /* for store completions */
+  struct hubu_session *tail_prev, *tail_next; /* core's tail LRU list, while the tail is not empty */
+  size_t tail_bytes;                          /* what its tail holds, counted in core->tail_bytes */
 } hubu_session;
 
 /* A SEND waiting for its seq, made only when the allocator answers later
@@ -84,6 +86,11 @@ hubu_session *hubu_session_get(hubu_core *core, const char *id);
 void hubu_session_park(hubu_core *core, hubu_session *sess, hubu_parked *p);
 
 int hubu_session_is_member(const hubu_session *sess, const char *user);
+
+/* Whether user may keep a cursor for session id: one of the two users of a
+ * direct session, or a member of a group or custom session that is loaded
+ * now. Never loads a session (so it caches nothing). */
+int hubu_session_may_read(hubu_core *core, const char *id, const char *user);
 
 /* The rule for a session made by its first message: a direct session starts
  * with its two users, a custom one with its first sender, a group never (it

@@ -25,7 +25,15 @@ hubu_msg *hubu_msg_new(const char *session_id, uint64_t seq, uint64_t msg_id, co
   size_t entry = 1 + hubu_varint_size(packed) + packed;
   size_t l_sess = strlen(session_id) + 1, l_send = strlen(sender) + 1, l_dev = strlen(sender_device) + 1,
          l_ct = strlen(m.content_type) + 1;
-  hubu_msg *msg = malloc(sizeof *msg + l_sess + l_send + l_dev + l_ct + body_len + meta_len + entry);
+  /* The body is held once: in the encoded entry (field 7, after fields 1-6). */
+  Hubu__V1__Message head = m;
+  head.body.len = 0;
+  head.body.data = NULL;
+  head.content_type = (char *)"";
+  head.server_time_ms = 0;
+  size_t body_off =
+      1 + hubu_varint_size(packed) + protobuf_c_message_get_packed_size(&head.base) + 1 + hubu_varint_size(body_len);
+  hubu_msg *msg = malloc(sizeof *msg + l_sess + l_send + l_dev + l_ct + meta_len + entry);
   if (!msg) return NULL;
   char *p = (char *)(msg + 1);
   msg->refs = 1;
@@ -38,7 +46,6 @@ hubu_msg *hubu_msg_new(const char *session_id, uint64_t seq, uint64_t msg_id, co
   msg->sender = memcpy(p, sender, l_send), p += l_send;
   msg->sender_device = memcpy(p, sender_device, l_dev), p += l_dev;
   msg->content_type = memcpy(p, m.content_type, l_ct), p += l_ct;
-  msg->body = body_len ? memcpy(p, body, body_len) : (uint8_t *)p, p += body_len;
   msg->body_len = body_len;
   msg->meta = meta_len ? memcpy(p, meta, meta_len) : (uint8_t *)p, p += meta_len;
   msg->meta_len = meta_len;
@@ -48,6 +55,7 @@ hubu_msg *hubu_msg_new(const char *session_id, uint64_t seq, uint64_t msg_id, co
   off += hubu_varint_put(e + off, packed);
   off += protobuf_c_message_pack(&m.base, e + off);
   if (meta_len) memcpy(e + off, meta, meta_len);
+  msg->body = body_len ? e + body_off : e;
   msg->push_entry = e;
   msg->push_entry_len = entry;
   return msg;

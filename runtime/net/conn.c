@@ -179,7 +179,8 @@ static void flush_once(hubu_conn *c) {
   const hubu_net_config *cfg = c->server->cfg;
   int reads_wait = c->peer.reads_unanswered >= HUBU_MAX_PENDING_READS; /* its SYNCs and PULLs still in the store */
   if (c->input_paused && !reads_wait && c->peer.state == HUBU_PEER_READY &&
-      c->peer.sends_unanswered <= cfg->max_pending_sends / 2) {
+      c->peer.sends_unanswered <= cfg->max_pending_sends / 2 &&
+      c->peer.send_bytes_held <= cfg->max_pending_send_bytes / 2) {
     c->input_paused = 0;
     hubu_conn_resume_input(c);
     if (c->peer.state == HUBU_PEER_CLOSED) return;
@@ -390,7 +391,8 @@ static size_t process(hubu_conn *c, const uint8_t *p, size_t n) {
       c->input_paused = 1;
       break;
     }
-    if (c->peer.sends_unanswered >= cfg->max_pending_sends) { /* the store is behind this client */
+    if (c->peer.sends_unanswered >= cfg->max_pending_sends ||
+        c->peer.send_bytes_held >= cfg->max_pending_send_bytes) { /* the store is behind this client */
       c->input_paused = 1;
       break;
     }

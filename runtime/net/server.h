@@ -39,9 +39,10 @@ typedef struct {
   size_t write_queue_max;             /* per connection: stop reading above it */
   uint32_t write_stall_ms;            /* a connection paused by backpressure this long is closed */
   uint32_t drain_ms;
-  uint32_t max_pending_sends;   /* SENDs of one connection awaiting their ACK before its input pauses */
-  const char *tls_ciphers;      /* TLS 1.2 cipher list; NULL: tls.c's ECDHE+AEAD default */
-  const char *tls_ciphersuites; /* TLS 1.3 suites; NULL: tls.c's default */
+  uint32_t max_pending_sends;    /* SENDs of one connection awaiting their ACK before its input pauses */
+  size_t max_pending_send_bytes; /* ... and their frame bytes */
+  const char *tls_ciphers;       /* TLS 1.2 cipher list; NULL: tls.c's ECDHE+AEAD default */
+  const char *tls_ciphersuites;  /* TLS 1.3 suites; NULL: tls.c's default */
 } hubu_net_config;
 
 #define HUBU_READ_BUF_SIZE 65536
