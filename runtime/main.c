@@ -159,7 +159,15 @@ int main(int argc, char **argv) {
     hubu_config_free(&cfg);
     return 1;
   }
-  hubu_core_init(&server.core, &loop, &core_cfg, store);
+  if (hubu_core_init(&server.core, &loop, &core_cfg, store) != 0) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "startup_failed", "error=\"out of memory\"");
+    hubu_store_close(store);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    hubu_store_op_cache_drop();
+    hubu_config_free(&cfg);
+    return 1;
+  }
   server.core.seq = hubu_cluster_single_seq();
   int started = hubu_server_start(&server, &loop, &net_cfg) == 0;
   if (started && hubu_admin_start(&server, &admin_cfg) != 0) {

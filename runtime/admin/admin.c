@@ -214,7 +214,7 @@ static void collect_figures(hubu_admin *a, admin_figures *f) {
     f->have_store = 1;
   }
   f->sessions_loaded = HASH_COUNT(s->core.sessions);
-  f->users_online = HASH_COUNT(s->core.users);
+  f->users_online = s->core.directory->ops->users(s->core.directory);
   f->have_rss = read_rss(&f->rss_bytes) == 0;
   struct rusage ru;
   if (getrusage(RUSAGE_SELF, &ru) == 0)

@@ -14,15 +14,19 @@
 #define MSG_ID_EPOCH_MS 1735689600000ull /* 2025-01-01T00:00:00Z */
 #define SESSION_IDLE_MS 120000
 
-void hubu_core_init(hubu_core *core, uv_loop_t *loop, const hubu_core_config *cfg, hubu_store *store) {
+int hubu_core_init(hubu_core *core, uv_loop_t *loop, const hubu_core_config *cfg, hubu_store *store) {
   core->loop = loop;
   core->cfg = *cfg;
   core->store = store;
+  core->directory = hubu_directory_local_new();
+  return core->directory ? 0 : -1;
 }
 
 void hubu_core_free(hubu_core *core) {
   hubu_session_free_all(core);
   hubu_presence_free_all(core);
+  if (core->directory) core->directory->ops->free(core->directory);
+  core->directory = NULL;
 }
 
 uint64_t hubu_core_next_msg_id(hubu_core *core) {
@@ -38,16 +42,14 @@ uint64_t hubu_core_next_msg_id(hubu_core *core) {
 }
 
 hubu_peer *hubu_core_peer_find(hubu_core *core, const char *user, uint64_t peer_id) {
-  hubu_user *u = hubu_user_find(core, user);
-  for (hubu_peer *p = u ? u->peers : NULL; p; p = p->user_next)
+  for (hubu_peer *p = hubu_core_peers_of(core, user); p; p = p->user_next)
     if (p->id == peer_id) return p;
   return NULL;
 }
 
 int hubu_core_kick(hubu_core *core, const char *user, const char *reason) {
-  hubu_user *u = hubu_user_find(core, user);
   int n = 0;
-  for (hubu_peer *p = u ? u->peers : NULL, *next; p; p = next) {
+  for (hubu_peer *p = hubu_core_peers_of(core, user), *next; p; p = next) {
     next = p->user_next; /* a GOAWAY may unlink p */
     if (p->state != HUBU_PEER_READY) continue;
     p->ops->goaway(p, HUBU__V1__CODE__KICKED, reason, 0);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "directory.h"
 #include "hooks.h"
 #include "peer.h"
 #include "seq.h"
@@ -17,7 +18,6 @@
 
 typedef struct hubu_store hubu_store;
 typedef struct hubu_session hubu_session;
-typedef struct hubu_user hubu_user;
 typedef struct hubu_device hubu_device;
 
 /* The settings core reads; main fills them from flags and hubu.lua. */
@@ -49,21 +49,28 @@ struct hubu_core {
   hubu_session *sessions;            /* uthash, owned; in order of last use, least recent first */
   hubu_session *tail_lru, *tail_mru; /* sessions with a non-empty tail, least recently used first */
   size_t tail_bytes;                 /* what the tails hold (session.c) */
-  hubu_user *users;                  /* uthash, owned: users with peers */
-  hubu_device *devices;              /* uthash, owned */
-  uint64_t msg_id_ms;                /* msg_id generator: last millisecond used */
+  hubu_directory *directory; /* who is online (directory.h); owned: the local one unless replaced before start */
+  hubu_device *devices;      /* uthash, owned */
+  uint64_t msg_id_ms;        /* msg_id generator: last millisecond used */
   uint32_t msg_id_counter;
   hubu_core_stats stats;
 };
 
-void hubu_core_init(hubu_core *core, uv_loop_t *loop, const hubu_core_config *cfg, hubu_store *store);
+/* Also makes the single node's directory (core->directory). 0, or -1 when
+ * memory runs out. */
+int hubu_core_init(hubu_core *core, uv_loop_t *loop, const hubu_core_config *cfg, hubu_store *store);
 
-/* Frees sessions, users and devices (after the loop ended). */
+/* Frees sessions, devices and the directory (after the loop ended). */
 void hubu_core_free(hubu_core *core);
 
 /* A msg_id unique across the deployment: milliseconds since 2025-01-01 (41
  * bits) | node id (10 bits) | counter (12 bits), never decreasing. */
 uint64_t hubu_core_next_msg_id(hubu_core *core);
+
+/* The peers of user on this node (linked through user_next), or NULL. */
+static inline hubu_peer *hubu_core_peers_of(hubu_core *core, const char *user) {
+  return core->directory->ops->peers_of(core->directory, user);
+}
 
 /* The peer of user with this id, or NULL (it closed meanwhile). */
 hubu_peer *hubu_core_peer_find(hubu_core *core, const char *user, uint64_t peer_id);

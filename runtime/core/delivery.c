@@ -90,8 +90,7 @@ void hubu_delivery_push(hubu_core *core, hubu_peer *c, hubu_msg *m) {
 /* Delivers m to every connection of user in mode (push, hint or nothing). */
 static void deliver_to(hubu_core *core, const char *user, hubu_msg *m, uint64_t except_conn, uint8_t mode) {
   if (mode == HUBU_ROUTE_NONE) return;
-  hubu_user *u = hubu_user_find(core, user);
-  for (hubu_peer *c = u ? u->peers : NULL; c; c = c->user_next) {
+  for (hubu_peer *c = hubu_core_peers_of(core, user); c; c = c->user_next) {
     if (c->id == except_conn || c->state != HUBU_PEER_READY) continue;
     if (mode == HUBU_ROUTE_HINT)
       hint(c, m);

@@ -107,7 +107,7 @@ static void pull_error(hubu_peer *c, uint64_t request_id, Hubu__V1__Code code, c
 /* resume: input was held back while the device loaded (asynchronous path). */
 static void hello_ok(hubu_peer *c, int resume) {
   hubu_core *core = c->core;
-  if (hubu_user_attach(core, c) != 0) {
+  if (core->directory->ops->attach(core->directory, c) != 0) {
     hubu_log(HUBU_LOG_ERROR, c->id, c->user, "out_of_memory", "where=presence");
     c->ops->goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
     return;
@@ -805,7 +805,7 @@ void hubu_messaging_pull(hubu_peer *c, const hubu_frame *f) {
 void hubu_messaging_peer_closed(hubu_peer *c) {
   hubu_core *core = c->core;
   if (c->attached) hook_peer(core, HUBU_HOOK_DISCONNECT, c);
-  if (c->attached) hubu_user_detach(core, c);
+  if (c->attached) core->directory->ops->detach(core->directory, c);
   c->attached = 0;
   hubu_delivery_free(c);
   if (c->dev) {

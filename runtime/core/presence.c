@@ -1,4 +1,5 @@
-/* presence.c — users online and per-device send state, on the loop thread.
+/* presence.c — per-device send state on the loop thread, and the single
+ * node's directory of users online (directory.h).
  * Invariant: a device lives while anything refers to it, so a store
  * completion always finds the device it was submitted for. */
 #include "presence.h"
@@ -8,30 +9,47 @@
 #include <string.h>
 
 #include "core.h"
+#include "directory.h"
 #include "log.h"
 #include "store.h"
 
-hubu_user *hubu_user_find(hubu_core *core, const char *id) {
-  hubu_user *u = NULL;
-  HASH_FIND_STR(core->users, id, u);
+/* ---- the single node's directory (directory.h) ---- */
+
+/* A user with peers on this node. */
+typedef struct local_user {
+  UT_hash_handle hh;
+  hubu_peer *peers; /* linked through peer->user_next */
+  char id[];        /* NUL-terminated, part of this allocation */
+} local_user;
+
+typedef struct {
+  hubu_directory base;
+  local_user *users; /* uthash, owned */
+} local_directory;
+
+static local_user *local_find(local_directory *ld, const char *id) {
+  local_user *u = NULL;
+  HASH_FIND_STR(ld->users, id, u);
   return u;
 }
 
-int hubu_user_attach(hubu_core *core, hubu_peer *c) {
-  hubu_user *u = hubu_user_find(core, c->user);
+static int local_attach(hubu_directory *d, hubu_peer *c) {
+  local_directory *ld = (local_directory *)d;
+  local_user *u = local_find(ld, c->user);
   if (!u) {
     size_t len = strlen(c->user);
     if (!(u = calloc(1, sizeof *u + len + 1))) return -1;
     memcpy(u->id, c->user, len + 1);
-    HASH_ADD_KEYPTR(hh, core->users, u->id, len, u);
+    HASH_ADD_KEYPTR(hh, ld->users, u->id, len, u);
   }
   c->user_next = u->peers;
   u->peers = c;
   return 0;
 }
 
-void hubu_user_detach(hubu_core *core, hubu_peer *c) {
-  hubu_user *u = hubu_user_find(core, c->user);
+static void local_detach(hubu_directory *d, hubu_peer *c) {
+  local_directory *ld = (local_directory *)d;
+  local_user *u = local_find(ld, c->user);
   if (!u) return;
   for (hubu_peer **p = &u->peers; *p; p = &(*p)->user_next) {
     if (*p == c) {
@@ -41,9 +59,41 @@ void hubu_user_detach(hubu_core *core, hubu_peer *c) {
   }
   c->user_next = NULL;
   if (!u->peers) {
-    HASH_DEL(core->users, u);
+    HASH_DEL(ld->users, u);
     free(u);
   }
+}
+
+static hubu_peer *local_peers_of(hubu_directory *d, const char *user) {
+  local_user *u = local_find((local_directory *)d, user);
+  return u ? u->peers : NULL;
+}
+
+static size_t local_users(hubu_directory *d) { return HASH_COUNT(((local_directory *)d)->users); }
+
+static void local_free(hubu_directory *d) {
+  local_directory *ld = (local_directory *)d;
+  local_user *u, *tmp;
+  HASH_ITER(hh, ld->users, u, tmp) {
+    HASH_DEL(ld->users, u);
+    free(u);
+  }
+  free(ld);
+}
+
+static const hubu_directory_ops local_ops = {
+    .attach = local_attach,
+    .detach = local_detach,
+    .peers_of = local_peers_of,
+    .users = local_users,
+    .free = local_free,
+};
+
+hubu_directory *hubu_directory_local_new(void) {
+  local_directory *ld = calloc(1, sizeof *ld);
+  if (!ld) return NULL;
+  ld->base.ops = &local_ops;
+  return &ld->base;
 }
 
 hubu_device *hubu_device_acquire(hubu_core *core, const char *user, const char *device) {
@@ -161,9 +211,4 @@ void hubu_presence_save_cursors(hubu_core *core) {
 void hubu_presence_free_all(hubu_core *core) {
   hubu_device *d, *dtmp;
   HASH_ITER(hh, core->devices, d, dtmp) device_free(core, d);
-  hubu_user *u, *utmp;
-  HASH_ITER(hh, core->users, u, utmp) {
-    HASH_DEL(core->users, u);
-    free(u);
-  }
 }

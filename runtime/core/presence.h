@@ -1,5 +1,4 @@
-/* presence.h — who is online on this loop (user -> connections) and what
- * each (user, device) has sent: its client_id high-water marks, the sends
+/* presence.h — what each (user, device) has sent: its client_id high-water marks, the sends
  * still in the store queue, recent ACKs for retries, delivered cursors. */
 #ifndef HUBU_PRESENCE_H
 #define HUBU_PRESENCE_H
@@ -14,13 +13,6 @@ typedef struct hubu_core hubu_core;
 typedef struct hubu_peer hubu_peer;
 typedef struct hubu_session hubu_session;
 typedef struct hubu_device hubu_device;
-
-/* Owned by core->users while it has connections. */
-typedef struct hubu_user {
-  UT_hash_handle hh;
-  hubu_peer *peers; /* linked through peer->user_next */
-  char id[];        /* NUL-terminated, part of this allocation */
-} hubu_user;
 
 /* A SEND accepted and waiting for the store. Owned by its device's table. */
 typedef struct hubu_pending_send {
@@ -66,10 +58,6 @@ struct hubu_device {
   uint32_t n_hello_waiters;
   char key[]; /* "user/device" ('/' is not in the id alphabet), then "user\0device\0"; part of this allocation */
 };
-
-hubu_user *hubu_user_find(hubu_core *core, const char *id);
-int hubu_user_attach(hubu_core *core, hubu_peer *c);
-void hubu_user_detach(hubu_core *core, hubu_peer *c);
 
 /* The device of (user, device), created when missing; a reference is taken. */
 hubu_device *hubu_device_acquire(hubu_core *core, const char *user, const char *device);

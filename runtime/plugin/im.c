@@ -78,14 +78,13 @@ static int c_event(lua_State *L) {
   size_t plen = 0;
   const char *user = luaL_checkstring(L, 1), *name = luaL_checkstring(L, 2),
              *payload = luaL_optlstring(L, 3, "", &plen), *sender = luaL_optstring(L, 4, "");
-  hubu_user *u = hubu_user_find(p->core, user);
   int n = 0;
   Hubu__V1__Event e = HUBU__V1__EVENT__INIT;
   e.name = (char *)name;
   e.payload.data = (uint8_t *)payload;
   e.payload.len = plen;
   e.sender = (char *)sender;
-  for (hubu_peer *c = u ? u->peers : NULL; c; c = c->user_next)
+  for (hubu_peer *c = hubu_core_peers_of(p->core, user); c; c = c->user_next)
     if (hubu_peer_send(c, HUBU_FRAME_EVENT, &e.base) == 0) n++;
   lua_pushinteger(L, n);
   return 1;

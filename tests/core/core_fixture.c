@@ -78,7 +78,7 @@ int fx_open(core_fixture *fx, const hubu_core_config *cfg) {
 
 void fx_restart_core(core_fixture *fx) {
   fx_settle(fx);
-  CHECK(fx->core.users == NULL); /* every peer was closed */
+  CHECK(fx->core.directory->ops->users(fx->core.directory) == 0); /* every peer was closed */
   hubu_presence_save_cursors(&fx->core);
   fx_settle(fx);
   hubu_core_config cfg = fx->core.cfg;
@@ -274,7 +274,7 @@ static void tp_goaway(hubu_peer *p, Hubu__V1__Code code, const char *reason, uin
   hubu_wire_append_goaway(&tp->out, code, reason, reconnect_after_ms);
   p->state = HUBU_PEER_CLOSING;
   if (tp->detach_on_goaway && p->attached) { /* a transport that lets go at once */
-    hubu_user_detach(p->core, p);
+    p->core->directory->ops->detach(p->core->directory, p);
     p->attached = 0;
   }
 }

@@ -11,16 +11,14 @@
 #include "presence.h"
 
 static int listed(hubu_core *core, const char *user, const hubu_peer *p) {
-  hubu_user *u = hubu_user_find(core, user);
-  for (hubu_peer *q = u ? u->peers : NULL; q; q = q->user_next)
+  for (hubu_peer *q = hubu_core_peers_of(core, user); q; q = q->user_next)
     if (q == p) return 1;
   return 0;
 }
 
 static size_t peer_count(hubu_core *core, const char *user) {
-  hubu_user *u = hubu_user_find(core, user);
   size_t n = 0;
-  for (hubu_peer *q = u ? u->peers : NULL; q; q = q->user_next) n++;
+  for (hubu_peer *q = hubu_core_peers_of(core, user); q; q = q->user_next) n++;
   return n;
 }
 
@@ -28,14 +26,14 @@ static size_t peer_count(hubu_core *core, const char *user) {
 static void attached_peer(core_fixture *fx, test_peer *tp, const char *user, const char *device, uint8_t state) {
   tp_init(fx, tp, user, device);
   tp->peer.state = state;
-  if (CHECK_EQ_U64(hubu_user_attach(&fx->core, &tp->peer), 0)) tp->peer.attached = 1;
+  if (CHECK_EQ_U64(fx->core.directory->ops->attach(fx->core.directory, &tp->peer), 0)) tp->peer.attached = 1;
 }
 
 static void attach_lists_a_users_peers_and_detach_forgets_the_user(void) {
   core_fixture fx;
   test_peer a1, a2, b1;
   if (fx_open(&fx, NULL) != 0) goto out;
-  CHECK(hubu_user_find(&fx.core, "alice") == NULL);
+  CHECK(hubu_core_peers_of(&fx.core, "alice") == NULL);
   attached_peer(&fx, &a1, "alice", "phone", HUBU_PEER_READY);
   attached_peer(&fx, &a2, "alice", "laptop", HUBU_PEER_READY);
   attached_peer(&fx, &b1, "bob", "phone", HUBU_PEER_READY);
@@ -43,24 +41,24 @@ static void attach_lists_a_users_peers_and_detach_forgets_the_user(void) {
   CHECK_EQ_U64(peer_count(&fx.core, "bob"), 1);
   CHECK(listed(&fx.core, "alice", &a1.peer) && listed(&fx.core, "alice", &a2.peer));
   CHECK(!listed(&fx.core, "alice", &b1.peer));
-  CHECK_EQ_U64(HASH_COUNT(fx.core.users), 2);
+  CHECK_EQ_U64(fx.core.directory->ops->users(fx.core.directory), 2);
 
-  hubu_user_detach(&fx.core, &a1.peer);
+  fx.core.directory->ops->detach(fx.core.directory, &a1.peer);
   a1.peer.attached = 0;
   CHECK_EQ_U64(peer_count(&fx.core, "alice"), 1);
   CHECK(!listed(&fx.core, "alice", &a1.peer));
   CHECK(a1.peer.user_next == NULL);
-  hubu_user_detach(&fx.core, &a1.peer); /* twice: nothing more happens */
+  fx.core.directory->ops->detach(fx.core.directory, &a1.peer); /* twice: nothing more happens */
   CHECK_EQ_U64(peer_count(&fx.core, "alice"), 1);
-  hubu_user_detach(&fx.core, &a2.peer);
+  fx.core.directory->ops->detach(fx.core.directory, &a2.peer);
   a2.peer.attached = 0;
-  CHECK(hubu_user_find(&fx.core, "alice") == NULL); /* the last peer took the user with it */
+  CHECK(hubu_core_peers_of(&fx.core, "alice") == NULL); /* the last peer took the user with it */
   CHECK_EQ_U64(peer_count(&fx.core, "bob"), 1);
-  CHECK_EQ_U64(HASH_COUNT(fx.core.users), 1);
+  CHECK_EQ_U64(fx.core.directory->ops->users(fx.core.directory), 1);
   tp_close(&a1);
   tp_close(&a2);
   tp_close(&b1);
-  CHECK(fx.core.users == NULL);
+  CHECK(fx.core.directory->ops->users(fx.core.directory) == 0);
 out:
   fx_close(&fx);
 }
@@ -133,7 +131,7 @@ static void kick_reaches_every_peer_when_goaway_unlinks_it(void) {
   }
   CHECK_EQ_U64(hubu_core_kick(&fx.core, "alice", "bye"), 3);
   for (int i = 0; i < 3; i++) CHECK_EQ_U64(p[i].goaways, 1);
-  CHECK(hubu_user_find(&fx.core, "alice") == NULL);
+  CHECK(hubu_core_peers_of(&fx.core, "alice") == NULL);
   for (int i = 0; i < 3; i++) tp_close(&p[i]);
 out:
   fx_close(&fx);
@@ -157,7 +155,7 @@ static void hello_ok_attaches_and_close_detaches(void) {
   CHECK_EQ_U64(hubu_core_kick(&fx.core, "alice", "late"), 1);
   CHECK_EQ_U64(b.goaway_code, HUBU__V1__CODE__KICKED);
   tp_close(&b);
-  CHECK(hubu_user_find(&fx.core, "alice") == NULL);
+  CHECK(hubu_core_peers_of(&fx.core, "alice") == NULL);
 out:
   fx_close(&fx);
 }
