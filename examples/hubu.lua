@@ -13,11 +13,15 @@ listen = "127.0.0.1:7700"            -- plain TCP; port 0 picks a free port
 -- tls_listen = "0.0.0.0:7743"       -- TLS, needs cert and key
 -- cert = "/etc/hubu/fullchain.pem"
 -- key = "/etc/hubu/privkey.pem"
-admin_listen = "127.0.0.1:7781"      -- /healthz, /metrics, /v1/admin/*; "off" to disable; no auth: keep it on loopback
+admin_listen = "127.0.0.1:7781"      -- /healthz, /metrics, /v1/admin/*; "off" to disable
+-- admin_token = "@/etc/hubu/admin-token" -- bearer token; required when admin_listen is off loopback
+-- admin_host = "admin.internal"     -- more names a request's Host may give
+-- admin_allow_origin = "https://ops.example" -- browser pages allowed to call it
 -- port_file = "/run/hubu/ports"     -- "tcp PORT" lines once listening
 
 -- ---- storage, plugins, secret ---------------------------------------------
-data = "./data"                      -- the store and the generated secret
+data = "./data"                      -- the generated secret, and the store unless `store` says otherwise
+-- store = "sqlite:/var/lib/hubu/hubu.db" -- sqlite:PATH (default sqlite:DATA/hubu.db)
 plugins = "./plugins"                -- Lua plugins (one section each below)
 fsync = "batch"                      -- always | batch | off
 node_id = 0                          -- 0-1023, part of every msg_id
@@ -30,10 +34,15 @@ log_level = "info"                   -- debug | info | warn | error
 max_frame = 1024 * 1024              -- largest frame body (any Lua expression works)
 heartbeat_ms = 30000                 -- idle time before a server PING
 hello_timeout_ms = 10000             -- time a new connection has to send HELLO
-max_conns = 0                        -- 0: unlimited
+hello_timeout_pressure_ms = 2000     -- the same while many connections wait for HELLO
+hello_max_frame = 4096               -- largest frame body before HELLO_OK
+max_conns = 0                        -- 0: below the descriptor limit, with headroom
 max_conns_per_ip = 0
 write_queue_max = 4 * 1024 * 1024    -- per-connection output before reads pause
+write_stall_ms = 30000               -- a paused connection that does not drain is closed
 drain_ms = 5000                      -- SIGTERM drain budget
+-- tls_ciphers = "..."               -- TLS 1.2 suites (default: ECDHE with AEAD only)
+-- tls_ciphersuites = "..."          -- TLS 1.3 suites
 
 -- ---- delivery -------------------------------------------------------------
 max_inflight = 256                   -- unacknowledged pushes before PULL_HINT
@@ -41,7 +50,11 @@ max_inflight_bytes = 1024 * 1024
 ack_timeout_ms = 10000
 pull_limit_max = 500
 max_pending_sends = 1024
+max_pending_send_bytes = 4 * 1024 * 1024 -- SENDs waiting for the store, per connection
+tail_cache_bytes = 64 * 1024 * 1024  -- recent messages kept for PULL, all sessions together
+session_cache_max = 100000           -- sessions kept in memory
 plugin_budget_ms = 100               -- longest a plugin hook call may run
+plugin_memory_max = 256              -- MiB all plugins' Lua state may hold
 
 -- ---- plugin sections --------------------------------------------------------
 -- plugin "NAME" { ... } is what plugin:option_*(...) of plugins/NAME.lua
