@@ -10,7 +10,7 @@ packages=(
   libprotobuf-c-dev protobuf-c-compiler
   libssl-dev openssl
   libsqlite3-dev sqlite3
-  libmariadb-dev
+  libmariadb-dev mariadb-server
   libhiredis-dev
   uthash-dev
   libhttp-parser-dev
