@@ -203,7 +203,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 #ifdef HUBU_FUZZ_REPLAY
 /* ---- replay: a plain program for ctest ----
  *   fuzz_frame_replay CORPUS_DIR...        runs every file, then 20,000 generated inputs
- *   fuzz_frame_replay --write-seeds DIR    writes the seed frames of tests/fuzz_corpus */
+ *   fuzz_frame_replay --write-seeds DIR    writes the seed frames of tests/fuzz_corpus/frame */
 #include <dirent.h>
 
 #include "wire.h"

@@ -39,14 +39,14 @@ hubu_unit_test(hubuctl_json hubuctl_json_reads_rfc8259_and_refuses_the_rest_with
 target_sources(test_hubuctl_json PRIVATE ${CMAKE_SOURCE_DIR}/tools/hubuctl_json.c)
 target_include_directories(test_hubuctl_json PRIVATE ${CMAKE_SOURCE_DIR}/tools)
 
-# The fuzz target's code as an ordinary program: replays tests/fuzz_corpus and
+# The fuzz target's code as an ordinary program: replays tests/fuzz_corpus/frame and
 # 20,000 generated inputs (fixed seed). `make fuzz` builds the libFuzzer one.
 add_executable(fuzz_frame_replay ${HUBU_TESTS_DIR}/fuzz_frame.c)
 target_compile_definitions(fuzz_frame_replay PRIVATE HUBU_FUZZ_REPLAY)
 target_link_libraries(fuzz_frame_replay PRIVATE hubu_lib)
 add_dependencies(hubu_unit_tests fuzz_frame_replay)
 add_test(NAME ${HUBU_TEST_PREFIX}unit.frame_decoder_survives_fuzz_corpus_and_20000_mutants
-         COMMAND fuzz_frame_replay ${HUBU_TESTS_DIR}/fuzz_corpus)
+         COMMAND fuzz_frame_replay ${HUBU_TESTS_DIR}/fuzz_corpus/frame)
 set_tests_properties(${HUBU_TEST_PREFIX}unit.frame_decoder_survives_fuzz_corpus_and_20000_mutants
                      PROPERTIES LABELS "unit;fuzz" TIMEOUT 300)
 
