@@ -28,6 +28,8 @@ struct hubu_store {
   char *url;             /* owned copy behind cfg.url */
   hubu_store_op **batch; /* the thread's APPEND batch, cfg.max_batch slots */
   hubu_store_stats stats;
+  int unhealthy;        /* the backend's health said the database is away (guarded by mutex) */
+  char health_why[192]; /* why (guarded by mutex) */
 };
 
 /* ---- ops ---- */
@@ -141,14 +143,14 @@ const char *hubu_session_kind_of(const char *session_id) {
 }
 
 /* The backends this build has, by URL scheme. */
-static const hubu_store_backend *const backends[] = {&hubu_store_sqlite};
+static const hubu_store_backend *const backends[] = {&hubu_store_sqlite, &hubu_store_mariadb};
 
 const hubu_store_backend *hubu_store_backend_for_url(const char *url, char *err, size_t err_size) {
   for (size_t i = 0; url && i < sizeof backends / sizeof backends[0]; i++)
     if (strncmp(url, backends[i]->scheme, strlen(backends[i]->scheme)) == 0) return backends[i];
   char known[128] = "";
   for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
-    snprintf(known + strlen(known), sizeof known - strlen(known), "%s%sPATH", i ? ", " : "", backends[i]->scheme);
+    snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s...", i ? ", " : "", backends[i]->scheme);
   snprintf(err, err_size, "no store backend for \"%s\" (this build has %s)", url ? url : "", known);
   return NULL;
 }
@@ -213,17 +215,45 @@ static void run_ops(hubu_store *s, hubu_store_op *op) {
   }
 }
 
+/* Reads the backend's health into s (store thread). */
+static void publish_health(hubu_store *s) {
+  if (!s->backend->health) return;
+  char why[sizeof s->health_why];
+  const char *bad = s->backend->health(s->db, why, sizeof why);
+  uv_mutex_lock(&s->mutex);
+  s->unhealthy = bad != NULL;
+  if (bad) snprintf(s->health_why, sizeof s->health_why, "%s", bad);
+  uv_mutex_unlock(&s->mutex);
+}
+
 static void store_thread(void *arg) {
   hubu_store *s = arg;
   uv_mutex_lock(&s->mutex);
   for (;;) {
-    while (!s->queue_head && !s->closing) uv_cond_wait(&s->cond, &s->mutex);
+    if (!s->queue_head && !s->closing) {
+      /* Idle: a backend that lost its database reconnects here, so health recovers without traffic. */
+      long wait_ms = -1;
+      if (s->backend->idle) {
+        uv_mutex_unlock(&s->mutex);
+        wait_ms = s->backend->idle(s->db);
+        publish_health(s);
+        uv_mutex_lock(&s->mutex);
+      }
+      if (!s->queue_head && !s->closing) {
+        if (wait_ms < 0)
+          uv_cond_wait(&s->cond, &s->mutex);
+        else
+          uv_cond_timedwait(&s->cond, &s->mutex, (uint64_t)wait_ms * 1000000u);
+      }
+      continue;
+    }
     if (!s->queue_head) break; /* closing, and everything queued is done */
     hubu_store_op *taken = s->queue_head;
     s->queue_head = s->queue_tail = NULL;
     s->stats.queued = 0;
     uv_mutex_unlock(&s->mutex);
     run_ops(s, taken);
+    publish_health(s);
     uv_mutex_lock(&s->mutex);
   }
   s->thread_exited = 1;
@@ -370,4 +400,12 @@ void hubu_store_get_stats(hubu_store *s, hubu_store_stats *out) {
   uv_mutex_lock(&s->mutex);
   *out = s->stats;
   uv_mutex_unlock(&s->mutex);
+}
+
+int hubu_store_healthy(hubu_store *s, char *why, size_t why_size) {
+  uv_mutex_lock(&s->mutex);
+  int ok = !s->unhealthy;
+  if (!ok && why && why_size) snprintf(why, why_size, "%s", s->health_why);
+  uv_mutex_unlock(&s->mutex);
+  return ok;
 }

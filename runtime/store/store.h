@@ -27,8 +27,10 @@
  * (itself a valid serialized Message), so it round-trips without a JSON codec.
  * `log_pos` is the message's position in the store's log: assigned by the
  * backend at append, strictly increasing in commit order, never reused or
- * renumbered (SQLite: the INTEGER PRIMARY KEY; a server database: an
- * auto-increment column). message.stored resumes from it. */
+ * renumbered (SQLite: the INTEGER PRIMARY KEY; MariaDB: handed out from a
+ * counter row each append transaction locks until it commits, so positions
+ * are dense and in commit order with several writers). message.stored
+ * resumes from it. */
 #ifndef HUBU_STORE_H
 #define HUBU_STORE_H
 
@@ -47,7 +49,7 @@ typedef enum { HUBU_FSYNC_ALWAYS = 0, HUBU_FSYNC_BATCH, HUBU_FSYNC_OFF } hubu_fs
 
 typedef struct {
   const char *url;          /* which backend and where: "sqlite:PATH" (the database file; its directory is
-                               made), or another registered scheme (hubu_store_backend_for_url) */
+                               made), or "mariadb://USER:PASS@HOST:PORT/DB" (mariadb_url.h) */
   hubu_fsync_mode fsync;    /* always: a durable commit per message; batch: per batch; off: no sync */
   uint32_t max_batch;       /* most APPENDs in one transaction (default 4096) */
   uint32_t busy_timeout_ms; /* how long to wait for another process's write lock (0: 5000) */
@@ -274,7 +276,11 @@ void hubu_store_close(hubu_store *s);
 
 void hubu_store_get_stats(hubu_store *s, hubu_store_stats *out);
 
-/* ---- Backends (store_sqlite.c, later store_mariadb.c) ----
+/* 1 when the database answers, 0 when the backend reports it unreachable
+ * (why is then written into why, if given). Any thread. */
+int hubu_store_healthy(hubu_store *s, char *why, size_t why_size);
+
+/* ---- Backends (store_sqlite.c, store_mariadb.c) ----
  * Called on the store thread only, or directly by tools and tests that need
  * no thread (hubuctl group create, the store benchmark). */
 typedef struct hubu_store_backend {
@@ -288,9 +294,17 @@ typedef struct hubu_store_backend {
   int (*append_batch)(void *db, hubu_store_op **ops, size_t n);
   /* Runs one op of any other kind; sets status and outputs. */
   void (*execute)(void *db, hubu_store_op *op);
+  /* Optional. NULL while the database answers; else why not, written into
+   * buf (a server backend whose database went away). */
+  const char *(*health)(void *db, char *buf, size_t size);
+  /* Optional. Called by the store thread when it has nothing to do: a
+   * backend that lost its database reconnects here. Returns the ms until it
+   * wants to be called again, or -1 for "only when idle next time". */
+  long (*idle)(void *db);
 } hubu_store_backend;
 
 extern const hubu_store_backend hubu_store_sqlite;
+extern const hubu_store_backend hubu_store_mariadb;
 
 /* The backend whose scheme starts url, or NULL (err says which are known). */
 const hubu_store_backend *hubu_store_backend_for_url(const char *url, char *err, size_t err_size);

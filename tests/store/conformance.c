@@ -9,9 +9,11 @@
 #include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <mysql.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "check.h"
@@ -2182,12 +2184,90 @@ static int sqlite_reopen(store_place *place) {
 
 static void sqlite_destroy(store_place *place) { nftw(place->where, remove_entry, 8, FTW_DEPTH | FTW_PHYS); }
 
+/* MariaDB: a fresh database on the private server whose env file
+ * HUBU_MARIADB_ENV names (scripts/mariadb-private.sh, the ctest fixture
+ * "mariadb"); skipped without one. The account may make databases named
+ * hubu*, so each case gets hubu_c<pid>_<n>; a restart opens the same one. */
+static int env_value(const char *file, const char *key, char *out, size_t size) {
+  FILE *f = fopen(file, "r");
+  if (!f) return -1;
+  char line[512];
+  size_t klen = strlen(key);
+  int found = -1;
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, key, klen) != 0 || line[klen] != '=') continue;
+    char *v = line + klen + 1;
+    v[strcspn(v, "\r\n")] = '\0';
+    size_t n = strlen(v);
+    if (n >= 2 && v[0] == '\'' && v[n - 1] == '\'') { /* shell-quoted */
+      v[n - 1] = '\0';
+      v++;
+    }
+    snprintf(out, size, "%s", v);
+    found = 0;
+    break;
+  }
+  fclose(f);
+  return found;
+}
+
+/* Runs one statement as the test account; 0 or -1 after saying why. */
+static int mariadb_admin_sql(const char *sql) {
+  const char *env = getenv("HUBU_MARIADB_ENV");
+  char port[16], user[80], password[128];
+  if (!env || env_value(env, "MARIADB_PORT", port, sizeof port) || env_value(env, "MARIADB_USER", user, sizeof user) ||
+      env_value(env, "MARIADB_PASSWORD", password, sizeof password))
+    return -1;
+  MYSQL *c = mysql_init(NULL);
+  int rc = -1;
+  if (c && mysql_real_connect(c, "127.0.0.1", user, password, NULL, (unsigned)atoi(port), NULL, 0) &&
+      mysql_query(c, sql) == 0)
+    rc = 0;
+  else
+    fprintf(stderr, "mariadb: %s: %s\n", sql, c ? mysql_error(c) : "out of memory");
+  mysql_close(c);
+  return rc;
+}
+
+static int mariadb_create(store_place *place) {
+  static unsigned n;
+  const char *env = getenv("HUBU_MARIADB_ENV");
+  char port[16], user[80], password[128];
+  if (!env || !*env || env_value(env, "MARIADB_PORT", port, sizeof port) != 0 ||
+      env_value(env, "MARIADB_USER", user, sizeof user) != 0 ||
+      env_value(env, "MARIADB_PASSWORD", password, sizeof password) != 0) {
+    fprintf(stderr, "mariadb: HUBU_MARIADB_ENV names no private server's env file\n");
+    return CONFORMANCE_SKIP;
+  }
+  snprintf(place->where, sizeof place->where, "hubu_c%ld_%u", (long)getpid(), n++);
+  char sql[320];
+  snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s", place->where);
+  if (mariadb_admin_sql(sql) != 0) return -1;
+  snprintf(sql, sizeof sql, "CREATE DATABASE %s", place->where);
+  if (mariadb_admin_sql(sql) != 0) return -1;
+  snprintf(place->url, sizeof place->url, "mariadb://%s:%s@127.0.0.1:%s/%.64s", user, password, port, place->where);
+  place->cfg = (hubu_store_config){.url = place->url, .fsync = HUBU_FSYNC_BATCH};
+  return 0;
+}
+
+static int mariadb_reopen(store_place *place) {
+  (void)place;
+  return 0;
+}
+
+static void mariadb_destroy(store_place *place) {
+  char sql[320];
+  snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s", place->where);
+  mariadb_admin_sql(sql);
+}
+
 /* One line per backend: tests/store.cmake reads these lines too. */
 #define CONFORMANCE_BACKEND(name) \
   { #name, name##_create, name##_reopen, name##_destroy }
 
 static const conformance_backend backends[] = {
     CONFORMANCE_BACKEND(sqlite),
+    CONFORMANCE_BACKEND(mariadb),
 };
 
 /* ---- main ---- */

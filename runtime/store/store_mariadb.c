@@ -1,0 +1,1430 @@
+/* store_mariadb.c — the MariaDB backend (MariaDB Connector/C), for production
+ * and for several nodes sharing one store. One blocking connection, used by
+ * the store thread only: the event loop never waits on the database.
+ *
+ * Appends: one transaction per drained batch (group commit), in two round
+ * trips: (1) START TRANSACTION, lock the log counter row, read which of the
+ * batch's sessions exist; (2) one multi-row INSERT of the messages, the
+ * sessions' max_seq, the new sessions' members, the devices, the counter,
+ * COMMIT. Durable when COMMIT returns, with innodb_flush_log_at_trx_commit=1
+ * (checked at open). A batch holding a resent SEND (the unique send key
+ * refuses the multi-row INSERT) is written row by row in the same
+ * transaction instead.
+ *
+ * Log positions: the counter row (log_counter) is locked FOR UPDATE by every
+ * append transaction until it commits, and positions are handed out from it,
+ * so they are dense and in commit order even with several writers
+ * (AUTO_INCREMENT values are taken at INSERT, not at COMMIT, and would let a
+ * reader see position n+1 before n).
+ *
+ * When the database goes away, the connection is dropped and every op
+ * answers RETRY at once while reconnect attempts back off (100 ms doubling to
+ * 5 s); the store thread retries on its own while idle, so health recovers
+ * without traffic. A batch whose COMMIT outcome is unknown (the connection
+ * broke during the round trip that held it) is resolved on a fresh connection
+ * through the send key: a row with the op's msg_id was committed (OK), none
+ * was not (RETRY). A deadlock or lock-wait timeout rolls back and retries the
+ * transaction, up to three times.
+ *
+ * Invariant: after every function here returns, the connection is outside
+ * any transaction (committed, rolled back, or closed). */
+#include <errmsg.h>
+#include <inttypes.h>
+#include <mysql.h>
+#include <mysqld_error.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "buf.h"
+#include "log.h"
+#include "mariadb_url.h"
+#include "store.h"
+
+#define PULL_LIMIT_DEFAULT 100
+#define PULL_LIMIT_MAX 1000
+#define CONNECT_TIMEOUT_S 3
+#define IO_TIMEOUT_S 30            /* a read or write that takes longer: the connection is taken as lost */
+#define BACKOFF_FIRST_MS 100       /* first reconnect delay after a loss */
+#define BACKOFF_MAX_MS 5000        /* longest */
+#define TXN_ATTEMPTS 3             /* deadlock and lock-wait timeout retries of one transaction */
+#define STATEMENT_TARGET (1 << 20) /* multi-row INSERTs are cut near this many bytes of SQL */
+
+/* ---- schema ---- */
+
+/* Migrations, applied in order; migrations[i] brings the schema to version i + 1.
+ * Never edit a released step: append a new one. DDL commits implicitly in
+ * MariaDB, so each step's statements are written to be re-runnable. Ids are
+ * VARBINARY: compared and ordered by bytes, as on SQLite. */
+static const char *const migrations[] = {
+    /* 1: the initial schema (store.h lists it) */
+    "CREATE TABLE IF NOT EXISTS messages("
+    "  log_pos BIGINT UNSIGNED NOT NULL,"
+    "  session_id VARBINARY(128) NOT NULL, seq BIGINT UNSIGNED NOT NULL, msg_id BIGINT UNSIGNED NOT NULL,"
+    "  sender VARBINARY(64) NOT NULL, sender_device VARBINARY(64) NOT NULL, client_id BIGINT UNSIGNED NOT NULL,"
+    "  content_type VARBINARY(255) NOT NULL DEFAULT '', body LONGBLOB NOT NULL, meta MEDIUMBLOB NULL,"
+    "  server_time_ms BIGINT UNSIGNED NOT NULL,"
+    "  PRIMARY KEY (session_id, seq),"
+    "  UNIQUE KEY messages_by_log (log_pos),"
+    "  UNIQUE KEY messages_by_send (sender, sender_device, client_id)"
+    ") ENGINE=InnoDB;"
+    "CREATE TABLE IF NOT EXISTS sessions("
+    "  session_id VARBINARY(128) NOT NULL PRIMARY KEY, kind VARBINARY(16) NOT NULL,"
+    "  max_seq BIGINT UNSIGNED NOT NULL DEFAULT 0, min_seq BIGINT UNSIGNED NOT NULL DEFAULT 0,"
+    "  created_ms BIGINT UNSIGNED NOT NULL, meta BLOB NULL) ENGINE=InnoDB;"
+    "CREATE TABLE IF NOT EXISTS members("
+    "  session_id VARBINARY(128) NOT NULL, user_id VARBINARY(64) NOT NULL,"
+    "  role VARBINARY(16) NOT NULL DEFAULT 'member', joined_ms BIGINT UNSIGNED NOT NULL,"
+    "  PRIMARY KEY (session_id, user_id), KEY members_by_user (user_id, session_id)) ENGINE=InnoDB;"
+    "CREATE TABLE IF NOT EXISTS devices("
+    "  user_id VARBINARY(64) NOT NULL, device_id VARBINARY(64) NOT NULL,"
+    "  last_client_id BIGINT UNSIGNED NOT NULL DEFAULT 0, last_seen_ms BIGINT UNSIGNED NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (user_id, device_id)) ENGINE=InnoDB;"
+    "CREATE TABLE IF NOT EXISTS cursors("
+    "  user_id VARBINARY(64) NOT NULL, device_id VARBINARY(64) NOT NULL, session_id VARBINARY(128) NOT NULL,"
+    "  delivered_seq BIGINT UNSIGNED NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (user_id, device_id, session_id)) ENGINE=InnoDB;"
+    "CREATE TABLE IF NOT EXISTS kv("
+    "  plugin VARBINARY(127) NOT NULL, `key` VARBINARY(1024) NOT NULL, value LONGBLOB NULL,"
+    "  PRIMARY KEY (plugin, `key`)) ENGINE=InnoDB;"
+    "CREATE TABLE IF NOT EXISTS log_counter("
+    "  id TINYINT UNSIGNED NOT NULL PRIMARY KEY, last_pos BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB;"
+    "INSERT IGNORE INTO log_counter(id, last_pos) VALUES(1, 0)",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* An APPEND of the batch being written whose outcome is not known yet. */
+#define UNDECIDED ((hubu_store_status)100)
+
+/* One APPEND of a batch, with its place in submission order (qsort is not stable). */
+typedef struct {
+  hubu_store_op *op;
+  size_t index;
+} batch_entry;
+
+typedef struct {
+  MYSQL *conn; /* NULL while the database is unreachable */
+  hubu_mariadb_url url;
+  char redacted[320]; /* the URL for logs */
+  hubu_fsync_mode fsync;
+  unsigned long max_packet; /* the server's max_allowed_packet */
+  hubu_buf sql;             /* the statement being built */
+  my_ulonglong affected;    /* rows the latest statement run by run_sql changed */
+  batch_entry *entries;     /* scratch for sorting a batch by session and by device */
+  size_t entries_cap;
+  uint8_t *exists; /* scratch: per sorted session group, it was in sessions already */
+  size_t exists_cap;
+  /* reachability */
+  uint64_t next_attempt_ms; /* while down: no connect before this */
+  unsigned backoff_ms;
+  int down;              /* the connection was lost and is not back yet */
+  char down_reason[160]; /* why, for /healthz and the log */
+  uint64_t down_since_ms;
+  uint64_t refused_while_down; /* ops answered RETRY without an attempt since the loss */
+} maria_store;
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t wall_ms(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+static void copy_str(char *dst, size_t size, const char *src, size_t n) {
+  if (!src) n = 0;
+  if (n >= size) n = size - 1;
+  if (n) memcpy(dst, src, n);
+  dst[n] = '\0';
+}
+
+static const char *op_name(hubu_store_op_kind kind) {
+  switch (kind) {
+    case HUBU_STORE_APPEND: return "append";
+    case HUBU_STORE_DEVICE_LOAD: return "device_load";
+    case HUBU_STORE_FIND_SEND: return "find_send";
+    case HUBU_STORE_SESSION_LOAD: return "session_load";
+    case HUBU_STORE_SESSION_CREATE: return "session_create";
+    case HUBU_STORE_MEMBER_ADD: return "member_add";
+    case HUBU_STORE_MEMBER_REMOVE: return "member_remove";
+    case HUBU_STORE_PULL: return "pull";
+    case HUBU_STORE_SYNC: return "sync";
+    case HUBU_STORE_CURSORS_SAVE: return "cursors_save";
+    case HUBU_STORE_KV_GET: return "kv_get";
+    case HUBU_STORE_KV_SET: return "kv_set";
+    case HUBU_STORE_KV_DELETE: return "kv_delete";
+    case HUBU_STORE_LOG_READ: return "log_read";
+  }
+  return "unknown";
+}
+
+/* ---- errors ---- */
+
+/* The error leaves the connection unusable: the server is gone or unreachable. */
+static int connection_lost(unsigned e) {
+  switch (e) {
+    case CR_SERVER_GONE_ERROR:
+    case CR_SERVER_LOST:
+    case CR_CONNECTION_ERROR:
+    case CR_CONN_HOST_ERROR:
+    case CR_SERVER_LOST_EXTENDED:
+    case CR_COMMANDS_OUT_OF_SYNC:
+    case ER_SERVER_SHUTDOWN:
+    case ER_CONNECTION_KILLED:
+    case ER_CON_COUNT_ERROR:
+    case ER_NET_READ_ERROR:
+    case ER_NET_READ_INTERRUPTED:
+    case ER_NET_ERROR_ON_WRITE:
+    case ER_NET_WRITE_INTERRUPTED:
+    case 4031: /* ER_CLIENT_INTERACTION_TIMEOUT */
+    case 1047: /* ER_UNKNOWN_COM_ERROR: a Galera node that is not ready */ return 1;
+    default: return 0;
+  }
+}
+
+/* The transaction was refused for a reason that passes when it runs again. */
+static int retry_transaction(unsigned e) { return e == ER_LOCK_DEADLOCK || e == ER_LOCK_WAIT_TIMEOUT; }
+
+static void drop_connection(maria_store *st, const char *why) {
+  if (st->conn) {
+    mysql_close(st->conn);
+    st->conn = NULL;
+  }
+  if (!st->down) {
+    st->down = 1;
+    st->down_since_ms = now_ms();
+    st->backoff_ms = BACKOFF_FIRST_MS;
+    st->refused_while_down = 0;
+    snprintf(st->down_reason, sizeof st->down_reason, "%s", why);
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "store_down", "backend=mariadb url=\"%s\" error=\"%s\"", st->redacted, why);
+  } else if (st->backoff_ms < BACKOFF_MAX_MS) {
+    st->backoff_ms = st->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : st->backoff_ms * 2;
+  }
+  st->next_attempt_ms = now_ms() + st->backoff_ms;
+}
+
+/* Marks op failed and logs it once; RETRY (warn) or ERROR. */
+static void fail_op_status(hubu_store_op *op, hubu_store_status status, const char *step, const char *what) {
+  snprintf(op->error, sizeof op->error, "%s: %s", step, what);
+  op->status = status;
+  const char *user = hubu_store_op_user(op);
+  hubu_log(status == HUBU_STORE_RETRY ? HUBU_LOG_WARN : HUBU_LOG_ERROR, op->conn_id, user[0] ? user : NULL,
+           "store_error", "op=%s step=%s session=%s retry=%d error=\"%s\"", op_name(op->kind), step,
+           hubu_store_op_session_id(op), status == HUBU_STORE_RETRY, what);
+}
+
+/* op failed on the connection's latest error: a lost connection is dropped
+ * (and the op is RETRY), a passing one is RETRY, anything else ERROR. */
+static void fail_op(maria_store *st, hubu_store_op *op, const char *step) {
+  unsigned e = st->conn ? mysql_errno(st->conn) : CR_SERVER_GONE_ERROR;
+  char what[200];
+  snprintf(what, sizeof what, "%u %s", e, st->conn ? mysql_error(st->conn) : "no connection");
+  int lost = connection_lost(e);
+  fail_op_status(op, lost || retry_transaction(e) ? HUBU_STORE_RETRY : HUBU_STORE_ERROR, step, what);
+  if (lost) drop_connection(st, what);
+}
+
+static void fail_op_plain(hubu_store_op *op, const char *step, const char *what) {
+  fail_op_status(op, HUBU_STORE_ERROR, step, what);
+}
+
+/* ---- SQL text ---- */
+
+static int sql_raw(maria_store *st, const char *s) { return hubu_buf_append(&st->sql, s, strlen(s)); }
+
+static int sql_printf(maria_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sql_printf(maria_store *st, const char *fmt, ...) {
+  char tmp[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof tmp) return -1;
+  return hubu_buf_append(&st->sql, tmp, (size_t)n);
+}
+
+static int sql_u64(maria_store *st, uint64_t v) { return sql_printf(st, "%" PRIu64, v); }
+
+/* A byte string as a binary literal: _binary'...', escaped by the connector. */
+static int sql_bytes(maria_store *st, const void *p, size_t n) {
+  if (sql_raw(st, "_binary'") != 0) return -1;
+  if (n > (SIZE_MAX - 2) / 2) return -1;
+  char *w = (char *)hubu_buf_reserve(&st->sql, 2 * n + 2);
+  if (!w) return -1;
+  unsigned long written = mysql_real_escape_string(st->conn, w, p ? (const char *)p : "", (unsigned long)n);
+  st->sql.len += written;
+  return sql_raw(st, "'");
+}
+
+static int sql_text(maria_store *st, const char *s) { return sql_bytes(st, s, s ? strlen(s) : 0); }
+
+static void sql_reset(maria_store *st) { st->sql.off = st->sql.len = 0; }
+
+static size_t sql_len(const maria_store *st) { return hubu_buf_size(&st->sql); }
+
+/* Starts another statement of a multi-statement text: s, after a ';' unless it is the first. */
+static int sql_next(maria_store *st, const char *s) { return (sql_len(st) ? sql_raw(st, ";") : 0) | sql_raw(st, s); }
+
+/* ---- running statements ---- */
+
+/* Runs the statements in st->sql (one or several, ';'-separated), discarding
+ * their results. 0; or -1 with failed_at set to the index of the statement
+ * that failed (those after it did not run). */
+static int run_sql(maria_store *st, int *failed_at) {
+  *failed_at = 0;
+  if (!st->conn) return -1;
+  if (mysql_real_query(st->conn, (const char *)hubu_buf_head(&st->sql), (unsigned long)sql_len(st)) != 0) return -1;
+  for (int i = 0;; i++) {
+    MYSQL_RES *res = mysql_store_result(st->conn);
+    if (res)
+      mysql_free_result(res);
+    else
+      st->affected = mysql_affected_rows(st->conn);
+    int next = mysql_next_result(st->conn);
+    if (next < 0) return 0; /* no more results */
+    if (next > 0) {
+      *failed_at = i + 1;
+      return -1;
+    }
+  }
+}
+
+static int run_text(maria_store *st, const char *sql) {
+  sql_reset(st);
+  int at;
+  return sql_raw(st, sql) == 0 ? run_sql(st, &at) : -1;
+}
+
+/* Runs st->sql, one statement that returns rows: the result set, or NULL on
+ * failure (mysql_errno says why). */
+static MYSQL_RES *query_rows(maria_store *st) {
+  if (!st->conn) return NULL;
+  if (mysql_real_query(st->conn, (const char *)hubu_buf_head(&st->sql), (unsigned long)sql_len(st)) != 0) return NULL;
+  return mysql_store_result(st->conn);
+}
+
+static uint64_t col_u64(const char *s) { return s ? strtoull(s, NULL, 10) : 0; }
+
+static void rollback(maria_store *st) {
+  if (!st->conn) return;
+  if (mysql_real_query(st->conn, "ROLLBACK", 8) != 0 && connection_lost(mysql_errno(st->conn)))
+    drop_connection(st, mysql_error(st->conn));
+}
+
+/* ---- connecting ---- */
+
+static int migrate(maria_store *st, char *err, size_t err_size);
+
+/* Opens a connection and sets the session up. 0, or -1 with err. */
+static int connect_db(maria_store *st, int do_migrate, char *err, size_t err_size) {
+  MYSQL *conn = mysql_init(NULL);
+  if (!conn) {
+    snprintf(err, err_size, "mysql_init: out of memory");
+    return -1;
+  }
+  unsigned connect_s = st->url.connect_timeout_s ? st->url.connect_timeout_s : CONNECT_TIMEOUT_S;
+  unsigned read_s = st->url.read_timeout_s ? st->url.read_timeout_s : IO_TIMEOUT_S;
+  unsigned write_s = st->url.write_timeout_s ? st->url.write_timeout_s : IO_TIMEOUT_S;
+  my_bool no = 0;
+  mysql_optionsv(conn, MYSQL_OPT_CONNECT_TIMEOUT, &connect_s);
+  mysql_optionsv(conn, MYSQL_OPT_READ_TIMEOUT, &read_s);
+  mysql_optionsv(conn, MYSQL_OPT_WRITE_TIMEOUT, &write_s);
+  mysql_optionsv(conn, MYSQL_OPT_RECONNECT, &no); /* a silent reconnect would lose the transaction */
+  mysql_optionsv(conn, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+  mysql_optionsv(conn, MYSQL_INIT_COMMAND,
+                 "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO',"
+                 " SESSION tx_isolation = 'READ-COMMITTED', SESSION time_zone = '+00:00',"
+                 " SESSION autocommit = 1");
+  const char *host = st->url.socket[0] ? NULL : st->url.host;
+  const char *socket = st->url.socket[0] ? st->url.socket : NULL;
+  if (!mysql_real_connect(conn, host, st->url.user, st->url.has_password ? st->url.password : NULL, st->url.database,
+                          st->url.port, socket, CLIENT_MULTI_STATEMENTS | CLIENT_FOUND_ROWS)) {
+    snprintf(err, err_size, "connect to %s: %u %s", st->redacted, mysql_errno(conn), mysql_error(conn));
+    mysql_close(conn);
+    return -1;
+  }
+  st->conn = conn;
+  MYSQL_RES *res = NULL;
+  sql_reset(st);
+  if (sql_raw(st, "SELECT @@max_allowed_packet, @@innodb_flush_log_at_trx_commit, VERSION()") != 0 ||
+      !(res = query_rows(st))) {
+    snprintf(err, err_size, "read server settings: %s", mysql_error(conn));
+    goto fail;
+  }
+  MYSQL_ROW row = mysql_fetch_row(res);
+  if (row) {
+    st->max_packet = (unsigned long)col_u64(row[0]);
+    if (row[1] && strcmp(row[1], "1") != 0 && st->fsync != HUBU_FSYNC_OFF)
+      hubu_log(HUBU_LOG_WARN, 0, NULL, "store_not_durable",
+               "backend=mariadb innodb_flush_log_at_trx_commit=%s msg=\"commits are not flushed to disk one by one: "
+               "an acknowledged message may be lost if the database host crashes; set it to 1\"",
+               row[1]);
+  }
+  mysql_free_result(res);
+  if (st->max_packet < 65536) st->max_packet = 65536;
+  if (do_migrate && migrate(st, err, err_size) != 0) goto fail;
+  return 0;
+fail:
+  mysql_close(st->conn);
+  st->conn = NULL;
+  return -1;
+}
+
+/* When down: tries to reconnect if the backoff allows. 0 when connected. */
+static int ensure_connected(maria_store *st) {
+  if (st->conn) return 0;
+  if (now_ms() < st->next_attempt_ms) return -1;
+  char err[256];
+  if (connect_db(st, 0, err, sizeof err) != 0) {
+    drop_connection(st, err); /* moves the next attempt further out */
+    return -1;
+  }
+  if (st->down) {
+    hubu_log(HUBU_LOG_INFO, 0, NULL, "store_up",
+             "backend=mariadb url=\"%s\" down_ms=%" PRIu64 " refused_while_down=%" PRIu64, st->redacted,
+             now_ms() - st->down_since_ms, st->refused_while_down);
+    st->down = 0;
+    st->down_reason[0] = '\0';
+  }
+  return 0;
+}
+
+/* An op that finds the database unreachable: RETRY without a log line each
+ * (store_down was logged once). 0 when connected. */
+static int connected_or_refuse(maria_store *st, hubu_store_op *op) {
+  if (ensure_connected(st) == 0) return 0;
+  snprintf(op->error, sizeof op->error, "database unreachable: %.130s", st->down_reason);
+  op->status = HUBU_STORE_RETRY;
+  st->refused_while_down++;
+  return -1;
+}
+
+static int migrate(maria_store *st, char *err, size_t err_size) {
+  MYSQL_RES *res = NULL;
+  /* Several nodes may start at once: one migrates, the others wait. */
+  sql_reset(st);
+  if (sql_raw(st, "SELECT GET_LOCK('hubu_schema', 60)") != 0 || !(res = query_rows(st))) goto sql_fail;
+  MYSQL_ROW row = mysql_fetch_row(res);
+  int locked = row && row[0] && !strcmp(row[0], "1");
+  mysql_free_result(res);
+  res = NULL;
+  if (!locked) {
+    snprintf(err, err_size, "migrate: another node held the schema lock for 60 s");
+    return -1;
+  }
+  if (run_text(st, "CREATE TABLE IF NOT EXISTS schema_version(version INT NOT NULL) ENGINE=InnoDB") != 0)
+    goto sql_fail_unlock;
+  sql_reset(st);
+  if (sql_raw(st, "SELECT COALESCE(MAX(version), 0) FROM schema_version") != 0 || !(res = query_rows(st)))
+    goto sql_fail_unlock;
+  row = mysql_fetch_row(res);
+  int version = row && row[0] ? atoi(row[0]) : 0;
+  mysql_free_result(res);
+  if (version > SCHEMA_VERSION) {
+    snprintf(err, err_size, "database schema version %d is newer than this server's %d", version, SCHEMA_VERSION);
+    run_text(st, "DO RELEASE_LOCK('hubu_schema')");
+    return -1;
+  }
+  for (int v = version; v < SCHEMA_VERSION; v++) {
+    char record[96];
+    snprintf(record, sizeof record, "INSERT INTO schema_version(version) VALUES(%d)", v + 1);
+    if (run_text(st, migrations[v]) != 0 || run_text(st, record) != 0) goto sql_fail_unlock;
+    hubu_log(HUBU_LOG_INFO, 0, NULL, "store_migrated", "backend=mariadb version=%d", v + 1);
+  }
+  run_text(st, "DO RELEASE_LOCK('hubu_schema')");
+  return 0;
+sql_fail_unlock:
+  snprintf(err, err_size, "migrate: %u %s", mysql_errno(st->conn), mysql_error(st->conn));
+  run_text(st, "DO RELEASE_LOCK('hubu_schema')");
+  return -1;
+sql_fail:
+  snprintf(err, err_size, "migrate: %u %s", mysql_errno(st->conn), mysql_error(st->conn));
+  return -1;
+}
+
+static void maria_close(void *handle) {
+  maria_store *st = handle;
+  if (!st) return;
+  if (st->conn) mysql_close(st->conn);
+  hubu_buf_free(&st->sql);
+  free(st->entries);
+  free(st->exists);
+  explicit_bzero(st->url.password, sizeof st->url.password);
+  free(st);
+}
+
+static void library_init(void) { mysql_library_init(0, NULL, NULL); }
+
+static void *maria_open(const hubu_store_config *cfg, char *err, size_t err_size) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, library_init);
+  maria_store *st = calloc(1, sizeof *st);
+  if (!st) {
+    snprintf(err, err_size, "out of memory");
+    return NULL;
+  }
+  st->fsync = cfg->fsync;
+  hubu_mariadb_url_redact(cfg->url, st->redacted, sizeof st->redacted);
+  if (hubu_mariadb_url_parse(cfg->url, &st->url, err, err_size) != 0 ||
+      hubu_mariadb_url_password(&st->url, err, err_size) != 0 || connect_db(st, 1, err, err_size) != 0) {
+    maria_close(st);
+    return NULL;
+  }
+  return st;
+}
+
+/* ---- APPEND batches ---- */
+
+static int by_session(const void *x, const void *y) {
+  const batch_entry *a = x, *b = y;
+  int c = strcmp(a->op->append.msg->session_id, b->op->append.msg->session_id);
+  return c ? c : (a->index > b->index) - (a->index < b->index);
+}
+
+static int by_device(const void *x, const void *y) {
+  const batch_entry *a = x, *b = y;
+  int c = strcmp(a->op->append.msg->sender, b->op->append.msg->sender);
+  if (!c) c = strcmp(a->op->append.msg->sender_device, b->op->append.msg->sender_device);
+  return c ? c : (a->index > b->index) - (a->index < b->index);
+}
+
+static int by_index(const void *x, const void *y) {
+  const batch_entry *a = x, *b = y;
+  return (a->index > b->index) - (a->index < b->index);
+}
+
+/* One row of messages: (log_pos, session_id, seq, ...). */
+static int sql_message_row(maria_store *st, const hubu_msg *m, uint64_t log_pos) {
+  int rc = sql_raw(st, "(") | sql_u64(st, log_pos) | sql_raw(st, ",") | sql_text(st, m->session_id) | sql_raw(st, ",") |
+           sql_u64(st, m->seq) | sql_raw(st, ",") | sql_u64(st, m->msg_id) | sql_raw(st, ",") |
+           sql_text(st, m->sender) | sql_raw(st, ",") | sql_text(st, m->sender_device) | sql_raw(st, ",") |
+           sql_u64(st, m->client_id) | sql_raw(st, ",") | sql_text(st, m->content_type) | sql_raw(st, ",") |
+           sql_bytes(st, m->body, m->body_len) | sql_raw(st, ",");
+  rc |= m->meta_len ? sql_bytes(st, m->meta, m->meta_len) : sql_raw(st, "NULL");
+  rc |= sql_raw(st, ",") | sql_u64(st, m->server_time_ms) | sql_raw(st, ")");
+  return rc ? -1 : 0;
+}
+
+#define MESSAGE_INSERT                                                                                           \
+  "INSERT INTO messages(log_pos, session_id, seq, msg_id, sender, sender_device, client_id, content_type, body," \
+  " meta, server_time_ms) VALUES"
+
+/* The sessions' max_seq (and the new ones' rows and members), the devices'
+ * last client_id, the log counter, COMMIT: appended to st->sql as statements.
+ * entries[0..n) are the stored ops, sorted here. exists[i]: the session of
+ * ops[i] was in sessions when the transaction began. */
+static int sql_append_tail(maria_store *st, batch_entry *entries, size_t n, uint64_t last_pos) {
+  int rc = 0;
+  if (n) {
+    qsort(entries, n, sizeof *entries, by_session);
+    rc |= sql_next(st, "INSERT INTO sessions(session_id, kind, max_seq, min_seq, created_ms) VALUES");
+    size_t groups = 0;
+    for (size_t i = 0; i < n;) {
+      const hubu_msg *first = entries[i].op->append.msg;
+      uint64_t max_seq = first->seq;
+      size_t j = i + 1;
+      for (; j < n && strcmp(entries[j].op->append.msg->session_id, first->session_id) == 0; j++)
+        if (entries[j].op->append.msg->seq > max_seq) max_seq = entries[j].op->append.msg->seq;
+      const hubu_store_append_op *maker = &entries[i].op->append;
+      const char *kind = maker->new_kind[0] ? maker->new_kind : hubu_session_kind_name(HUBU_SESSION_CUSTOM);
+      rc |= sql_raw(st, groups ? ",(" : "(") | sql_text(st, first->session_id) | sql_raw(st, ",") | sql_text(st, kind) |
+            sql_raw(st, ",") | sql_u64(st, max_seq) | sql_raw(st, ",0,") | sql_u64(st, first->server_time_ms) |
+            sql_raw(st, ")");
+      groups++;
+      i = j;
+    }
+    rc |= sql_raw(st, " ON DUPLICATE KEY UPDATE max_seq = GREATEST(max_seq, VALUES(max_seq))");
+    /* members of the sessions this batch makes, as the first append of each names them */
+    int any = 0;
+    for (size_t i = 0; i < n;) {
+      const hubu_msg *first = entries[i].op->append.msg;
+      size_t j = i + 1;
+      while (j < n && strcmp(entries[j].op->append.msg->session_id, first->session_id) == 0) j++;
+      const hubu_store_append_op *maker = &entries[i].op->append;
+      if (!st->exists[entries[i].index])
+        for (size_t k = 0; k < maker->n_new_members; k++) {
+          rc |= (any ? sql_raw(st, ",(")
+                     : sql_next(st, "INSERT INTO members(session_id, user_id, role, joined_ms) VALUES(")) |
+                sql_text(st, first->session_id) | sql_raw(st, ",") | sql_text(st, maker->new_members[k]) |
+                sql_raw(st, ",'member',") | sql_u64(st, first->server_time_ms) | sql_raw(st, ")");
+          any = 1;
+        }
+      i = j;
+    }
+    if (any) rc |= sql_raw(st, " ON DUPLICATE KEY UPDATE user_id = user_id");
+    qsort(entries, n, sizeof *entries, by_device);
+    rc |= sql_next(st, "INSERT INTO devices(user_id, device_id, last_client_id, last_seen_ms) VALUES");
+    for (size_t i = 0, d = 0; i < n; d++) {
+      const hubu_msg *first = entries[i].op->append.msg;
+      uint64_t client_id = first->client_id, seen = first->server_time_ms;
+      size_t j = i + 1;
+      for (; j < n && strcmp(entries[j].op->append.msg->sender, first->sender) == 0 &&
+             strcmp(entries[j].op->append.msg->sender_device, first->sender_device) == 0;
+           j++) {
+        if (entries[j].op->append.msg->client_id > client_id) client_id = entries[j].op->append.msg->client_id;
+        if (entries[j].op->append.msg->server_time_ms > seen) seen = entries[j].op->append.msg->server_time_ms;
+      }
+      rc |= sql_raw(st, d ? ",(" : "(") | sql_text(st, first->sender) | sql_raw(st, ",") |
+            sql_text(st, first->sender_device) | sql_raw(st, ",") | sql_u64(st, client_id) | sql_raw(st, ",") |
+            sql_u64(st, seen) | sql_raw(st, ")");
+      i = j;
+    }
+    rc |= sql_raw(st,
+                  " ON DUPLICATE KEY UPDATE last_client_id = GREATEST(last_client_id, VALUES(last_client_id)),"
+                  " last_seen_ms = GREATEST(last_seen_ms, VALUES(last_seen_ms))");
+    rc |= sql_next(st, "UPDATE log_counter SET last_pos = ") | sql_u64(st, last_pos) | sql_raw(st, " WHERE id = 1");
+  }
+  rc |= sql_next(st, "COMMIT");
+  return rc ? -1 : 0;
+}
+
+typedef enum {
+  TXN_OK = 0,
+  TXN_FAILED,    /* rolled back (or never started): nothing written */
+  TXN_RETRY,     /* deadlock or lock-wait timeout, rolled back: run it again */
+  TXN_IN_DOUBT,  /* the connection broke while COMMIT may have run */
+  TXN_DUPLICATE, /* the multi-row INSERT met a taken key, rolled back: write row by row */
+} txn_result;
+
+/* What the latest error means for a transaction that has not sent COMMIT. */
+static txn_result txn_failed(maria_store *st, const char **why, char *buf, size_t size) {
+  unsigned e = st->conn ? mysql_errno(st->conn) : CR_SERVER_GONE_ERROR;
+  snprintf(buf, size, "%u %s", e, st->conn ? mysql_error(st->conn) : "no connection");
+  *why = buf;
+  if (connection_lost(e)) {
+    drop_connection(st, buf);
+    return TXN_FAILED;
+  }
+  rollback(st);
+  return retry_transaction(e) ? TXN_RETRY : TXN_FAILED;
+}
+
+/* Reads the rows already stored under the send keys of ops (those without a
+ * status yet), one statement: each op found gets DUPLICATE (another message)
+ * or OK (its own, when resolving a COMMIT in doubt). 0, or -1 on a failed query. */
+static int match_sends(maria_store *st, hubu_store_op **ops, size_t n, int in_doubt) {
+  sql_reset(st);
+  int rc = sql_raw(st,
+                   "SELECT sender, sender_device, client_id, session_id, seq, msg_id, log_pos FROM messages"
+                   " WHERE ");
+  size_t asked = 0;
+  for (size_t i = 0; i < n; i++) {
+    const hubu_msg *m = ops[i]->append.msg;
+    if (!m || ops[i]->status != UNDECIDED) continue;
+    rc |= sql_raw(st, asked++ ? " OR (sender = " : "(sender = ") | sql_text(st, m->sender) |
+          sql_raw(st, " AND sender_device = ") | sql_text(st, m->sender_device) | sql_raw(st, " AND client_id = ") |
+          sql_u64(st, m->client_id) | sql_raw(st, ")");
+  }
+  if (rc) return -1;
+  if (!asked) return 0;
+  MYSQL_RES *res = query_rows(st);
+  if (!res) return -1;
+  MYSQL_ROW row;
+  while ((row = mysql_fetch_row(res))) {
+    unsigned long *len = mysql_fetch_lengths(res);
+    uint64_t client_id = col_u64(row[2]), msg_id = col_u64(row[5]);
+    for (size_t i = 0; i < n; i++) {
+      hubu_store_op *op = ops[i];
+      const hubu_msg *m = op->append.msg;
+      if (!m || op->status != UNDECIDED || m->client_id != client_id || strlen(m->sender) != len[0] ||
+          memcmp(m->sender, row[0], len[0]) || strlen(m->sender_device) != len[1] ||
+          memcmp(m->sender_device, row[1], len[1]))
+        continue;
+      hubu_store_append_op *a = &op->append;
+      copy_str(a->stored_session_id, sizeof a->stored_session_id, row[3], len[3]);
+      a->stored_seq = col_u64(row[4]);
+      a->stored_msg_id = msg_id;
+      if (in_doubt && msg_id == m->msg_id) {
+        op->status = HUBU_STORE_OK;
+        a->log_pos = col_u64(row[6]);
+      } else {
+        op->status = HUBU_STORE_DUPLICATE;
+      }
+      break; /* a send key is unique: no other op of this batch has it unstored... */
+    }
+  }
+  mysql_free_result(res);
+  return 0;
+}
+
+/* s against the n bytes at p, in byte order (a prefix first). */
+static int bytes_cmp(const char *s, const char *p, size_t n) {
+  size_t len = strlen(s);
+  int c = memcmp(s, p, len < n ? len : n);
+  return c ? c : (len > n) - (len < n);
+}
+
+/* Round trip 1: begin, lock the counter, learn which sessions exist. */
+static int begin_append(maria_store *st, batch_entry *entries, size_t n, uint64_t *last_pos) {
+  sql_reset(st);
+  int rc = sql_raw(st, "START TRANSACTION;SELECT last_pos FROM log_counter WHERE id = 1 FOR UPDATE");
+  if (n) {
+    qsort(entries, n, sizeof *entries, by_session);
+    rc |= sql_raw(st, ";SELECT session_id FROM sessions WHERE session_id IN (");
+    for (size_t i = 0, g = 0; i < n; g++) {
+      const char *sid = entries[i].op->append.msg->session_id;
+      rc |= sql_raw(st, g ? "," : "") | sql_text(st, sid);
+      while (i < n && strcmp(entries[i].op->append.msg->session_id, sid) == 0) i++;
+    }
+    rc |= sql_raw(st, ") ORDER BY session_id");
+  }
+  if (rc || !st->conn) return -1;
+  if (mysql_real_query(st->conn, (const char *)hubu_buf_head(&st->sql), (unsigned long)sql_len(st)) != 0) return -1;
+  /* START TRANSACTION: no result */
+  if (mysql_next_result(st->conn) != 0) return -1;
+  MYSQL_RES *res = mysql_store_result(st->conn);
+  if (!res) return -1;
+  MYSQL_ROW row = mysql_fetch_row(res);
+  *last_pos = row ? col_u64(row[0]) : 0;
+  mysql_free_result(res);
+  if (!row) {
+    mysql_next_result(st->conn);
+    return -1;
+  }
+  if (mysql_next_result(st->conn) != 0) return n ? -1 : 0;
+  res = mysql_store_result(st->conn);
+  if (!res) return -1;
+  /* mark the ops whose session was found: entries and rows are both in byte order, so merge */
+  for (size_t i = 0; i < n; i++) st->exists[entries[i].index] = 0;
+  size_t i = 0;
+  while ((row = mysql_fetch_row(res))) {
+    unsigned long *len = mysql_fetch_lengths(res);
+    while (i < n && bytes_cmp(entries[i].op->append.msg->session_id, row[0], len[0]) < 0) i++;
+    while (i < n && bytes_cmp(entries[i].op->append.msg->session_id, row[0], len[0]) == 0)
+      st->exists[entries[i++].index] = 1;
+  }
+  mysql_free_result(res);
+  while (mysql_next_result(st->conn) == 0) {
+    res = mysql_store_result(st->conn);
+    if (res) mysql_free_result(res);
+  }
+  return mysql_errno(st->conn) ? -1 : 0;
+}
+
+/* Writes the undecided ops of ops[0..n) row by row (a batch holding a resent
+ * SEND). Each gets DUPLICATE, ERROR (its seq is taken), or is stored and put
+ * in st->entries. Returns 0, or -1 when a statement failed. */
+static int insert_rows(maria_store *st, hubu_store_op **ops, size_t n, uint64_t *pos, size_t *stored) {
+  for (size_t i = 0; i < n; i++) {
+    hubu_store_op *op = ops[i];
+    if (op->status != UNDECIDED) continue;
+    if (match_sends(st, ops + i, 1, 0) != 0) return -1;
+    if (op->status == HUBU_STORE_DUPLICATE) continue;
+    const hubu_msg *m = op->append.msg;
+    sql_reset(st);
+    int at;
+    if (sql_raw(st, MESSAGE_INSERT) != 0 || sql_message_row(st, m, *pos + 1) != 0) return -1;
+    if (run_sql(st, &at) != 0) {
+      if (!st->conn || mysql_errno(st->conn) != ER_DUP_ENTRY) return -1;
+      copy_str(op->append.stored_session_id, sizeof op->append.stored_session_id, m->session_id, strlen(m->session_id));
+      snprintf(op->error, sizeof op->error, "seq %" PRIu64 " of session %s is taken by another message", m->seq,
+               m->session_id);
+      op->status = HUBU_STORE_ERROR;
+      hubu_log(HUBU_LOG_ERROR, 0, m->sender, "store_error",
+               "op=append step=insert session=%s seq=%" PRIu64 " device=%s client_id=%" PRIu64
+               " error=\"seq taken by another message\"",
+               m->session_id, m->seq, m->sender_device, m->client_id);
+      continue;
+    }
+    op->status = HUBU_STORE_OK;
+    op->append.log_pos = ++*pos;
+    st->entries[(*stored)++] = (batch_entry){op, i};
+  }
+  return 0;
+}
+
+/* All live ops in multi-row INSERTs, cut near STATEMENT_TARGET; every part
+ * but the last is sent here, the last is left in st->sql. 0, or -1 when a
+ * part failed (the error is the connection's) or memory ran out (*oom). */
+static int insert_fast(maria_store *st, size_t live, uint64_t last_pos, int *oom) {
+  sql_reset(st);
+  int first_row = 1;
+  for (size_t k = 0; k < live; k++) {
+    if ((first_row && sql_raw(st, MESSAGE_INSERT) != 0) || (!first_row && sql_raw(st, ",") != 0) ||
+        sql_message_row(st, st->entries[k].op->append.msg, last_pos + k + 1) != 0) {
+      *oom = 1;
+      return -1;
+    }
+    first_row = 0;
+    if (sql_len(st) > STATEMENT_TARGET && k + 1 < live) { /* cut: this part goes on its own */
+      int at;
+      if (run_sql(st, &at) != 0) return -1;
+      sql_reset(st);
+      first_row = 1;
+    }
+  }
+  return 0;
+}
+
+/* One attempt at the transaction for ops[0..n): every message in multi-row
+ * INSERTs, or (row_by_row) one by one after looking its send key up. */
+static txn_result append_attempt(maria_store *st, hubu_store_op **ops, size_t n, int row_by_row, const char **why,
+                                 char *buf, size_t size) {
+  size_t live = 0;
+  for (size_t i = 0; i < n; i++) {
+    ops[i]->status = UNDECIDED;
+    ops[i]->error[0] = '\0';
+    if (!ops[i]->append.msg) {
+      fail_op_plain(ops[i], "insert", "APPEND without a message");
+      continue;
+    }
+    st->entries[live++] = (batch_entry){ops[i], i};
+  }
+  if (!live) return TXN_OK;
+  uint64_t last_pos = 0;
+  if (begin_append(st, st->entries, live, &last_pos) != 0) return txn_failed(st, why, buf, size);
+  qsort(st->entries, live, sizeof *st->entries, by_index); /* back to submission order, for the positions */
+  uint64_t pos = last_pos;
+  size_t stored = 0;
+  int oom = 0;
+  if (!row_by_row) {
+    if (insert_fast(st, live, last_pos, &oom) != 0) goto failed;
+    for (size_t k = 0; k < live; k++) { /* as it will be if COMMIT succeeds; a failure overwrites it */
+      st->entries[k].op->status = HUBU_STORE_OK;
+      st->entries[k].op->append.log_pos = last_pos + k + 1;
+    }
+    stored = live;
+    pos = last_pos + live;
+  } else {
+    sql_reset(st);
+    if (insert_rows(st, ops, n, &pos, &stored) != 0) goto failed;
+    sql_reset(st);
+  }
+  /* the last round trip: (the last INSERT,) the tail, COMMIT */
+  if (sql_append_tail(st, st->entries, stored, pos) != 0) {
+    oom = 1;
+    goto failed;
+  }
+  int at;
+  if (run_sql(st, &at) == 0) return TXN_OK;
+  if (st->conn && connection_lost(mysql_errno(st->conn))) { /* COMMIT was in this round trip: it may have run */
+    unsigned e = mysql_errno(st->conn);
+    snprintf(buf, size, "%u %s", e, mysql_error(st->conn));
+    *why = buf;
+    drop_connection(st, buf);
+    return TXN_IN_DOUBT;
+  }
+failed:
+  if (oom) {
+    rollback(st);
+    *why = "out of memory building the statement";
+    return TXN_FAILED;
+  }
+  if (!row_by_row && st->conn && mysql_errno(st->conn) == ER_DUP_ENTRY) {
+    rollback(st);
+    return TXN_DUPLICATE;
+  }
+  return txn_failed(st, why, buf, size);
+}
+
+/* After TXN_IN_DOUBT: a fresh connection tells, by send key and msg_id,
+ * which messages were committed. Those not found are RETRY (the client sends
+ * again; the send key keeps it from being stored twice). */
+static void resolve_in_doubt(maria_store *st, hubu_store_op **ops, size_t n, const char *why) {
+  for (size_t i = 0; i < n; i++)
+    if (ops[i]->append.msg && ops[i]->status != HUBU_STORE_ERROR) ops[i]->status = UNDECIDED;
+  st->next_attempt_ms = 0; /* try once now, whatever the backoff says */
+  int resolved = ensure_connected(st) == 0 && match_sends(st, ops, n, 1) == 0;
+  size_t committed = 0;
+  for (size_t i = 0; i < n; i++) {
+    hubu_store_op *op = ops[i];
+    if (op->status == HUBU_STORE_OK) committed++;
+    if (op->status != UNDECIDED) continue;
+    op->status = HUBU_STORE_RETRY;
+    snprintf(op->error, sizeof op->error, "append commit: %.140s", why);
+  }
+  hubu_log(HUBU_LOG_WARN, 0, NULL, "store_commit_in_doubt",
+           "backend=mariadb batch=%zu resolved=%d committed=%zu error=\"%s\"", n, resolved, committed, why);
+  if (!resolved && st->conn) drop_connection(st, mysql_error(st->conn));
+}
+
+static int maria_append_transaction(maria_store *st, hubu_store_op **ops, size_t n) {
+  if (n > st->entries_cap) {
+    batch_entry *grown = realloc(st->entries, n * sizeof *grown);
+    uint8_t *ex = grown ? realloc(st->exists, n) : NULL;
+    if (grown) st->entries = grown;
+    if (ex) st->exists = ex;
+    if (!grown || !ex) {
+      for (size_t i = 0; i < n; i++) fail_op_plain(ops[i], "begin", "out of memory");
+      return -1;
+    }
+    st->entries_cap = n;
+  }
+  if (ensure_connected(st) != 0) {
+    for (size_t i = 0; i < n; i++) {
+      ops[i]->status = HUBU_STORE_RETRY;
+      snprintf(ops[i]->error, sizeof ops[i]->error, "database unreachable: %.130s", st->down_reason);
+    }
+    st->refused_while_down += n;
+    return -1;
+  }
+  const char *why = "";
+  char buf[200];
+  txn_result r = TXN_FAILED;
+  int row_by_row = 0;
+  for (int attempt = 1; attempt <= TXN_ATTEMPTS + 1; attempt++) {
+    r = append_attempt(st, ops, n, row_by_row, &why, buf, sizeof buf);
+    if (r == TXN_DUPLICATE && !row_by_row) { /* a resent SEND in the batch: once more, row by row */
+      row_by_row = 1;
+      continue;
+    }
+    if (r != TXN_RETRY || attempt >= TXN_ATTEMPTS + row_by_row) break;
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "store_txn_retry", "backend=mariadb op=append attempt=%d error=\"%s\"", attempt,
+             why);
+  }
+  if (r == TXN_OK) return 0;
+  if (r == TXN_IN_DOUBT) {
+    resolve_in_doubt(st, ops, n, why);
+    return -1;
+  }
+  int lost = st->conn == NULL;
+  hubu_store_status status = lost || r == TXN_RETRY ? HUBU_STORE_RETRY : HUBU_STORE_ERROR;
+  hubu_log(status == HUBU_STORE_RETRY ? HUBU_LOG_WARN : HUBU_LOG_ERROR, 0, NULL, "store_error",
+           "op=append batch=%zu retry=%d error=\"%s\"", n, status == HUBU_STORE_RETRY, why);
+  for (size_t i = 0; i < n; i++) { /* rolled back: nothing of the batch was written */
+    if (!ops[i]->append.msg) continue;
+    ops[i]->status = status;
+    snprintf(ops[i]->error, sizeof ops[i]->error, "append: %.148s", why);
+  }
+  return -1;
+}
+
+static int maria_append_batch(void *handle, hubu_store_op **ops, size_t n) {
+  maria_store *st = handle;
+  if (st->fsync != HUBU_FSYNC_ALWAYS) return maria_append_transaction(st, ops, n);
+  int result = 0; /* always: each message is its own durable transaction */
+  for (size_t i = 0; i < n; i++)
+    if (maria_append_transaction(st, ops + i, 1) != 0) result = -1;
+  return result;
+}
+
+/* ---- the other ops ---- */
+
+/* Runs st->sql as a query and hands back its rows, or fails op. */
+static MYSQL_RES *rows_or_fail(maria_store *st, hubu_store_op *op, const char *step) {
+  MYSQL_RES *res = query_rows(st);
+  if (!res) fail_op(st, op, step);
+  return res;
+}
+
+static void device_load(maria_store *st, hubu_store_op *op) {
+  sql_reset(st);
+  if (sql_raw(st, "SELECT MAX(client_id) FROM messages WHERE sender = ") | sql_text(st, op->device_load.user) |
+      sql_raw(st, " AND sender_device = ") | sql_text(st, op->device_load.device)) {
+    fail_op_plain(op, "device_load", "out of memory");
+    return;
+  }
+  MYSQL_RES *res = rows_or_fail(st, op, "select max(client_id)");
+  if (!res) return;
+  MYSQL_ROW row = mysql_fetch_row(res);
+  op->device_load.last_client_id = row ? col_u64(row[0]) : 0; /* NULL (no message) reads as 0 */
+  op->status = HUBU_STORE_OK;
+  mysql_free_result(res);
+}
+
+static void find_send(maria_store *st, hubu_store_op *op) {
+  hubu_store_find_send_op *find = &op->find_send;
+  sql_reset(st);
+  if (sql_raw(st, "SELECT session_id, seq, msg_id FROM messages WHERE sender = ") | sql_text(st, find->user) |
+      sql_raw(st, " AND sender_device = ") | sql_text(st, find->device) | sql_raw(st, " AND client_id = ") |
+      sql_u64(st, find->client_id)) {
+    fail_op_plain(op, "find_send", "out of memory");
+    return;
+  }
+  MYSQL_RES *res = rows_or_fail(st, op, "select message");
+  if (!res) return;
+  MYSQL_ROW row = mysql_fetch_row(res);
+  if (row) {
+    unsigned long *len = mysql_fetch_lengths(res);
+    copy_str(find->session_id, sizeof find->session_id, row[0], len[0]);
+    find->seq = col_u64(row[1]);
+    find->msg_id = col_u64(row[2]);
+    op->status = HUBU_STORE_OK;
+  } else {
+    op->status = HUBU_STORE_NOT_FOUND;
+  }
+  mysql_free_result(res);
+}
+
+static void free_members(hubu_store_session_load_op *load) {
+  for (size_t i = 0; i < load->n_members; i++) free(load->members[i]);
+  free(load->members);
+  load->members = NULL;
+  load->n_members = 0;
+}
+
+static void session_load(maria_store *st, hubu_store_op *op) {
+  hubu_store_session_load_op *load = &op->session_load;
+  sql_reset(st);
+  if (sql_raw(st, "SELECT kind, max_seq, min_seq FROM sessions WHERE session_id = ") | sql_text(st, load->session_id)) {
+    fail_op_plain(op, "session_load", "out of memory");
+    return;
+  }
+  MYSQL_RES *res = rows_or_fail(st, op, "select session");
+  if (!res) return;
+  MYSQL_ROW row = mysql_fetch_row(res);
+  if (!row) {
+    mysql_free_result(res);
+    op->status = HUBU_STORE_NOT_FOUND;
+    return;
+  }
+  unsigned long *len = mysql_fetch_lengths(res);
+  copy_str(load->kind, sizeof load->kind, row[0], len[0]);
+  load->max_seq = col_u64(row[1]);
+  load->min_seq = col_u64(row[2]);
+  mysql_free_result(res);
+
+  free_members(load);
+  sql_reset(st);
+  if (sql_raw(st, "SELECT user_id FROM members WHERE session_id = ") | sql_text(st, load->session_id) |
+      sql_raw(st, " ORDER BY user_id")) {
+    fail_op_plain(op, "list members", "out of memory");
+    return;
+  }
+  if (!(res = rows_or_fail(st, op, "list members"))) return;
+  my_ulonglong rows = mysql_num_rows(res);
+  load->members = rows ? calloc((size_t)rows, sizeof *load->members) : NULL;
+  if (rows && !load->members) {
+    mysql_free_result(res);
+    fail_op_plain(op, "list members", "out of memory");
+    return;
+  }
+  while ((row = mysql_fetch_row(res))) {
+    len = mysql_fetch_lengths(res);
+    char *user = malloc(len[0] + 1);
+    if (!user) break;
+    memcpy(user, row[0], len[0]);
+    user[len[0]] = '\0';
+    load->members[load->n_members++] = user;
+  }
+  mysql_free_result(res);
+  if (load->n_members != rows) {
+    free_members(load);
+    fail_op_plain(op, "list members", "out of memory");
+    return;
+  }
+  op->status = HUBU_STORE_OK;
+}
+
+/* Adds "(session, user, role, now)" rows for members to st->sql. */
+static int sql_member_rows(maria_store *st, const char *session_id, char *const *members, size_t n, const char *role,
+                           uint64_t when_ms) {
+  int rc = 0;
+  for (size_t i = 0; i < n; i++)
+    rc |= sql_raw(st, i ? ",(" : "(") | sql_text(st, session_id) | sql_raw(st, ",") | sql_text(st, members[i]) |
+          sql_raw(st, ",") | sql_text(st, role) | sql_raw(st, ",") | sql_u64(st, when_ms) | sql_raw(st, ")");
+  return rc;
+}
+
+static void session_create(maria_store *st, hubu_store_op *op) {
+  hubu_store_session_create_op *create = &op->session_create;
+  uint64_t now = wall_ms();
+  if (!create->kind[0])
+    copy_str(create->kind, sizeof create->kind, hubu_session_kind_of(create->session_id),
+             strlen(hubu_session_kind_of(create->session_id)));
+  const char *role = create->role[0] ? create->role : "member";
+  for (int attempt = 1;; attempt++) {
+    sql_reset(st);
+    int rc =
+        sql_raw(st, "START TRANSACTION;INSERT INTO sessions(session_id, kind, max_seq, min_seq, created_ms) VALUES(") |
+        sql_text(st, create->session_id) | sql_raw(st, ",") | sql_text(st, create->kind) | sql_raw(st, ",0,0,") |
+        sql_u64(st, now) | sql_raw(st, ")");
+    if (create->n_members) {
+      rc |= sql_raw(st, ";INSERT INTO members(session_id, user_id, role, joined_ms) VALUES") |
+            sql_member_rows(st, create->session_id, create->members, create->n_members, role, now) |
+            sql_raw(st, " ON DUPLICATE KEY UPDATE role = VALUES(role)");
+    }
+    rc |= sql_raw(st, ";COMMIT");
+    if (rc) {
+      fail_op_plain(op, "session_create", "out of memory");
+      return;
+    }
+    int at;
+    if (run_sql(st, &at) == 0) {
+      op->status = HUBU_STORE_OK;
+      return;
+    }
+    unsigned e = st->conn ? mysql_errno(st->conn) : CR_SERVER_GONE_ERROR;
+    if (at == 1 && e == ER_DUP_ENTRY) {
+      rollback(st);
+      op->status = HUBU_STORE_EXISTS;
+      return;
+    }
+    if (retry_transaction(e) && attempt < TXN_ATTEMPTS) {
+      rollback(st);
+      continue;
+    }
+    /* a lost connection during COMMIT leaves the outcome unknown; the caller may try again and meet EXISTS */
+    fail_op(st, op,
+            at == 0                        ? "begin"
+            : at == 1                      ? "insert session"
+            : at == 2 && create->n_members ? "insert members"
+                                           : "commit");
+    rollback(st);
+    return;
+  }
+}
+
+static void member_add(maria_store *st, hubu_store_op *op) {
+  const hubu_store_member_op *member = &op->member;
+  for (int attempt = 1;; attempt++) {
+    sql_reset(st);
+    if (sql_raw(st, "START TRANSACTION;SELECT 1 FROM sessions WHERE session_id = ") | sql_text(st, member->session_id) |
+        sql_raw(st, " LOCK IN SHARE MODE")) {
+      fail_op_plain(op, "member_add", "out of memory");
+      return;
+    }
+    MYSQL_RES *res = NULL;
+    int found = -1;
+    if (st->conn &&
+        mysql_real_query(st->conn, (const char *)hubu_buf_head(&st->sql), (unsigned long)sql_len(st)) == 0 &&
+        mysql_next_result(st->conn) == 0 && (res = mysql_store_result(st->conn))) {
+      found = mysql_fetch_row(res) != NULL;
+      mysql_free_result(res);
+    }
+    if (found < 0) goto failed;
+    if (!found) {
+      rollback(st);
+      op->status = HUBU_STORE_NOT_FOUND;
+      return;
+    }
+    /* An existing member keeps its role unless a role is given. */
+    sql_reset(st);
+    char *users[1] = {(char *)member->user};
+    if (sql_raw(st, "INSERT INTO members(session_id, user_id, role, joined_ms) VALUES") |
+        sql_member_rows(st, member->session_id, users, 1, member->role[0] ? member->role : "member", wall_ms()) |
+        sql_raw(st, member->role[0] ? " ON DUPLICATE KEY UPDATE role = VALUES(role);COMMIT"
+                                    : " ON DUPLICATE KEY UPDATE user_id = user_id;COMMIT")) {
+      rollback(st);
+      fail_op_plain(op, "member_add", "out of memory");
+      return;
+    }
+    int at;
+    if (run_sql(st, &at) == 0) {
+      op->status = HUBU_STORE_OK;
+      return;
+    }
+  failed:
+    if (st->conn && retry_transaction(mysql_errno(st->conn)) && attempt < TXN_ATTEMPTS) {
+      rollback(st);
+      continue;
+    }
+    fail_op(st, op, "insert member");
+    rollback(st);
+    return;
+  }
+}
+
+static void member_remove(maria_store *st, hubu_store_op *op) {
+  sql_reset(st);
+  int at;
+  if (sql_raw(st, "DELETE FROM members WHERE session_id = ") | sql_text(st, op->member.session_id) |
+      sql_raw(st, " AND user_id = ") | sql_text(st, op->member.user)) {
+    fail_op_plain(op, "member_remove", "out of memory");
+    return;
+  }
+  if (run_sql(st, &at) != 0) {
+    fail_op(st, op, "delete member");
+    return;
+  }
+  op->status = st->affected ? HUBU_STORE_OK : HUBU_STORE_NOT_FOUND;
+}
+
+/* Makes a message of a row: seq, msg_id, sender, sender_device, client_id,
+ * content_type, body, meta, server_time_ms from column first on. */
+static hubu_msg *row_msg(MYSQL_ROW row, const unsigned long *len, int first, const char *session_id) {
+  char sender[HUBU_ID_MAX + 1], device[HUBU_ID_MAX + 1], ctype[256];
+  copy_str(sender, sizeof sender, row[first + 2], len[first + 2]);
+  copy_str(device, sizeof device, row[first + 3], len[first + 3]);
+  copy_str(ctype, sizeof ctype, row[first + 5], len[first + 5]);
+  return hubu_msg_new(session_id, col_u64(row[first]), col_u64(row[first + 1]), sender, device, col_u64(row[first + 4]),
+                      (const uint8_t *)row[first + 6], len[first + 6], ctype, (const uint8_t *)row[first + 7],
+                      row[first + 7] ? len[first + 7] : 0, col_u64(row[first + 8]));
+}
+
+static void log_read(maria_store *st, hubu_store_op *op) {
+  hubu_store_log_read_op *log_op = &op->log_read;
+  uint32_t limit = log_op->limit ? log_op->limit : PULL_LIMIT_DEFAULT;
+  if (limit > PULL_LIMIT_MAX) limit = PULL_LIMIT_MAX;
+  log_op->msgs = calloc(limit, sizeof *log_op->msgs);
+  log_op->n_msgs = 0;
+  if (!log_op->msgs) {
+    fail_op_plain(op, "log_read", "out of memory");
+    return;
+  }
+  sql_reset(st);
+  if (sql_raw(st, "SELECT last_pos FROM log_counter WHERE id = 1")) goto oom;
+  MYSQL_RES *res = rows_or_fail(st, op, "select max(log_pos)");
+  if (!res) return;
+  MYSQL_ROW row = mysql_fetch_row(res);
+  log_op->max_pos = row ? col_u64(row[0]) : 0;
+  mysql_free_result(res);
+  sql_reset(st);
+  if (sql_raw(st,
+              "SELECT log_pos, session_id, seq, msg_id, sender, sender_device, client_id, content_type, body, meta,"
+              " server_time_ms FROM messages WHERE log_pos > ") |
+      sql_u64(st, log_op->after_pos) | sql_printf(st, " ORDER BY log_pos LIMIT %u", limit + 1))
+    goto oom;
+  if (!(res = rows_or_fail(st, op, "select log"))) return;
+  while ((row = mysql_fetch_row(res))) {
+    if (log_op->n_msgs == limit) {
+      log_op->has_more = 1;
+      break;
+    }
+    unsigned long *len = mysql_fetch_lengths(res);
+    char sid[HUBU_SESSION_ID_MAX + 1];
+    copy_str(sid, sizeof sid, row[1], len[1]);
+    hubu_msg *m = row_msg(row, len, 2, sid);
+    if (!m) break;
+    m->log_pos = col_u64(row[0]);
+    log_op->msgs[log_op->n_msgs++] = m;
+  }
+  int short_read = row && !log_op->has_more;
+  mysql_free_result(res);
+  if (short_read) {
+    for (size_t i = 0; i < log_op->n_msgs; i++) hubu_msg_unref(log_op->msgs[i]);
+    log_op->n_msgs = 0;
+    log_op->has_more = 0;
+    goto oom;
+  }
+  op->status = HUBU_STORE_OK;
+  return;
+oom:
+  fail_op_plain(op, "log_read", "out of memory");
+}
+
+/* A plugin's durable key/value (im.kv). */
+static void kv(maria_store *st, hubu_store_op *op) {
+  hubu_store_kv_op *kv_op = &op->kv;
+  const char *key = kv_op->key ? kv_op->key : "";
+  sql_reset(st);
+  int rc;
+  if (op->kind == HUBU_STORE_KV_GET)
+    rc = sql_raw(st, "SELECT value FROM kv WHERE plugin = ") | sql_text(st, kv_op->plugin) |
+         sql_raw(st, " AND `key` = ") | sql_text(st, key);
+  else if (op->kind == HUBU_STORE_KV_SET)
+    rc = sql_raw(st, "INSERT INTO kv(plugin, `key`, value) VALUES(") | sql_text(st, kv_op->plugin) | sql_raw(st, ",") |
+         sql_text(st, key) | sql_raw(st, ",") | sql_bytes(st, kv_op->value, kv_op->value_len) |
+         sql_raw(st, ") ON DUPLICATE KEY UPDATE value = VALUES(value)");
+  else
+    rc = sql_raw(st, "DELETE FROM kv WHERE plugin = ") | sql_text(st, kv_op->plugin) | sql_raw(st, " AND `key` = ") |
+         sql_text(st, key);
+  if (rc) {
+    fail_op_plain(op, op_name(op->kind), "out of memory");
+    return;
+  }
+  if (op->kind != HUBU_STORE_KV_GET) {
+    int at;
+    if (run_sql(st, &at) != 0) {
+      fail_op(st, op, op_name(op->kind));
+      return;
+    }
+    op->status = op->kind == HUBU_STORE_KV_DELETE && !st->affected ? HUBU_STORE_NOT_FOUND : HUBU_STORE_OK;
+    return;
+  }
+  MYSQL_RES *res = rows_or_fail(st, op, "kv_get");
+  if (!res) return;
+  MYSQL_ROW row = mysql_fetch_row(res);
+  if (!row) {
+    op->status = HUBU_STORE_NOT_FOUND;
+  } else {
+    unsigned long *len = mysql_fetch_lengths(res);
+    kv_op->value = malloc(len[0] ? len[0] : 1);
+    if (kv_op->value) {
+      if (len[0]) memcpy(kv_op->value, row[0], len[0]);
+      kv_op->value_len = len[0];
+      op->status = HUBU_STORE_OK;
+    } else {
+      fail_op_plain(op, "kv_get", "out of memory");
+    }
+  }
+  mysql_free_result(res);
+}
+
+/* Also fills max_seq, for PullResult.max_seq. */
+static void pull(maria_store *st, hubu_store_op *op) {
+  hubu_store_pull_op *pull_op = &op->pull;
+  uint32_t limit = pull_op->limit ? pull_op->limit : PULL_LIMIT_DEFAULT;
+  if (limit > PULL_LIMIT_MAX) limit = PULL_LIMIT_MAX;
+  for (size_t i = 0; i < pull_op->n_msgs; i++) hubu_msg_unref(pull_op->msgs[i]); /* not expected: a fresh op */
+  free(pull_op->msgs);
+  pull_op->msgs = calloc(limit, sizeof *pull_op->msgs);
+  pull_op->n_msgs = 0;
+  pull_op->has_more = 0;
+  if (!pull_op->msgs) {
+    fail_op_plain(op, "pull", "out of memory");
+    return;
+  }
+  sql_reset(st);
+  if (sql_raw(st,
+              "SELECT seq, msg_id, sender, sender_device, client_id, content_type, body, meta, server_time_ms"
+              " FROM messages WHERE session_id = ") |
+      sql_text(st, pull_op->session_id) | sql_raw(st, " AND seq > ") | sql_u64(st, pull_op->after_seq) |
+      sql_printf(st, " ORDER BY seq LIMIT %u", limit + 1)) {
+    fail_op_plain(op, "pull", "out of memory");
+    return;
+  }
+  MYSQL_RES *res = rows_or_fail(st, op, "select messages");
+  if (!res) return;
+  MYSQL_ROW row;
+  const char *oom = NULL;
+  while ((row = mysql_fetch_row(res))) {
+    if (pull_op->n_msgs == limit) {
+      pull_op->has_more = 1;
+      break;
+    }
+    hubu_msg *m = row_msg(row, mysql_fetch_lengths(res), 0, pull_op->session_id);
+    if (!m) {
+      oom = "out of memory";
+      break;
+    }
+    pull_op->msgs[pull_op->n_msgs++] = m; /* refs = 1, handed to the loop thread with the op */
+  }
+  mysql_free_result(res);
+  if (!oom) {
+    sql_reset(st);
+    if (sql_raw(st, "SELECT MAX(seq) FROM messages WHERE session_id = ") | sql_text(st, pull_op->session_id))
+      oom = "out of memory";
+  }
+  if (oom) {
+    fail_op_plain(op, "pull", oom);
+  } else if ((res = rows_or_fail(st, op, "select max(seq)"))) {
+    row = mysql_fetch_row(res);
+    pull_op->max_seq = row ? col_u64(row[0]) : 0;
+    mysql_free_result(res);
+    op->status = HUBU_STORE_OK;
+    return;
+  }
+  for (size_t i = 0; i < pull_op->n_msgs; i++) hubu_msg_unref(pull_op->msgs[i]);
+  pull_op->n_msgs = 0;
+  pull_op->has_more = 0;
+}
+
+static void sync_sessions(maria_store *st, hubu_store_op *op) {
+  hubu_store_sync_op *sync_op = &op->sync;
+  free(sync_op->states);
+  sync_op->states = NULL;
+  sync_op->n_states = 0;
+  sql_reset(st);
+  if (sql_raw(st,
+              "SELECT s.session_id, s.max_seq, s.min_seq, s.kind FROM members m JOIN sessions s"
+              " ON s.session_id = m.session_id WHERE m.user_id = ") |
+      sql_text(st, sync_op->user) | sql_raw(st, " ORDER BY s.session_id")) {
+    fail_op_plain(op, "sync", "out of memory");
+    return;
+  }
+  MYSQL_RES *res = rows_or_fail(st, op, "select sessions");
+  if (!res) return;
+  my_ulonglong rows = mysql_num_rows(res);
+  if (rows && !(sync_op->states = calloc((size_t)rows, sizeof *sync_op->states))) {
+    mysql_free_result(res);
+    fail_op_plain(op, "sync", "out of memory");
+    return;
+  }
+  MYSQL_ROW row;
+  while ((row = mysql_fetch_row(res))) {
+    unsigned long *len = mysql_fetch_lengths(res);
+    hubu_store_session_state *s = &sync_op->states[sync_op->n_states++];
+    copy_str(s->session_id, sizeof s->session_id, row[0], len[0]);
+    s->max_seq = col_u64(row[1]);
+    s->min_seq = col_u64(row[2]);
+    copy_str(s->kind, sizeof s->kind, row[3], len[3]);
+  }
+  mysql_free_result(res);
+  op->status = HUBU_STORE_OK;
+}
+
+static void cursors_save(maria_store *st, hubu_store_op *op) {
+  if (!op->cursors_save.n_cursors) {
+    op->status = HUBU_STORE_OK;
+    return;
+  }
+  sql_reset(st);
+  int rc = sql_raw(st, "INSERT INTO cursors(user_id, device_id, session_id, delivered_seq) VALUES");
+  for (size_t i = 0; i < op->cursors_save.n_cursors; i++) {
+    const hubu_store_cursor *c = &op->cursors_save.cursors[i];
+    rc |= sql_raw(st, i ? ",(" : "(") | sql_text(st, c->user) | sql_raw(st, ",") | sql_text(st, c->device) |
+          sql_raw(st, ",") | sql_text(st, c->session_id) | sql_raw(st, ",") | sql_u64(st, c->delivered_seq) |
+          sql_raw(st, ")");
+  }
+  rc |= sql_raw(st, " ON DUPLICATE KEY UPDATE delivered_seq = GREATEST(delivered_seq, VALUES(delivered_seq))");
+  if (rc) {
+    fail_op_plain(op, "cursors_save", "out of memory");
+    return;
+  }
+  for (int attempt = 1;; attempt++) {
+    int at;
+    if (run_sql(st, &at) == 0) {
+      op->status = HUBU_STORE_OK;
+      return;
+    }
+    if (!st->conn || !retry_transaction(mysql_errno(st->conn)) || attempt >= TXN_ATTEMPTS) break;
+  }
+  fail_op(st, op, "upsert cursors");
+}
+
+static void maria_execute(void *handle, hubu_store_op *op) {
+  maria_store *st = handle;
+  op->error[0] = '\0';
+  if (op->kind == HUBU_STORE_APPEND) {
+    maria_append_batch(st, &op, 1);
+    return;
+  }
+  if (connected_or_refuse(st, op) != 0) return;
+  switch (op->kind) {
+    case HUBU_STORE_APPEND: return;
+    case HUBU_STORE_DEVICE_LOAD: device_load(st, op); return;
+    case HUBU_STORE_FIND_SEND: find_send(st, op); return;
+    case HUBU_STORE_SESSION_LOAD: session_load(st, op); return;
+    case HUBU_STORE_SESSION_CREATE: session_create(st, op); return;
+    case HUBU_STORE_MEMBER_ADD: member_add(st, op); return;
+    case HUBU_STORE_MEMBER_REMOVE: member_remove(st, op); return;
+    case HUBU_STORE_PULL: pull(st, op); return;
+    case HUBU_STORE_SYNC: sync_sessions(st, op); return;
+    case HUBU_STORE_CURSORS_SAVE: cursors_save(st, op); return;
+    case HUBU_STORE_KV_GET:
+    case HUBU_STORE_KV_SET:
+    case HUBU_STORE_KV_DELETE: kv(st, op); return;
+    case HUBU_STORE_LOG_READ: log_read(st, op); return;
+  }
+  fail_op_plain(op, "execute", "unknown op kind");
+}
+
+/* ---- health ---- */
+
+static const char *maria_health(void *handle, char *buf, size_t size) {
+  maria_store *st = handle;
+  if (!st->down) return NULL;
+  snprintf(buf, size, "database unreachable for %" PRIu64 " ms: %s", now_ms() - st->down_since_ms, st->down_reason);
+  return buf;
+}
+
+/* Idle: while down, try again when the backoff allows; the ms until the
+ * next try, or -1 when connected. */
+static long maria_idle(void *handle) {
+  maria_store *st = handle;
+  if (!st->down) return -1;
+  ensure_connected(st);
+  if (!st->down) return -1;
+  uint64_t now = now_ms();
+  return st->next_attempt_ms > now ? (long)(st->next_attempt_ms - now) : 1;
+}
+
+const hubu_store_backend hubu_store_mariadb = {
+    .name = "mariadb",
+    .scheme = HUBU_MARIADB_SCHEME,
+    .open = maria_open,
+    .close = maria_close,
+    .append_batch = maria_append_batch,
+    .execute = maria_execute,
+    .health = maria_health,
+    .idle = maria_idle,
+};
