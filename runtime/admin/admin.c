@@ -176,6 +176,7 @@ typedef struct {
   hubu_core_stats server;
   int have_store; /* the store is closed once drained */
   hubu_store_stats store;
+  int store_up; /* the store's database answers */
   uint64_t sessions_loaded, users_online;
   int have_rss;
   uint64_t rss_bytes;
@@ -211,6 +212,7 @@ static void collect_figures(hubu_admin *a, admin_figures *f) {
   f->server = s->core.stats;
   if (s->core.store) {
     hubu_store_get_stats(s->core.store, &f->store);
+    f->store_up = hubu_store_healthy(s->core.store, NULL, 0);
     f->have_store = 1;
   }
   f->sessions_loaded = HASH_COUNT(s->core.sessions);
@@ -266,6 +268,8 @@ static void render_metrics(const admin_figures *f, admin_out *o) {
     prom_f64(o, "hubu_store_commit_seconds_total", "counter", "Time spent in append transactions.",
              (double)f->store.commit_us_total / 1e6);
     prom_u64(o, "hubu_store_queue_depth", "gauge", "Store operations waiting now.", f->store.queued);
+    prom_u64(o, "hubu_store_up", "gauge", "1 while the store's database answers, 0 while it is unreachable.",
+             (uint64_t)f->store_up);
   }
   prom_u64(o, "hubu_sessions_loaded", "gauge", "Sessions held in memory.", f->sessions_loaded);
   prom_u64(o, "hubu_users_online", "gauge", "Users with at least one authenticated connection.", f->users_online);
@@ -309,6 +313,7 @@ static void render_stats(const admin_figures *f, admin_out *o) {
     hubu_json_u64(&w, "batch_size_max", f->store.max_batch_seen);
     hubu_json_double(&w, "commit_seconds", (double)f->store.commit_us_total / 1e6, "%.3f");
     hubu_json_u64(&w, "queue_depth", f->store.queued);
+    hubu_json_bool(&w, "up", f->store_up);
     hubu_json_close(&w);
   } else {
     hubu_json_null(&w, "store");
@@ -605,12 +610,23 @@ static int refuse_unknown_params(admin_conn *c, const admin_query *q, const char
   return 1;
 }
 
+/* 200 "ok"; 503 "draining" while shutting down; 503 "degraded: WHY" while
+ * the store's database is unreachable (connections stay up, SENDs answer
+ * UNAVAILABLE): a load balancer's readiness check moves new clients away. */
 static void handle_healthz(admin_conn *c, const admin_query *q) {
   (void)q;
   admin_out o = {0};
-  int draining = c->admin->server->draining != 0;
-  out_printf(&o, "%s\n", draining ? "draining" : "ok");
-  respond(c, draining ? 503 : 200, "text/plain; charset=utf-8", &o, NULL);
+  hubu_server *s = c->admin->server;
+  char why[192];
+  int draining = s->draining != 0;
+  int degraded = !draining && s->core.store && !hubu_store_healthy(s->core.store, why, sizeof why);
+  if (draining)
+    out_printf(&o, "draining\n");
+  else if (degraded)
+    out_printf(&o, "degraded: store: %s\n", why);
+  else
+    out_printf(&o, "ok\n");
+  respond(c, draining || degraded ? 503 : 200, "text/plain; charset=utf-8", &o, NULL);
 }
 
 static void handle_metrics(admin_conn *c, const admin_query *q) {
