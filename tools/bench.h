@@ -31,6 +31,7 @@ typedef struct {
   long concurrency;     /* handshake */
   long inflight;        /* connects in flight at most (idle, pairs, rate, fanout) */
   long server_pid;      /* 0: no server figures */
+  long db_pid;          /* 0: no database figures (--db-pid: the store's database server, e.g. mariadbd) */
   long pairs;           /* pairs, rate */
   long window;          /* pairs: SENDs outstanding per sender */
   long messages;        /* pairs: messages in total; fanout: messages one at a time */
@@ -82,6 +83,7 @@ typedef struct {
 } bench_proc;
 
 extern bench_proc bench_server; /* --server-pid, when given */
+extern bench_proc bench_db;     /* --db-pid, when given */
 extern bench_proc bench_self;
 
 long bench_proc_rss_kb(const bench_proc *p);  /* VmRSS in KiB, or -1 */

@@ -94,6 +94,7 @@ struct bench_msg {
   long sent, acked, send_failed, delivered, duplicates, gaps, hints, pulls;
   uint64_t t_connect, t_start, t_end, t_last_send, t_last_delivery;
   double cpu_start, cpu_end, server_cpu_start, server_cpu_end;
+  double db_cpu_start, db_cpu_end; /* -1 without --db-pid */
   long rss_start_kb, rss_end_kb;
 
   uint64_t *ack_ns; /* owned: SEND -> SEND_ACK, one per ACK */
@@ -227,6 +228,7 @@ static void msg_finish(bench_msg *run) {
     run->t_end = uv_hrtime();
     run->cpu_end = bench_self_cpu_s();
     run->server_cpu_end = bench_proc_cpu_s(&bench_server);
+    run->db_cpu_end = bench_proc_cpu_s(&bench_db);
     run->rss_end_kb = bench_proc_rss_kb(&bench_server);
     run->loading = 0;
   }
@@ -566,6 +568,7 @@ static void msg_start(bench_msg *run) {
   run->loading = 1;
   run->rss_start_kb = bench_proc_rss_kb(&bench_server);
   run->server_cpu_start = bench_proc_cpu_s(&bench_server);
+  run->db_cpu_start = bench_proc_cpu_s(&bench_db);
   run->cpu_start = bench_self_cpu_s();
   run->t_start = uv_hrtime();
   switch (run->kind) {
@@ -896,6 +899,12 @@ static void msg_report_server(bench_report *r, const bench_msg *run, double per_
   } else {
     bench_report_null(r, "server_cpu_us_per_msg", "server cpu per msg",
                       o->server_pid > 0 ? "n/a (cannot read /proc)" : "n/a (no --server-pid)");
+  }
+  if (o->db_pid > 0 && run->db_cpu_start >= 0 && run->db_cpu_end >= 0 && per_what > 0) {
+    static char key[48], label[64];
+    snprintf(key, sizeof key, "db_cpu_us_per_%s", what);
+    snprintf(label, sizeof label, "database cpu per %s", what);
+    bench_report_number(r, key, label, (run->db_cpu_end - run->db_cpu_start) * 1e6 / per_what, "%.2f", "us");
   }
   if (run->rss_end_kb >= 0) {
     bench_report_number(r, "server_rss_start_kb", "server rss at start", (double)run->rss_start_kb, "%.0f", "KiB");

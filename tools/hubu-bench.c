@@ -94,6 +94,7 @@ void bench_report_print(const bench_report *r, int json) {
 /* ---- process figures ----------------------------------------------------------- */
 
 bench_proc bench_server = {-1, -1};
+bench_proc bench_db = {-1, -1};
 bench_proc bench_self = {-1, -1};
 
 static void bench_proc_open(bench_proc *p, long pid) {
@@ -667,6 +668,7 @@ static void bench_usage(FILE *out) {
       "                     unless --secret is given; fanout creates its group in DIR/hubu.db\n"
       "  --inflight N       connects in flight at most (default %d)\n"
       "  --server-pid PID   read the server's RSS and CPU from /proc/PID\n"
+      "  --db-pid PID       pairs, rate: also report the CPU of the store's database server (mariadbd)\n"
       "  --timeout-ms MS    bound on the whole run, connecting included (default %d)\n"
       "  --json             print one JSON object instead of a table\n"
       "  --help             this text\n"
@@ -775,6 +777,7 @@ int main(int argc, char **argv) {
     O_SECRET,
     O_DATA,
     O_PID,
+    O_DB_PID,
     O_HOLD,
     O_TIMEOUT,
     O_JSON,
@@ -800,6 +803,7 @@ int main(int argc, char **argv) {
       {"secret", required_argument, NULL, O_SECRET},
       {"data", required_argument, NULL, O_DATA},
       {"server-pid", required_argument, NULL, O_PID},
+      {"db-pid", required_argument, NULL, O_DB_PID},
       {"hold-ms", required_argument, NULL, O_HOLD},
       {"timeout-ms", required_argument, NULL, O_TIMEOUT},
       {"json", no_argument, NULL, O_JSON},
@@ -856,6 +860,7 @@ int main(int argc, char **argv) {
       }
       case O_DATA: o.data_dir = optarg; break;
       case O_PID: bad = bench_parse_long(optarg, 1, 1L << 30, &o.server_pid); break;
+      case O_DB_PID: bad = bench_parse_long(optarg, 1, 1L << 30, &o.db_pid); break;
       case O_HOLD:
         bad = bench_parse_long(optarg, 0, 86400000, &v);
         o.hold_ms = (uint32_t)v;
@@ -887,6 +892,11 @@ int main(int argc, char **argv) {
     bench_proc_open(&bench_server, o.server_pid);
     if (bench_server.status_fd < 0 || bench_server.stat_fd < 0)
       fprintf(stderr, "hubu-bench: warning: cannot read /proc/%ld: no server figures\n", o.server_pid);
+  }
+  if (o.db_pid > 0) {
+    bench_proc_open(&bench_db, o.db_pid);
+    if (bench_db.stat_fd < 0)
+      fprintf(stderr, "hubu-bench: warning: cannot read /proc/%ld: no database figures\n", o.db_pid);
   }
   bench_proc_open(&bench_self, (long)getpid());
   signal(SIGPIPE, SIG_IGN); /* a peer that goes away is an error value, not a signal */

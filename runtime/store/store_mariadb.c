@@ -741,6 +741,11 @@ static int insert_rows(maria_store *st, hubu_store_op **ops, size_t n, uint64_t 
   return 0;
 }
 
+/* Bytes of SQL after which a multi-row INSERT is cut: well inside one packet. */
+static size_t statement_target(const maria_store *st) {
+  return st->max_packet / 4 < STATEMENT_TARGET ? st->max_packet / 4 : STATEMENT_TARGET;
+}
+
 /* All live ops in multi-row INSERTs, cut near STATEMENT_TARGET; every part
  * but the last is sent here, the last is left in st->sql. 0, or -1 when a
  * part failed (the error is the connection's) or memory ran out (*oom). */
@@ -754,7 +759,7 @@ static int insert_fast(maria_store *st, size_t live, uint64_t last_pos, int *oom
       return -1;
     }
     first_row = 0;
-    if (sql_len(st) > STATEMENT_TARGET && k + 1 < live) { /* cut: this part goes on its own */
+    if (sql_len(st) > statement_target(st) && k + 1 < live) { /* cut: this part goes on its own */
       int at;
       if (run_sql(st, &at) != 0) return -1;
       sql_reset(st);
@@ -772,8 +777,17 @@ static txn_result append_attempt(maria_store *st, hubu_store_op **ops, size_t n,
   for (size_t i = 0; i < n; i++) {
     ops[i]->status = UNDECIDED;
     ops[i]->error[0] = '\0';
-    if (!ops[i]->append.msg) {
+    const hubu_msg *m = ops[i]->append.msg;
+    if (!m) {
       fail_op_plain(ops[i], "insert", "APPEND without a message");
+      continue;
+    }
+    /* escaped, a byte may take two; the row must fit one packet with room for the statement around it */
+    if (2 * ((uint64_t)m->body_len + m->meta_len) + 4096 > st->max_packet) {
+      char what[128];
+      snprintf(what, sizeof what, "the message (%zu bytes) does not fit the database's max_allowed_packet (%lu)",
+               m->body_len + m->meta_len, st->max_packet);
+      fail_op_plain(ops[i], "insert", what);
       continue;
     }
     st->entries[live++] = (batch_entry){ops[i], i};
