@@ -59,8 +59,9 @@ static int parse_option(hubu_mariadb_url *out, const char *item, size_t len, cha
   if (IS("socket")) {
     snprintf(out->socket, sizeof out->socket, "%s", value);
   } else if (IS("user")) {
-    if (strlen(value) >= sizeof out->user) goto too_long;
-    snprintf(out->user, sizeof out->user, "%s", value);
+    size_t n = strlen(value);
+    if (n >= sizeof out->user) goto too_long;
+    memcpy(out->user, value, n + 1);
   } else if (IS("password_file")) {
     snprintf(out->password_file, sizeof out->password_file, "%s", value);
   } else if (IS("connect_timeout") || IS("read_timeout") || IS("write_timeout")) {
@@ -211,8 +212,8 @@ int hubu_mariadb_url_password(hubu_mariadb_url *out, char *err, size_t err_size)
                sizeof out->password - 1);
       return -1;
     }
-    line[n] = '\0';
-    snprintf(out->password, sizeof out->password, "%s", line);
+    memcpy(out->password, line, n);
+    out->password[n] = '\0';
     out->has_password = 1;
     return 0;
   }
