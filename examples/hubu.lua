@@ -22,6 +22,8 @@ admin_listen = "127.0.0.1:7781"      -- /healthz, /metrics, /v1/admin/*; "off" t
 -- ---- storage, plugins, secret ---------------------------------------------
 data = "./data"                      -- the generated secret, and the store unless `store` says otherwise
 -- store = "sqlite:/var/lib/hubu/hubu.db" -- sqlite:PATH (default sqlite:DATA/hubu.db)
+-- store = "mariadb://hubu@127.0.0.1:3306/hubu?password_file=/etc/hubu/db-password"
+--                                      -- or the password in $HUBU_STORE_PASSWORD (docs/store.md)
 plugins = "./plugins"                -- Lua plugins (one section each below)
 fsync = "batch"                      -- always | batch | off
 node_id = 0                          -- 0-1023, part of every msg_id
