@@ -51,6 +51,7 @@ set_tests_properties(${HUBU_TEST_PREFIX}unit.frame_decoder_survives_fuzz_corpus_
                      PROPERTIES LABELS "unit;fuzz" TIMEOUT 300)
 
 include(${CMAKE_CURRENT_LIST_DIR}/integration.cmake OPTIONAL)
+include(${CMAKE_CURRENT_LIST_DIR}/mariadb.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/store.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/messaging.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/client.cmake OPTIONAL)
