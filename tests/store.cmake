@@ -12,11 +12,23 @@ endif()
 add_test(NAME ${HUBU_TEST_PREFIX}unit.store COMMAND test_store)
 set_tests_properties(${HUBU_TEST_PREFIX}unit.store PROPERTIES TIMEOUT 300 LABELS unit)
 
+# unit.mariadb_url: mariadb:// URLs, password sources and redaction (no database).
+add_executable(test_mariadb_url ${CMAKE_CURRENT_LIST_DIR}/unit/test_mariadb_url.c)
+target_include_directories(test_mariadb_url PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)
+target_link_libraries(test_mariadb_url PRIVATE hubu_store)
+if(TARGET hubu_unit_tests)
+  add_dependencies(hubu_unit_tests test_mariadb_url)
+endif()
+add_test(NAME ${HUBU_TEST_PREFIX}unit.mariadb_url COMMAND test_mariadb_url)
+set_tests_properties(${HUBU_TEST_PREFIX}unit.mariadb_url PROPERTIES TIMEOUT 60 LABELS unit)
+
 # store.<backend>.<case>: the conformance suite (tests/store/conformance.c),
 # every case on a fresh store of every backend, through store.h alone. The
 # backends and cases are read from the source's CONFORMANCE_BACKEND(name) and
 # CONFORMANCE_CASE(name) lines, so a new case or backend needs no edit here.
 # A backend that cannot run on this machine exits 77: the test is skipped.
+# The MariaDB cases run against the private server of tests/mariadb.cmake
+# (label mariadb too), each on a database of its own.
 #
 #   cmake --build <tree> --target store_conformance && (cd <tree> && ctest -L store)
 set(HUBU_STORE_CONFORMANCE_SRC ${CMAKE_CURRENT_LIST_DIR}/store/conformance.c)
@@ -35,8 +47,15 @@ foreach(backend_line IN LISTS hubu_store_backend_lines)
   set(backend ${CMAKE_MATCH_1})
   foreach(case_line IN LISTS hubu_store_case_lines)
     string(REGEX MATCH "CONFORMANCE_CASE\\(([a-z0-9_]+)\\)" unused "${case_line}")
-    set(name ${HUBU_TEST_PREFIX}store.${backend}.${CMAKE_MATCH_1})
-    add_test(NAME ${name} COMMAND store_conformance ${backend} ${CMAKE_MATCH_1})
-    set_tests_properties(${name} PROPERTIES LABELS store TIMEOUT 120 SKIP_RETURN_CODE 77)
+    if(backend STREQUAL "mariadb") # on the private server of tests/mariadb.cmake, a database per case
+      hubu_mariadb_test(NAME store.${backend}.${CMAKE_MATCH_1} LABELS store TIMEOUT 120
+                        COMMAND store_conformance ${backend} ${CMAKE_MATCH_1})
+      set(name ${HUBU_TEST_PREFIX}store.${backend}.${CMAKE_MATCH_1})
+    else()
+      set(name ${HUBU_TEST_PREFIX}store.${backend}.${CMAKE_MATCH_1})
+      add_test(NAME ${name} COMMAND store_conformance ${backend} ${CMAKE_MATCH_1})
+      set_tests_properties(${name} PROPERTIES LABELS store TIMEOUT 120)
+    endif()
+    set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77)
   endforeach()
 endforeach()
