@@ -1,0 +1,375 @@
+/* mariadb_faults.c — the MariaDB store when the connection fails at the
+ * worst moments, made to happen on purpose: hubu_store talks to the private
+ * server through a TCP relay in this process that can cut the connection
+ *   - after relaying a COMMIT and swallowing its answer (it committed; the
+ *     store cannot know): every message must be acknowledged OK, once;
+ *   - before relaying a COMMIT (nothing committed): RETRY, and a resend with
+ *     the same send key is stored once;
+ *   - or refuse every connection (the database is away): ops answer RETRY at
+ *     once, health says so, and both recover when the database is back.
+ * `mariadb_faults CASE`; needs HUBU_MARIADB_ENV (tests/mariadb.cmake). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <mysql.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "check.h"
+#include "log.h"
+#include "store.h"
+
+#define SKIP 77
+
+/* ---- the private server ---- */
+
+static char db_port[16], db_user[80], db_password[128], db_name[64];
+
+static int env_value(const char *file, const char *key, char *out, size_t size) {
+  FILE *f = fopen(file, "r");
+  if (!f) return -1;
+  char line[512];
+  size_t klen = strlen(key);
+  int found = -1;
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, key, klen) != 0 || line[klen] != '=') continue;
+    char *v = line + klen + 1;
+    v[strcspn(v, "\r\n")] = '\0';
+    size_t n = strlen(v);
+    if (n >= 2 && v[0] == '\'' && v[n - 1] == '\'') {
+      v[n - 1] = '\0';
+      v++;
+    }
+    snprintf(out, size, "%s", v);
+    found = 0;
+    break;
+  }
+  fclose(f);
+  return found;
+}
+
+static int admin_sql(const char *sql) {
+  MYSQL *c = mysql_init(NULL);
+  int rc = -1;
+  if (c && mysql_real_connect(c, "127.0.0.1", db_user, db_password, NULL, (unsigned)atoi(db_port), NULL, 0) &&
+      mysql_query(c, sql) == 0)
+    rc = 0;
+  else
+    fprintf(stderr, "mariadb: %s: %s\n", sql, c ? mysql_error(c) : "out of memory");
+  mysql_close(c);
+  return rc;
+}
+
+/* ---- the relay ---- */
+
+typedef enum {
+  RELAY_PASS = 0,
+  RELAY_CUT_AFTER_COMMIT,  /* relay the packet holding COMMIT, swallow the answer, cut */
+  RELAY_CUT_BEFORE_COMMIT, /* cut instead of relaying the packet holding COMMIT */
+  RELAY_REFUSE,            /* close every new connection at once, and open ones at their next request */
+} relay_mode;
+
+static _Atomic int relay_mode_now = RELAY_PASS;
+static _Atomic int relay_cuts;
+static int relay_listen_fd = -1;
+static int relay_port;
+
+static int connect_upstream(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(db_port))};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return fd;
+  if (fd >= 0) close(fd);
+  return -1;
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static void *relay_conn(void *arg) {
+  int client = (int)(intptr_t)arg;
+  int server = connect_upstream();
+  char buf[65536];
+  if (server < 0) goto done;
+  for (;;) {
+    struct pollfd p[2] = {{.fd = client, .events = POLLIN}, {.fd = server, .events = POLLIN}};
+    if (poll(p, 2, 30000) <= 0) break;
+    if (p[0].revents) {
+      ssize_t n = read(client, buf, sizeof buf);
+      if (n <= 0 || atomic_load(&relay_mode_now) == RELAY_REFUSE) break; /* away: open connections break too */
+      int commit = memmem(buf, (size_t)n, "COMMIT", 6) != NULL;
+      int expected = commit ? RELAY_CUT_BEFORE_COMMIT : -1;
+      if (commit && atomic_compare_exchange_strong(&relay_mode_now, &expected, RELAY_PASS)) {
+        atomic_fetch_add(&relay_cuts, 1);
+        break; /* the COMMIT never reaches the server */
+      }
+      if (write_all(server, buf, (size_t)n) != 0) break;
+      expected = commit ? RELAY_CUT_AFTER_COMMIT : -1;
+      if (commit && atomic_compare_exchange_strong(&relay_mode_now, &expected, RELAY_PASS)) {
+        /* wait for the server's answer (so the COMMIT ran), and drop it */
+        struct pollfd s = {.fd = server, .events = POLLIN};
+        if (poll(&s, 1, 10000) > 0) (void)read(server, buf, sizeof buf);
+        atomic_fetch_add(&relay_cuts, 1);
+        break;
+      }
+    }
+    if (p[1].revents) {
+      ssize_t n = read(server, buf, sizeof buf);
+      if (n <= 0 || write_all(client, buf, (size_t)n) != 0) break;
+    }
+  }
+done:
+  shutdown(client, SHUT_RDWR);
+  close(client);
+  if (server >= 0) close(server);
+  return NULL;
+}
+
+static void *relay_accept(void *arg) {
+  (void)arg;
+  for (;;) {
+    int c = accept(relay_listen_fd, NULL, NULL);
+    if (c < 0) {
+      if (errno == EINTR) continue;
+      return NULL; /* the listener was shut down */
+    }
+    if (atomic_load(&relay_mode_now) == RELAY_REFUSE) {
+      close(c);
+      continue;
+    }
+    pthread_t t;
+    if (pthread_create(&t, NULL, relay_conn, (void *)(intptr_t)c) != 0) {
+      close(c);
+      continue;
+    }
+    pthread_detach(t);
+  }
+}
+
+static int relay_start(void) {
+  relay_listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (relay_listen_fd < 0 || bind(relay_listen_fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+      listen(relay_listen_fd, 16) != 0 || getsockname(relay_listen_fd, (struct sockaddr *)&a, &len) != 0)
+    return -1;
+  relay_port = ntohs(a.sin_port);
+  pthread_t t;
+  if (pthread_create(&t, NULL, relay_accept, NULL) != 0) return -1;
+  pthread_detach(t);
+  return 0;
+}
+
+/* ---- the store ---- */
+
+static uv_loop_t loop;
+static hubu_store *store;
+static char url[320];
+
+static int open_store(void) {
+  char err[256] = "";
+  hubu_store_config cfg = {.url = url, .fsync = HUBU_FSYNC_BATCH};
+  store = hubu_store_open(&loop, &cfg, err, sizeof err);
+  if (!CHECK(store != NULL)) fprintf(stderr, "    hubu_store_open: %s\n", err);
+  return store ? 0 : -1;
+}
+
+static void close_store(void) {
+  if (!store) return;
+  hubu_store_close(store);
+  store = NULL;
+  uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+typedef struct {
+  hubu_store_op *ops[16];
+  size_t n, done;
+} batch;
+
+static void on_done(hubu_store_op *op) { ((batch *)op->ud)->done++; }
+
+/* Appends n messages (client_ids first.., seqs first..) as close to one batch as
+ * submitting them together gets, and waits for all. */
+static void append_batch(batch *b, size_t n, uint64_t first) {
+  memset(b, 0, sizeof *b);
+  for (size_t i = 0; i < n; i++) {
+    char body[32];
+    int len = snprintf(body, sizeof body, "message %llu", (unsigned long long)(first + i));
+    hubu_msg *m = hubu_msg_new("d:alice:bob", first + i, 1000 + first + i, "alice", "phone", first + i,
+                               (const uint8_t *)body, (size_t)len, "text/plain", NULL, 0, 1700000000000ull);
+    hubu_store_op *op = hubu_store_op_new(HUBU_STORE_APPEND);
+    if (!m || !op) abort();
+    op->append.msg = m;
+    snprintf(op->append.new_kind, sizeof op->append.new_kind, "direct");
+    op->ud = b;
+    op->done = on_done;
+    b->ops[b->n++] = op;
+  }
+  for (size_t i = 0; i < n; i++) hubu_store_submit(store, b->ops[i]);
+  while (b->done < n) uv_run(&loop, UV_RUN_ONCE);
+}
+
+static void batch_free(batch *b) {
+  for (size_t i = 0; i < b->n; i++) hubu_store_op_free(b->ops[i]);
+  b->n = 0;
+}
+
+static hubu_store_op *run_op(hubu_store_op *op) {
+  batch b = {.n = 1};
+  op->ud = &b;
+  op->done = on_done;
+  hubu_store_submit(store, op);
+  while (!b.done) uv_run(&loop, UV_RUN_ONCE);
+  return op;
+}
+
+/* The seqs stored in d:alice:bob, each checked to appear once. */
+static size_t stored_count(void) {
+  hubu_store_op *op = hubu_store_op_new(HUBU_STORE_PULL);
+  snprintf(op->pull.session_id, sizeof op->pull.session_id, "d:alice:bob");
+  op->pull.limit = 1000;
+  run_op(op);
+  size_t n = op->status == HUBU_STORE_OK ? op->pull.n_msgs : (size_t)-1;
+  for (size_t i = 1; op->status == HUBU_STORE_OK && i < op->pull.n_msgs; i++)
+    CHECK(op->pull.msgs[i]->seq > op->pull.msgs[i - 1]->seq);
+  hubu_store_op_free(op);
+  return n;
+}
+
+/* ---- cases ---- */
+
+static void commit_answer_lost(void) {
+  atomic_store(&relay_mode_now, RELAY_CUT_AFTER_COMMIT);
+  batch b;
+  append_batch(&b, 3, 1);
+  CHECK_EQ_U64(atomic_load(&relay_cuts), 1);
+  for (size_t i = 0; i < b.n; i++) { /* committed: the store finds them by send key */
+    CHECK_EQ_U64(b.ops[i]->status, HUBU_STORE_OK);
+    CHECK(b.ops[i]->append.log_pos > 0);
+    CHECK_EQ_U64(b.ops[i]->append.stored_seq, b.ops[i]->append.msg->seq);
+  }
+  batch_free(&b);
+  CHECK_EQ_U64(stored_count(), 3);
+  /* the same sends again: answered with the first copies, nothing stored twice */
+  append_batch(&b, 3, 1);
+  for (size_t i = 0; i < b.n; i++) {
+    CHECK_EQ_U64(b.ops[i]->status, HUBU_STORE_DUPLICATE);
+    CHECK_EQ_U64(b.ops[i]->append.stored_seq, i + 1);
+  }
+  batch_free(&b);
+  CHECK_EQ_U64(stored_count(), 3);
+}
+
+static void commit_never_sent(void) {
+  atomic_store(&relay_mode_now, RELAY_CUT_BEFORE_COMMIT);
+  batch b;
+  append_batch(&b, 3, 1);
+  CHECK_EQ_U64(atomic_load(&relay_cuts), 1);
+  for (size_t i = 0; i < b.n; i++) CHECK_EQ_U64(b.ops[i]->status, HUBU_STORE_RETRY);
+  batch_free(&b);
+  CHECK_EQ_U64(stored_count(), 0);
+  append_batch(&b, 3, 1); /* the resends: stored, once */
+  for (size_t i = 0; i < b.n; i++) CHECK_EQ_U64(b.ops[i]->status, HUBU_STORE_OK);
+  batch_free(&b);
+  append_batch(&b, 3, 1); /* and once more: the first copies */
+  for (size_t i = 0; i < b.n; i++) CHECK_EQ_U64(b.ops[i]->status, HUBU_STORE_DUPLICATE);
+  batch_free(&b);
+  CHECK_EQ_U64(stored_count(), 3);
+}
+
+static void database_away_and_back(void) {
+  batch b;
+  append_batch(&b, 1, 1);
+  CHECK_EQ_U64(b.ops[0]->status, HUBU_STORE_OK);
+  batch_free(&b);
+  CHECK(hubu_store_healthy(store, NULL, 0));
+  /* the database goes away: open connections break at their next request, new ones are refused */
+  atomic_store(&relay_mode_now, RELAY_REFUSE);
+  uint64_t t0 = uv_hrtime();
+  for (int i = 0; i < 20; i++) { /* answered at once while down, not after a connect timeout each */
+    append_batch(&b, 1, 2);
+    CHECK_EQ_U64(b.ops[0]->status, HUBU_STORE_RETRY);
+    batch_free(&b);
+  }
+  CHECK((uv_hrtime() - t0) / 1000000 < 5000);
+  char why[192] = "";
+  CHECK(!hubu_store_healthy(store, why, sizeof why));
+  CHECK(strstr(why, "unreachable") != NULL);
+  /* back: health recovers without traffic (the store thread retries while idle, backoff at most 5 s) */
+  atomic_store(&relay_mode_now, RELAY_PASS);
+  int healthy = 0;
+  for (int i = 0; i < 160 && !healthy; i++) {
+    usleep(50000);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    healthy = hubu_store_healthy(store, NULL, 0);
+  }
+  CHECK(healthy);
+  append_batch(&b, 1, 2);
+  CHECK_EQ_U64(b.ops[0]->status, HUBU_STORE_OK);
+  batch_free(&b);
+  CHECK_EQ_U64(stored_count(), 2);
+}
+
+static const struct {
+  const char *name;
+  void (*run)(void);
+} cases[] = {
+    {"commit_answer_lost_is_acknowledged_once", commit_answer_lost},
+    {"commit_never_sent_is_retry_and_the_resend_is_stored_once", commit_never_sent},
+    {"database_away_answers_retry_at_once_and_recovers_by_itself", database_away_and_back},
+};
+
+int main(int argc, char **argv) {
+  const char *env = getenv("HUBU_MARIADB_ENV");
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s CASE\n", argv[0]);
+    return 2;
+  }
+  if (!env || env_value(env, "MARIADB_PORT", db_port, sizeof db_port) ||
+      env_value(env, "MARIADB_USER", db_user, sizeof db_user) ||
+      env_value(env, "MARIADB_PASSWORD", db_password, sizeof db_password)) {
+    fprintf(stderr, "%s: HUBU_MARIADB_ENV names no private server's env file: skipped\n", argv[0]);
+    return SKIP;
+  }
+  hubu_log_min_level = HUBU_LOG_ERROR;
+  size_t which = sizeof cases / sizeof cases[0];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    if (!strcmp(argv[1], cases[i].name)) which = i;
+  if (which == sizeof cases / sizeof cases[0]) {
+    fprintf(stderr, "%s: no case %s\n", argv[0], argv[1]);
+    return 2;
+  }
+  snprintf(db_name, sizeof db_name, "hubu_f%ld", (long)getpid());
+  char sql[128];
+  snprintf(sql, sizeof sql, "CREATE DATABASE %s", db_name);
+  if (!CHECK(relay_start() == 0) || !CHECK(admin_sql(sql) == 0)) return check_summary(argv[0]);
+  snprintf(url, sizeof url, "mariadb://%s:%s@127.0.0.1:%d/%s?connect_timeout=2", db_user, db_password, relay_port,
+           db_name);
+  if (CHECK(uv_loop_init(&loop) == 0) && open_store() == 0) {
+    cases[which].run();
+    close_store();
+    CHECK(uv_loop_close(&loop) == 0);
+  }
+  snprintf(sql, sizeof sql, "DROP DATABASE %s", db_name);
+  admin_sql(sql);
+  shutdown(relay_listen_fd, SHUT_RDWR);
+  close(relay_listen_fd);
+  hubu_store_op_cache_drop();
+  return check_summary(argv[0]);
+}
