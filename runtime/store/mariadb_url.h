@@ -29,6 +29,7 @@ typedef struct {
   unsigned connect_timeout_s; /* 0: the default */
   unsigned read_timeout_s;
   unsigned write_timeout_s;
+  unsigned lock_wait_timeout_s; /* 0: the default */
 } hubu_mariadb_url;
 
 /* Parses url into out. 0, or -1 with err saying what is wrong (never the

@@ -51,6 +51,7 @@
 #define IO_TIMEOUT_S 30            /* a read or write that takes longer: the connection is taken as lost */
 #define BACKOFF_FIRST_MS 100       /* first reconnect delay after a loss */
 #define BACKOFF_MAX_MS 5000        /* longest */
+#define LOCK_WAIT_TIMEOUT_S 10     /* InnoDB's lock wait for this connection (another node holding the log counter) */
 #define TXN_ATTEMPTS 3             /* deadlock and lock-wait timeout retries of one transaction */
 #define STATEMENT_TARGET (1 << 20) /* multi-row INSERTs are cut near this many bytes of SQL */
 
@@ -339,10 +340,13 @@ static int connect_db(maria_store *st, int do_migrate, char *err, size_t err_siz
   mysql_optionsv(conn, MYSQL_OPT_WRITE_TIMEOUT, &write_s);
   mysql_optionsv(conn, MYSQL_OPT_RECONNECT, &no); /* a silent reconnect would lose the transaction */
   mysql_optionsv(conn, MYSQL_SET_CHARSET_NAME, "utf8mb4");
-  mysql_optionsv(conn, MYSQL_INIT_COMMAND,
-                 "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO',"
-                 " SESSION tx_isolation = 'READ-COMMITTED', SESSION time_zone = '+00:00',"
-                 " SESSION autocommit = 1");
+  char init[320];
+  snprintf(init, sizeof init,
+           "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO',"
+           " SESSION tx_isolation = 'READ-COMMITTED', SESSION time_zone = '+00:00', SESSION autocommit = 1,"
+           " SESSION innodb_lock_wait_timeout = %u",
+           st->url.lock_wait_timeout_s ? st->url.lock_wait_timeout_s : LOCK_WAIT_TIMEOUT_S);
+  mysql_optionsv(conn, MYSQL_INIT_COMMAND, init);
   const char *host = st->url.socket[0] ? NULL : st->url.host;
   const char *socket = st->url.socket[0] ? st->url.socket : NULL;
   if (!mysql_real_connect(conn, host, st->url.user, st->url.has_password ? st->url.password : NULL, st->url.database,
