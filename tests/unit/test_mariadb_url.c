@@ -49,8 +49,11 @@ static void accepted_forms(void) {
   CHECK_EQ_STR(u.user, "us@er");
   CHECK_EQ_STR(u.password, "p:a@s/s%");
 
-  CHECK_EQ_U64(parse("mariadb://u@h/d?connect_timeout=2&read_timeout=20&write_timeout=21&password_file=/x", &u, err),
+  CHECK_EQ_U64(parse("mariadb://u@h/d?connect_timeout=2&read_timeout=20&write_timeout=21&password_file=/x"
+                     "&lock_wait_timeout=7",
+                     &u, err),
                0);
+  CHECK_EQ_U64(u.lock_wait_timeout_s, 7);
   CHECK_EQ_U64(u.connect_timeout_s, 2);
   CHECK_EQ_U64(u.read_timeout_s, 20);
   CHECK_EQ_U64(u.write_timeout_s, 21);
