@@ -1,9 +1,9 @@
 /* hubuctl.c — the admin command line. Each subcommand is one row of the
  * `commands` table: a name, a one-line usage, and a function that gets the
  * arguments after the name and returns the exit status (0 ok, 1 failure,
- * 2 usage error). `token` and `group` work on the data directory; stats,
- * conns, kick, reload and plugins speak to the admin listener
- * (hubuctl_admin.c). */
+ * 2 usage error). `token` and `group` work on the data directory, `store`
+ * copies a whole store to another (hubuctl_store.c); stats, conns, kick,
+ * reload and plugins speak to the admin listener (hubuctl_admin.c). */
 #include <errno.h>
 #include <limits.h>
 #include <openssl/crypto.h>
@@ -31,6 +31,7 @@ typedef struct {
 static int cmd_token(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 int hubuctl_group(int argc, char **argv);   /* hubuctl_group.c */
+int hubuctl_store(int argc, char **argv);   /* hubuctl_store.c */
 int hubuctl_stats(int argc, char **argv);   /* hubuctl_admin.c */
 int hubuctl_conns(int argc, char **argv);   /* hubuctl_admin.c */
 int hubuctl_kick(int argc, char **argv);    /* hubuctl_admin.c */
@@ -47,6 +48,20 @@ static const hubuctl_command commands[] = {
      cmd_token},
     {"group", "create|add|remove|members g:NAME [USER...] [--data DIR]",
      "create a group or change its members in the embedded store (default " DEFAULT_DATA_DIR ")", "", hubuctl_group},
+    {"store", "copy --to URL [--from URL | --data DIR] [--chunk N] [--max-rows N] [--verify-only] [--quiet]",
+     "copy every table of a store into another (sqlite:PATH to mariadb://..., or back), resumable, verified",
+     "  --to URL         the store to write: mariadb://USER:PASS@HOST:PORT/DB (the password may come from\n"
+     "                   ?password_file=PATH or $HUBU_STORE_PASSWORD instead; it is never printed) or sqlite:PATH;\n"
+     "                   its schema is made or migrated as hubud does\n"
+     "  --from URL       the store to read (default $HUBU_STORE, else sqlite:DIR/hubu.db of --data)\n"
+     "  --chunk N        messages per transaction on the destination (default 1000)\n"
+     "  --max-rows N     copy at most N messages in this run, then stop (exit 4)\n"
+     "  --verify-only    copy nothing: compare row counts and per-column sums only\n"
+     "                   Stop hubud first: a run copies the source as it was when it began, so copy again after\n"
+     "                   stopping it to catch up. Interrupted, the same command goes on after the destination's\n"
+     "                   last message. Exit 0 when the stores match, 3 when they differ, 4 when stopped early.\n"
+     "                   `hubuctl store --help` says more.\n",
+     hubuctl_store},
     {"stats", "[--admin HOST:PORT]", "print the server's figures as JSON (GET /v1/admin/stats)",
      "  --admin HOST:PORT  hubud's admin listener (default $HUBU_ADMIN, else 127.0.0.1:7781);\n"
      "                     every admin command (stats, conns, kick, reload, plugins) takes it\n"
