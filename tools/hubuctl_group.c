@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mariadb_url.h"
 #include "store.h"
 #include "token.h"
 
@@ -65,9 +66,24 @@ int hubuctl_group(int argc, char **argv) {
   }
   hubu_store_config cfg = {.url = url, .fsync = HUBU_FSYNC_BATCH};
   const hubu_store_backend *backend = hubu_store_backend_for_url(url, err, sizeof err);
-  void *db = backend ? backend->open(&cfg, err, sizeof err) : NULL;
+  if (!backend) { /* err quotes the URL, which may hold a password */
+    fprintf(stderr, "hubuctl: no store backend for the --store URL's scheme (this build has sqlite:..., %s...)\n",
+            HUBU_MARIADB_SCHEME);
+    return 2;
+  }
+  void *db = backend->open(&cfg, err, sizeof err);
   if (!db) {
-    fprintf(stderr, "hubuctl: cannot open the store %s: %s\n", url, err);
+    /* the password redacted; a mariadb:// URL that does not parse is not shown (its password would not be found) */
+    char shown[512];
+    hubu_mariadb_url parsed;
+    char parse_err[256];
+    if (!strncmp(url, HUBU_MARIADB_SCHEME, strlen(HUBU_MARIADB_SCHEME)) &&
+        hubu_mariadb_url_parse(url, &parsed, parse_err, sizeof parse_err) != 0)
+      snprintf(shown, sizeof shown, "%s(malformed URL, not shown)", HUBU_MARIADB_SCHEME);
+    else
+      hubu_mariadb_url_redact(url, shown, sizeof shown);
+    explicit_bzero(&parsed, sizeof parsed);
+    fprintf(stderr, "hubuctl: cannot open the store %s: %s\n", shown, err);
     return 1;
   }
   int status = 0;
