@@ -53,6 +53,7 @@ set_tests_properties(${HUBU_TEST_PREFIX}unit.frame_decoder_survives_fuzz_corpus_
 include(${CMAKE_CURRENT_LIST_DIR}/integration.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/mariadb.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/store.cmake OPTIONAL)
+include(${CMAKE_CURRENT_LIST_DIR}/store_copy.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/messaging.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/client.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/spec.cmake)
