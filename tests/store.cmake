@@ -68,7 +68,7 @@ target_link_libraries(mariadb_faults PRIVATE hubu_store)
 if(TARGET hubu_unit_tests)
   add_dependencies(hubu_unit_tests mariadb_faults)
 endif()
-foreach(case lock_wait_timeout_is_rolled_back_and_retried commit_answer_lost_is_acknowledged_once commit_never_sent_is_retry_and_the_resend_is_stored_once
+foreach(case two_writers_log_positions_are_dense_in_commit_order lock_wait_timeout_is_rolled_back_and_retried commit_answer_lost_is_acknowledged_once commit_never_sent_is_retry_and_the_resend_is_stored_once
              database_away_answers_retry_at_once_and_recovers_by_itself)
   hubu_mariadb_test(NAME store.mariadb.fault.${case} LABELS store TIMEOUT 120 COMMAND mariadb_faults ${case})
   set_tests_properties(${HUBU_TEST_PREFIX}store.mariadb.fault.${case} PROPERTIES SKIP_RETURN_CODE 77)
