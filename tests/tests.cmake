@@ -39,8 +39,12 @@ hubu_unit_test(hubuctl_json hubuctl_json_reads_rfc8259_and_refuses_the_rest_with
 target_sources(test_hubuctl_json PRIVATE ${CMAKE_SOURCE_DIR}/tools/hubuctl_json.c)
 target_include_directories(test_hubuctl_json PRIVATE ${CMAKE_SOURCE_DIR}/tools)
 
-# The fuzz target's code as an ordinary program: replays tests/fuzz_corpus/frame and
-# 20,000 generated inputs (fixed seed). `make fuzz` builds the libFuzzer one.
+# The fuzz targets' code as ordinary programs (`make fuzz` builds the libFuzzer
+# ones): each replays its kept corpus, tests/fuzz_corpus/<target>, and
+# inputs generated from a fixed seed.
+#   fuzz_frame: 20,000 random and mutated frame streams
+#   fuzz_body:  20,000 random and mutated bodies of each frame type
+#   fuzz_admin: the admin listener's seeds and 3,000 mutants, over loopback
 add_executable(fuzz_frame_replay ${HUBU_TESTS_DIR}/fuzz_frame.c)
 target_compile_definitions(fuzz_frame_replay PRIVATE HUBU_FUZZ_REPLAY)
 target_link_libraries(fuzz_frame_replay PRIVATE hubu_lib)
@@ -48,6 +52,22 @@ add_dependencies(hubu_unit_tests fuzz_frame_replay)
 add_test(NAME ${HUBU_TEST_PREFIX}unit.frame_decoder_survives_fuzz_corpus_and_20000_mutants
          COMMAND fuzz_frame_replay ${HUBU_TESTS_DIR}/fuzz_corpus/frame)
 set_tests_properties(${HUBU_TEST_PREFIX}unit.frame_decoder_survives_fuzz_corpus_and_20000_mutants
+                     PROPERTIES LABELS "unit;fuzz" TIMEOUT 300)
+add_executable(fuzz_body_replay ${HUBU_TESTS_DIR}/fuzz_body.c)
+target_compile_definitions(fuzz_body_replay PRIVATE HUBU_FUZZ_REPLAY)
+target_link_libraries(fuzz_body_replay PRIVATE hubu_lib)
+add_dependencies(hubu_unit_tests fuzz_body_replay)
+add_test(NAME ${HUBU_TEST_PREFIX}unit.body_checks_agree_with_protobuf_c_on_fuzz_corpus_and_mutants
+         COMMAND fuzz_body_replay ${HUBU_TESTS_DIR}/fuzz_corpus/body)
+set_tests_properties(${HUBU_TEST_PREFIX}unit.body_checks_agree_with_protobuf_c_on_fuzz_corpus_and_mutants
+                     PROPERTIES LABELS "unit;fuzz" TIMEOUT 300)
+add_executable(fuzz_admin_replay ${HUBU_TESTS_DIR}/fuzz_admin.c)
+target_compile_definitions(fuzz_admin_replay PRIVATE HUBU_FUZZ_REPLAY)
+target_link_libraries(fuzz_admin_replay PRIVATE hubu_admin)
+add_dependencies(hubu_unit_tests fuzz_admin_replay)
+add_test(NAME ${HUBU_TEST_PREFIX}unit.admin_listener_survives_fuzz_corpus_and_3000_mutants
+         COMMAND fuzz_admin_replay ${HUBU_TESTS_DIR}/fuzz_corpus/admin)
+set_tests_properties(${HUBU_TEST_PREFIX}unit.admin_listener_survives_fuzz_corpus_and_3000_mutants
                      PROPERTIES LABELS "unit;fuzz" TIMEOUT 300)
 
 include(${CMAKE_CURRENT_LIST_DIR}/integration.cmake OPTIONAL)
