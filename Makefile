@@ -47,12 +47,25 @@ test: build-asan build build-release
 	else echo "protocheck: $(SHARED)/tools/protocheck.py not found, skipped"; fi
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
 
-# libFuzzer over the frame and body decoder, for a bounded time.
+# libFuzzer on each input path for FUZZ_SECONDS each: fuzz_frame (frames and
+# their bodies), fuzz_body (bodies as the server judges and stores them),
+# fuzz_admin (the admin HTTP listener). Each runs on its working corpus,
+# $(FUZZ_BUILD)/corpus/<path>, seeded from the kept one, tests/fuzz_corpus/<path>;
+# then the inputs that reach code no kept one reaches (-merge=1, by edges only,
+# so the kept corpus stays small) are added to the kept corpus: commit them.
+FUZZ_TARGETS ?= frame body admin
+
 fuzz: deps
-	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DHUBU_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_frame
-	@mkdir -p $(FUZZ_BUILD)/corpus
-	./$(FUZZ_BUILD)/fuzz_frame -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(FUZZ_BUILD)/corpus tests/fuzz_corpus/frame
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DHUBU_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug -DBUILD_TESTING=OFF >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) $(foreach t,$(FUZZ_TARGETS),--target fuzz_$(t))
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  case $$t in admin) len=16384 ;; *) len=4096 ;; esac; \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s, -max_len=$$len"; \
+	  ./$(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$$len -timeout=30 -print_final_stats=1 \
+	    $(FUZZ_BUILD)/corpus/$$t tests/fuzz_corpus/$$t; \
+	  ./$(FUZZ_BUILD)/fuzz_$$t -merge=1 -use_counters=0 -max_len=$$len -timeout=30 tests/fuzz_corpus/$$t $(FUZZ_BUILD)/corpus/$$t; \
+	done
 
 bench: build
 	./$(BUILD)/hubu-bench --help
