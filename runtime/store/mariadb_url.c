@@ -232,14 +232,11 @@ int hubu_mariadb_url_password(hubu_mariadb_url *out, char *err, size_t err_size)
 }
 
 void hubu_mariadb_url_redact(const char *url, char *out, size_t size) {
-  size_t scheme_len = strlen(HUBU_MARIADB_SCHEME);
-  const char *slash = url ? strchr(url + (strncmp(url, HUBU_MARIADB_SCHEME, scheme_len) ? 0 : scheme_len), '/') : NULL;
-  const char *p = url ? url + scheme_len : NULL;
-  const char *at = NULL;
-  if (url && !strncmp(url, HUBU_MARIADB_SCHEME, scheme_len) && slash)
-    for (const char *q = p; q < slash; q++)
-      if (*q == '@') at = q;
-  const char *colon = at ? memchr(p, ':', (size_t)(at - p)) : NULL;
+  /* Whatever the URL's shape, parsed or not: everything between the first ':'
+   * after "scheme://" and the last '@' is hidden (at worst, more than the password). */
+  const char *rest = url ? strstr(url, "://") : NULL;
+  const char *at = rest ? strrchr(rest + 3, '@') : NULL;
+  const char *colon = at ? memchr(rest + 3, ':', (size_t)(at - rest - 3)) : NULL;
   if (!colon) {
     snprintf(out, size, "%s", url ? url : "");
     return;

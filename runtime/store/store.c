@@ -151,7 +151,10 @@ const hubu_store_backend *hubu_store_backend_for_url(const char *url, char *err,
   char known[128] = "";
   for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
     snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s...", i ? ", " : "", backends[i]->scheme);
-  snprintf(err, err_size, "no store backend for \"%s\" (this build has %s)", url ? url : "", known);
+  /* only the scheme is named: the rest of an unknown URL may hold a password */
+  size_t scheme = url ? strcspn(url, ":") : 0;
+  snprintf(err, err_size, "no store backend for the scheme \"%.*s:\" (this build has %s)",
+           (int)(scheme > 32 ? 32 : scheme), url ? url : "", known);
   return NULL;
 }
 

@@ -67,7 +67,7 @@ static const char *const migrations[] = {
     "  log_pos BIGINT UNSIGNED NOT NULL,"
     "  session_id VARBINARY(128) NOT NULL, seq BIGINT UNSIGNED NOT NULL, msg_id BIGINT UNSIGNED NOT NULL,"
     "  sender VARBINARY(64) NOT NULL, sender_device VARBINARY(64) NOT NULL, client_id BIGINT UNSIGNED NOT NULL,"
-    "  content_type VARBINARY(255) NOT NULL DEFAULT '', body LONGBLOB NOT NULL, meta MEDIUMBLOB NULL,"
+    "  content_type VARBINARY(1024) NOT NULL DEFAULT '', body LONGBLOB NOT NULL, meta MEDIUMBLOB NULL,"
     "  server_time_ms BIGINT UNSIGNED NOT NULL,"
     "  PRIMARY KEY (session_id, seq),"
     "  UNIQUE KEY messages_by_log (log_pos),"

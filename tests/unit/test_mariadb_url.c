@@ -149,6 +149,10 @@ static void redaction(void) {
   CHECK_EQ_STR(out, "mariadb://hubu@h/d?socket=/x");
   hubu_mariadb_url_redact("mariadb://a:b@c@h/d", out, sizeof out); /* the last '@' ends the password */
   CHECK_EQ_STR(out, "mariadb://a:***@h/d");
+  hubu_mariadb_url_redact("mariadb://u:se/cret@h/db", out, sizeof out); /* does not parse: hidden all the same */
+  CHECK_EQ_STR(out, "mariadb://u:***@h/db");
+  hubu_mariadb_url_redact("mysql://u:pw@h/db", out, sizeof out); /* another scheme */
+  CHECK_EQ_STR(out, "mysql://u:***@h/db");
   hubu_mariadb_url_redact("sqlite:/var/lib/hubu/hubu.db", out, sizeof out);
   CHECK_EQ_STR(out, "sqlite:/var/lib/hubu/hubu.db");
 }
