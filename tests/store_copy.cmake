@@ -7,7 +7,7 @@
 #   cmake --build <tree> --target store_copy_test && (cd <tree> && ctest -R store_copy)
 #
 # `store_copy_test --make-source sqlite:PATH N` writes a store of N messages,
-# for timing a copy by hand (docs/store-copy.md).
+# for timing a copy by hand (docs/store.md).
 if(NOT COMMAND hubu_mariadb_test OR NOT TARGET hubu_e2e_harness)
   return()
 endif()

@@ -1,6 +1,6 @@
 /* hubuctl_store.c — `hubuctl store copy`: copies a whole store into another
  * one, typically the embedded SQLite file into MariaDB when a deployment
- * outgrows it (docs/store-copy.md). Either side may be sqlite:PATH or
+ * outgrows it (docs/store.md). Either side may be sqlite:PATH or
  * mariadb://...: the same code reads and writes both.
  *
  * The source is read in one read transaction, a snapshot (SQLite in WAL mode
