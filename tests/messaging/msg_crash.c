@@ -5,14 +5,14 @@
  * STALE is resent under a new client_id, and the clients also drop their own
  * connections at random. zed reads everything live (PUSH, PULL_HINT, SYNC,
  * PULL). hubud is killed with SIGKILL at random moments and restarted on the
- * same port and data dir, five times. Then the store (read with SQLite), the
+ * same port and store, five times. Then the store (read directly: SQLite's
+ * file, or the MariaDB database with HUBU_TEST_STORE=mariadb, msgtest.h), the
  * senders' ACKs, zed's live view and a fresh device's SYNC + PULL must agree:
  * every ACKed message stored exactly once with its seq and msg_id, no
  * (sender, device, client_id) twice, client_id order = seq order per device
  * and session, every content once, and the readers hold exactly the store.
  * All in one process with non-blocking sockets. HUBU_MSG_SEED reruns a seed. */
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -572,48 +572,47 @@ typedef struct {
   char sender[65], device[65];
 } row;
 
-static row *load_rows(const char *db_path, size_t *n_out) {
-  sqlite3 *db = NULL;
+typedef struct {
+  row *v;
+  size_t n, cap;
+} row_list;
+
+static void take_row(void *ctx, int n, const char *const *cols, const size_t *lens) {
+  row_list *l = ctx;
+  if (n < 7) return;
+  if (l->n == l->cap) {
+    l->cap = l->cap ? 2 * l->cap : 4096;
+    l->v = realloc(l->v, l->cap * sizeof *l->v);
+    REQUIRE(l->v != NULL);
+  }
+  row *x = &l->v[l->n++];
+  memset(x, 0, sizeof *x);
+  x->session = cols[0] ? session_index(cols[0]) : -1;
+  x->seq = cols[1] ? strtoull(cols[1], NULL, 10) : 0;
+  x->msg_id = cols[2] ? strtoull(cols[2], NULL, 10) : 0;
+  snprintf(x->sender, sizeof x->sender, "%s", cols[3] ? cols[3] : "");
+  snprintf(x->device, sizeof x->device, "%s", cols[4] ? cols[4] : "");
+  x->cid = cols[5] ? strtoull(cols[5], NULL, 10) : 0;
+  if (!cols[6] || body_parse((const uint8_t *)cols[6], lens[6], &x->idx, &x->logical) != 0) x->idx = -1;
+}
+
+/* Every stored message, read from the store directly (SQLite's file, or the
+ * MariaDB database), by session and seq. */
+static row *load_rows(const mt_dir *d, size_t *n_out) {
+  row_list l = {0};
   *n_out = 0;
-  if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
-    e2e_fail(__FILE__, __LINE__, "open %s: %s", db_path, db ? sqlite3_errmsg(db) : "?");
-    sqlite3_close(db);
+  long n = mt_store_select(
+      d,
+      "SELECT session_id, seq, msg_id, sender, sender_device, client_id, body FROM messages ORDER BY session_id, seq",
+      take_row, &l);
+  if (n < 0) {
+    free(l.v);
     return NULL;
   }
-  sqlite3_stmt *st = NULL;
-  const char *sql =
-      "SELECT session_id, seq, msg_id, sender, sender_device, client_id, body FROM messages ORDER BY session_id, seq";
-  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-    e2e_fail(__FILE__, __LINE__, "prepare: %s", sqlite3_errmsg(db));
-    sqlite3_close(db);
-    return NULL;
-  }
-  size_t n = 0, cap = 4096;
-  row *rows = malloc(cap * sizeof *rows);
-  REQUIRE(rows != NULL);
-  int rc;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    if (n == cap) {
-      cap *= 2;
-      rows = realloc(rows, cap * sizeof *rows);
-      REQUIRE(rows != NULL);
-    }
-    row *x = &rows[n++];
-    memset(x, 0, sizeof *x);
-    x->session = session_index((const char *)sqlite3_column_text(st, 0));
-    x->seq = (uint64_t)sqlite3_column_int64(st, 1);
-    x->msg_id = (uint64_t)sqlite3_column_int64(st, 2);
-    snprintf(x->sender, sizeof x->sender, "%s", (const char *)sqlite3_column_text(st, 3));
-    snprintf(x->device, sizeof x->device, "%s", (const char *)sqlite3_column_text(st, 4));
-    x->cid = (uint64_t)sqlite3_column_int64(st, 5);
-    if (body_parse(sqlite3_column_blob(st, 6), (size_t)sqlite3_column_bytes(st, 6), &x->idx, &x->logical) != 0)
-      x->idx = -1;
-  }
-  if (rc != SQLITE_DONE) e2e_fail(__FILE__, __LINE__, "select: %s", sqlite3_errmsg(db));
-  sqlite3_finalize(st);
-  sqlite3_close(db);
-  *n_out = n;
-  return rows;
+  if (!l.v) l.v = malloc(sizeof *l.v); /* an empty store is a valid answer */
+  REQUIRE(l.v != NULL);
+  *n_out = l.n;
+  return l.v;
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -711,7 +710,7 @@ static void crash_kill9_loses_and_doubles_nothing(void) {
   w->port = srv.port;
   char listen[64];
   snprintf(listen, sizeof listen, "127.0.0.1:%d", srv.port);
-  fprintf(stderr, "  hubud on %s, data %s; %d senders, window %d, %d kills\n", listen, d.data, N_SENDERS, WINDOW,
+  fprintf(stderr, "  hubud on %s, store %s; %d senders, window %d, %d kills\n", listen, d.store, N_SENDERS, WINDOW,
           RESTARTS);
 
   uint64_t t0 = e2e_now_ms();
@@ -748,9 +747,10 @@ static void crash_kill9_loses_and_doubles_nothing(void) {
   run_for(w, 200); /* late retransmits, if any, must be duplicates */
   uint64_t run_ms = e2e_now_ms() - t0;
 
-  /* the store, read directly (hubud keeps running: WAL readers do not disturb it) */
+  /* the store, read directly (hubud keeps running: neither SQLite's WAL
+   * readers nor a MariaDB reader disturb it) */
   size_t n_rows = 0;
-  row *rows = load_rows(d.db, &n_rows);
+  row *rows = load_rows(&d, &n_rows);
   REQUIRE(rows != NULL);
   fresh_reader_matches_store(srv.port, rows, n_rows);
   for (int i = 0; i < N_SENDERS; i++) mt_nb_close(&w->s[i].c);

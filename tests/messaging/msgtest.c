@@ -5,10 +5,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sockios.h>
+#include <mysql.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,18 +34,137 @@ int mt_quick(void) {
   return q && *q && strcmp(q, "0") != 0;
 }
 
+/* ---- the store -------------------------------------------------------------- */
+
+static struct {
+  int known, mariadb;
+  unsigned port;
+  char user[81], password[257];
+  int used; /* Connector/C was initialized: mysql_library_end at exit */
+} store_env;
+
+/* KEY's value in an env file of scripts/mariadb-private.sh: KEY=VALUE a
+ * line, VALUE bare or in single quotes (a quote inside written as '\''). */
+static int env_file_value(const char *path, const char *key, char *out, size_t size) {
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  char line[1024];
+  size_t klen = strlen(key);
+  int found = -1;
+  while (found < 0 && fgets(line, sizeof line, f)) {
+    if (strncmp(line, key, klen) != 0 || line[klen] != '=') continue;
+    const char *v = line + klen + 1;
+    size_t n = 0;
+    if (*v == '\'') {
+      for (v++; *v && n + 1 < size;) {
+        if (v[0] == '\'' && v[1] == '\\' && v[2] == '\'' && v[3] == '\'') { /* '\'' */
+          out[n++] = '\'';
+          v += 4;
+        } else if (*v == '\'') {
+          break;
+        } else {
+          out[n++] = *v++;
+        }
+      }
+    } else {
+      while (*v && *v != '\n' && *v != '\r' && n + 1 < size) out[n++] = *v++;
+    }
+    out[n] = '\0';
+    found = 0;
+  }
+  fclose(f);
+  return found;
+}
+
+static void store_init(void) {
+  if (store_env.known) return;
+  store_env.known = 1;
+  const char *kind = getenv("HUBU_TEST_STORE");
+  if (!kind || !*kind || strcmp(kind, "sqlite") == 0) return;
+  if (strcmp(kind, "mariadb") != 0) {
+    e2e_fail(__FILE__, __LINE__, "HUBU_TEST_STORE=%s: want sqlite or mariadb", kind);
+    e2e_abort();
+  }
+  const char *env = getenv("HUBU_MARIADB_ENV");
+  char port[16] = "";
+  if (!env || !*env || env_file_value(env, "MARIADB_PORT", port, sizeof port) != 0 ||
+      env_file_value(env, "MARIADB_USER", store_env.user, sizeof store_env.user) != 0 ||
+      env_file_value(env, "MARIADB_PASSWORD", store_env.password, sizeof store_env.password) != 0 ||
+      (store_env.port = (unsigned)strtoul(port, NULL, 10)) == 0) {
+    e2e_fail(__FILE__, __LINE__,
+             "HUBU_TEST_STORE=mariadb needs HUBU_MARIADB_ENV, the env file of scripts/mariadb-private.sh "
+             "(MARIADB_PORT, MARIADB_USER, MARIADB_PASSWORD); got \"%s\"",
+             env ? env : "(unset)");
+    e2e_abort();
+  }
+  setenv("HUBU_STORE_PASSWORD", store_env.password, 1); /* for hubud and hubuctl */
+  store_env.mariadb = 1;
+}
+
+int mt_store_is_mariadb(void) {
+  store_init();
+  return store_env.mariadb;
+}
+
+const char *mt_store_name(void) { return mt_store_is_mariadb() ? "mariadb" : "sqlite"; }
+
+/* A connection to 127.0.0.1 as the test account, to database (NULL: none); NULL with err. */
+static MYSQL *maria_connect(const char *database, char *err, size_t err_size) {
+  store_env.used = 1;
+  MYSQL *c = mysql_init(NULL);
+  if (!c) {
+    snprintf(err, err_size, "mysql_init: out of memory");
+    return NULL;
+  }
+  unsigned connect_s = 5, io_s = 60;
+  mysql_optionsv(c, MYSQL_OPT_CONNECT_TIMEOUT, &connect_s);
+  mysql_optionsv(c, MYSQL_OPT_READ_TIMEOUT, &io_s);
+  mysql_optionsv(c, MYSQL_OPT_WRITE_TIMEOUT, &io_s);
+  if (!mysql_real_connect(c, "127.0.0.1", store_env.user, store_env.password, database, store_env.port, NULL, 0)) {
+    snprintf(err, err_size, "connect to 127.0.0.1:%u as %s: %u %s", store_env.port, store_env.user, mysql_errno(c),
+             mysql_error(c));
+    mysql_close(c);
+    return NULL;
+  }
+  return c;
+}
+
 /* ---- data dirs ------------------------------------------------------------ */
 
 #define MAX_DIRS 8
 static char dirs[MAX_DIRS][64];
+static char databases[MAX_DIRS][64]; /* MariaDB databases made here, dropped with the dirs */
 static void (*prev_alarm)(int) = NULL;
 static int hooks_installed = 0;
+
+static void drop_databases(void) {
+  int any = 0;
+  for (int i = 0; i < MAX_DIRS; i++) any |= databases[i][0] != '\0';
+  if (any) {
+    char err[256];
+    MYSQL *c = maria_connect(NULL, err, sizeof err);
+    for (int i = 0; i < MAX_DIRS; i++) {
+      if (!databases[i][0]) continue;
+      char sql[128];
+      snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS `%.63s`", databases[i]);
+      if (!c || mysql_query(c, sql) != 0)
+        fprintf(stderr, "msgtest: could not drop database %s: %s\n", databases[i], c ? mysql_error(c) : err);
+      databases[i][0] = '\0';
+    }
+    if (c) mysql_close(c);
+  }
+  if (store_env.used) {
+    store_env.used = 0;
+    mysql_library_end();
+  }
+}
 
 static void remove_dirs(void) {
   for (int i = 0; i < MAX_DIRS; i++) {
     e2e_remove_tree(dirs[i]);
     dirs[i][0] = '\0';
   }
+  drop_databases();
 }
 
 /* The harness's watchdog ends with _exit, which skips atexit: remove ours, then chain. */
@@ -53,18 +174,45 @@ static void on_alarm(int sig) {
   _exit(3);
 }
 
+/* A fresh database for d (any old one of the same name, left by a dead
+ * process with this pid, is dropped first). */
+static void make_database(mt_dir *d, int slot) {
+  static unsigned counter;
+  snprintf(d->database, sizeof d->database, "hubu_m%ld_%u", (long)getpid(), ++counter);
+  snprintf(databases[slot], sizeof databases[slot], "%s", d->database);
+  char err[256], sql[160];
+  MYSQL *c = maria_connect(NULL, err, sizeof err);
+  if (!c) {
+    e2e_fail(__FILE__, __LINE__, "MariaDB: %s", err);
+    e2e_abort();
+  }
+  snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS `%.63s`", d->database);
+  int bad = mysql_query(c, sql) != 0;
+  snprintf(sql, sizeof sql, "CREATE DATABASE `%.63s` CHARACTER SET utf8mb4", d->database);
+  if (!bad) bad = mysql_query(c, sql) != 0;
+  if (bad) {
+    e2e_fail(__FILE__, __LINE__, "MariaDB: %s: %s", sql, mysql_error(c));
+    mysql_close(c);
+    e2e_abort();
+  }
+  mysql_close(c);
+  snprintf(d->store, sizeof d->store, "mariadb://%s@127.0.0.1:%u/%s", store_env.user, store_env.port, d->database);
+  fprintf(stderr, "msgtest: store %s (password in HUBU_STORE_PASSWORD)\n", d->store);
+}
+
 void mt_dir_make(mt_dir *d) {
   if (!hooks_installed) {
     hooks_installed = 1;
     atexit(remove_dirs);
     prev_alarm = signal(SIGALRM, on_alarm);
   }
+  store_init();
   memset(d, 0, sizeof *d);
   snprintf(d->dir, sizeof d->dir, "/tmp/hubu-msg-XXXXXX");
   REQUIRE(mkdtemp(d->dir) != NULL);
   int slot = -1;
   for (int i = 0; i < MAX_DIRS && slot < 0; i++)
-    if (!dirs[i][0]) slot = i;
+    if (!dirs[i][0] && !databases[i][0]) slot = i;
   if (slot < 0) {
     e2e_remove_tree(d->dir);
     REQUIRE(slot >= 0);
@@ -73,6 +221,105 @@ void mt_dir_make(mt_dir *d) {
   snprintf(d->data, sizeof d->data, "%s/data", d->dir);
   snprintf(d->db, sizeof d->db, "%s/hubu.db", d->data);
   REQUIRE(mkdir(d->data, 0700) == 0);
+  if (store_env.mariadb)
+    make_database(d, slot);
+  else
+    snprintf(d->store, sizeof d->store, "sqlite:%s", d->db); /* what hubud uses by default */
+}
+
+static long sqlite_select(const mt_dir *d, const char *sql, mt_row_fn fn, void *ctx) {
+  sqlite3 *db = NULL;
+  if (sqlite3_open_v2(d->db, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+    e2e_fail(__FILE__, __LINE__, "open %s: %s", d->db, db ? sqlite3_errmsg(db) : "?");
+    sqlite3_close(db);
+    return -1;
+  }
+  sqlite3_busy_timeout(db, 5000);
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+    e2e_fail(__FILE__, __LINE__, "prepare %s: %s", sql, sqlite3_errmsg(db));
+    sqlite3_close(db);
+    return -1;
+  }
+  long rows = 0;
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    enum { MAX_COLS = 32 };
+    int n = sqlite3_column_count(st);
+    if (n > MAX_COLS) n = MAX_COLS;
+    const char *cols[MAX_COLS];
+    size_t lens[MAX_COLS];
+    for (int i = 0; i < n; i++) {
+      int type = sqlite3_column_type(st, i);
+      /* text (integers as decimal text) and blobs both come NUL-terminated from column_text */
+      cols[i] = type == SQLITE_NULL ? NULL : (const char *)sqlite3_column_text(st, i);
+      lens[i] = cols[i] ? (size_t)sqlite3_column_bytes(st, i) : 0;
+    }
+    fn(ctx, n, cols, lens);
+    rows++;
+  }
+  if (rc != SQLITE_DONE) {
+    e2e_fail(__FILE__, __LINE__, "%s: %s", sql, sqlite3_errmsg(db));
+    rows = -1;
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return rows;
+}
+
+static long mariadb_select(const mt_dir *d, const char *sql, mt_row_fn fn, void *ctx) {
+  char err[256];
+  MYSQL *c = maria_connect(d->database, err, sizeof err);
+  if (!c) {
+    e2e_fail(__FILE__, __LINE__, "MariaDB: %s", err);
+    return -1;
+  }
+  MYSQL_RES *res = NULL;
+  if (mysql_real_query(c, sql, strlen(sql)) != 0 || !(res = mysql_use_result(c))) {
+    e2e_fail(__FILE__, __LINE__, "MariaDB: %s: %s", sql, mysql_error(c));
+    mysql_close(c);
+    return -1;
+  }
+  long rows = 0;
+  int n = (int)mysql_num_fields(res);
+  MYSQL_ROW row;
+  while ((row = mysql_fetch_row(res))) {
+    unsigned long *len = mysql_fetch_lengths(res);
+    enum { MAX_COLS = 32 };
+    const char *cols[MAX_COLS];
+    size_t lens[MAX_COLS];
+    int m = n > MAX_COLS ? MAX_COLS : n;
+    for (int i = 0; i < m; i++) {
+      cols[i] = row[i];
+      lens[i] = row[i] ? (size_t)len[i] : 0;
+    }
+    fn(ctx, m, cols, lens);
+    rows++;
+  }
+  if (mysql_errno(c)) {
+    e2e_fail(__FILE__, __LINE__, "MariaDB: %s: %s", sql, mysql_error(c));
+    rows = -1;
+  }
+  mysql_free_result(res);
+  mysql_close(c);
+  return rows;
+}
+
+long mt_store_select(const mt_dir *d, const char *sql, mt_row_fn fn, void *ctx) {
+  return d->database[0] ? mariadb_select(d, sql, fn, ctx) : sqlite_select(d, sql, fn, ctx);
+}
+
+static void first_number(void *ctx, int n, const char *const *cols, const size_t *lens) {
+  (void)lens;
+  long long *out = ctx;
+  if (*out == -2) *out = n > 0 && cols[0] ? (long long)strtoull(cols[0], NULL, 10) : -1;
+}
+
+long long mt_store_count(const mt_dir *d, const char *sql) {
+  long long v = -2;
+  if (mt_store_select(d, sql, first_number, &v) < 0) return -1;
+  if (v < 0) e2e_fail(__FILE__, __LINE__, "%s: no number", sql);
+  return v < 0 ? -1 : v;
 }
 
 int mt_group_create(const mt_dir *d, const char *group, ...) {
@@ -86,8 +333,13 @@ int mt_group_create(const mt_dir *d, const char *group, ...) {
   va_start(ap, group);
   for (const char *u; (u = va_arg(ap, const char *)) != NULL && n < 58;) argv[n++] = (char *)u;
   va_end(ap);
-  argv[n++] = "--data";
-  argv[n++] = (char *)d->data;
+  if (d->database[0]) {
+    argv[n++] = "--store";
+    argv[n++] = (char *)d->store;
+  } else {
+    argv[n++] = "--data";
+    argv[n++] = (char *)d->data;
+  }
   argv[n] = NULL;
   pid_t pid = fork();
   if (pid < 0) return -1;
@@ -421,9 +673,18 @@ static void nb_read(mt_nb *c) {
 }
 
 void mt_nb_poll(mt_nb *const *conns, size_t n, int timeout_ms) {
-  struct pollfd pfd[64];
-  size_t idx[64], m = 0;
-  for (size_t i = 0; i < n && m < 64; i++) {
+  static struct pollfd *pfd;
+  static size_t *idx, cap;
+  if (n > cap) {
+    struct pollfd *p = realloc(pfd, n * sizeof *p);
+    if (p) pfd = p;
+    size_t *x = p ? realloc(idx, n * sizeof *x) : NULL;
+    if (x) idx = x;
+    REQUIRE(p && x);
+    cap = n;
+  }
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
     mt_nb *c = conns[i];
     if (!c || c->fd < 0 || c->dead) continue;
     if (hubu_buf_size(&c->out)) nb_write(c); /* most writes go through at once */

@@ -1,11 +1,12 @@
 /* msgtest.h — helpers for the messaging tests (tests/messaging/msg_*.c), on top
- * of the end-to-end harness (tests/integration/harness.h): data dirs that
- * outlive a server (for groups made with hubuctl before the start, and for
- * restarts on the same store), request/answer helpers over blocking sockets,
- * and non-blocking connections for the tests that drive many clients from one
- * poll loop.
- * Invariant: every temp dir made here is removed at exit, on REQUIRE and on
- * the harness's watchdog, like the harness's own. */
+ * of the end-to-end harness (tests/integration/harness.h): data dirs and
+ * stores that outlive a server (for groups made with hubuctl before the
+ * start, and for restarts on the same store) on SQLite or MariaDB, a direct
+ * read-only look at what is stored, request/answer helpers over blocking
+ * sockets, and non-blocking connections for the tests that drive many
+ * clients from one poll loop.
+ * Invariant: every temp dir and MariaDB database made here is removed at
+ * exit, on REQUIRE and on the harness's watchdog, like the harness's own. */
 #ifndef HUBU_MSGTEST_H
 #define HUBU_MSGTEST_H
 
@@ -25,22 +26,46 @@
 /* 1 when HUBU_TEST_QUICK is set to something other than "" or "0". */
 int mt_quick(void);
 
-/* ---- data dirs ----------------------------------------------------------- */
+/* ---- data dirs and the store ---------------------------------------------- */
+
+/* The store the servers run on: SQLite in data/hubu.db (the default), or
+ * MariaDB when HUBU_TEST_STORE=mariadb, with HUBU_MARIADB_ENV naming the env
+ * file of scripts/mariadb-private.sh (tests/mariadb.cmake sets it). On
+ * MariaDB every mt_dir gets a fresh database, hubu_m<pid>_<n>, made as the
+ * test account and dropped at exit like the dirs; the account's password
+ * reaches hubud and hubuctl as HUBU_STORE_PASSWORD in this process's
+ * environment, never in a URL. */
+int mt_store_is_mariadb(void);
+const char *mt_store_name(void); /* "sqlite" or "mariadb" */
 
 typedef struct {
-  char dir[64];  /* /tmp/hubu-msg-XXXXXX */
-  char data[96]; /* dir/data: hubud's --data */
-  char db[112];  /* data/hubu.db */
+  char dir[64];      /* /tmp/hubu-msg-XXXXXX */
+  char data[96];     /* dir/data: hubud's --data */
+  char db[112];      /* data/hubu.db (SQLite only) */
+  char store[192];   /* hubud's --store: sqlite:<db>, or mariadb://USER@127.0.0.1:PORT/<database> */
+  char database[64]; /* the MariaDB database, "" on SQLite */
 } mt_dir;
 
-/* Makes a fresh temp dir with an empty data/ in it; REQUIREs success. */
+/* Makes a fresh temp dir with an empty data/ in it (and, on MariaDB, a fresh
+ * database); REQUIREs success. */
 void mt_dir_make(mt_dir *d);
-/* Runs `hubuctl group create GROUP USER... --data d->data` (users: NULL-terminated).
+/* Runs `hubuctl group create GROUP USER...` on d's store (users: NULL-terminated).
  * Returns hubuctl's exit status. Run it before hubud first uses the group. */
 int mt_group_create(const mt_dir *d, const char *group, ...) __attribute__((sentinel));
 
-/* hubud on d's data dir, warnings only in its log; further flags, then NULL. */
-#define MT_START(s, d, ...) e2e_server_start((s), "--data", (d)->data, "--log-level", "warn", __VA_ARGS__)
+/* hubud on d's data dir and store, warnings only in its log; further flags, then NULL. */
+#define MT_START(s, d, ...) \
+  e2e_server_start((s), "--data", (d)->data, "--store", (d)->store, "--log-level", "warn", __VA_ARGS__)
+
+/* One row of mt_store_select: n columns as bytes (NUL-terminated; NULL for an
+ * SQL NULL) and their lengths. Integers come as decimal text. */
+typedef void (*mt_row_fn)(void *ctx, int n, const char *const *cols, const size_t *lens);
+/* Runs a SELECT on d's store, whichever it is (a read-only look at what is
+ * stored, while hubud runs or not), calling fn per row. Returns the number
+ * of rows, or -1 after reporting why. */
+long mt_store_select(const mt_dir *d, const char *sql, mt_row_fn fn, void *ctx);
+/* The first column of the first row as an unsigned number; -1 (reported) on failure. */
+long long mt_store_count(const mt_dir *d, const char *sql);
 
 /* ---- blocking request/answer helpers -------------------------------------- */
 
