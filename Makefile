@@ -63,6 +63,7 @@ fuzz: deps
 	  mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
 	  echo "fuzz_$$t: $(FUZZ_SECONDS) s, -max_len=$$len"; \
 	  ./$(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$$len -timeout=30 -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_BUILD)/ \
 	    $(FUZZ_BUILD)/corpus/$$t tests/fuzz_corpus/$$t; \
 	  ./$(FUZZ_BUILD)/fuzz_$$t -merge=1 -use_counters=0 -max_len=$$len -timeout=30 tests/fuzz_corpus/$$t $(FUZZ_BUILD)/corpus/$$t; \
 	done
