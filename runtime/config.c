@@ -28,6 +28,9 @@ void hubu_config_usage(const char *argv0) {
           "                            (default ./hubu.lua when it exists; flags override it)\n"
           "  --listen HOST:PORT        TCP listener (default 127.0.0.1:7700; port 0: ephemeral)\n"
           "  --tls-listen HOST:PORT    TLS listener (needs --cert and --key)\n"
+          "  --http-listen HOST:PORT|off  HTTP listener: WebSocket at /ws, subprotocol hubu.v1\n"
+          "                            (default 127.0.0.1:7780)\n"
+          "  --ws-origins ORIGIN[,...] browser Origins allowed at /ws (default any; no Origin is always allowed)\n"
           "  --cert FILE --key FILE    PEM certificate chain and private key\n"
           "  --tls-ciphers LIST        TLS 1.2 cipher list (default ECDHE with AES-GCM or ChaCha20-Poly1305)\n"
           "  --tls-ciphersuites LIST   TLS 1.3 suites (default TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:\n"
@@ -50,7 +53,7 @@ void hubu_config_usage(const char *argv0) {
           "  --write-queue-max BYTES   per-connection output cap before reads pause (default 4194304)\n"
           "  --write-stall-ms N        close a connection whose output has not drained for N ms (default 30000)\n"
           "  --drain-ms N              SIGTERM drain budget (default 5000)\n"
-          "  --port-file FILE          write 'tcp PORT' / 'tls PORT' once listening\n"
+          "  --port-file FILE          write 'tcp PORT' / 'tls PORT' / 'http PORT' once listening\n"
           "  --fsync always|batch|off  durability of the store (default batch: one durable commit per batch)\n"
           "  --node-id N               0-1023, part of every msg_id (default 0)\n"
           "  --max-inflight N          unacknowledged pushes per connection before PULL_HINT (default 256)\n"
@@ -174,6 +177,9 @@ void hubu_config_defaults(hubu_config *cfg) {
   cfg->max_inflight_bytes = 1u << 20;
   cfg->ack_timeout_ms = 10000;
   cfg->pull_limit_max = 500;
+  cfg->http_enabled = 1;
+  snprintf(cfg->http_host, sizeof cfg->http_host, "127.0.0.1");
+  cfg->http_port = 7780;
   cfg->admin_enabled = 1;
   snprintf(cfg->admin_host, sizeof cfg->admin_host, "127.0.0.1");
   cfg->admin_port = 7781;
@@ -202,6 +208,16 @@ int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *e
   } else if (!strcmp(flag, "--tls-listen")) {
     bad = parse_hostport(v, cfg->tls_host, sizeof cfg->tls_host, &cfg->tls_port);
     cfg->tls_enabled = 1;
+  } else if (!strcmp(flag, "--http-listen")) {
+    cfg->http_enabled = strcmp(v, "off") != 0;
+    if (cfg->http_enabled) bad = parse_hostport(v, cfg->http_host, sizeof cfg->http_host, &cfg->http_port);
+  } else if (!strcmp(flag, "--ws-origins")) {
+    int r = list_append(cfg, &cfg->ws_origins, v, admin_origin_item_valid);
+    if (r == -2) {
+      snprintf(err, err_size, "%s: out of memory", flag);
+      return -2;
+    }
+    bad = r != 0;
   } else if (!strcmp(flag, "--cert")) {
     cfg->cert_file = v;
   } else if (!strcmp(flag, "--key")) {
@@ -386,11 +402,12 @@ int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t
   }
   /* Second pass: flags override the file. A list flag's first use replaces
    * the file's list; its repeats add to it. */
-  int hosts_given = 0, origins_given = 0;
+  int hosts_given = 0, origins_given = 0, ws_origins_given = 0;
   for (int i = 1; i < argc; i += 2) {
     if (!strcmp(argv[i], "--config")) continue;
     if (!strcmp(argv[i], "--admin-host") && !hosts_given++) cfg->admin_hosts = NULL;
     if (!strcmp(argv[i], "--admin-allow-origin") && !origins_given++) cfg->admin_origins = NULL;
+    if (!strcmp(argv[i], "--ws-origins") && !ws_origins_given++) cfg->ws_origins = NULL;
     if (hubu_config_apply(cfg, argv[i], argv[i + 1], err, err_size) != 0) goto fail;
   }
   if (cfg->tls_enabled && (!cfg->cert_file || !cfg->key_file)) {

@@ -12,6 +12,10 @@ typedef struct {
   int tls_enabled;
   char tls_host[64];
   int tls_port;
+  int http_enabled;       /* 0 with --http-listen off */
+  char http_host[64];     /* the HTTP listener (WebSocket at /ws) */
+  int http_port;          /* 0: ephemeral (the port file gets "http PORT") */
+  const char *ws_origins; /* --ws-origins: browser Origins allowed at /ws, "scheme://host[:port],..."; NULL: any */
   const char *cert_file;
   const char *key_file;
   const char *data_dir;

@@ -29,6 +29,8 @@ static const struct {
 } settings[] = {
     {"listen", KIND_STRING},
     {"tls_listen", KIND_STRING},
+    {"http_listen", KIND_STRING},
+    {"ws_origins", KIND_STRING},
     {"cert", KIND_STRING},
     {"key", KIND_STRING},
     {"data", KIND_STRING},

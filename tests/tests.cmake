@@ -71,6 +71,7 @@ set_tests_properties(${HUBU_TEST_PREFIX}unit.admin_listener_survives_fuzz_corpus
                      PROPERTIES LABELS "unit;fuzz" TIMEOUT 300)
 
 include(${CMAKE_CURRENT_LIST_DIR}/integration.cmake OPTIONAL)
+include(${CMAKE_CURRENT_LIST_DIR}/edge.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/mariadb.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/store.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/store_copy.cmake)

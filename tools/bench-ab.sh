@@ -15,7 +15,7 @@ wait_port() { for _ in $(seq 100); do ss -ltn | grep -q "127.0.0.1:$1 " && retur
 run() { # label binary scenario hubu-bench-args...
   local label=$1 bin=$2 sc=$3; shift 3
   local D; D=$(mktemp -d -p "$W"); mkdir "$D/plugins"
-  taskset -c 0 "$bin" --listen 127.0.0.1:17790 --admin-listen off --data "$D" --secret sbs --plugins "$D/plugins" \
+  taskset -c 0 "$bin" --listen 127.0.0.1:17790 --admin-listen off --http-listen off --data "$D" --secret sbs --plugins "$D/plugins" \
     --log-level warn >"$D/log" 2>&1 & local SP=$!
   wait_port 17790
   taskset -c 1 "$BENCH" "$@" --port 17790 --secret sbs --server-pid $SP --json 2>/dev/null | python3 -c '

@@ -69,7 +69,7 @@ hb() { # store, scenario, hubu-bench args
     args=(--store "mariadb://$MARIADB_USER@127.0.0.1:$MARIADB_PORT/hubu_bench$N")
     dbpid=(--db-pid "$MARIADB_PID")
   fi
-  taskset -c 0 "$B/hubud" --listen 127.0.0.1:17790 --admin-listen off --data "$D" --secret sbs \
+  taskset -c 0 "$B/hubud" --listen 127.0.0.1:17790 --admin-listen off --http-listen off --data "$D" --secret sbs \
     --plugins "$D/plugins" --log-level warn "${args[@]}" >"$D/log" 2>&1 & local SP=$!
   PIDS="$PIDS $SP"; wait_port 17790
   taskset -c 1 "$B/hubu-bench" "$@" --port 17790 --secret sbs --server-pid $SP "${dbpid[@]}" --json | python3 -c '

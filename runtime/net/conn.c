@@ -1,4 +1,5 @@
-/* conn.c — one connection's life: bytes in (through TLS when enabled), frames
+/* conn.c — one connection's life: bytes in (through TLS when enabled, or
+ * WebSocket messages on the HTTP listener, ws.c), frames
  * out of them, replies queued and written once per loop turn, and a close that
  * lets the last ERROR or GOAWAY reach the peer before the FIN.
  * Invariants: nothing is freed before the handle's close callback, so a
@@ -39,6 +40,7 @@ static void on_close(uv_handle_t *h) {
   hubu_buf_free(&c->rbuf);
   hubu_buf_free(&c->wbuf);
   hubu_tls_free(c->tls);
+  hubu_ws_free(c->ws);
   free(c->peer.user);
   free(c);
 }
@@ -54,7 +56,7 @@ void hubu_conn_destroy(hubu_conn *c) {
 
 void hubu_conn_drop(hubu_conn *c, Hubu__V1__Code code, const char *reason, int goaway) {
   if (c->peer.state == HUBU_PEER_CLOSED) return;
-  if (c->peer.state < HUBU_PEER_CLOSING && !c->tls && !c->writing && !hubu_buf_size(&c->wbuf)) {
+  if (c->peer.state < HUBU_PEER_CLOSING && !c->tls && !c->ws && !c->writing && !hubu_buf_size(&c->wbuf)) {
     /* best effort: only what the socket takes now */
     hubu_buf last = {0};
     if (goaway)
@@ -204,6 +206,13 @@ static void flush_once(hubu_conn *c) {
       if (!w) break;
       out.len += hubu_tls_take_output(c->tls, w, pending);
     }
+  } else if (c->ws) {
+    if (hubu_ws_output(c->ws, &c->wbuf, c->peer.state >= HUBU_PEER_CLOSING,
+                       c->server->draining ? HUBU_WS_CLOSE_GOING_AWAY : HUBU_WS_CLOSE_NORMAL) != 0) {
+      hubu_conn_destroy(c);
+      return;
+    }
+    hubu_ws_take_output(c->ws, &out);
   } else {
     out = c->wbuf; /* move */
     memset(&c->wbuf, 0, sizeof c->wbuf);
@@ -458,6 +467,27 @@ void hubu_conn_resume_input(hubu_conn *c) {
   if (!c->reading && c->peer.state == HUBU_PEER_READY && !c->input_paused && !c->output_paused) start_reading(c);
 }
 
+/* One WebSocket binary message: one frame. */
+static int ws_message(void *ud, const uint8_t *msg, size_t len) { return conn_input(ud, msg, len); }
+
+/* Socket bytes of a connection of the HTTP listener: the request, then
+ * messages, each capped as a frame is (--hello-max-frame before HELLO_OK,
+ * then max_frame). */
+static void ws_read(hubu_conn *c, const uint8_t *data, size_t len) {
+  const hubu_net_config *cfg = c->server->cfg;
+  uint32_t max_frame =
+      c->peer.state == HUBU_PEER_READY || cfg->hello_max_frame > cfg->max_frame ? cfg->max_frame : cfg->hello_max_frame;
+  hubu_ws_set_max_message(c->ws, (size_t)max_frame + HUBU_FRAME_HEADER_SIZE);
+  int r = hubu_ws_input(c->ws, data, len, ws_message, c);
+  if (r < 0) {
+    hubu_conn_destroy(c);
+    return;
+  }
+  if (c->peer.state == HUBU_PEER_CLOSED) return;
+  if (r > 0) begin_close(c);
+  if (hubu_ws_output_pending(c->ws)) hubu_server_mark_dirty(c->server, c);
+}
+
 static int discard_plain(void *ud, const uint8_t *data, size_t len) {
   (void)ud, (void)data, (void)len;
   return 0;
@@ -495,6 +525,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (c->peer.state >= HUBU_PEER_CLOSING) return;
+  if (c->ws) {
+    ws_read(c, data, (size_t)nread);
+    return;
+  }
   conn_input(c, data, (size_t)nread);
 }
 
@@ -572,7 +606,8 @@ static const hubu_peer_ops conn_peer_ops = {
     .resume_input = peer_resume_input,
 };
 
-void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, int tls) {
+void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, hubu_conn_kind kind) {
+  int tls = kind == HUBU_CONN_TLS;
   hubu_conn *c = calloc(1, sizeof *c);
   if (!c) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory", "where=accept");
@@ -602,10 +637,16 @@ void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, int tls) {
     hubu_conn_destroy(c);
     return;
   }
+  if (kind == HUBU_CONN_WS && !(c->ws = hubu_ws_new(s->cfg->ws_origins, c->peer.id))) {
+    hubu_log(HUBU_LOG_ERROR, c->peer.id, NULL, "out_of_memory", "where=ws");
+    hubu_conn_destroy(c);
+    return;
+  }
   start_reading(c);
   if (!c->reading) {
     hubu_conn_destroy(c);
     return;
   }
-  hubu_log(HUBU_LOG_DEBUG, c->peer.id, NULL, "conn_open", "tls=%d hurried=%d", tls, c->hurried);
+  hubu_log(HUBU_LOG_DEBUG, c->peer.id, NULL, "conn_open", "tls=%d ws=%d hurried=%d", tls, kind == HUBU_CONN_WS,
+           c->hurried);
 }

@@ -1,4 +1,4 @@
-/* conn.h — one client connection (TCP or TLS) from accept to close. */
+/* conn.h — one client connection (TCP, TLS or WebSocket) from accept to close. */
 #ifndef HUBU_CONN_H
 #define HUBU_CONN_H
 
@@ -10,6 +10,7 @@
 #include "hubu.pb-c.h"
 #include "peer.h"
 #include "tls.h"
+#include "ws.h"
 
 typedef struct hubu_server hubu_server;
 typedef struct hubu_conn hubu_conn;
@@ -30,6 +31,7 @@ struct hubu_conn {
   uint64_t state_since_ms;                /* accept time, or the start of closing */
   uint64_t paused_since_ms;               /* while output_paused: when its output went above --write-queue-max */
   hubu_tls *tls;                          /* owned; NULL on plain TCP */
+  hubu_ws *ws;                            /* owned; the HTTP listener's connections (WebSocket), else NULL */
   hubu_buf rbuf;                          /* owned; an incomplete frame, else empty */
   hubu_buf wbuf;                          /* owned; output not yet handed to a write */
   size_t writing;                         /* bytes in writes not yet completed */
@@ -46,8 +48,11 @@ struct hubu_conn {
   uint8_t bad_bodies;
 };
 
-/* Accepts a pending connection on listener; tls selects the TLS side. */
-void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, int tls);
+/* What a listener's connections speak. */
+typedef enum { HUBU_CONN_TCP = 0, HUBU_CONN_TLS = 1, HUBU_CONN_WS = 2 } hubu_conn_kind;
+
+/* Accepts a pending connection on listener, speaking kind. */
+void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, hubu_conn_kind kind);
 
 /* Queues a frame (type + packed msg) for the next flush. 0 or -1. */
 int hubu_conn_send(hubu_conn *c, uint8_t type, const ProtobufCMessage *msg);

@@ -48,7 +48,10 @@ static void on_connection(uv_stream_t *listener, int status) {
     if (status == UV_EMFILE || status == UV_ENFILE) drop_oldest_waiting(s, "out_of_descriptors");
     return;
   }
-  hubu_conn_accept(s, listener, listener == (uv_stream_t *)&s->tls_listener);
+  hubu_conn_accept(s, listener,
+                   listener == (uv_stream_t *)&s->tls_listener    ? HUBU_CONN_TLS
+                   : listener == (uv_stream_t *)&s->http_listener ? HUBU_CONN_WS
+                                                                  : HUBU_CONN_TCP);
 }
 
 uint32_t hubu_server_conn_cap(uint64_t nofile, uint32_t max_conns) {
@@ -237,6 +240,7 @@ void hubu_server_drain(hubu_server *s, const char *why) {
   hubu_log(HUBU_LOG_INFO, 0, NULL, "shutdown", "state=draining why=%s open=%u", why, s->conn_count);
   close_if_open((uv_handle_t *)&s->tcp_listener);
   if (s->tls_listening) close_if_open((uv_handle_t *)&s->tls_listener);
+  if (s->http_listening) close_if_open((uv_handle_t *)&s->http_listener);
   for (hubu_conn *c = s->conns, *next; c; c = next) {
     next = c->next;
     if (c->peer.state < HUBU_PEER_CLOSING)
@@ -314,8 +318,19 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_net_config *cf
     }
     s->tls_listening = 1;
   }
+  int http_port = -1;
+  if (cfg->http_enabled) {
+    if (listen_on(s, &s->http_listener, cfg->http_host, cfg->http_port, &http_port) != 0) {
+      uv_close((uv_handle_t *)&s->tcp_listener, NULL);
+      if (s->tls_listening) uv_close((uv_handle_t *)&s->tls_listener, NULL);
+      s->tls_listening = 0;
+      return -1;
+    }
+    s->http_listening = 1;
+  }
   s->tcp_port = tcp_port;
   s->tls_port = tls_port;
+  s->http_port = http_port;
   uv_timer_init(loop, &s->sweep);
   uv_prepare_init(loop, &s->flush);
   uv_signal_init(loop, &s->sigterm);
@@ -333,12 +348,14 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_net_config *cf
 
   hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "tcp=%s:%d", cfg->listen_host, tcp_port);
   if (cfg->tls_enabled) hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "tls=%s:%d", cfg->tls_host, tls_port);
+  if (cfg->http_enabled) hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "http=%s:%d", cfg->http_host, http_port);
   return 0;
 }
 
 void hubu_server_abort(hubu_server *s) {
   close_if_open((uv_handle_t *)&s->tcp_listener);
   if (s->tls_listening) close_if_open((uv_handle_t *)&s->tls_listener);
+  if (s->http_listening) close_if_open((uv_handle_t *)&s->http_listener);
   close_if_open((uv_handle_t *)&s->sweep);
   close_if_open((uv_handle_t *)&s->flush);
   close_if_open((uv_handle_t *)&s->sigterm);

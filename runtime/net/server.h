@@ -1,4 +1,4 @@
-/* server.h — hubud's client listeners (TCP, TLS) and the set of live
+/* server.h — hubud's client listeners (TCP, TLS, HTTP/WebSocket) and the set of live
  * connections on one loop, each a core peer; admission limits, the sweep, the
  * per-turn flush and the SIGTERM drain. */
 #ifndef HUBU_SERVER_H
@@ -43,6 +43,10 @@ typedef struct {
   size_t max_pending_send_bytes; /* ... and their frame bytes */
   const char *tls_ciphers;       /* TLS 1.2 cipher list; NULL: tls.c's ECDHE+AEAD default */
   const char *tls_ciphersuites;  /* TLS 1.3 suites; NULL: tls.c's default */
+  int http_enabled;              /* the HTTP listener (WebSocket at /ws) */
+  char http_host[64];
+  int http_port;
+  const char *ws_origins; /* --ws-origins: browser Origins allowed at /ws, "scheme://host[:port],..."; NULL: any */
 } hubu_net_config;
 
 #define HUBU_READ_BUF_SIZE 65536
@@ -54,7 +58,10 @@ typedef struct hubu_server {
   uv_tcp_t tcp_listener;
   uv_tcp_t tls_listener;
   int tls_listening;
+  uv_tcp_t http_listener;
+  int http_listening;
   int tcp_port, tls_port; /* bound ports (tls_port -1 without TLS) */
+  int http_port;          /* -1 without the HTTP listener */
   SSL_CTX *tls_ctx;       /* owned; NULL without --tls-listen */
   uv_timer_t sweep;       /* heartbeats, HELLO timeouts, lingering closes */
   uv_prepare_t flush;     /* one write per dirty connection per loop turn */

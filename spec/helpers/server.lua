@@ -151,6 +151,7 @@ function Server:_launch(opts)
     quote(M.hubud_path()),
     "--listen 127.0.0.1:0",
     "--admin-listen 127.0.0.1:0",
+    "--http-listen 127.0.0.1:0",
     "--port-file " .. quote(self.port_file),
     "--data " .. quote(self.data),
     "--secret " .. quote("@" .. self.secret_file),

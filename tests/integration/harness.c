@@ -224,16 +224,18 @@ static int read_port_file(e2e_server *s, const char *path, int want_tls) {
   FILE *f = fopen(path, "r");
   if (!f) return 0;
   char line[128];
-  int tcp = 0, tls = 0;
+  int tcp = 0, tls = 0, http = 0;
   while (fgets(line, sizeof line, f)) {
     int p;
     if (sscanf(line, "tcp %d", &p) == 1 && p > 0) tcp = p;
     if (sscanf(line, "tls %d", &p) == 1 && p > 0) tls = p;
+    if (sscanf(line, "http %d", &p) == 1 && p > 0) http = p;
   }
   fclose(f);
   if (!tcp || (want_tls && !tls)) return 0;
   s->port = tcp;
   s->tls_port = tls;
+  s->http_port = http;
   return 1;
 }
 
@@ -309,6 +311,7 @@ static int server_startv(e2e_server *s, int tls, va_list ap) {
   DEFAULT_ARG("--data", data);
   DEFAULT_ARG("--drain-ms", "1000");
   DEFAULT_ARG("--admin-listen", "127.0.0.1:0"); /* never the fixed default port: tests run in parallel */
+  DEFAULT_ARG("--http-listen", "127.0.0.1:0");
   DEFAULT_ARG("--plugins", plugins);
   if (tls) {
     DEFAULT_ARG("--tls-listen", "127.0.0.1:0");

@@ -68,6 +68,7 @@ typedef struct {
   char dir[64];  /* the temp dir: data/, ports, cert.pem, key.pem */
   int port;      /* "tcp PORT" of the port file */
   int tls_port;  /* "tls PORT", when started with TLS */
+  int http_port; /* "http PORT": the HTTP listener (WebSocket), 0 when off */
   char cert[96]; /* PEM files, when started with TLS */
   char key[96];
   int slot; /* in the harness's registry of children and dirs */
