@@ -265,7 +265,13 @@ static void on_appended(hubu_store_op *op) {
   } else if (op->status == HUBU_STORE_DUPLICATE) { /* the seq it was given stays a hole */
     pending_answer(core, p, HUBU__V1__CODE__OK, op->append.stored_session_id, op->append.stored_seq,
                    op->append.stored_msg_id, NULL, 1, 0);
-  } else if (op->status == HUBU_STORE_RETRY) { /* nothing written: the same SEND may come again */
+  } else if (op->status == HUBU_STORE_RETRY) { /* not written, or in doubt: the same SEND may come again */
+    if (op->append.in_doubt) {                 /* it may be stored after all: PULLs around its seq must ask the store */
+      hubu_session_tail_forget(p->session, m->seq);
+      hubu_log(HUBU_LOG_WARN, p->sender_conn, m->sender, "send_in_doubt",
+               "session=%s seq=%llu client_id=%llu msg=\"answered UNAVAILABLE; a resend is stored once\"",
+               m->session_id, (unsigned long long)m->seq, (unsigned long long)p->client_id);
+    }
     pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store busy", 0,
                    HUBU_STORE_RETRY_AFTER_MS);
   } else {

@@ -267,6 +267,11 @@ void hubu_session_tail_push(hubu_session *sess, hubu_msg *m) {
     tail_drop_oldest(core, core->tail_lru);
 }
 
+void hubu_session_tail_forget(hubu_session *sess, uint64_t seq) {
+  while (sess->tail_len) tail_drop_oldest(sess->core_ref, sess);
+  if (seq > sess->tail_base) sess->tail_base = seq;
+}
+
 int hubu_session_tail_read(hubu_session *sess, uint64_t after_seq, uint32_t limit, hubu_msg **out, int *has_more) {
   *has_more = 0;
   if (!sess->loaded || after_seq < sess->tail_base) return -1;

@@ -105,6 +105,12 @@ void hubu_session_remove_member(hubu_session *sess, const char *user);
  * at or below the committed watermark. */
 void hubu_session_tail_push(hubu_session *sess, hubu_msg *m);
 
+/* seq's append may or may not have been stored (the store lost its COMMIT's
+ * answer and could not tell): the tail no longer knows every stored message
+ * above its base, so it is emptied and its base raised to seq. PULLs at or
+ * below seq go to the store, which has the message if it was stored. */
+void hubu_session_tail_forget(hubu_session *sess, uint64_t seq);
+
 /* Collects up to limit tail messages with after_seq < seq <= the committed
  * watermark. Returns -1 when
  * the tail cannot answer (after_seq below tail_base), else the count;

@@ -115,6 +115,8 @@ typedef struct {
   char **new_members;               /* in: the new session's users: owned array of owned strings */
   size_t n_new_members;             /* in */
   uint64_t log_pos;                 /* out, OK: the message's position in the store's log */
+  int in_doubt;                     /* out, RETRY: it may have been stored all the same (its COMMIT's answer
+                                       was lost and the store could not tell); a resend is stored once */
   /* out: with OK, the message's own session, seq and msg_id; with DUPLICATE, those of the message stored
    * before for the same sender, device and client_id (the first copy of a resent SEND) */
   char stored_session_id[HUBU_SESSION_ID_MAX + 1];

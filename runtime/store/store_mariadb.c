@@ -857,6 +857,7 @@ static void resolve_in_doubt(maria_store *st, hubu_store_op **ops, size_t n, con
     if (op->status == HUBU_STORE_OK) committed++;
     if (op->status != UNDECIDED) continue;
     op->status = HUBU_STORE_RETRY;
+    op->append.in_doubt = !resolved; /* resolved: not found, so not stored */
     snprintf(op->error, sizeof op->error, "append commit: %.140s", why);
   }
   hubu_log(HUBU_LOG_WARN, 0, NULL, "store_commit_in_doubt",
