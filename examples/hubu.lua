@@ -13,11 +13,13 @@ listen = "127.0.0.1:7700"            -- plain TCP; port 0 picks a free port
 -- tls_listen = "0.0.0.0:7743"       -- TLS, needs cert and key
 -- cert = "/etc/hubu/fullchain.pem"
 -- key = "/etc/hubu/privkey.pem"
+http_listen = "127.0.0.1:7780"       -- HTTP: WebSocket at /ws (docs/http.md); "off" to disable
+-- ws_origins = "https://chat.example" -- browser pages allowed at /ws; no Origin is always allowed
 admin_listen = "127.0.0.1:7781"      -- /healthz, /metrics, /v1/admin/*; "off" to disable
 -- admin_token = "@/etc/hubu/admin-token" -- bearer token; required when admin_listen is off loopback
 -- admin_host = "admin.internal"     -- more names a request's Host may give
 -- admin_allow_origin = "https://ops.example" -- browser pages allowed to call it
--- port_file = "/run/hubu/ports"     -- "tcp PORT" lines once listening
+-- port_file = "/run/hubu/ports"     -- "tcp PORT" (and "tls", "http", "admin") lines once listening
 
 -- ---- storage, plugins, secret ---------------------------------------------
 data = "./data"                      -- the generated secret, and the store unless `store` says otherwise
