@@ -14,6 +14,7 @@ packages=(
   libhiredis-dev
   uthash-dev
   libhttp-parser-dev
+  libcurl4-openssl-dev
   libwslay-dev
   lua-busted
   clang libclang-rt-14-dev clang-format

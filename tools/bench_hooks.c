@@ -108,8 +108,9 @@ static lua_State *hooks_state(void) {
       {"label_ok", hk_label_ok},
       {NULL, NULL},
   };
-  static const char *const inert[] = {"send",     "event",      "token", "token_verify", "members", "members_wait",
-                                      "group_op", "call_reply", "kick",  "kv",           NULL};
+  static const char *const inert[] = {
+      "send", "event", "token", "token_verify", "members",     "members_wait", "group_op",    "call_reply",
+      "kick", "kv",    "hmac",  "http_start",   "http_cancel", "send_verdict", "replay_from", NULL};
   if (luaL_loadbuffer(L, (const char *)hubu_host_lua, hubu_host_lua_len, "@host.lua") != 0) goto fail;
   lua_newtable(L);
   for (const luaL_Reg *f = real; f->name; f++) {

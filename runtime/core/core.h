@@ -51,7 +51,10 @@ struct hubu_core {
   size_t tail_bytes;                 /* what the tails hold (session.c) */
   hubu_directory *directory; /* who is online (directory.h); owned: the local one unless replaced before start */
   hubu_device *devices;      /* uthash, owned */
-  uint64_t msg_id_ms;        /* msg_id generator: last millisecond used */
+  struct hubu_seq_waiter *verdict_waits; /* uthash by send_ref: SENDs whose plugins answer later (not owned:
+                                            each is in its session's seq queue) */
+  uint64_t next_send_ref;
+  uint64_t msg_id_ms; /* msg_id generator: last millisecond used */
   uint32_t msg_id_counter;
   hubu_core_stats stats;
 };

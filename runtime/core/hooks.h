@@ -61,6 +61,7 @@ typedef struct {
   const hubu_msg *msg;         /* ROUTE, STORED */
   int replayed;                /* STORED */
   const char *op;              /* READ: "pull" or "sync" */
+  uint64_t send_ref;           /* SEND in: names this SEND to a verdict that comes later */
   hubu_send_verdict verdict;   /* SEND out (free with hubu_send_verdict_free) */
   hubu_route_plan plan;        /* ROUTE out (free with hubu_route_plan_free) */
   int allowed;                 /* READ out */
@@ -68,7 +69,11 @@ typedef struct {
 } hubu_hook_call;
 
 /* Returns 0 when no handler ran (the event's default applies and no output
- * is set), 1 when handlers ran and the outputs hold their decision. */
+ * is set), 1 when handlers ran and the outputs hold their decision, or, for
+ * SEND only, HUBU_HOOK_LATER: a handler waits (for an HTTP service, the
+ * store), and the verdict comes later, exactly once, through
+ * hubu_messaging_send_decided(core, send_ref, verdict) (messaging.h). */
+#define HUBU_HOOK_LATER 2
 typedef int (*hubu_hook_dispatch_fn)(void *host, hubu_hook_call *call);
 
 typedef struct {

@@ -338,9 +338,19 @@ static void seq_waited(hubu_core *core, hubu_session *sess, int ok, uint64_t seq
   hubu__v1__send__free_unpacked(m, NULL);
 }
 
-/* Asks for the seqs of the waiting SENDs, in order, until one must wait. */
+/* Asks for the seqs of the waiting SENDs, in order, until one must wait:
+ * for the allocator, or for its plugins' verdict. Husks of refused SENDs at
+ * the head are dropped. */
 static void seq_pump(hubu_core *core, hubu_session *sess) {
   while (sess->seq_wait && !sess->seq_asking) {
+    hubu_seq_waiter *w = sess->seq_wait;
+    if (w->verdict_pending) return;
+    if (!w->pending) {
+      sess->seq_wait = w->next;
+      if (!sess->seq_wait) sess->seq_wait_last = NULL;
+      free(w);
+      continue;
+    }
     uint64_t seq = 0;
     hubu_seq_result r = seq_next(core, sess, &seq);
     if (r == HUBU_SEQ_LATER) {
@@ -364,6 +374,40 @@ void hubu_seq_answer(hubu_core *core, const char *session_id, int ok, uint64_t s
   seq_pump(core, sess);
 }
 
+/* Appends w to sess's seq queue. */
+static void seq_queue(hubu_session *sess, hubu_seq_waiter *w) {
+  if (sess->seq_wait_last)
+    sess->seq_wait_last->next = w;
+  else
+    sess->seq_wait = w;
+  sess->seq_wait_last = w;
+}
+
+void hubu_messaging_send_decided(hubu_core *core, uint64_t send_ref, hubu_send_verdict *v) {
+  hubu_seq_waiter *w = NULL;
+  HASH_FIND(hh, core->verdict_waits, &send_ref, sizeof send_ref, w);
+  if (!w) { /* answered already */
+    hubu_send_verdict_free(v);
+    return;
+  }
+  HASH_DEL(core->verdict_waits, w);
+  w->verdict_pending = 0;
+  hubu_pending_send *p = w->pending;
+  hubu_session *sess = p->session;
+  if (v->code != HUBU__V1__CODE__OK) { /* refused: answered now; its husk keeps its place */
+    pending_answer(core, p, v->code, w->send->session_id, 0, 0, v->reason, 0, v->retry_after_ms);
+    pending_finish(core, p, 1);
+    w->pending = NULL;
+    hubu__v1__send__free_unpacked(w->send, NULL);
+    w->send = NULL;
+    hubu_send_verdict_free(v);
+  } else {
+    w->verdict = *v; /* its owned fields move into the waiter */
+    memset(v, 0, sizeof *v);
+  }
+  seq_pump(core, sess);
+}
+
 static void resume_send(hubu_core *core, hubu_session *sess, hubu_parked *parked) {
   parked_send *ps = (parked_send *)parked;
   hubu_pending_send *p = ps->pending;
@@ -380,6 +424,7 @@ static void resume_send(hubu_core *core, hubu_session *sess, hubu_parked *parked
   free(ps);
   uint64_t seq = 0;
   hubu_seq_result r = HUBU_SEQ_LATER;
+  int hooked = 0;
   if (!sess->loaded) {
     pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "store unavailable", 0,
                    HUBU_STORE_RETRY_AFTER_MS);
@@ -387,7 +432,24 @@ static void resume_send(hubu_core *core, hubu_session *sess, hubu_parked *parked
   } else if (!sess->exists || (sess->kind != HUBU_SESSION_DIRECT && !hubu_session_is_member(sess, d->user))) {
     pending_answer(core, p, HUBU__V1__CODE__FORBIDDEN, m->session_id, 0, 0, "not a member of this session", 0, 0);
     pending_finish(core, p, 1);
-  } else if (!p->internal && hubu_hooks_run(&core->hooks, &send) && v->code != HUBU__V1__CODE__OK) {
+  } else if (!p->internal && (send.send_ref = ++core->next_send_ref) &&
+             (hooked = hubu_hooks_run(&core->hooks, &send)) == HUBU_HOOK_LATER) {
+    /* The plugins answer later: the SEND takes its place in the seq queue
+     * now, so the SENDs after it keep their order, and waits there. */
+    hubu_seq_waiter *w = calloc(1, sizeof *w);
+    if (!w) { /* the late verdict finds no waiter and is dropped */
+      pending_answer(core, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0, "out of memory", 0, 0);
+      pending_finish(core, p, 1);
+    } else {
+      w->pending = p;
+      w->send = m;
+      w->send_ref = send.send_ref;
+      w->verdict_pending = 1;
+      m = NULL;
+      HASH_ADD(hh, core->verdict_waits, send_ref, sizeof w->send_ref, w);
+      seq_queue(sess, w);
+    }
+  } else if (hooked && v->code != HUBU__V1__CODE__OK) {
     pending_answer(core, p, v->code, m->session_id, 0, 0, v->reason, 0, v->retry_after_ms);
     pending_finish(core, p, 1);
   } else if (!sess->seq_wait && !sess->seq_asking && (r = seq_next(core, sess, &seq)) == HUBU_SEQ_NOW) {
@@ -407,11 +469,7 @@ static void resume_send(hubu_core *core, hubu_session *sess, hubu_parked *parked
       *w = (hubu_seq_waiter){.pending = p, .send = m, .verdict = *v};
       memset(v, 0, sizeof *v);
       m = NULL;
-      if (sess->seq_wait_last)
-        sess->seq_wait_last->next = w;
-      else
-        sess->seq_wait = w;
-      sess->seq_wait_last = w;
+      seq_queue(sess, w);
     }
   }
   hubu_send_verdict_free(v);

@@ -46,13 +46,19 @@ typedef struct hubu_session {
 } hubu_session;
 
 /* A SEND waiting for its seq, made only when the allocator answers later
- * (seq.h): the pending send, and the SEND and the plugins' verdict it will
- * be stored from. Owned by its session's queue. */
+ * (seq.h) or the plugins' verdict comes later (hooks.h, HUBU_HOOK_LATER):
+ * the pending send, and the SEND and the plugins' verdict it will be stored
+ * from. Owned by its session's queue. A SEND refused by a later verdict is
+ * answered at once and stays in the queue as a husk (pending NULL) until it
+ * reaches the head, so the queue keeps the arrival order of the others. */
 typedef struct hubu_seq_waiter {
   struct hubu_seq_waiter *next;
-  struct hubu_pending_send *pending;
-  Hubu__V1__Send *send;      /* owned */
-  hubu_send_verdict verdict; /* owned */
+  struct hubu_pending_send *pending; /* NULL: refused and answered */
+  Hubu__V1__Send *send;              /* owned */
+  hubu_send_verdict verdict;         /* owned */
+  UT_hash_handle hh;                 /* in core->verdict_waits while verdict_pending */
+  uint64_t send_ref;                 /* the hook call's send_ref */
+  uint8_t verdict_pending;           /* the plugins have not answered yet */
 } hubu_seq_waiter;
 
 /* A request waiting for its session to load. */

@@ -11,6 +11,7 @@
 
 #include "host_internal.h"
 #include "log.h"
+#include "messaging.h"
 #include "session.h"
 #include "token.h"
 #include "wire.h"
@@ -115,11 +116,63 @@ static int dispatch(hubu_plugins *p, const char *event, char *failed, size_t fai
 
 /* ---- the events ---- */
 
+/* Stack: host.send's answer at base..base+3 (what, a, b, c), unchanged.
+ * Fills v from it: nothing (every handler let the message through
+ * unchanged), "error" (a fail-closed plugin failed), "verdict" (ev:reject)
+ * or "rewrite". */
+static void read_send_verdict(lua_State *L, int base, hubu_send_verdict *v) {
+  memset(v, 0, sizeof *v);
+  v->code = HUBU__V1__CODE__OK;
+  const char *what = lua_tostring(L, base);
+  if (!what) return;
+  if (!strcmp(what, "error")) { /* final: a retry would fail the same way */
+    v->code = HUBU__V1__CODE__REJECTED;
+    snprintf(v->reason, sizeof v->reason, "plugin %s failed",
+             lua_tostring(L, base + 1) ? lua_tostring(L, base + 1) : "?");
+  } else if (!strcmp(what, "verdict")) {
+    const char *reason = lua_tostring(L, base + 2);
+    v->code = code_by_name(lua_tostring(L, base + 1), HUBU__V1__CODE__REJECTED);
+    snprintf(v->reason, sizeof v->reason, "%s", reason ? reason : "");
+    v->retry_after_ms = (uint32_t)lua_tonumber(L, base + 3); /* host.lua checked its range */
+  } else if (!strcmp(what, "rewrite")) {
+    size_t blen = 0;
+    const char *body = lua_tolstring(L, base + 1, &blen), *ctype = lua_tostring(L, base + 2);
+    v->rewritten = 1;
+    v->body = malloc(blen ? blen : 1);
+    v->content_type = strdup(ctype ? ctype : "");
+    if (v->body && body) memcpy(v->body, body, blen);
+    v->body_len = blen;
+    /* meta: the table's string pairs */
+    size_t n = 0, cap = 32; /* the SEND limit on meta entries */
+    Hubu__V1__Send__MetaEntry *entries = calloc(cap, sizeof *entries), **ptrs = calloc(cap, sizeof *ptrs);
+    if (lua_istable(L, base + 3) && entries && ptrs) {
+      lua_pushnil(L);
+      while (lua_next(L, base + 3) != 0) { /* the strings stay referenced by the table */
+        if (n < cap && lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+          hubu__v1__send__meta_entry__init(&entries[n]);
+          entries[n].key = (char *)lua_tostring(L, -2);
+          entries[n].value = (char *)lua_tostring(L, -1);
+          ptrs[n] = &entries[n];
+          n++;
+        }
+        lua_pop(L, 1);
+      }
+    }
+    if (!v->body || !v->content_type || !entries || !ptrs || hubu_msg_pack_meta(n, ptrs, &v->meta, &v->meta_len) != 0) {
+      v->code = HUBU__V1__CODE__INTERNAL;
+      snprintf(v->reason, sizeof v->reason, "out of memory");
+    }
+    free(entries);
+    free(ptrs);
+  }
+}
+
 /* The hot path: the SEND's fields go to host.send as arguments (the event
  * table is built there by a table constructor, its keys constants), and the
- * verdict comes back as return values. Stack: unchanged. */
+ * verdict comes back as return values, or "later" when a handler waits
+ * (then C.send_verdict brings it). Stack: unchanged. */
 static int on_send(hubu_plugins *p, const char *user, const char *device, const char *session_id, uint64_t client_id,
-                   const Hubu__V1__Send *m, hubu_send_verdict *v) {
+                   uint64_t send_ref, const Hubu__V1__Send *m, hubu_send_verdict *v) {
   memset(v, 0, sizeof *v);
   v->code = HUBU__V1__CODE__OK;
   if (!p || !p->has_send) return 0;
@@ -138,9 +191,10 @@ static int on_send(hubu_plugins *p, const char *user, const char *device, const 
   } else {
     lua_pushnil(L);
   }
+  lua_pushnumber(L, (double)send_ref);
   uint64_t refused = p->mem_refused;
   hubu_plugins_budget_open(p, 0);
-  int rc = lua_pcall(L, 7, 4, 0);
+  int rc = lua_pcall(L, 8, 4, 0);
   hubu_plugins_budget_close(p);
   if (p->mem_refused != refused) hubu_plugins_memory_full(p, "send");
   if (rc != 0) {
@@ -149,52 +203,22 @@ static int on_send(hubu_plugins *p, const char *user, const char *device, const 
     return 0; /* the host itself failed: as if no plugin had spoken */
   }
   const char *what = lua_tostring(L, top + 1);
-  if (!what) { /* every handler let it through unchanged */
-    lua_settop(L, top);
-    return 1;
-  }
-  if (!strcmp(what, "error")) { /* final: a retry would fail the same way */
-    v->code = HUBU__V1__CODE__REJECTED;
-    snprintf(v->reason, sizeof v->reason, "plugin %s failed",
-             lua_tostring(L, top + 2) ? lua_tostring(L, top + 2) : "?");
-  } else if (!strcmp(what, "verdict")) {
-    const char *reason = lua_tostring(L, top + 3);
-    v->code = code_by_name(lua_tostring(L, top + 2), HUBU__V1__CODE__REJECTED);
-    snprintf(v->reason, sizeof v->reason, "%s", reason ? reason : "");
-    v->retry_after_ms = (uint32_t)lua_tonumber(L, top + 4); /* host.lua checked its range */
-  } else if (!strcmp(what, "rewrite")) {
-    size_t blen = 0;
-    const char *body = lua_tolstring(L, top + 2, &blen), *ctype = lua_tostring(L, top + 3);
-    v->rewritten = 1;
-    v->body = malloc(blen ? blen : 1);
-    v->content_type = strdup(ctype ? ctype : "");
-    if (v->body && body) memcpy(v->body, body, blen);
-    v->body_len = blen;
-    /* meta: the table's string pairs */
-    size_t n = 0, cap = 32; /* the SEND limit on meta entries */
-    Hubu__V1__Send__MetaEntry *entries = calloc(cap, sizeof *entries), **ptrs = calloc(cap, sizeof *ptrs);
-    if (lua_istable(L, top + 4) && entries && ptrs) {
-      lua_pushnil(L);
-      while (lua_next(L, top + 4) != 0) { /* the strings stay referenced by the table */
-        if (n < cap && lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
-          hubu__v1__send__meta_entry__init(&entries[n]);
-          entries[n].key = (char *)lua_tostring(L, -2);
-          entries[n].value = (char *)lua_tostring(L, -1);
-          ptrs[n] = &entries[n];
-          n++;
-        }
-        lua_pop(L, 1);
-      }
-    }
-    if (!v->body || !v->content_type || !entries || !ptrs || hubu_msg_pack_meta(n, ptrs, &v->meta, &v->meta_len) != 0) {
-      v->code = HUBU__V1__CODE__INTERNAL;
-      snprintf(v->reason, sizeof v->reason, "out of memory");
-    }
-    free(entries);
-    free(ptrs);
-  }
+  int answer = what && !strcmp(what, "later") ? HUBU_HOOK_LATER : 1;
+  if (answer == 1) read_send_verdict(L, top + 1, v);
   lua_settop(L, top);
-  return 1;
+  return answer;
+}
+
+/* C.send_verdict(send_ref, what, a, b, c): the verdict of a SEND whose
+ * handlers waited (host.send answered "later"), in host.send's form. */
+static int c_send_verdict(lua_State *L) {
+  hubu_plugins *p = hubu_plugins_of_lua(L);
+  uint64_t send_ref = (uint64_t)luaL_checknumber(L, 1);
+  lua_settop(L, 5);
+  hubu_send_verdict v;
+  read_send_verdict(L, 2, &v);
+  hubu_messaging_send_decided(p->core, send_ref, &v);
+  return 0;
 }
 
 void hubu_plugins_push_stored_event(hubu_plugins *p, const hubu_msg *m, int replayed) {
@@ -407,8 +431,11 @@ static void on_connect(hubu_plugins *p, hubu_peer *c, int connected) {
   set_str(L, "device", c->device);
   set_str(L, "conn_id", conn_id);
   set_metatable(p, "Plain");
-  char failed[128];
-  dispatch(p, connected ? "connect" : "disconnect", failed, sizeof failed);
+  lua_pushstring(L, connected ? "connect" : "disconnect");
+  lua_insert(L, -2);
+  hubu_plugins_budget_open(p, 0);
+  hubu_plugins_call_host(p, "dispatch_plain", 2, 0); /* its handlers may wait */
+  hubu_plugins_budget_close(p);
   lua_settop(L, top);
 }
 
@@ -420,7 +447,8 @@ int hubu_plugins_dispatch(void *host, hubu_hook_call *call) {
     case HUBU_HOOK_CONNECT: on_connect(p, call->peer, 1); return 1;
     case HUBU_HOOK_DISCONNECT: on_connect(p, call->peer, 0); return 1;
     case HUBU_HOOK_SEND:
-      return on_send(p, call->user, call->device, call->session_id, call->client_id, call->send, &call->verdict);
+      return on_send(p, call->user, call->device, call->session_id, call->client_id, call->send_ref, call->send,
+                     &call->verdict);
     case HUBU_HOOK_ROUTE: return on_route(p, call->session, call->msg, &call->plan);
     case HUBU_HOOK_STORED: on_stored(p, call->msg, call->replayed); return 1;
     case HUBU_HOOK_READ:
@@ -429,3 +457,8 @@ int hubu_plugins_dispatch(void *host, hubu_hook_call *call) {
   }
   return 0;
 }
+
+const luaL_Reg hubu_plugins_hooks_lib[] = {
+    {"send_verdict", c_send_verdict},
+    {NULL, NULL},
+};

@@ -88,7 +88,8 @@ static lua_State *new_state(hubu_plugins *p) {
 }
 
 static void push_c_functions(hubu_plugins *p) {
-  static const luaL_Reg *const libs[] = {hubu_plugins_budget_lib, hubu_plugins_im_lib};
+  static const luaL_Reg *const libs[] = {hubu_plugins_budget_lib, hubu_plugins_im_lib, hubu_plugins_hooks_lib,
+                                         hubu_plugins_replay_lib};
   lua_State *L = p->L;
   lua_newtable(L);
   for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
@@ -142,6 +143,8 @@ void hubu_plugins_close(hubu_plugins *p) {
   if (!p || p->closing) return;
   p->closing = 1;
   hubu_plugins_budget_stop(p);
+  hubu_plugins_call_host(p, "shutdown", 0, 0); /* SENDs still waiting for their handlers are answered */
+  hubu_plugins_http_stop(p);
   hubu_plugins_timers_stop(p);
   hubu_plugins_reload_stop(p);
   lua_close(p->L);

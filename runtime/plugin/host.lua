@@ -1,25 +1,35 @@
 -- host.lua — the plugin host's Lua half, run once in hubud's LuaJIT state.
 -- It loads plugins into their own environments, keeps the hook registry in
 -- priority order, and dispatches events with one protected call per handler.
+-- Handlers that may wait (message.send, message.stored, call.<method>,
+-- connect, disconnect, timers, callbacks) run as jobs in pooled coroutines:
+-- an im call that waits (im.http, im.sleep, the store's) yields the job and
+-- its completion resumes it.
 -- Invariant: a plugin is swapped in only after its new version loaded and
--- initialised cleanly; on any failure the old version keeps running.
--- C, the C side: 23 functions (host.c hands them over; hubu-bench hooks, stand-ins
+-- initialised cleanly; on any failure the old version keeps running. Nothing
+-- of a version that was replaced or unloaded runs again: its requests are
+-- cancelled and its waiting handlers given up.
+-- C, the C side: 28 functions (host.c hands them over; hubu-bench hooks, stand-ins
 -- from tools/bench_hooks.c):
 --   im.c      log, now, send, event, kick, token, token_verify, members, members_wait, config,
---             group_op, kv, call_reply, timer_start, timer_stop, label_ok, wordset (wordset.c)
---   budget.c  budget_start, budget_stop, budget_renew, budget_reset, budget_ms, clock
+--             group_op, kv, call_reply, timer_start, timer_stop, label_ok, hmac,
+--             http_start, http_cancel, wordset (wordset.c)
+--   hooks.c   send_verdict
+--   replay.c  replay_from
+--   budget.c  budget_start, budget_stop, budget_reset, budget_renew, budget_ms, clock
 -- The C side calls back: load, unload, note_failure, has, kind_mask, send, dispatch,
--- dispatch_stored, run_call, complete, timer_fired, list, metric_families,
--- take_dirty_cursors, stored_plugins, replay_begin, replay_current, replay_end.
+-- dispatch_plain, dispatch_stored, run_call, complete, timer_fired, http_done, list,
+-- metric_families, http_metrics, take_dirty_cursors, stored_plugins, replay_begin,
+-- replay_current, replay_end, replay_failed, shutdown.
 local C = ...
 local host = {}
 
 local plugins = {}      -- name -> plugin record
 local order = 0         -- load order: ties between equal priorities
-local hooks = {}        -- event -> array of {fn, priority, order, plugin}
+local hooks = {}        -- event -> array of {fn, priority, order, plugin}; never changed in place
 local loading = nil     -- the plugin whose chunk is running now (actions are refused)
 local shared = {}       -- plugin name -> name -> table (survives reload, not restart)
-local metrics = {}      -- plugin name -> {calls, errors, ns}
+local metrics = {}      -- plugin name -> {calls, errors, seconds [, http]}
 local failures = {}     -- plugin name -> {error, at, path}: its newest version failed to load
 local published = {}    -- plugin name -> metric name -> im.counter/im.gauge object (dropped on unload)
 local SendEvent = {}    -- the metatable of message.send events (methods below)
@@ -28,26 +38,183 @@ local stored_dirty = {}  -- plugin -> true while not saved
 local catching_up = {}   -- plugin -> highest live position seen while it replays
 local replays = {}       -- plugin -> generation of its replay under way
 local replay_count = 0
+local stored_waiting = {}  -- plugin -> its message.stored handlers waiting now
+local stored_inflight = {} -- plugin -> log position -> handlers of that message waiting (hold its position back)
+local behind = {}          -- plugin -> {from, skipped, gen}: too many of its handlers waited; it catches up from the log
+local EMPTY = {}
+
+-- Limits (docs/plugins.md, "im.http" and "Waiting").
+local STORED_WAITING_MAX = 1000 -- message.stored handlers of one plugin waiting at once (header `stored_waiting`)
+local DEADLINE_SEND_MS = 2000   -- how long a message.send handler may wait (header `deadline`)
+local DEADLINE_CALL_MS = 10000  -- how long a call.<method> handler may wait (header `deadline`)
+local HTTP = {
+  concurrency = 64,             -- requests of one plugin in flight (header `http_concurrency`)
+  total = 1024,                 -- requests of all plugins in flight
+  timeout_ms = 10000, timeout_max = 60000,
+  max_response = 1048576, max_response_limit = 16777216,
+  redirects_max = 20,
+}
 
 local function log(level, plugin, event, msg)
   C.log(level, plugin and plugin.name or "-", event, msg)
 end
 
--- Sorted by priority (higher first), then load order: never by table iteration.
-local function resort(event)
-  local list = hooks[event]
-  table.sort(list, function(a, b)
-    if a.priority ~= b.priority then return a.priority > b.priority end
-    return a.order < b.order
+local function by_priority(a, b)
+  if a.priority ~= b.priority then return a.priority > b.priority end
+  return a.order < b.order
+end
+
+-- ---- jobs: plugin code that may wait ----
+-- A job runs in a coroutine of its own, taken from a pool (a finished one
+-- waits for the next job: no coroutine is made per event). When an im call
+-- waits, it yields WAIT; the completion (host.complete) resumes the job with
+-- the results. The CPU budget covers each stretch between waits; waiting is
+-- off the clock. A message.send or call.<method> handler that waits longer
+-- than its deadline is given up: a failure, and its plugin's failure policy
+-- decides. A job whose plugin version is replaced or unloaded while it waits
+-- is given up too (never resumed), and its request cancelled.
+local DONE, WAIT = {}, {}
+local jobs = {}        -- coroutine -> the job running in it
+local pool = {}        -- idle coroutines
+local POOL_MAX = 64
+local waiting = {}     -- ticket -> { job = | fn = (a callback), plugin = (its version), cancel = }
+local next_ticket = 0
+local timer_fns = {}   -- timer id -> { fn, plugin, every } (plugin timers) or { fn, host = true }
+
+local function runner(fn, job)
+  while true do
+    fn(job)
+    fn, job = coroutine.yield(DONE)
+  end
+end
+
+local abandon, chain, catch_up -- below
+
+-- Resumes job's coroutine with ...; then the job is done (its coroutine back
+-- in the pool), waiting again, or given up.
+local function resume(job, ...)
+  local co = job.co
+  local saved = host.current
+  host.current = job.h and job.h.plugin or job.plugin
+  local ok, sig = coroutine.resume(co, ...)
+  host.current = saved
+  if ok and sig == WAIT then return end
+  if ok and sig == DONE and job.pool then -- a message.send dispatcher, ready for the next SEND
+    local spool = job.pool
+    if #spool < POOL_MAX then spool[#spool + 1] = co else jobs[co] = nil end
+    return
+  end
+  jobs[co] = nil
+  job.co = nil
+  if ok and sig == DONE then
+    if #pool < POOL_MAX then pool[#pool + 1] = co end
+  elseif ok then -- the plugin yielded the job's coroutine itself: it cannot be resumed correctly
+    abandon(job, "coroutine.yield in a hook (yield only inside a coroutine of your own)", true)
+  else -- an error in this file's code around the handlers
+    log("error", job.h and job.h.plugin or job.plugin, "plugin_host_failed", tostring(sig))
+    job.h = false
+    if job.finish then job.finish(job) end
+  end
+end
+
+-- Runs fn(job) as a job.
+local function start(job, fn)
+  local n = #pool
+  local co = pool[n]
+  if co then pool[n] = nil else co = coroutine.create(runner) end
+  job.co = co
+  jobs[co] = job
+  resume(job, fn, job)
+end
+
+-- A one-shot timer of the host's own (not a plugin's: a reload leaves it).
+local function host_timer(ms, fn)
+  local id = C.timer_start(ms, false)
+  timer_fns[id] = { fn = fn, host = true }
+  return id
+end
+local function stop_host_timer(id)
+  C.timer_stop(id)
+  timer_fns[id] = nil
+end
+
+local function stop_deadline(job)
+  stop_host_timer(job.dl)
+  job.dl = nil
+end
+
+-- The waiting handler of job gets its plugin's deadline (counted from its first wait).
+local function arm_deadline(job)
+  local ms = job.h.plugin.deadline or job.deadline
+  job.dl = host_timer(ms, function()
+    job.dl = nil
+    abandon(job, ("deadline of %d ms passed while it waited"):format(ms), true)
   end)
 end
 
+-- Gives up job, which waits (or yielded wrongly): its wait is cancelled and
+-- its coroutine dropped. failure: counted and logged as the handler's
+-- failure (then a fail-closed plugin's policy ends a chain); else (a reload
+-- or unload) the plugin's new version, if any, gets the event instead. why
+-- nil: not logged (the caller logs once for many). A chain goes on with its
+-- next handler in a fresh coroutine; any other job finishes.
+abandon = function(job, why, failure)
+  local t = job.wait
+  if t then
+    job.wait = nil
+    local w = waiting[t]
+    waiting[t] = nil
+    if w and w.cancel then w.cancel() end
+  end
+  if job.dl then stop_deadline(job) end
+  if job.co then jobs[job.co] = nil; job.co = nil end
+  job.pool = nil -- a message.send dispatcher's record goes on as an ordinary job
+  local h = job.h
+  local p = h and h.plugin or job.plugin
+  if failure then
+    local m = p and metrics[p.name]
+    if m then m.errors = m.errors + 1 end
+    log("error", p, "hook_failed", ("hook=%s policy=%s error=%q"):format(job.event or "callback",
+      p and p.policy or "open", why))
+  elseif why then
+    log("info", p, "hook_given_up", ("hook=%s why=%q"):format(job.event or "callback", why))
+  end
+  job.h = false
+  if job.chain and h then
+    if failure and p.policy == "closed" then
+      job.failed = p.name
+    else
+      if not failure then job.gave_up = job.gave_up or {}; job.gave_up[h] = true end
+      C.budget_start(nil)
+      start(job, chain)
+      C.budget_stop()
+      return
+    end
+  end
+  if job.finish then job.finish(job) end
+end
+
+-- Every wait of version p: cancelled and forgotten. Returns the jobs that
+-- waited, for the caller to give up once the swap is done.
+local function retire(p)
+  local out = {}
+  for t, w in pairs(waiting) do
+    if w.plugin == p then
+      waiting[t] = nil
+      if w.cancel then w.cancel() end
+      if w.job then w.job.wait = nil; out[#out + 1] = w.job end
+    end
+  end
+  return out
+end
+
+-- Removes p's hooks (new lists: a chain that waits keeps the list it began
+-- with) and stops its timers.
 local function remove_hooks(p)
   for event, list in pairs(hooks) do
-    for i = #list, 1, -1 do
-      if list[i].plugin == p then table.remove(list, i) end
-    end
-    if #list == 0 then hooks[event] = nil end
+    local kept = {}
+    for i = 1, #list do if list[i].plugin ~= p then kept[#kept + 1] = list[i] end end
+    if #kept ~= #list then hooks[event] = #kept > 0 and kept or nil end
   end
   for _, t in pairs(p.timers) do C.timer_stop(t); host.forget_timer(t) end
   p.timers = {}
@@ -194,6 +361,18 @@ local function build(name, path, src, config)
     end
     p.budget = ms
   end
+  -- whole numbers within a range: deadline (ms a waiting message.send or
+  -- call.<method> handler may wait), http_concurrency (its im.http requests in
+  -- flight), stored_waiting (its message.stored handlers waiting at once)
+  for key, max in pairs({ deadline = 60000, http_concurrency = 1024, stored_waiting = 100000 }) do
+    if header[key] then
+      local n = tonumber(header[key])
+      if not n or n < 1 or n > max or n % 1 ~= 0 then
+        return nil, ("%s: header %s: %q is not a whole number from 1 to %d"):format(path, key, header[key], max), p
+      end
+      p[key] = n
+    end
+  end
   local chunk, err = loadstring(src, "@" .. path)
   if not chunk then return nil, err, p end
   if header.jit ~= "on" then jit.off(chunk, true) end -- interruptible by the budget hook
@@ -227,11 +406,12 @@ local function install(p, old)
     end
   end
   order = order + 1
-  for _, h in ipairs(p.pending_hooks) do
-    hooks[h.event] = hooks[h.event] or {}
-    local list = hooks[h.event]
+  for _, h in ipairs(p.pending_hooks) do -- a new list each time: a chain that waits keeps the one it began with
+    local old_list, list = hooks[h.event] or EMPTY, {}
+    for i = 1, #old_list do list[i] = old_list[i] end
     list[#list + 1] = { fn = h.fn, priority = h.priority, order = order, plugin = p, kinds = h.kinds }
-    resort(h.event)
+    table.sort(list, by_priority) -- by priority (higher first), then load order: never by table iteration
+    hooks[h.event] = list
   end
   for _, t in ipairs(p.pending_timers) do host.start_timer(p, t.every, t.s, t.fn) end
   p.pending_hooks, p.pending_timers = nil, nil
@@ -254,10 +434,32 @@ function host.note_failure(name, path, err, partial)
   return false, tostring(err)
 end
 
+local function copy_event(ev)
+  local t = {}
+  for k, v in pairs(ev) do t[k] = v end
+  return setmetatable(t, getmetatable(ev))
+end
+
+-- Where plugin name's message.stored position may be saved: every message
+-- up to it was handed over and is done (a message whose handler still waits
+-- holds the position just before it).
+local function effective_position(name)
+  local pos = stored_pos[name]
+  local inflight = stored_inflight[name]
+  if pos and inflight then
+    for at in pairs(inflight) do if at - 1 < pos then pos = at - 1 end end
+  end
+  return pos
+end
+
 -- Loads (or reloads) one plugin from path. Returns true, nil, resume or false
 -- and the error. resume: no version of it was running and it hooks
 -- message.stored, so C reads its saved log position next (host.replay_begin
 -- or host.replay_end follows); until then its live positions are kept aside.
+-- The old version's waits are cancelled: its waiting message.send and
+-- call.<method> handlers are given up and the new version handles those
+-- events; the messages its message.stored handlers were waiting on are
+-- handed to the new version again, marked replayed.
 function host.load(name, path, config)
   local t0 = os.clock()
   local f, ferr = io.open(path, "rb")
@@ -274,25 +476,46 @@ function host.load(name, path, config)
     return host.note_failure(name, path, err, partial)
   end
   local old = plugins[name]
-  local resume = false
+  local resume_pos = false
   if not old then
-    for _, h in ipairs(p.pending_hooks) do resume = resume or h.event == "message.stored" end
+    for _, h in ipairs(p.pending_hooks) do resume_pos = resume_pos or h.event == "message.stored" end
   end
+  local retired = old and retire(old) or EMPTY
   install(p, old)
-  if resume then catching_up[name] = catching_up[name] or 0 end
+  if resume_pos then catching_up[name] = catching_up[name] or 0 end
   log("info", p, old and "plugin_reloaded" or "plugin_loaded",
       ("path=%s hooks=%d took_ms=%.2f"):format(path, host.count_hooks(p), (os.clock() - t0) * 1000))
-  return true, nil, resume
+  if #retired > 0 then
+    log("info", p, "hook_given_up", ("waiting=%d why=%q"):format(#retired, "the plugin was reloaded while they waited"))
+    local again = {}
+    for _, job in ipairs(retired) do
+      abandon(job, nil, false)
+      if job.event == "message.stored" and job.ev then again[#again + 1] = job end
+    end
+    table.sort(again, function(a, b) return (a.pos or 0) < (b.pos or 0) end)
+    for _, job in ipairs(again) do
+      local ev = copy_event(job.ev)
+      ev.replayed = true
+      host.dispatch_stored(ev, name)
+    end
+  end
+  return true, nil, resume_pos
 end
 
 function host.unload(name)
   local p = plugins[name]
   failures[name], published[name] = nil, nil -- its metrics are no longer exported
+  if stored_inflight[name] then -- a message still waited on: it is handed over again when the plugin comes back
+    stored_pos[name], stored_dirty[name] = effective_position(name), true
+  end
+  stored_inflight[name], stored_waiting[name], behind[name] = nil, nil, nil
   catching_up[name], replays[name] = nil, nil -- a replay under way stops: it resumes when the plugin comes back
   if not p then return false end
+  local retired = retire(p)
   remove_hooks(p)
   plugins[name] = nil
-  log("info", p, "plugin_unloaded", "")
+  log("info", p, "plugin_unloaded", #retired > 0 and ("given_up=%d"):format(#retired) or "")
+  for _, job in ipairs(retired) do abandon(job, nil, false) end
   return true
 end
 
@@ -353,10 +576,11 @@ function host.kind_mask(event)
 end
 
 -- Runs every handler of event with ev, in order, each in its own protected
--- call. Returns "error" with the failing plugin when a fail-closed plugin raised.
--- The caller holds the budget window (C opens it around its call into the
--- host, a call.<method> coroutine's step() around each resume); each handler
--- starts with its plugin's whole budget.
+-- call, at once: for the events whose verdict C needs now (auth,
+-- message.route, session.read). Returns "error" with the failing plugin when
+-- a fail-closed plugin raised. The caller holds the budget window (C opens
+-- it around its call into the host); each handler starts with its plugin's
+-- whole budget.
 function host.dispatch(event, ev)
   local list = hooks[event]
   if not list then return nil end
@@ -368,12 +592,13 @@ function host.dispatch(event, ev)
       if not m then m = metrics[h.plugin.name]; h.metrics = m end
       local calls = m.calls + 1
       m.calls = calls
+      local saved = host.current
       host.current = h.plugin
       C.budget_renew(h.plugin.budget)
       local t0 = calls % 16 == 1 and C.clock() or nil -- time is sampled: 1 call in 16
       local ok, err = xpcall(h.fn, debug.traceback, ev)
       if t0 then m.seconds = m.seconds + (C.clock() - t0) * 16 end
-      host.current = nil
+      host.current = saved
       if not ok then
         m.errors = m.errors + 1
         log("error", h.plugin, "hook_failed", ("hook=%s policy=%s error=%q"):format(event, h.plugin.policy, tostring(err)))
@@ -385,54 +610,310 @@ function host.dispatch(event, ev)
   return nil
 end
 
--- message.send, called by C with the SEND's fields (meta: a table, or nil when
--- the SEND has none; ev.meta is then made on first use). Returns nothing when
--- every handler let the message through unchanged; else one of
---   "error", plugin                        a fail-closed plugin raised
---   "verdict", code, reason, retry_after   ev:reject(code, reason[, retry_after_ms])
---   "rewrite", body, content_type, meta    ev:rewrite{...}
-function host.send(user, device, session_id, client_id, body, content_type, meta)
-  local ev = setmetatable({ user = user, device = device, session_id = session_id, client_id = client_id,
-                            body = body, content_type = content_type, meta = meta }, SendEvent)
-  local failed, name = host.dispatch("message.send", ev)
-  if failed then return "error", name end
+-- The next handler of job's chain, or nil. A chain that waited may find the
+-- event's handlers changed meanwhile (a plugin loaded, reloaded or
+-- unloaded): it goes on in the new list with the handlers it has not run; a
+-- plugin another version of which ran already is skipped, unless that
+-- version's handler was given up by the reload (then its new version runs).
+local function next_handler(job)
+  local list = hooks[job.event] or EMPTY
+  if list ~= job.list then
+    local ran, names, gave_up, redo = job.ran or {}, job.ran_names or {}, job.gave_up or EMPTY, {}
+    for h in pairs(gave_up) do redo[h.plugin.name] = true end
+    for k = 1, job.i do
+      local h = job.list[k]
+      if not gave_up[h] then
+        ran[h] = true
+        if not redo[h.plugin.name] then names[h.plugin.name] = h.plugin end
+      end
+    end
+    job.ran, job.ran_names, job.list, job.i = ran, names, list, 0
+  end
+  local ran, names, kind = job.ran, job.ran_names, rawget(job.ev, "kind")
+  for i = job.i + 1, #list do
+    local h = list[i]
+    if (not h.kinds or h.kinds[kind]) and not (ran and (ran[h] or (names[h.plugin.name] and names[h.plugin.name] ~= h.plugin))) then
+      job.i = i
+      return h
+    end
+  end
+  job.i = #list
+  return nil
+end
+
+-- A chain: job.ev through the handlers of job.event in order, each in its own
+-- protected call with its plugin's whole budget; a handler may wait.
+chain = function(job)
+  local ev = job.ev
+  local kind = rawget(ev, "kind")
+  while true do
+    local h
+    local list, i = job.list, job.i + 1
+    if (hooks[job.event] or EMPTY) == list and not job.ran then -- the usual case: the list it began with
+      h = list[i]
+      while h and h.kinds and not h.kinds[kind] do i = i + 1; h = list[i] end
+      job.i = h and i or #list
+    else
+      h = next_handler(job)
+    end
+    if not h then break end
+    job.h = h
+    local m = h.metrics
+    if not m then m = metrics[h.plugin.name]; h.metrics = m end
+    local calls = m.calls + 1
+    m.calls = calls
+    host.current = h.plugin
+    C.budget_renew(h.plugin.budget)
+    local t0 = calls % 16 == 1 and C.clock() or nil -- time is sampled: 1 call in 16 (not when it waited)
+    local ok, err = xpcall(h.fn, debug.traceback, ev)
+    if job.dl then stop_deadline(job) end
+    if t0 and not job.waited then m.seconds = m.seconds + (C.clock() - t0) * 16 end
+    job.waited = false
+    host.current = nil
+    if not ok then
+      m.errors = m.errors + 1
+      log("error", h.plugin, "hook_failed", ("hook=%s policy=%s error=%q"):format(job.event, h.plugin.policy, tostring(err)))
+      if h.plugin.policy == "closed" then job.failed = h.plugin.name; break end
+    end
+    if rawget(ev, "_stop") then break end
+  end
+  job.h = false
+  if job.finish then job.finish(job) end
+end
+
+-- message.send's answer, in host.send's form.
+local function send_result(job)
+  local ev = job.ev
+  if job.failed then return "error", job.failed end
   local verdict = rawget(ev, "_verdict")
   if verdict then return "verdict", verdict, rawget(ev, "_reason"), rawget(ev, "_retry_after") end
   if rawget(ev, "_rewritten") then return "rewrite", rawget(ev, "body"), rawget(ev, "content_type"), rawget(ev, "meta") end
 end
 
+local function finish_send(job)
+  if job.later then
+    job.later = false
+    C.send_verdict(job.ref, send_result(job))
+  else
+    job.done = true
+  end
+end
+
+-- The message.send dispatchers: coroutines that each run one SEND's chain
+-- at a time with a record of their own (no job or coroutine is made per
+-- SEND). host.send resumes the idle one; one whose handler waits stays with
+-- its SEND, and the next SEND takes another.
+local send_pool = {}
+local send_co = nil
+
+local function send_loop(w)
+  local user, device, session_id, client_id, body, content_type, meta, ref = coroutine.yield(DONE)
+  while true do
+    w.ev = setmetatable({ user = user, device = device, session_id = session_id, client_id = client_id,
+                          body = body, content_type = content_type, meta = meta }, SendEvent)
+    w.list, w.i, w.ref, w.failed, w.done = hooks["message.send"] or EMPTY, 0, ref, false, false
+    if w.ran then w.ran, w.ran_names, w.gave_up = false, false, false end -- (false, never nil: no key churn)
+    chain(w)
+    if w.done then
+      user, device, session_id, client_id, body, content_type, meta, ref = coroutine.yield(DONE, send_result(w))
+    else -- answered through C.send_verdict
+      user, device, session_id, client_id, body, content_type, meta, ref = coroutine.yield(DONE)
+    end
+  end
+end
+
+local function send_dispatcher()
+  local n = #send_pool
+  if n > 0 then
+    local co = send_pool[n]
+    send_pool[n] = nil
+    return co
+  end
+  local w = { event = "message.send", chain = true, deadline = DEADLINE_SEND_MS, finish = finish_send, pool = send_pool,
+              ev = false, list = EMPTY, i = 0, ref = 0, h = false, failed = false, done = false, later = false,
+              ran = false, ran_names = false, gave_up = false, waited = false, wait = false, dl = false }
+  local co = coroutine.create(send_loop)
+  w.co = co
+  jobs[co] = w
+  coroutine.resume(co, w) -- to its first yield
+  return co
+end
+
+-- message.send, called by C with the SEND's fields (meta: a table, or nil when
+-- the SEND has none; ev.meta is then made on first use) and ref, which names
+-- the SEND to C.send_verdict. Returns nothing when every handler let the
+-- message through unchanged; else one of
+--   "error", plugin                        a fail-closed plugin raised
+--   "verdict", code, reason, retry_after   ev:reject(code, reason[, retry_after_ms])
+--   "rewrite", body, content_type, meta    ev:rewrite{...}
+--   "later"                                a handler waits: C.send_verdict(ref, ...) brings the answer
+function host.send(user, device, session_id, client_id, body, content_type, meta, ref)
+  if not hooks["message.send"] then return end
+  local co = send_co or send_dispatcher()
+  send_co = nil
+  local saved = host.current
+  local ok, sig, what, a, b, c = coroutine.resume(co, user, device, session_id, client_id, body, content_type, meta, ref)
+  host.current = saved
+  if ok and sig == DONE then
+    send_co = co
+    return what, a, b, c
+  end
+  local w = jobs[co]
+  if ok and sig == WAIT then
+    w.later = true
+    return "later"
+  end
+  jobs[co], w.co = nil, nil
+  if not ok then -- an error in this file's code around the handlers: as if no plugin had spoken
+    log("error", w.h and w.h.plugin, "plugin_host_failed", tostring(sig))
+    return nil
+  end
+  abandon(w, "coroutine.yield in a hook (yield only inside a coroutine of your own)", true)
+  if w.done then return send_result(w) end
+  w.later = true
+  return "later"
+end
+
+local function finish_call(job)
+  local ev = job.ev
+  local code, payload, reason
+  if job.failed then
+    code, reason = "INTERNAL", "plugin " .. job.failed .. " failed"
+  elseif rawget(ev, "_result") then
+    code, payload = "OK", ev._result
+  elseif rawget(ev, "_code") then
+    code, reason = ev._code, ev._reason
+  else
+    code, reason = "INTERNAL", "the plugin did not answer"
+  end
+  C.call_reply(ev.user, ev.conn_id, ev.request_id, code, payload or "", reason or "")
+end
+
+-- call.<method>: answered through C.call_reply, now or once its handlers waited.
+function host.run_call(event, ev)
+  C.budget_start(nil)
+  start({ event = event, ev = ev, list = hooks[event] or EMPTY, i = 0, chain = true, deadline = DEADLINE_CALL_MS,
+          finish = finish_call }, chain)
+  C.budget_stop()
+end
+
+-- connect, disconnect: handlers may wait; nothing is answered.
+function host.dispatch_plain(event, ev)
+  local list = hooks[event]
+  if not list then return end
+  start({ event = event, ev = ev, list = list, i = 0, chain = true }, chain)
+end
+
 -- message.stored from the store's log: each plugin's position (the last
 -- message its handlers were given) is saved by C about once a second; after a
 -- restart, or when a plugin comes back, the messages past it are given again,
--- marked replayed (stored_pos and friends, declared at the top).
+-- marked replayed (stored_pos and friends, declared at the top). Each
+-- handler runs as a job of its own: one that waits holds its plugin's saved
+-- position back until it is done, and a plugin with STORED_WAITING_MAX
+-- handlers waiting is handed no more messages until half of them are done;
+-- it then catches up from the log (behind).
 
+local function stored_release(job)
+  local name, inflight = job.name, stored_inflight[job.name]
+  if not inflight then return end -- unloaded meanwhile
+  stored_waiting[name] = stored_waiting[name] - 1
+  if job.pos and job.pos > 0 then
+    local n = (inflight[job.pos] or 1) - 1
+    inflight[job.pos] = n > 0 and n or nil
+    stored_dirty[name] = true
+  end
+end
+
+local function finish_stored(job)
+  job.done = true
+  if not job.held then return end
+  job.held = nil
+  stored_release(job)
+  local b = behind[job.name]
+  if b and not b.gen and (stored_waiting[job.name] or 0) <= (job.h_plugin.stored_waiting or STORED_WAITING_MAX) / 2 then
+    catch_up(job.name)
+  end
+end
+
+local function stored_one(job)
+  local h = job.h
+  local m = metrics[job.name]
+  local calls = m.calls + 1
+  m.calls = calls
+  host.current = h.plugin
+  local t0 = calls % 16 == 1 and C.clock() or nil
+  local ok, err = xpcall(h.fn, debug.traceback, job.ev)
+  if t0 and not job.waited then m.seconds = m.seconds + (C.clock() - t0) * 16 end
+  host.current = nil
+  if not ok then -- at least once, not until it succeeds: a failing handler is not called again
+    m.errors = m.errors + 1
+    log("error", h.plugin, "hook_failed", ("hook=message.stored error=%q"):format(tostring(err)))
+  end
+  job.h = false
+  finish_stored(job)
+end
+
+-- p has too many handlers waiting: from now on it is handed nothing live,
+-- and a replay under way stops; once it has room it reads the log from the
+-- last position every message up to which it was handed (catch_up).
+local function fall_behind(p, pos)
+  local name = p.name
+  local from = stored_pos[name] or 0
+  if pos and pos - 1 < from then from = pos - 1 end -- an earlier handler of its own had this message
+  replays[name], catching_up[name] = nil, nil
+  stored_pos[name], stored_dirty[name] = from, true
+  behind[name] = { from = from, skipped = 0 }
+  log("warn", p, "stored_behind", ("waiting=%d from=%d msg=%q"):format(stored_waiting[name] or 0, from,
+    "too many message.stored handlers wait; later messages are read from the log once half of them are done"))
+end
+
+catch_up = function(name)
+  local b = behind[name]
+  if not b or b.gen or not plugins[name] then return end
+  replay_count = replay_count + 1
+  b.gen = replay_count
+  replays[name] = b.gen
+  C.replay_from(name, b.gen, b.from)
+end
+
+-- only: the one plugin a replay is for. Returns "full" when that plugin has
+-- too many handlers waiting (C stops the replay's batch; the plugin catches
+-- up later).
 function host.dispatch_stored(ev, only)
   local list = hooks["message.stored"]
   if not list then return end
   local pos = ev.log_pos
+  if only and behind[only] then rawset(ev, "replayed", false) end -- read from the log, but handed over for the first time
   for i = 1, #list do
     local h = list[i]
     local name = h.plugin.name
     if (not only or name == only) and (not h.kinds or h.kinds[ev.kind]) then
-      local m = metrics[name]
-      local calls = m.calls + 1
-      m.calls = calls
-      host.current = h.plugin
-      C.budget_start(h.plugin.budget)
-      local t0 = calls % 16 == 1 and C.clock() or nil
-      local ok, err = xpcall(h.fn, debug.traceback, ev)
-      if t0 then m.seconds = m.seconds + (C.clock() - t0) * 16 end
-      C.budget_stop()
-      host.current = nil
-      if not ok then -- at least once, not until it succeeds: a failing handler is not called again
-        m.errors = m.errors + 1
-        log("error", h.plugin, "hook_failed", ("hook=message.stored error=%q"):format(tostring(err)))
-      end
-      if pos and pos > 0 then
-        if only or not catching_up[name] then
-          if pos > (stored_pos[name] or 0) then stored_pos[name], stored_dirty[name] = pos, true end
-        elseif pos > catching_up[name] then
-          catching_up[name] = pos -- saved once the replay is done
+      local b = behind[name]
+      if b and not only then -- it catches up from the log: this message comes that way
+        if pos and pos > b.skipped then b.skipped = pos end
+      elseif (stored_waiting[name] or 0) >= (h.plugin.stored_waiting or STORED_WAITING_MAX) then
+        fall_behind(h.plugin, pos)
+        if only then return "full" end
+        if pos and pos > behind[name].skipped then behind[name].skipped = pos end
+      else
+        local job = { event = "message.stored", ev = ev, h = h, h_plugin = h.plugin, name = name, pos = pos,
+                      co = false, wait = false, waited = false, dl = false, done = false, held = false }
+        C.budget_start(h.plugin.budget)
+        start(job, stored_one)
+        C.budget_stop()
+        if not job.done then -- it waits: its message holds the plugin's saved position back
+          job.held = true
+          stored_waiting[name] = (stored_waiting[name] or 0) + 1
+          local inflight = stored_inflight[name] or {}
+          stored_inflight[name] = inflight
+          if pos and pos > 0 then inflight[pos] = (inflight[pos] or 0) + 1 end
+        end
+        if pos and pos > 0 then
+          if only or not catching_up[name] then
+            if pos > (stored_pos[name] or 0) then stored_pos[name], stored_dirty[name] = pos, true end
+          elseif pos > catching_up[name] then
+            catching_up[name] = pos -- saved once the replay is done
+          end
         end
       end
     end
@@ -465,26 +946,49 @@ function host.replay_current(name, gen)
   return plugins[name] ~= nil and replays[name] == gen
 end
 
--- The replay gen of name reached the end of the log as it began (gen nil:
--- no position was saved, there was nothing to replay): the live positions
--- kept aside meanwhile count from now on.
-function host.replay_end(name, gen)
+-- The replay gen of name reached the end of the log as it began, at
+-- position last (gen nil: no position was saved, there was nothing to
+-- replay): the live positions kept aside meanwhile count from now on. A
+-- catch-up that skipped live messages past its end goes round again.
+function host.replay_end(name, gen, last)
   if replays[name] ~= gen then return end -- stale, or a replay under way that this is not
   replays[name] = nil
+  local b = behind[name]
+  if b and b.gen == gen then
+    if last and b.skipped > last then
+      b.from, b.skipped, b.gen = last, 0, nil
+      local p = plugins[name]
+      if (stored_waiting[name] or 0) <= (p and p.stored_waiting or STORED_WAITING_MAX) / 2 then catch_up(name) end
+    else
+      behind[name] = nil
+      log("info", plugins[name], "stored_caught_up", ("at=%d"):format(last or 0))
+    end
+    return
+  end
   local live = catching_up[name]
   catching_up[name] = nil
   if live and plugins[name] and live > (stored_pos[name] or 0) then stored_pos[name], stored_dirty[name] = live, true end
 end
 
+-- A batch of replay gen could not be read (at: the last position handed).
+-- A catch-up tries again a second later; a replay at start waits for a restart.
+function host.replay_failed(name, gen, at)
+  local b = behind[name]
+  if not (b and b.gen == gen and replays[name] == gen) then return end
+  replays[name] = nil
+  if at and at > b.from then b.from = at end
+  b.gen = nil
+  host_timer(1000, function() catch_up(name) end)
+end
+
 function host.take_dirty_cursors()
   local out = {}
-  for name in pairs(stored_dirty) do out[name] = stored_pos[name] end
+  for name in pairs(stored_dirty) do out[name] = effective_position(name) end
   stored_dirty = {}
   return out
 end
 
--- Timers: C owns the uv_timer; the callback comes back here.
-local timer_fns = {}
+-- Timers: C owns the uv_timer; the callback comes back here and runs as a job.
 function host.forget_timer(id) timer_fns[id] = nil end
 function host.start_timer(p, every, seconds, fn)
   local id = C.timer_start(math.floor((tonumber(seconds) or 0) * 1000), every)
@@ -492,105 +996,94 @@ function host.start_timer(p, every, seconds, fn)
   p.timers[id] = id
   return id
 end
+
+local function run_timer(job)
+  local ok, err = xpcall(job.fn, debug.traceback)
+  if not ok then
+    local m = metrics[job.plugin.name]
+    if m then m.errors = m.errors + 1 end
+    log("error", job.plugin, "timer_failed", tostring(err))
+  end
+end
+
 function host.timer_fired(id)
   local t = timer_fns[id]
   if not t then return end
-  if not t.every then timer_fns[id] = nil; t.plugin.timers[id] = nil end
-  host.current = t.plugin
+  if not t.every then timer_fns[id] = nil; if t.plugin then t.plugin.timers[id] = nil end end
+  if t.host then return t.fn() end
   C.budget_start(t.plugin.budget)
-  local ok, err = xpcall(t.fn, debug.traceback)
+  start({ event = "timer", plugin = t.plugin, fn = t.fn }, run_timer)
   C.budget_stop()
-  host.current = nil
-  if not ok then
-    metrics[t.plugin.name].errors = metrics[t.plugin.name].errors + 1
-    log("error", t.plugin, "timer_failed", tostring(err))
-  end
 end
 
--- ---- waiting for the store: tickets ----
--- An im call that needs the store yields the coroutine it runs in (every
--- call.<method> handler runs in one) or, given a callback, calls it later.
-local waiting = {}   -- ticket -> coroutine or callback
-local next_ticket = 0
-local calls = {}     -- coroutine -> the CALL it answers
+-- ---- waiting: tickets ----
 
-local function finish_call(co)
-  local ev = calls[co]
-  calls[co] = nil
-  local code, payload, reason
-  if rawget(ev, "_failed") then
-    code, reason = "INTERNAL", "plugin " .. ev._failed .. " failed"
-  elseif rawget(ev, "_result") then
-    code, payload = "OK", ev._result
-  elseif rawget(ev, "_code") then
-    code, reason = ev._code, ev._reason
-  else
-    code, reason = "INTERNAL", "the plugin did not answer"
-  end
-  C.call_reply(ev.user, ev.conn_id, ev.request_id, code, payload or "", reason or "")
+local function run_callback(job)
+  local ok, err = xpcall(job.fn, debug.traceback, unpack(job.args, 1, job.n))
+  if not ok then log("error", job.plugin, "callback_failed", tostring(err)) end
 end
 
-local function step(co, plugin, ...)
-  host.current = plugin -- the plugin whose handler this coroutine is in
-  C.budget_start(plugin and plugin.budget)
-  local ok, err = coroutine.resume(co, ...)
-  C.budget_reset() -- done or waiting: either way off the clock
-  if not ok then log("error", host.current, "hook_failed", tostring(err)) end
-  host.current = nil
-  if coroutine.status(co) == "dead" and calls[co] then finish_call(co) end
-end
-
-function host.run_call(event, ev)
-  local co = coroutine.create(function()
-    local failed, name = host.dispatch(event, ev)
-    if failed == "error" then rawset(ev, "_failed", name) end
-  end)
-  calls[co] = ev
-  step(co, nil)
-end
-
+-- The answer of ticket: resumes the job that waits for it, or runs its
+-- callback as a job. Nothing runs for a version that is gone.
 function host.complete(ticket, ...)
   local w = waiting[ticket]
-  waiting[ticket] = nil
   if not w then return end
-  if type(w.wake) == "function" then
-    host.current = w.plugin
-    C.budget_start(w.plugin and w.plugin.budget)
-    local ok, err = xpcall(w.wake, debug.traceback, ...)
-    C.budget_stop()
-    host.current = nil
-    if not ok then log("error", w.plugin, "callback_failed", tostring(err)) end
+  waiting[ticket] = nil
+  local p = w.plugin
+  if p and plugins[p.name] ~= p then return end
+  C.budget_start(p and p.budget)
+  if w.job then
+    w.job.wait = nil
+    resume(w.job, ...)
   else
-    step(w.wake, w.plugin, ...)
+    start({ event = "callback", plugin = p, fn = w.fn, n = select("#", ...), args = { ... } }, run_callback)
   end
+  C.budget_stop()
 end
 
--- Runs submit(ticket) and waits: yields the running coroutine, or hands the
--- result to callback. Outside a coroutine and without a callback, an error.
--- queue_only: a write that may also just be queued (outside a call, with no
+-- Runs submit(ticket), which returns how to cancel what it started (or
+-- nil), and waits: yields the job it runs in, or hands the result to
+-- callback later. Outside a job and without a callback, an error.
+-- queue_only: a write that may also just be queued (outside a job, with no
 -- callback): it is applied in order, and a failure is logged.
 local function await(what, callback, submit, queue_only)
-  next_ticket = next_ticket + 1
-  local t = next_ticket
   local plugin = host.current or loading
   local co = coroutine.running()
-  local in_call = co and calls[co]
-  if not callback and not in_call and queue_only then
+  local job = co and jobs[co]
+  if not callback and not job and queue_only then
     callback = function(ok, err) if not ok then log("warn", plugin, "kv_write_failed", tostring(err)) end end
   end
+  if not callback and not job then
+    error(what .. " waits: call it in message.send, message.stored, call.<method>, connect, disconnect or a timer,"
+      .. " or pass a callback", 3)
+  end
+  next_ticket = next_ticket + 1
+  local t = next_ticket
+  local cancel = submit(t)
   if callback then
-    waiting[t] = { wake = callback, plugin = plugin }
-    submit(t)
+    waiting[t] = { fn = callback, plugin = plugin, cancel = cancel }
     return true
   end
-  if not in_call then
-    error(what .. " waits for the store: call it from a call.<method> hook, or pass a callback", 3)
-  end
-  waiting[t] = { wake = co, plugin = plugin }
-  submit(t)
-  return coroutine.yield()
+  waiting[t] = { job = job, plugin = plugin, cancel = cancel }
+  job.wait, job.waited = t, true
+  if job.deadline and job.h and not job.dl then arm_deadline(job) end
+  return coroutine.yield(WAIT)
 end
 host.await = await
+
+-- At shutdown: every wait is cancelled, and every SEND still waiting for
+-- its handlers is answered UNAVAILABLE (its client sends it again).
+function host.shutdown()
+  for t, w in pairs(waiting) do
+    waiting[t] = nil
+    if w.cancel then w.cancel() end
+    local job = w.job
+    if job and job.later then
+      job.later = nil
+      C.send_verdict(job.ref, "verdict", "UNAVAILABLE", "the server is shutting down", 1000)
+    end
+  end
+end
 
 -- Verdict methods of a message.send event. A SEND without meta has no meta
 -- table until a handler reads ev.meta.
@@ -669,6 +1162,172 @@ Plain.__index = Plain
 function Plain:stop() rawset(self, "_stop", true) end
 host.Plain = Plain
 
+-- ---- im.http: HTTP requests on the event loop (C: http_client.c) ----
+-- Each request is a ticket: C.http_start(ticket, ...) starts it and
+-- host.http_done(ticket, ...) answers it; a waiting job or a callback gets
+-- status, body, headers (or nil, err). The figures per plugin live in its
+-- metrics record (m.http) and go to /metrics through host.http_metrics.
+local HTTP_METHODS = { GET = true, HEAD = true, POST = true, PUT = true, PATCH = true, DELETE = true, OPTIONS = true }
+local HTTP_BUCKETS = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 } -- seconds
+local http_in_flight = 0  -- requests of all plugins
+local http_open = {}      -- ticket -> the figures of the plugin that asked (m.http)
+
+local function http_figures(name)
+  local m = metrics[name]
+  local f = m.http
+  if not f then
+    f = { requests = 0, errors = 0, in_flight = 0, sum = 0, count = 0, buckets = {} }
+    for i = 1, #HTTP_BUCKETS do f.buckets[i] = 0 end
+    m.http = f
+  end
+  return f
+end
+
+-- C: the request of ticket finished: status, body, headers (a table), or
+-- nil, error; seconds from its start.
+function host.http_done(ticket, status, a, b, seconds)
+  local f = http_open[ticket]
+  if not f then return end
+  http_open[ticket] = nil
+  f.in_flight, http_in_flight = f.in_flight - 1, http_in_flight - 1
+  f.sum, f.count = f.sum + seconds, f.count + 1
+  for i = 1, #HTTP_BUCKETS do
+    if seconds <= HTTP_BUCKETS[i] then f.buckets[i] = f.buckets[i] + 1 end
+  end
+  if status then return host.complete(ticket, status, a, b) end
+  f.errors = f.errors + 1
+  host.complete(ticket, nil, a)
+end
+
+-- For /metrics: {name, requests, errors, in_flight, sum, count, buckets = {cumulative...}, le = {...}} per plugin.
+function host.http_metrics()
+  local out = {}
+  for name in pairs(plugins) do
+    local f = metrics[name] and metrics[name].http
+    if f then
+      out[#out + 1] = { name = name, requests = f.requests, errors = f.errors, in_flight = f.in_flight,
+                        sum = f.sum, count = f.count, buckets = f.buckets }
+    end
+  end
+  table.sort(out, function(x, y) return x.name < y.name end)
+  return out, HTTP_BUCKETS
+end
+
+local function whole_option(req, key, default, min, max)
+  local v = req[key]
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v or v < min or v > max then
+    error(("im.http: %s must be a number from %d to %d, got %s"):format(key, min, max, tostring(v)), 4)
+  end
+  return math.floor(v)
+end
+
+-- im.http{ method =, url =, headers =, body =, timeout_ms =, max_response =, redirects =, verify =, ca_file = }
+-- [, callback]: status, body, headers in a job (it waits), else true and
+-- callback(status, body, headers) later; nil, err on failure. Too many
+-- requests in flight: nil, "busy: ..." at once (the callback is not called).
+local function http_request(req, callback)
+  local p = host.current
+  if loading then error("im.http is not allowed while a plugin loads (do it in a hook or a timer)", 2) end
+  if not p then error("im.http: no plugin is running", 2) end
+  if type(req) ~= "table" then error("im.http{ url =, method =, headers =, body =, timeout_ms = }: a table is expected", 2) end
+  local url = req.url
+  if type(url) ~= "string" or not url:find("^[hH][tT][tT][pP][sS]?://[^%s%z]+$") then
+    error("im.http: url must be an http:// or https:// URL without spaces, got " .. tostring(url), 2)
+  end
+  local body = req.body
+  if body ~= nil and type(body) ~= "string" then error("im.http: body must be a string", 2) end
+  local method = req.method or (body and "POST" or "GET")
+  method = type(method) == "string" and method:upper() or method
+  if not HTTP_METHODS[method] then
+    error("im.http: method must be GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS, got " .. tostring(req.method), 2)
+  end
+  if body and (method == "GET" or method == "HEAD") then error("im.http: a " .. method .. " has no body", 2) end
+  local lines = {}
+  if req.headers ~= nil then
+    if type(req.headers) ~= "table" then error("im.http: headers must be a table of name = value", 2) end
+    for k, v in pairs(req.headers) do
+      if type(k) ~= "string" or not k:find("^[%w!#$%%&'*+.^_`|~-]+$") then
+        error(("im.http: header name %s is not a token"):format(tostring(k)), 2)
+      end
+      if type(v) == "number" then v = tostring(v) end
+      if type(v) ~= "string" or v:find("[%z\r\n]") then
+        error(("im.http: header %s: the value must be a string without CR, LF or NUL"):format(k), 2)
+      end
+      lines[#lines + 1] = k .. ": " .. v
+    end
+    table.sort(lines)
+  end
+  local timeout = whole_option(req, "timeout_ms", HTTP.timeout_ms, 1, HTTP.timeout_max)
+  local max_response = whole_option(req, "max_response", HTTP.max_response, 0, HTTP.max_response_limit)
+  local redirects = whole_option(req, "redirects", 0, 0, HTTP.redirects_max)
+  local verify = req.verify
+  if verify == nil then verify = true elseif type(verify) ~= "boolean" then error("im.http: verify must be a boolean", 2) end
+  local ca_file = req.ca_file
+  if ca_file ~= nil and type(ca_file) ~= "string" then error("im.http: ca_file must be a path", 2) end
+  if callback ~= nil and type(callback) ~= "function" then error("im.http: the callback must be a function", 2) end
+  local f = http_figures(p.name)
+  f.requests = f.requests + 1
+  local limit = p.http_concurrency or HTTP.concurrency
+  if f.in_flight >= limit or http_in_flight >= HTTP.total then
+    f.errors = f.errors + 1
+    return nil, f.in_flight >= limit and ("busy: %d requests of plugin %s in flight"):format(f.in_flight, p.name)
+      or ("busy: %d requests in flight"):format(http_in_flight)
+  end
+  return await("im.http", callback, function(t)
+    local ok, err = C.http_start(t, method, url, lines, body, timeout, max_response, redirects, verify, ca_file)
+    if not ok then error("im.http: " .. tostring(err), 0) end
+    http_open[t] = f
+    f.in_flight, http_in_flight = f.in_flight + 1, http_in_flight + 1
+    return function() -- cancel: the callback never comes
+      if http_open[t] then
+        http_open[t] = nil
+        f.in_flight, http_in_flight = f.in_flight - 1, http_in_flight - 1
+        C.http_cancel(t)
+      end
+    end
+  end)
+end
+
+-- im.sleep(seconds): waits in a job (a hook that may wait, a timer, a callback).
+local function sleep(seconds)
+  local s = tonumber(seconds)
+  if not s or s < 0 or s ~= s then error("im.sleep(seconds): seconds must be a number >= 0", 2) end
+  local co = coroutine.running()
+  if loading or not (co and jobs[co]) then
+    error("im.sleep waits: call it in message.send, message.stored, call.<method>, connect, disconnect, a timer"
+      .. " or a callback (im.after elsewhere)", 2)
+  end
+  return await("im.sleep", nil, function(t)
+    local id = host_timer(math.floor(s * 1000), function() host.complete(t, true) end)
+    return function() stop_host_timer(id) end
+  end)
+end
+
+-- group.changed, after the store applied a plugin's group change: handlers
+-- may wait, nothing is answered.
+local function group_changed(op, group, users, by)
+  if not hooks["group.changed"] then return end
+  C.budget_start(nil)
+  host.dispatch_plain("group.changed", setmetatable({ op = op, group = group, users = users, by = by }, Plain))
+  C.budget_stop()
+end
+
+-- A group op that waits for the store and, once it succeeded, fires group.changed.
+local function group_op(what, op, group, users, arg, callback)
+  local p = host.current
+  local by = p and p.name or "-"
+  if callback then
+    return await(what, function(ok, err, ...)
+      if ok then group_changed(op, group, users, by) end
+      return callback(ok, err, ...)
+    end, function(t) C.group_op(op, t, group, arg) end)
+  end
+  local ok, err = await(what, nil, function(t) C.group_op(op, t, group, arg) end)
+  if ok then group_changed(op, group, users, by) end
+  return ok, err
+end
+
 -- The im API plugins see. Actions are refused while a plugin loads.
 local function not_loading(what)
   if loading then error(what .. " is not allowed while a plugin loads (do it in a hook or a timer)", 3) end
@@ -723,15 +1382,17 @@ host.im = {
   end,
   create_group = function(group, members, callback)
     not_loading("im.create_group")
-    return await("im.create_group", callback, function(t) C.group_op("create", t, group, members or {}) end)
+    local list = {}
+    for i, u in ipairs(type(members) == "table" and members or {}) do list[i] = u end
+    return group_op("im.create_group", "create", group, list, members or {}, callback)
   end,
   add_member = function(group, user, callback)
     not_loading("im.add_member")
-    return await("im.add_member", callback, function(t) C.group_op("add", t, group, user) end)
+    return group_op("im.add_member", "add", group, { user }, user, callback)
   end,
   remove_member = function(group, user, callback)
     not_loading("im.remove_member")
-    return await("im.remove_member", callback, function(t) C.group_op("remove", t, group, user) end)
+    return group_op("im.remove_member", "remove", group, { user }, user, callback)
   end,
   sessions_of = function(user, callback)
     not_loading("im.sessions_of")
@@ -748,6 +1409,12 @@ host.im = {
     return host.start_timer(host.current, true, seconds, fn)
   end,
   metrics = function(name) local m = metrics[name or (host.current and host.current.name)]; return m end,
+  http = http_request,
+  sleep = sleep,
+  hmac_sha256 = function(key, data)
+    if type(key) ~= "string" or type(data) ~= "string" then error("im.hmac_sha256(key, data): two strings", 2) end
+    return C.hmac(key, data)
+  end,
 }
 
 -- ---- metrics a plugin publishes: im.counter, im.gauge ----
@@ -760,7 +1427,9 @@ host.im = {
 -- swapped in; an unload drops them all.
 local MAX_SERIES = 1000 -- label sets per metric
 local MAX_LABELS = 8
-local reserved_metric = { calls_total = true, errors_total = true, seconds_total = true } -- the host's own
+local reserved_metric = { calls_total = true, errors_total = true, seconds_total = true, -- the host's own
+                          http_requests_total = true, http_errors_total = true, http_in_flight = true,
+                          http_request_seconds = true }
 
 local Counter, Gauge = {}, {}
 Counter.__index, Gauge.__index = Counter, Gauge

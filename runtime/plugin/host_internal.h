@@ -20,8 +20,9 @@
 
 #define MAX_PENDING_RELOADS 32
 
-struct plugin_timer; /* im.c: a timer of im.after, im.every, plugin:after, plugin:every */
-struct folder_watch; /* reload.c: the watch on one folder plugin */
+struct plugin_timer;     /* im.c: a timer of im.after, im.every, plugin:after, plugin:every */
+struct hubu_http_client; /* http_client.c: im.http's requests */
+struct folder_watch;     /* reload.c: the watch on one folder plugin */
 
 struct hubu_plugins {
   hubu_core *core;        /* not owned */
@@ -48,6 +49,7 @@ struct hubu_plugins {
   /* im.c */
   struct plugin_timer *timers; /* owned; freed in their close callbacks */
   int next_timer_id;
+  struct hubu_http_client *http; /* owned, made at the first im.http; freed once its handles closed */
 
   /* hooks.c: which events have handlers now (refreshed after each load) */
   uint8_t has_send, has_stored, has_connect, has_disconnect, has_route, has_auth, has_read;
@@ -113,11 +115,15 @@ void hubu_plugins_budget_close(hubu_plugins *p);
 /* ---- im.c ---- */
 
 /* log, now, send, event, kick, token, token_verify, members, members_wait,
- * config, group_op, kv, call_reply, timer_start, timer_stop, label_ok, wordset. */
+ * config, group_op, kv, call_reply, timer_start, timer_stop, label_ok, hmac,
+ * http_start, http_cancel, wordset. */
 extern const luaL_Reg hubu_plugins_im_lib[];
 
 /* Closes every plugin timer (at close). */
 void hubu_plugins_timers_stop(hubu_plugins *p);
+
+/* Cancels every im.http request and closes the HTTP client (at close). */
+void hubu_plugins_http_stop(hubu_plugins *p);
 
 /* ---- reload.c ---- */
 
@@ -135,10 +141,16 @@ void hubu_plugins_refresh_flags(hubu_plugins *p);
 /* Stack: pushes message.stored's event for m. */
 void hubu_plugins_push_stored_event(hubu_plugins *p, const hubu_msg *m, int replayed);
 
+/* send_verdict: the answer of a SEND whose handlers waited. */
+extern const luaL_Reg hubu_plugins_hooks_lib[];
+
 /* ---- replay.c ---- */
 
 /* A plugin that came (back) while running: reads its saved message.stored
  * position and hands over what was stored after it. */
 void hubu_plugins_replay_plugin(hubu_plugins *p, const char *name);
+
+/* replay_from: a plugin that fell behind reads the log from a position. */
+extern const luaL_Reg hubu_plugins_replay_lib[];
 
 #endif

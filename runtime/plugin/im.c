@@ -1,16 +1,20 @@
 /* im.c — the C functions behind the `im` API that host.lua calls: send,
  * event, kick, token, members, config, log, timers, the store-backed calls
- * (group ops, members once loaded, kv) and a CALL's reply.
+ * (group ops, members once loaded, kv), a CALL's reply, HMAC, and im.http's
+ * side of the HTTP client (http_client.c).
  * Invariant: a store-backed call returns at once and answers later through
  * host.complete(ticket, ...) from its completion, which finds the host again
  * through core (it may have closed meanwhile) and never runs plugin code
  * outside host.lua's protected call. */
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
 #include "host_internal.h"
+#include "http_client.h"
 #include "log.h"
 #include "messaging.h"
 #include "presence.h"
@@ -399,6 +403,139 @@ static int c_call_reply(lua_State *L) {
   return 0;
 }
 
+/* C.hmac(key, data) -> lowercase hex of HMAC-SHA256(key, data). */
+static int c_hmac(lua_State *L) {
+  size_t klen = 0, dlen = 0;
+  const char *key = luaL_checklstring(L, 1, &klen), *data = luaL_checklstring(L, 2, &dlen);
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mac_len = 0;
+  static const unsigned char empty[1];
+  if (!HMAC(EVP_sha256(), klen ? (const void *)key : empty, (int)klen, (const unsigned char *)data, dlen, mac,
+            &mac_len))
+    return luaL_error(L, "im.hmac_sha256: HMAC failed");
+  char hex[2 * EVP_MAX_MD_SIZE + 1];
+  for (unsigned int i = 0; i < mac_len; i++) snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+  lua_pushlstring(L, hex, 2 * mac_len);
+  return 1;
+}
+
+/* ---- im.http ---- */
+
+static void on_http_client_closed(void *ud) { hubu_plugins_handle_closed(ud); }
+
+/* Stack: pushes a table of h's "Name: value" lines: lower-case names, a
+ * repeated header's values joined with ", ". */
+static void push_headers(lua_State *L, const char *h, size_t len) {
+  lua_newtable(L);
+  const char *end = h + len;
+  while (h < end) {
+    const char *eol = memchr(h, '\n', (size_t)(end - h));
+    const char *line_end = eol ? eol : end;
+    const char *colon = memchr(h, ':', (size_t)(line_end - h));
+    if (colon && colon > h) {
+      char name[128];
+      size_t n = (size_t)(colon - h) < sizeof name - 1 ? (size_t)(colon - h) : sizeof name - 1;
+      for (size_t i = 0; i < n; i++) name[i] = (char)(h[i] >= 'A' && h[i] <= 'Z' ? h[i] + 32 : h[i]);
+      name[n] = '\0';
+      const char *v = colon + 1, *ve = line_end;
+      while (v < ve && (*v == ' ' || *v == '\t')) v++;
+      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+      lua_getfield(L, -1, name);
+      if (lua_isstring(L, -1)) { /* seen before: "a, b" */
+        lua_pushliteral(L, ", ");
+        lua_pushlstring(L, v, (size_t)(ve - v));
+        lua_concat(L, 3);
+      } else {
+        lua_pop(L, 1);
+        lua_pushlstring(L, v, (size_t)(ve - v));
+      }
+      lua_setfield(L, -2, name);
+    }
+    h = eol ? eol + 1 : end;
+  }
+}
+
+/* A request finished: host.http_done(ticket, status, body, headers, seconds)
+ * or (ticket, nil, "kind: message", nil, seconds). Stack: unchanged. */
+static void on_http_done(void *ud, uint64_t id, const hubu_http_result *r) {
+  hubu_plugins *p = ud;
+  if (!p->L) return;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  lua_pushnumber(L, (lua_Number)id);
+  if (r->error == HUBU_HTTP_OK) {
+    lua_pushnumber(L, (lua_Number)r->status);
+    lua_pushlstring(L, (const char *)r->body, r->body_len);
+    push_headers(L, r->headers, r->headers_len);
+  } else {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", hubu_http_error_name(r->error), r->message);
+    lua_pushnil(L);
+  }
+  lua_pushnumber(L, r->seconds);
+  hubu_plugins_call_host(p, "http_done", 5, 0);
+  lua_settop(L, top);
+}
+
+/* C.http_start(ticket, method, url, header_lines, body, timeout_ms,
+ * max_response, redirects, verify, ca_file) -> true, or nil, err (nothing
+ * started). host.lua checked every argument; host.http_done answers. */
+static int c_http_start(lua_State *L) {
+  hubu_plugins *p = hubu_plugins_of_lua(L);
+  uint64_t id = (uint64_t)luaL_checknumber(L, 1);
+  hubu_http_request req = {.method = luaL_checkstring(L, 2), .url = luaL_checkstring(L, 3)};
+  luaL_checktype(L, 4, LUA_TTABLE);
+  req.body = luaL_optlstring(L, 5, NULL, &req.body_len);
+  req.timeout_ms = (uint32_t)luaL_checknumber(L, 6);
+  req.max_response = (size_t)luaL_checknumber(L, 7);
+  req.max_redirects = (uint32_t)luaL_checknumber(L, 8);
+  req.verify = lua_toboolean(L, 9);
+  req.ca_file = luaL_optstring(L, 10, NULL);
+  if (!p->http) {
+    if (p->closing || !(p->http = hubu_http_client_new(p->core->loop, on_http_done, p, on_http_client_closed))) {
+      lua_pushnil(L);
+      lua_pushstring(L, p->closing ? "closing" : "the HTTP client could not start");
+      return 2;
+    }
+    p->open_handles++; /* until the client's last handle closed */
+  }
+  size_t n = lua_objlen(L, 4);
+  const char **lines = calloc(n ? n : 1, sizeof *lines);
+  if (!lines) return luaL_error(L, "out of memory");
+  for (size_t i = 0; i < n; i++) { /* the strings stay referenced by the table */
+    lua_rawgeti(L, 4, (int)i + 1);
+    lines[i] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    if (!lines[i]) lines[i] = "";
+  }
+  req.headers = lines;
+  req.n_headers = n;
+  char err[256];
+  int rc = hubu_http_client_start(p->http, id, &req, err, sizeof err);
+  free(lines);
+  if (rc != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* C.http_cancel(ticket) -> whether it was in flight (its answer never comes). */
+static int c_http_cancel(lua_State *L) {
+  hubu_plugins *p = hubu_plugins_of_lua(L);
+  uint64_t id = (uint64_t)luaL_checknumber(L, 1);
+  lua_pushboolean(L, p->http && hubu_http_client_cancel(p->http, id));
+  return 1;
+}
+
+void hubu_plugins_http_stop(hubu_plugins *p) {
+  if (!p->http) return;
+  hubu_http_client_close(p->http); /* on_http_client_closed follows */
+  p->http = NULL;
+}
+
 /* ---- timers ---- */
 
 static void on_timer_closed(uv_handle_t *h) {
@@ -485,6 +622,9 @@ const luaL_Reg hubu_plugins_im_lib[] = {
     {"timer_start", c_timer_start},
     {"timer_stop", c_timer_stop},
     {"label_ok", c_label_ok},
+    {"hmac", c_hmac},
+    {"http_start", c_http_start},
+    {"http_cancel", c_http_cancel},
     {"wordset", hubu_wordset_new}, /* wordset.c */
     {NULL, NULL},
 };

@@ -39,6 +39,85 @@ static int prom_labels(hubu_buf *out, lua_State *L, int idx) {
   return rc;
 }
 
+/* The im.http figures per plugin (host.http_metrics): requests, errors, in
+ * flight, and a latency histogram. Stack: unchanged. */
+static int http_families(hubu_plugins *p, hubu_buf *out) {
+  lua_State *L = p->L;
+  int top = lua_gettop(L), rc = 0;
+  hubu_plugins_call_host(p, "http_metrics", 0, 2);
+  int list = top + 1, les = top + 2;
+  size_t n = lua_istable(L, list) ? lua_objlen(L, list) : 0, nle = lua_istable(L, les) ? lua_objlen(L, les) : 0;
+  static const char *const families[][4] = {
+      {"hubu_plugin_http_requests_total", "counter", "im.http requests a plugin made (refused as busy included).",
+       "requests"},
+      {"hubu_plugin_http_errors_total", "counter",
+       "im.http requests that failed: busy, timeout, connect, tls, too large, protocol.", "errors"},
+      {"hubu_plugin_http_in_flight", "gauge", "im.http requests of a plugin in flight now.", "in_flight"},
+  };
+  for (int f = 0; f < 3; f++) {
+    rc |= hubu_prom_head(out, families[f][0], families[f][1], families[f][2], strlen(families[f][2]));
+    for (size_t i = 1; i <= n; i++) {
+      size_t nlen = 0;
+      lua_rawgeti(L, list, (int)i);
+      lua_getfield(L, -1, "name");
+      lua_getfield(L, -2, families[f][3]);
+      const char *name = lua_tolstring(L, -2, &nlen);
+      rc |= buf_str(out, families[f][0]);
+      rc |= buf_str(out, "{plugin=\"");
+      if (name) rc |= hubu_prom_escaped(out, name, nlen, 1);
+      rc |= buf_str(out, "\"} ");
+      rc |= hubu_prom_value(out, lua_tonumber(L, -1));
+      rc |= buf_str(out, "\n");
+      lua_pop(L, 3);
+    }
+  }
+  static const char hist[] = "hubu_plugin_http_request_seconds";
+  static const char hist_help[] = "Time from an im.http request's start to its answer or failure.";
+  rc |= hubu_prom_head(out, hist, "histogram", hist_help, sizeof hist_help - 1);
+  for (size_t i = 1; i <= n; i++) {
+    size_t nlen = 0;
+    lua_rawgeti(L, list, (int)i);
+    int e = lua_gettop(L);
+    lua_getfield(L, e, "name");
+    lua_getfield(L, e, "buckets");
+    lua_getfield(L, e, "count");
+    lua_getfield(L, e, "sum");
+    const char *name = lua_tolstring(L, e + 1, &nlen);
+    for (size_t b = 1; b <= nle + 1; b++) { /* cumulative counts per le, then +Inf */
+      rc |= buf_str(out, hist);
+      rc |= buf_str(out, "_bucket{plugin=\"");
+      if (name) rc |= hubu_prom_escaped(out, name, nlen, 1);
+      rc |= buf_str(out, "\",le=\"");
+      if (b <= nle) {
+        lua_rawgeti(L, les, (int)b);
+        rc |= hubu_prom_value(out, lua_tonumber(L, -1));
+        lua_pop(L, 1);
+        lua_rawgeti(L, e + 2, (int)b);
+      } else {
+        rc |= buf_str(out, "+Inf");
+        lua_pushvalue(L, e + 3);
+      }
+      rc |= buf_str(out, "\"} ");
+      rc |= hubu_prom_value(out, lua_tonumber(L, -1));
+      rc |= buf_str(out, "\n");
+      lua_pop(L, 1);
+    }
+    static const char *const tails[] = {"_sum", "_count"};
+    for (int t = 0; t < 2; t++) {
+      rc |= buf_str(out, hist);
+      rc |= buf_str(out, tails[t]);
+      rc |= buf_str(out, "{plugin=\"");
+      if (name) rc |= hubu_prom_escaped(out, name, nlen, 1);
+      rc |= buf_str(out, "\"} ");
+      rc |= hubu_prom_value(out, lua_tonumber(L, t == 0 ? e + 4 : e + 3));
+      rc |= buf_str(out, "\n");
+    }
+    lua_settop(L, e - 1);
+  }
+  lua_settop(L, top);
+  return rc;
+}
+
 /* Stack: unchanged. */
 int hubu_plugins_metrics(hubu_plugins *p, hubu_buf *out) {
   if (!p || !p->L) return 0;
@@ -71,6 +150,7 @@ int hubu_plugins_metrics(hubu_plugins *p, hubu_buf *out) {
       lua_pop(L, 3);
     }
   }
+  if (rc == 0) rc |= http_families(p, out);
   static const char loaded_help[] = "Plugins running.";
   rc |= hubu_prom_head(out, "hubu_plugins_loaded", "gauge", loaded_help, sizeof loaded_help - 1);
   rc |= hubu_prom_sample_u64(out, "hubu_plugins_loaded", NULL, n);

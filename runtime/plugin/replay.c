@@ -77,27 +77,36 @@ static void on_replay_read(hubu_store_op *op) {
     hubu_log(HUBU_LOG_INFO, 0, NULL, "stored_replay_stopped", "plugin=%s at=%llu why=\"unloaded or replayed anew\"",
              op->log_read.plugin, (unsigned long long)last);
   } else if (op->status != HUBU_STORE_OK) {
-    hubu_log(HUBU_LOG_ERROR, 0, NULL, "stored_replay_failed",
-             "plugin=%s at=%llu error=\"%s\" msg=\"the rest is handed over after a restart\"", op->log_read.plugin,
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "stored_replay_failed", "plugin=%s at=%llu error=\"%s\"", op->log_read.plugin,
              (unsigned long long)last, op->error);
+    lua_pushstring(p->L, op->log_read.plugin); /* a catch-up tries again; a replay at start waits for a restart */
+    lua_pushnumber(p->L, (double)gen);
+    lua_pushnumber(p->L, (double)last);
+    hubu_plugins_call_host(p, "replay_failed", 3, 0);
   } else {
     lua_State *L = p->L;
-    int top = lua_gettop(L);
+    int top = lua_gettop(L), full = 0;
     for (size_t i = 0; i < op->log_read.n_msgs && op->log_read.msgs[i]->log_pos <= target; i++) {
       hubu_plugins_push_stored_event(p, op->log_read.msgs[i], 1);
       lua_pushstring(L, op->log_read.plugin);
-      hubu_plugins_call_host(p, "dispatch_stored", 2, 0);
+      hubu_plugins_call_host(p, "dispatch_stored", 2, 1);
+      full = lua_isstring(L, -1); /* "full": too many of its handlers wait; it catches up later */
       lua_settop(L, top);
+      if (full) break;
       last = op->log_read.msgs[i]->log_pos;
     }
-    if (op->log_read.has_more && last < target) {
+    if (full) {
+      hubu_log(HUBU_LOG_INFO, 0, NULL, "stored_replay_paused", "plugin=%s at=%llu", op->log_read.plugin,
+               (unsigned long long)last);
+    } else if (op->log_read.has_more && last < target) {
       replay_read(s, op->log_read.plugin, gen, last, target);
     } else {
       hubu_log(HUBU_LOG_INFO, 0, NULL, "stored_replayed", "plugin=%s up_to=%llu", op->log_read.plugin,
                (unsigned long long)last);
       lua_pushstring(L, op->log_read.plugin);
       lua_pushnumber(L, (double)gen);
-      hubu_plugins_call_host(p, "replay_end", 2, 0);
+      lua_pushnumber(L, (double)last);
+      hubu_plugins_call_host(p, "replay_end", 3, 0);
     }
   }
   hubu_store_op_free(op);
@@ -186,3 +195,19 @@ void hubu_plugins_start_replay(hubu_plugins *p) {
   }
   lua_settop(L, top);
 }
+
+/* C.replay_from(plugin, gen, after): replay gen hands plugin the log's
+ * messages after position after, up to the log's end as it begins (a
+ * plugin that fell behind catches up so); host.replay_end follows. */
+static int c_replay_from(lua_State *L) {
+  hubu_plugins *p = hubu_plugins_of_lua(L);
+  const char *plugin = luaL_checkstring(L, 1);
+  uint64_t gen = (uint64_t)luaL_checknumber(L, 2), after = (uint64_t)luaL_checknumber(L, 3);
+  if (p->core->store) replay_read(p->core, plugin, gen, after, 0);
+  return 0;
+}
+
+const luaL_Reg hubu_plugins_replay_lib[] = {
+    {"replay_from", c_replay_from},
+    {NULL, NULL},
+};

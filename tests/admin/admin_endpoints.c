@@ -26,10 +26,11 @@ static double metric_value(const char *text, const char *name) {
   return -1;
 }
 
-/* Every sample belongs to a family announced by HELP and TYPE lines before it,
- * and every line is a comment or "name[{labels}] value". */
+/* Every sample belongs to a family announced by HELP and TYPE lines before it
+ * (a histogram's samples are its _bucket, _sum and _count), and every line is
+ * a comment or "name[{labels}] value". */
 static int metrics_well_formed(const char *text) {
-  char typed[64][64];
+  char typed[160][80];
   int n_typed = 0;
   for (const char *line = text; *line;) {
     const char *end = strchr(line, '\n');
@@ -42,8 +43,12 @@ static int metrics_well_formed(const char *text) {
     char name[64], type[32];
     if (!strncmp(l, "# TYPE ", 7)) {
       if (sscanf(l + 7, "%63s %31s", name, type) != 2) return CHECKF(0, "bad TYPE line: %s", l);
-      if (strcmp(type, "gauge") && strcmp(type, "counter")) return CHECKF(0, "unexpected type in: %s", l);
-      if (n_typed < 64) snprintf(typed[n_typed++], sizeof typed[0], "%s", name);
+      int histogram = !strcmp(type, "histogram");
+      if (strcmp(type, "gauge") && strcmp(type, "counter") && !histogram) return CHECKF(0, "unexpected type in: %s", l);
+      if (n_typed < 160) snprintf(typed[n_typed++], sizeof typed[0], "%s", name);
+      static const char *const parts[] = {"_bucket", "_sum", "_count"};
+      for (int i = 0; histogram && i < 3 && n_typed < 160; i++)
+        snprintf(typed[n_typed++], sizeof typed[0], "%s%s", name, parts[i]);
     } else if (!strncmp(l, "# HELP ", 7)) {
       /* fine */
     } else {
