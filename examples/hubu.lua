@@ -80,3 +80,12 @@ plugin "ratelimit" {
 plugin "echo" { user = "echo-bot" }
 
 plugin "commands" { user = "bot", max_roll = 1000000 }
+
+plugin "webhooks" {
+  url = "",                          -- e.g. "https://hooks.example.org/hubu"; "" posts nothing
+  events = { "message.stored", "connect", "disconnect", "group.changed" },
+  secret = "",                       -- signs each POST: X-Hubu-Signature (docs/plugins.md)
+  max_attempts = 10, backoff_ms = 500, backoff_max_ms = 60000,
+  before_send_url = "",              -- each SEND asks here first: allow, reject or rewrite
+  before_send_failure = "open",      -- "closed": refuse SENDs while that receiver fails
+}

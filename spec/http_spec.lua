@@ -410,3 +410,47 @@ end)
     assert.is_true(tonumber(res) >= 190, res)
   end)
 end)
+
+describe("the bot of docs/plugins.md, backed by its HTTP service", function()
+  local srv, service_pid, dir
+  local doc = assert(io.open("docs/plugins.md")):read("*a")
+  local section = assert(doc:match("## A bot backed by your own HTTP service in 15 lines(.-)\n## "))
+  local bot = assert(section:match("```lua\n(.-)```"))
+  local service = assert(section:match("```python\n(.-)```"))
+  teardown(function()
+    if srv then assert.equals(0, srv:stop()) end
+    if service_pid then os.execute("kill " .. service_pid .. " 2>/dev/null") end
+    if dir then os.execute("rm -rf " .. server.quote(dir)) end
+  end)
+
+  it("is 15 lines at most, and answers through the service; without it, says so", function()
+    local n = select(2, bot:gsub("\n", "\n"))
+    assert.is_true(n <= 15, n .. " lines")
+    dir = io.popen("mktemp -d /tmp/hubu-spec-askbot.XXXXXX"):read("*l")
+    local f = assert(io.open(dir .. "/answer.py", "w"))
+    f:write(service)
+    f:close()
+    service_pid = tonumber(io.popen(("python3 %s/answer.py 0 >%s/out 2>&1 </dev/null & echo $!"):format(dir, dir)):read("*l"))
+    local port
+    local deadline = server.now_ms() + 10000
+    repeat
+      server.sleep_ms(20)
+      local out = io.open(dir .. "/out"):read("*a")
+      port = out:match("listening on port (%d+)")
+    until port or server.now_ms() > deadline
+    assert(port, "the service did not start")
+    srv = server.start_with_plugins{ askbot = bot:gsub("http://127.0.0.1:8000/answer", "http://127.0.0.1:" .. port .. "/answer") }
+    local alice = srv:connect("alice")
+    local s = hubu.direct("alice", "ask-bot")
+    assert.equals("OK", assert(alice:send(s, "hello there")).code_name)
+    local m
+    repeat m = assert(alice:recv(5000)) until m.sender == "ask-bot"
+    assert.equals("alice, you said: HELLO THERE", m.body)
+    os.execute("kill " .. service_pid)
+    service_pid = nil
+    server.sleep_ms(200)
+    assert.equals("OK", assert(alice:send(s, "anyone?")).code_name)
+    repeat m = assert(alice:recv(8000)) until m.sender == "ask-bot"
+    assert.equals("(my service is away)", m.body)
+  end)
+end)
