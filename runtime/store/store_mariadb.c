@@ -214,7 +214,7 @@ static void drop_connection(maria_store *st, const char *why) {
 
 /* Marks op failed and logs it once; RETRY (warn) or ERROR. */
 static void fail_op_status(hubu_store_op *op, hubu_store_status status, const char *step, const char *what) {
-  snprintf(op->error, sizeof op->error, "%s: %s", step, what);
+  snprintf(op->error, sizeof op->error, "%.40s: %.110s", step, what);
   op->status = status;
   const char *user = hubu_store_op_user(op);
   hubu_log(status == HUBU_STORE_RETRY ? HUBU_LOG_WARN : HUBU_LOG_ERROR, op->conn_id, user[0] ? user : NULL,
