@@ -6,11 +6,14 @@
  * every call out is followed by a link_current() check; memory is freed only
  * once every handle and request pointing at it has completed (refs == 0). */
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <wslay/wslay.h>
 
 #include "buf.h"
 #include "client_internal.h"
@@ -121,11 +124,16 @@ struct hubu_client_link {
   uv_tcp_t tcp;
   uv_connect_t connect_req;
   uv_write_t write_req;
-  hubu_tls *tls; /* owned; NULL for plain TCP */
-  hubu_buf in;   /* owned: the start of a frame still waiting for its tail */
-  hubu_buf out;  /* owned: plaintext frames queued since the last flush */
-  hubu_buf wire; /* owned: the bytes of the write in flight (write_req) */
-  int writing;   /* write_req is in flight */
+  hubu_tls *tls;              /* owned; NULL for plain TCP */
+  hubu_buf in;                /* owned: the start of a frame still waiting for its tail */
+  hubu_buf out;               /* owned: plaintext frames queued since the last flush */
+  hubu_buf wire;              /* owned: the bytes of the write in flight (write_req) */
+  int writing;                /* write_req is in flight */
+  int ws_state;               /* WebSocket (ws_path): 1 the upgrade is sent, 2 open; 0 raw TCP */
+  wslay_event_context_ptr ws; /* owned, once open: framing and masking by wslay */
+  char ws_accept[29];         /* the Sec-WebSocket-Accept expected */
+  const uint8_t *ws_in;       /* the input being fed to wslay */
+  size_t ws_in_len;
 };
 
 typedef struct hubu_client_resolve {
@@ -170,6 +178,7 @@ static void hubu_client_free(hubu_client *c) {
   free(c->device_id);
   free(c->token);
   free(c->client_info);
+  free(c->ws_path);
   free(c);
 }
 
@@ -193,6 +202,7 @@ static void hubu_link_on_closed(uv_handle_t *h) {
   hubu_client_link *link = h->data;
   hubu_client *c = link->client;
   hubu_tls_free(link->tls);
+  if (link->ws) wslay_event_context_free(link->ws);
   hubu_buf_free(&link->in);
   hubu_buf_free(&link->out);
   hubu_buf_free(&link->wire);
@@ -254,6 +264,151 @@ static void hubu_link_on_write(uv_write_t *req, int status) {
   if (hubu_buf_size(&link->out) > 0 || (link->tls && hubu_tls_output_pending(link->tls) > 0)) hubu_client_flush_arm(c);
 }
 
+/* ---- WebSocket (ws_path): the upgrade, then one binary message per frame --- */
+
+static ssize_t hubu_ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud) {
+  (void)flags;
+  hubu_client_link *link = ud;
+  if (!link->ws_in_len) {
+    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    return -1;
+  }
+  size_t n = len < link->ws_in_len ? len : link->ws_in_len;
+  memcpy(buf, link->ws_in, n);
+  link->ws_in += n;
+  link->ws_in_len -= n;
+  return (ssize_t)n;
+}
+
+static ssize_t hubu_ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *ud) {
+  (void)flags;
+  hubu_client_link *link = ud;
+  if (hubu_buf_append(&link->wire, data, len) != 0) {
+    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+  }
+  return (ssize_t)len;
+}
+
+static int hubu_ws_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *ud) {
+  (void)ud;
+  if (RAND_bytes(buf, (int)len) != 1) {
+    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+  }
+  return 0;
+}
+
+static int hubu_link_feed(hubu_client_link *link, const uint8_t *data, size_t len);
+static void hubu_link_send_hello(hubu_client_link *link);
+
+static void hubu_ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
+  (void)ctx;
+  hubu_client_link *link = ud;
+  if (arg->opcode == WSLAY_BINARY_FRAME && hubu_link_current(link)) hubu_link_feed(link, arg->msg, arg->msg_length);
+}
+
+static const struct wslay_event_callbacks hubu_ws_callbacks = {
+    .recv_callback = hubu_ws_recv,
+    .send_callback = hubu_ws_send,
+    .genmask_callback = hubu_ws_genmask,
+    .on_msg_recv_callback = hubu_ws_on_msg,
+};
+
+/* The upgrade request, queued raw; the answer's key is remembered. 0 or -1. */
+static int hubu_link_ws_request(hubu_client_link *link) {
+  hubu_client *c = link->client;
+  uint8_t nonce[16];
+  char key[25], req[512];
+  if (RAND_bytes(nonce, sizeof nonce) != 1) return -1;
+  EVP_EncodeBlock((unsigned char *)key, nonce, sizeof nonce);
+  static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  char joined[24 + sizeof guid];
+  memcpy(joined, key, 24);
+  memcpy(joined + 24, guid, sizeof guid - 1);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int dlen = 0;
+  if (EVP_Digest(joined, 24 + sizeof guid - 1, digest, &dlen, EVP_sha1(), NULL) != 1 || dlen != 20) return -1;
+  EVP_EncodeBlock((unsigned char *)link->ws_accept, digest, 20);
+  int n = snprintf(req, sizeof req,
+                   "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: hubu.v1\r\n\r\n",
+                   c->ws_path, c->host, c->port, key);
+  if (n < 0 || (size_t)n >= sizeof req || hubu_buf_append(&link->out, req, (size_t)n) != 0) return -1;
+  link->ws_state = 1;
+  return 0;
+}
+
+/* Bytes while the upgrade is answered (in link->in), then messages. 0, or -1 once lost. */
+static int hubu_link_ws_input(hubu_client_link *link, const uint8_t *data, size_t len) {
+  hubu_client *c = link->client;
+  if (link->ws_state == 1) {
+    if (hubu_buf_append(&link->in, data, len) != 0) {
+      hubu_client_lose(c, HUBU__V1__CODE__INTERNAL, "out of memory", 0);
+      return -1;
+    }
+    const char *head = (const char *)hubu_buf_head(&link->in);
+    size_t n = hubu_buf_size(&link->in), end = 0;
+    for (size_t i = 3; i < n && !end; i++)
+      if (!memcmp(head + i - 3, "\r\n\r\n", 4)) end = i + 1;
+    if (!end) {
+      if (n > 8192) hubu_client_lose(c, HUBU__V1__CODE__BAD_FRAME, "websocket: answer head too long", 0);
+      return n > 8192 ? -1 : 0;
+    }
+    char want[64];
+    snprintf(want, sizeof want, "Sec-WebSocket-Accept: %s\r\n", link->ws_accept);
+    size_t wl = strlen(want);
+    int found = 0;
+    for (size_t i = 0; i + wl <= end && !found; i++) found = !memcmp(head + i, want, wl);
+    if (n < 12 || memcmp(head, "HTTP/1.1 101", 12) != 0 || !found) {
+      hubu_client_lose(c, HUBU__V1__CODE__UNAVAILABLE, "websocket: upgrade refused", 0);
+      return -1;
+    }
+    if (wslay_event_context_client_init(&link->ws, &hubu_ws_callbacks, link) != 0) {
+      hubu_client_lose(c, HUBU__V1__CODE__INTERNAL, "out of memory", 0);
+      return -1;
+    }
+    link->ws_state = 2;
+    hubu_buf rest = link->in;
+    memset(&link->in, 0, sizeof link->in);
+    hubu_link_send_hello(link);
+    int r = hubu_link_current(link) && n > end ? hubu_link_ws_input(link, (const uint8_t *)head + end, n - end) : 0;
+    hubu_buf_free(&rest);
+    if (hubu_link_current(link)) hubu_client_flush_arm(c);
+    return r;
+  }
+  link->ws_in = data;
+  link->ws_in_len = len;
+  int r = wslay_event_recv(link->ws);
+  link->ws_in = NULL;
+  link->ws_in_len = 0;
+  if (!hubu_link_current(link)) return -1;
+  if (r != 0 || !wslay_event_get_read_enabled(link->ws)) {
+    char reason[HUBU_CLIENT_REASON_SIZE];
+    snprintf(reason, sizeof reason, "websocket closed (code %u)", wslay_event_get_status_code_received(link->ws));
+    hubu_client_lose(c, HUBU__V1__CODE__UNAVAILABLE, reason, 0);
+    return -1;
+  }
+  if (wslay_event_want_write(link->ws)) hubu_client_flush_arm(c); /* pongs */
+  return 0;
+}
+
+/* Moves the frames of link->out into masked binary messages in link->wire. 0 or -1. */
+static int hubu_link_ws_wrap(hubu_client_link *link) {
+  const uint8_t *p = hubu_buf_head(&link->out);
+  size_t left = hubu_buf_size(&link->out);
+  while (left >= HUBU_FRAME_HEADER_SIZE) {
+    size_t size = HUBU_FRAME_HEADER_SIZE + ((size_t)p[4] << 24 | (size_t)p[5] << 16 | (size_t)p[6] << 8 | p[7]);
+    if (size > left) break;
+    struct wslay_event_msg m = {.opcode = WSLAY_BINARY_FRAME, .msg = p, .msg_length = size};
+    if (wslay_event_queue_msg(link->ws, &m) != 0) return -1;
+    p += size;
+    left -= size;
+  }
+  hubu_buf_free(&link->out);
+  return wslay_event_want_write(link->ws) && wslay_event_send(link->ws) != 0 ? -1 : 0;
+}
+
 /* Moves what is queued into one uv_write; with TLS, encrypts first. At most one
  * write is in flight; what is queued meanwhile goes out when it completes. */
 static void hubu_link_flush(hubu_client_link *link) {
@@ -277,6 +432,12 @@ static void hubu_link_flush(hubu_client_link *link) {
       return;
     }
     link->wire.len += hubu_tls_take_output(link->tls, w, pending);
+  } else if (link->ws_state == 2) {
+    if (link->writing || hubu_buf_size(&link->out) == 0) return;
+    if (hubu_link_ws_wrap(link) != 0) {
+      hubu_client_lose(c, HUBU__V1__CODE__INTERNAL, "out of memory", 0);
+      return;
+    }
   } else {
     if (link->writing || hubu_buf_size(&link->out) == 0) return;
     hubu_buf t = link->wire; /* wire is empty here: swap instead of copying */
@@ -512,6 +673,10 @@ static void hubu_link_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf
   }
   c->last_rx_ms = uv_now(c->loop);
   const uint8_t *data = (const uint8_t *)buf->base;
+  if (link->ws_state) {
+    hubu_link_ws_input(link, data, (size_t)nread);
+    return;
+  }
   if (!link->tls) {
     hubu_link_feed(link, data, (size_t)nread);
     return;
@@ -567,6 +732,14 @@ static void hubu_link_on_connect(uv_connect_t *req, int status) {
     return;
   }
   c->last_rx_ms = c->last_tx_ms = uv_now(c->loop);
+  if (c->ws_path) {
+    if (hubu_link_ws_request(link) != 0) {
+      hubu_client_lose(c, HUBU__V1__CODE__INTERNAL, "websocket: cannot make the upgrade request", 0);
+      return;
+    }
+    hubu_client_flush_arm(c);
+    return;
+  }
   if (!c->tls) {
     hubu_link_send_hello(link);
     return;
@@ -722,6 +895,10 @@ hubu_client *hubu_client_new(uv_loop_t *loop, const hubu_client_options *opt, co
     return NULL;
   if (!opt->token[0] || opt->port < 0 || opt->port > 65535 || (opt->host && !opt->host[0])) return NULL;
 
+  if (opt->ws_path && (opt->tls || opt->ws_path[0] != '/')) {
+    snprintf(hubu_client_new_error, sizeof hubu_client_new_error, "ws_path must start with / and excludes tls");
+    return NULL;
+  }
   snprintf(hubu_client_new_error, sizeof hubu_client_new_error, "out of memory");
   hubu_client *c = calloc(1, sizeof *c);
   if (!c) return NULL;
@@ -732,8 +909,9 @@ hubu_client *hubu_client_new(uv_loop_t *loop, const hubu_client_options *opt, co
   c->device_id = strdup(opt->device_id);
   c->token = strdup(opt->token);
   c->client_info = hubu_str_copy(opt->client_info);
+  c->ws_path = hubu_str_copy(opt->ws_path);
   if (!c->host || (opt->tls_ca_file && !c->tls_ca_file) || !c->user_id || !c->device_id || !c->token ||
-      (opt->client_info && !c->client_info))
+      (opt->client_info && !c->client_info) || (opt->ws_path && !c->ws_path))
     goto fail;
   c->tls = opt->tls ? 1 : 0;
   c->port = opt->port ? opt->port : (c->tls ? 7701 : 7700);

@@ -23,6 +23,7 @@ typedef struct hubu_messages hubu_messages;
 struct hubu_client {
   uv_loop_t *loop;                                                      /* not owned */
   char *host, *tls_ca_file, *user_id, *device_id, *token, *client_info; /* owned copies */
+  char *ws_path;                                                        /* owned copy; NULL: raw TCP */
   int port, tls, tls_verify, reconnect;
   uint32_t backoff_min_ms, backoff_max_ms, connect_timeout_ms, ping_interval_ms;
   hubu_client_callbacks cb;

@@ -61,6 +61,8 @@ typedef struct {
   int no_auto_sync;         /* 1: do not SYNC after HELLO_OK (bench, raw tools) */
   int frames_only;          /* 1: the message layer leaves PUSH, PULL_HINT and results to on_frame
                                (no reorder buffer, no DELIVER_ACK, no SYNC): for raw tools */
+  const char *ws_path;      /* non-NULL: WebSocket at this path (e.g. "/ws") on hubud's HTTP listener,
+                               subprotocol hubu.v1, instead of raw TCP; not with tls */
 } hubu_client_options;
 
 /* A received message, valid during the callback only. */

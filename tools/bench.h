@@ -21,6 +21,7 @@ typedef struct {
   const char *host; /* loopback unless told otherwise */
   int port;         /* 0: 7700, or 7701 with tls */
   int tls;
+  int ws;              /* --ws: WebSocket at /ws on the HTTP listener (subprotocol hubu.v1) instead of raw TCP */
   const char *ca_file; /* with it the server certificate is verified */
   uint8_t secret[1024];
   size_t secret_len;

@@ -183,8 +183,9 @@ int bench_client_options(const bench_options *o, hubu_client_options *co, const 
     return -1;
   memset(co, 0, sizeof *co);
   co->host = o->host;
-  co->port = o->port;
+  co->port = o->port ? o->port : (o->ws ? 7780 : 0);
   co->tls = o->tls;
+  co->ws_path = o->ws ? "/ws" : NULL;
   co->tls_ca_file = o->ca_file;
   co->tls_verify = o->ca_file != NULL;
   co->user_id = user;
@@ -197,8 +198,9 @@ int bench_client_options(const bench_options *o, hubu_client_options *co, const 
 
 void bench_report_common(bench_report *r, const bench_options *o) {
   bench_report_text(r, "scenario", "scenario", "%s", o->scenario);
-  bench_report_text(r, "transport", "transport", "%s %s:%d", o->tls ? "tls" : "tcp", o->host,
-                    o->port ? o->port : (o->tls ? 7701 : 7700));
+  const char *transport = o->ws ? "ws" : o->tls ? "tls" : "tcp";
+  int port = o->port ? o->port : o->ws ? 7780 : o->tls ? 7701 : 7700;
+  bench_report_text(r, "transport", "transport", "%s %s:%d", transport, o->host, port);
 }
 
 void bench_report_cpu(bench_report *r, const bench_options *o, double self_cpu, double server_cpu, double elapsed_s) {
@@ -662,6 +664,8 @@ static void bench_usage(FILE *out) {
       "  --host H           server address (default 127.0.0.1)\n"
       "  --port P           default 7700, or 7701 with --tls\n"
       "  --tls              connect with TLS (certificate not verified unless --ca)\n"
+      "  --ws               connect over WebSocket (/ws on the HTTP listener, subprotocol hubu.v1;\n"
+      "                     --port then defaults to 7780)\n"
       "  --ca FILE          verify the server certificate against this CA (PEM)\n"
       "  --secret S         token secret (the server's --secret)\n"
       "  --data DIR         the server's data directory: the secret is read from DIR/secret\n"
@@ -773,6 +777,7 @@ int main(int argc, char **argv) {
     O_HOST,
     O_PORT,
     O_TLS,
+    O_WS,
     O_CA,
     O_SECRET,
     O_DATA,
@@ -799,6 +804,7 @@ int main(int argc, char **argv) {
       {"host", required_argument, NULL, O_HOST},
       {"port", required_argument, NULL, O_PORT},
       {"tls", no_argument, NULL, O_TLS},
+      {"ws", no_argument, NULL, O_WS},
       {"ca", required_argument, NULL, O_CA},
       {"secret", required_argument, NULL, O_SECRET},
       {"data", required_argument, NULL, O_DATA},
@@ -846,6 +852,7 @@ int main(int argc, char **argv) {
         o.port = (int)v;
         break;
       case O_TLS: o.tls = 1; break;
+      case O_WS: o.ws = 1; break;
       case O_CA: o.ca_file = optarg; break;
       case O_SECRET: {
         size_t n = strlen(optarg);
