@@ -49,11 +49,12 @@ test: build-asan build build-release
 
 # libFuzzer on each input path for FUZZ_SECONDS each: fuzz_frame (frames and
 # their bodies), fuzz_body (bodies as the server judges and stores them),
-# fuzz_admin (the admin HTTP listener). Each runs on its working corpus,
+# fuzz_admin (the admin HTTP listener), fuzz_ws (the HTTP listener's request,
+# upgrade and WebSocket frames). Each runs on its working corpus,
 # $(FUZZ_BUILD)/corpus/<path>, seeded from the kept one, tests/fuzz_corpus/<path>;
 # then the inputs that reach code no kept one reaches (-merge=1, by edges only,
 # so the kept corpus stays small) are added to the kept corpus: commit them.
-FUZZ_TARGETS ?= frame body admin
+FUZZ_TARGETS ?= frame body admin ws
 
 fuzz: deps
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DHUBU_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug -DBUILD_TESTING=OFF >/dev/null

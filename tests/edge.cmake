@@ -28,3 +28,16 @@ hubu_edge(e2e_ws)
 target_link_libraries(e2e_ws PRIVATE hubu_net) # hubu_ws_accept_key, HUBU_WS_MAX_HEADER
 hubu_edge(e2e_ws_client ${HUBU_E2E_DIR}/harness_uv.c)
 target_link_libraries(e2e_ws_client PRIVATE hubu_client)
+
+# The fuzz target's code as an ordinary program (`make fuzz` builds the
+# libFuzzer one, fuzz_ws): the kept corpus tests/fuzz_corpus/ws, the seeds and
+# 20,000 mutants from a fixed seed, through the request parse, the upgrade and
+# wslay, in process.
+add_executable(fuzz_ws_replay ${CMAKE_CURRENT_LIST_DIR}/fuzz_ws.c)
+target_compile_definitions(fuzz_ws_replay PRIVATE HUBU_FUZZ_REPLAY)
+target_link_libraries(fuzz_ws_replay PRIVATE hubu_net)
+add_dependencies(hubu_unit_tests fuzz_ws_replay)
+add_test(NAME ${HUBU_TEST_PREFIX}unit.ws_input_survives_fuzz_corpus_and_20000_mutants
+         COMMAND fuzz_ws_replay ${CMAKE_CURRENT_LIST_DIR}/fuzz_corpus/ws)
+set_tests_properties(${HUBU_TEST_PREFIX}unit.ws_input_survives_fuzz_corpus_and_20000_mutants
+                     PROPERTIES LABELS "unit;fuzz;edge" TIMEOUT 300)

@@ -131,7 +131,7 @@ static const char *hval(const hubu_ws *ws, int id, size_t *len) {
     return NULL;
   }
   *len = ws->val_len[id];
-  return (const char *)ws->hdr.data + ws->vals[id];
+  return ws->hdr.data ? (const char *)ws->hdr.data + ws->vals[id] : ""; /* every value seen so far was empty */
 }
 
 /* 1 when the comma-separated list [s, s+len) holds token (case-insensitive, spaces trimmed). */
@@ -236,7 +236,7 @@ static void ev_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
   }
   if (ws->closing || ws->deliver_stopped) return;
   if (arg->opcode == WSLAY_TEXT_FRAME) {
-    if (!hubu_utf8_valid((const char *)arg->msg, arg->msg_length, 0))
+    if (arg->msg_length && !hubu_utf8_valid((const char *)arg->msg, arg->msg_length, 0)) /* empty: msg may be NULL */
       close_with(ws, HUBU_WS_CLOSE_BAD_DATA, "text message is not UTF-8");
     else
       close_with(ws, HUBU_WS_CLOSE_UNSUPPORTED, "hubu.v1 carries binary messages only");

@@ -1,0 +1,285 @@
+/* fuzz_ws.c — the HTTP listener's input path (runtime/net/ws.c) on untrusted
+ * bytes, in process: the request parse, the upgrade, then WebSocket frames
+ * through wslay, with the connection's answers fed back as hubud's would be.
+ *
+ * One input is one connection. Its first byte chooses how the rest is cut
+ * into reads (bits 0-2: 1, 2, 3, 5, 8, 13, 64 bytes or all at once), whether
+ * a valid upgrade request goes first (bit 3: then the rest are frames), and
+ * the message cap (bit 4: 4104 or 65544 bytes). Checked:
+ *  - hubu_ws_input answers 0, 1 or -1, and once it said 1 (closing) or -1 it
+ *    is not fed again;
+ *  - every message delivered holds exactly one frame header's worth of bytes
+ *    (the header's length + 8) and is at most the cap;
+ *  - before the upgrade the output is empty or one HTTP answer
+ *    ("HTTP/1.1 NNN "), and an upgraded connection's first bytes are the 101;
+ *  - hubu_ws_output with frames and a close never fails, and the output
+ *    after it parses as server frames (unmasked, lengths within the buffer).
+ * ASan and UBSan (the sanitizer build, and libFuzzer's) check the memory.
+ *
+ * libFuzzer entry point; built with -DHUBU_FUZZ_REPLAY it is a plain program
+ * (a ctest test) that replays the corpus directories given to it, the seeds
+ * below and 20,000 mutants of them from a fixed seed:
+ *   fuzz_ws_replay [CORPUS_DIR...]       replays
+ *   fuzz_ws_replay --write-seeds DIR     writes the seeds (tests/fuzz_corpus/ws) */
+#include <dirent.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "frame.h"
+#include "log.h"
+#include "ws.h"
+
+#define UPGRADE                                                                                     \
+  "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " \
+  "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: hubu.v1\r\n\r\n"
+
+static void fail(const char *what) {
+  fprintf(stderr, "fuzz_ws: %s\n", what);
+  abort();
+}
+
+typedef struct {
+  size_t cap;
+  size_t delivered;
+} fuzz_state;
+
+static int deliver(void *ud, const uint8_t *msg, size_t len) {
+  fuzz_state *st = ud;
+  if (len > st->cap) fail("message above the cap delivered");
+  if (len < HUBU_FRAME_HEADER_SIZE) fail("message shorter than a frame header delivered");
+  size_t body = (size_t)msg[4] << 24 | (size_t)msg[5] << 16 | (size_t)msg[6] << 8 | msg[7];
+  if (msg[0] == HUBU_FRAME_MAGIC && msg[1] == HUBU_FRAME_VERSION && body + HUBU_FRAME_HEADER_SIZE != len)
+    fail("message is not exactly one frame");
+  st->delivered++;
+  return 0;
+}
+
+/* Server frames: FIN set, unmasked, lengths within the buffer. */
+static void check_frames(const uint8_t *p, size_t n) {
+  size_t off = 0;
+  while (off < n) {
+    if (n - off < 2) fail("truncated frame header in the output");
+    uint8_t b0 = p[off], b1 = p[off + 1];
+    if (b1 & 0x80) fail("masked server frame");
+    if (!(b0 & 0x80)) fail("fragmented server frame");
+    uint64_t len = b1 & 0x7f;
+    size_t h = 2;
+    if (len == 126) {
+      if (n - off < 4) fail("truncated length");
+      len = (uint64_t)p[off + 2] << 8 | p[off + 3];
+      h = 4;
+    } else if (len == 127) {
+      if (n - off < 10) fail("truncated length");
+      len = 0;
+      for (int i = 0; i < 8; i++) len = len << 8 | p[off + 2 + i];
+      h = 10;
+    }
+    if (len > n - off - h) fail("frame longer than the output");
+    off += h + (size_t)len;
+  }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < 1) return 0;
+  static const size_t cuts[8] = {1, 2, 3, 5, 8, 13, 64, (size_t)-1};
+  size_t cut = cuts[data[0] & 7];
+  int upgrade_first = (data[0] >> 3) & 1;
+  fuzz_state st = {.cap = (data[0] >> 4) & 1 ? 65544 : 4104};
+  hubu_ws *ws = hubu_ws_new((data[0] >> 5) & 1 ? "https://a.example,http://b.example:8080" : NULL, 1);
+  if (!ws) return 0;
+  hubu_ws_set_max_message(ws, st.cap);
+  data++, size--;
+  int r = 0, answered = 0;
+  if (upgrade_first) {
+    r = hubu_ws_input(ws, (const uint8_t *)UPGRADE, sizeof UPGRADE - 1, deliver, &st);
+    if (r != 0 || !hubu_ws_open(ws)) fail("the valid upgrade was not taken");
+    hubu_buf out = {0};
+    hubu_ws_take_output(ws, &out);
+    if (hubu_buf_size(&out) < 13 || memcmp(hubu_buf_head(&out), "HTTP/1.1 101 ", 13) != 0)
+      fail("the valid upgrade was not answered with 101");
+    hubu_buf_free(&out);
+    answered = 1;
+  }
+  for (size_t off = 0; off < size && r == 0;) {
+    size_t n = size - off < cut ? size - off : cut;
+    int was_open = hubu_ws_open(ws);
+    r = hubu_ws_input(ws, data + off, n, deliver, &st);
+    if (r < -1 || r > 1) fail("hubu_ws_input answered outside -1..1");
+    off += n;
+    if (!was_open && hubu_ws_output_pending(ws) && !answered) {
+      hubu_buf out = {0};
+      hubu_ws_take_output(ws, &out);
+      if (hubu_buf_size(&out) < 13 || memcmp(hubu_buf_head(&out), "HTTP/1.1 ", 9) != 0)
+        fail("first bytes out are not an HTTP answer");
+      if (hubu_ws_open(ws) != !memcmp(hubu_buf_head(&out), "HTTP/1.1 101 ", 13))
+        fail("open without a 101, or a 101 without open");
+      if (hubu_ws_open(ws)) {
+        const uint8_t *h = hubu_buf_head(&out);
+        size_t hn = hubu_buf_size(&out), end = 0;
+        for (size_t i = 3; i < hn && !end; i++)
+          if (!memcmp(h + i - 3, "\r\n\r\n", 4)) end = i + 1;
+        if (!end) fail("101 without the end of its head");
+        check_frames(h + end, hn - end);
+      }
+      answered = 1;
+      hubu_buf_free(&out);
+    } else if (was_open) {
+      hubu_buf out = {0};
+      hubu_ws_take_output(ws, &out);
+      check_frames(hubu_buf_head(&out), hubu_buf_size(&out));
+      hubu_buf_free(&out);
+    }
+  }
+  if (r >= 0) { /* the connection closes: a frame (when open), then the close */
+    hubu_buf frames = {0};
+    uint8_t hdr[HUBU_FRAME_HEADER_SIZE];
+    hubu_frame_header_encode(hdr, HUBU_FRAME_GOAWAY, 0, 0);
+    if (hubu_buf_append(&frames, hdr, sizeof hdr) == 0) {
+      int was_open = hubu_ws_open(ws);
+      if (hubu_ws_output(ws, &frames, 1, HUBU_WS_CLOSE_NORMAL) != 0) fail("hubu_ws_output failed");
+      hubu_buf out = {0};
+      hubu_ws_take_output(ws, &out);
+      if (was_open && answered) check_frames(hubu_buf_head(&out), hubu_buf_size(&out));
+      hubu_buf_free(&out);
+    }
+    hubu_buf_free(&frames);
+  }
+  hubu_ws_free(ws);
+  return 0;
+}
+
+#ifdef HUBU_FUZZ_REPLAY
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t next_rand(void) {
+  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+  return rng;
+}
+
+/* A masked client frame into out; returns its size. */
+static size_t client_frame(uint8_t *out, int fin, int op, int mask, const uint8_t *p, size_t len) {
+  size_t n = 0;
+  out[n++] = (uint8_t)((fin ? 0x80 : 0) | op);
+  uint8_t m = mask ? 0x80 : 0;
+  if (len < 126) {
+    out[n++] = (uint8_t)(m | len);
+  } else {
+    out[n++] = m | 126;
+    out[n++] = (uint8_t)(len >> 8);
+    out[n++] = (uint8_t)len;
+  }
+  static const uint8_t key[4] = {1, 2, 3, 4};
+  if (mask) memcpy(out + n, key, 4), n += 4;
+  for (size_t i = 0; i < len; i++) out[n + i] = p[i] ^ (mask ? key[i % 4] : 0);
+  return n + len;
+}
+
+#define MAX_SEED 2048
+typedef struct {
+  uint8_t b[MAX_SEED];
+  size_t n;
+} seed;
+
+static size_t make_seeds(seed *s) {
+  size_t k = 0;
+  const char *reqs[] = {
+      UPGRADE,
+      "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n",
+      "POST /ws HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+      "GET / HTTP/1.1\r\n\r\n",
+      "GARBAGE\r\n\r\n",
+      "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+      "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: https://evil.example\r\n\r\n",
+  };
+  for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+    s[k].b[0] = (uint8_t)(i & 7);
+    s[k].n = 1 + strlen(reqs[i]);
+    memcpy(s[k].b + 1, reqs[i], s[k].n - 1);
+    k++;
+  }
+  static const uint8_t ping[8] = {0xa5, 1, 3, 0, 0, 0, 0, 0};
+  const struct {
+    int fin, op, mask;
+    size_t len;
+  } frames[] = {{1, 2, 1, 8}, {0, 2, 1, 3}, {1, 0, 1, 5}, {1, 9, 1, 2}, {1, 1, 1, 4}, {1, 2, 0, 8}, {1, 8, 1, 2}};
+  for (size_t i = 0; i < sizeof frames / sizeof frames[0]; i++) {
+    s[k].b[0] = (uint8_t)(8 | (i & 7) | (i & 1) << 4);
+    s[k].n = 1 + client_frame(s[k].b + 1, frames[i].fin, frames[i].op, frames[i].mask, ping, frames[i].len);
+    k++;
+  }
+  /* a fragmented message with a ping between */
+  s[k].b[0] = 8 | 7;
+  size_t n = 1;
+  n += client_frame(s[k].b + n, 0, 2, 1, ping, 3);
+  n += client_frame(s[k].b + n, 1, 9, 1, (const uint8_t *)"hi", 2);
+  n += client_frame(s[k].b + n, 1, 0, 1, ping + 3, 5);
+  s[k++].n = n;
+  return k;
+}
+
+static void run(const uint8_t *p, size_t n) { LLVMFuzzerTestOneInput(p, n); }
+
+int main(int argc, char **argv) {
+  hubu_log_min_level = HUBU_LOG_ERROR; /* every refusal is logged at info: not here */
+  static seed seeds[32];
+  size_t ns = make_seeds(seeds);
+  if (argc == 3 && !strcmp(argv[1], "--write-seeds")) {
+    for (size_t i = 0; i < ns; i++) {
+      char path[4096];
+      snprintf(path, sizeof path, "%s/seed-%02zu", argv[2], i);
+      FILE *f = fopen(path, "wb");
+      if (!f || fwrite(seeds[i].b, 1, seeds[i].n, f) != seeds[i].n || fclose(f) != 0) {
+        perror(path);
+        return 1;
+      }
+    }
+    return 0;
+  }
+  size_t files = 0;
+  for (int a = 1; a < argc; a++) {
+    DIR *d = opendir(argv[a]);
+    if (!d) continue;
+    for (struct dirent *e; (e = readdir(d));) {
+      if (e->d_name[0] == '.') continue;
+      char path[4096];
+      snprintf(path, sizeof path, "%s/%s", argv[a], e->d_name);
+      FILE *f = fopen(path, "rb");
+      if (!f) continue;
+      static uint8_t buf[1 << 16];
+      size_t n = fread(buf, 1, sizeof buf, f);
+      fclose(f);
+      run(buf, n);
+      files++;
+    }
+    closedir(d);
+  }
+  for (size_t i = 0; i < ns; i++) run(seeds[i].b, seeds[i].n);
+  static uint8_t m[MAX_SEED + 64];
+  for (int i = 0; i < 20000; i++) {
+    const seed *s = &seeds[next_rand() % ns];
+    size_t n = s->n;
+    memcpy(m, s->b, n);
+    int edits = 1 + (int)(next_rand() % 8);
+    for (int e = 0; e < edits; e++) {
+      size_t at = n ? next_rand() % n : 0;
+      switch (next_rand() % 4) {
+        case 0: m[at] ^= (uint8_t)(1u << (next_rand() % 8)); break;
+        case 1: m[at] = (uint8_t)next_rand(); break;
+        case 2:
+          if (n > 1) n = at + 1;
+          break;
+        case 3:
+          if (n + 8 <= sizeof m)
+            for (int j = 0; j < 8; j++) m[n++] = (uint8_t)next_rand();
+          break;
+      }
+    }
+    run(m, n);
+  }
+  printf("fuzz_ws_replay: %zu corpus files, %zu seeds, 20000 mutants: ok\n", files, ns);
+  return 0;
+}
+#endif
