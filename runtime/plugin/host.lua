@@ -138,18 +138,65 @@ local function stop_host_timer(id)
   timer_fns[id] = nil
 end
 
+-- Deadlines: one queue per length (ms), in the order they were armed, so
+-- each queue is also in the order they fall due, and one host timer for the
+-- earliest head. Stopping one only marks it (job.dl_gen moves on); a stale
+-- entry is dropped when it reaches its queue's head. No timer per waiting SEND.
+local deadline_queues = {}       -- ms -> { head = i, tail = j, [i] = { job, due, gen } }
+local deadline_timer, deadline_at = nil, math.huge
+
+local function now_ms() return C.clock() * 1000 end
+
+local function deadline_rearm()
+  local first = math.huge
+  for _, q in pairs(deadline_queues) do
+    local e = q[q.head]
+    if e and e.due < first then first = e.due end
+  end
+  if first == deadline_at then return end
+  if deadline_timer then stop_host_timer(deadline_timer); deadline_timer = nil end
+  deadline_at = first
+  if first < math.huge then
+    deadline_timer = host_timer(math.max(1, math.ceil(first - now_ms())), function()
+      deadline_timer, deadline_at = nil, math.huge
+      local now, late = now_ms(), {}
+      for ms, q in pairs(deadline_queues) do
+        local e = q[q.head]
+        while e and e.due <= now do
+          q[q.head], q.head = nil, q.head + 1
+          if e.job.dl and e.job.dl_gen == e.gen then late[#late + 1] = { e.job, ms } end
+          e = q[q.head]
+        end
+        if not e then deadline_queues[ms] = nil end
+      end
+      for _, l in ipairs(late) do
+        local job = l[1]
+        if job.dl and job.wait then
+          job.dl = false
+          abandon(job, ("deadline of %d ms passed while it waited"):format(l[2]), true)
+        end
+      end
+      deadline_rearm()
+    end)
+  end
+end
+
 local function stop_deadline(job)
-  stop_host_timer(job.dl)
-  job.dl = nil
+  job.dl = false
+  job.dl_gen = (job.dl_gen or 0) + 1
 end
 
 -- The waiting handler of job gets its plugin's deadline (counted from its first wait).
 local function arm_deadline(job)
   local ms = job.h.plugin.deadline or job.deadline
-  job.dl = host_timer(ms, function()
-    job.dl = nil
-    abandon(job, ("deadline of %d ms passed while it waited"):format(ms), true)
-  end)
+  local gen = (job.dl_gen or 0) + 1
+  job.dl, job.dl_gen = true, gen
+  local q = deadline_queues[ms]
+  if not q then q = { head = 1, tail = 0 }; deadline_queues[ms] = q end
+  local due = now_ms() + ms
+  q.tail = q.tail + 1
+  q[q.tail] = { job = job, due = due, gen = gen }
+  if due < deadline_at then deadline_rearm() end
 end
 
 -- Gives up job, which waits (or yielded wrongly): its wait is cancelled and
@@ -731,7 +778,7 @@ local function send_dispatcher()
   end
   local w = { event = "message.send", chain = true, deadline = DEADLINE_SEND_MS, finish = finish_send, pool = send_pool,
               ev = false, list = EMPTY, i = 0, ref = 0, h = false, failed = false, done = false, later = false,
-              ran = false, ran_names = false, gave_up = false, waited = false, wait = false, dl = false }
+              ran = false, ran_names = false, gave_up = false, waited = false, wait = false, dl = false, dl_gen = 0 }
   local co = coroutine.create(send_loop)
   w.co = co
   jobs[co] = w

@@ -47,7 +47,7 @@ struct hubu_plugins {
   int n_pending;
 
   /* im.c */
-  struct plugin_timer *timers; /* owned; freed in their close callbacks */
+  struct plugin_timer *timers; /* owned, uthash by id; freed in their close callbacks */
   int next_timer_id;
   struct hubu_http_client *http; /* owned, made at the first im.http; freed once its handles closed */
 

@@ -1,8 +1,10 @@
 /* http_client.c — im.http's transport: one libcurl multi handle per plugin
  * host, driven by the loop. curl says which sockets to watch (a uv_poll each,
- * made and closed as it asks) and when to call it back (one uv_timer); each
- * finished transfer is read from the multi handle and handed to the owner's
- * callback. The multi handle keeps idle connections for reuse.
+ * made and closed as it asks: a handle never outlives curl's interest in its
+ * socket, since curl may close a socket without a word) and when to call it
+ * back (one uv_timer); each finished transfer is read from the multi handle
+ * and handed to the owner's callback. The multi handle keeps idle connections
+ * for reuse, and finished easy handles are kept for the next requests.
  * Invariant: nothing here blocks the loop (DNS runs on libcurl's resolver
  * thread), and a request's memory is freed exactly once: when it completes
  * (after its callback), when it is cancelled, or at close. */
@@ -19,8 +21,10 @@
 #include "core.h"
 #include "log.h"
 
-#define HTTP_MAX_CONNECTS 64         /* idle connections kept for reuse */
+#define HTTP_HOST_CONNECTIONS 256    /* connections to one server at once: more requests wait in libcurl's queue */
+#define HTTP_MAX_CONNECTS 256        /* idle connections kept for reuse */
 #define HTTP_HEADERS_MAX (64 * 1024) /* response header bytes kept */
+#define HTTP_EASY_KEPT 256           /* finished easy handles kept for the next requests */
 
 /* A socket curl asked to watch; the poll handle first (its pointer is the socket's). */
 typedef struct http_socket {
@@ -40,6 +44,7 @@ typedef struct http_request {
   hubu_buf resp_headers; /* the final response's header lines */
   size_t max_response;
   int too_large;
+  int not_kept; /* its easy handle has an option request_setup does not set back */
   uint64_t start_ns;
   char error[CURL_ERROR_SIZE];
 } http_request;
@@ -48,9 +53,11 @@ struct hubu_http_client {
   uv_loop_t *loop;
   CURLM *multi;
   uv_timer_t timer;
-  http_request *requests; /* uthash by id */
-  http_socket *sockets;   /* polls open now */
-  int open_handles;       /* the timer and the polls, until their close callbacks ran */
+  http_request *requests;          /* uthash by id */
+  http_socket *sockets;            /* polls open now */
+  int open_handles;                /* the timer and the polls, until their close callbacks ran */
+  CURL *easy_kept[HTTP_EASY_KEPT]; /* finished easy handles, for the next requests */
+  int n_easy_kept;
   int closing;
   hubu_http_done_fn done;
   void *ud;
@@ -113,8 +120,15 @@ static hubu_http_error error_of(CURLcode rc, int too_large) {
 
 /* ---- requests ---- */
 
+/* r's easy handle goes back to the client's pool (or is cleaned up), r is
+ * freed. A kept handle keeps its options: request_setup sets every one a
+ * request may change (one that named a ca_file is not kept). */
 static void request_free(http_request *r) {
-  if (r->easy) curl_easy_cleanup(r->easy);
+  hubu_http_client *c = r->client;
+  if (r->easy && c && !c->closing && !r->not_kept && c->n_easy_kept < HTTP_EASY_KEPT)
+    c->easy_kept[c->n_easy_kept++] = r->easy;
+  else if (r->easy)
+    curl_easy_cleanup(r->easy);
   curl_slist_free_all(r->headers);
   hubu_buf_free(&r->body);
   hubu_buf_free(&r->resp_headers);
@@ -284,6 +298,7 @@ hubu_http_client *hubu_http_client_new(uv_loop_t *loop, hubu_http_done_fn done, 
   curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
   curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
   curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)HTTP_MAX_CONNECTS);
+  curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)HTTP_HOST_CONNECTIONS);
   uv_timer_init(loop, &c->timer);
   c->timer.data = c;
   c->open_handles = 1;
@@ -305,7 +320,10 @@ static int request_setup(http_request *r, const hubu_http_request *req, char *er
   SET(CURLOPT_MAXREDIRS, (long)req->max_redirects);
   SET(CURLOPT_SSL_VERIFYPEER, req->verify ? 1L : 0L);
   SET(CURLOPT_SSL_VERIFYHOST, req->verify ? 2L : 0L);
-  if (req->ca_file) SET(CURLOPT_CAINFO, req->ca_file);
+  if (req->ca_file) {
+    SET(CURLOPT_CAINFO, req->ca_file);
+    r->not_kept = 1;
+  }
   SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_response);
   SET(CURLOPT_WRITEFUNCTION, on_body);
   SET(CURLOPT_WRITEDATA, r);
@@ -315,8 +333,11 @@ static int request_setup(http_request *r, const hubu_http_request *req, char *er
   SET(CURLOPT_ERRORBUFFER, r->error);
   SET(CURLOPT_USERAGENT, HUBU_SERVER_NAME);
   const char *m = req->method;
+  SET(CURLOPT_HTTPGET, 1L); /* a kept handle forgets its last method and body */
+  SET(CURLOPT_NOBODY, 0L);
+  SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
   if (!strcmp(m, "GET")) {
-    SET(CURLOPT_HTTPGET, 1L);
+    /* as set */
   } else if (!strcmp(m, "HEAD")) {
     SET(CURLOPT_NOBODY, 1L);
   } else {
@@ -356,7 +377,8 @@ int hubu_http_client_start(hubu_http_client *c, uint64_t id, const hubu_http_req
     return -1;
   }
   r = calloc(1, sizeof *r);
-  if (!r || !(r->easy = curl_easy_init())) {
+  if (r) r->easy = c->n_easy_kept ? c->easy_kept[--c->n_easy_kept] : curl_easy_init();
+  if (!r || !r->easy) {
     free(r);
     snprintf(err, err_size, "out of memory");
     return -1;
@@ -410,6 +432,7 @@ void hubu_http_client_close(hubu_http_client *c) {
     request_free(r);
   }
   c->closing = 1;
+  while (c->n_easy_kept) curl_easy_cleanup(c->easy_kept[--c->n_easy_kept]);
   /* Sockets of idle connections: stop watching them before curl closes them. */
   while (c->sockets) {
     http_socket *s = c->sockets;

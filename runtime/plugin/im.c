@@ -29,7 +29,7 @@
 typedef struct plugin_timer {
   uv_timer_t timer; /* first: the handle pointer is the timer pointer */
   hubu_plugins *host;
-  struct plugin_timer *next;
+  UT_hash_handle hh; /* in host->timers, by id */
   int id;
   int every;
 } plugin_timer;
@@ -546,12 +546,7 @@ static void on_timer_closed(uv_handle_t *h) {
 }
 
 static void timer_destroy(hubu_plugins *p, plugin_timer *t) {
-  for (plugin_timer **q = &p->timers; *q; q = &(*q)->next) {
-    if (*q == t) {
-      *q = t->next;
-      break;
-    }
-  }
+  HASH_DEL(p->timers, t);
   uv_close((uv_handle_t *)&t->timer, on_timer_closed);
 }
 
@@ -580,8 +575,7 @@ static int c_timer_start(lua_State *L) {
   t->host = p;
   t->id = ++p->next_timer_id;
   t->every = every;
-  t->next = p->timers;
-  p->timers = t;
+  HASH_ADD_INT(p->timers, id, t);
   p->open_handles++;
   uv_timer_start(&t->timer, on_plugin_timer, (uint64_t)ms, every ? (uint64_t)ms : 0);
   lua_pushinteger(L, t->id);
@@ -592,12 +586,9 @@ static int c_timer_start(lua_State *L) {
 static int c_timer_stop(lua_State *L) {
   hubu_plugins *p = hubu_plugins_of_lua(L);
   int id = (int)luaL_checkinteger(L, 1);
-  for (plugin_timer *t = p->timers; t; t = t->next) {
-    if (t->id == id) {
-      timer_destroy(p, t);
-      break;
-    }
-  }
+  plugin_timer *t = NULL;
+  HASH_FIND_INT(p->timers, &id, t);
+  if (t) timer_destroy(p, t);
   return 0;
 }
 

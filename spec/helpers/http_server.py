@@ -183,6 +183,7 @@ def main():
     ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     a = ap.parse_args()
     LOG_FILE = a.log
+    ThreadingHTTPServer.request_queue_size = 128  # the listen backlog: the client opens many connections at once
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.daemon_threads = True
     if a.tls:
