@@ -109,6 +109,16 @@ add_test(NAME ${HUBU_TEST_PREFIX}bench.store_scenario_appends_durably
 set_tests_properties(${HUBU_TEST_PREFIX}bench.hooks_scenario_runs_the_shipped_plugins
                      ${HUBU_TEST_PREFIX}bench.store_scenario_appends_durably
                      PROPERTIES LABELS bench TIMEOUT 120 FAIL_REGULAR_EXPRESSION "\"failed\":[1-9]")
+# tools/bench-http.sh, briefly: a hubud whose message.send hook asks `hubu-bench
+# serve-http` about every message, pairs and rate with the PING probe; it fails
+# when a run does not deliver everything. Plain tree only (the figures are the point).
+if(NOT HUBU_SANITIZE)
+  add_test(NAME bench.http_scenario_runs_against_a_local_service
+           COMMAND ${CMAKE_SOURCE_DIR}/tools/bench-http.sh ${CMAKE_BINARY_DIR})
+  set_tests_properties(bench.http_scenario_runs_against_a_local_service PROPERTIES
+    LABELS bench TIMEOUT 300 RUN_SERIAL TRUE
+    ENVIRONMENT "LATENCIES=1;MESSAGES=2000;RATE=500;RATE_SECONDS=1;PIN=0")
+endif()
 
 # Layers (docs/architecture.md): no include goes up or across in a cycle
 # (layers_check.py, which also shows it catches planted ones), and the build

@@ -41,6 +41,7 @@ typedef struct {
   long seconds;         /* rate: length of the schedule */
   long members;         /* fanout: online members */
   uint32_t gap_ms;      /* fanout: pause between messages (the members' DELIVER_ACKs go first) */
+  long probe_ms;        /* pairs, rate: an unrelated connection PINGs every probe_ms (0: none) */
   uint32_t hold_ms;
   uint32_t timeout_ms;
   int json;
@@ -108,6 +109,21 @@ int bench_parse_long(const char *s, long min, long max, long *out);
 /* Nearest-rank percentile of sorted v[0..n): in milliseconds, or microseconds; NAN when n is 0. */
 double bench_percentile_ms(const uint64_t *v, long n, double p);
 double bench_percentile_us(const uint64_t *v, long n, double p);
+
+/* ---- the probe (bench_probe.c): an unrelated connection's PING round trips ---- */
+
+typedef struct bench_probe bench_probe;
+
+/* Connects user bench-probe and PINGs every o->probe_ms, one at a time,
+ * recording round trips while *measuring is set. NULL when o->probe_ms is 0
+ * (every call below takes NULL). */
+bench_probe *bench_probe_start(uv_loop_t *loop, const bench_options *o, const int *measuring);
+/* Closes its connection and timer (a PING still unanswered counts with its wait so far). */
+void bench_probe_stop(bench_probe *p);
+/* probe_pings, probe_ping_p50_us, _p99_us, _max_us. */
+void bench_probe_report(bench_probe *p, bench_report *r);
+/* After the loop ran: frees it. */
+void bench_probe_free(bench_probe *p);
 
 /* ---- scenarios in bench_msg.c ---- */
 

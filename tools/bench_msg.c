@@ -125,6 +125,8 @@ struct bench_msg {
   long n_fan;
   char group[HUBU_SESSION_ID_MAX + 1];
   double group_create_s;
+
+  bench_probe *probe; /* owned: --probe-ms, pairs and rate */
 };
 
 static void msg_fill(bench_msg *run);
@@ -259,6 +261,7 @@ static void msg_stop(bench_msg *run) {
     run->gap_open = 0;
     uv_close((uv_handle_t *)&run->gap, NULL);
   }
+  bench_probe_stop(run->probe);
 }
 
 static void msg_check_done(bench_msg *run) {
@@ -846,6 +849,7 @@ static void msg_free(bench_msg *run) {
   free(run->sent_e2e_ns);
   free(run->fan_last_ns);
   free(run->fan_first_ns);
+  bench_probe_free(run->probe);
 }
 
 static void msg_report_latency(bench_report *r, const char *key_prefix, const char *label_prefix, uint64_t *v, long n,
@@ -949,6 +953,7 @@ static int msg_run(bench_msg *run) {
   }
   run->t_connect = uv_hrtime();
   uv_timer_start(&run->timeout, msg_on_timeout, o->timeout_ms, 0);
+  if (run->kind != MSG_FANOUT) run->probe = bench_probe_start(run->loop, o, &run->loading);
   msg_fill(run);
   uv_run(run->loop, UV_RUN_DEFAULT);
   return 0;
@@ -1037,6 +1042,7 @@ int bench_pairs_run(const bench_options *o, uv_loop_t *loop) {
   bench_report_cpu(&r, o, cpu, server_cpu, elapsed);
   bench_report_number(&r, "bench_cpu_us_per_msg", "bench cpu per msg",
                       run->delivered ? cpu * 1e6 / (double)run->delivered : NAN, "%.2f", "us");
+  bench_probe_report(run->probe, &r);
   bench_report_print(&r, o->json);
   rc = !run->failed && run->delivered == o->messages ? 0 : 1;
   msg_free(run);
@@ -1097,6 +1103,7 @@ int bench_rate_run(const bench_options *o, uv_loop_t *loop) {
   msg_report_latency(&r, "e2e_sent", "end-to-end from sent", run->sent_e2e_ns, run->n_sent_e2e, 1);
   msg_report_server(&r, run, (double)run->delivered, "msg");
   bench_report_cpu(&r, o, cpu, server_cpu, elapsed);
+  bench_probe_report(run->probe, &r);
   bench_report_print(&r, o->json);
   rc = !run->failed && run->delivered == run->total ? 0 : 1;
   msg_free(run);

@@ -634,6 +634,8 @@ static const bench_scenario bench_scenarios[] = {
     {"hooks", "message.send dispatch through hubud's host.lua, in-process: ns per hook call (own options: --help)",
      NULL},
 #endif
+    {"serve-http",
+     "an HTTP service that answers every request after --latency-ms, for a plugin to call (own options: --help)", NULL},
 };
 #define BENCH_SCENARIO_COUNT (sizeof bench_scenarios / sizeof bench_scenarios[0])
 
@@ -651,6 +653,7 @@ static void bench_usage(FILE *out) {
       "  hubu-bench handshake --total N --concurrency C [common options]\n"
       "  hubu-bench pairs [--pairs 100] [--window 32] [--messages 100000] [--body-bytes 100] [common options]\n"
       "  hubu-bench rate [--pairs 100] [--rate 10000] [--seconds 10] [--body-bytes 100] [common options]\n"
+      "  hubu-bench serve-http --port-file FILE [--port P] [--latency-ms MS]\n"
       "  hubu-bench fanout --data DIR [--members 1000] [--messages 100] [--gap-ms 100] [--body-bytes 100] [common "
       "options]\n"
 #ifdef HUBU_BENCH_HAVE_STORE
@@ -673,6 +676,8 @@ static void bench_usage(FILE *out) {
       "  --inflight N       connects in flight at most (default %d)\n"
       "  --server-pid PID   read the server's RSS and CPU from /proc/PID\n"
       "  --db-pid PID       pairs, rate: also report the CPU of the store's database server (mariadbd)\n"
+      "  --probe-ms MS      pairs, rate: one more connection (bench-probe) PINGs every MS while the load\n"
+      "                     runs and reports the round trips: how long the server kept a bystander waiting\n"
       "  --timeout-ms MS    bound on the whole run, connecting included (default %d)\n"
       "  --json             print one JSON object instead of a table\n"
       "  --help             this text\n"
@@ -732,6 +737,7 @@ int hubu_bench_store(int argc, char **argv); /* tools/bench_store.c */
 #ifdef HUBU_BENCH_HAVE_HOOKS
 int hubu_bench_hooks(int argc, char **argv); /* tools/bench_hooks.c */
 #endif
+int hubu_bench_serve_http(int argc, char **argv); /* tools/bench_http.c */
 
 int main(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
@@ -749,6 +755,7 @@ int main(int argc, char **argv) {
 #ifdef HUBU_BENCH_HAVE_HOOKS
   if (!sc->run && !strcmp(sc->name, "hooks")) return hubu_bench_hooks(argc - 1, argv + 1); /* no server */
 #endif
+  if (!sc->run && !strcmp(sc->name, "serve-http")) return hubu_bench_serve_http(argc - 1, argv + 1);
 #ifdef HUBU_BENCH_HAVE_STORE
   if (!sc->run) { /* store: no server, its own options */
     hubu_log_min_level = HUBU_LOG_WARN;
@@ -795,6 +802,7 @@ int main(int argc, char **argv) {
     O_SECONDS,
     O_MEMBERS,
     O_GAP,
+    O_PROBE,
     O_HELP
   };
   static const struct option longopts[] = {
@@ -822,6 +830,7 @@ int main(int argc, char **argv) {
       {"seconds", required_argument, NULL, O_SECONDS},
       {"members", required_argument, NULL, O_MEMBERS},
       {"gap-ms", required_argument, NULL, O_GAP},
+      {"probe-ms", required_argument, NULL, O_PROBE},
       {"help", no_argument, NULL, O_HELP},
       {NULL, 0, NULL, 0},
   };
@@ -846,6 +855,7 @@ int main(int argc, char **argv) {
         bad = bench_parse_long(optarg, 0, 600000, &v);
         o.gap_ms = (uint32_t)v;
         break;
+      case O_PROBE: bad = bench_parse_long(optarg, 1, 60000, &o.probe_ms); break;
       case O_HOST: o.host = optarg; break;
       case O_PORT:
         bad = bench_parse_long(optarg, 1, 65535, &v);
