@@ -76,8 +76,9 @@ end
 local DONE, WAIT = {}, {}
 local jobs = {}        -- coroutine -> the job running in it
 local pool = {}        -- idle coroutines
-local POOL_MAX = 64
-local waiting = {}     -- ticket -> { job = | fn = (a callback), plugin = (its version), cancel = }
+local POOL_MAX = 256       -- idle coroutines kept for jobs
+local SEND_POOL_MAX = 1024 -- idle message.send dispatchers kept (one per SEND waiting at once, at most)
+local waiting = {}     -- ticket -> { job = | fn = (a callback), plugin = (its version), cancel = fn(ticket, w), arg = }
 local next_ticket = 0
 local timer_fns = {}   -- timer id -> { fn, plugin, every } (plugin timers) or { fn, host = true }
 
@@ -101,7 +102,7 @@ local function resume(job, ...)
   if ok and sig == WAIT then return end
   if ok and sig == DONE and job.pool then -- a message.send dispatcher, ready for the next SEND
     local spool = job.pool
-    if #spool < POOL_MAX then spool[#spool + 1] = co else jobs[co] = nil end
+    if #spool < SEND_POOL_MAX then spool[#spool + 1] = co else jobs[co] = nil end
     return
   end
   jobs[co] = nil
@@ -211,7 +212,7 @@ abandon = function(job, why, failure)
     job.wait = nil
     local w = waiting[t]
     waiting[t] = nil
-    if w and w.cancel then w.cancel() end
+    if w and w.cancel then w.cancel(t, w) end
   end
   if job.dl then stop_deadline(job) end
   if job.co then jobs[job.co] = nil; job.co = nil end
@@ -248,7 +249,7 @@ local function retire(p)
   for t, w in pairs(waiting) do
     if w.plugin == p then
       waiting[t] = nil
-      if w.cancel then w.cancel() end
+      if w.cancel then w.cancel(t, w) end
       if w.job then w.job.wait = nil; out[#out + 1] = w.job end
     end
   end
@@ -1089,8 +1090,9 @@ function host.complete(ticket, ...)
 end
 
 -- Runs submit(ticket), which returns how to cancel what it started (or
--- nil), and waits: yields the job it runs in, or hands the result to
--- callback later. Outside a job and without a callback, an error.
+-- nil: a function cancel(ticket, w)) and what that needs (w.arg), and
+-- waits: yields the job it runs in, or hands the result to callback later.
+-- Outside a job and without a callback, an error.
 -- queue_only: a write that may also just be queued (outside a job, with no
 -- callback): it is applied in order, and a failure is logged.
 local function await(what, callback, submit, queue_only)
@@ -1106,12 +1108,12 @@ local function await(what, callback, submit, queue_only)
   end
   next_ticket = next_ticket + 1
   local t = next_ticket
-  local cancel = submit(t)
+  local cancel, arg = submit(t)
   if callback then
-    waiting[t] = { fn = callback, plugin = plugin, cancel = cancel }
+    waiting[t] = { fn = callback, plugin = plugin, cancel = cancel, arg = arg }
     return true
   end
-  waiting[t] = { job = job, plugin = plugin, cancel = cancel }
+  waiting[t] = { job = job, plugin = plugin, cancel = cancel, arg = arg }
   job.wait, job.waited = t, true
   if job.deadline and job.h and not job.dl then arm_deadline(job) end
   return coroutine.yield(WAIT)
@@ -1123,7 +1125,7 @@ host.await = await
 function host.shutdown()
   for t, w in pairs(waiting) do
     waiting[t] = nil
-    if w.cancel then w.cancel() end
+    if w.cancel then w.cancel(t, w) end
     local job = w.job
     if job and job.later then
       job.later = nil
@@ -1260,6 +1262,15 @@ function host.http_metrics()
   return out, HTTP_BUCKETS
 end
 
+-- A request's cancel (await): its answer never comes.
+local function http_cancel(t)
+  local f = http_open[t]
+  if not f then return end
+  http_open[t] = nil
+  f.in_flight, http_in_flight = f.in_flight - 1, http_in_flight - 1
+  C.http_cancel(t)
+end
+
 local function whole_option(req, key, default, min, max)
   local v = req[key]
   if v == nil then return default end
@@ -1290,8 +1301,9 @@ local function http_request(req, callback)
     error("im.http: method must be GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS, got " .. tostring(req.method), 2)
   end
   if body and (method == "GET" or method == "HEAD") then error("im.http: a " .. method .. " has no body", 2) end
-  local lines = {}
+  local lines = EMPTY
   if req.headers ~= nil then
+    lines = {}
     if type(req.headers) ~= "table" then error("im.http: headers must be a table of name = value", 2) end
     for k, v in pairs(req.headers) do
       if type(k) ~= "string" or not k:find("^[%w!#$%%&'*+.^_`|~-]+$") then
@@ -1326,15 +1338,11 @@ local function http_request(req, callback)
     if not ok then error("im.http: " .. tostring(err), 0) end
     http_open[t] = f
     f.in_flight, http_in_flight = f.in_flight + 1, http_in_flight + 1
-    return function() -- cancel: the callback never comes
-      if http_open[t] then
-        http_open[t] = nil
-        f.in_flight, http_in_flight = f.in_flight - 1, http_in_flight - 1
-        C.http_cancel(t)
-      end
-    end
+    return http_cancel
   end)
 end
+
+local function sleep_cancel(_, w) stop_host_timer(w.arg) end
 
 -- im.sleep(seconds): waits in a job (a hook that may wait, a timer, a callback).
 local function sleep(seconds)
@@ -1346,8 +1354,7 @@ local function sleep(seconds)
       .. " or a callback (im.after elsewhere)", 2)
   end
   return await("im.sleep", nil, function(t)
-    local id = host_timer(math.floor(s * 1000), function() host.complete(t, true) end)
-    return function() stop_host_timer(id) end
+    return sleep_cancel, host_timer(math.floor(s * 1000), function() host.complete(t, true) end)
   end)
 end
 
