@@ -104,6 +104,52 @@ static int write_all(int fd, const char *p, size_t n) {
   return 0;
 }
 
+/* A length-encoded integer of the MySQL protocol at p (n bytes left); its size into *len, 0 if cut short. */
+static uint64_t lenenc(const uint8_t *p, size_t n, size_t *len) {
+  size_t size = !n ? 0 : p[0] < 0xfb ? 1 : p[0] == 0xfc ? 3 : p[0] == 0xfd ? 4 : p[0] == 0xfe ? 9 : 1;
+  *len = size <= n ? size : 0;
+  if (!*len) return 0;
+  if (size == 1) return p[0];
+  uint64_t v = 0;
+  for (size_t i = size - 1; i >= 1; i--) v = v << 8 | p[i];
+  return v;
+}
+
+/* Reads the server's answer to a multi-statement COM_QUERY of statements
+ * returning no rows: OK packets until one without SERVER_MORE_RESULTS_EXIST
+ * (0x0008), or an ERR packet. Bounded: 10 s without data ends it. */
+static void answer_wait(int server) {
+  static uint8_t got[1 << 16];
+  size_t have = 0;
+  for (;;) {
+    struct pollfd s = {.fd = server, .events = POLLIN};
+    if (poll(&s, 1, 10000) <= 0) return;
+    ssize_t n = read(server, got + have, sizeof got - have);
+    if (n <= 0) return;
+    have += (size_t)n;
+    size_t off = 0;
+    while (have - off >= 4) {
+      size_t len = got[off] | (size_t)got[off + 1] << 8 | (size_t)got[off + 2] << 16;
+      if (have - off < 4 + len) break;
+      const uint8_t *pay = got + off + 4;
+      if (len && pay[0] == 0xff) return; /* ERR: the rest did not run */
+      if (len && pay[0] == 0x00) {
+        size_t a, b;
+        lenenc(pay + 1, len - 1, &a);
+        if (a) lenenc(pay + 1 + a, len - 1 - a, &b);
+        if (a && b && 1 + a + b + 2 <= len) {
+          unsigned status = pay[1 + a + b] | (unsigned)pay[2 + a + b] << 8;
+          if (!(status & 0x0008)) return; /* the last statement's OK */
+        }
+      }
+      off += 4 + len;
+    }
+    memmove(got, got + off, have - off);
+    have -= off;
+    if (have == sizeof got) return;
+  }
+}
+
 static void *relay_conn(void *arg) {
   int client = (int)(intptr_t)arg;
   int server = connect_upstream();
@@ -124,9 +170,8 @@ static void *relay_conn(void *arg) {
       if (write_all(server, buf, (size_t)n) != 0) break;
       expected = commit ? RELAY_CUT_AFTER_COMMIT : -1;
       if (commit && atomic_compare_exchange_strong(&relay_mode_now, &expected, RELAY_PASS)) {
-        /* wait for the server's answer (so the COMMIT ran), and drop it */
-        struct pollfd s = {.fd = server, .events = POLLIN};
-        if (poll(&s, 1, 10000) > 0) (void)read(server, buf, sizeof buf);
+        /* wait for the server's whole answer (so the COMMIT ran), and drop it */
+        answer_wait(server);
         atomic_fetch_add(&relay_cuts, 1);
         break;
       }
