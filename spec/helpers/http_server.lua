@@ -112,7 +112,11 @@ function Web:stop()
     self.pid = nil
   end
   if self.dir and os.getenv("HUBU_SPEC_KEEP") ~= "1" then
-    run("rm -rf " .. server.quote(self.dir))
+    for _ = 1, 10 do -- a request thread of the dying server may still write into it
+      run("rm -rf " .. server.quote(self.dir))
+      if not run("test -e " .. server.quote(self.dir)) then break end
+      server.sleep_ms(50)
+    end
     self.dir = nil
   end
 end
