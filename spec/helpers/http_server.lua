@@ -56,7 +56,7 @@ function M.start(opts)
   web.pid = tonumber(p:read("*l"))
   p:close()
   assert(web.pid, "could not start the HTTP server")
-  local deadline = server.now_ms() + server.wait_ms(10000)
+  local deadline = server.now_ms() + server.wait_ms(30000) -- python3 starts slowly on a loaded machine
   while true do
     local text = read_file(web.port_file)
     if text and text:match("^%d+\n") then
@@ -64,8 +64,9 @@ function M.start(opts)
       return web
     end
     if server.now_ms() > deadline then
+      local out = read_file(dir .. "/server.out") -- before stop removes the directory
       web:stop()
-      error("the HTTP server did not start: " .. tostring(read_file(dir .. "/server.out")))
+      error("the HTTP server did not start in 30 s: " .. tostring(out))
     end
     server.sleep_ms(10)
   end
