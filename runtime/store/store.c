@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
+#include "store_backend.h"
+
 struct hubu_store {
   uv_loop_t *loop;
   uv_async_t async; /* the completion handle; its close callback frees the store */
@@ -133,6 +136,62 @@ void hubu_store_op_cache_drop(void) {
     free(op);
   }
   op_cached = 0;
+}
+
+/* ---- what the backends share (store_backend.h) ---- */
+
+int hubu_store_entry_by_session(const void *x, const void *y) {
+  const hubu_store_batch_entry *a = x, *b = y;
+  int c = strcmp(a->op->append.msg->session_id, b->op->append.msg->session_id);
+  return c ? c : (a->index > b->index) - (a->index < b->index);
+}
+
+int hubu_store_entry_by_device(const void *x, const void *y) {
+  const hubu_store_batch_entry *a = x, *b = y;
+  int c = strcmp(a->op->append.msg->sender, b->op->append.msg->sender);
+  if (!c) c = strcmp(a->op->append.msg->sender_device, b->op->append.msg->sender_device);
+  return c ? c : (a->index > b->index) - (a->index < b->index);
+}
+
+int hubu_store_entry_by_index(const void *x, const void *y) {
+  const hubu_store_batch_entry *a = x, *b = y;
+  return (a->index > b->index) - (a->index < b->index);
+}
+
+const char *hubu_store_op_name(hubu_store_op_kind kind) {
+  switch (kind) {
+    case HUBU_STORE_APPEND: return "append";
+    case HUBU_STORE_DEVICE_LOAD: return "device_load";
+    case HUBU_STORE_FIND_SEND: return "find_send";
+    case HUBU_STORE_SESSION_LOAD: return "session_load";
+    case HUBU_STORE_SESSION_CREATE: return "session_create";
+    case HUBU_STORE_MEMBER_ADD: return "member_add";
+    case HUBU_STORE_MEMBER_REMOVE: return "member_remove";
+    case HUBU_STORE_PULL: return "pull";
+    case HUBU_STORE_SYNC: return "sync";
+    case HUBU_STORE_CURSORS_SAVE: return "cursors_save";
+    case HUBU_STORE_KV_GET: return "kv_get";
+    case HUBU_STORE_KV_SET: return "kv_set";
+    case HUBU_STORE_KV_DELETE: return "kv_delete";
+    case HUBU_STORE_LOG_READ: return "log_read";
+  }
+  return "unknown";
+}
+
+void hubu_store_op_fail(hubu_store_op *op, hubu_store_status status, const char *step, const char *what) {
+  snprintf(op->error, sizeof op->error, "%.40s: %.110s", step, what);
+  op->status = status;
+  const char *user = hubu_store_op_user(op);
+  hubu_log(status == HUBU_STORE_RETRY ? HUBU_LOG_WARN : HUBU_LOG_ERROR, op->conn_id, user[0] ? user : NULL,
+           "store_error", "op=%s step=%s session=%s retry=%d error=\"%s\"", hubu_store_op_name(op->kind), step,
+           hubu_store_op_session_id(op), status == HUBU_STORE_RETRY, what);
+}
+
+void hubu_store_members_free(hubu_store_session_load_op *load) {
+  for (size_t i = 0; i < load->n_members; i++) free(load->members[i]);
+  free(load->members);
+  load->members = NULL;
+  load->n_members = 0;
 }
 
 /* ---- session kinds and backends ---- */

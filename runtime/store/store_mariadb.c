@@ -44,6 +44,7 @@
 #include "log.h"
 #include "mariadb_url.h"
 #include "store.h"
+#include "store_backend.h"
 
 #define PULL_LIMIT_DEFAULT 100
 #define PULL_LIMIT_MAX 1000
@@ -101,21 +102,15 @@ static const char *const migrations[] = {
 /* An APPEND of the batch being written whose outcome is not known yet. */
 #define UNDECIDED ((hubu_store_status)100)
 
-/* One APPEND of a batch, with its place in submission order (qsort is not stable). */
-typedef struct {
-  hubu_store_op *op;
-  size_t index;
-} batch_entry;
-
 typedef struct {
   MYSQL *conn; /* NULL while the database is unreachable */
   hubu_mariadb_url url;
   char redacted[320]; /* the URL for logs */
   hubu_fsync_mode fsync;
-  unsigned long max_packet; /* the server's max_allowed_packet */
-  hubu_buf sql;             /* the statement being built */
-  my_ulonglong affected;    /* rows the latest statement run by run_sql changed */
-  batch_entry *entries;     /* scratch for sorting a batch by session and by device */
+  unsigned long max_packet;        /* the server's max_allowed_packet */
+  hubu_buf sql;                    /* the statement being built */
+  my_ulonglong affected;           /* rows the latest statement run by run_sql changed */
+  hubu_store_batch_entry *entries; /* scratch for sorting a batch by session and by device */
   size_t entries_cap;
   uint8_t *exists; /* scratch: per sorted session group, it was in sessions already */
   size_t exists_cap;
@@ -145,26 +140,6 @@ static void copy_str(char *dst, size_t size, const char *src, size_t n) {
   if (n >= size) n = size - 1;
   if (n) memcpy(dst, src, n);
   dst[n] = '\0';
-}
-
-static const char *op_name(hubu_store_op_kind kind) {
-  switch (kind) {
-    case HUBU_STORE_APPEND: return "append";
-    case HUBU_STORE_DEVICE_LOAD: return "device_load";
-    case HUBU_STORE_FIND_SEND: return "find_send";
-    case HUBU_STORE_SESSION_LOAD: return "session_load";
-    case HUBU_STORE_SESSION_CREATE: return "session_create";
-    case HUBU_STORE_MEMBER_ADD: return "member_add";
-    case HUBU_STORE_MEMBER_REMOVE: return "member_remove";
-    case HUBU_STORE_PULL: return "pull";
-    case HUBU_STORE_SYNC: return "sync";
-    case HUBU_STORE_CURSORS_SAVE: return "cursors_save";
-    case HUBU_STORE_KV_GET: return "kv_get";
-    case HUBU_STORE_KV_SET: return "kv_set";
-    case HUBU_STORE_KV_DELETE: return "kv_delete";
-    case HUBU_STORE_LOG_READ: return "log_read";
-  }
-  return "unknown";
 }
 
 /* ---- errors ---- */
@@ -212,16 +187,6 @@ static void drop_connection(maria_store *st, const char *why) {
   st->next_attempt_ms = now_ms() + st->backoff_ms;
 }
 
-/* Marks op failed and logs it once; RETRY (warn) or ERROR. */
-static void fail_op_status(hubu_store_op *op, hubu_store_status status, const char *step, const char *what) {
-  snprintf(op->error, sizeof op->error, "%.40s: %.110s", step, what);
-  op->status = status;
-  const char *user = hubu_store_op_user(op);
-  hubu_log(status == HUBU_STORE_RETRY ? HUBU_LOG_WARN : HUBU_LOG_ERROR, op->conn_id, user[0] ? user : NULL,
-           "store_error", "op=%s step=%s session=%s retry=%d error=\"%s\"", op_name(op->kind), step,
-           hubu_store_op_session_id(op), status == HUBU_STORE_RETRY, what);
-}
-
 /* op failed on the connection's latest error: a lost connection is dropped
  * (and the op is RETRY), a passing one is RETRY, anything else ERROR. */
 static void fail_op(maria_store *st, hubu_store_op *op, const char *step) {
@@ -229,12 +194,12 @@ static void fail_op(maria_store *st, hubu_store_op *op, const char *step) {
   char what[200];
   snprintf(what, sizeof what, "%u %s", e, st->conn ? mysql_error(st->conn) : "no connection");
   int lost = connection_lost(e);
-  fail_op_status(op, lost || retry_transaction(e) ? HUBU_STORE_RETRY : HUBU_STORE_ERROR, step, what);
+  hubu_store_op_fail(op, lost || retry_transaction(e) ? HUBU_STORE_RETRY : HUBU_STORE_ERROR, step, what);
   if (lost) drop_connection(st, what);
 }
 
 static void fail_op_plain(hubu_store_op *op, const char *step, const char *what) {
-  fail_op_status(op, HUBU_STORE_ERROR, step, what);
+  hubu_store_op_fail(op, HUBU_STORE_ERROR, step, what);
 }
 
 /* ---- SQL text ---- */
@@ -487,24 +452,6 @@ static void *maria_open(const hubu_store_config *cfg, char *err, size_t err_size
 
 /* ---- APPEND batches ---- */
 
-static int by_session(const void *x, const void *y) {
-  const batch_entry *a = x, *b = y;
-  int c = strcmp(a->op->append.msg->session_id, b->op->append.msg->session_id);
-  return c ? c : (a->index > b->index) - (a->index < b->index);
-}
-
-static int by_device(const void *x, const void *y) {
-  const batch_entry *a = x, *b = y;
-  int c = strcmp(a->op->append.msg->sender, b->op->append.msg->sender);
-  if (!c) c = strcmp(a->op->append.msg->sender_device, b->op->append.msg->sender_device);
-  return c ? c : (a->index > b->index) - (a->index < b->index);
-}
-
-static int by_index(const void *x, const void *y) {
-  const batch_entry *a = x, *b = y;
-  return (a->index > b->index) - (a->index < b->index);
-}
-
 /* One row of messages: (log_pos, session_id, seq, ...). */
 static int sql_message_row(maria_store *st, const hubu_msg *m, uint64_t log_pos) {
   int rc = sql_raw(st, "(") | sql_u64(st, log_pos) | sql_raw(st, ",") | sql_text(st, m->session_id) | sql_raw(st, ",") |
@@ -525,10 +472,10 @@ static int sql_message_row(maria_store *st, const hubu_msg *m, uint64_t log_pos)
  * last client_id, the log counter, COMMIT: appended to st->sql as statements.
  * entries[0..n) are the stored ops, sorted here. exists[i]: the session of
  * ops[i] was in sessions when the transaction began. */
-static int sql_append_tail(maria_store *st, batch_entry *entries, size_t n, uint64_t last_pos) {
+static int sql_append_tail(maria_store *st, hubu_store_batch_entry *entries, size_t n, uint64_t last_pos) {
   int rc = 0;
   if (n) {
-    qsort(entries, n, sizeof *entries, by_session);
+    qsort(entries, n, sizeof *entries, hubu_store_entry_by_session);
     rc |= sql_next(st, "INSERT INTO sessions(session_id, kind, max_seq, min_seq, created_ms) VALUES");
     size_t groups = 0;
     for (size_t i = 0; i < n;) {
@@ -564,7 +511,7 @@ static int sql_append_tail(maria_store *st, batch_entry *entries, size_t n, uint
       i = j;
     }
     if (any) rc |= sql_raw(st, " ON DUPLICATE KEY UPDATE user_id = user_id");
-    qsort(entries, n, sizeof *entries, by_device);
+    qsort(entries, n, sizeof *entries, hubu_store_entry_by_device);
     rc |= sql_next(st, "INSERT INTO devices(user_id, device_id, last_client_id, last_seen_ms) VALUES");
     for (size_t i = 0, d = 0; i < n; d++) {
       const hubu_msg *first = entries[i].op->append.msg;
@@ -667,11 +614,11 @@ static int bytes_cmp(const char *s, const char *p, size_t n) {
 }
 
 /* Round trip 1: begin, lock the counter, learn which sessions exist. */
-static int begin_append(maria_store *st, batch_entry *entries, size_t n, uint64_t *last_pos) {
+static int begin_append(maria_store *st, hubu_store_batch_entry *entries, size_t n, uint64_t *last_pos) {
   sql_reset(st);
   int rc = sql_raw(st, "START TRANSACTION;SELECT last_pos FROM log_counter WHERE id = 1 FOR UPDATE");
   if (n) {
-    qsort(entries, n, sizeof *entries, by_session);
+    qsort(entries, n, sizeof *entries, hubu_store_entry_by_session);
     rc |= sql_raw(st, ";SELECT session_id FROM sessions WHERE session_id IN (");
     for (size_t i = 0, g = 0; i < n; g++) {
       const char *sid = entries[i].op->append.msg->session_id;
@@ -740,7 +687,7 @@ static int insert_rows(maria_store *st, hubu_store_op **ops, size_t n, uint64_t 
     }
     op->status = HUBU_STORE_OK;
     op->append.log_pos = ++*pos;
-    st->entries[(*stored)++] = (batch_entry){op, i};
+    st->entries[(*stored)++] = (hubu_store_batch_entry){op, i};
   }
   return 0;
 }
@@ -794,12 +741,13 @@ static txn_result append_attempt(maria_store *st, hubu_store_op **ops, size_t n,
       fail_op_plain(ops[i], "insert", what);
       continue;
     }
-    st->entries[live++] = (batch_entry){ops[i], i};
+    st->entries[live++] = (hubu_store_batch_entry){ops[i], i};
   }
   if (!live) return TXN_OK;
   uint64_t last_pos = 0;
   if (begin_append(st, st->entries, live, &last_pos) != 0) return txn_failed(st, why, buf, size);
-  qsort(st->entries, live, sizeof *st->entries, by_index); /* back to submission order, for the positions */
+  qsort(st->entries, live, sizeof *st->entries,
+        hubu_store_entry_by_index); /* back to submission order, for the positions */
   uint64_t pos = last_pos;
   size_t stored = 0;
   int oom = 0;
@@ -867,7 +815,7 @@ static void resolve_in_doubt(maria_store *st, hubu_store_op **ops, size_t n, con
 
 static int maria_append_transaction(maria_store *st, hubu_store_op **ops, size_t n) {
   if (n > st->entries_cap) {
-    batch_entry *grown = realloc(st->entries, n * sizeof *grown);
+    hubu_store_batch_entry *grown = realloc(st->entries, n * sizeof *grown);
     uint8_t *ex = grown ? realloc(st->exists, n) : NULL;
     if (grown) st->entries = grown;
     if (ex) st->exists = ex;
@@ -973,13 +921,6 @@ static void find_send(maria_store *st, hubu_store_op *op) {
   mysql_free_result(res);
 }
 
-static void free_members(hubu_store_session_load_op *load) {
-  for (size_t i = 0; i < load->n_members; i++) free(load->members[i]);
-  free(load->members);
-  load->members = NULL;
-  load->n_members = 0;
-}
-
 static void session_load(maria_store *st, hubu_store_op *op) {
   hubu_store_session_load_op *load = &op->session_load;
   sql_reset(st);
@@ -1001,7 +942,7 @@ static void session_load(maria_store *st, hubu_store_op *op) {
   load->min_seq = col_u64(row[2]);
   mysql_free_result(res);
 
-  free_members(load);
+  hubu_store_members_free(load);
   sql_reset(st);
   if (sql_raw(st, "SELECT user_id FROM members WHERE session_id = ") | sql_text(st, load->session_id) |
       sql_raw(st, " ORDER BY user_id")) {
@@ -1026,7 +967,7 @@ static void session_load(maria_store *st, hubu_store_op *op) {
   }
   mysql_free_result(res);
   if (load->n_members != rows) {
-    free_members(load);
+    hubu_store_members_free(load);
     fail_op_plain(op, "list members", "out of memory");
     return;
   }
@@ -1237,13 +1178,13 @@ static void kv(maria_store *st, hubu_store_op *op) {
     rc = sql_raw(st, "DELETE FROM kv WHERE plugin = ") | sql_text(st, kv_op->plugin) | sql_raw(st, " AND `key` = ") |
          sql_text(st, key);
   if (rc) {
-    fail_op_plain(op, op_name(op->kind), "out of memory");
+    fail_op_plain(op, hubu_store_op_name(op->kind), "out of memory");
     return;
   }
   if (op->kind != HUBU_STORE_KV_GET) {
     int at;
     if (run_sql(st, &at) != 0) {
-      fail_op(st, op, op_name(op->kind));
+      fail_op(st, op, hubu_store_op_name(op->kind));
       return;
     }
     op->status = op->kind == HUBU_STORE_KV_DELETE && !st->affected ? HUBU_STORE_NOT_FOUND : HUBU_STORE_OK;

@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "store.h"
+#include "store_backend.h"
 
 #define PULL_LIMIT_DEFAULT 100
 #define PULL_LIMIT_MAX 1000
@@ -169,39 +170,13 @@ static const char *const statement_sql[ST_COUNT] = {
         " delivered_seq = max(delivered_seq, excluded.delivered_seq)",
 };
 
-/* One APPEND of a batch, with its place in submission order (qsort is not stable). */
-typedef struct {
-  hubu_store_op *op;
-  size_t index;
-} batch_entry;
-
 typedef struct {
   sqlite3 *db;
   hubu_fsync_mode fsync;
   sqlite3_stmt *st[ST_COUNT];
-  batch_entry *entries; /* scratch for sorting a batch by session and by device */
+  hubu_store_batch_entry *entries; /* scratch for sorting a batch by session and by device */
   size_t entries_cap;
 } sqlite_store;
-
-static const char *op_name(hubu_store_op_kind kind) {
-  switch (kind) {
-    case HUBU_STORE_APPEND: return "append";
-    case HUBU_STORE_DEVICE_LOAD: return "device_load";
-    case HUBU_STORE_FIND_SEND: return "find_send";
-    case HUBU_STORE_SESSION_LOAD: return "session_load";
-    case HUBU_STORE_SESSION_CREATE: return "session_create";
-    case HUBU_STORE_MEMBER_ADD: return "member_add";
-    case HUBU_STORE_MEMBER_REMOVE: return "member_remove";
-    case HUBU_STORE_PULL: return "pull";
-    case HUBU_STORE_SYNC: return "sync";
-    case HUBU_STORE_CURSORS_SAVE: return "cursors_save";
-    case HUBU_STORE_KV_GET: return "kv_get";
-    case HUBU_STORE_KV_SET: return "kv_set";
-    case HUBU_STORE_KV_DELETE: return "kv_delete";
-    case HUBU_STORE_LOG_READ: return "log_read";
-  }
-  return "unknown";
-}
 
 static uint64_t now_ms(void) {
   struct timeval tv;
@@ -235,25 +210,14 @@ static int transient(int rc) {
   return rc == SQLITE_BUSY || rc == SQLITE_LOCKED;
 }
 
-/* Marks op failed and logs it: the one place a store error is logged (the
- * caller only decides what to answer), with the op, the step, the session
- * and connection it was for, and SQLite's message. RETRY when it may pass. */
-static void fail_op_status(hubu_store_op *op, hubu_store_status status, const char *step, const char *what) {
-  snprintf(op->error, sizeof op->error, "%s: %s", step, what);
-  op->status = status;
-  const char *user = hubu_store_op_user(op);
-  hubu_log(status == HUBU_STORE_RETRY ? HUBU_LOG_WARN : HUBU_LOG_ERROR, op->conn_id, user[0] ? user : NULL,
-           "store_error", "op=%s step=%s session=%s retry=%d error=\"%s\"", op_name(op->kind), step,
-           hubu_store_op_session_id(op), status == HUBU_STORE_RETRY, what);
-}
-
+/* op failed on SQLite's latest error (logged by hubu_store_op_fail): RETRY when it may pass. */
 static void fail_op(sqlite_store *st, hubu_store_op *op, const char *step) {
   int rc = sqlite3_extended_errcode(st->db);
-  fail_op_status(op, transient(rc) ? HUBU_STORE_RETRY : HUBU_STORE_ERROR, step, sqlite3_errmsg(st->db));
+  hubu_store_op_fail(op, transient(rc) ? HUBU_STORE_RETRY : HUBU_STORE_ERROR, step, sqlite3_errmsg(st->db));
 }
 
 static void fail_op_plain(hubu_store_op *op, const char *step, const char *what) {
-  fail_op_status(op, HUBU_STORE_ERROR, step, what);
+  hubu_store_op_fail(op, HUBU_STORE_ERROR, step, what);
 }
 
 /* Ends a failed transaction; harmless outside one. */
@@ -420,19 +384,6 @@ fail:
 
 /* ---- APPEND batches ---- */
 
-static int by_session(const void *x, const void *y) {
-  const batch_entry *a = x, *b = y;
-  int c = strcmp(a->op->append.msg->session_id, b->op->append.msg->session_id);
-  return c ? c : (a->index > b->index) - (a->index < b->index);
-}
-
-static int by_device(const void *x, const void *y) {
-  const batch_entry *a = x, *b = y;
-  int c = strcmp(a->op->append.msg->sender, b->op->append.msg->sender);
-  if (!c) c = strcmp(a->op->append.msg->sender_device, b->op->append.msg->sender_device);
-  return c ? c : (a->index > b->index) - (a->index < b->index);
-}
-
 /* Inserts one message. SQLITE_DONE with op's status set (OK, DUPLICATE, or
  * ERROR for a (session_id, seq) taken by another message), or the SQLite
  * error that fails the whole batch. */
@@ -491,8 +442,8 @@ static int insert_message(sqlite_store *st, hubu_store_op *op) {
 
 /* sessions: one row per new session (with its implicit members), max_seq
  * raised once per session. entries[0..n) hold the stored ops. */
-static int update_sessions(sqlite_store *st, batch_entry *entries, size_t n, const char **step) {
-  qsort(entries, n, sizeof *entries, by_session);
+static int update_sessions(sqlite_store *st, hubu_store_batch_entry *entries, size_t n, const char **step) {
+  qsort(entries, n, sizeof *entries, hubu_store_entry_by_session);
   for (size_t i = 0; i < n;) {
     const hubu_msg *first = entries[i].op->append.msg;
     uint64_t max_seq = first->seq;
@@ -526,8 +477,8 @@ static int update_sessions(sqlite_store *st, batch_entry *entries, size_t n, con
 }
 
 /* devices: last_client_id and last_seen_ms raised once per device. */
-static int update_devices(sqlite_store *st, batch_entry *entries, size_t n, const char **step) {
-  qsort(entries, n, sizeof *entries, by_device);
+static int update_devices(sqlite_store *st, hubu_store_batch_entry *entries, size_t n, const char **step) {
+  qsort(entries, n, sizeof *entries, hubu_store_entry_by_device);
   *step = "device_upsert";
   for (size_t i = 0; i < n;) {
     const hubu_msg *first = entries[i].op->append.msg;
@@ -558,7 +509,7 @@ static int append_transaction(sqlite_store *st, hubu_store_op **ops, size_t n) {
   char why[128];
   hubu_store_status status = HUBU_STORE_ERROR;
   if (n > st->entries_cap) {
-    batch_entry *grown = realloc(st->entries, n * sizeof *grown);
+    hubu_store_batch_entry *grown = realloc(st->entries, n * sizeof *grown);
     if (!grown) {
       failure = "out of memory";
       goto fail;
@@ -578,7 +529,7 @@ static int append_transaction(sqlite_store *st, hubu_store_op **ops, size_t n) {
       continue;
     }
     if ((rc = insert_message(st, op)) != SQLITE_DONE) goto fail_sql;
-    if (op->status == HUBU_STORE_OK) st->entries[stored++] = (batch_entry){op, i};
+    if (op->status == HUBU_STORE_OK) st->entries[stored++] = (hubu_store_batch_entry){op, i};
   }
   if ((rc = update_sessions(st, st->entries, stored, &step)) != SQLITE_DONE) goto fail_sql;
   if ((rc = update_devices(st, st->entries, stored, &step)) != SQLITE_DONE) goto fail_sql;
@@ -659,13 +610,6 @@ static int stored_max_seq(sqlite_store *st, const char *session_id, uint64_t *ou
   return rc;
 }
 
-static void free_members(hubu_store_session_load_op *load) {
-  for (size_t i = 0; i < load->n_members; i++) free(load->members[i]);
-  free(load->members);
-  load->members = NULL;
-  load->n_members = 0;
-}
-
 static void session_load(sqlite_store *st, hubu_store_op *op) {
   hubu_store_session_load_op *load = &op->session_load;
   sqlite3_stmt *get = st->st[ST_SESSION_GET];
@@ -687,7 +631,7 @@ static void session_load(sqlite_store *st, hubu_store_op *op) {
     return;
   }
 
-  free_members(load);
+  hubu_store_members_free(load);
   sqlite3_stmt *list = st->st[ST_MEMBER_LIST];
   bind_text(list, 1, load->session_id);
   size_t cap = 0;
@@ -705,10 +649,10 @@ static void session_load(sqlite_store *st, hubu_store_op *op) {
   }
   sqlite3_reset(list);
   if (rc == SQLITE_ROW) { /* stopped early: out of memory */
-    free_members(load);
+    hubu_store_members_free(load);
     fail_op_plain(op, "list members", "out of memory");
   } else if (rc != SQLITE_DONE) {
-    free_members(load);
+    hubu_store_members_free(load);
     fail_op(st, op, "list members");
   } else {
     op->status = HUBU_STORE_OK;
@@ -845,7 +789,7 @@ static void kv(sqlite_store *st, hubu_store_op *op) {
     sqlite3_bind_blob(stmt, 3, kv_op->value ? (const void *)kv_op->value : "", (int)kv_op->value_len, SQLITE_STATIC);
   if (which != ST_KV_GET) {
     if (run(st, which) != SQLITE_DONE) {
-      fail_op(st, op, op_name(op->kind));
+      fail_op(st, op, hubu_store_op_name(op->kind));
       return;
     }
     op->status = which == ST_KV_DELETE && !sqlite3_changes(st->db) ? HUBU_STORE_NOT_FOUND : HUBU_STORE_OK;
