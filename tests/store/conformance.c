@@ -18,6 +18,7 @@
 
 #include "check.h"
 #include "log.h"
+#include "mariadb_env.h"
 #include "session.h" /* hubu_session_describe_new: what core names for a new session */
 #include "store.h"
 
@@ -2188,28 +2189,6 @@ static void sqlite_destroy(store_place *place) { nftw(place->where, remove_entry
  * HUBU_MARIADB_ENV names (scripts/mariadb-private.sh, the ctest fixture
  * "mariadb"); skipped without one. The account may make databases named
  * hubu*, so each case gets hubu_c<pid>_<n>; a restart opens the same one. */
-static int env_value(const char *file, const char *key, char *out, size_t size) {
-  FILE *f = fopen(file, "r");
-  if (!f) return -1;
-  char line[512];
-  size_t klen = strlen(key);
-  int found = -1;
-  while (fgets(line, sizeof line, f)) {
-    if (strncmp(line, key, klen) != 0 || line[klen] != '=') continue;
-    char *v = line + klen + 1;
-    v[strcspn(v, "\r\n")] = '\0';
-    size_t n = strlen(v);
-    if (n >= 2 && v[0] == '\'' && v[n - 1] == '\'') { /* shell-quoted */
-      v[n - 1] = '\0';
-      v++;
-    }
-    snprintf(out, size, "%s", v);
-    found = 0;
-    break;
-  }
-  fclose(f);
-  return found;
-}
 
 /* Runs one statement as the test account; 0 or -1 after saying why. */
 static int mariadb_admin_sql(const char *sql) {

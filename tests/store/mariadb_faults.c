@@ -27,6 +27,7 @@
 
 #include "check.h"
 #include "log.h"
+#include "mariadb_env.h"
 #include "store.h"
 
 #define SKIP 77
@@ -34,29 +35,6 @@
 /* ---- the private server ---- */
 
 static char db_port[16], db_user[80], db_password[128], db_name[64];
-
-static int env_value(const char *file, const char *key, char *out, size_t size) {
-  FILE *f = fopen(file, "r");
-  if (!f) return -1;
-  char line[512];
-  size_t klen = strlen(key);
-  int found = -1;
-  while (fgets(line, sizeof line, f)) {
-    if (strncmp(line, key, klen) != 0 || line[klen] != '=') continue;
-    char *v = line + klen + 1;
-    v[strcspn(v, "\r\n")] = '\0';
-    size_t n = strlen(v);
-    if (n >= 2 && v[0] == '\'' && v[n - 1] == '\'') {
-      v[n - 1] = '\0';
-      v++;
-    }
-    snprintf(out, size, "%s", v);
-    found = 0;
-    break;
-  }
-  fclose(f);
-  return found;
-}
 
 static int admin_sql(const char *sql) {
   MYSQL *c = mysql_init(NULL);

@@ -29,6 +29,7 @@
 
 #include "frame.h"
 #include "harness.h"
+#include "mariadb_env.h"
 #include "msg.h"
 #include "store.h"
 
@@ -47,29 +48,6 @@ static char made_dbs[16][64];
 static int n_made_dbs;
 static char made_dirs[8][64];
 static int n_made_dirs;
-
-static int env_value(const char *file, const char *key, char *out, size_t size) {
-  FILE *f = fopen(file, "r");
-  if (!f) return -1;
-  char line[1024];
-  size_t klen = strlen(key);
-  int found = -1;
-  while (fgets(line, sizeof line, f)) {
-    if (strncmp(line, key, klen) != 0 || line[klen] != '=') continue;
-    char *v = line + klen + 1;
-    v[strcspn(v, "\r\n")] = '\0';
-    size_t n = strlen(v);
-    if (n >= 2 && v[0] == '\'' && v[n - 1] == '\'') {
-      v[n - 1] = '\0';
-      v++;
-    }
-    snprintf(out, size, "%s", v);
-    found = 0;
-    break;
-  }
-  fclose(f);
-  return found;
-}
 
 static void cleanup(void) {
   for (int i = 0; admin && i < n_made_dbs; i++) {
