@@ -11,7 +11,10 @@ packages=(
   libssl-dev openssl
   libsqlite3-dev sqlite3
   libmariadb-dev mariadb-server
-  libhiredis-dev
+  libhiredis-dev redis-server
+  libjansson-dev
+  nginx-light
+  chromium nodejs
   uthash-dev
   libhttp-parser-dev
   libcurl4-openssl-dev
@@ -27,6 +30,10 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+
+# npm comes with some Node.js packages (NodeSource's) and is its own package
+# in Debian's, which conflicts with the former: ask for it only when missing.
+if ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
