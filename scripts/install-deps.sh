@@ -13,7 +13,7 @@ packages=(
   libmariadb-dev mariadb-server
   libhiredis-dev redis-server
   libjansson-dev
-  nginx-light
+  nginx-light libnginx-mod-stream
   chromium nodejs
   uthash-dev
   libhttp-parser-dev
