@@ -29,7 +29,11 @@ endfunction()
 hubu_unit_test(frame frame_verdicts_and_reassembly_hold_for_any_split)
 hubu_unit_test(token token_verifies_only_untampered_unexpired_own_token)
 hubu_unit_test(buf buf_keeps_bytes_in_order_through_consume_compact_grow)
+# The JSON form of every message (runtime/lib/pbjson.c, PROTOCOL.md section 9).
+hubu_unit_test(pbjson pbjson_writes_canonical_json_and_reads_it_back_to_the_same_wire_bytes)
 hubu_unit_test(tls tls_memory_pair_handshakes_and_carries_1mib_both_ways hubu_testcert)
+# The PROXY protocol v1/v2 parser (runtime/net/proxy_proto.c) on whole, cut, bad and random headers.
+hubu_unit_test(proxy_proto proxy_header_v1_v2_parsed_within_bounds_for_any_split hubu_net)
 # im.wordset (runtime/plugin/wordset.c) in a bare LuaJIT state; `test_wordset --bench` times it.
 hubu_unit_test(wordset wordset_matches_whole_words_as_the_lua_reference_does PkgConfig::LUAJIT)
 target_sources(test_wordset PRIVATE ${CMAKE_SOURCE_DIR}/runtime/plugin/wordset.c)
