@@ -31,6 +31,9 @@ void hubu_config_usage(const char *argv0) {
           "  --http-listen HOST:PORT|off  HTTP listener: WebSocket at /ws, subprotocol hubu.v1\n"
           "                            (default 127.0.0.1:7780)\n"
           "  --ws-origins ORIGIN[,...] browser Origins allowed at /ws (default any; no Origin is always allowed)\n"
+          "  --proxy-protocol LISTENER[,...]|off  listeners (tcp, tls, http) behind a proxy that sends a\n"
+          "                            PROXY protocol v1 or v2 header first; one without it is refused\n"
+          "                            (default off; docs/deploy.md)\n"
           "  --cert FILE --key FILE    PEM certificate chain and private key\n"
           "  --tls-ciphers LIST        TLS 1.2 cipher list (default ECDHE with AES-GCM or ChaCha20-Poly1305)\n"
           "  --tls-ciphersuites LIST   TLS 1.3 suites (default TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:\n"
@@ -92,6 +95,32 @@ static int parse_hostport(const char *s, char *host, size_t host_size, int *port
   memcpy(host, s, hl);
   host[hl] = '\0';
   *port = (int)p;
+  return 0;
+}
+
+/* --proxy-protocol: "off", or listener names (tcp, tls, http) separated by
+ * commas, as bits 1 << hubu_conn_kind. 0 or -1. */
+static int parse_proxy_listeners(const char *v, unsigned *out) {
+  static const char *const names[] = {"tcp", "tls", "http"};
+  unsigned bits = 0;
+  if (!strcmp(v, "off")) {
+    *out = 0;
+    return 0;
+  }
+  for (const char *p = v;;) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    while (len && (*p == ' ' || *p == '\t')) p++, len--;
+    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+    int found = -1;
+    for (int i = 0; i < 3; i++)
+      if (strlen(names[i]) == len && !memcmp(p, names[i], len)) found = i;
+    if (found < 0) return -1;
+    bits |= 1u << found;
+    if (!comma) break;
+    p = comma + 1;
+  }
+  *out = bits;
   return 0;
 }
 
@@ -218,6 +247,8 @@ int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *e
       return -2;
     }
     bad = r != 0;
+  } else if (!strcmp(flag, "--proxy-protocol")) {
+    bad = parse_proxy_listeners(v, &cfg->proxy_protocol);
   } else if (!strcmp(flag, "--cert")) {
     cfg->cert_file = v;
   } else if (!strcmp(flag, "--key")) {

@@ -16,6 +16,9 @@ typedef struct {
   char http_host[64];     /* the HTTP listener (WebSocket at /ws) */
   int http_port;          /* 0: ephemeral (the port file gets "http PORT") */
   const char *ws_origins; /* --ws-origins: browser Origins allowed at /ws, "scheme://host[:port],..."; NULL: any */
+  /* --proxy-protocol: listeners that require a PROXY header, 1 << hubu_conn_kind
+   * (bit 0 tcp, 1 tls, 2 http); 0: none */
+  unsigned proxy_protocol;
   const char *cert_file;
   const char *key_file;
   const char *data_dir;

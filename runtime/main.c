@@ -87,6 +87,7 @@ static void split_config(const hubu_config *cfg, hubu_core_config *core, hubu_ne
       .http_enabled = cfg->http_enabled,
       .http_port = cfg->http_port,
       .ws_origins = cfg->ws_origins,
+      .proxy_protocol = cfg->proxy_protocol,
       .drain_ms = cfg->drain_ms,
       .max_pending_sends = cfg->max_pending_sends,
       .max_pending_send_bytes = cfg->max_pending_send_bytes,

@@ -173,6 +173,7 @@ static void out_printf(admin_out *o, const char *fmt, ...) {
 typedef struct {
   uint64_t conns_ready, conns_other;
   uint64_t conns_accepted;
+  uint64_t proxy_refused;
   hubu_core_stats server;
   int have_store; /* the store is closed once drained */
   hubu_store_stats store;
@@ -209,6 +210,7 @@ static void collect_figures(hubu_admin *a, admin_figures *f) {
       f->conns_other++;
   }
   f->conns_accepted = s->next_conn_id; /* one id per accepted connection */
+  f->proxy_refused = s->proxy_refused;
   f->server = s->core.stats;
   if (s->core.store) {
     hubu_store_get_stats(s->core.store, &f->store);
@@ -251,6 +253,9 @@ static void render_metrics(const admin_figures *f, admin_out *o) {
   out_printf(o, "hubu_connections{state=\"other\"} %" PRIu64 "\n", f->conns_other);
   prom_u64(o, "hubu_connections_accepted_total", "counter", "Client connections accepted since start.",
            f->conns_accepted);
+  prom_u64(o, "hubu_proxy_refused_total", "counter",
+           "Connections refused by a --proxy-protocol listener: no PROXY header, an invalid one, or none in time.",
+           f->proxy_refused);
   prom_u64(o, "hubu_messages_received_total", "counter", "SEND frames received.", f->server.sends_received);
   prom_u64(o, "hubu_messages_stored_total", "counter", "Messages the store made durable for this server.",
            f->server.messages_stored);
@@ -297,6 +302,7 @@ static void render_stats(const admin_figures *f, admin_out *o) {
   hubu_json_u64(&w, "other", f->conns_other);
   hubu_json_close(&w);
   hubu_json_u64(&w, "connections_accepted", f->conns_accepted);
+  hubu_json_u64(&w, "proxy_refused", f->proxy_refused);
   hubu_json_u64(&w, "messages_received", f->server.sends_received);
   hubu_json_u64(&w, "messages_stored", f->server.messages_stored);
   hubu_json_key(&w, "pulls");
@@ -347,21 +353,9 @@ static const char *conn_state_name(uint8_t state) {
   }
 }
 
-/* "1.2.3.4:5678" or "[::1]:5678"; "" when the peer is gone. */
-static void peer_name(hubu_conn *c, char *out, size_t size) {
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  char host[64];
-  out[0] = '\0';
-  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
-  if (ss.ss_family == AF_INET6) {
-    if (uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host) == 0)
-      snprintf(out, size, "[%s]:%u", host, (unsigned)ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
-  } else if (ss.ss_family == AF_INET) {
-    if (uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host) == 0)
-      snprintf(out, size, "%s:%u", host, (unsigned)ntohs(((struct sockaddr_in *)&ss)->sin_port));
-  }
-}
+/* "1.2.3.4:5678" or "[::1]:5678" (the client's, from a PROXY header behind
+ * a proxy); "" when the peer is gone. */
+static void peer_name(hubu_conn *c, char *out, size_t size) { hubu_conn_remote_name(c, 1, out, size); }
 
 /* Every open connection, or only user's (NULL: all), one per line. */
 static void render_conns(hubu_server *s, const char *user, admin_out *o) {

@@ -18,6 +18,7 @@
 #include "host.h"
 #include "log.h"
 #include "messaging.h"
+#include "proxy_proto.h"
 #include "server.h"
 #include "token.h"
 #include "wire.h"
@@ -41,6 +42,7 @@ static void on_close(uv_handle_t *h) {
   hubu_buf_free(&c->wbuf);
   hubu_tls_free(c->tls);
   hubu_ws_free(c->ws);
+  free(c->remote);
   free(c->peer.user);
   free(c);
 }
@@ -499,6 +501,90 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init((char *)s->read_buf, sizeof s->read_buf);
 }
 
+/* The socket's own peer, whatever a PROXY header said. */
+static void socket_peer_name(hubu_conn *c, int want_port, char *out, size_t size) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  out[0] = '\0';
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) hubu_proxy_addr_name(&ss, want_port, out, size);
+}
+
+void hubu_conn_remote_name(hubu_conn *c, int want_port, char *out, size_t size) {
+  if (c->remote)
+    hubu_proxy_addr_name(c->remote, want_port, out, size);
+  else
+    socket_peer_name(c, want_port, out, size);
+}
+
+/* A connection of a listener with --proxy-protocol without a valid header:
+ * closed at once, nothing written (its bytes were not ours to answer). */
+static void proxy_refuse(hubu_conn *c, const char *why) {
+  char via[96];
+  socket_peer_name(c, 1, via, sizeof via);
+  c->server->proxy_refused++;
+  hubu_log(HUBU_LOG_WARN, c->peer.id, NULL, "proxy_refused", "via=%s reason=\"%s\"", via, why);
+  hubu_conn_destroy(c);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+/* Bytes before the PROXY header is complete (held in rbuf between reads, at
+ * most HUBU_PROXY_MAX_HEADER). Once it is: the client's address, its count
+ * for --max-conns-per-ip, and what followed the header in the same read on
+ * to the next layer (TLS, HTTP, frames). */
+static void proxy_input(hubu_conn *c, const uint8_t *data, size_t len) {
+  hubu_buf held = c->rbuf; /* the header's start, from earlier reads */
+  memset(&c->rbuf, 0, sizeof c->rbuf);
+  if (hubu_buf_size(&held) && hubu_buf_append(&held, data, len) != 0) {
+    hubu_buf_free(&held);
+    hubu_log(HUBU_LOG_ERROR, c->peer.id, NULL, "out_of_memory", "where=proxy");
+    hubu_conn_destroy(c);
+    return;
+  }
+  const uint8_t *p = hubu_buf_size(&held) ? hubu_buf_head(&held) : data;
+  size_t n = hubu_buf_size(&held) ? hubu_buf_size(&held) : len;
+  hubu_proxy_header h;
+  const char *why = "no PROXY header";
+  hubu_proxy_status st = hubu_proxy_parse(p, n, &h, &why);
+  if (st == HUBU_PROXY_NEED_MORE) {
+    if (!hubu_buf_size(&held) && hubu_buf_append(&held, data, len) != 0) {
+      hubu_buf_free(&held);
+      hubu_log(HUBU_LOG_ERROR, c->peer.id, NULL, "out_of_memory", "where=proxy");
+      hubu_conn_destroy(c);
+      return;
+    }
+    c->rbuf = held;
+    return;
+  }
+  if (st == HUBU_PROXY_ERROR || (h.family != AF_UNSPEC && !(c->remote = malloc(sizeof *c->remote)))) {
+    hubu_buf_free(&held);
+    proxy_refuse(c, st == HUBU_PROXY_ERROR ? why : "out of memory");
+    return;
+  }
+  if (c->remote) *c->remote = h.src;
+  c->proxy_wait = 0;
+  char remote[96], via[96];
+  hubu_conn_remote_name(c, 1, remote, sizeof remote);
+  socket_peer_name(c, 1, via, sizeof via);
+  char ip[96];
+  hubu_conn_remote_name(c, 0, ip, sizeof ip);
+  Hubu__V1__Code verdict = hubu_server_count_ip(c->server, c, ip[0] ? ip : "?");
+  if (verdict != HUBU__V1__CODE__OK) {
+    hubu_buf_free(&held);
+    hubu_log(HUBU_LOG_WARN, c->peer.id, NULL, "conn_refused", "code=%s remote=%s via=%s", hubu_code_name(verdict),
+             remote, via);
+    hubu_conn_drop(c, verdict, "too many connections", 0);
+    return;
+  }
+  hubu_log(HUBU_LOG_DEBUG, c->peer.id, NULL, "conn_open", "remote=%s via=%s proxy=v%d%s tls=%d ws=%d hurried=%d",
+           remote, via, h.version, h.local ? " local=1" : "", c->tls != NULL, c->ws != NULL, c->hurried);
+  if (n > h.len) {
+    uv_buf_t rest = uv_buf_init((char *)p + h.len, (unsigned)(n - h.len));
+    on_read((uv_stream_t *)&c->tcp, (ssize_t)(n - h.len), &rest);
+  }
+  hubu_buf_free(&held);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   hubu_conn *c = (hubu_conn *)stream;
   if (nread == 0) return;
@@ -511,6 +597,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   c->last_rx_ms = uv_now(c->server->loop);
   c->pinged = 0;
   const uint8_t *data = (const uint8_t *)buf->base;
+  if (c->proxy_wait) {
+    if (c->peer.state < HUBU_PEER_CLOSING) proxy_input(c, data, (size_t)nread);
+    return;
+  }
   if (c->tls) {
     int closing = c->peer.state >= HUBU_PEER_CLOSING;
     if (closing && hubu_tls_handshake_done(c->tls)) return; /* input no longer matters */
@@ -546,7 +636,10 @@ void hubu_conn_sweep(hubu_conn *c, uint64_t now) {
     case HUBU_PEER_AUTHING: {
       uint32_t timeout = cfg->hello_timeout_ms;
       if (c->hurried && cfg->hello_timeout_pressure_ms < timeout) timeout = cfg->hello_timeout_pressure_ms;
-      if (now - c->state_since_ms >= timeout) hubu_conn_goaway(c, HUBU__V1__CODE__TIMEOUT, "no HELLO in time", 0);
+      if (now - c->state_since_ms >= timeout && c->proxy_wait)
+        proxy_refuse(c, "no whole PROXY header within the HELLO timeout");
+      else if (now - c->state_since_ms >= timeout)
+        hubu_conn_goaway(c, HUBU__V1__CODE__TIMEOUT, "no HELLO in time", 0);
       break;
     }
     case HUBU_PEER_READY: {
@@ -624,10 +717,13 @@ void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, hubu_conn_kind kind
   c->peer.core = &s->core;
   c->peer.id = ++s->next_conn_id;
   c->state_since_ms = c->last_rx_ms = uv_now(s->loop);
+  c->proxy_wait = (s->cfg->proxy_protocol >> kind) & 1; /* counted per address once the header names the client */
   Hubu__V1__Code verdict = hubu_server_admit(s, c);
+  char remote[96];
+  hubu_conn_remote_name(c, 1, remote, sizeof remote);
   if (verdict != HUBU__V1__CODE__OK) { /* closed now: a refused connection holds no descriptor until the peer's FIN */
-    hubu_log(HUBU_LOG_WARN, c->peer.id, NULL, "conn_refused", "code=%s open=%u tls=%d", hubu_code_name(verdict),
-             s->conn_count, tls);
+    hubu_log(HUBU_LOG_WARN, c->peer.id, NULL, "conn_refused", "code=%s open=%u tls=%d remote=%s",
+             hubu_code_name(verdict), s->conn_count, tls, remote);
     hubu_conn_drop(c, verdict,
                    verdict == HUBU__V1__CODE__SHUTTING_DOWN ? "server shutting down" : "too many connections", 0);
     return;
@@ -647,6 +743,7 @@ void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, hubu_conn_kind kind
     hubu_conn_destroy(c);
     return;
   }
-  hubu_log(HUBU_LOG_DEBUG, c->peer.id, NULL, "conn_open", "tls=%d ws=%d hurried=%d", tls, kind == HUBU_CONN_WS,
-           c->hurried);
+  if (!c->proxy_wait) /* else logged once the PROXY header names the client */
+    hubu_log(HUBU_LOG_DEBUG, c->peer.id, NULL, "conn_open", "remote=%s tls=%d ws=%d hurried=%d", remote, tls,
+             kind == HUBU_CONN_WS, c->hurried);
 }

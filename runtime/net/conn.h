@@ -36,6 +36,7 @@ struct hubu_conn {
   hubu_buf wbuf;                          /* owned; output not yet handed to a write */
   size_t writing;                         /* bytes in writes not yet completed */
   hubu_ip_count *ip;                      /* the per-address counter this connection holds */
+  struct sockaddr_storage *remote;        /* owned: the client's address from a PROXY header; NULL: the socket's */
   uint8_t is_dirty : 1;
   uint8_t is_counted : 1; /* counts against --max-conns */
   uint8_t reading : 1;
@@ -45,6 +46,7 @@ struct hubu_conn {
   uint8_t output_paused : 1; /* backpressure: output above --write-queue-max, input waits until half drained */
   uint8_t is_waiting : 1;    /* in server->waiting: not logged in (no HELLO accepted) */
   uint8_t hurried : 1;       /* accepted under pressure: --hello-timeout-pressure-ms applies */
+  uint8_t proxy_wait : 1;    /* its listener requires a PROXY header (--proxy-protocol), not read yet */
   uint8_t bad_bodies;
 };
 
@@ -72,6 +74,11 @@ void hubu_conn_resume_input(hubu_conn *c);
 
 /* Runs the timers of one connection at time now (server sweep). */
 void hubu_conn_sweep(hubu_conn *c, uint64_t now_ms);
+
+/* The client's address ("1.2.3.4", "2001:db8::1"; with want_port
+ * "1.2.3.4:5678", "[::1]:5678"): the one its PROXY header gave, else the
+ * socket's peer; "" when it is gone. size: at least 64. */
+void hubu_conn_remote_name(hubu_conn *c, int want_port, char *out, size_t size);
 
 /* Closes the handle now; the memory goes in the close callback. */
 void hubu_conn_destroy(hubu_conn *c);

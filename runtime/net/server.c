@@ -77,6 +77,22 @@ void hubu_server_hello_done(hubu_server *s, hubu_conn *c) {
   s->waiting_count--;
 }
 
+Hubu__V1__Code hubu_server_count_ip(hubu_server *s, hubu_conn *c, const char *addr) {
+  if (!s->cfg->max_conns_per_ip || c->ip) return HUBU__V1__CODE__OK;
+  hubu_ip_count *ip = NULL;
+  HASH_FIND_STR(s->per_ip, addr, ip);
+  if (ip && ip->count >= s->cfg->max_conns_per_ip) return HUBU__V1__CODE__UNAVAILABLE;
+  if (!ip) {
+    ip = calloc(1, sizeof *ip);
+    if (!ip) return HUBU__V1__CODE__UNAVAILABLE;
+    snprintf(ip->addr, sizeof ip->addr, "%s", addr);
+    HASH_ADD_STR(s->per_ip, addr, ip);
+  }
+  ip->count++;
+  c->ip = ip;
+  return HUBU__V1__CODE__OK;
+}
+
 /* Decides whether c may stay; links it either way so it is closed properly.
  * Returns OK or the code to refuse it with. */
 Hubu__V1__Code hubu_server_admit(hubu_server *s, hubu_conn *c) {
@@ -85,27 +101,11 @@ Hubu__V1__Code hubu_server_admit(hubu_server *s, hubu_conn *c) {
   s->conns = c;
   if (s->draining) return HUBU__V1__CODE__SHUTTING_DOWN;
   const hubu_net_config *cfg = s->cfg;
-  if (cfg->max_conns_per_ip) { /* first: an address over its share never pushes others out */
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    char addr[INET6_ADDRSTRLEN] = "?";
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-      if (ss.ss_family == AF_INET6)
-        uv_ip6_name((struct sockaddr_in6 *)&ss, addr, sizeof addr);
-      else
-        uv_ip4_name((struct sockaddr_in *)&ss, addr, sizeof addr);
-    }
-    hubu_ip_count *ip = NULL;
-    HASH_FIND_STR(s->per_ip, addr, ip);
-    if (ip && ip->count >= cfg->max_conns_per_ip) return HUBU__V1__CODE__UNAVAILABLE;
-    if (!ip) {
-      ip = calloc(1, sizeof *ip);
-      if (!ip) return HUBU__V1__CODE__UNAVAILABLE;
-      memcpy(ip->addr, addr, sizeof ip->addr);
-      HASH_ADD_STR(s->per_ip, addr, ip);
-    }
-    ip->count++;
-    c->ip = ip;
+  if (cfg->max_conns_per_ip && !c->proxy_wait) { /* first: an address over its share never pushes others out */
+    char addr[INET6_ADDRSTRLEN + 8];
+    hubu_conn_remote_name(c, 0, addr, sizeof addr);
+    Hubu__V1__Code counted = hubu_server_count_ip(s, c, addr[0] ? addr : "?");
+    if (counted != HUBU__V1__CODE__OK) return counted;
   }
   if (s->conn_count >= s->conn_cap && drop_oldest_waiting(s, "conn_cap") != 0) return HUBU__V1__CODE__UNAVAILABLE;
   c->is_counted = 1;

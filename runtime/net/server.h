@@ -47,6 +47,8 @@ typedef struct {
   char http_host[64];
   int http_port;
   const char *ws_origins; /* --ws-origins: browser Origins allowed at /ws, "scheme://host[:port],..."; NULL: any */
+  /* listeners whose connections start with a PROXY header: bits 1 << hubu_conn_kind */
+  unsigned proxy_protocol;
 } hubu_net_config;
 
 #define HUBU_READ_BUF_SIZE 65536
@@ -78,6 +80,8 @@ typedef struct hubu_server {
   uint32_t conn_cap;   /* --max-conns, held below RLIMIT_NOFILE (with room for the store, plugins, admin) */
   uint64_t next_conn_id;
   hubu_ip_count *per_ip; /* uthash table; only with --max-conns-per-ip */
+  /* connections refused for a missing, late or invalid PROXY header */
+  uint64_t proxy_refused;
   int draining;
   struct hubu_plugins *plugins; /* owned: the plugin host (closed in the drain) */
   struct hubu_admin *admin;     /* the admin listener (admin/ sets and closes it); NULL when off */
@@ -113,6 +117,11 @@ void hubu_server_mark_dirty(hubu_server *s, hubu_conn *c);
  * with. At the connection cap the oldest connection still waiting for HELLO
  * is dropped to make room; only when there is none is c refused. */
 Hubu__V1__Code hubu_server_admit(hubu_server *s, hubu_conn *c);
+/* Counts c under its client's address addr for --max-conns-per-ip: at
+ * accept, or once a PROXY header said who the client is (a connection that
+ * waits for one is not counted under its proxy's address). OK, or
+ * UNAVAILABLE when the address is at its limit. */
+Hubu__V1__Code hubu_server_count_ip(hubu_server *s, hubu_conn *c, const char *addr);
 /* c no longer waits for HELLO: its HELLO was accepted (or c is gone). */
 void hubu_server_hello_done(hubu_server *s, hubu_conn *c);
 void hubu_server_forget(hubu_server *s, hubu_conn *c);
