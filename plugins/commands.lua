@@ -1,8 +1,8 @@
 --% summary: a command bot: /help, /time, /roll [N] in a direct chat, or by CALL commands.run
---% version: 1
+--% version: 2
 --% failure: open
 local json = require "cjson"
-local me = plugin:option_string("user", "bot")
+local me = plugin:reserve_user(plugin:option_string("user", "bot")) -- no client logs in as it with an ordinary token
 local max_roll = plugin:option_number("max_roll", 1000000, 2)
 math.randomseed(im.now() % 2147483647)
 

@@ -1,5 +1,5 @@
 --% summary: POSTs signed JSON for stored messages, connects, disconnects and group changes; optional before_send webhook
---% version: 1
+--% version: 2
 --% priority: -10
 --% deadline: 5000
 --% http_concurrency: 64
@@ -171,6 +171,9 @@ end
 -- ---- before_send: the receiver decides, within before_send_timeout_ms ----
 
 if before_url ~= "" then
+  -- the codes ev:reject takes; the receiver's answer may name any other
+  local REJECT_CODES = { REJECTED = true, RATE_LIMITED = true, FORBIDDEN = true, INVALID = true, NOT_FOUND = true,
+                         UNAVAILABLE = true, INTERNAL = true, TIMEOUT = true }
   local function fail(ev, why)
     deliveries:inc{ event = "message.send", outcome = "failed" }
     im.log("warn", "before_send webhook: %s", why)
@@ -190,7 +193,7 @@ if before_url ~= "" then
     if not ok or type(verdict) ~= "table" then return fail(ev, "the answer is not a JSON object") end
     deliveries:inc{ event = "message.send", outcome = "delivered" }
     if verdict.action == "reject" then
-      ev:reject(type(verdict.code) == "string" and verdict.code or "REJECTED",
+      ev:reject(REJECT_CODES[verdict.code] and verdict.code or "REJECTED", -- a code ev:reject does not take: REJECTED
         type(verdict.reason) == "string" and verdict.reason:sub(1, 255) or "rejected by the before_send webhook")
     elseif verdict.action == "rewrite" then
       ev:rewrite{ body = type(verdict.body) == "string" and verdict.body or nil,

@@ -37,11 +37,13 @@ int hubuctl_conns(int argc, char **argv);   /* hubuctl_admin.c */
 int hubuctl_kick(int argc, char **argv);    /* hubuctl_admin.c */
 int hubuctl_reload(int argc, char **argv);  /* hubuctl_admin.c */
 int hubuctl_plugins(int argc, char **argv); /* hubuctl_admin.c */
+int hubuctl_plugin(int argc, char **argv);  /* hubuctl_plugin.c */
 
 static const hubuctl_command commands[] = {
-    {"token", "USER [--ttl SECONDS] [--secret S|@FILE | --data DIR]",
+    {"token", "USER [--ttl SECONDS] [--reserved] [--secret S|@FILE | --data DIR]",
      "print a token for USER (PROTOCOL.md section 6), valid for SECONDS (default 86400)",
      "  --ttl SECONDS   lifetime of the token (default 86400)\n"
+     "  --reserved      a reserved-user token (v1r.): it also logs in as a user a plugin reserved (a bot)\n"
      "  --secret S      the server's secret, taken as its bytes\n"
      "  --secret @FILE  read the secret from FILE (trailing whitespace stripped)\n"
      "  --data DIR      read the secret from DIR/secret (default " DEFAULT_DATA_DIR ")\n",
@@ -75,6 +77,11 @@ static const hubuctl_command commands[] = {
     {"plugins", "[--json] [--admin HOST:PORT]",
      "list the loaded plugins as a table, and each failed reload (GET /v1/admin/plugins)",
      "  --json             print the server's JSON as it wrote it instead of the table\n", hubuctl_plugins},
+    {"plugin", "check FILE|DIR [--config hubu.lua] [--strict]",
+     "load plugins into a scratch host (no server) and print every error and warning; exit 1 on an error",
+     "  --config FILE      hubu.lua: each plugin gets its section, and unknown options are warned about\n"
+     "  --strict           warnings count as errors for the exit status\n",
+     hubuctl_plugin},
     {"help", "", "print this help", "", cmd_help},
 };
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])
@@ -142,10 +149,13 @@ static int cmd_token(int argc, char **argv) {
   const char *ttl_arg = NULL;
   const char *secret_arg = NULL;
   const char *data_dir = NULL;
+  int reserved = 0;
 
   for (int i = 0; i < argc; i++) {
     int r;
-    if ((r = take_option(argc, argv, &i, "--ttl", &ttl_arg)) ||
+    if (strcmp(argv[i], "--reserved") == 0) {
+      reserved = 1;
+    } else if ((r = take_option(argc, argv, &i, "--ttl", &ttl_arg)) ||
         (r = take_option(argc, argv, &i, "--secret", &secret_arg)) ||
         (r = take_option(argc, argv, &i, "--data", &data_dir))) {
       if (r < 0) return EXIT_USAGE;
@@ -215,7 +225,8 @@ static int cmd_token(int argc, char **argv) {
   char token[HUBU_TOKEN_MAX];
   if (secret_len == 0) {
     fprintf(stderr, "hubuctl: the secret from %s is empty\n", secret_from);
-  } else if (hubu_token_mint(secret, secret_len, user, (uint64_t)now + ttl, token, sizeof token) < 0) {
+  } else if ((reserved ? hubu_token_mint_reserved : hubu_token_mint)(secret, secret_len, user, (uint64_t)now + ttl, token,
+                                                                     sizeof token) < 0) {
     fprintf(stderr, "hubuctl: cannot mint a token for '%s'\n", user);
   } else if (printf("%s\n", token) < 0 || fflush(stdout) != 0) {
     fprintf(stderr, "hubuctl: cannot write the token: %s\n", strerror(errno));

@@ -40,26 +40,38 @@ static int mac_hex(const uint8_t *secret, size_t secret_len, const char *msg, si
   return 0;
 }
 
-int hubu_token_mint(const uint8_t *secret, size_t secret_len, const char *user_id, uint64_t expiry_s, char *out,
-                    size_t out_size) {
+/* prefix: "v1." (PROTOCOL.md section 6) or HUBU_TOKEN_RESERVED_PREFIX. */
+static int mint(const char *prefix, const uint8_t *secret, size_t secret_len, const char *user_id, uint64_t expiry_s,
+                char *out, size_t out_size) {
   size_t ulen = strlen(user_id);
   if (!hubu_id_valid(user_id, ulen)) return -1;
-  int n = snprintf(out, out_size, "v1.%s.%llu.", user_id, (unsigned long long)expiry_s);
+  int n = snprintf(out, out_size, "%s%s.%llu.", prefix, user_id, (unsigned long long)expiry_s);
   if (n < 0 || (size_t)n + MAC_HEX_LEN + 1 > out_size) return -1;
   if (mac_hex(secret, secret_len, out, (size_t)n - 1, out + n) != 0) return -1;
   return n + MAC_HEX_LEN;
 }
 
-hubu_token_status hubu_token_verify(const uint8_t *secret, size_t secret_len, const char *token, size_t token_len,
-                                    const char *user_id, uint64_t now_s) {
-  if (token_len < 3 + 1 + 1 + 1 + 1 + MAC_HEX_LEN || token_len >= HUBU_TOKEN_MAX) return HUBU_TOKEN_MALFORMED;
-  if (memcmp(token, "v1.", 3) != 0) return HUBU_TOKEN_MALFORMED;
+int hubu_token_mint(const uint8_t *secret, size_t secret_len, const char *user_id, uint64_t expiry_s, char *out,
+                    size_t out_size) {
+  return mint("v1.", secret, secret_len, user_id, expiry_s, out, out_size);
+}
+
+int hubu_token_mint_reserved(const uint8_t *secret, size_t secret_len, const char *user_id, uint64_t expiry_s,
+                             char *out, size_t out_size) {
+  return mint(HUBU_TOKEN_RESERVED_PREFIX, secret, secret_len, user_id, expiry_s, out, out_size);
+}
+
+static hubu_token_status verify(const char *prefix, const uint8_t *secret, size_t secret_len, const char *token,
+                                size_t token_len, const char *user_id, uint64_t now_s) {
+  size_t plen = strlen(prefix);
+  if (token_len < plen + 1 + 1 + 1 + 1 + MAC_HEX_LEN || token_len >= HUBU_TOKEN_MAX) return HUBU_TOKEN_MALFORMED;
+  if (memcmp(token, prefix, plen) != 0) return HUBU_TOKEN_MALFORMED;
   size_t signed_len = token_len - MAC_HEX_LEN - 1; /* "v1.<user>.<expiry>" */
   if (token[signed_len] != '.') return HUBU_TOKEN_MALFORMED;
   /* expiry: the digits after the last '.' of the signed part */
   size_t dot = signed_len;
-  while (dot > 3 && token[dot - 1] != '.') dot--;
-  if (dot <= 4 || dot == signed_len) return HUBU_TOKEN_MALFORMED; /* empty user or empty expiry */
+  while (dot > plen && token[dot - 1] != '.') dot--;
+  if (dot <= plen + 1 || dot == signed_len) return HUBU_TOKEN_MALFORMED; /* empty user or empty expiry */
   uint64_t expiry = 0;
   for (size_t i = dot; i < signed_len; i++) {
     if (token[i] < '0' || token[i] > '9' || signed_len - dot > 20) return HUBU_TOKEN_MALFORMED;
@@ -67,8 +79,8 @@ hubu_token_status hubu_token_verify(const uint8_t *secret, size_t secret_len, co
     if (expiry > (UINT64_MAX - digit) / 10) return HUBU_TOKEN_MALFORMED; /* would wrap */
     expiry = expiry * 10 + digit;
   }
-  const char *user = token + 3;
-  size_t ulen = dot - 1 - 3;
+  const char *user = token + plen;
+  size_t ulen = dot - 1 - plen;
   if (!hubu_id_valid(user, ulen)) return HUBU_TOKEN_MALFORMED;
 
   char want[MAC_HEX_LEN + 1];
@@ -77,6 +89,16 @@ hubu_token_status hubu_token_verify(const uint8_t *secret, size_t secret_len, co
   if (strlen(user_id) != ulen || memcmp(user, user_id, ulen) != 0) return HUBU_TOKEN_WRONG_USER;
   if (now_s >= expiry) return HUBU_TOKEN_EXPIRED;
   return HUBU_TOKEN_OK;
+}
+
+hubu_token_status hubu_token_verify(const uint8_t *secret, size_t secret_len, const char *token, size_t token_len,
+                                    const char *user_id, uint64_t now_s) {
+  return verify("v1.", secret, secret_len, token, token_len, user_id, now_s);
+}
+
+hubu_token_status hubu_token_verify_reserved(const uint8_t *secret, size_t secret_len, const char *token,
+                                             size_t token_len, const char *user_id, uint64_t now_s) {
+  return verify(HUBU_TOKEN_RESERVED_PREFIX, secret, secret_len, token, token_len, user_id, now_s);
 }
 
 const char *hubu_token_status_name(hubu_token_status st) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "host_internal.h"
 #include "log.h"
 #include "messaging.h"
@@ -53,6 +54,7 @@ void hubu_plugins_refresh_flags(hubu_plugins *p) {
   p->has_read = (uint8_t)host_has(p, "session.read");
   p->route_kinds = (uint8_t)kind_mask(p, "message.route");
   p->stored_kinds = (uint8_t)kind_mask(p, "message.stored");
+  p->send_kinds = (uint8_t)kind_mask(p, "message.send");
 }
 
 /* ---- building events, reading verdicts ---- */
@@ -175,7 +177,7 @@ static int on_send(hubu_plugins *p, const char *user, const char *device, const 
                    uint64_t send_ref, const Hubu__V1__Send *m, hubu_send_verdict *v) {
   memset(v, 0, sizeof *v);
   v->code = HUBU__V1__CODE__OK;
-  if (!p || !p->has_send) return 0;
+  if (!p || !p->has_send || !(p->send_kinds & kind_bit(session_id))) return 0;
   lua_State *L = p->L;
   int top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, p->send_ref);
@@ -244,7 +246,7 @@ void hubu_plugins_push_stored_event(hubu_plugins *p, const hubu_msg *m, int repl
   } else {
     set_str(L, "kind", m->session_id[0] == 'g' && m->session_id[1] == ':' ? "group" : "custom");
   }
-  set_metatable(p, "Plain");
+  set_metatable(p, "StoredEvent");
 }
 
 /* message.stored, live. Stack: unchanged. */
@@ -359,11 +361,41 @@ static int on_route(hubu_plugins *p, const hubu_session *sess, const hubu_msg *m
   return 1;
 }
 
-/* Stack: unchanged. */
+/* The plugin that reserved user (plugin:reserve_user) into by, or 0 when
+ * none did. Stack: unchanged. */
+static int reserved_by(hubu_plugins *p, const char *user, char *by, size_t by_size) {
+  lua_pushstring(p->L, user);
+  hubu_plugins_call_host(p, "reserved_by", 1, 1);
+  const char *name = lua_tostring(p->L, -1);
+  if (name) snprintf(by, by_size, "%s", name);
+  lua_pop(p->L, 1);
+  return name != NULL;
+}
+
+/* Stack: unchanged. Without an auth hook: -1 (hubud's own token check
+ * decides), except for a reserved user, or a reserved token (v1r.), which
+ * are checked here (a reserved user needs a reserved token). */
 int hubu_plugins_on_auth(hubu_plugins *p, const char *user, const char *device, const char *token,
                          const char *client_info, char *user_out, size_t user_out_size, char *reason,
                          size_t reason_size) {
-  if (!p || !p->has_auth) return -1;
+  if (!p) return -1;
+  char by[128];
+  int reserved = reserved_by(p, user, by, sizeof by);
+  if (!p->has_auth) {
+    size_t tlen = strlen(token);
+    int reserved_token = tlen > 4 && !memcmp(token, HUBU_TOKEN_RESERVED_PREFIX, 4);
+    if (!reserved && !reserved_token) return -1;
+    snprintf(user_out, user_out_size, "%s", user);
+    hubu_token_status st = reserved_token ? hubu_token_verify_reserved(p->cfg.secret, p->cfg.secret_len, token, tlen,
+                                                                       user, hubu_now_ms() / 1000)
+                                          : HUBU_TOKEN_MALFORMED;
+    if (st == HUBU_TOKEN_OK) return 1;
+    if (reserved && !reserved_token)
+      snprintf(reason, reason_size, "user %s is reserved by plugin %s: log in with a reserved token", user, by);
+    else
+      snprintf(reason, reason_size, "%s", st == HUBU_TOKEN_EXPIRED ? "token expired" : "invalid token");
+    return 0;
+  }
   lua_State *L = p->L;
   int top = lua_gettop(L);
   lua_createtable(L, 0, 6);
@@ -371,6 +403,7 @@ int hubu_plugins_on_auth(hubu_plugins *p, const char *user, const char *device, 
   set_str(L, "device", device);
   set_str(L, "token", token);
   set_str(L, "client_info", client_info);
+  if (reserved) set_str(L, "reserved", by);
   set_metatable(p, "AuthEvent");
   char failed[128];
   int accepted = 0;
@@ -404,6 +437,7 @@ static int on_read(hubu_plugins *p, const char *user, const char *session_id, co
   set_str(L, "user", user);
   set_str(L, "session_id", session_id);
   set_str(L, "op", op);
+  set_str(L, "kind", kind_bit(session_id) == 1 ? "direct" : kind_bit(session_id) == 2 ? "group" : "custom");
   set_metatable(p, "ReadEvent");
   char failed[128];
   int allowed = 1;
@@ -430,7 +464,7 @@ static void on_connect(hubu_plugins *p, hubu_peer *c, int connected) {
   set_str(L, "user", c->user);
   set_str(L, "device", c->device);
   set_str(L, "conn_id", conn_id);
-  set_metatable(p, "Plain");
+  set_metatable(p, "ConnectEvent");
   lua_pushstring(L, connected ? "connect" : "disconnect");
   lua_insert(L, -2);
   hubu_plugins_budget_open(p, 0);

@@ -32,7 +32,7 @@ local shared = {}       -- plugin name -> name -> table (survives reload, not re
 local metrics = {}      -- plugin name -> {calls, errors, seconds [, http]}
 local failures = {}     -- plugin name -> {error, at, path}: its newest version failed to load
 local published = {}    -- plugin name -> metric name -> im.counter/im.gauge object (dropped on unload)
-local SendEvent = {}    -- the metatable of message.send events (methods below)
+local SendEvent         -- the metatable of message.send events (below)
 local stored_pos = {}    -- plugin -> message.stored log position handled
 local stored_dirty = {}  -- plugin -> true while not saved
 local catching_up = {}   -- plugin -> highest live position seen while it replays
@@ -57,6 +57,70 @@ local HTTP = {
 
 local function log(level, plugin, event, msg)
   C.log(level, plugin and plugin.name or "-", event, msg)
+end
+
+-- A log value quoted once: backslash, quote and control characters escaped
+-- (a newline as \n), so a traceback reads as lines once unescaped.
+local function lq(s)
+  return '"' .. (tostring(s):gsub('[%c"\\]', function(c)
+    if c == "\n" then return "\\n" elseif c == '"' then return '\\"' elseif c == "\\" then return "\\\\"
+    elseif c == "\t" then return "  " end
+    return ("\\x%02x"):format(c:byte())
+  end)) .. '"'
+end
+
+-- One log line of key=value fields, written as given (C.log's raw form):
+-- fields quote their values with lq, and nothing is escaped twice.
+local function logf(level, plugin, event, fields)
+  C.log(level, plugin and plugin.name or "-", event, fields, true)
+end
+
+-- An error with its traceback (plugin_traceback's form) as log fields:
+-- error="FILE:LINE: message" traceback="FILE:LINE: in ...\n...".
+local function error_fields(err)
+  local s = tostring(err)
+  local msg, frames = s:match("^(.-)\nstack traceback:\n(.*)$")
+  if not msg then return "error=" .. lq(s) end
+  return "error=" .. lq(msg) .. " traceback=" .. lq(frames)
+end
+
+-- The xpcall handler of plugin code: the message and the plugin's own
+-- frames, one a line; the host's frames (host.lua, C functions) left out.
+local host_sources = { [debug.getinfo(1, "S").short_src] = true } -- this file, and a test harness's (scratch.lua)
+host.host_sources = host_sources
+local function plugin_traceback(err)
+  local msg = type(err) == "string" and err or tostring(err)
+  local frames = {}
+  local tb = debug.traceback("", 2)
+  for line in tb:gmatch("[^\n]+") do
+    local f = line:match("^%s+(.*)$")
+    local src = f and f:match("^(.-):%d+:")
+    if f and not f:find("^%[C%]") and not (src and host_sources[src]) and not f:find("^%(tail call%)") and
+       not f:find("^%[builtin") then
+      frames[#frames + 1] = f
+    end
+  end
+  if #frames == 0 then return msg end
+  local only = #frames == 1 and frames[1]:match("^(.-:%d+): in main chunk$")
+  if only and msg:sub(1, #only + 1) == only .. ":" then return msg end -- the error's own line, nothing more
+  return msg .. "\nstack traceback:\n" .. table.concat(frames, "\n")
+end
+host.traceback = plugin_traceback
+
+-- How a value shows in an error: its type, and the value when it is short.
+local function describe(v)
+  local t = type(v)
+  if t == "string" then return ("the string %q"):format(#v > 40 and v:sub(1, 40) .. "..." or v) end
+  if t == "number" or t == "boolean" then return ("%s %s"):format(t, tostring(v)) end
+  if t == "nil" then return "nil" end
+  return "a " .. t
+end
+host.describe = describe
+
+-- Raises "what: expected ..., got ..." at the caller's caller of the
+-- function that calls it (level 1: the plugin line that called that function).
+local function expected(level, what, wanted, got)
+  error(("%s: expected %s, got %s"):format(what, wanted, describe(got)), level + 2)
 end
 
 local function by_priority(a, b)
@@ -222,8 +286,8 @@ abandon = function(job, why, failure)
   if failure then
     local m = p and metrics[p.name]
     if m then m.errors = m.errors + 1 end
-    log("error", p, "hook_failed", ("hook=%s policy=%s error=%q"):format(job.event or "callback",
-      p and p.policy or "open", why))
+    logf("error", p, "hook_failed", ("hook=%s policy=%s error=%s"):format(job.event or "callback",
+      p and p.policy or "open", lq(why)))
   elseif why then
     log("info", p, "hook_given_up", ("hook=%s why=%q"):format(job.event or "callback", why))
   end
@@ -278,61 +342,201 @@ local function read_header(src)
   return h
 end
 
--- The `plugin` object a plugin's code sees.
-local function make_api(p, config)
+-- The events a plugin may hook (and call.<method>), and those whose events
+-- have a session kind (direct, group, custom): `kinds` applies to these only.
+local EVENTS = { "message.send", "message.stored", "message.route", "session.read", "auth", "connect", "disconnect",
+                 "group.changed", "call.<method>" }
+local KIND_EVENTS = { ["message.send"] = true, ["message.stored"] = true, ["message.route"] = true,
+                      ["session.read"] = true }
+local KNOWN_EVENT = {}
+for _, e in ipairs(EVENTS) do KNOWN_EVENT[e] = true end
+local HOOK_OPTS = { priority = true, kinds = true }
+
+-- The session kind of a session id, as C names them.
+local function kind_of(session_id)
+  local a, b = session_id:byte(1, 2)
+  if b == 58 then -- ':'
+    if a == 100 then return "direct" elseif a == 103 then return "group" end
+  end
+  return "custom"
+end
+host.kind_of = kind_of
+
+-- Where key is set in the section of plugin name in the config file at
+-- path ("hubu.lua:12"), as near as a scan of its text finds it: the
+-- section's line when the key's own is not found, nil without a file.
+local function config_where(path, name, key)
+  if not path then return nil end
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("*a") or ""
+  f:close()
+  local lines, in_section, section_line, depth = {}, false, nil, 0
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do lines[#lines + 1] = line end
+  local short = path
+  for i, line in ipairs(lines) do
+    if not in_section then
+      local n = line:match("plugin%s*%(?%s*[\"']([^\"']+)[\"']")
+      if n == name then
+        in_section, section_line, depth = true, i, 0
+        line = line:match("plugin%s*%(?%s*[\"'][^\"']+[\"']%s*%)?(.*)$") or ""
+      end
+    end
+    if in_section then
+      if key and (line:find("%f[%w_]" .. key:gsub("%p", "%%%0") .. "%s*=") or
+                  line:find("%[%s*[\"']" .. key:gsub("%p", "%%%0") .. "[\"']%s*%]%s*=")) and depth <= 1 then
+        return short .. ":" .. i
+      end
+      for c in line:gmatch("[{}]") do depth = depth + (c == "{" and 1 or -1) end
+      if depth <= 0 and line:find("}") then break end
+    end
+  end
+  return section_line and (short .. ":" .. section_line) or short
+end
+
+-- The `plugin` object a plugin's code sees. Mistakes in its calls are
+-- errors at the plugin's line that say what was expected and what came.
+local function make_api(p, config, config_file)
   local api = { name = p.name }
-  -- opts: a priority, or { priority = n, kinds = { "group", ... } } (message.route
-  -- and message.stored: the handler only sees those session kinds, and a
-  -- message no handler wants is not even turned into an event)
+  p.options_read = {}
+  local where = function(key) return config_where(config_file, p.name, key) end
+  -- opts: a priority, or { priority = n, kinds = { "group", ... } } (events
+  -- with a session kind: the handler only sees those kinds, and a message no
+  -- handler wants is not even turned into an event)
   function api:hook(event, fn, opts)
-    assert(type(event) == "string", "plugin:hook(event, fn [, opts]): event must be a string")
-    assert(type(fn) == "function", "plugin:hook: fn must be a function")
+    if self ~= api then error("plugin:hook: call it with a colon, plugin:hook(event, fn [, opts])", 2) end
+    if type(event) ~= "string" then expected(1, "plugin:hook(event, fn [, opts]): event", "a string", event) end
+    if not (KNOWN_EVENT[event] or event:find("^call%.[%w_%.%-]+$")) then
+      error(("plugin:hook: no event %q; events are %s"):format(event, table.concat(EVENTS, ", ")), 2)
+    end
+    if type(fn) ~= "function" then expected(1, "plugin:hook(" .. event .. ", fn): fn", "a function", fn) end
     local priority, kinds = opts, nil
     if type(opts) == "table" then
+      for k in pairs(opts) do
+        if not HOOK_OPTS[k] then
+          error(("plugin:hook(%s): unknown option %s; options are priority, kinds"):format(event, tostring(k)), 2)
+        end
+      end
       priority = opts.priority
-      if opts.kinds then
+      if opts.kinds ~= nil then
+        if not KIND_EVENTS[event] then
+          error(("plugin:hook(%s): kinds applies to events with a session kind (message.send, message.stored, "
+            .. "message.route, session.read), not to %s"):format(event, event), 2)
+        end
+        if type(opts.kinds) ~= "table" or #opts.kinds == 0 then
+          expected(1, "plugin:hook(" .. event .. "): kinds", 'a list such as { "group" }', opts.kinds)
+        end
         kinds = {}
-        for _, k in ipairs(opts.kinds) do
-          assert(k == "direct" or k == "group" or k == "custom", "plugin:hook: kinds are direct, group, custom")
+        for i, k in ipairs(opts.kinds) do
+          if k ~= "direct" and k ~= "group" and k ~= "custom" then
+            expected(1, ("plugin:hook(%s): kinds item %d"):format(event, i), '"direct", "group" or "custom"', k)
+          end
           kinds[k] = true
         end
       end
+    elseif opts ~= nil and type(opts) ~= "number" then
+      expected(1, "plugin:hook(" .. event .. ", fn, opts): opts", "a priority (number) or { priority =, kinds = }", opts)
     end
-    p.pending_hooks[#p.pending_hooks + 1] = { event = event, fn = fn, priority = tonumber(priority) or p.priority,
+    if priority ~= nil and (type(priority) ~= "number" or priority ~= priority) then
+      expected(1, "plugin:hook(" .. event .. "): priority", "a number", priority)
+    end
+    p.pending_hooks[#p.pending_hooks + 1] = { event = event, fn = fn, priority = priority or p.priority,
                                               kinds = kinds }
   end
-  local function option(name, default, check)
+  -- An option of the config section: nil (the default) or a value check accepts.
+  local function option(fname, name, default, want, check)
+    if type(name) ~= "string" then expected(2, "plugin:" .. fname .. "(name, default): name", "a string", name) end
+    p.options_read[name] = true
     local v = config[name]
     if v == nil then return default end
-    local ok, err = check(v)
-    if not ok then error(("option %s: %s"):format(name, err), 3) end
+    if not check(v) then
+      error(("option %s (%s): expected %s, got %s"):format(name, where(name) or "config", want, describe(v)), 3)
+    end
     return v
   end
   function api:option_string(name, default)
-    return option(name, default, function(v) return type(v) == "string", "must be a string" end)
+    return option("option_string", name, default, "a string", function(v) return type(v) == "string" end)
   end
   function api:option_number(name, default, min, max)
-    return option(name, default, function(v)
-      if type(v) ~= "number" then return false, "must be a number" end
-      if (min and v < min) or (max and v > max) then return false, ("must be within [%s, %s]"):format(min or "", max or "") end
-      return true
+    local want = (min and max) and ("a number from %s to %s"):format(min, max) or min and ("a number >= %s"):format(min)
+      or max and ("a number <= %s"):format(max) or "a number"
+    return option("option_number", name, default, want, function(v)
+      return type(v) == "number" and v == v and not (min and v < min) and not (max and v > max)
     end)
   end
   function api:option_boolean(name, default)
-    return option(name, default, function(v) return type(v) == "boolean", "must be true or false" end)
+    return option("option_boolean", name, default, "true or false", function(v) return type(v) == "boolean" end)
   end
-  function api:option_list(name, default)
-    return option(name, default, function(v) return type(v) == "table", "must be a list" end)
+  -- item_type: what each item must be ("string", "number", "boolean", "table");
+  -- default: the type of the default's first item.
+  function api:option_list(name, default, item_type)
+    if default ~= nil and type(default) ~= "table" then
+      expected(1, "plugin:option_list(" .. tostring(name) .. ", default): default", "a list (a table)", default)
+    end
+    item_type = item_type or (default and default[1] ~= nil and type(default[1])) or nil
+    local want = item_type and ("a list of %ss"):format(item_type) or "a list"
+    local bad
+    local v = option("option_list", name, default, want, function(v)
+      if type(v) ~= "table" then return false end
+      local n = #v
+      for k in pairs(v) do
+        if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then bad = "key " .. describe(k); return true end
+      end
+      for i = 1, n do
+        if item_type and type(v[i]) ~= item_type then bad = ("item %d: %s"):format(i, describe(v[i])); return true end
+      end
+      return true
+    end)
+    if bad then
+      error(("option %s (%s): expected %s, got %s"):format(name, where(name) or "config", want, bad), 2)
+    end
+    return v
   end
   function api:shared(name)
+    if type(name) ~= "string" then expected(1, "plugin:shared(name): name", "a string", name) end
     local mine = shared[p.name] or {}
     shared[p.name] = mine
     mine[name] = mine[name] or {}
     return mine[name]
   end
-  function api:every(seconds, fn) p.pending_timers[#p.pending_timers + 1] = { every = true, s = seconds, fn = fn } end
-  function api:after(seconds, fn) p.pending_timers[#p.pending_timers + 1] = { every = false, s = seconds, fn = fn } end
+  local function timer(what, every, seconds, fn)
+    if type(seconds) ~= "number" or seconds < 0 or seconds ~= seconds then
+      expected(2, "plugin:" .. what .. "(seconds, fn): seconds", "a number >= 0", seconds)
+    end
+    if type(fn) ~= "function" then expected(2, "plugin:" .. what .. "(seconds, fn): fn", "a function", fn) end
+    p.pending_timers[#p.pending_timers + 1] = { every = every, s = seconds, fn = fn }
+  end
+  function api:every(seconds, fn) timer("every", true, seconds, fn) end
+  function api:after(seconds, fn) timer("after", false, seconds, fn) end
+  -- A user this plugin speaks as (a bot): no client logs in as it with an
+  -- ordinary token (docs/plugins.md, "Reserved users"). Returns the name.
+  function api:reserve_user(user)
+    if type(user) ~= "string" or #user < 1 or #user > 64 or not user:find("^[%w_%.@%-]+$") then
+      expected(1, "plugin:reserve_user(user): user", "a user id (1-64 bytes of [A-Za-z0-9_.@-])", user)
+    end
+    p.reserved[user] = true
+    return user
+  end
   return api
+end
+
+-- The keys of a plugin's config section that its load did not ask for:
+-- warnings "option NAME (hubu.lua:LINE) is not an option of PLUGIN; its
+-- options are ...".
+local function unknown_options(p, config, config_file)
+  local out, known = {}, {}
+  for k in pairs(p.options_read or EMPTY) do known[#known + 1] = k end
+  table.sort(known)
+  local keys = {}
+  for k in pairs(config or EMPTY) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if not p.options_read[k] then
+      out[#out + 1] = ("option %s (%s) is not an option of plugin %s, so it does nothing; its options are %s"):format(
+        k, config_where(config_file, p.name, k) or "config", p.name, #known > 0 and table.concat(known, ", ") or "none")
+    end
+  end
+  return out
 end
 
 local sandbox_globals = {
@@ -392,10 +596,10 @@ local function make_env(p, api)
 end
 
 -- Builds a plugin from its source; returns the record or nil, error.
-local function build(name, path, src, config)
+local function build(name, path, src, config, config_file)
   local header = read_header(src)
   local p = {
-    name = name, path = path, header = header, timers = {}, pending_hooks = {}, pending_timers = {},
+    name = name, path = path, header = header, timers = {}, pending_hooks = {}, pending_timers = {}, reserved = {},
     priority = tonumber(header.priority) or 0,
     policy = header.failure == "closed" and "closed" or "open",
     version = header.version or "", summary = header.summary or "",
@@ -424,15 +628,22 @@ local function build(name, path, src, config)
   local chunk, err = loadstring(src, "@" .. path)
   if not chunk then return nil, err, p end
   if header.jit ~= "on" then jit.off(chunk, true) end -- interruptible by the budget hook
-  local api = make_api(p, config or {})
+  local api = make_api(p, config or {}, config_file)
   p.api = api
   setfenv(chunk, make_env(p, api))
   loading = p
   C.budget_start(p.budget)
-  local ok, lerr = xpcall(chunk, debug.traceback)
+  local ok, lerr = xpcall(chunk, plugin_traceback)
   C.budget_stop()
   loading = nil
   if not ok then return nil, lerr, p end
+  p.warnings = unknown_options(p, config, config_file)
+  for user in pairs(p.reserved) do
+    local owner = host.reserved_by(user)
+    if owner and owner ~= name then
+      return nil, ("%s: plugin:reserve_user: user %s is reserved by plugin %s already"):format(path, user, owner), p
+    end
+  end
   return p
 end
 
@@ -508,21 +719,26 @@ end
 -- call.<method> handlers are given up and the new version handles those
 -- events; the messages its message.stored handlers were waiting on are
 -- handed to the new version again, marked replayed.
-function host.load(name, path, config)
+function host.load(name, path, config, config_file)
   local t0 = os.clock()
   local f, ferr = io.open(path, "rb")
   if not f then return host.note_failure(name, path, ferr) end
   local src = f:read("*a")
   f:close()
+  local version = read_header(src or "").version
+  version = version and " version=" .. lq(version) or ""
   if not src or not src:find("%S") then -- a file caught half-written, or emptied
-    log("error", { name = name }, "plugin_load_failed", "empty plugin file; keeping what runs")
+    logf("error", { name = name }, "plugin_load_failed", "path=" .. lq(path) .. " error=" ..
+      lq("empty plugin file; keeping what runs"))
     return host.note_failure(name, path, "empty plugin file")
   end
-  local p, err, partial = build(name, path, src, config)
+  local p, err, partial = build(name, path, src, config, config_file)
   if not p then
-    log("error", partial or { name = name }, "plugin_load_failed", tostring(err))
+    logf("error", partial or { name = name }, "plugin_load_failed", ("path=%s%s %s"):format(lq(path), version,
+      error_fields(err)))
     return host.note_failure(name, path, err, partial)
   end
+  for _, w in ipairs(p.warnings) do logf("warn", p, "plugin_warning", "warning=" .. lq(w)) end
   local old = plugins[name]
   local resume_pos = false
   if not old then
@@ -531,8 +747,9 @@ function host.load(name, path, config)
   local retired = old and retire(old) or EMPTY
   install(p, old)
   if resume_pos then catching_up[name] = catching_up[name] or 0 end
-  log("info", p, old and "plugin_reloaded" or "plugin_loaded",
-      ("path=%s hooks=%d took_ms=%.2f"):format(path, host.count_hooks(p), (os.clock() - t0) * 1000))
+  logf("info", p, old and "plugin_reloaded" or "plugin_loaded",
+       ("version=%s%s path=%s hooks=%d took_ms=%.2f"):format(lq(p.version),
+         old and " previous_version=" .. lq(old.version) or "", lq(path), host.count_hooks(p), (os.clock() - t0) * 1000))
   if #retired > 0 then
     log("info", p, "hook_given_up", ("waiting=%d why=%q"):format(#retired, "the plugin was reloaded while they waited"))
     local again = {}
@@ -565,6 +782,14 @@ function host.unload(name)
   log("info", p, "plugin_unloaded", #retired > 0 and ("given_up=%d"):format(#retired) or "")
   for _, job in ipairs(retired) do abandon(job, nil, false) end
   return true
+end
+
+-- The plugin that reserved user (plugin:reserve_user), or nil.
+function host.reserved_by(user)
+  for name, p in pairs(plugins) do
+    if p.reserved and p.reserved[user] then return name end
+  end
+  return nil
 end
 
 function host.count_hooks(p)
@@ -644,12 +869,12 @@ function host.dispatch(event, ev)
       host.current = h.plugin
       C.budget_renew(h.plugin.budget)
       local t0 = calls % 16 == 1 and C.clock() or nil -- time is sampled: 1 call in 16
-      local ok, err = xpcall(h.fn, debug.traceback, ev)
+      local ok, err = xpcall(h.fn, plugin_traceback, ev)
       if t0 then m.seconds = m.seconds + (C.clock() - t0) * 16 end
       host.current = saved
       if not ok then
         m.errors = m.errors + 1
-        log("error", h.plugin, "hook_failed", ("hook=%s policy=%s error=%q"):format(event, h.plugin.policy, tostring(err)))
+        logf("error", h.plugin, "hook_failed", ("hook=%s policy=%s %s"):format(event, h.plugin.policy, error_fields(err)))
         if h.plugin.policy == "closed" then return "error", h.plugin.name end
       end
       if rawget(ev, "_stop") then break end
@@ -713,14 +938,15 @@ chain = function(job)
     host.current = h.plugin
     C.budget_renew(h.plugin.budget)
     local t0 = calls % 16 == 1 and C.clock() or nil -- time is sampled: 1 call in 16 (not when it waited)
-    local ok, err = xpcall(h.fn, debug.traceback, ev)
+    local ok, err = xpcall(h.fn, plugin_traceback, ev)
     if job.dl then stop_deadline(job) end
     if t0 and not job.waited then m.seconds = m.seconds + (C.clock() - t0) * 16 end
     job.waited = false
     host.current = nil
     if not ok then
       m.errors = m.errors + 1
-      log("error", h.plugin, "hook_failed", ("hook=%s policy=%s error=%q"):format(job.event, h.plugin.policy, tostring(err)))
+      logf("error", h.plugin, "hook_failed", ("hook=%s policy=%s %s"):format(job.event, h.plugin.policy,
+        error_fields(err)))
       if h.plugin.policy == "closed" then job.failed = h.plugin.name; break end
     end
     if rawget(ev, "_stop") then break end
@@ -758,7 +984,8 @@ local function send_loop(w)
   local user, device, session_id, client_id, body, content_type, meta, ref = coroutine.yield(DONE)
   while true do
     w.ev = setmetatable({ user = user, device = device, session_id = session_id, client_id = client_id,
-                          body = body, content_type = content_type, meta = meta }, SendEvent)
+                          body = body, content_type = content_type, meta = meta, kind = kind_of(session_id) },
+                        SendEvent)
     w.list, w.i, w.ref, w.failed, w.done = hooks["message.send"] or EMPTY, 0, ref, false, false
     if w.ran then w.ran, w.ran_names, w.gave_up = false, false, false end -- (false, never nil: no key churn)
     chain(w)
@@ -890,12 +1117,12 @@ local function stored_one(job)
   m.calls = calls
   host.current = h.plugin
   local t0 = calls % 16 == 1 and C.clock() or nil
-  local ok, err = xpcall(h.fn, debug.traceback, job.ev)
+  local ok, err = xpcall(h.fn, plugin_traceback, job.ev)
   if t0 and not job.waited then m.seconds = m.seconds + (C.clock() - t0) * 16 end
   host.current = nil
   if not ok then -- at least once, not until it succeeds: a failing handler is not called again
     m.errors = m.errors + 1
-    log("error", h.plugin, "hook_failed", ("hook=message.stored error=%q"):format(tostring(err)))
+    logf("error", h.plugin, "hook_failed", "hook=message.stored " .. error_fields(err))
   end
   job.h = false
   finish_stored(job)
@@ -1046,11 +1273,11 @@ function host.start_timer(p, every, seconds, fn)
 end
 
 local function run_timer(job)
-  local ok, err = xpcall(job.fn, debug.traceback)
+  local ok, err = xpcall(job.fn, plugin_traceback)
   if not ok then
     local m = metrics[job.plugin.name]
     if m then m.errors = m.errors + 1 end
-    log("error", job.plugin, "timer_failed", tostring(err))
+    logf("error", job.plugin, "timer_failed", error_fields(err))
   end
 end
 
@@ -1067,8 +1294,8 @@ end
 -- ---- waiting: tickets ----
 
 local function run_callback(job)
-  local ok, err = xpcall(job.fn, debug.traceback, unpack(job.args, 1, job.n))
-  if not ok then log("error", job.plugin, "callback_failed", tostring(err)) end
+  local ok, err = xpcall(job.fn, plugin_traceback, unpack(job.args, 1, job.n))
+  if not ok then logf("error", job.plugin, "callback_failed", error_fields(err)) end
 end
 
 -- The answer of ticket: resumes the job that waits for it, or runs its
@@ -1134,28 +1361,79 @@ function host.shutdown()
   end
 end
 
--- Verdict methods of a message.send event. A SEND without meta has no meta
--- table until a handler reads ev.meta.
-SendEvent.__index = function(ev, k)
-  if k == "meta" then
-    local t = {}
-    rawset(ev, "meta", t)
-    return t
+-- ---- events: their fields and verdict methods ----
+-- Each event's table has a metatable of its kind. Reading a field the event
+-- does not have, or calling a verdict it does not have (a typo, a verdict of
+-- another hook), is an error at the plugin's line naming what there is:
+-- a mistake is not silently nil. Keys starting with "_" are the host's.
+
+local function event_class(what, fields, verdicts, lazy)
+  local cls, known = {}, {}
+  for _, f in ipairs(fields) do known[f] = true end
+  local field_list, verdict_list = table.concat(fields, ", "), table.concat(verdicts, ", ")
+  cls.__index = function(ev, k)
+    local m = cls[k]
+    if m ~= nil and k ~= "__index" then return m end
+    if lazy and lazy[k] then return lazy[k](ev) end
+    if known[k] or type(k) ~= "string" or k:byte(1) == 95 then return nil end
+    error(("%s events have no field or verdict %q; fields: %s; verdicts: %s"):format(what, k, field_list,
+      verdict_list ~= "" and verdict_list or "none"), 2)
   end
-  return SendEvent[k]
+  return cls
 end
+
+-- The Codes a verdict may give (SEND_ACK, CALL_RESULT).
+local VERDICT_CODES = { "REJECTED", "RATE_LIMITED", "FORBIDDEN", "INVALID", "NOT_FOUND", "UNAVAILABLE", "INTERNAL",
+                        "TIMEOUT" }
+local VERDICT_CODE = {}
+for _, c in ipairs(VERDICT_CODES) do VERDICT_CODE[c] = true end
+local function verdict_code(what, code, default)
+  if code == nil then return default end
+  if not VERDICT_CODE[code] then
+    error(("%s: code must be one of %s; got %s"):format(what, table.concat(VERDICT_CODES, ", "), describe(code)), 3)
+  end
+  return code
+end
+local function verdict_reason(what, reason)
+  if reason == nil then return "" end
+  if type(reason) ~= "string" and type(reason) ~= "number" then
+    error(("%s: reason: expected a string, got %s"):format(what, describe(reason)), 3)
+  end
+  return tostring(reason)
+end
+local function check_event(self, cls, what)
+  if getmetatable(self) ~= cls then error(what .. ": call it with a colon, as ev:" .. what:match("[%w_]+$") .. "(...)", 3) end
+end
+
+-- message.send. A SEND without meta has no meta table until a handler reads ev.meta.
+SendEvent = event_class("message.send",
+  { "user", "device", "session_id", "client_id", "body", "content_type", "meta", "kind" },
+  { "reject(code, reason [, retry_after_ms])", "rewrite{ body =, content_type =, meta = }", "stop()" },
+  { meta = function(ev) local t = {}; rawset(ev, "meta", t); return t end })
 -- retry_after_ms: for RATE_LIMITED (or UNAVAILABLE), how long the sender
 -- should wait; it reaches the client as SendAck.retry_after_ms.
 function SendEvent:reject(code, reason, retry_after_ms)
+  check_event(self, SendEvent, "ev:reject")
+  code = verdict_code("ev:reject", code, "REJECTED")
+  reason = verdict_reason("ev:reject", reason)
   if retry_after_ms ~= nil then
     if type(retry_after_ms) ~= "number" or retry_after_ms < 0 or retry_after_ms ~= retry_after_ms then
-      error(("ev:reject: retry_after_ms must be a number of milliseconds >= 0, got %s"):format(tostring(retry_after_ms)), 2)
+      error(("ev:reject: retry_after_ms must be a number of milliseconds >= 0, got %s"):format(describe(retry_after_ms)), 2)
     end
     rawset(self, "_retry_after", math.min(math.ceil(retry_after_ms), 4294967295))
   end
-  rawset(self, "_verdict", code or "REJECTED"); rawset(self, "_reason", reason or ""); rawset(self, "_stop", true)
+  rawset(self, "_verdict", code); rawset(self, "_reason", reason); rawset(self, "_stop", true)
 end
+local REWRITE_KEYS = { body = true, content_type = true, meta = true }
 function SendEvent:rewrite(t)
+  check_event(self, SendEvent, "ev:rewrite")
+  if type(t) ~= "table" then expected(1, "ev:rewrite{ body =, content_type =, meta = }", "a table", t) end
+  for k in pairs(t) do
+    if not REWRITE_KEYS[k] then
+      error(("ev:rewrite: no field %s to rewrite; fields are body, content_type, meta"):format(tostring(k)), 2)
+    end
+  end
+  if t.meta ~= nil and type(t.meta) ~= "table" then expected(1, "ev:rewrite: meta", "a table of string = string", t.meta) end
   if t.body ~= nil then rawset(self, "body", tostring(t.body)); rawset(self, "_rewritten", true) end
   if t.content_type ~= nil then rawset(self, "content_type", tostring(t.content_type)); rawset(self, "_rewritten", true) end
   if t.meta ~= nil then rawset(self, "meta", t.meta); rawset(self, "_rewritten", true) end
@@ -1163,29 +1441,52 @@ end
 function SendEvent:stop() rawset(self, "_stop", true) end
 host.SendEvent = SendEvent
 
-local CallEvent = {}
-CallEvent.__index = CallEvent
-function CallEvent:reply(payload) rawset(self, "_result", payload == nil and "" or tostring(payload)); rawset(self, "_stop", true) end
-function CallEvent:error(code, reason) rawset(self, "_code", code or "INVALID"); rawset(self, "_reason", reason or ""); rawset(self, "_stop", true) end
+local CallEvent = event_class("call.<method>", { "user", "device", "conn_id", "method", "payload", "request_id" },
+  { "reply(payload)", "error(code, reason)", "stop()" })
+function CallEvent:reply(payload)
+  check_event(self, CallEvent, "ev:reply")
+  if payload ~= nil and type(payload) ~= "string" and type(payload) ~= "number" then
+    expected(1, "ev:reply(payload)", "a string (JSON by convention)", payload)
+  end
+  rawset(self, "_result", payload == nil and "" or tostring(payload)); rawset(self, "_stop", true)
+end
+function CallEvent:error(code, reason)
+  check_event(self, CallEvent, "ev:error")
+  code = verdict_code("ev:error", code, "INVALID")
+  rawset(self, "_code", code); rawset(self, "_reason", verdict_reason("ev:error", reason)); rawset(self, "_stop", true)
+end
+function CallEvent:stop() rawset(self, "_stop", true) end
 host.CallEvent = CallEvent
 
 -- message.route: ev:default(mode), ev:set(user, mode), ev:add(user [, mode]);
 -- modes "push", "hint" (PULL_HINT instead of the message), "none".
 local modes = { push = true, hint = true, none = true }
-local RouteEvent = {}
-RouteEvent.__index = RouteEvent
+local function route_mode(what, mode)
+  if not modes[mode] then error(("%s: mode must be \"push\", \"hint\" or \"none\", got %s"):format(what, describe(mode)), 3) end
+end
+local RouteEvent = event_class("message.route",
+  { "session_id", "seq", "sender", "sender_device", "body", "content_type", "kind", "member_count" },
+  { "default(mode)", "set(user, mode)", "add(user [, mode])", "stop()" })
 function RouteEvent:default(mode)
-  assert(modes[mode], "route mode must be push, hint or none")
+  check_event(self, RouteEvent, "ev:default")
+  route_mode("ev:default", mode)
   rawset(self, "_default", mode)
 end
 function RouteEvent:set(user, mode)
-  assert(modes[mode], "route mode must be push, hint or none")
+  check_event(self, RouteEvent, "ev:set")
+  if type(user) ~= "string" then expected(1, "ev:set(user, mode): user", "a user id", user) end
+  route_mode("ev:set", mode)
   local m = rawget(self, "_modes") or {}
   rawset(self, "_modes", m)
   m[user] = mode
 end
 function RouteEvent:add(user, mode)
-  self:set(user, mode or "push")
+  check_event(self, RouteEvent, "ev:add")
+  if type(user) ~= "string" then expected(1, "ev:add(user [, mode]): user", "a user id", user) end
+  route_mode("ev:add", mode or "push")
+  local m = rawget(self, "_modes") or {}
+  rawset(self, "_modes", m)
+  m[user] = mode or "push"
   local e = rawget(self, "_extra") or {}
   rawset(self, "_extra", e)
   e[user] = true
@@ -1193,23 +1494,49 @@ end
 function RouteEvent:stop() rawset(self, "_stop", true) end
 host.RouteEvent = RouteEvent
 
--- auth: ev:accept([as_user]) or ev:reject(reason); the first verdict stops the chain.
-local AuthEvent = {}
-AuthEvent.__index = AuthEvent
-function AuthEvent:accept(as) rawset(self, "_verdict", "accept"); rawset(self, "_as", as); rawset(self, "_stop", true) end
-function AuthEvent:reject(reason) rawset(self, "_verdict", "reject"); rawset(self, "_reason", reason or ""); rawset(self, "_stop", true) end
+-- auth: ev:accept([as_user]) or ev:reject(reason); the first verdict stops
+-- the chain. ev.reserved: the plugin that reserved the user (a bot), or nil.
+local AuthEvent = event_class("auth", { "user", "device", "token", "client_info", "reserved" },
+  { "accept([as_user])", "reject(reason)", "stop()" })
+function AuthEvent:accept(as)
+  check_event(self, AuthEvent, "ev:accept")
+  if as ~= nil and (type(as) ~= "string" or #as < 1 or #as > 64 or not as:find("^[%w_%.@%-]+$")) then
+    expected(1, "ev:accept([as_user])", "a user id (1-64 bytes of [A-Za-z0-9_.@-])", as)
+  end
+  rawset(self, "_verdict", "accept"); rawset(self, "_as", as); rawset(self, "_stop", true)
+end
+function AuthEvent:reject(reason)
+  check_event(self, AuthEvent, "ev:reject")
+  rawset(self, "_verdict", "reject"); rawset(self, "_reason", verdict_reason("ev:reject", reason)); rawset(self, "_stop", true)
+end
+function AuthEvent:stop() rawset(self, "_stop", true) end
 host.AuthEvent = AuthEvent
 
 -- session.read: ev:forbid(reason).
-local ReadEvent = {}
-ReadEvent.__index = ReadEvent
-function ReadEvent:forbid(reason) rawset(self, "_forbid", reason or "forbidden"); rawset(self, "_stop", true) end
+local ReadEvent = event_class("session.read", { "user", "session_id", "op", "kind" }, { "forbid(reason)", "stop()" })
+function ReadEvent:forbid(reason)
+  check_event(self, ReadEvent, "ev:forbid")
+  reason = verdict_reason("ev:forbid", reason)
+  rawset(self, "_forbid", reason ~= "" and reason or "forbidden"); rawset(self, "_stop", true)
+end
+function ReadEvent:stop() rawset(self, "_stop", true) end
 host.ReadEvent = ReadEvent
 
-local Plain = {}
-Plain.__index = Plain
-function Plain:stop() rawset(self, "_stop", true) end
-host.Plain = Plain
+-- Events without a verdict but stop(): message.stored, connect and
+-- disconnect, group.changed.
+local function stop(self) rawset(self, "_stop", true) end
+local StoredEvent = event_class("message.stored",
+  { "session_id", "seq", "msg_id", "sender", "sender_device", "client_id", "body", "content_type", "kind", "to_user",
+    "log_pos", "replayed" }, { "stop()" })
+StoredEvent.stop = stop
+host.StoredEvent = StoredEvent
+local ConnectEvent = event_class("connect and disconnect", { "user", "device", "conn_id" }, { "stop()" })
+ConnectEvent.stop = stop
+host.ConnectEvent = ConnectEvent
+local GroupEvent = event_class("group.changed", { "op", "group", "users", "by" }, { "stop()" })
+GroupEvent.stop = stop
+host.GroupEvent = GroupEvent
+host.Plain = StoredEvent -- (the name C used for message.stored before)
 
 -- ---- im.http: HTTP requests on the event loop (C: http_client.c) ----
 -- Each request is a ticket: C.http_start(ticket, ...) starts it and
@@ -1363,7 +1690,7 @@ end
 local function group_changed(op, group, users, by)
   if not hooks["group.changed"] then return end
   C.budget_start(nil)
-  host.dispatch_plain("group.changed", setmetatable({ op = op, group = group, users = users, by = by }, Plain))
+  host.dispatch_plain("group.changed", setmetatable({ op = op, group = group, users = users, by = by }, GroupEvent))
   C.budget_stop()
 end
 
@@ -1386,46 +1713,102 @@ end
 local function not_loading(what)
   if loading then error(what .. " is not allowed while a plugin loads (do it in a hook or a timer)", 3) end
 end
+local LOG_LEVELS = { debug = true, info = true, warn = true, error = true }
+local function check_string(what, v, level)
+  if type(v) ~= "string" then expected(level + 1, what, "a string", v) end
+end
+local function check_callback(what, cb)
+  if cb ~= nil and type(cb) ~= "function" then expected(2, what .. ": callback", "a function", cb) end
+end
+local function check_id(what, v)
+  if type(v) ~= "string" or #v < 1 or #v > 64 or not v:find("^[%w_%.@%-]+$") then
+    expected(2, what, "a user id (1-64 bytes of [A-Za-z0-9_.@-])", v)
+  end
+end
+local function check_group(what, v)
+  if type(v) ~= "string" or not v:find("^g:[%w_%.@%-]+$") or #v > 66 then expected(2, what, 'a group id "g:NAME"', v) end
+end
+local SEND_KEYS = { as = true, session = true, body = true, content_type = true, device = true }
 host.im = {
   log = function(level, fmt, ...)
-    local msg = select("#", ...) > 0 and fmt:format(...) or tostring(fmt)
+    if not LOG_LEVELS[level] then expected(1, "im.log(level, fmt, ...): level", '"debug", "info", "warn" or "error"', level) end
+    local msg
+    if select("#", ...) > 0 then
+      check_string("im.log(level, fmt, ...): fmt", fmt, 1)
+      local ok, m = pcall(string.format, fmt, ...)
+      if not ok then error("im.log: " .. tostring(m):gsub("^.-: ", ""), 2) end
+      msg = m
+    else
+      msg = tostring(fmt)
+    end
     local p = loading or host.current
     C.log(level, p and p.name or "-", "plugin_log", msg)
   end,
   now = C.now,
   send = function(t)
     not_loading("im.send")
-    assert(type(t) == "table" and t.as and t.session and t.body, "im.send{as=, session=, body= [, content_type=, device=]}")
+    if type(t) ~= "table" then expected(1, "im.send{ as =, session =, body = [, content_type =, device =] }", "a table", t) end
+    for k in pairs(t) do
+      if not SEND_KEYS[k] then
+        error(("im.send: no field %s; fields are as, session, body, content_type, device"):format(tostring(k)), 2)
+      end
+    end
+    check_id("im.send: as", t.as)
+    check_string("im.send: session", t.session, 1)
+    if t.body == nil then expected(1, "im.send: body", "a string", nil) end
+    if t.content_type ~= nil then check_string("im.send: content_type", t.content_type, 1) end
+    if t.device ~= nil then check_id("im.send: device", t.device) end
     return C.send(t.as, t.device or "bot", t.session, tostring(t.body), t.content_type or "")
   end,
   event = function(user, name, payload, sender)
     not_loading("im.event")
+    check_id("im.event(user, name, payload [, sender]): user", user)
+    check_string("im.event(user, name, payload [, sender]): name", name, 1)
+    if payload ~= nil then check_string("im.event: payload", payload, 1) end
     return C.event(user, name, payload or "", sender or "")
   end,
-  token = function(user, ttl) return C.token(user, ttl or 86400) end,
+  token = function(user, ttl)
+    check_id("im.token(user [, ttl_s]): user", user)
+    if ttl ~= nil and (type(ttl) ~= "number" or ttl <= 0) then expected(1, "im.token: ttl_s", "a number > 0", ttl) end
+    return C.token(user, ttl or 86400)
+  end,
   -- Durable per-plugin key/value (the store's kv table). Each call waits for
   -- the store: in a call.<method> hook it returns the result; elsewhere pass a
   -- callback, which gets it later.
   kv = {
     get = function(key, callback)
+      check_string("im.kv.get(key [, callback]): key", key, 1)
+      check_callback("im.kv.get", callback)
       local p = host.current or loading
       return await("im.kv.get", callback, function(t) C.kv("get", t, p.name, key) end)
     end,
     set = function(key, value, callback)
+      check_string("im.kv.set(key, value [, callback]): key", key, 1)
+      if value == nil then expected(1, "im.kv.set(key, value): value", "a string (im.kv.delete removes a key)", nil) end
+      check_callback("im.kv.set", callback)
       local p = host.current or loading
       return await("im.kv.set", callback, function(t) C.kv("set", t, p.name, key, tostring(value)) end, true)
     end,
     delete = function(key, callback)
+      check_string("im.kv.delete(key [, callback]): key", key, 1)
+      check_callback("im.kv.delete", callback)
       local p = host.current or loading
       return await("im.kv.delete", callback, function(t) C.kv("delete", t, p.name, key) end, true)
     end,
   },
   kick = function(user, reason)
     not_loading("im.kick")
+    check_id("im.kick(user [, reason]): user", user)
     return C.kick(user, reason or "kicked")
   end,
-  token_verify = function(token, user) return C.token_verify(token, user) end,
+  token_verify = function(token, user)
+    check_string("im.token_verify(token, user): token", token, 1)
+    check_string("im.token_verify(token, user): user", user, 1)
+    return C.token_verify(token, user)
+  end,
   members = function(session, callback)
+    check_string("im.members(session [, callback]): session", session, 1)
+    check_callback("im.members", callback)
     local list, err = C.members(session)
     if list then
       if callback then callback(list) return true end
@@ -1436,30 +1819,45 @@ host.im = {
   end,
   create_group = function(group, members, callback)
     not_loading("im.create_group")
+    check_group("im.create_group(group, members [, callback]): group", group)
+    if type(members) ~= "table" then expected(1, "im.create_group(group, members): members", "a list of user ids", members) end
+    check_callback("im.create_group", callback)
     local list = {}
-    for i, u in ipairs(type(members) == "table" and members or {}) do list[i] = u end
-    return group_op("im.create_group", "create", group, list, members or {}, callback)
+    for i, u in ipairs(members) do check_id(("im.create_group: members item %d"):format(i), u); list[i] = u end
+    return group_op("im.create_group", "create", group, list, members, callback)
   end,
   add_member = function(group, user, callback)
     not_loading("im.add_member")
+    check_group("im.add_member(group, user [, callback]): group", group)
+    check_id("im.add_member(group, user [, callback]): user", user)
+    check_callback("im.add_member", callback)
     return group_op("im.add_member", "add", group, { user }, user, callback)
   end,
   remove_member = function(group, user, callback)
     not_loading("im.remove_member")
+    check_group("im.remove_member(group, user [, callback]): group", group)
+    check_id("im.remove_member(group, user [, callback]): user", user)
+    check_callback("im.remove_member", callback)
     return group_op("im.remove_member", "remove", group, { user }, user, callback)
   end,
   sessions_of = function(user, callback)
     not_loading("im.sessions_of")
+    check_id("im.sessions_of(user [, callback]): user", user)
+    check_callback("im.sessions_of", callback)
     return await("im.sessions_of", callback, function(t) C.group_op("sessions_of", t, user) end)
   end,
   config = function(key) return C.config(key) end,
   wordset = function(list) return C.wordset(list) end,
   after = function(seconds, fn)
     not_loading("im.after")
+    if type(seconds) ~= "number" or seconds < 0 then expected(1, "im.after(seconds, fn): seconds", "a number >= 0", seconds) end
+    if type(fn) ~= "function" then expected(1, "im.after(seconds, fn): fn", "a function", fn) end
     return host.start_timer(host.current, false, seconds, fn)
   end,
   every = function(seconds, fn)
     not_loading("im.every")
+    if type(seconds) ~= "number" or seconds <= 0 then expected(1, "im.every(seconds, fn): seconds", "a number > 0", seconds) end
+    if type(fn) ~= "function" then expected(1, "im.every(seconds, fn): fn", "a function", fn) end
     return host.start_timer(host.current, true, seconds, fn)
   end,
   metrics = function(name) local m = metrics[name or (host.current and host.current.name)]; return m end,

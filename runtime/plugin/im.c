@@ -34,11 +34,18 @@ typedef struct plugin_timer {
   int every;
 } plugin_timer;
 
-/* C.log(level, plugin, event [, msg]): one log line, msg escaped. */
+/* C.log(level, plugin, event [, msg [, raw]]): one log line, msg escaped
+ * into msg="..."; with raw, msg is key=value fields host.lua quoted once
+ * already, written as they are (a line break in them ends the field). */
 static int c_log(lua_State *L) {
   const char *level = luaL_checkstring(L, 1), *plugin = luaL_checkstring(L, 2), *event = luaL_checkstring(L, 3),
              *msg = luaL_optstring(L, 4, "");
   int lv = hubu_log_level_parse(level);
+  if (lua_toboolean(L, 5)) {
+    size_t n = strcspn(msg, "\n");
+    hubu_log(lv < 0 ? HUBU_LOG_INFO : (hubu_log_level)lv, 0, NULL, event, "plugin=%s %.*s", plugin, (int)n, msg);
+    return 0;
+  }
   char line[1536]; /* one log line: newlines and quotes escaped */
   size_t n = 0;
   for (const char *c = msg; *c && n + 2 < sizeof line; c++) {
@@ -115,16 +122,21 @@ static int c_token(lua_State *L) {
   return 1;
 }
 
-/* C.token_verify(token, user) -> ok, status name. */
+/* C.token_verify(token, user) -> ok, status name, whether it is a reserved
+ * token (v1r., which may log in as a reserved user). */
 static int c_token_verify(lua_State *L) {
   hubu_plugins *p = hubu_plugins_of_lua(L);
   size_t len = 0;
   const char *tok = luaL_checklstring(L, 1, &len), *user = luaL_checkstring(L, 2);
   const hubu_plugin_config *cfg = &p->cfg;
-  hubu_token_status st = hubu_token_verify(cfg->secret, cfg->secret_len, tok, len, user, hubu_now_ms() / 1000);
+  int reserved = len > 4 && !memcmp(tok, HUBU_TOKEN_RESERVED_PREFIX, 4);
+  hubu_token_status st =
+      reserved ? hubu_token_verify_reserved(cfg->secret, cfg->secret_len, tok, len, user, hubu_now_ms() / 1000)
+               : hubu_token_verify(cfg->secret, cfg->secret_len, tok, len, user, hubu_now_ms() / 1000);
   lua_pushboolean(L, st == HUBU_TOKEN_OK);
   lua_pushstring(L, hubu_token_status_name(st));
-  return 2;
+  lua_pushboolean(L, reserved && st == HUBU_TOKEN_OK);
+  return 3;
 }
 
 /* Stack: pushes a list of sess's members (a direct session's two users included). */

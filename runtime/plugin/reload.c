@@ -161,7 +161,11 @@ static int load_one(hubu_plugins *p, const char *name, char *report, size_t repo
     lua_settop(L, top);
     return -1;
   }
-  hubu_plugins_call_host(p, "load", 3, 3);
+  if (p->cfg.config_file)
+    lua_pushstring(L, p->cfg.config_file); /* where its options come from, for warnings that name their line */
+  else
+    lua_pushnil(L);
+  hubu_plugins_call_host(p, "load", 4, 3);
   int ok = lua_toboolean(L, -3), resume = lua_toboolean(L, -1);
   lua_pop(L, 1);
   if (report) {
