@@ -156,8 +156,8 @@ static int cmd_token(int argc, char **argv) {
     if (strcmp(argv[i], "--reserved") == 0) {
       reserved = 1;
     } else if ((r = take_option(argc, argv, &i, "--ttl", &ttl_arg)) ||
-        (r = take_option(argc, argv, &i, "--secret", &secret_arg)) ||
-        (r = take_option(argc, argv, &i, "--data", &data_dir))) {
+               (r = take_option(argc, argv, &i, "--secret", &secret_arg)) ||
+               (r = take_option(argc, argv, &i, "--data", &data_dir))) {
       if (r < 0) return EXIT_USAGE;
     } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       print_usage(stdout);
@@ -225,8 +225,8 @@ static int cmd_token(int argc, char **argv) {
   char token[HUBU_TOKEN_MAX];
   if (secret_len == 0) {
     fprintf(stderr, "hubuctl: the secret from %s is empty\n", secret_from);
-  } else if ((reserved ? hubu_token_mint_reserved : hubu_token_mint)(secret, secret_len, user, (uint64_t)now + ttl, token,
-                                                                     sizeof token) < 0) {
+  } else if ((reserved ? hubu_token_mint_reserved : hubu_token_mint)(secret, secret_len, user, (uint64_t)now + ttl,
+                                                                     token, sizeof token) < 0) {
     fprintf(stderr, "hubuctl: cannot mint a token for '%s'\n", user);
   } else if (printf("%s\n", token) < 0 || fflush(stdout) != 0) {
     fprintf(stderr, "hubuctl: cannot write the token: %s\n", strerror(errno));

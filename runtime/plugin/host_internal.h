@@ -53,7 +53,8 @@ struct hubu_plugins {
 
   /* hooks.c: which events have handlers now (refreshed after each load) */
   uint8_t has_send, has_stored, has_connect, has_disconnect, has_route, has_auth, has_read;
-  uint8_t route_kinds, stored_kinds, send_kinds; /* bit per session kind some handler wants: 1 direct, 2 group, 4 custom */
+  uint8_t route_kinds, stored_kinds,
+      send_kinds; /* bit per session kind some handler wants: 1 direct, 2 group, 4 custom */
 
   /* replay.c */
   int replay_started; /* message.stored positions were read at start: later arrivals read their own */

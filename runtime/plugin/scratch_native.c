@@ -109,7 +109,7 @@ int luaopen_hubu_scratch(lua_State *L) {
   if (luaL_loadbuffer(L, (const char *)hubu_scratch_lua, hubu_scratch_lua_len, "@scratch.lua") != 0)
     return lua_error(L);
   static const luaL_Reg fns[] = {
-      {"hmac", n_hmac},   {"label_ok", n_label_ok}, {"token", n_token}, {"token_verify", n_token_verify},
+      {"hmac", n_hmac},   {"label_ok", n_label_ok},      {"token", n_token}, {"token_verify", n_token_verify},
       {"clock", n_clock}, {"wordset", hubu_wordset_new}, {NULL, NULL},
   };
   lua_newtable(L);
