@@ -269,9 +269,10 @@ static int read_full(int fd, void *p, size_t n) {
 
 /* The upgrade with subprotocol hubu.v1 on fd; the answer's status. */
 static int ws_upgrade(int fd) {
-  const char *req = "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                    "Sec-WebSocket-Protocol: hubu.v1\r\n\r\n";
+  const char *req =
+      "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+      "Sec-WebSocket-Protocol: hubu.v1\r\n\r\n";
   if (e2e_send_raw(fd, req, strlen(req)) != 0) return -1;
   char head[2048];
   size_t n = 0;
@@ -468,8 +469,9 @@ static void direct_connections_without_proxy_header_are_refused(void) {
   /* straight to the HTTP listener: an upgrade */
   fd = e2e_connect(s.http_port);
   REQUIRE(fd >= 0);
-  const char *req = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  const char *req =
+      "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
   CHECK(e2e_send_raw(fd, req, strlen(req)) == 0);
   CHECKF(closed_without(fd, 3000), "a direct HTTP connection without a PROXY header is closed, nothing answered");
   close(fd);
