@@ -31,6 +31,9 @@ void hubu_config_usage(const char *argv0) {
           "  --http-listen HOST:PORT|off  HTTP listener: WebSocket at /ws, subprotocol hubu.v1\n"
           "                            (default 127.0.0.1:7780)\n"
           "  --ws-origins ORIGIN[,...] browser Origins allowed at /ws (default any; no Origin is always allowed)\n"
+          "  --web-root DIR            serve the chat page at / from DIR (default: the files built in)\n"
+          "  --dev-login on|off        POST /v1/dev/token mints a token for any user name: a development\n"
+          "                            server only, never one others reach (default off)\n"
           "  --proxy-protocol LISTENER[,...]|off  listeners (tcp, tls, http) behind a proxy that sends a\n"
           "                            PROXY protocol v1 or v2 header first; one without it is refused\n"
           "                            (default off; docs/deploy.md)\n"
@@ -247,6 +250,11 @@ int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *e
       return -2;
     }
     bad = r != 0;
+  } else if (!strcmp(flag, "--web-root")) {
+    cfg->web_root = v;
+  } else if (!strcmp(flag, "--dev-login")) {
+    bad = strcmp(v, "on") != 0 && strcmp(v, "off") != 0;
+    cfg->dev_login = !strcmp(v, "on");
   } else if (!strcmp(flag, "--proxy-protocol")) {
     bad = parse_proxy_listeners(v, &cfg->proxy_protocol);
   } else if (!strcmp(flag, "--cert")) {

@@ -16,6 +16,8 @@ typedef struct {
   char http_host[64];     /* the HTTP listener (WebSocket at /ws) */
   int http_port;          /* 0: ephemeral (the port file gets "http PORT") */
   const char *ws_origins; /* --ws-origins: browser Origins allowed at /ws, "scheme://host[:port],..."; NULL: any */
+  int dev_login;          /* --dev-login on: POST /v1/dev/token mints tokens for anyone (development only) */
+  const char *web_root;   /* --web-root DIR: the chat page from DIR; NULL: the files built in */
   /* --proxy-protocol: listeners that require a PROXY header, 1 << hubu_conn_kind
    * (bit 0 tcp, 1 tls, 2 http); 0: none */
   unsigned proxy_protocol;

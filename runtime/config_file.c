@@ -31,6 +31,8 @@ static const struct {
     {"tls_listen", KIND_STRING},
     {"http_listen", KIND_STRING},
     {"ws_origins", KIND_STRING},
+    {"web_root", KIND_STRING},
+    {"dev_login", KIND_STRING},
     {"proxy_protocol", KIND_STRING},
     {"cert", KIND_STRING},
     {"key", KIND_STRING},

@@ -87,6 +87,8 @@ static void split_config(const hubu_config *cfg, hubu_core_config *core, hubu_ne
       .http_enabled = cfg->http_enabled,
       .http_port = cfg->http_port,
       .ws_origins = cfg->ws_origins,
+      .dev_login = cfg->dev_login,
+      .web_root = cfg->web_root,
       .proxy_protocol = cfg->proxy_protocol,
       .drain_ms = cfg->drain_ms,
       .max_pending_sends = cfg->max_pending_sends,

@@ -44,6 +44,8 @@ uint64_t hubu_core_next_msg_id(hubu_core *core) {
 hubu_peer *hubu_core_peer_find(hubu_core *core, const char *user, uint64_t peer_id) {
   for (hubu_peer *p = hubu_core_peers_of(core, user); p; p = p->user_next)
     if (p->id == peer_id) return p;
+  for (hubu_peer *p = core->transients; p; p = p->user_next) /* as many as HTTP requests in flight */
+    if (p->id == peer_id) return p;
   return NULL;
 }
 

@@ -51,6 +51,7 @@ struct hubu_core {
   size_t tail_bytes;                 /* what the tails hold (session.c) */
   hubu_directory *directory; /* who is online (directory.h); owned: the local one unless replaced before start */
   hubu_device *devices;      /* uthash, owned */
+  hubu_peer *transients;     /* authenticated transient peers (HTTP API requests), linked through user_next */
   struct hubu_seq_waiter *verdict_waits; /* uthash by send_ref: SENDs whose plugins answer later (not owned:
                                             each is in its session's seq queue) */
   uint64_t next_send_ref;

@@ -107,7 +107,10 @@ static void pull_error(hubu_peer *c, uint64_t request_id, Hubu__V1__Code code, c
 /* resume: input was held back while the device loaded (asynchronous path). */
 static void hello_ok(hubu_peer *c, int resume) {
   hubu_core *core = c->core;
-  if (core->directory->ops->attach(core->directory, c) != 0) {
+  if (c->transient) {
+    c->user_next = core->transients;
+    core->transients = c;
+  } else if (core->directory->ops->attach(core->directory, c) != 0) {
     hubu_log(HUBU_LOG_ERROR, c->id, c->user, "out_of_memory", "where=presence");
     c->ops->goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
     return;
@@ -124,7 +127,7 @@ static void hello_ok(hubu_peer *c, int resume) {
   hubu_peer_send(c, HUBU_FRAME_HELLO_OK, &ok.base);
   hubu_log(HUBU_LOG_DEBUG, c->id, c->user, "hello_ok", "device=%s last_client_id=%llu", c->device,
            (unsigned long long)c->dev->durable);
-  hook_peer(core, HUBU_HOOK_CONNECT, c);
+  if (!c->transient) hook_peer(core, HUBU_HOOK_CONNECT, c);
   if (resume) c->ops->resume_input(c); /* else the caller's frame loop goes on by itself */
 }
 
@@ -868,8 +871,17 @@ void hubu_messaging_pull(hubu_peer *c, const hubu_frame *f) {
 
 void hubu_messaging_peer_closed(hubu_peer *c) {
   hubu_core *core = c->core;
-  if (c->attached) hook_peer(core, HUBU_HOOK_DISCONNECT, c);
-  if (c->attached) core->directory->ops->detach(core->directory, c);
+  if (c->attached && c->transient) {
+    for (hubu_peer **pp = &core->transients; *pp; pp = &(*pp)->user_next)
+      if (*pp == c) {
+        *pp = c->user_next;
+        break;
+      }
+    c->user_next = NULL;
+  } else if (c->attached) {
+    hook_peer(core, HUBU_HOOK_DISCONNECT, c);
+    core->directory->ops->detach(core->directory, c);
+  }
   c->attached = 0;
   hubu_delivery_free(c);
   if (c->dev) {

@@ -60,7 +60,9 @@ struct hubu_peer {
   size_t send_bytes_held;    /* frame bytes of its SENDs waiting for the store (pending sends) */
   uint32_t reads_unanswered; /* SYNCs and PULLs read whose result is not produced yet (HUBU_MAX_PENDING_READS) */
   uint8_t state;             /* hubu_peer_state */
-  uint8_t attached : 1;      /* listed in its user's presence */
+  uint8_t attached : 1;      /* listed in its user's presence, or in core->transients */
+  uint8_t transient : 1;     /* one HTTP API request: found by id (core->transients), never in presence, so it
+                                gets no pushes and raises no connect/disconnect events; set before HELLO */
   uint8_t push_open : 1;     /* push_start/push_end describe the last frame in output */
 };
 

@@ -16,6 +16,7 @@
 #include "delivery.h"
 #include "frame.h"
 #include "host.h"
+#include "http_api.h"
 #include "log.h"
 #include "messaging.h"
 #include "proxy_proto.h"
@@ -214,6 +215,7 @@ static void flush_once(hubu_conn *c) {
       hubu_conn_destroy(c);
       return;
     }
+    if (hubu_ws_http_done(c->ws)) begin_close(c); /* an HTTP answer: the connection ends with it */
     hubu_ws_take_output(c->ws, &out);
   } else {
     out = c->wbuf; /* move */
@@ -469,8 +471,38 @@ void hubu_conn_resume_input(hubu_conn *c) {
   if (!c->reading && c->peer.state == HUBU_PEER_READY && !c->input_paused && !c->output_paused) start_reading(c);
 }
 
-/* One WebSocket binary message: one frame. */
+void hubu_conn_feed(hubu_conn *c, const uint8_t *frames, size_t len) { (void)conn_input(c, frames, len); }
+
+/* One WebSocket message: one frame. */
 static int ws_message(void *ud, const uint8_t *msg, size_t len) { return conn_input(ud, msg, len); }
+
+/* A hubu.v1.json text message that is not a frame: as a bad header or body is on TCP. */
+static void ws_json_refused(void *ud, int code, uint8_t type, const char *why) {
+  hubu_conn *c = ud;
+  if (c->peer.state >= HUBU_PEER_CLOSING) return;
+  if (code == HUBU__V1__CODE__BAD_FRAME) {
+    error_close(c, HUBU__V1__CODE__BAD_FRAME, why, 0);
+  } else if (c->peer.state == HUBU_PEER_HELLO_WAIT) {
+    if (type == HUBU_FRAME_HELLO)
+      error_close(c, HUBU__V1__CODE__BAD_BODY, why, type);
+    else
+      error_close(c, HUBU__V1__CODE__UNAUTHENTICATED, "the first frame must be HELLO", type);
+  } else if (++c->bad_bodies >= MAX_BAD_BODIES) {
+    error_close(c, HUBU__V1__CODE__BAD_BODY, "too many undecodable bodies", type);
+  } else {
+    send_error(c, HUBU__V1__CODE__BAD_BODY, why, type);
+  }
+}
+
+static int ws_http_request(void *ud, const hubu_http_request *req) { return hubu_http_api_request(ud, req); }
+
+static void ws_http_frame(void *ud, const uint8_t *frame, size_t len) { hubu_http_api_frame(ud, frame, len); }
+
+static const hubu_ws_http conn_ws_http = {
+    .request = ws_http_request,
+    .frame = ws_http_frame,
+    .refused = ws_json_refused,
+};
 
 /* Socket bytes of a connection of the HTTP listener: the request, then
  * messages, each capped as a frame is (--hello-max-frame before HELLO_OK,
@@ -737,6 +769,10 @@ void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, hubu_conn_kind kind
     hubu_log(HUBU_LOG_ERROR, c->peer.id, NULL, "out_of_memory", "where=ws");
     hubu_conn_destroy(c);
     return;
+  }
+  if (c->ws) {
+    hubu_ws_set_http(c->ws, &conn_ws_http, c);
+    hubu_ws_set_max_body(c->ws, 2 * (size_t)s->cfg->max_frame + 1024); /* a JSON body of max_frame's bytes */
   }
   start_reading(c);
   if (!c->reading) {

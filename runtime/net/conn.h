@@ -48,6 +48,8 @@ struct hubu_conn {
   uint8_t hurried : 1;       /* accepted under pressure: --hello-timeout-pressure-ms applies */
   uint8_t proxy_wait : 1;    /* its listener requires a PROXY header (--proxy-protocol), not read yet */
   uint8_t bad_bodies;
+  uint8_t api_type;         /* an HTTP API request: the result frame type its answer is made of (http_api.c) */
+  uint8_t api_protobuf : 1; /* ... answered in protobuf, else JSON */
 };
 
 /* What a listener's connections speak. */
@@ -68,6 +70,10 @@ void hubu_conn_goaway(hubu_conn *c, Hubu__V1__Code code, const char *reason, uin
 /* A body that does not decode: ERROR BAD_BODY, and the connection closes
  * after too many. */
 void hubu_conn_bad_body(hubu_conn *c, uint8_t type);
+
+/* Whole frames as if read from c (an HTTP API request's HELLO and request,
+ * http_api.c): dispatched now, or held while HELLO_OK is pending. */
+void hubu_conn_feed(hubu_conn *c, const uint8_t *frames, size_t len);
 
 /* Processes input held back while HELLO_OK was pending. */
 void hubu_conn_resume_input(hubu_conn *c);

@@ -47,6 +47,8 @@ typedef struct {
   char http_host[64];
   int http_port;
   const char *ws_origins; /* --ws-origins: browser Origins allowed at /ws, "scheme://host[:port],..."; NULL: any */
+  int dev_login;          /* --dev-login on: POST /v1/dev/token mints a token for any user (development only) */
+  const char *web_root;   /* --web-root DIR: the chat page's files from DIR; NULL: those built in */
   /* listeners whose connections start with a PROXY header: bits 1 << hubu_conn_kind */
   unsigned proxy_protocol;
 } hubu_net_config;

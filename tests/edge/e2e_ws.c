@@ -209,12 +209,17 @@ static void upgrade_selects_hubu_v1_and_answers_the_key(void) {
   int fd = ws_open(s.http_port);
   ws_hello(fd, "alice");
   e2e_close(fd);
-  /* hubu.v1 chosen among others */
+  /* the client's first supported choice, in its order of preference */
   char head[1024];
   int status;
-  fd = ws_request(s.http_port, NULL, "Sec-WebSocket-Protocol: hubu.v1.json, hubu.v1\r\n", &status, head, sizeof head);
+  fd = ws_request(s.http_port, NULL, "Sec-WebSocket-Protocol: chat.other, hubu.v1, hubu.v1.json\r\n", &status, head,
+                  sizeof head);
   CHECK_EQ(status, 101);
   CHECK(strstr(head, "Sec-WebSocket-Protocol: hubu.v1\r\n") != NULL);
+  e2e_close(fd);
+  fd = ws_request(s.http_port, NULL, "Sec-WebSocket-Protocol: hubu.v1.json, hubu.v1\r\n", &status, head, sizeof head);
+  CHECK_EQ(status, 101);
+  CHECK(strstr(head, "Sec-WebSocket-Protocol: hubu.v1.json\r\n") != NULL);
   e2e_close(fd);
   /* no subprotocol offered: hubu.v1 without the header */
   fd = ws_request(s.http_port, NULL, NULL, &status, head, sizeof head);
@@ -222,8 +227,8 @@ static void upgrade_selects_hubu_v1_and_answers_the_key(void) {
   CHECK(strstr(head, "Sec-WebSocket-Protocol") == NULL);
   ws_hello(fd, "bob");
   e2e_close(fd);
-  /* only hubu.v1.json (a later increment): not selected, closed with 1008 */
-  fd = ws_request(s.http_port, NULL, "Sec-WebSocket-Protocol: hubu.v1.json\r\n", &status, head, sizeof head);
+  /* none it speaks: none selected, closed with 1008 */
+  fd = ws_request(s.http_port, NULL, "Sec-WebSocket-Protocol: hubu.v2, mqtt\r\n", &status, head, sizeof head);
   CHECK_EQ(status, 101);
   CHECK(strstr(head, "Sec-WebSocket-Protocol") == NULL);
   expect_close(fd, 1008);
@@ -497,6 +502,179 @@ static void slow_request_times_out_with_408(void) {
   CHECK_SERVER_STOPS_CLEANLY(&s);
 }
 
+/* ---- hubu.v1.json ---------------------------------------------------------- */
+
+static int ws_open_json(int port) {
+  char head[1024];
+  int status;
+  int fd = ws_request(port, NULL, "Sec-WebSocket-Protocol: hubu.v1.json\r\n", &status, head, sizeof head);
+  CHECK_EQ(status, 101);
+  CHECK(strstr(head, "Sec-WebSocket-Protocol: hubu.v1.json\r\n") != NULL);
+  REQUIRE(status == 101);
+  return fd;
+}
+
+static void ws_send_text(int fd, const char *text) { ws_send(fd, 1, 1, 1, text, strlen(text)); }
+
+/* Reads text messages until one is a frame of type ("SEND_ACK"); server PINGs
+ * are skipped. Returns the text (owned, NUL-terminated), NULL when something else came. */
+static char *ws_expect_json(int fd, const char *type) {
+  char want[64];
+  snprintf(want, sizeof want, "{\"type\":\"%s\"", type);
+  for (;;) {
+    uint8_t *p;
+    size_t len;
+    int op = ws_read(fd, &p, &len);
+    if (op < 0) {
+      e2e_fail(__FILE__, __LINE__, "no message (want %s)", type);
+      return NULL;
+    }
+    if (op == 1) {
+      p[len] = 0;
+      if (!strncmp((char *)p, want, strlen(want))) return (char *)p;
+      if (!strncmp((char *)p, "{\"type\":\"PING\"", 14)) {
+        free(p);
+        continue;
+      }
+    }
+    e2e_fail(__FILE__, __LINE__, "opcode %d \"%.*s\" (want %s)", op, op == 1 ? (int)len : 0, op == 1 ? (char *)p : "",
+             type);
+    free(p);
+    return NULL;
+  }
+}
+
+static void ws_hello_json(int fd, const char *user, const char *device) {
+  char token[HUBU_TOKEN_MAX], hello[512];
+  e2e_token(user, token);
+  snprintf(hello, sizeof hello,
+           "{\"type\": \"HELLO\", \"body\": {\"protocolVersion\": 1, \"userId\": \"%s\", \"deviceId\": \"%s\", "
+           "\"token\": \"%s\"}}",
+           user, device, token);
+  ws_send_text(fd, hello);
+  char *ok = ws_expect_json(fd, "HELLO_OK");
+  REQUIRE(ok);
+  CHECK(strstr(ok, "\"heartbeatMs\":") && strstr(ok, "\"maxFrame\":1048576") && strstr(ok, "\"connId\":\""));
+  free(ok);
+}
+
+static void json_subprotocol_carries_every_flow_as_text(void) {
+  e2e_server s = start();
+  int ws = ws_open_json(s.http_port);
+  ws_hello_json(ws, "alice", "web");
+  int tcp = CONNECT_HELLO(s.port, "bob");
+  REQUIRE(tcp >= 0);
+  /* SEND in JSON (snake_case names accepted, bytes in base64) -> SEND_ACK in JSON, PUSH in binary to TCP */
+  ws_send_text(ws,
+               "{\"type\":\"SEND\",\"body\":{\"client_id\":\"1\",\"sessionId\":\"d:alice:bob\",\"body\":\"aGkA/w==\","
+               "\"meta\":{\"lang\":\"en\"}}}");
+  char *ack = ws_expect_json(ws, "SEND_ACK");
+  REQUIRE(ack);
+  CHECK(strstr(ack, "\"clientId\":\"1\"") && strstr(ack, "\"seq\":\"1\"") && !strstr(ack, "\"code\""));
+  free(ack);
+  e2e_frame f;
+  int r;
+  while ((r = e2e_read_frame(tcp, E2E_WAIT_MS, &f)) == E2E_READ_OK && f.type == HUBU_FRAME_PING) e2e_frame_free(&f);
+  REQUIRE(r == E2E_READ_OK && f.type == HUBU_FRAME_PUSH);
+  Hubu__V1__Push *push = hubu__v1__push__unpack(NULL, f.len, f.body);
+  REQUIRE(push && push->n_messages == 1);
+  CHECK(push->messages[0]->body.len == 4 && !memcmp(push->messages[0]->body.data, "hi\0\xff", 4));
+  CHECK(push->messages[0]->n_meta == 1 && !strcmp(push->messages[0]->meta[0]->value, "en"));
+  hubu__v1__push__free_unpacked(push, NULL);
+  e2e_frame_free(&f);
+  /* binary from TCP -> PUSH in JSON; DELIVER_ACK, SYNC, PULL, PING and CALL in JSON */
+  Hubu__V1__Send m = HUBU__V1__SEND__INIT;
+  m.client_id = 1;
+  m.session_id = "d:alice:bob";
+  m.body.data = (uint8_t *)"yo";
+  m.body.len = 2;
+  REQUIRE(e2e_send_msg(tcp, HUBU_FRAME_SEND, &m.base) == 0);
+  char *pj = ws_expect_json(ws, "PUSH");
+  REQUIRE(pj);
+  CHECK(strstr(pj, "\"seq\":\"2\"") && strstr(pj, "\"sender\":\"bob\"") && strstr(pj, "\"body\":\"eW8=\""));
+  free(pj);
+  ws_send_text(ws, "{\"type\":\"DELIVER_ACK\",\"body\":{\"cursors\":[{\"sessionId\":\"d:alice:bob\",\"seq\":\"2\"}]}}");
+  ws_send_text(ws, "{\"type\":\"SYNC\",\"body\":{\"requestId\":\"7\",\"known\":[]}}");
+  char *sync = ws_expect_json(ws, "SYNC_RESULT");
+  REQUIRE(sync);
+  CHECK(strstr(sync, "\"requestId\":\"7\"") && strstr(sync, "\"sessionId\":\"d:alice:bob\",\"maxSeq\":\"2\""));
+  free(sync);
+  ws_send_text(ws,
+               "{\"type\":\"PULL\",\"body\":{\"requestId\":\"8\",\"sessionId\":\"d:alice:bob\",\"afterSeq\":\"1\"}}");
+  char *pull = ws_expect_json(ws, "PULL_RESULT");
+  REQUIRE(pull);
+  CHECK(strstr(pull, "\"requestId\":\"8\"") && strstr(pull, "\"seq\":\"2\"") && !strstr(pull, "\"seq\":\"1\""));
+  free(pull);
+  ws_send_text(ws, "{\"type\":\"PING\",\"body\":{\"timeMs\":\"123\"}}");
+  char *pong = ws_expect_json(ws, "PONG");
+  REQUIRE(pong);
+  CHECK(!strcmp(pong, "{\"type\":\"PONG\",\"body\":{\"timeMs\":\"123\"}}"));
+  free(pong);
+  ws_send_text(ws, "{\"type\":\"CALL\",\"body\":{\"requestId\":\"9\",\"method\":\"no.such.method\"}}");
+  char *cr = ws_expect_json(ws, "CALL_RESULT");
+  REQUIRE(cr);
+  CHECK(strstr(cr, "\"requestId\":\"9\"") && strstr(cr, "\"code\":\"NOT_FOUND\""));
+  free(cr);
+  e2e_close(tcp);
+  e2e_close(ws);
+  CHECK_SERVER_STOPS_CLEANLY(&s);
+}
+
+static void json_that_is_not_a_frame_gets_the_tcp_error_codes(void) {
+  e2e_server s = start();
+  /* before HELLO: another frame is UNAUTHENTICATED, as on TCP */
+  int ws = ws_open_json(s.http_port);
+  ws_send_text(ws, "{\"type\":\"SYNC\",\"body\":{}}");
+  char *e = ws_expect_json(ws, "ERROR");
+  REQUIRE(e);
+  CHECK(strstr(e, "\"code\":\"UNAUTHENTICATED\""));
+  free(e);
+  expect_close(ws, 1000);
+  e2e_close(ws);
+  /* a HELLO whose body is not a Hello: BAD_BODY, then close */
+  ws = ws_open_json(s.http_port);
+  ws_send_text(ws, "{\"type\":\"HELLO\",\"body\":{\"userId\": 5}}");
+  e = ws_expect_json(ws, "ERROR");
+  REQUIRE(e);
+  CHECK(strstr(e, "\"code\":\"BAD_BODY\"") && strstr(e, "userId") == NULL && strstr(e, "user_id"));
+  free(e);
+  expect_close(ws, 1000);
+  e2e_close(ws);
+  ws = ws_open_json(s.http_port);
+  ws_hello_json(ws, "alice", "web");
+  /* an unknown type: UNSUPPORTED_TYPE, the connection stays */
+  ws_send_text(ws, "{\"type\":\"TELEPORT\",\"body\":{}}");
+  e = ws_expect_json(ws, "ERROR");
+  REQUIRE(e);
+  CHECK(strstr(e, "\"code\":\"UNSUPPORTED_TYPE\""));
+  free(e);
+  /* a body of the wrong shape: BAD_BODY naming the field, the connection stays */
+  ws_send_text(ws, "{\"type\":\"SEND\",\"body\":{\"clientId\":\"x1\",\"sessionId\":\"d:alice:bob\"}}");
+  e = ws_expect_json(ws, "ERROR");
+  REQUIRE(e);
+  CHECK(strstr(e, "\"code\":\"BAD_BODY\"") && strstr(e, "client_id") && strstr(e, "\"frameType\":16"));
+  free(e);
+  ws_send_text(ws, "{\"type\":\"PING\",\"body\":{\"timeMs\":\"5\"}}");
+  e = ws_expect_json(ws, "PONG");
+  REQUIRE(e);
+  free(e);
+  /* not JSON at all: BAD_FRAME, then close */
+  ws_send_text(ws, "SEND clientId=1");
+  e = ws_expect_json(ws, "ERROR");
+  REQUIRE(e);
+  CHECK(strstr(e, "\"code\":\"BAD_FRAME\""));
+  free(e);
+  expect_close(ws, 1000);
+  e2e_close(ws);
+  /* a binary message on hubu.v1.json: 1003 */
+  ws = ws_open_json(s.http_port);
+  ws_hello_json(ws, "alice", "web2");
+  ws_send(ws, 1, 2, 1, "\xa5\x01\x03\x00\x00\x00\x00\x00", 8);
+  expect_close(ws, 1003);
+  e2e_close(ws);
+  CHECK_SERVER_STOPS_CLEANLY(&s);
+}
+
 static void http_listen_off_writes_no_http_port(void) {
   e2e_server s;
   REQUIRE(e2e_server_start(&s, "--http-listen", "off", NULL) == 0);
@@ -517,6 +695,8 @@ int main(int argc, char **argv) {
       E2E_CASE(http_requests_that_are_not_upgrades_get_answers),
       E2E_CASE(slow_request_times_out_with_408),
       E2E_CASE(http_listen_off_writes_no_http_port),
+      E2E_CASE(json_subprotocol_carries_every_flow_as_text),
+      E2E_CASE(json_that_is_not_a_frame_gets_the_tcp_error_codes),
   };
   return e2e_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
