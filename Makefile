@@ -50,17 +50,18 @@ test: build-asan build build-release
 # libFuzzer on each input path for FUZZ_SECONDS each: fuzz_frame (frames and
 # their bodies), fuzz_body (bodies as the server judges and stores them),
 # fuzz_admin (the admin HTTP listener), fuzz_ws (the HTTP listener's request,
-# upgrade and WebSocket frames). Each runs on its working corpus,
+# upgrade and WebSocket frames), fuzz_proxy (the PROXY protocol v1/v2 header
+# of a --proxy-protocol listener). Each runs on its working corpus,
 # $(FUZZ_BUILD)/corpus/<path>, seeded from the kept one, tests/fuzz_corpus/<path>;
 # then the inputs that reach code no kept one reaches (-merge=1, by edges only,
 # so the kept corpus stays small) are added to the kept corpus: commit them.
-FUZZ_TARGETS ?= frame body admin ws
+FUZZ_TARGETS ?= frame body admin ws proxy
 
 fuzz: deps
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DHUBU_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug -DBUILD_TESTING=OFF >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS) $(foreach t,$(FUZZ_TARGETS),--target fuzz_$(t))
 	@set -e; for t in $(FUZZ_TARGETS); do \
-	  case $$t in admin) len=16384 ;; *) len=4096 ;; esac; \
+	  case $$t in admin) len=16384 ;; proxy) len=8192 ;; *) len=4096 ;; esac; \
 	  mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
 	  echo "fuzz_$$t: $(FUZZ_SECONDS) s, -max_len=$$len"; \
 	  ./$(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$$len -timeout=30 -print_final_stats=1 \
