@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "admin.h"
@@ -48,6 +49,27 @@ static int write_port_file(const char *path, int tcp_port, int tls_port, int htt
   if (admin_port >= 0) fprintf(f, "admin %d\n", admin_port);
   if (fclose(f) != 0) return -1;
   return rename(tmp, path);
+}
+
+/* DATA/hubud.admin: "HOST:PORT" of the admin listener, so that `hubuctl group
+ * --data DATA` finds the running server and changes groups through it (the
+ * server's copies of the group follow). Removed at exit; one left by a
+ * crash names a port nobody answers, and hubuctl then writes to the store. */
+static void write_admin_file(const char *data_dir, const char *host, int port, char *path, size_t path_size) {
+  char tmp[4200];
+  if (snprintf(path, path_size, "%s/hubud.admin", data_dir) >= (int)path_size ||
+      snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+    path[0] = '\0';
+    return;
+  }
+  FILE *f = fopen(tmp, "w");
+  int ok = f && fprintf(f, strchr(host, ':') ? "[%s]:%d\n" : "%s:%d\n", host, port) > 0;
+  if (f && fclose(f) != 0) ok = 0;
+  if (!ok || rename(tmp, path) != 0) {
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "admin_file_failed", "path=%s error=\"%s\"", path, strerror(errno));
+    unlink(tmp);
+    path[0] = '\0';
+  }
 }
 
 /* Each layer's settings, from the one config. */
@@ -199,6 +221,9 @@ int main(int argc, char **argv) {
     hubu_config_free(&cfg);
     return 1;
   }
+  char admin_file[4200] = "";
+  if (hubu_admin_port(&server) >= 0)
+    write_admin_file(cfg.data_dir, admin_cfg.admin_host, hubu_admin_port(&server), admin_file, sizeof admin_file);
   server.on_drained = on_drained;
   server.plugins = hubu_plugins_open(&server.core, &plugin_cfg, err, sizeof err);
   if (!server.plugins)
@@ -219,6 +244,7 @@ int main(int argc, char **argv) {
   hubu_server_free(&server);
   hubu_store_op_cache_drop();
   hubu_config_free(&cfg);
+  if (admin_file[0]) unlink(admin_file);
   hubu_log(HUBU_LOG_INFO, 0, NULL, "exit", "status=%d", closed == 0 ? 0 : 1);
   return closed == 0 ? 0 : 1;
 }

@@ -81,8 +81,12 @@ static int split_hostport(const char *s, char *host, size_t host_size, char *por
   return 0;
 }
 
+static int connect_quiet;  /* set: a refused connection is not printed (hubuctl group tries the server first) */
+static int connect_failed; /* the last connect_admin found nobody listening */
+
 /* A connected blocking socket, or -1 with the reason printed. */
 static int connect_admin(const char *cmd, const char *admin) {
+  connect_failed = 0;
   char host[256], port[16];
   if (split_hostport(admin, host, sizeof host, port, sizeof port) != 0) {
     fprintf(stderr, "hubuctl: %s: --admin wants HOST:PORT, got '%s'\n", cmd, admin);
@@ -128,7 +132,8 @@ static int connect_admin(const char *cmd, const char *admin) {
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   }
   freeaddrinfo(res);
-  if (fd < 0)
+  if (fd < 0) connect_failed = 1;
+  if (fd < 0 && !connect_quiet)
     fprintf(stderr,
             "hubuctl: %s: cannot connect to the admin listener at %s: %s (is hubud running, and with this "
             "--admin-listen?)\n",
@@ -606,4 +611,72 @@ int hubuctl_plugins(int argc, char **argv) {
   }
   hubu_buf_free(&b);
   return status;
+}
+
+/* ---- hubuctl group through the running server --------------------------------- */
+
+/* `hubuctl group VERB GROUP [USERS]` done by the server at admin (POST or
+ * GET /v1/admin/group), so that the groups it holds in memory follow.
+ * token_arg: --admin-token (or NULL: $HUBU_ADMIN_TOKEN). quiet: nobody
+ * listening is not an error here. Returns the exit status, or -1 when
+ * nothing listens at admin (nothing printed when quiet). */
+int hubuctl_group_admin(const char *admin, const char *token_arg, int quiet, const char *verb, const char *group,
+                        const char *const *users, size_t n_users) {
+  admin_target to;
+  memset(&to, 0, sizeof to);
+  to.admin = admin;
+  const char *from = "--admin-token";
+  if (!token_arg) {
+    token_arg = getenv("HUBU_ADMIN_TOKEN");
+    from = "$HUBU_ADMIN_TOKEN";
+    if (token_arg && !*token_arg) token_arg = NULL;
+  }
+  if (token_arg && read_token("group", from, token_arg, &to) != 0) return EXIT_USAGE;
+  int members = !strcmp(verb, "members");
+  char target[16384] = "/v1/admin/group?group=";
+  int too_long = append_encoded(target, sizeof target, group) != 0;
+  if (!members) {
+    strcat(target, "&op=");
+    too_long |= append_encoded(target, sizeof target, verb) != 0;
+    if (n_users) strcat(target, "&users=");
+    for (size_t i = 0; i < n_users && !too_long; i++) {
+      if (i) too_long |= append_encoded(target, sizeof target, ",") != 0;
+      too_long |= append_encoded(target, sizeof target, users[i]) != 0;
+    }
+  }
+  if (too_long) {
+    fprintf(stderr, "hubuctl: group: too many users for one request\n");
+    return EXIT_USAGE;
+  }
+  unsigned code = 0;
+  hubu_buf b = {0};
+  connect_quiet = quiet;
+  int r = admin_exchange("group", &to, members ? "GET" : "POST", target, &code, &b);
+  connect_quiet = 0;
+  OPENSSL_cleanse(&to, sizeof to);
+  if (r != 0) return connect_failed ? -1 : 1;
+  int status = 1;
+  if (code < 200 || code >= 300) {
+    print_error_answer("group", code, &b);
+  } else if (members) {
+    hj_value doc;
+    char err[128];
+    if (hj_parse((const char *)hubu_buf_head(&b), hubu_buf_size(&b), &doc, err, sizeof err) != 0) {
+      fprintf(stderr, "hubuctl: group: the answer is not JSON (%s)\n", err);
+    } else {
+      const hj_value *list = hj_get(&doc, "members");
+      for (size_t i = 0; list && list->type == HJ_ARRAY && i < list->n; i++) {
+        if (list->items[i].type != HJ_STRING) continue;
+        print_text(list->items[i].string);
+        printf("\n");
+      }
+      status = list && list->type == HJ_ARRAY ? 0 : 1;
+      hj_free(&doc);
+    }
+  } else {
+    printf("%s: %s done (by the running server)\n", group, verb);
+    status = 0;
+  }
+  hubu_buf_free(&b);
+  return fflush(stdout) == 0 ? status : 1;
 }

@@ -1,7 +1,10 @@
-/* hubuctl_group.c — `hubuctl group`: create groups and change their members
- * directly in the embedded store (DIR/hubu.db). Safe while hubud runs (SQLite
- * WAL with a busy timeout); a running server sees the change when it next
- * loads the group, so create a group before its first message. */
+/* hubuctl_group.c — `hubuctl group`: create groups and change their members.
+ * While hubud runs, through its admin listener (found with --admin, else
+ * $HUBU_ADMIN, else DIR/hubud.admin, which hubud writes at start): the
+ * server changes the store and every copy of the group it holds in memory,
+ * so a new member may send at once. Without a running server, directly in
+ * the store (--store, else sqlite:DIR/hubu.db). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,27 +14,45 @@
 #include "token.h"
 
 int hubuctl_group(int argc, char **argv);
+int hubuctl_group_admin(const char *admin, const char *token_arg, int quiet, const char *verb, const char *group,
+                        const char *const *users, size_t n_users); /* hubuctl_admin.c */
 
 static int usage(void) {
   fprintf(stderr,
-          "usage: hubuctl group create g:NAME [USER...] [--data DIR | --store URL]\n"
-          "       hubuctl group add g:NAME USER... [--data DIR | --store URL]\n"
-          "       hubuctl group remove g:NAME USER... [--data DIR | --store URL]\n"
-          "       hubuctl group members g:NAME [--data DIR | --store URL]\n"
-          "--store (or $HUBU_STORE) is hubud's --store; the default is sqlite:DIR/hubu.db\n");
+          "usage: hubuctl group create g:NAME [USER...] [OPTIONS]\n"
+          "       hubuctl group add g:NAME USER... [OPTIONS]\n"
+          "       hubuctl group remove g:NAME USER... [OPTIONS]\n"
+          "       hubuctl group members g:NAME [OPTIONS]\n"
+          "options: --data DIR | --store URL, --admin HOST:PORT, --admin-token TOKEN|@FILE, --offline\n"
+          "While hubud runs, the change goes through its admin listener (--admin, else $HUBU_ADMIN, else the\n"
+          "address hubud wrote to DIR/hubud.admin), so the running server sees it at once; with nobody\n"
+          "listening there, or with --offline, it is made in the store: --store (or $HUBU_STORE) is hubud's\n"
+          "--store, the default sqlite:DIR/hubu.db.\n");
   return 2;
 }
 
 int hubuctl_group(int argc, char **argv) {
   const char *data = "./data", *url = getenv("HUBU_STORE");
-  const char *verb = NULL, *group = NULL;
+  const char *verb = NULL, *group = NULL, *admin = getenv("HUBU_ADMIN"), *admin_token = NULL;
   const char *users[1024];
   size_t n_users = 0;
+  int offline = 0, store_given = url && *url;
+  if (admin && !*admin) admin = NULL;
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--data") && i + 1 < argc) {
       data = argv[++i];
     } else if (!strcmp(argv[i], "--store") && i + 1 < argc) {
       url = argv[++i];
+      store_given = 1;
+    } else if (!strcmp(argv[i], "--admin") && i + 1 < argc) {
+      admin = argv[++i];
+    } else if (!strcmp(argv[i], "--admin-token") && i + 1 < argc) {
+      admin_token = argv[++i];
+    } else if (!strcmp(argv[i], "--offline")) {
+      offline = 1;
+    } else if (argv[i][0] == '-') {
+      fprintf(stderr, "hubuctl: group: unknown option %s\n", argv[i]);
+      return usage();
     } else if (!verb) {
       verb = argv[i];
     } else if (!group) {
@@ -55,6 +76,28 @@ int hubuctl_group(int argc, char **argv) {
   int create = !strcmp(verb, "create"), add = !strcmp(verb, "add"), remove = !strcmp(verb, "remove"),
       members = !strcmp(verb, "members");
   if (!(create || add || remove || members) || ((add || remove) && !n_users)) return usage();
+
+  /* The running server first: an explicit --admin must answer; the address
+   * hubud wrote into the data directory may be stale (a crash left it). */
+  char found[300] = "";
+  int explicit_admin = admin != NULL;
+  if (!offline && !admin && !store_given) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/hubud.admin", data);
+    FILE *f = fopen(path, "r");
+    if (f) {
+      if (fgets(found, sizeof found, f)) found[strcspn(found, "\r\n")] = '\0';
+      fclose(f);
+      if (found[0]) admin = found;
+    }
+  }
+  if (!offline && admin) {
+    int r = hubuctl_group_admin(admin, admin_token, !explicit_admin, verb, group, users, n_users);
+    if (r >= 0) return r;
+    if (explicit_admin) return 1;
+    fprintf(stderr, "hubuctl: group: no hubud answers at %s (from %s/hubud.admin); changing the store directly\n",
+            admin, data);
+  }
 
   char default_url[4200], err[256];
   if (!url || !*url) {

@@ -108,10 +108,11 @@ struct admin_conn {
   uint64_t since_ms; /* accept, then the response, then the end of its write */
   int error_status;  /* 413 or 414, set by a parser callback that stopped the parser */
   admin_header headers[HDR_COUNT];
-  char field[16];          /* the name of the header being read, when short enough to be one of ours */
-  size_t field_len;        /* may exceed sizeof field: then it is none of ours */
-  int value_of;            /* the HDR_ whose value is being read, or -1 */
-  const char *cors_origin; /* the --admin-allow-origin item the request's Origin matched (in cfg), or NULL */
+  char field[16];                    /* the name of the header being read, when short enough to be one of ours */
+  size_t field_len;                  /* may exceed sizeof field: then it is none of ours */
+  int value_of;                      /* the HDR_ whose value is being read, or -1 */
+  struct admin_group_req *group_req; /* a /v1/admin/group request waiting for the store, or NULL */
+  const char *cors_origin;           /* the --admin-allow-origin item the request's Origin matched (in cfg), or NULL */
   size_t cors_origin_len;
   uint8_t in_value : 1;     /* the parser is inside a header value */
   uint8_t headers_done : 1; /* on_headers_complete ran: a chunked body's trailers are not headers */
@@ -392,6 +393,8 @@ static void render_conns(hubu_server *s, const char *user, admin_out *o) {
 
 /* ---- connections: reading, responding, closing ------------------------------ */
 
+static void group_req_detach(admin_conn *c);
+
 static void handle_closed(hubu_admin *a) {
   if (--a->open_handles == 0) free(a);
 }
@@ -410,6 +413,7 @@ static void on_conn_close(uv_handle_t *h) {
 static void conn_close(admin_conn *c) {
   if (c->closing) return;
   c->closing = 1;
+  group_req_detach(c);
   hubu_admin *a = c->admin;
   if (c->prev)
     c->prev->next = c->next;
@@ -756,6 +760,209 @@ static void handle_plugins(admin_conn *c, const admin_query *q) {
   respond_json(c, 200, &o);
 }
 
+/* ---- groups: hubuctl group while hubud runs ------------------------------- */
+
+#define ADMIN_GROUP_USERS_MAX 256
+
+/* A /v1/admin/group request: its store ops, answered once the last is done.
+ * Owned by itself: freed when the last op completes, whether or not its
+ * connection is still open (conn is NULL once it closed). */
+typedef struct admin_group_req {
+  admin_conn *conn;
+  hubu_server *server;
+  char op[8];
+  char group[HUBU_SESSION_ID_MAX + 1];
+  unsigned left;   /* ops not answered yet */
+  int status;      /* the HTTP status: 200 until an op fails */
+  char error[256]; /* the first failure */
+  char **done;     /* the users whose op was applied (for group.changed), owned */
+  size_t n_done;
+  admin_out members; /* GET: the JSON answer */
+} admin_group_req;
+
+static void group_req_detach(admin_conn *c) {
+  if (c->group_req) c->group_req->conn = NULL;
+  c->group_req = NULL;
+}
+
+static void group_req_finish(admin_group_req *r) {
+  if (r->status == 200 && strcmp(r->op, "members") != 0) {
+    hubu_log(HUBU_LOG_INFO, 0, NULL, "admin_group", "op=%s group=%s users=%zu", r->op, r->group, r->n_done);
+    hubu_plugins_group_changed(r->server->plugins, r->op, r->group, (const char *const *)r->done, r->n_done, "admin");
+  } else if (r->status != 200) {
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "admin_group_failed", "op=%s group=%s status=%d error=\"%s\"", r->op, r->group,
+             r->status, r->error);
+  }
+  admin_conn *c = r->conn;
+  if (c) {
+    c->group_req = NULL;
+    if (r->status != 200) {
+      respond_error(c, r->status, r->error, NULL);
+    } else if (!strcmp(r->op, "members")) {
+      respond_json(c, 200, &r->members);
+    } else {
+      admin_out o = {0};
+      hubu_json_writer w;
+      hubu_json_init(&w, &o.buf, &o.failed);
+      hubu_json_open(&w, NULL, '{', 1);
+      hubu_json_str(&w, "group", r->group);
+      hubu_json_str(&w, "op", r->op);
+      hubu_json_u64(&w, "users", r->n_done);
+      hubu_json_close(&w);
+      respond_json(c, 200, &o);
+    }
+  }
+  hubu_buf_free(&r->members.buf);
+  for (size_t i = 0; i < r->n_done; i++) free(r->done[i]);
+  free(r->done);
+  free(r);
+}
+
+/* A store op of a group request finished: the server's copy of the group
+ * follows it (hubu_session_membership_applied), then the request is
+ * answered when it was the last. */
+static void on_group_op_done(hubu_store_op *op) {
+  admin_group_req *r = op->ud;
+  hubu_session_membership_applied(&r->server->core, op);
+  if (op->status == HUBU_STORE_OK) {
+    if (op->kind == HUBU_STORE_SESSION_LOAD) {
+      hubu_json_writer w;
+      hubu_json_init(&w, &r->members.buf, &r->members.failed);
+      hubu_json_open(&w, NULL, '{', 1);
+      hubu_json_str(&w, "group", r->group);
+      hubu_json_open(&w, "members", '[', 0);
+      for (size_t i = 0; i < op->session_load.n_members; i++) hubu_json_str(&w, NULL, op->session_load.members[i]);
+      hubu_json_close(&w);
+      hubu_json_close(&w);
+    } else if (op->kind == HUBU_STORE_SESSION_CREATE) {
+      for (size_t i = 0; i < op->session_create.n_members && r->done; i++)
+        if ((r->done[r->n_done] = strdup(op->session_create.members[i]))) r->n_done++;
+    } else if (r->done && (r->done[r->n_done] = strdup(op->member.user))) {
+      r->n_done++;
+    }
+  } else if (r->status == 200) {
+    int nf = op->status == HUBU_STORE_NOT_FOUND, ex = op->status == HUBU_STORE_EXISTS;
+    r->status = nf ? 404 : ex ? 409 : 503;
+    if (ex)
+      snprintf(r->error, sizeof r->error, "%s already exists", r->group);
+    else if (nf && op->kind == HUBU_STORE_MEMBER_REMOVE)
+      snprintf(r->error, sizeof r->error, "remove %s: not a member of %s", op->member.user, r->group);
+    else if (nf && op->kind == HUBU_STORE_MEMBER_ADD)
+      snprintf(r->error, sizeof r->error, "add %s: no group %s", op->member.user, r->group);
+    else if (nf)
+      snprintf(r->error, sizeof r->error, "no group %s", r->group);
+    else
+      snprintf(r->error, sizeof r->error, "the store failed: %s", op->error);
+  }
+  hubu_store_op_free(op);
+  if (--r->left == 0) group_req_finish(r);
+}
+
+/* Splits "a,b,c" into users (validated). The count, or -1 (why in err). */
+static int split_users(const char *list, char users[][65], size_t max, char *err, size_t err_size) {
+  size_t n = 0;
+  for (const char *p = list; p && *p;) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    if (n == max) {
+      snprintf(err, err_size, "at most %zu users", max);
+      return -1;
+    }
+    if (!hubu_id_valid(p, len)) {
+      snprintf(err, err_size, "users: '%.*s' is not a user id (1-64 bytes of [A-Za-z0-9_.@-])",
+               (int)(len > 64 ? 64 : len), p);
+      return -1;
+    }
+    memcpy(users[n], p, len);
+    users[n++][len] = '\0';
+    p = comma ? comma + 1 : NULL;
+  }
+  return (int)n;
+}
+
+/* POST /v1/admin/group?op=create|add|remove&group=g:NAME&users=a,b and GET
+ * /v1/admin/group?group=g:NAME: what `hubuctl group` does to the store,
+ * done by the running server, so that every copy of the group it holds in
+ * memory follows (no stale FORBIDDEN until a restart) and group.changed
+ * fires (by "admin"). Answered once the store has applied it. */
+static void handle_group(admin_conn *c, const admin_query *q) {
+  static const char *const allowed[] = {"op", "group", "users", NULL};
+  if (refuse_unknown_params(c, q, allowed)) return;
+  const char *group = query_get(q, "group"), *op = query_get(q, "op"), *list = query_get(q, "users");
+  int get = c->parser.method == HTTP_GET;
+  if (get) op = "members";
+  if (!group || hubu_session_id_check(group, strlen(group)) != HUBU_SESSION_GROUP) {
+    respond_error(c, 400, "group must be a group id, g:NAME", NULL);
+    return;
+  }
+  int create = !strcmp(op ? op : "", "create"), add = !strcmp(op ? op : "", "add"),
+      remove = !strcmp(op ? op : "", "remove");
+  if (!get && !create && !add && !remove) {
+    respond_error(c, 400, "op must be create, add or remove (GET lists the members)", NULL);
+    return;
+  }
+  static char users[ADMIN_GROUP_USERS_MAX][65]; /* filled and used before this returns */
+  char err[160];
+  int n = split_users(list, users, ADMIN_GROUP_USERS_MAX, err, sizeof err);
+  if (n < 0) {
+    respond_error(c, 400, err, NULL);
+    return;
+  }
+  if ((add || remove) && n == 0) {
+    respond_error(c, 400, "users is required: users=a,b", NULL);
+    return;
+  }
+  hubu_server *s = c->admin->server;
+  admin_group_req *r = calloc(1, sizeof *r);
+  if (r && n) r->done = calloc((size_t)n, sizeof *r->done);
+  if (!r || (n && !r->done)) {
+    if (r) free(r);
+    respond_error(c, 500, "out of memory", NULL);
+    return;
+  }
+  r->conn = c;
+  r->server = s;
+  r->status = 200;
+  snprintf(r->op, sizeof r->op, "%s", op);
+  snprintf(r->group, sizeof r->group, "%s", group);
+  c->group_req = r;
+  hubu_store_op *ops[ADMIN_GROUP_USERS_MAX];
+  size_t n_ops = get || create ? 1 : (size_t)n;
+  for (size_t i = 0; i < n_ops; i++) {
+    hubu_store_op_kind kind = get      ? HUBU_STORE_SESSION_LOAD
+                              : create ? HUBU_STORE_SESSION_CREATE
+                              : add    ? HUBU_STORE_MEMBER_ADD
+                                       : HUBU_STORE_MEMBER_REMOVE;
+    hubu_store_op *o = ops[i] = hubu_store_op_new(kind);
+    int failed = !o;
+    if (o && get) {
+      snprintf(o->session_load.session_id, sizeof o->session_load.session_id, "%s", group);
+    } else if (o && create) {
+      snprintf(o->session_create.session_id, sizeof o->session_create.session_id, "%s", group);
+      snprintf(o->session_create.kind, sizeof o->session_create.kind, "group");
+      if (n && !(o->session_create.members = calloc((size_t)n, sizeof *o->session_create.members))) failed = 1;
+      for (int u = 0; !failed && u < n; u++)
+        if (!(o->session_create.members[o->session_create.n_members++] = strdup(users[u]))) failed = 1;
+    } else if (o) {
+      snprintf(o->member.session_id, sizeof o->member.session_id, "%s", group);
+      snprintf(o->member.user, sizeof o->member.user, "%s", users[i]);
+      snprintf(o->member.role, sizeof o->member.role, "member");
+    }
+    if (failed) {
+      for (size_t k = 0; k <= i; k++) hubu_store_op_free(ops[k]);
+      c->group_req = NULL;
+      free(r->done);
+      free(r);
+      respond_error(c, 500, "out of memory", NULL);
+      return;
+    }
+    o->done = on_group_op_done;
+    o->ud = r;
+  }
+  r->left = (unsigned)n_ops;
+  for (size_t i = 0; i < n_ops; i++) hubu_store_submit(s->core.store, ops[i]); /* in order: the store keeps it */
+}
+
 /* ---- the guard: who may be answered ---------------------------------------- */
 
 int hubu_admin_authority_parse(const char *s, size_t len, hubu_admin_authority *out) {
@@ -983,6 +1190,7 @@ static const admin_route routes[] = {
     {"/v1/admin/kick", HTTP_POST, "Allow: POST\r\n", handle_kick},
     {"/v1/admin/reload", HTTP_POST, "Allow: POST\r\n", handle_reload},
     {"/v1/admin/plugins", HTTP_GET, "Allow: GET\r\n", handle_plugins},
+    {"/v1/admin/group", HTTP_POST, "Allow: GET, POST\r\n", handle_group},
 };
 
 /* A complete request: route it and answer. */
@@ -1024,11 +1232,11 @@ static void dispatch(admin_conn *c) {
     respond_error(c, 404, "no such endpoint", NULL);
     return;
   }
-  if (method != route->method) {
+  if (method != route->method && !(route->run == handle_group && method == HTTP_GET)) {
     respond_error(c, 405, "method not allowed", route->allow);
     return;
   }
-  if (route->method != HTTP_GET && refuse_simple_post(c)) return;
+  if (method != HTTP_GET && refuse_simple_post(c)) return;
   admin_query *q = malloc(sizeof *q); /* 8 KiB: kept off the loop's stack */
   if (!q) {
     respond_error(c, 500, "out of memory", NULL);

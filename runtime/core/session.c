@@ -85,6 +85,22 @@ void hubu_session_remove_member(hubu_session *sess, const char *user) {
   }
 }
 
+void hubu_session_membership_applied(hubu_core *core, const hubu_store_op *op) {
+  if (op->status != HUBU_STORE_OK) return;
+  hubu_session *sess = NULL;
+  HASH_FIND_STR(core->sessions, hubu_store_op_session_id(op), sess);
+  if (!sess || !sess->loaded) return; /* not in memory: its load reads the store */
+  if (op->kind == HUBU_STORE_SESSION_CREATE) {
+    sess->exists = 1;
+    for (size_t i = 0; i < op->session_create.n_members; i++)
+      hubu_session_add_member(sess, op->session_create.members[i]);
+  } else if (op->kind == HUBU_STORE_MEMBER_ADD) {
+    hubu_session_add_member(sess, op->member.user);
+  } else if (op->kind == HUBU_STORE_MEMBER_REMOVE) {
+    hubu_session_remove_member(sess, op->member.user);
+  }
+}
+
 int hubu_session_describe_new(const hubu_session *sess, const char *sender, hubu_store_op *op) {
   hubu_member_names direct;
   const char *const *names = &sender;

@@ -107,6 +107,14 @@ int hubu_session_describe_new(const hubu_session *sess, const char *sender, stru
 int hubu_session_add_member(hubu_session *sess, const char *user);
 void hubu_session_remove_member(hubu_session *sess, const char *user);
 
+/* A membership op (SESSION_CREATE, MEMBER_ADD, MEMBER_REMOVE) the store
+ * applied (status OK): the session's copy in memory, when loaded, follows
+ * it, so its members may send and read at once and a removed one no longer
+ * may. Every path that changes members in the store while the server runs
+ * (im.create_group and friends, hubuctl group through the admin listener)
+ * calls it from the op's completion. */
+void hubu_session_membership_applied(hubu_core *core, const struct hubu_store_op *op);
+
 /* Adds a stored message to the tail (takes a new reference); the message is
  * at or below the committed watermark. */
 void hubu_session_tail_push(hubu_session *sess, hubu_msg *m);

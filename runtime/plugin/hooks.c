@@ -473,6 +473,23 @@ static void on_connect(hubu_plugins *p, hubu_peer *c, int connected) {
   lua_settop(L, top);
 }
 
+void hubu_plugins_group_changed(hubu_plugins *p, const char *op, const char *group, const char *const *users,
+                                size_t n_users, const char *by) {
+  if (!p || !p->L) return;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  lua_pushstring(L, op);
+  lua_pushstring(L, group);
+  lua_createtable(L, (int)n_users, 0);
+  for (size_t i = 0; i < n_users; i++) {
+    lua_pushstring(L, users[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  lua_pushstring(L, by);
+  hubu_plugins_call_host(p, "group_changed", 4, 0); /* its handlers may wait */
+  lua_settop(L, top);
+}
+
 /* ---- core's hook dispatch ---- */
 
 int hubu_plugins_dispatch(void *host, hubu_hook_call *call) {

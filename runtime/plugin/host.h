@@ -64,6 +64,12 @@ int hubu_plugins_on_auth(hubu_plugins *p, const char *user, const char *device, 
                          const char *client_info, char *user_out, size_t user_out_size, char *reason,
                          size_t reason_size);
 
+/* group.changed for a change made outside the plugins (hubuctl group through
+ * the admin listener): op "create", "add" or "remove", the users it named,
+ * by who made it ("admin"). */
+void hubu_plugins_group_changed(hubu_plugins *p, const char *op, const char *group, const char *const *users,
+                                size_t n_users, const char *by);
+
 /* Appends the hubu_plugin_* Prometheus families (calls, errors, seconds per
  * plugin; plugins loaded) and the metrics plugins publish (im.counter,
  * im.gauge: a family hubu_plugin_NAME each, label plugin="...") to out. 0,

@@ -1694,6 +1694,9 @@ local function group_changed(op, group, users, by)
   C.budget_stop()
 end
 
+-- C: a group changed by hubuctl group through the admin listener (by "admin").
+function host.group_changed(op, group, users, by) group_changed(op, group, users, by) end
+
 -- A group op that waits for the store and, once it succeeded, fires group.changed.
 local function group_op(what, op, group, users, arg, callback)
   local p = host.current

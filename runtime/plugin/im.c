@@ -211,20 +211,8 @@ static void on_group_op(hubu_store_op *op) {
   hubu_core *s = op->ud2;
   hubu_plugins *p = hubu_plugins_of_core(s);
   int ticket = (int)op->request_id;
-  hubu_session *sess = NULL;
-  HASH_FIND_STR(s->sessions, hubu_store_op_session_id(op), sess);
   int ok = op->status == HUBU_STORE_OK;
-  if (ok && sess && sess->loaded) { /* keep the loaded copy in step with the store */
-    if (op->kind == HUBU_STORE_SESSION_CREATE) {
-      sess->exists = 1;
-      for (size_t i = 0; i < op->session_create.n_members; i++)
-        hubu_session_add_member(sess, op->session_create.members[i]);
-    } else if (op->kind == HUBU_STORE_MEMBER_ADD) {
-      hubu_session_add_member(sess, op->member.user);
-    } else if (op->kind == HUBU_STORE_MEMBER_REMOVE) {
-      hubu_session_remove_member(sess, op->member.user);
-    }
-  }
+  if (op->kind != HUBU_STORE_SYNC) hubu_session_membership_applied(s, op); /* the loaded copy follows the store */
   if (p && p->L) {
     lua_State *L = p->L;
     int top = lua_gettop(L);
