@@ -26,6 +26,8 @@ endfunction()
 
 hubu_edge(e2e_ws)
 target_link_libraries(e2e_ws PRIVATE hubu_net) # hubu_ws_accept_key, HUBU_WS_MAX_HEADER
+hubu_edge(e2e_http) # the HTTP API of PROTOCOL.md section 7
+target_link_libraries(e2e_http PRIVATE hubu_net)
 hubu_edge(e2e_ws_client ${HUBU_E2E_DIR}/harness_uv.c)
 target_link_libraries(e2e_ws_client PRIVATE hubu_client)
 
