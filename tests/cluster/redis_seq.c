@@ -1,0 +1,328 @@
+/* redis_seq.c — the seq allocator of cluster mode (runtime/cluster/seq.lua
+ * and redis_seq.c) against a real private redis-server, two "nodes" in one
+ * process (two clients, two allocators) sharing the lease TEST DOUBLE (an
+ * in-memory counter standing in for the store's durable lease): seqs of a
+ * session strictly increase on each node and never repeat across nodes
+ * under concurrent callers; after FLUSHALL, after a restart that comes back
+ * empty, and with a cached block of another generation, the next seq jumps
+ * above every seq handed out before; while Redis is down the allocator says
+ * UNAVAILABLE, and afterwards it goes on above everything before. */
+#include "redis_seq.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lease_counter_double.h"
+#include "redis_fixture.h"
+#include "session.h"
+
+#define N_SESS 3
+#define MAX_SEQS 2048
+
+typedef struct node {
+  hubu_redis *redis;
+  hubu_redis_seq *seq;
+  hubu_session sess[N_SESS];
+  char ids[N_SESS][32];
+  uint64_t got[N_SESS][MAX_SEQS];
+  int n_got[N_SESS];
+  int want; /* seqs to take per session */
+  int asking[N_SESS];
+  int refused;      /* answers without a seq */
+  int unavailable;  /* next() answered UNAVAILABLE at once */
+  int order_errors; /* a seq not above the node's last one */
+} node;
+
+/* The answer sink: core is the node (the allocator hands back what
+ * sess->core_ref held). Asks again at once, as core's seq queue does. */
+static void ask(node *n, int i);
+
+static void test_answer(hubu_core *core, const char *session_id, int ok, uint64_t seq) {
+  node *n = (node *)core;
+  int i = 0;
+  while (i < N_SESS && strcmp(n->ids[i], session_id) != 0) i++;
+  if (!CHECK(i < N_SESS) || !CHECK(n->asking[i])) return;
+  n->asking[i] = 0;
+  if (!ok) {
+    n->refused++;
+    return;
+  }
+  if (seq <= n->sess[i].next_seq) n->order_errors++;
+  n->sess[i].next_seq = seq;
+  n->sess[i].committed_seq = seq;
+  if (n->n_got[i] < MAX_SEQS) n->got[i][n->n_got[i]++] = seq;
+  if (n->n_got[i] < n->want) ask(n, i);
+}
+
+static void ask(node *n, int i) {
+  uint64_t seq = 0;
+  hubu_seq_allocator *a = hubu_redis_seq_allocator(n->seq);
+  hubu_seq_result r = a->ops->next(a, &n->sess[i], &seq);
+  if (r == HUBU_SEQ_LATER)
+    n->asking[i] = 1;
+  else if (r == HUBU_SEQ_UNAVAILABLE)
+    n->unavailable++;
+  else
+    CHECK(0); /* never NOW */
+}
+
+static void node_init(node *n, uv_loop_t *loop, test_lease_counter_double *lease, uint32_t block) {
+  memset(n, 0, sizeof *n);
+  hubu_redis_config cfg = rfx_config(500, 1000);
+  cfg.backoff_max_ms = 400;
+  n->redis = hubu_redis_new(loop, &cfg, NULL, NULL);
+  hubu_redis_seq_config sc = {.block = block, .answer = test_answer};
+  n->seq = hubu_redis_seq_new(n->redis, &lease->base, &sc);
+  for (int i = 0; i < N_SESS; i++) {
+    snprintf(n->ids[i], sizeof n->ids[i], "g:seqtest%d", i);
+    n->sess[i].id = n->ids[i];
+    n->sess[i].core_ref = (hubu_core *)n;
+  }
+}
+
+static void node_free(node *n) {
+  CHECK_EQ_U64(hubu_redis_seq_pending(n->seq), 0);
+  hubu_redis_seq_free(n->seq);
+  hubu_redis_close(n->redis);
+}
+
+static int node_idle(void *arg) {
+  node *n = arg;
+  for (int i = 0; i < N_SESS; i++)
+    if (n->asking[i]) return 0;
+  return 1;
+}
+
+typedef struct {
+  node *a, *b;
+} pair;
+
+static int pair_idle(void *arg) {
+  pair *p = arg;
+  return node_idle(p->a) && node_idle(p->b);
+}
+
+static int pair_up(void *arg) {
+  pair *p = arg;
+  return hubu_redis_is_up(p->a->redis) && hubu_redis_is_up(p->b->redis);
+}
+
+static int pair_down(void *arg) {
+  pair *p = arg;
+  return !hubu_redis_is_up(p->a->redis) && !hubu_redis_is_up(p->b->redis);
+}
+
+static int cmp_u64(const void *x, const void *y) {
+  uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+  return a < b ? -1 : a > b;
+}
+
+/* The seqs of session i on both nodes: none twice. Returns the highest. */
+static uint64_t check_no_repeat(node *a, node *b, int i) {
+  size_t n = (size_t)a->n_got[i] + (size_t)(b ? b->n_got[i] : 0);
+  uint64_t *all = malloc(n * sizeof *all + 1);
+  memcpy(all, a->got[i], (size_t)a->n_got[i] * sizeof *all);
+  if (b) memcpy(all + a->n_got[i], b->got[i], (size_t)b->n_got[i] * sizeof *all);
+  qsort(all, n, sizeof *all, cmp_u64);
+  size_t dups = 0;
+  for (size_t k = 1; k < n; k++)
+    if (all[k] == all[k - 1]) dups++;
+  CHECK_EQ_U64(dups, 0);
+  uint64_t top = n ? all[n - 1] : 0;
+  free(all);
+  return top;
+}
+
+/* Runs a command on n's client and waits for its answer. */
+typedef struct {
+  int done;
+  hubu_redis_status st;
+} cmd_wait;
+
+static void cmd_wait_cb(hubu_redis *r, hubu_redis_status st, const redisReply *reply, void *ud) {
+  (void)r;
+  (void)reply;
+  cmd_wait *w = ud;
+  w->done = 1;
+  w->st = st;
+}
+
+static int cmd_done(void *arg) { return ((cmd_wait *)arg)->done; }
+
+static hubu_redis_status run_cmd(uv_loop_t *loop, hubu_redis *r, int argc, const char **argv) {
+  cmd_wait w = {0};
+  if (hubu_redis_command(r, 0, cmd_wait_cb, &w, argc, argv, NULL) != 0) return HUBU_REDIS_DOWN;
+  rfx_run_until(loop, cmd_done, &w, 3000);
+  return w.done ? w.st : HUBU_REDIS_TIMEOUT;
+}
+
+/* Two nodes ask for the same three sessions' seqs at once, each waiting for
+ * its previous answer (as core does per session); small blocks make them
+ * lease often and race to install blocks. */
+static void seqs_strictly_increase_and_never_repeat_across_two_nodes(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  test_lease_counter_double lease;
+  test_lease_counter_init(&lease, &loop);
+  static node a, b;
+  node_init(&a, &loop, &lease, 7);
+  node_init(&b, &loop, &lease, 7);
+  pair p = {&a, &b};
+  CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
+  a.want = b.want = 400;
+  for (int i = 0; i < N_SESS; i++) {
+    ask(&a, i);
+    ask(&b, i);
+  }
+  CHECK(rfx_run_until(&loop, pair_idle, &p, 30000));
+  for (int i = 0; i < N_SESS; i++) {
+    CHECK_EQ_U64(a.n_got[i], 400);
+    CHECK_EQ_U64(b.n_got[i], 400);
+    uint64_t top = check_no_repeat(&a, &b, i);
+    CHECK(top <= lease.hwm); /* every seq came from a leased block */
+  }
+  CHECK_EQ_U64(a.order_errors + b.order_errors, 0);
+  CHECK_EQ_U64(a.refused + b.refused + a.unavailable + b.unavailable, 0);
+  hubu_redis_seq_stats st;
+  hubu_redis_seq_get_stats(a.seq, &st);
+  CHECK_EQ_U64(st.allocated, 3 * 400);
+  CHECK(st.leases >= 1);
+  CHECK_EQ_U64(st.generation, 1);
+  /* 2,400 seqs from blocks of 7: at least 343 leases between the two. */
+  CHECK(lease.leases >= 2400 / 7);
+  node_free(&a);
+  node_free(&b);
+  rfx_loop_close(&loop);
+}
+
+/* The cache is lost three ways; each time the next seq of every session is
+ * above every seq handed out before, and none repeats. */
+static void seq_jumps_above_every_earlier_seq_after_flushall_and_empty_restart(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  test_lease_counter_double lease;
+  test_lease_counter_init(&lease, &loop);
+  static node a, b;
+  node_init(&a, &loop, &lease, 1000);
+  node_init(&b, &loop, &lease, 1000);
+  pair p = {&a, &b};
+  CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
+
+  uint64_t top[N_SESS] = {0};
+  int round = 0;
+  for (int step = 0; step < 4; step++) {
+    /* 50 more seqs per session from each node. */
+    round++;
+    a.want = b.want = 50 * round;
+    for (int i = 0; i < N_SESS; i++) {
+      int a_before = a.n_got[i], b_before = b.n_got[i];
+      ask(&a, i);
+      ask(&b, i);
+      CHECK(rfx_run_until(&loop, pair_idle, &p, 10000));
+      CHECK_EQ_U64(a.n_got[i], 50 * round);
+      CHECK_EQ_U64(b.n_got[i], 50 * round);
+      if (step > 0) { /* the first seq after the loss is above everything before it */
+        CHECK(a.got[i][a_before] > top[i] || b.got[i][b_before] > top[i]);
+        CHECK(a.got[i][a_before] > top[i]);
+        CHECK(b.got[i][b_before] > top[i]);
+      }
+      top[i] = check_no_repeat(&a, &b, i);
+    }
+    CHECK_EQ_U64(a.order_errors + b.order_errors, 0);
+    CHECK_EQ_U64(a.refused + b.refused + a.unavailable + b.unavailable, 0);
+    if (step == 0) {
+      const char *flush[1] = {"FLUSHALL"};
+      CHECK(run_cmd(&loop, a.redis, 1, flush) == HUBU_REDIS_OK);
+    } else if (step == 1) {
+      /* A restart that comes back empty: a new run_id and replid, a new
+       * generation; the script is loaded again after NOSCRIPT. */
+      rfx_script("kill9");
+      CHECK(rfx_run_until(&loop, pair_down, &p, 3000));
+      rfx_script("restart");
+      CHECK(rfx_run_until(&loop, pair_up, &p, 8000));
+    } else if (step == 2) {
+      /* What a replica promoted with an old copy would hold: each block
+       * back at a seq one node has passed and the other has not, under
+       * another generation. The node that has not passed it would hand out
+       * a seq the other node already did, were the generation not checked. */
+      for (int i = 0; i < N_SESS; i++) {
+        char key[64], cur[24];
+        uint64_t a_last = a.got[i][a.n_got[i] - 1], b_last = b.got[i][b.n_got[i] - 1];
+        snprintf(key, sizeof key, "hubu:seq:{%s}", a.ids[i]);
+        snprintf(cur, sizeof cur, "%" PRIu64, a_last < b_last ? a_last : b_last);
+        const char *hset[6] = {"HSET", key, "gen", "oldrunid:oldreplid", "cur", cur};
+        CHECK(run_cmd(&loop, a.redis, 6, hset) == HUBU_REDIS_OK);
+      }
+    }
+  }
+  hubu_redis_seq_stats st;
+  hubu_redis_seq_get_stats(a.seq, &st);
+  CHECK_EQ_U64(st.generation, 2); /* before and after the restart */
+  CHECK(st.refusals >= 3 * N_SESS);
+  node_free(&a);
+  node_free(&b);
+  rfx_loop_close(&loop);
+}
+
+static int node_down(void *arg) { return !hubu_redis_is_up(((node *)arg)->redis); }
+static int node_up(void *arg) { return hubu_redis_is_up(((node *)arg)->redis); }
+
+/* Down: requests in flight are answered without a seq, new ones are
+ * UNAVAILABLE at once; a lease that fails answers without a seq too. After
+ * the restart the seqs go on above everything before. */
+static void seq_unavailable_while_redis_down_and_back_after(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  test_lease_counter_double lease;
+  test_lease_counter_init(&lease, &loop);
+  static node a;
+  node_init(&a, &loop, &lease, 100);
+  CHECK(rfx_run_until(&loop, node_up, &a, 5000));
+  a.want = 20;
+  ask(&a, 0);
+  CHECK(rfx_run_until(&loop, node_idle, &a, 5000));
+  CHECK_EQ_U64(a.n_got[0], 20);
+  uint64_t top = a.got[0][19];
+
+  /* In flight when the server dies (sent, not answered). */
+  a.want = 1000;
+  ask(&a, 1);
+  ask(&a, 2);
+  rfx_script("kill9");
+  CHECK(rfx_run_until(&loop, node_idle, &a, 3000));
+  CHECK_EQ_U64(a.refused, 2);
+  CHECK(rfx_run_until(&loop, node_down, &a, 1000));
+  ask(&a, 0);
+  CHECK_EQ_U64(a.unavailable, 1);
+  CHECK(!a.asking[0]);
+
+  rfx_script("restart");
+  CHECK(rfx_run_until(&loop, node_up, &a, 8000));
+  /* The lease fails: no seq, however often the script asks. */
+  lease.refuse = 1;
+  ask(&a, 0);
+  CHECK(rfx_run_until(&loop, node_idle, &a, 3000));
+  CHECK_EQ_U64(a.refused, 3);
+  lease.refuse = 0;
+  a.want = 30;
+  ask(&a, 0);
+  CHECK(rfx_run_until(&loop, node_idle, &a, 5000));
+  CHECK_EQ_U64(a.n_got[0], 30);
+  CHECK(a.got[0][20] > top);
+  CHECK_EQ_U64(a.order_errors, 0);
+  hubu_redis_seq_stats st;
+  hubu_redis_seq_get_stats(a.seq, &st);
+  CHECK_EQ_U64(st.unavailable, 4);
+  node_free(&a);
+  rfx_loop_close(&loop);
+}
+
+int main(int argc, char **argv) {
+  static const redis_case cases[] = {
+      REDIS_CASE(seqs_strictly_increase_and_never_repeat_across_two_nodes),
+      REDIS_CASE(seq_jumps_above_every_earlier_seq_after_flushall_and_empty_restart),
+      REDIS_CASE(seq_unavailable_while_redis_down_and_back_after),
+  };
+  return rfx_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
+}

@@ -1,0 +1,97 @@
+# redis.cmake — the private redis-server that Redis tests run against, and
+# those tests (runtime/cluster: the client on the loop, the seq allocator).
+# Included by tests.cmake.
+#
+# The fixture ${HUBU_TEST_PREFIX}redis: ${HUBU_TEST_PREFIX}redis_start starts
+# a server with scripts/redis-private.sh in <tree>/redis (127.0.0.1, a free
+# port, the current user, nothing on disk), and ${HUBU_TEST_PREFIX}redis_stop
+# stops it by its pid and removes the directory once every test that needs it
+# has run. Each tree has its own server (the sanitizer tree's are asan.*).
+#
+#   cd <tree> && ctest -L redis
+#   KEEP=1 ctest -L redis      (leaves the directories and logs)
+#
+# hubu_redis_test(NAME <name> COMMAND <command> [args...]
+#                 [OWN_SERVER] [TIMEOUT <seconds>] [LABELS <label>...])
+#
+# adds the test ${HUBU_TEST_PREFIX}<name>, labelled redis, run once its
+# server answers. Its environment:
+#
+#   HUBU_REDIS_ENV     <dir>/env: REDIS_PORT, REDIS_PID, REDIS_URL, REDIS_DIR
+#   HUBU_REDIS_DIR     <dir>, for the script's kill9, restart, pause, resume, cli
+#   HUBU_REDIS_SCRIPT  scripts/redis-private.sh
+#
+# Tests on the shared server run in parallel and must not disturb one
+# another (keys of their own; no FLUSHALL). A test that stops, kills,
+# restarts or flushes the server says OWN_SERVER: it gets one in
+# <tree>/redis-<hash of the name>, started and stopped by <name>.server_start
+# and <name>.server_stop.
+
+set(HUBU_REDIS_SCRIPT ${CMAKE_SOURCE_DIR}/scripts/redis-private.sh)
+
+function(hubu_redis_server fixture dir)
+  add_test(NAME ${fixture}_start COMMAND ${HUBU_REDIS_SCRIPT} start ${dir})
+  add_test(NAME ${fixture}_stop COMMAND ${HUBU_REDIS_SCRIPT} stop ${dir})
+  set_tests_properties(${fixture}_start PROPERTIES FIXTURES_SETUP ${fixture} LABELS redis TIMEOUT 60)
+  set_tests_properties(${fixture}_stop PROPERTIES FIXTURES_CLEANUP ${fixture} LABELS redis TIMEOUT 60)
+endfunction()
+
+hubu_redis_server(${HUBU_TEST_PREFIX}redis ${CMAKE_BINARY_DIR}/redis)
+
+function(hubu_redis_test)
+  cmake_parse_arguments(RDS "OWN_SERVER" "NAME;TIMEOUT" "COMMAND;LABELS" ${ARGN})
+  if(NOT RDS_NAME OR NOT RDS_COMMAND)
+    message(FATAL_ERROR "hubu_redis_test: NAME and COMMAND are required")
+  endif()
+  if(NOT RDS_TIMEOUT)
+    set(RDS_TIMEOUT 120)
+  endif()
+  set(name ${HUBU_TEST_PREFIX}${RDS_NAME})
+  if(RDS_OWN_SERVER)
+    string(MD5 hash ${name})
+    string(SUBSTRING ${hash} 0 10 hash)
+    set(fixture ${name}.server)
+    set(dir ${CMAKE_BINARY_DIR}/redis-${hash})
+    hubu_redis_server(${fixture} ${dir})
+  else()
+    set(fixture ${HUBU_TEST_PREFIX}redis)
+    set(dir ${CMAKE_BINARY_DIR}/redis)
+  endif()
+  add_test(NAME ${name} COMMAND ${RDS_COMMAND})
+  set_tests_properties(${name} PROPERTIES
+    FIXTURES_REQUIRED ${fixture}
+    LABELS "redis;${RDS_LABELS}"
+    TIMEOUT ${RDS_TIMEOUT}
+    ENVIRONMENT "HUBU_REDIS_ENV=${dir}/env;HUBU_REDIS_DIR=${dir};HUBU_REDIS_SCRIPT=${HUBU_REDIS_SCRIPT}")
+endfunction()
+
+# tests/cluster: one program per part, one ctest test per case (`<program> <case>`).
+set(HUBU_CLUSTER_TEST_DIR ${CMAKE_CURRENT_LIST_DIR}/cluster)
+add_custom_target(hubu_redis_tests)
+foreach(prog redis_client redis_seq)
+  add_executable(test_${prog} ${HUBU_CLUSTER_TEST_DIR}/${prog}.c)
+  target_include_directories(test_${prog} PRIVATE ${HUBU_CLUSTER_TEST_DIR} ${CMAKE_CURRENT_LIST_DIR}/unit)
+  target_link_libraries(test_${prog} PRIVATE hubu_cluster)
+  add_dependencies(hubu_redis_tests test_${prog})
+endforeach()
+
+# The client: a stopped server (every pending command times out within its
+# bound, recovery after SIGCONT), kill -9 and restart (health down, backoff,
+# up again, the new replication id), pub/sub resubscribed after a restart.
+foreach(case command_timeouts_while_server_stopped_then_recovers
+             kill9_and_restart_reconnect_with_health_down_then_up
+             pubsub_across_two_clients_and_resubscribe_after_restart)
+  hubu_redis_test(NAME redis.${case} OWN_SERVER COMMAND test_redis_client ${case})
+endforeach()
+foreach(case eval_loads_the_script_after_noscript
+             close_answers_pending_commands_and_then_nothing_more
+             config_url_is_parsed_and_host_names_refused)
+  hubu_redis_test(NAME redis.${case} COMMAND test_redis_client ${case})
+endforeach()
+
+# The seq allocator (seq.lua and redis_seq.c) with the lease test double.
+foreach(case seqs_strictly_increase_and_never_repeat_across_two_nodes
+             seq_jumps_above_every_earlier_seq_after_flushall_and_empty_restart
+             seq_unavailable_while_redis_down_and_back_after)
+  hubu_redis_test(NAME redis.${case} OWN_SERVER COMMAND test_redis_seq ${case})
+endforeach()
