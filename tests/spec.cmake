@@ -37,7 +37,7 @@ message(STATUS "spec tests: busted ${busted_version} on ${HUBU_LUAJIT}")
 
 # Everything a spec run needs, built by one target.
 add_custom_target(hubu_spec_deps)
-add_dependencies(hubu_spec_deps hubud hubuctl hubu_client_shared)
+add_dependencies(hubu_spec_deps hubud hubuctl hubu_client_shared hubu_scratch)
 
 set(HUBU_SPEC_DIR ${CMAKE_SOURCE_DIR}/spec)
 file(GLOB HUBU_SPEC_FILES CONFIGURE_DEPENDS ${HUBU_SPEC_DIR}/*_spec.lua)
@@ -51,7 +51,7 @@ foreach(spec_file IN LISTS HUBU_SPEC_FILES)
   set_tests_properties(${name} PROPERTIES
     LABELS spec
     TIMEOUT 120
-    ENVIRONMENT "HUBUD=$<TARGET_FILE:hubud>;HUBUCTL=$<TARGET_FILE:hubuctl>;HUBU_CLIENT_LIB=$<TARGET_FILE:hubu_client_shared>")
+    ENVIRONMENT "HUBUD=$<TARGET_FILE:hubud>;HUBUCTL=$<TARGET_FILE:hubuctl>;HUBU_CLIENT_LIB=$<TARGET_FILE:hubu_client_shared>;HUBU_SCRATCH_LIB=$<TARGET_FILE:hubu_scratch>")
 endforeach()
 
 # The plugin host under valgrind: hooks of every kind, im calls that wait for

@@ -95,8 +95,8 @@ local function plugin_traceback(err)
   for line in tb:gmatch("[^\n]+") do
     local f = line:match("^%s+(.*)$")
     local src = f and f:match("^(.-):%d+:")
-    if f and not f:find("^%[C%]") and not (src and host_sources[src]) and not f:find("^%(tail call%)") and
-       not f:find("^%[builtin") then
+    if src and host_sources[src] then break end -- the host called the plugin from here: the rest is not the plugin's
+    if f and not f:find("^%[C%]") and not f:find("^%(tail call%)") and not f:find("^%[builtin") then
       frames[#frames + 1] = f
     end
   end
@@ -454,18 +454,22 @@ local function make_api(p, config, config_file)
     end
     return v
   end
+  -- (no tail calls to option: its errors name the plugin's line, two levels up)
   function api:option_string(name, default)
-    return option("option_string", name, default, "a string", function(v) return type(v) == "string" end)
+    local v = option("option_string", name, default, "a string", function(v) return type(v) == "string" end)
+    return v
   end
   function api:option_number(name, default, min, max)
     local want = (min and max) and ("a number from %s to %s"):format(min, max) or min and ("a number >= %s"):format(min)
       or max and ("a number <= %s"):format(max) or "a number"
-    return option("option_number", name, default, want, function(v)
+    local n = option("option_number", name, default, want, function(v)
       return type(v) == "number" and v == v and not (min and v < min) and not (max and v > max)
     end)
+    return n
   end
   function api:option_boolean(name, default)
-    return option("option_boolean", name, default, "true or false", function(v) return type(v) == "boolean" end)
+    local b = option("option_boolean", name, default, "true or false", function(v) return type(v) == "boolean" end)
+    return b
   end
   -- item_type: what each item must be ("string", "number", "boolean", "table");
   -- default: the type of the default's first item.
