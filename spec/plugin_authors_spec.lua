@@ -87,6 +87,38 @@ end)
     assert.equals(1, srv:count_log("event=hook_failed plugin=links"))
   end)
 
+  it("reloads a plugin when its hubu.lua section changes, and keeps the running config when the file breaks", function()
+    local function save(text) -- atomically, as an editor does
+      write(cfg .. ".tmp", text)
+      assert(os.rename(cfg .. ".tmp", cfg))
+    end
+    save('plugin "links" {\n  allow = { "example.org" },\n}\n')
+    assert(srv:wait_log("event=plugin_reloaded plugin=links", 1, 3000))
+    assert(srv:wait_log("event=config_reloaded file=" .. cfg .. " plugins=1 failed=0", 1, 3000))
+    save('plugin "links" {\n  allow = { "example.org" \n}\n') -- broken: a brace missing
+    assert(srv:wait_log("event=config_reload_failed file=" .. cfg, 1, 3000))
+    assert.equals(1, srv:count_log("event=plugin_reloaded plugin=links"))
+    local alice = srv:connect("alice")
+    assert.equals("kind=group", assert(alice:send("g:team", "kind?")).reason) -- still runs
+    -- hubuctl reload --config says why, and changes nothing
+    local function reload_config()
+      local p = assert(io.popen(("%s reload --config --admin 127.0.0.1:%d 2>&1; echo \"exit=$?\""):format(
+        server.quote(server.hubuctl_path()), srv.admin_port)))
+      local out = p:read("*a")
+      p:close()
+      return out
+    end
+    local out1 = reload_config()
+    assert.matches("422", out1, 1, true)
+    assert.matches("exit=1", out1, 1, true)
+    save('plugin "links" {\n  allow = { "example.org", "example.net" },\n}\n')
+    assert(srv:wait_log("event=plugin_reloaded plugin=links", 2, 3000))
+    local out = reload_config()
+    assert.matches("exit=0", out, 1, true)
+    assert.matches('"reloaded": "config"', out, 1, true)
+    assert.matches("no plugin section changed", out, 1, true)
+  end)
+
   it("refuses a HELLO as a reserved user with an ordinary token", function()
     local c, err = hubu.connect{ port = srv.port, user = "echo-bot", token = srv:token("echo-bot") }
     assert.is_nil(c)

@@ -73,7 +73,10 @@ static const hubuctl_command commands[] = {
     {"conns", "[USER] [--admin HOST:PORT]", "list the open connections, or USER's, as JSON", "", hubuctl_conns},
     {"kick", "USER [--reason R] [--admin HOST:PORT]", "send GOAWAY KICKED to every connection of USER", "",
      hubuctl_kick},
-    {"reload", "[PLUGIN] [--admin HOST:PORT]", "reload every plugin, or PLUGIN, without a restart", "", hubuctl_reload},
+    {"reload", "[PLUGIN | --config] [--admin HOST:PORT]",
+     "reload every plugin, or PLUGIN, without a restart; --config: read hubu.lua again and reload the plugins whose "
+     "section changed",
+     "", hubuctl_reload},
     {"plugins", "[--json] [--admin HOST:PORT]",
      "list the loaded plugins as a table, and each failed reload (GET /v1/admin/plugins)",
      "  --json             print the server's JSON as it wrote it instead of the table\n", hubuctl_plugins},

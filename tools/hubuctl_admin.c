@@ -332,11 +332,13 @@ static int append_encoded(char *out, size_t size, const char *s) {
 
 #define OPT_REASON 1 /* --reason R (kick) */
 #define OPT_JSON 2   /* --json (plugins) */
+#define OPT_CONFIG 4 /* --config (reload) */
 
 typedef struct {
   admin_target to;    /* --admin, else $HUBU_ADMIN, else DEFAULT_ADMIN; --admin-token, else $HUBU_ADMIN_TOKEN */
   const char *reason; /* --reason (kick only) */
   int json;           /* --json (plugins only) */
+  int config;         /* --config (reload only) */
   const char *positional[2];
   size_t n_positional;
 } admin_args;
@@ -398,6 +400,8 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
     }
     if ((opts & OPT_JSON) && !strcmp(a, "--json")) {
       out->json = 1;
+    } else if ((opts & OPT_CONFIG) && !strcmp(a, "--config")) {
+      out->config = 1;
     } else if (slot) {
       const char *eq = strchr(a, '=');
       if (eq) {
@@ -500,9 +504,18 @@ int hubuctl_kick(int argc, char **argv) {
 
 int hubuctl_reload(int argc, char **argv) {
   admin_args args;
-  int r = parse_args("reload", "[PLUGIN] [--admin HOST:PORT] [--admin-token TOKEN|@FILE]", argc, argv, 0, 1, &args);
+  int r = parse_args("reload", "[PLUGIN | --config] [--admin HOST:PORT] [--admin-token TOKEN|@FILE]", argc, argv,
+                     OPT_CONFIG, 1, &args);
   if (r) return r;
   char target[256] = "/v1/admin/reload";
+  if (args.config) {
+    if (args.n_positional) {
+      fprintf(stderr,
+              "hubuctl: reload: --config reloads the plugins whose hubu.lua section changed; no PLUGIN with it\n");
+      return EXIT_USAGE;
+    }
+    return admin_request("reload", &args.to, "POST", "/v1/admin/reload?config=1");
+  }
   if (args.n_positional) {
     if ((r = check_plugin_name("reload", args.positional[0]))) return r;
     strcat(target, "?plugin=");

@@ -709,9 +709,37 @@ static int plugin_name_valid(const char *name) {
 }
 
 static void handle_reload(admin_conn *c, const admin_query *q) {
-  static const char *const allowed[] = {"plugin", NULL};
+  static const char *const allowed[] = {"plugin", "config", NULL};
   if (refuse_unknown_params(c, q, allowed)) return;
   const char *plugin = query_get(q, "plugin");
+  if (query_get(q, "config")) { /* hubu.lua again: the plugins whose section changed */
+    hubu_plugins *hp = c->admin->server->plugins;
+    if (plugin) {
+      respond_error(c, 400, "config and plugin do not go together: config reloads the plugins whose section changed",
+                    NULL);
+      return;
+    }
+    if (!hp) {
+      respond_error(c, 503, "the plugin host did not start", NULL);
+      return;
+    }
+    char report[2048];
+    int failed = hubu_plugins_reload_config(hp, report, sizeof report);
+    hubu_log(failed ? HUBU_LOG_WARN : HUBU_LOG_INFO, 0, NULL, "admin_reload", "config=1 failed=%d", failed);
+    if (failed) {
+      respond_error(c, 422, report[0] ? report : "the config reload failed", NULL);
+      return;
+    }
+    admin_out o = {0};
+    hubu_json_writer w;
+    hubu_json_init(&w, &o.buf, &o.failed);
+    hubu_json_open(&w, NULL, '{', 1);
+    hubu_json_str(&w, "reloaded", "config");
+    hubu_json_str(&w, "detail", report);
+    hubu_json_close(&w);
+    respond_json(c, 200, &o);
+    return;
+  }
   if (plugin && !plugin_name_valid(plugin)) {
     respond_error(c, 400, "plugin must be 1-64 bytes of [A-Za-z0-9_-]: the name of a plugin in the plugin folder",
                   NULL);

@@ -44,6 +44,14 @@ int hubu_plugins_dispatch(void *host, hubu_hook_call *call);
  * the number that failed; report gets one line per plugin. */
 int hubu_plugins_reload(hubu_plugins *p, const char *name, char *report, size_t report_size);
 
+/* Reads the config file (hubu.lua) again and reloads each plugin whose
+ * section changed (or whose last load failed), build first and swap
+ * second; the file is watched and this runs on each save. A file that no
+ * longer runs changes nothing (the running config stays) and returns -1;
+ * else the number of plugins that failed. report gets one line per plugin
+ * reloaded. Settings other than plugin sections take effect at a restart. */
+int hubu_plugins_reload_config(hubu_plugins *p, char *report, size_t report_size);
+
 /* Stops the watcher and timers and closes the state; the handles close on the loop. */
 void hubu_plugins_close(hubu_plugins *p);
 

@@ -599,6 +599,21 @@ local function make_env(p, api)
   return env
 end
 
+-- A table as text, its keys sorted: two sections compare equal as text.
+local function serialize(v, depth)
+  if type(v) ~= "table" then return type(v) == "string" and ("%q"):format(v) or tostring(v) end
+  if (depth or 0) > 32 then return "{...}" end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b)
+    if type(a) == type(b) and (type(a) == "number" or type(a) == "string") then return a < b end
+    return type(a) < type(b)
+  end)
+  local out = {}
+  for _, k in ipairs(keys) do out[#out + 1] = "[" .. serialize(k) .. "]=" .. serialize(v[k], (depth or 0) + 1) end
+  return "{" .. table.concat(out, ",") .. "}"
+end
+
 -- Builds a plugin from its source; returns the record or nil, error.
 local function build(name, path, src, config, config_file)
   local header = read_header(src)
@@ -642,6 +657,7 @@ local function build(name, path, src, config, config_file)
   loading = nil
   if not ok then return nil, lerr, p end
   p.warnings = unknown_options(p, config, config_file)
+  p.config_sig = serialize(config or {})
   for user in pairs(p.reserved) do
     local owner = host.reserved_by(user)
     if owner and owner ~= name then
@@ -786,6 +802,14 @@ function host.unload(name)
   log("info", p, "plugin_unloaded", #retired > 0 and ("given_up=%d"):format(#retired) or "")
   for _, job in ipairs(retired) do abandon(job, nil, false) end
   return true
+end
+
+-- Whether plugin name should be reloaded for its config section now being
+-- config: it runs with another section, or its newest version failed to load.
+function host.section_changed(name, config)
+  if failures[name] then return true end
+  local p = plugins[name]
+  return p ~= nil and p.config_sig ~= serialize(config)
 end
 
 -- The plugin that reserved user (plugin:reserve_user), or nil.

@@ -45,6 +45,9 @@ struct hubu_plugins {
   uv_signal_t sighup;
   char pending[MAX_PENDING_RELOADS][128]; /* plugins waiting for the debounce */
   int n_pending;
+  uv_fs_event_t config_watch; /* the config file's directory (an editor's rename replaces the file) */
+  uv_timer_t config_debounce; /* coalesces a save's events into one re-read */
+  char config_base[256];      /* the config file's name in that directory; "" when none is watched */
 
   /* im.c */
   struct plugin_timer *timers; /* owned, uthash by id; freed in their close callbacks */

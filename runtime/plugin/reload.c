@@ -262,6 +262,83 @@ static void on_sighup(uv_signal_t *h, int signum) {
 
 static void on_handle_closed(uv_handle_t *h) { hubu_plugins_handle_closed(h->data); }
 
+/* ---- the config file (hubu.lua): watched like the plugins ---- */
+
+int hubu_plugins_reload_config(hubu_plugins *p, char *report, size_t report_size) {
+  if (report && report_size) report[0] = '\0';
+  lua_State *L = p->L;
+  const char *file = p->cfg.config_file;
+  if (!file || !p->cfg.push_section) {
+    if (report) snprintf(report, report_size, "hubud runs without a config file");
+    return -1;
+  }
+  char err[512];
+  if (p->cfg.push_section(L, file, "", err, sizeof err) != 0) { /* does the file run at all? */
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "config_reload_failed", "file=%s error=\"%s\" note=\"the running config stays\"",
+             file, err);
+    if (report) snprintf(report, report_size, "%s", err);
+    return -1;
+  }
+  lua_pop(L, 1);
+  int failed = 0, changed = 0;
+  DIR *d = opendir(p->dir);
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    char n[128];
+    if (!plugin_name(p->dir, e->d_name, n, sizeof n)) continue;
+    int top = lua_gettop(L);
+    lua_pushstring(L, n);
+    if (p->cfg.push_section(L, file, n, err, sizeof err) != 0) {
+      lua_settop(L, top);
+      continue; /* the file changed again meanwhile: its own event follows */
+    }
+    hubu_plugins_call_host(p, "section_changed", 2, 1);
+    int differs = lua_toboolean(L, -1);
+    lua_settop(L, top);
+    if (!differs) continue;
+    changed++;
+    failed += load_one(p, n, report, report_size) != 0;
+  }
+  if (d) closedir(d);
+  hubu_plugins_refresh_flags(p);
+  hubu_log(failed ? HUBU_LOG_WARN : HUBU_LOG_INFO, 0, NULL, "config_reloaded", "file=%s plugins=%d failed=%d", file,
+           changed, failed);
+  if (report && !report[0]) snprintf(report, report_size, "no plugin section changed\n");
+  return failed;
+}
+
+static void on_config_debounce(uv_timer_t *t) {
+  char report[4096];
+  hubu_plugins_reload_config(t->data, report, sizeof report);
+}
+
+static void on_config_event(uv_fs_event_t *h, const char *filename, int events, int status) {
+  (void)events;
+  hubu_plugins *p = h->data;
+  if (status < 0 || !filename || strcmp(filename, p->config_base) != 0) return;
+  uv_timer_start(&p->config_debounce, on_config_debounce, 20, 0);
+}
+
+/* Watches the config file's directory for saves of the file. */
+static void config_watch_start(hubu_plugins *p) {
+  const char *file = p->cfg.config_file;
+  const char *slash = file ? strrchr(file, '/') : NULL;
+  const char *base = slash ? slash + 1 : file;
+  char dir[4096];
+  if (!file || !*base || strlen(base) >= sizeof p->config_base) return;
+  if (slash)
+    snprintf(dir, sizeof dir, "%.*s", slash == file ? 1 : (int)(slash - file), file);
+  else
+    snprintf(dir, sizeof dir, ".");
+  uv_fs_event_init(p->core->loop, &p->config_watch);
+  uv_timer_init(p->core->loop, &p->config_debounce);
+  p->config_watch.data = p->config_debounce.data = p;
+  p->open_handles += 2;
+  snprintf(p->config_base, sizeof p->config_base, "%s", base);
+  int r = uv_fs_event_start(&p->config_watch, on_config_event, dir, 0);
+  if (r != 0) hubu_log(HUBU_LOG_WARN, 0, NULL, "config_watch_failed", "dir=%s error=\"%s\"", dir, uv_strerror(r));
+}
+
 void hubu_plugins_reload_start(hubu_plugins *p) {
   uv_loop_t *loop = p->core->loop;
   uv_timer_init(loop, &p->debounce);
@@ -269,6 +346,7 @@ void hubu_plugins_reload_start(hubu_plugins *p) {
   p->debounce.data = p->sighup.data = p->watch.data = p;
   p->open_handles += 2;
   uv_signal_start(&p->sighup, on_sighup, SIGHUP);
+  config_watch_start(p);
   uv_fs_event_init(loop, &p->watch);
   p->open_handles++;
   struct stat st;
@@ -292,4 +370,8 @@ void hubu_plugins_reload_stop(hubu_plugins *p) {
   uv_close((uv_handle_t *)&p->debounce, on_handle_closed);
   uv_close((uv_handle_t *)&p->sighup, on_handle_closed);
   uv_close((uv_handle_t *)&p->watch, on_handle_closed);
+  if (p->config_base[0]) {
+    uv_close((uv_handle_t *)&p->config_watch, on_handle_closed);
+    uv_close((uv_handle_t *)&p->config_debounce, on_handle_closed);
+  }
 }
