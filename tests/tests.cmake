@@ -76,6 +76,7 @@ set_tests_properties(${HUBU_TEST_PREFIX}unit.admin_listener_survives_fuzz_corpus
 
 include(${CMAKE_CURRENT_LIST_DIR}/integration.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/edge.cmake)
+include(${CMAKE_CURRENT_LIST_DIR}/browser.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/mariadb.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/redis.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/store.cmake OPTIONAL)

@@ -14,6 +14,7 @@ const HUBU_PAGE = 20; /* messages of a session shown at first; scrolling up pull
 const HUBU_PULL_LIMIT = 200; /* a delivery PULL's limit */
 const HUBU_GAP_WAIT_MS = 500; /* a hole may still be in flight: wait this long before pulling */
 const HUBU_SEND_TIMEOUT_MS = 10000; /* resend an unanswered SEND after this */
+const HUBU_WINDOW_MAX = 1024; /* SENDs in flight at once, at most */
 const HUBU_RETRY_MIN_MS = 1000; /* resend after UNAVAILABLE and friends, at the least */
 const HUBU_HELLO_TIMEOUT_MS = 10000; /* connect + HELLO_OK */
 const HUBU_BACKOFF_MIN_MS = 200;
@@ -117,6 +118,7 @@ class HubuOutbox {
         this.items.sort((a, b) => a.clientId - b.clientId);
         for (const o of this.items) {
           o.sent = false;
+          o.inflight = false;
           o.due = 0;
           if (o.clientId > this.last) this.last = o.clientId;
         }
@@ -209,7 +211,8 @@ class HubuClient {
     this.requests = new Map(); /* request_id -> {resolve, kind, session} */
     this.syncReq = 0;
     this.resyncAt = 0;
-    this.holdUntil = 0; /* RATE_LIMITED: no new SENDs before this */
+    this.window = HUBU_WINDOW_MAX; /* SENDs in flight at once: 1 after a refusal to retry, doubling on each OK */
+    this.refusedAt = 0; /* when the last such refusal came */
     this.timer = null;
     this.stats = { sends: 0, resends: 0, stored: 0, pushed: 0, duplicates: 0, pulls: 0, gaps: 0, stale: 0, syncs: 0, connects: 0 };
   }
@@ -359,8 +362,7 @@ class HubuClient {
       this.resyncAt = 0;
       this.sync();
     }
-    if (now >= this.holdUntil)
-      for (const o of this.outbox.items) if (!o.sent || o.due <= now) this.sendEntry(o);
+    this.pump();
     for (const s of this.sessions.values()) {
       if (s.wake && s.wake <= now) {
         s.wake = 0;
@@ -423,9 +425,12 @@ class HubuClient {
       else o.verified = true;
     }
     ob.save();
-    this.holdUntil = 0;
+    for (const o of ob.items) {
+      o.inflight = false;
+      o.due = 0;
+    }
     this.setState('ready', b.server || '');
-    for (const o of ob.items) this.sendEntry(o);
+    this.pump();
     this.sync();
     for (const s of this.sessions.values()) this.wantPull(s);
   }
@@ -445,14 +450,34 @@ class HubuClient {
       clientTimeMs: Date.now(),
       verified: this.helloSeen,
       sent: false,
+      inflight: false,
       due: 0,
     };
     ob.last = id;
     ob.items.push(o);
     ob.save(); /* durable before it leaves */
     this.emit('outbox');
-    if (this.ready() && Date.now() >= this.holdUntil) this.sendEntry(o);
+    this.pump();
     return o;
+  }
+
+  /* Sends what is due, in client_id order: nothing overtakes a message that
+   * waits to be retried, and at most `window` are in flight; an unanswered
+   * one is sent again after HUBU_SEND_TIMEOUT_MS. */
+  pump() {
+    if (!this.ready()) return;
+    const now = Date.now();
+    let inflight = 0;
+    for (const o of this.outbox.items) if (o.inflight) inflight++;
+    for (const o of this.outbox.items) {
+      if (o.inflight) {
+        if (o.due <= now) this.sendEntry(o);
+        continue;
+      }
+      if (o.due > now || inflight >= this.window) break;
+      this.sendEntry(o);
+      inflight++;
+    }
   }
 
   sendEntry(o) {
@@ -462,6 +487,8 @@ class HubuClient {
     this.stats.sends++;
     if (o.sent) this.stats.resends++;
     o.sent = true;
+    o.inflight = true;
+    o.sentAt = Date.now();
     o.due = Date.now() + HUBU_SEND_TIMEOUT_MS;
   }
 
@@ -471,7 +498,8 @@ class HubuClient {
     ob.remove(o);
     o.clientId = ++ob.last;
     o.verified = true;
-    o.sent = false;
+    o.inflight = false;
+    o.due = 0;
     ob.items.push(o);
     ob.save();
   }
@@ -487,6 +515,8 @@ class HubuClient {
         ob.remove(o);
         ob.save();
         this.stats.stored++;
+        /* an answer to a SEND that left before the last refusal says nothing of now */
+        if (o.sentAt >= this.refusedAt) this.window = Math.min(HUBU_WINDOW_MAX, this.window * 2);
         const msg = {
           sessionId: a.sessionId || o.sessionId,
           seq: hubuNum(a.seq),
@@ -513,24 +543,27 @@ class HubuClient {
         this.emit('sent', o, msg);
         this.emit('messages', s, added);
         this.emit('outbox');
+        this.pump();
         return;
       }
       case 'STALE': /* never stored: the same content under a new id */
         this.stats.stale++;
         this.renumber(o);
-        this.sendEntry(o);
+        this.pump();
         return;
-      case 'RATE_LIMITED': /* nothing stored, nothing used up: the same SEND later, and no new ones before */
+      /* Nothing stored, nothing used up: the same SEND later. Until it is
+       * stored, one SEND at a time, so no later one is stored before it
+       * (which would make it STALE and put it after them). */
+      case 'RATE_LIMITED':
       case 'UNAVAILABLE':
       case 'INTERNAL':
       case 'TIMEOUT':
       case 'SHUTTING_DOWN': {
         const wait = Math.max(hubuNum(a.retryAfterMs), code === 'RATE_LIMITED' ? 200 : HUBU_RETRY_MIN_MS);
+        o.inflight = false;
         o.due = now + wait;
-        if (code === 'RATE_LIMITED') {
-          this.holdUntil = Math.max(this.holdUntil, o.due);
-          for (const p of ob.items) if (p.clientId > o.clientId && p.due < o.due) p.due = o.due;
-        }
+        this.window = 1;
+        this.refusedAt = now;
         return;
       }
       default:

@@ -2,11 +2,12 @@
  * hubud on loopback. alice and bob (two browser contexts, so two devices)
  * sign in through the dev login, chat in their direct session and in a
  * group; bob sends 40 messages while alice sends some and reloads her page
- * mid-stream; then hubud stops, both type while it is down (alice reloads
- * again with her message still queued), hubud comes back on the same port,
- * and both pages must hold every message exactly once, in seq order, the
- * same on both sides, each sender's in the order sent, with nothing left
- * queued. Old messages are reached by scrolling up (history PULLs).
+ * mid-stream; hubud stops while both type and comes back on the same port;
+ * then alice's WebSockets are refused while she types and reloads, and let
+ * through again. After each part both pages must hold every message exactly
+ * once, in seq order (in the page's state and in the DOM), under the same
+ * seqs on both sides, each sender's in the order typed, with nothing left
+ * queued. Older messages are reached by scrolling up (history PULLs).
  *
  * Environment: HUBUD (the binary), HUBU_SOURCE (the source tree: web/ and
  * plugins/), HUBU_TEST_OUT (a folder for the screenshot and hubud's log),
@@ -66,7 +67,7 @@ class Server {
       '--data', this.data,
       '--plugins', path.join(SOURCE, 'plugins'),
       '--secret', 'browser-test-secret-0123456789abcdef',
-      '--dev-login',
+      '--dev-login', 'on',
       '--drain-ms', '1000',
     ];
     if (process.env.HUBU_WEB_ROOT) args.push('--web-root', process.env.HUBU_WEB_ROOT);
@@ -328,8 +329,7 @@ async function scenario(server, browser) {
   await verifyBoth(alice, bob, direct, wantDirect);
   await verifyBoth(alice, bob, group, wantGroup);
 
-  const stats = await alice.page.evaluate(() => hubuApp.client.stats);
-  log('alice client stats', JSON.stringify(stats));
+  for (const u of [alice, bob]) log(`${u.user}'s client:`, JSON.stringify(await u.page.evaluate(() => hubuApp.client.stats)));
   check(pageErrors.length === 0, `no uncaught errors in the pages: ${pageErrors.join('; ')}`);
 
   await openChat(alice, direct);
