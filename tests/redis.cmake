@@ -95,3 +95,18 @@ foreach(case seqs_strictly_increase_and_never_repeat_across_two_nodes
              seq_unavailable_while_redis_down_and_back_after)
   hubu_redis_test(NAME redis.${case} OWN_SERVER COMMAND test_redis_seq ${case})
 endforeach()
+
+# The client and the allocator under valgrind (a tree without sanitizers):
+# the cache lost three ways, with reconnects, NOSCRIPT and leases; 0 errors
+# and nothing definitely or indirectly lost.
+find_program(HUBU_VALGRIND valgrind)
+if(HUBU_VALGRIND AND NOT HUBU_SANITIZE)
+  hubu_redis_test(NAME redis.valgrind_seq_jumps_after_flushall_and_empty_restart OWN_SERVER TIMEOUT 300
+                  COMMAND ${HUBU_VALGRIND} --leak-check=full --errors-for-leak-kinds=definite,indirect
+                          --error-exitcode=99 $<TARGET_FILE:test_redis_seq>
+                          seq_jumps_above_every_earlier_seq_after_flushall_and_empty_restart)
+  hubu_redis_test(NAME redis.valgrind_close_answers_pending_commands TIMEOUT 300
+                  COMMAND ${HUBU_VALGRIND} --leak-check=full --errors-for-leak-kinds=definite,indirect
+                          --error-exitcode=99 $<TARGET_FILE:test_redis_client>
+                          close_answers_pending_commands_and_then_nothing_more)
+endif()
