@@ -7,7 +7,8 @@
  *    SEND, SEND_ACK and the PUSH to the other; hubud's /v1/admin/conns shows
  *    each client's own loopback address and port (what its socket's
  *    getsockname says), not nginx's;
- *  - a WebSocket client over wss through nginx does the same with a TCP one;
+ *  - a WebSocket client over wss through nginx does the same with a TLS one,
+ *    and the HTTP API answers a PULL over https through the same nginx server;
  *  - a direct connection to either listener, without a PROXY header, is
  *    closed at once and counted (hubu_proxy_refused_total), while the
  *    proxied ones go on.
@@ -447,6 +448,24 @@ static void nginx_wss_carries_websocket_with_the_client_address(void) {
   }
   check_remote_is_client(admin, "alice", ws);
   check_remote_is_client(admin, "bob", bob);
+  /* the HTTP API over https through the same nginx server: the history */
+  int api = e2e_connect_tls(n.wss_port, 0, n.cert);
+  REQUIRE(api >= 0);
+  char req[1024], head[2048];
+  snprintf(req, sizeof req,
+           "GET /v1/sessions/" SESSION
+           "/messages?after=0&limit=10 HTTP/1.1\r\nHost: localhost\r\n"
+           "Authorization: Bearer %s\r\nConnection: close\r\n\r\n",
+           token);
+  REQUIRE(e2e_send_raw(api, req, strlen(req)) == 0);
+  size_t hn = 0;
+  while (hn + 1 < sizeof head && read_full(api, head + hn, 1) == 0) {
+    head[++hn] = '\0';
+    if (hn >= 4 && !memcmp(head + hn - 4, "\r\n\r\n", 4)) break;
+  }
+  head[hn] = '\0';
+  CHECKF(!strncmp(head, "HTTP/1.1 200 ", 13), "GET /v1/sessions/%s/messages through nginx: %.40s", SESSION, head);
+  e2e_close(api);
   e2e_close(ws);
   e2e_close(bob);
   nginx_stop(&n);
