@@ -14,8 +14,9 @@
  *    proxied ones go on.
  * Without nginx, raw PROXY headers from the test: v2 and the HELLO in one
  * write, a v1 header a byte at a time, --max-conns-per-ip counting the client
- * named by the header rather than the proxy, and a header that never
- * completes closed at the HELLO timeout. */
+ * named by the header rather than the proxy, a header that never completes
+ * closed at the HELLO timeout, a header and then the TLS handshake on the
+ * TLS listener, and the setting in hubu.lua and its refused values. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -642,6 +643,114 @@ static void unfinished_proxy_header_is_refused_at_the_hello_timeout(void) {
   CHECK_SERVER_STOPS_CLEANLY(&s);
 }
 
+/* --proxy-protocol tls: a proxy that passes TLS through (HAProxy in mode
+ * tcp) sends its header, then the client's handshake follows on the same
+ * connection, here in the same write as the header's last byte. */
+static void proxy_header_then_the_tls_handshake_on_the_tls_listener(void) {
+  e2e_server s;
+  REQUIRE(e2e_server_start_tls(&s, "--proxy-protocol", "tls", NULL) == 0);
+  int admin = admin_port_of(&s);
+  int fd = e2e_connect(s.tls_port);
+  REQUIRE(fd >= 0);
+  const char *hdr = "PROXY TCP4 203.0.113.5 127.0.0.1 50505 7701\r\n";
+  REQUIRE(e2e_send_raw(fd, hdr, strlen(hdr) - 1) == 0); /* the LF goes with the ClientHello */
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  REQUIRE(ctx);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+  REQUIRE(SSL_CTX_load_verify_locations(ctx, s.cert, NULL) == 1);
+  SSL *ssl = SSL_new(ctx);
+  REQUIRE(ssl);
+  SSL_set1_host(ssl, "localhost");
+  SSL_set_tlsext_host_name(ssl, "localhost");
+  /* the ClientHello into memory first, to go out after the LF in one write */
+  BIO *rmem = BIO_new(BIO_s_mem()), *wmem = BIO_new(BIO_s_mem());
+  REQUIRE(rmem && wmem);
+  BIO_set_mem_eof_return(rmem, -1); /* empty: "want read", not EOF */
+  SSL_set_bio(ssl, rmem, wmem);
+  int r = SSL_connect(ssl);
+  CHECK(r < 0 && SSL_get_error(ssl, r) == SSL_ERROR_WANT_READ);
+  char *hello;
+  long hl = BIO_get_mem_data(wmem, &hello);
+  REQUIRE(hl > 0 && hl < 4000);
+  uint8_t first[4096];
+  first[0] = '\n';
+  memcpy(first + 1, hello, (size_t)hl);
+  REQUIRE(e2e_send_raw(fd, first, (size_t)hl + 1) == 0);
+  /* the rest of the handshake and the session on the socket */
+  BIO *sock = BIO_new_socket(fd, BIO_NOCLOSE);
+  REQUIRE(sock);
+  SSL_set_bio(ssl, sock, sock); /* frees the memory BIOs */
+  r = SSL_connect(ssl);
+  CHECKF(r == 1, "the TLS handshake after the PROXY header: %d (SSL_get_error %d)", r, SSL_get_error(ssl, r));
+  if (r == 1) {
+    hubu_buf hello_frame = {0};
+    char token[HUBU_TOKEN_MAX];
+    e2e_token("alice", token);
+    Hubu__V1__Hello h = HUBU__V1__HELLO__INIT;
+    h.protocol_version = 1;
+    h.user_id = "alice";
+    h.device_id = "d1";
+    h.token = token;
+    REQUIRE(hubu_wire_append(&hello_frame, HUBU_FRAME_HELLO, &h.base) == 0);
+    CHECK(SSL_write(ssl, hubu_buf_head(&hello_frame), (int)hubu_buf_size(&hello_frame)) > 0);
+    hubu_buf_free(&hello_frame);
+    uint8_t head[HUBU_FRAME_HEADER_SIZE];
+    CHECK(SSL_read(ssl, head, sizeof head) == (int)sizeof head && head[2] == HUBU_FRAME_HELLO_OK);
+    char got[96];
+    remote_of(admin, "alice", got, sizeof got);
+    CHECKF(!strcmp(got, "203.0.113.5:50505"), "remote \"%s\", want the header's 203.0.113.5:50505", got);
+  }
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  close(fd);
+  /* a plain TLS client without the header is refused */
+  CHECK(e2e_connect_tls(s.tls_port, 0, s.cert) < 0);
+  CHECK_EQ(metric(admin, "hubu_proxy_refused_total"), 1);
+  CHECK_SERVER_STOPS_CLEANLY(&s);
+}
+
+/* proxy_protocol in hubu.lua, and a value that is no listener refused at start. */
+static void proxy_protocol_setting_in_hubu_lua_and_bad_values(void) {
+  char dir[64] = "/tmp/hubu-proxy-conf-XXXXXX", conf[96];
+  REQUIRE(mkdtemp(dir));
+  snprintf(conf, sizeof conf, "%s/hubu.lua", dir);
+  FILE *f = fopen(conf, "w");
+  REQUIRE(f);
+  fputs("proxy_protocol = \"tcp\"\n", f);
+  REQUIRE(fclose(f) == 0);
+  e2e_server s;
+  REQUIRE(e2e_server_start(&s, "--config", conf, NULL) == 0);
+  int admin = admin_port_of(&s);
+  int fd = e2e_connect(s.port);
+  REQUIRE(fd >= 0);
+  CHECK(e2e_send_hello(fd, "alice", "d1", NULL) == 0);
+  CHECK(closed_without(fd, 3000));
+  close(fd);
+  fd = proxied_hello(s.port, "192.0.2.44", 4444, "alice");
+  CHECK(EXPECT_HELLO_OK(fd, NULL));
+  close(fd);
+  CHECK_EQ(metric(admin, "hubu_proxy_refused_total"), 1);
+  CHECK_SERVER_STOPS_CLEANLY(&s);
+  e2e_remove_tree(dir);
+  static const char *bad[] = {"", "udp", "tcp,", "tcp,,http", "TCP", "on", "1", "tcp http"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char err[1024];
+    int st = admin_run_refused(err, sizeof err, "--config", "off", "--proxy-protocol", bad[i], NULL);
+    CHECKF(st == 2, "--proxy-protocol '%s': exit %d", bad[i], st);
+    CHECKF(strstr(err, "--proxy-protocol: invalid value") != NULL, "'%s': stderr %s", bad[i], err);
+  }
+  static const char *good[] = {"off", "tcp", "http", "tls", "tcp,http", "tcp, tls ,http"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    char err[1024];
+    /* refused for another reason (no --cert for a TLS listener is not asked
+     * for here), so the value itself must pass: an unknown flag after it stops the start */
+    int st =
+        admin_run_refused(err, sizeof err, "--config", "off", "--proxy-protocol", good[i], "--no-such-flag", "x", NULL);
+    CHECKF(st == 2 && strstr(err, "unknown flag --no-such-flag"), "--proxy-protocol '%s': exit %d, stderr %s", good[i],
+           st, err);
+  }
+}
+
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   static const e2e_case cases[] = {
@@ -651,6 +760,8 @@ int main(int argc, char **argv) {
       E2E_CASE(proxy_v2_and_hello_in_one_write_and_v1_a_byte_at_a_time),
       E2E_CASE(per_ip_limit_counts_the_client_behind_the_proxy),
       E2E_CASE(unfinished_proxy_header_is_refused_at_the_hello_timeout),
+      E2E_CASE(proxy_header_then_the_tls_handshake_on_the_tls_listener),
+      E2E_CASE(proxy_protocol_setting_in_hubu_lua_and_bad_values),
   };
   return e2e_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
