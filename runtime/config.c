@@ -30,6 +30,7 @@ void hubu_config_usage(const char *argv0) {
           "  --tls-listen HOST:PORT    TLS listener (needs --cert and --key)\n"
           "  --http-listen HOST:PORT|off  HTTP listener: WebSocket at /ws, subprotocol hubu.v1\n"
           "                            (default 127.0.0.1:7780)\n"
+          "  --https-listen HOST:PORT  the same inside TLS (needs --cert and --key): https:// and wss://\n"
           "  --ws-origins ORIGIN[,...] browser Origins allowed at /ws (default any; no Origin is always allowed)\n"
           "  --web-root DIR            serve the chat page at / from DIR (default: the files built in)\n"
           "  --dev-login on|off        POST /v1/dev/token mints a token for any user name: a development\n"
@@ -104,7 +105,7 @@ static int parse_hostport(const char *s, char *host, size_t host_size, int *port
 /* --proxy-protocol: "off", or listener names (tcp, tls, http) separated by
  * commas, as bits 1 << hubu_conn_kind. 0 or -1. */
 static int parse_proxy_listeners(const char *v, unsigned *out) {
-  static const char *const names[] = {"tcp", "tls", "http"};
+  static const char *const names[] = {"tcp", "tls", "http", "https"}; /* hubu_conn_kind's order */
   unsigned bits = 0;
   if (!strcmp(v, "off")) {
     *out = 0;
@@ -116,7 +117,7 @@ static int parse_proxy_listeners(const char *v, unsigned *out) {
     while (len && (*p == ' ' || *p == '\t')) p++, len--;
     while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
     int found = -1;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
       if (strlen(names[i]) == len && !memcmp(p, names[i], len)) found = i;
     if (found < 0) return -1;
     bits |= 1u << found;
@@ -250,6 +251,9 @@ int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *e
       return -2;
     }
     bad = r != 0;
+  } else if (!strcmp(flag, "--https-listen")) {
+    cfg->https_enabled = strcmp(v, "off") != 0;
+    if (cfg->https_enabled) bad = parse_hostport(v, cfg->https_host, sizeof cfg->https_host, &cfg->https_port);
   } else if (!strcmp(flag, "--web-root")) {
     cfg->web_root = v;
   } else if (!strcmp(flag, "--dev-login")) {
@@ -449,8 +453,8 @@ int hubu_config_parse(hubu_config *cfg, int argc, char **argv, char *err, size_t
     if (!strcmp(argv[i], "--ws-origins") && !ws_origins_given++) cfg->ws_origins = NULL;
     if (hubu_config_apply(cfg, argv[i], argv[i + 1], err, err_size) != 0) goto fail;
   }
-  if (cfg->tls_enabled && (!cfg->cert_file || !cfg->key_file)) {
-    snprintf(err, err_size, "--tls-listen needs --cert and --key");
+  if ((cfg->tls_enabled || cfg->https_enabled) && (!cfg->cert_file || !cfg->key_file)) {
+    snprintf(err, err_size, "%s needs --cert and --key", cfg->tls_enabled ? "--tls-listen" : "--https-listen");
     goto fail;
   }
   if (cfg->admin_token_arg && load_admin_token(cfg, err, err_size) != 0) goto fail;

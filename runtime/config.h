@@ -12,9 +12,12 @@ typedef struct {
   int tls_enabled;
   char tls_host[64];
   int tls_port;
-  int http_enabled;       /* 0 with --http-listen off */
-  char http_host[64];     /* the HTTP listener (WebSocket at /ws) */
-  int http_port;          /* 0: ephemeral (the port file gets "http PORT") */
+  int http_enabled;   /* 0 with --http-listen off */
+  char http_host[64]; /* the HTTP listener (WebSocket at /ws) */
+  int http_port;      /* 0: ephemeral (the port file gets "http PORT") */
+  int https_enabled;  /* --https-listen: HTTP and WebSocket inside TLS (--cert, --key) */
+  char https_host[64];
+  int https_port;         /* 0: ephemeral (the port file gets "https PORT") */
   const char *ws_origins; /* --ws-origins: browser Origins allowed at /ws, "scheme://host[:port],..."; NULL: any */
   int dev_login;          /* --dev-login on: POST /v1/dev/token mints tokens for anyone (development only) */
   const char *web_root;   /* --web-root DIR: the chat page from DIR; NULL: the files built in */

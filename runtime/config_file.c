@@ -32,6 +32,7 @@ static const struct {
     {"http_listen", KIND_STRING},
     {"ws_origins", KIND_STRING},
     {"web_root", KIND_STRING},
+    {"https_listen", KIND_STRING},
     {"dev_login", KIND_STRING},
     {"proxy_protocol", KIND_STRING},
     {"cert", KIND_STRING},

@@ -38,7 +38,8 @@ static void on_drained(hubu_server *s, void *ud) {
   hubu_admin_close(s);
 }
 
-static int write_port_file(const char *path, int tcp_port, int tls_port, int http_port, int admin_port) {
+static int write_port_file(const char *path, int tcp_port, int tls_port, int http_port, int https_port,
+                           int admin_port) {
   char tmp[4096];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   FILE *f = fopen(tmp, "w");
@@ -46,6 +47,7 @@ static int write_port_file(const char *path, int tcp_port, int tls_port, int htt
   fprintf(f, "tcp %d\n", tcp_port);
   if (tls_port >= 0) fprintf(f, "tls %d\n", tls_port);
   if (http_port >= 0) fprintf(f, "http %d\n", http_port);
+  if (https_port >= 0) fprintf(f, "https %d\n", https_port);
   if (admin_port >= 0) fprintf(f, "admin %d\n", admin_port);
   if (fclose(f) != 0) return -1;
   return rename(tmp, path);
@@ -91,6 +93,8 @@ static void split_config(const hubu_config *cfg, hubu_core_config *core, hubu_ne
       .listen_port = cfg->listen_port,
       .tls_enabled = cfg->tls_enabled,
       .tls_port = cfg->tls_port,
+      .https_enabled = cfg->https_enabled,
+      .https_port = cfg->https_port,
       .cert_file = cfg->cert_file,
       .key_file = cfg->key_file,
       .secret = cfg->secret,
@@ -119,6 +123,7 @@ static void split_config(const hubu_config *cfg, hubu_core_config *core, hubu_ne
   snprintf(net->listen_host, sizeof net->listen_host, "%s", cfg->listen_host);
   snprintf(net->tls_host, sizeof net->tls_host, "%s", cfg->tls_host);
   snprintf(net->http_host, sizeof net->http_host, "%s", cfg->http_host);
+  snprintf(net->https_host, sizeof net->https_host, "%s", cfg->https_host);
   *plugin = (hubu_plugin_config){
       .dir = cfg->plugins_dir,
       .budget_ms = cfg->plugin_budget_ms,
@@ -205,8 +210,8 @@ int main(int argc, char **argv) {
     started = 0;
   }
   if (started && cfg.port_file &&
-      write_port_file(cfg.port_file, server.tcp_port, server.tls_port, server.http_port, hubu_admin_port(&server)) !=
-          0) {
+      write_port_file(cfg.port_file, server.tcp_port, server.tls_port, server.http_port, server.https_port,
+                      hubu_admin_port(&server)) != 0) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "port_file_failed", "path=%s error=\"%s\"", cfg.port_file, strerror(errno));
     hubu_admin_close(&server);
     hubu_server_abort(&server);

@@ -195,6 +195,15 @@ static void flush_once(hubu_conn *c) {
   hubu_peer_output_taken(&c->peer);      /* the next push opens a new frame */
   hubu_buf out = {0};
   if (c->tls) {
+    if (c->ws && hubu_tls_handshake_done(c->tls)) { /* frames -> WebSocket messages or an HTTP answer -> TLS */
+      if (hubu_ws_output(c->ws, &c->wbuf, c->peer.state >= HUBU_PEER_CLOSING,
+                         c->server->draining ? HUBU_WS_CLOSE_GOING_AWAY : HUBU_WS_CLOSE_NORMAL) != 0) {
+        hubu_conn_destroy(c);
+        return;
+      }
+      if (hubu_ws_http_done(c->ws)) begin_close(c);
+      hubu_ws_take_output(c->ws, &c->wbuf);
+    }
     if (hubu_buf_size(&c->wbuf) && hubu_tls_handshake_done(c->tls)) {
       if (hubu_tls_write(c->tls, hubu_buf_head(&c->wbuf), hubu_buf_size(&c->wbuf)) != 0) {
         hubu_log(HUBU_LOG_WARN, c->peer.id, c->peer.user, "tls_write_failed", NULL);
@@ -522,6 +531,14 @@ static void ws_read(hubu_conn *c, const uint8_t *data, size_t len) {
   if (hubu_ws_output_pending(c->ws)) hubu_server_mark_dirty(c->server, c);
 }
 
+/* Plaintext of the HTTPS listener: HTTP and WebSocket inside TLS. */
+static int tls_ws_input(void *ud, const uint8_t *data, size_t len) {
+  hubu_conn *c = ud;
+  if (c->peer.state >= HUBU_PEER_CLOSING) return 1;
+  ws_read(c, data, len);
+  return c->peer.state >= HUBU_PEER_CLOSING;
+}
+
 static int discard_plain(void *ud, const uint8_t *data, size_t len) {
   (void)ud, (void)data, (void)len;
   return 0;
@@ -636,7 +653,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   if (c->tls) {
     int closing = c->peer.state >= HUBU_PEER_CLOSING;
     if (closing && hubu_tls_handshake_done(c->tls)) return; /* input no longer matters */
-    if (hubu_tls_input(c->tls, data, (size_t)nread, closing ? discard_plain : conn_input, c) < 0) {
+    if (hubu_tls_input(c->tls, data, (size_t)nread,
+                       closing ? discard_plain
+                       : c->ws ? tls_ws_input
+                               : conn_input,
+                       c) < 0) {
       char err[160];
       hubu_log(HUBU_LOG_INFO, c->peer.id, c->peer.user, "tls_failed", "error=\"%s\"",
                hubu_tls_last_error(err, sizeof err));
@@ -732,7 +753,7 @@ static const hubu_peer_ops conn_peer_ops = {
 };
 
 void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, hubu_conn_kind kind) {
-  int tls = kind == HUBU_CONN_TLS;
+  int tls = kind == HUBU_CONN_TLS || kind == HUBU_CONN_WSS;
   hubu_conn *c = calloc(1, sizeof *c);
   if (!c) {
     hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory", "where=accept");
@@ -765,7 +786,7 @@ void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, hubu_conn_kind kind
     hubu_conn_destroy(c);
     return;
   }
-  if (kind == HUBU_CONN_WS && !(c->ws = hubu_ws_new(s->cfg->ws_origins, c->peer.id))) {
+  if ((kind == HUBU_CONN_WS || kind == HUBU_CONN_WSS) && !(c->ws = hubu_ws_new(s->cfg->ws_origins, c->peer.id))) {
     hubu_log(HUBU_LOG_ERROR, c->peer.id, NULL, "out_of_memory", "where=ws");
     hubu_conn_destroy(c);
     return;
@@ -781,5 +802,5 @@ void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, hubu_conn_kind kind
   }
   if (!c->proxy_wait) /* else logged once the PROXY header names the client */
     hubu_log(HUBU_LOG_DEBUG, c->peer.id, NULL, "conn_open", "remote=%s tls=%d ws=%d hurried=%d", remote, tls,
-             kind == HUBU_CONN_WS, c->hurried);
+             c->ws != NULL, c->hurried);
 }

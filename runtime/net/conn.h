@@ -53,7 +53,12 @@ struct hubu_conn {
 };
 
 /* What a listener's connections speak. */
-typedef enum { HUBU_CONN_TCP = 0, HUBU_CONN_TLS = 1, HUBU_CONN_WS = 2 } hubu_conn_kind;
+typedef enum {
+  HUBU_CONN_TCP = 0,
+  HUBU_CONN_TLS = 1,
+  HUBU_CONN_WS = 2,  /* the HTTP listener: HTTP, WebSocket */
+  HUBU_CONN_WSS = 3, /* the HTTPS listener: the same inside TLS */
+} hubu_conn_kind;
 
 /* Accepts a pending connection on listener, speaking kind. */
 void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, hubu_conn_kind kind);

@@ -49,9 +49,10 @@ static void on_connection(uv_stream_t *listener, int status) {
     return;
   }
   hubu_conn_accept(s, listener,
-                   listener == (uv_stream_t *)&s->tls_listener    ? HUBU_CONN_TLS
-                   : listener == (uv_stream_t *)&s->http_listener ? HUBU_CONN_WS
-                                                                  : HUBU_CONN_TCP);
+                   listener == (uv_stream_t *)&s->tls_listener     ? HUBU_CONN_TLS
+                   : listener == (uv_stream_t *)&s->http_listener  ? HUBU_CONN_WS
+                   : listener == (uv_stream_t *)&s->https_listener ? HUBU_CONN_WSS
+                                                                   : HUBU_CONN_TCP);
 }
 
 uint32_t hubu_server_conn_cap(uint64_t nofile, uint32_t max_conns) {
@@ -241,6 +242,7 @@ void hubu_server_drain(hubu_server *s, const char *why) {
   close_if_open((uv_handle_t *)&s->tcp_listener);
   if (s->tls_listening) close_if_open((uv_handle_t *)&s->tls_listener);
   if (s->http_listening) close_if_open((uv_handle_t *)&s->http_listener);
+  if (s->https_listening) close_if_open((uv_handle_t *)&s->https_listener);
   for (hubu_conn *c = s->conns, *next; c; c = next) {
     next = c->next;
     if (c->peer.state < HUBU_PEER_CLOSING)
@@ -285,7 +287,7 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_net_config *cf
   s->loop = loop;
   s->cfg = cfg;
   int tcp_port = 0, tls_port = -1;
-  if (cfg->tls_enabled) {
+  if (cfg->tls_enabled || cfg->https_enabled) { /* one certificate for both listeners */
     char err[256];
     s->tls_ctx = hubu_tls_server_ctx_new(cfg->cert_file, cfg->key_file, err, sizeof err);
     if (!s->tls_ctx) {
@@ -328,6 +330,18 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_net_config *cf
     }
     s->http_listening = 1;
   }
+  int https_port = -1;
+  if (cfg->https_enabled) {
+    if (listen_on(s, &s->https_listener, cfg->https_host, cfg->https_port, &https_port) != 0) {
+      uv_close((uv_handle_t *)&s->tcp_listener, NULL);
+      if (s->tls_listening) uv_close((uv_handle_t *)&s->tls_listener, NULL);
+      if (s->http_listening) uv_close((uv_handle_t *)&s->http_listener, NULL);
+      s->tls_listening = s->http_listening = 0;
+      return -1;
+    }
+    s->https_listening = 1;
+  }
+  s->https_port = https_port;
   s->tcp_port = tcp_port;
   s->tls_port = tls_port;
   s->http_port = http_port;
@@ -349,6 +363,7 @@ int hubu_server_start(hubu_server *s, uv_loop_t *loop, const hubu_net_config *cf
   hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "tcp=%s:%d", cfg->listen_host, tcp_port);
   if (cfg->tls_enabled) hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "tls=%s:%d", cfg->tls_host, tls_port);
   if (cfg->http_enabled) hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "http=%s:%d", cfg->http_host, http_port);
+  if (cfg->https_enabled) hubu_log(HUBU_LOG_INFO, 0, NULL, "listening", "https=%s:%d", cfg->https_host, https_port);
   return 0;
 }
 
@@ -356,6 +371,7 @@ void hubu_server_abort(hubu_server *s) {
   close_if_open((uv_handle_t *)&s->tcp_listener);
   if (s->tls_listening) close_if_open((uv_handle_t *)&s->tls_listener);
   if (s->http_listening) close_if_open((uv_handle_t *)&s->http_listener);
+  if (s->https_listening) close_if_open((uv_handle_t *)&s->https_listener);
   close_if_open((uv_handle_t *)&s->sweep);
   close_if_open((uv_handle_t *)&s->flush);
   close_if_open((uv_handle_t *)&s->sigterm);

@@ -46,6 +46,9 @@ typedef struct {
   int http_enabled;              /* the HTTP listener (WebSocket at /ws) */
   char http_host[64];
   int http_port;
+  int https_enabled; /* the same inside TLS (--https-listen, with --cert and --key) */
+  char https_host[64];
+  int https_port;
   const char *ws_origins; /* --ws-origins: browser Origins allowed at /ws, "scheme://host[:port],..."; NULL: any */
   int dev_login;          /* --dev-login on: POST /v1/dev/token mints a token for any user (development only) */
   const char *web_root;   /* --web-root DIR: the chat page's files from DIR; NULL: those built in */
@@ -64,9 +67,12 @@ typedef struct hubu_server {
   int tls_listening;
   uv_tcp_t http_listener;
   int http_listening;
+  uv_tcp_t https_listener;
+  int https_listening;
   int tcp_port, tls_port; /* bound ports (tls_port -1 without TLS) */
   int http_port;          /* -1 without the HTTP listener */
-  SSL_CTX *tls_ctx;       /* owned; NULL without --tls-listen */
+  int https_port;         /* -1 without the HTTPS listener */
+  SSL_CTX *tls_ctx;       /* owned; NULL without --tls-listen and --https-listen */
   uv_timer_t sweep;       /* heartbeats, HELLO timeouts, lingering closes */
   uv_prepare_t flush;     /* one write per dirty connection per loop turn */
   uv_signal_t sigterm;

@@ -4,6 +4,7 @@
  * (409, 429 with Retry-After), the limits (413, 431, 408), the development
  * sign-in and the static files. The client is a plain socket writing the
  * request bytes, so each case sends exactly what it means. */
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +45,8 @@ static int read_answer(int fd, http_answer *a) {
       buf = realloc(buf, cap);
       REQUIRE(buf);
     }
-    ssize_t r = recv(fd, buf + n, cap - n - 1, 0);
+    SSL *ssl = e2e_tls_of(fd);
+    ssize_t r = ssl ? SSL_read(ssl, buf + n, (int)(cap - n - 1)) : recv(fd, buf + n, cap - n - 1, 0);
     if (r <= 0) break;
     n += (size_t)r;
   }
@@ -66,7 +68,21 @@ static int read_answer(int fd, http_answer *a) {
   return 0;
 }
 
-/* One request: method and target, extra header lines (each ending in CRLF) and a body. */
+/* One request on fd: method and target, extra header lines (each ending in CRLF) and a body. */
+static http_answer request_on(int fd, const char *method, const char *target, const char *headers, const void *body,
+                              size_t body_len) {
+  char head[8192];
+  int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Length: %zu\r\n\r\n", method,
+                   target, headers ? headers : "", body_len);
+  REQUIRE(e2e_send_raw(fd, head, (size_t)n) == 0);
+  if (body_len) REQUIRE(e2e_send_raw(fd, body, body_len) == 0);
+  http_answer a;
+  read_answer(fd, &a);
+  e2e_close(fd);
+  return a;
+}
+
+/* One request on a new connection. */
 static http_answer request(int port, const char *method, const char *target, const char *headers, const void *body,
                            size_t body_len) {
   int fd = e2e_connect(port);
@@ -405,6 +421,79 @@ static void dev_login_and_static_files(void) {
   CHECK_SERVER_STOPS_CLEANLY(&s);
 }
 
+static int has(const char *s, size_t n, const char *needle) { return memmem(s, n, needle, strlen(needle)) != NULL; }
+
+/* --https-listen: the same API, the page and WebSocket inside TLS. */
+static void https_listener_serves_api_and_wss(void) {
+  e2e_server s;
+  REQUIRE(e2e_server_start_tls(&s, "--https-listen", "127.0.0.1:0", NULL) == 0);
+  REQUIRE(s.https_port > 0);
+  int fd = e2e_connect_tls(s.https_port, 0, s.cert);
+  REQUIRE(fd >= 0);
+  http_answer a = request_on(fd, "GET", "/healthz", NULL, NULL, 0);
+  EXPECT(a, 200, "ok");
+  answer_free(&a);
+  fd = e2e_connect_tls(s.https_port, 0, s.cert);
+  REQUIRE(fd >= 0);
+  const char *m = "{\"clientId\":\"1\",\"sessionId\":\"d:alice:bob\",\"body\":\"dGxz\"}";
+  a = request_on(fd, "POST", "/v1/messages", auth_json("alice"), m, strlen(m));
+  EXPECT(a, 200, "\"seq\":\"1\"");
+  answer_free(&a);
+  /* wss: the upgrade, then HELLO and a PULL in JSON text messages */
+  fd = e2e_connect_tls(s.https_port, 0, s.cert);
+  REQUIRE(fd >= 0);
+  const char *up =
+      "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+      "Sec-WebSocket-Protocol: hubu.v1.json\r\n\r\n";
+  REQUIRE(e2e_send_raw(fd, up, strlen(up)) == 0);
+  char token[HUBU_TOKEN_MAX], text[600];
+  e2e_token("bob", token);
+  int tl = snprintf(text, sizeof text,
+                    "{\"type\":\"HELLO\",\"body\":{\"protocolVersion\":1,\"userId\":\"bob\",\"deviceId\":\"w\","
+                    "\"token\":\"%s\"}}",
+                    token);
+  const char *pull = "{\"type\":\"PULL\",\"body\":{\"requestId\":\"4\",\"sessionId\":\"d:alice:bob\"}}";
+  uint8_t frames[1400];
+  size_t fl = 0;
+  const char *texts[2] = {text, pull};
+  size_t lens[2] = {(size_t)tl, strlen(pull)};
+  for (int i = 0; i < 2; i++) { /* masked text frames */
+    frames[fl++] = 0x81;
+    if (lens[i] < 126) { /* the shortest length form, as RFC 6455 requires */
+      frames[fl++] = (uint8_t)(0x80 | lens[i]);
+    } else {
+      frames[fl++] = 0x80 | 126;
+      frames[fl++] = (uint8_t)(lens[i] >> 8);
+      frames[fl++] = (uint8_t)lens[i];
+    }
+    const uint8_t key[4] = {1, 2, 3, 4};
+    memcpy(frames + fl, key, 4);
+    fl += 4;
+    for (size_t k = 0; k < lens[i]; k++) frames[fl++] = (uint8_t)texts[i][k] ^ key[k % 4];
+  }
+  REQUIRE(e2e_send_raw(fd, frames, fl) == 0);
+  /* read until the PULL_RESULT with the message sent over https shows up */
+  char got[8192];
+  size_t n = 0;
+  SSL *ssl = e2e_tls_of(fd);
+  REQUIRE(ssl);
+  uint64_t deadline = e2e_now_ms() + E2E_WAIT_MS;
+  while (n + 1 < sizeof got && e2e_now_ms() < deadline) {
+    int r = SSL_read(ssl, got + n, (int)(sizeof got - n - 1));
+    if (r <= 0) break;
+    n += (size_t)r;
+    got[n] = 0;
+    if (has(got, n, "PULL_RESULT") && has(got, n, "dGxz")) break;
+  }
+  CHECK(has(got, n, "101 Switching Protocols") && has(got, n, "Sec-WebSocket-Protocol: hubu.v1.json\r\n"));
+  CHECK(has(got, n, "{\"type\":\"HELLO_OK\""));
+  CHECKF(has(got, n, "{\"type\":\"PULL_RESULT\",\"body\":{\"requestId\":\"4\"") && has(got, n, "dGxz"),
+         "no PULL_RESULT over wss");
+  e2e_close(fd);
+  CHECK_SERVER_STOPS_CLEANLY(&s);
+}
+
 int main(int argc, char **argv) {
   static const e2e_case cases[] = {
       E2E_CASE(send_sync_pull_and_calls_answer_in_json),
@@ -412,6 +501,7 @@ int main(int argc, char **argv) {
       E2E_CASE(protobuf_both_ways_and_bad_bodies_get_400),
       E2E_CASE(limits_answer_413_431_and_408),
       E2E_CASE(dev_login_and_static_files),
+      E2E_CASE(https_listener_serves_api_and_wss),
   };
   return e2e_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

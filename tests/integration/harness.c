@@ -224,18 +224,20 @@ static int read_port_file(e2e_server *s, const char *path, int want_tls) {
   FILE *f = fopen(path, "r");
   if (!f) return 0;
   char line[128];
-  int tcp = 0, tls = 0, http = 0;
+  int tcp = 0, tls = 0, http = 0, https = 0;
   while (fgets(line, sizeof line, f)) {
     int p;
     if (sscanf(line, "tcp %d", &p) == 1 && p > 0) tcp = p;
     if (sscanf(line, "tls %d", &p) == 1 && p > 0) tls = p;
     if (sscanf(line, "http %d", &p) == 1 && p > 0) http = p;
+    if (sscanf(line, "https %d", &p) == 1 && p > 0) https = p;
   }
   fclose(f);
   if (!tcp || (want_tls && !tls)) return 0;
   s->port = tcp;
   s->tls_port = tls;
   s->http_port = http;
+  s->https_port = https;
   return 1;
 }
 

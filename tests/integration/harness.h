@@ -64,12 +64,13 @@ int e2e_main(int argc, char **argv, const e2e_case *cases, size_t n_cases);
 /* ---- hubud --------------------------------------------------------------- */
 
 typedef struct {
-  pid_t pid;     /* 0 once stopped */
-  char dir[64];  /* the temp dir: data/, ports, cert.pem, key.pem */
-  int port;      /* "tcp PORT" of the port file */
-  int tls_port;  /* "tls PORT", when started with TLS */
-  int http_port; /* "http PORT": the HTTP listener (WebSocket), 0 when off */
-  char cert[96]; /* PEM files, when started with TLS */
+  pid_t pid;      /* 0 once stopped */
+  char dir[64];   /* the temp dir: data/, ports, cert.pem, key.pem */
+  int port;       /* "tcp PORT" of the port file */
+  int tls_port;   /* "tls PORT", when started with TLS */
+  int http_port;  /* "http PORT": the HTTP listener (WebSocket), 0 when off */
+  int https_port; /* "https PORT": the HTTPS listener, 0 when off */
+  char cert[96];  /* PEM files, when started with TLS */
   char key[96];
   int slot; /* in the harness's registry of children and dirs */
 } e2e_server;
