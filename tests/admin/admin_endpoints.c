@@ -480,7 +480,7 @@ static void plugins_lists_each_plugin_and_failed_reloads(void) {
   admin_reply_free(&r);
 
   /* A broken new version: listed with the error; the old one runs on. */
-  REQUIRE(admin_write_file(dir, "listed.lua", "--% version: 4\nerror('not today')\n") == 0);
+  REQUIRE(admin_write_file(dir, "listed.lua", "--% version: 4\nlocal function f() error('not today') end\nf()\n") == 0);
   REQUIRE(ADMIN_POST(port, "/v1/admin/reload?plugin=listed", &r) == 0);
   CHECK_EQ(r.status, 422);
   admin_reply_free(&r);

@@ -155,7 +155,8 @@ static void hubuctl_plugins_shows_control_characters_as_question_marks(void) {
   char dir[64];
   REQUIRE(admin_plugins_dir(dir, sizeof dir) == 0);
   REQUIRE(admin_write_file(dir, "vt.lua", "--% version: 2\x1b[5mblink\n" ADMIN_GOOD_PLUGIN) == 0);
-  REQUIRE(admin_write_file(dir, "esc.lua", "error(\"\\27[31mred\\7 caf\xc3\xa9\\194\\155[2J\")\n") == 0);
+  REQUIRE(admin_write_file(dir, "esc.lua",
+                           "local function f() error(\"\\27[31mred\\7 caf\xc3\xa9\\194\\155[2J\") end\nf()\n") == 0);
   e2e_server s;
   int port = ADMIN_START(&s, "--plugins", dir, NULL);
   char admin[32], want[256];
