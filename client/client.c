@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "frame.h"
 #include "hubu_client.h"
+#include "pbjson.h"
 #include "tls.h"
 #include "token.h"
 #include "wire.h"
@@ -305,7 +306,20 @@ static void hubu_link_send_hello(hubu_client_link *link);
 static void hubu_ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
   (void)ctx;
   hubu_client_link *link = ud;
-  if (arg->opcode == WSLAY_BINARY_FRAME && hubu_link_current(link)) hubu_link_feed(link, arg->msg, arg->msg_length);
+  if (!hubu_link_current(link)) return;
+  if (arg->opcode == WSLAY_BINARY_FRAME && !link->client->ws_json) {
+    hubu_link_feed(link, arg->msg, arg->msg_length);
+  } else if (arg->opcode == WSLAY_TEXT_FRAME && link->client->ws_json) { /* the JSON form, made a frame again */
+    hubu_buf frame = {0};
+    uint8_t type;
+    char why[160];
+    if (hubu_pbjson_frame_in((const char *)arg->msg, arg->msg_length, &frame, &type, why, sizeof why) ==
+        HUBU_PBJSON_FRAME_OK)
+      hubu_link_feed(link, hubu_buf_head(&frame), hubu_buf_size(&frame));
+    else
+      hubu_client_lose(link->client, HUBU__V1__CODE__BAD_FRAME, "websocket: a text message not in the JSON form", 0);
+    hubu_buf_free(&frame);
+  }
 }
 
 static const struct wslay_event_callbacks hubu_ws_callbacks = {
@@ -332,8 +346,8 @@ static int hubu_link_ws_request(hubu_client_link *link) {
   EVP_EncodeBlock((unsigned char *)link->ws_accept, digest, 20);
   int n = snprintf(req, sizeof req,
                    "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: hubu.v1\r\n\r\n",
-                   c->ws_path, c->host, c->port, key);
+                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n\r\n",
+                   c->ws_path, c->host, c->port, key, c->ws_json ? "hubu.v1.json" : "hubu.v1");
   if (n < 0 || (size_t)n >= sizeof req || hubu_buf_append(&link->out, req, (size_t)n) != 0) return -1;
   link->ws_state = 1;
   return 0;
@@ -400,8 +414,18 @@ static int hubu_link_ws_wrap(hubu_client_link *link) {
   while (left >= HUBU_FRAME_HEADER_SIZE) {
     size_t size = HUBU_FRAME_HEADER_SIZE + ((size_t)p[4] << 24 | (size_t)p[5] << 16 | (size_t)p[6] << 8 | p[7]);
     if (size > left) break;
-    struct wslay_event_msg m = {.opcode = WSLAY_BINARY_FRAME, .msg = p, .msg_length = size};
-    if (wslay_event_queue_msg(link->ws, &m) != 0) return -1;
+    if (link->client->ws_json) { /* wslay copies the message */
+      hubu_buf text = {0};
+      int rc = hubu_pbjson_frame_out(p, size, &text);
+      struct wslay_event_msg m = {
+          .opcode = WSLAY_TEXT_FRAME, .msg = hubu_buf_head(&text), .msg_length = hubu_buf_size(&text)};
+      if (rc == 0) rc = wslay_event_queue_msg(link->ws, &m);
+      hubu_buf_free(&text);
+      if (rc != 0) return -1;
+    } else {
+      struct wslay_event_msg m = {.opcode = WSLAY_BINARY_FRAME, .msg = p, .msg_length = size};
+      if (wslay_event_queue_msg(link->ws, &m) != 0) return -1;
+    }
     p += size;
     left -= size;
   }
@@ -914,6 +938,7 @@ hubu_client *hubu_client_new(uv_loop_t *loop, const hubu_client_options *opt, co
       (opt->client_info && !c->client_info) || (opt->ws_path && !c->ws_path))
     goto fail;
   c->tls = opt->tls ? 1 : 0;
+  c->ws_json = opt->ws_path && opt->ws_json;
   c->port = opt->port ? opt->port : (c->tls ? 7701 : 7700);
   c->tls_verify = opt->tls_verify ? 1 : 0;
   c->reconnect = opt->reconnect ? 1 : 0;

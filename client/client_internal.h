@@ -25,6 +25,7 @@ struct hubu_client {
   char *host, *tls_ca_file, *user_id, *device_id, *token, *client_info; /* owned copies */
   char *ws_path;                                                        /* owned copy; NULL: raw TCP */
   int port, tls, tls_verify, reconnect;
+  int ws_json; /* with ws_path: hubu.v1.json */
   uint32_t backoff_min_ms, backoff_max_ms, connect_timeout_ms, ping_interval_ms;
   hubu_client_callbacks cb;
   void *ud;

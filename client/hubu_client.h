@@ -63,6 +63,8 @@ typedef struct {
                                (no reorder buffer, no DELIVER_ACK, no SYNC): for raw tools */
   const char *ws_path;      /* non-NULL: WebSocket at this path (e.g. "/ws") on hubud's HTTP listener,
                                subprotocol hubu.v1, instead of raw TCP; not with tls */
+  int ws_json;              /* 1 with ws_path: subprotocol hubu.v1.json, each frame a text message in the JSON
+                               form (PROTOCOL.md section 9) */
 } hubu_client_options;
 
 /* A received message, valid during the callback only. */

@@ -1,10 +1,11 @@
 #!/bin/bash
 # bench-ws.sh HUBUD HUBU_BENCH [ROUNDS] [MESSAGES]
-# `hubu-bench pairs` (100 pairs, window 32) over raw TCP and over WebSocket
-# (/ws, subprotocol hubu.v1) alternating in one run: hubud on CPU 0, load on
+# `hubu-bench pairs` (100 pairs, window 32) over raw TCP, over WebSocket
+# (/ws, subprotocol hubu.v1) and over WebSocket JSON (hubu.v1.json)
+# alternating in one run: hubud on CPU 0, load on
 # CPU 1, a fresh data directory per run. Prints one line per run (transport,
 # delivered msgs/s, server CPU us/msg, e2e p50 and p99 us), then the medians
-# and the ratio ws/tcp. Loopback only; stops only the processes it started.
+# and the ratios ws/tcp and json/tcp. Loopback only; stops only the processes it started.
 set -u
 # PORT (default 17890): the TCP listener; the HTTP listener is PORT+1.
 P=${PORT:-17890}
@@ -16,23 +17,24 @@ run() { # transport
   taskset -c 0 "$HUBUD" --listen 127.0.0.1:$P --http-listen 127.0.0.1:$(($P+1)) --admin-listen off --data "$D" \
     --secret sbs --plugins "$D/plugins" --log-level warn >"$D/log" 2>&1 & local SP=$!
   wait_port $P && wait_port $(($P+1))
-  local args=(--port $P); [ "$t" = ws ] && args=(--ws --port $(($P+1)))
+  local args=(--port $P); [ "$t" = ws ] && args=(--ws --port $(($P+1))); [ "$t" = json ] && args=(--ws-json --port $(($P+1)))
   taskset -c 1 "$BENCH" pairs --pairs 100 --window 32 --messages "$MSGS" "${args[@]}" --secret sbs --server-pid $SP \
     --json 2>/dev/null | python3 -c '
 import json,sys; d=json.load(sys.stdin)
 print(sys.argv[1], round(d["delivered_per_s"]), d["server_cpu_us_per_msg"], round(d["e2e_p50_us"]), round(d["e2e_p99_us"]))' "$t"
   kill $SP; wait $SP 2>/dev/null; sleep 0.3
 }
-for r in $(seq "$ROUNDS"); do run tcp; run ws; done | tee "$W/runs"
+for r in $(seq "$ROUNDS"); do run tcp; run ws; run json; done | tee "$W/runs"
 python3 - "$W/runs" <<'PY'
 import sys, statistics as st
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 med = {}
-for t in ("tcp", "ws"):
+for t in ("tcp", "ws", "json"):
     r = [x for x in rows if x[0] == t]
     if not r: continue
     med[t] = [st.median(float(x[i]) for x in r) for i in (1, 2, 3, 4)]
-    print("median %-3s %8.0f msgs/s %6.2f us/msg server CPU  p50 %6.0f us  p99 %6.0f us" % (t, *med[t]))
-if "tcp" in med and "ws" in med:
-    print("ws/tcp: msgs/s %.3f, server CPU per msg %.3f" % (med["ws"][0] / med["tcp"][0], med["ws"][1] / med["tcp"][1]))
+    print("median %-4s %8.0f msgs/s %6.2f us/msg server CPU  p50 %6.0f us  p99 %6.0f us" % (t, *med[t]))
+for t in ("ws", "json"):
+    if "tcp" in med and t in med:
+        print("%s/tcp: msgs/s %.3f, server CPU per msg %.3f" % (t, med[t][0] / med["tcp"][0], med[t][1] / med["tcp"][1]))
 PY

@@ -22,6 +22,7 @@ typedef struct {
   int port;         /* 0: 7700, or 7701 with tls */
   int tls;
   int ws;              /* --ws: WebSocket at /ws on the HTTP listener (subprotocol hubu.v1) instead of raw TCP */
+  int ws_json;         /* --ws-json: WebSocket with subprotocol hubu.v1.json (frames as JSON text messages) */
   const char *ca_file; /* with it the server certificate is verified */
   uint8_t secret[1024];
   size_t secret_len;

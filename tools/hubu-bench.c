@@ -186,6 +186,7 @@ int bench_client_options(const bench_options *o, hubu_client_options *co, const 
   co->port = o->port ? o->port : (o->ws ? 7780 : 0);
   co->tls = o->tls;
   co->ws_path = o->ws ? "/ws" : NULL;
+  co->ws_json = o->ws_json;
   co->tls_ca_file = o->ca_file;
   co->tls_verify = o->ca_file != NULL;
   co->user_id = user;
@@ -198,7 +199,7 @@ int bench_client_options(const bench_options *o, hubu_client_options *co, const 
 
 void bench_report_common(bench_report *r, const bench_options *o) {
   bench_report_text(r, "scenario", "scenario", "%s", o->scenario);
-  const char *transport = o->ws ? "ws" : o->tls ? "tls" : "tcp";
+  const char *transport = o->ws_json ? "ws-json" : o->ws ? "ws" : o->tls ? "tls" : "tcp";
   int port = o->port ? o->port : o->ws ? 7780 : o->tls ? 7701 : 7700;
   bench_report_text(r, "transport", "transport", "%s %s:%d", transport, o->host, port);
 }
@@ -669,6 +670,8 @@ static void bench_usage(FILE *out) {
       "  --tls              connect with TLS (certificate not verified unless --ca)\n"
       "  --ws               connect over WebSocket (/ws on the HTTP listener, subprotocol hubu.v1;\n"
       "                     --port then defaults to 7780)\n"
+      "  --ws-json          WebSocket with subprotocol hubu.v1.json: every frame a JSON text message\n"
+      "                     (PROTOCOL.md section 9; implies --ws)\n"
       "  --ca FILE          verify the server certificate against this CA (PEM)\n"
       "  --secret S         token secret (the server's --secret)\n"
       "  --data DIR         the server's data directory: the secret is read from DIR/secret\n"
@@ -785,6 +788,7 @@ int main(int argc, char **argv) {
     O_PORT,
     O_TLS,
     O_WS,
+    O_WS_JSON,
     O_CA,
     O_SECRET,
     O_DATA,
@@ -813,6 +817,7 @@ int main(int argc, char **argv) {
       {"port", required_argument, NULL, O_PORT},
       {"tls", no_argument, NULL, O_TLS},
       {"ws", no_argument, NULL, O_WS},
+      {"ws-json", no_argument, NULL, O_WS_JSON},
       {"ca", required_argument, NULL, O_CA},
       {"secret", required_argument, NULL, O_SECRET},
       {"data", required_argument, NULL, O_DATA},
@@ -863,6 +868,7 @@ int main(int argc, char **argv) {
         break;
       case O_TLS: o.tls = 1; break;
       case O_WS: o.ws = 1; break;
+      case O_WS_JSON: o.ws = o.ws_json = 1; break;
       case O_CA: o.ca_file = optarg; break;
       case O_SECRET: {
         size_t n = strlen(optarg);
