@@ -14,7 +14,6 @@ const HUBU_PAGE = 20; /* messages of a session shown at first; scrolling up pull
 const HUBU_PULL_LIMIT = 200; /* a delivery PULL's limit */
 const HUBU_GAP_WAIT_MS = 500; /* a hole may still be in flight: wait this long before pulling */
 const HUBU_SEND_TIMEOUT_MS = 10000; /* resend an unanswered SEND after this */
-const HUBU_WINDOW_MAX = 1024; /* SENDs in flight at once, at most */
 const HUBU_RETRY_MIN_MS = 1000; /* resend after UNAVAILABLE and friends, at the least */
 const HUBU_HELLO_TIMEOUT_MS = 10000; /* connect + HELLO_OK */
 const HUBU_BACKOFF_MIN_MS = 200;
@@ -118,7 +117,6 @@ class HubuOutbox {
         this.items.sort((a, b) => a.clientId - b.clientId);
         for (const o of this.items) {
           o.sent = false;
-          o.inflight = false;
           o.due = 0;
           if (o.clientId > this.last) this.last = o.clientId;
         }
@@ -211,10 +209,8 @@ class HubuClient {
     this.requests = new Map(); /* request_id -> {resolve, kind, session} */
     this.syncReq = 0;
     this.resyncAt = 0;
-    this.window = HUBU_WINDOW_MAX; /* SENDs in flight at once: 1 after a refusal to retry, doubling on each OK */
-    this.refusedAt = 0; /* when the last such refusal came */
     this.timer = null;
-    this.stats = { sends: 0, resends: 0, stored: 0, pushed: 0, duplicates: 0, pulls: 0, gaps: 0, stale: 0, syncs: 0, connects: 0 };
+    this.stats = { sends: 0, resends: 0, stored: 0, retried: 0, stale: 0, pushed: 0, duplicates: 0, gaps: 0, pulls: 0, syncs: 0, connects: 0 };
   }
 
   start() {
@@ -425,10 +421,7 @@ class HubuClient {
       else o.verified = true;
     }
     ob.save();
-    for (const o of ob.items) {
-      o.inflight = false;
-      o.due = 0;
-    }
+    for (const o of ob.items) o.due = 0; /* every unanswered SEND again, on this connection */
     this.setState('ready', b.server || '');
     this.pump();
     this.sync();
@@ -450,7 +443,6 @@ class HubuClient {
       clientTimeMs: Date.now(),
       verified: this.helloSeen,
       sent: false,
-      inflight: false,
       due: 0,
     };
     ob.last = id;
@@ -461,22 +453,18 @@ class HubuClient {
     return o;
   }
 
-  /* Sends what is due, in client_id order: nothing overtakes a message that
-   * waits to be retried, and at most `window` are in flight; an unanswered
-   * one is sent again after HUBU_SEND_TIMEOUT_MS. */
+  /* Sends what is due: per session the oldest queued message only, so a
+   * refused one that is retried (RATE_LIMITED, UNAVAILABLE, ...) is never
+   * overtaken by a later one of its chat; chats go side by side. An
+   * unanswered SEND is sent again after HUBU_SEND_TIMEOUT_MS. */
   pump() {
     if (!this.ready()) return;
     const now = Date.now();
-    let inflight = 0;
-    for (const o of this.outbox.items) if (o.inflight) inflight++;
+    const heads = new Set();
     for (const o of this.outbox.items) {
-      if (o.inflight) {
-        if (o.due <= now) this.sendEntry(o);
-        continue;
-      }
-      if (o.due > now || inflight >= this.window) break;
-      this.sendEntry(o);
-      inflight++;
+      if (heads.has(o.sessionId)) continue;
+      heads.add(o.sessionId);
+      if (o.due <= now) this.sendEntry(o);
     }
   }
 
@@ -487,20 +475,21 @@ class HubuClient {
     this.stats.sends++;
     if (o.sent) this.stats.resends++;
     o.sent = true;
-    o.inflight = true;
-    o.sentAt = Date.now();
     o.due = Date.now() + HUBU_SEND_TIMEOUT_MS;
   }
 
-  /* Moves o to a fresh client_id at the end of the queue. */
+  /* Moves o to a fresh client_id at the end of the queue, and the later
+   * messages of its chat (none sent yet but refused) after it, in order. */
   renumber(o) {
     const ob = this.outbox;
-    ob.remove(o);
-    o.clientId = ++ob.last;
-    o.verified = true;
-    o.inflight = false;
-    o.due = 0;
-    ob.items.push(o);
+    const moved = ob.items.filter((p) => p === o || (p.sessionId === o.sessionId && p.clientId > o.clientId));
+    ob.items = ob.items.filter((p) => !moved.includes(p));
+    for (const p of moved) {
+      p.clientId = ++ob.last;
+      p.verified = true;
+      p.due = 0;
+      ob.items.push(p);
+    }
     ob.save();
   }
 
@@ -515,8 +504,6 @@ class HubuClient {
         ob.remove(o);
         ob.save();
         this.stats.stored++;
-        /* an answer to a SEND that left before the last refusal says nothing of now */
-        if (o.sentAt >= this.refusedAt) this.window = Math.min(HUBU_WINDOW_MAX, this.window * 2);
         const msg = {
           sessionId: a.sessionId || o.sessionId,
           seq: hubuNum(a.seq),
@@ -551,19 +538,15 @@ class HubuClient {
         this.renumber(o);
         this.pump();
         return;
-      /* Nothing stored, nothing used up: the same SEND later. Until it is
-       * stored, one SEND at a time, so no later one is stored before it
-       * (which would make it STALE and put it after them). */
+      /* Nothing stored, nothing used up: the same SEND later, its chat's later ones after it. */
       case 'RATE_LIMITED':
       case 'UNAVAILABLE':
       case 'INTERNAL':
       case 'TIMEOUT':
       case 'SHUTTING_DOWN': {
         const wait = Math.max(hubuNum(a.retryAfterMs), code === 'RATE_LIMITED' ? 200 : HUBU_RETRY_MIN_MS);
-        o.inflight = false;
+        this.stats.retried++;
         o.due = now + wait;
-        this.window = 1;
-        this.refusedAt = now;
         return;
       }
       default:
@@ -571,6 +554,7 @@ class HubuClient {
         ob.save();
         this.emit('failed', o, code, a.reason || code);
         this.emit('outbox');
+        this.pump();
     }
   }
 

@@ -4,7 +4,8 @@
  * group; bob sends 40 messages while alice sends some and reloads her page
  * mid-stream; hubud stops while both type and comes back on the same port;
  * then alice's WebSockets are refused while she types and reloads, and let
- * through again. After each part both pages must hold every message exactly
+ * through again; last, bob types 40 messages at once, past the ratelimit
+ * plugin's bucket, and the refused ones are retried. After each part both pages must hold every message exactly
  * once, in seq order (in the page's state and in the DOM), under the same
  * seqs on both sides, each sender's in the order typed, with nothing left
  * queued. Older messages are reached by scrolling up (history PULLs).
@@ -28,6 +29,7 @@ const SOURCE = process.env.HUBU_SOURCE || path.resolve(__dirname, '../..');
 const OUT = process.env.HUBU_TEST_OUT || os.tmpdir();
 const CHROMIUM = process.env.HUBU_CHROMIUM || '/usr/bin/chromium';
 const STREAM = 40; /* bob's messages while alice reloads */
+const BURST = 40; /* bob's messages typed at once */
 const WAIT_MS = 30000; /* one step's bound */
 const WATCHDOG_MS = 105000; /* the whole test's, under ctest's 120 s */
 
@@ -329,6 +331,23 @@ async function scenario(server, browser) {
   await verifyBoth(alice, bob, direct, wantDirect);
   await verifyBoth(alice, bob, group, wantGroup);
 
+  /* a burst past the ratelimit plugin's bucket (20, then 5 a second): the
+   * refused SENDs are retried after retry_after_ms, in order */
+  await openChat(bob, group);
+  const burst = Array.from({ length: BURST }, (_, i) => `burst ${String(i + 1).padStart(2, '0')}`);
+  await bob.page.evaluate((texts) => {
+    for (const t of texts) { /* faster than typing: the composer's form submitted BURST times in one go */
+      document.getElementById('text').value = t;
+      document.getElementById('composer').requestSubmit();
+    }
+  }, burst);
+  wantGroup.push(...burst);
+  for (const u of [alice, bob]) await waitHolds(u, group, wantGroup);
+  await verifyBoth(alice, bob, group, wantGroup);
+  const retried = await bob.page.evaluate(() => hubuApp.client.stats.retried);
+  check(retried > 0, `bob's burst met RATE_LIMITED and was retried (${retried} retries)`);
+  log(`bob's burst of ${BURST}: ${retried} RATE_LIMITED answers retried`);
+
   for (const u of [alice, bob]) log(`${u.user}'s client:`, JSON.stringify(await u.page.evaluate(() => hubuApp.client.stats)));
   check(pageErrors.length === 0, `no uncaught errors in the pages: ${pageErrors.join('; ')}`);
 
@@ -368,7 +387,9 @@ async function main() {
     failed = e;
   }
   if (browser) await browser.close().catch(() => {});
+  log('chromium closed');
   await server.stop().catch(() => {});
+  log('hubud stopped');
   clearTimeout(watchdog);
   fs.rmSync(dir, { recursive: true, force: true });
   if (failed) {
@@ -379,6 +400,7 @@ async function main() {
     process.exit(1);
   }
   console.log('1 passed, 0 failed');
+  process.exit(0);
 }
 
 main();
