@@ -128,9 +128,10 @@ static void script_done(hubu_redis *r, hubu_redis_status st, const redisReply *r
   }
   const char *reason = v->type == REDIS_REPLY_STRING || v->type == REDIS_REPLY_STATUS ? v->str : "";
   if (strcmp(reason, "GEN") == 0) {
-    /* The server's replication id is not the one read at connect: read it
-     * again (a new generation) and call again, once. */
-    if (q->gen_checks++ == 0 && hubu_redis_check_replid(r, s->cfg.timeout_ms, replid_checked, q) == 0) return;
+    /* Installing: the server's replication id is not the one this node
+     * read (a promotion under an open connection): read it again (a new
+     * generation) and call again with the same block, at most twice. */
+    if (q->gen_checks++ < 2 && hubu_redis_check_replid(r, s->cfg.timeout_ms, replid_checked, q) == 0) return;
     req_finish(q, 0, 0);
     return;
   }

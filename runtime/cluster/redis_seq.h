@@ -7,8 +7,11 @@
  * out and no seq is ever reused (PROTOCOL.md section 5, "Jumps").
  *
  * The generation is "RUN_ID:MASTER_REPLID" of the Redis server, read by the
- * client on every connect (redis.h); the script checks the replid live. The
- * allocator counts the generations it has used.
+ * client on every connect (redis.h). A cached block is used only when it
+ * carries this generation and was installed by this very server process
+ * (seq.lua says why that rules out data gone back in time: restarts,
+ * promoted replicas, a resynchronised master); installing one checks the
+ * replication id live. The allocator counts the generations it has used.
  *
  * Not yet: the committed watermark across nodes (settled() answers as the
  * single node does: this node's own appends settle in order), and the
