@@ -15,6 +15,7 @@ listen = "127.0.0.1:7700"            -- plain TCP; port 0 picks a free port
 -- key = "/etc/hubu/privkey.pem"
 http_listen = "127.0.0.1:7780"       -- HTTP: WebSocket at /ws (docs/http.md); "off" to disable
 -- ws_origins = "https://chat.example" -- browser pages allowed at /ws; no Origin is always allowed
+-- proxy_protocol = "tcp,http"         -- behind nginx/HAProxy sending PROXY headers (docs/deploy.md)
 admin_listen = "127.0.0.1:7781"      -- /healthz, /metrics, /v1/admin/*; "off" to disable
 -- admin_token = "@/etc/hubu/admin-token" -- bearer token; required when admin_listen is off loopback
 -- admin_host = "admin.internal"     -- more names a request's Host may give
