@@ -582,6 +582,9 @@ static void conn_start(hubu_redis *r) {
     return;
   }
   ac->data = r;
+  /* TCP keepalive: an idle connection to a peer that vanished (a subscriber's
+   * has no command to time out) is noticed within about 30 s. */
+  redisEnableKeepAlive(&ac->c);
   redisAsyncSetConnectCallback(ac, on_connect);
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
   r->ac = ac;
