@@ -35,7 +35,7 @@ void hubu_config_usage(const char *argv0) {
           "  --web-root DIR            serve the chat page at / from DIR (default: the files built in)\n"
           "  --dev-login on|off        POST /v1/dev/token mints a token for any user name: a development\n"
           "                            server only, never one others reach (default off)\n"
-          "  --proxy-protocol LISTENER[,...]|off  listeners (tcp, tls, http) behind a proxy that sends a\n"
+          "  --proxy-protocol LISTENER[,...]|off  listeners (tcp, tls, http, https) behind a proxy that sends a\n"
           "                            PROXY protocol v1 or v2 header first; one without it is refused\n"
           "                            (default off; docs/deploy.md)\n"
           "  --cert FILE --key FILE    PEM certificate chain and private key\n"
@@ -102,7 +102,7 @@ static int parse_hostport(const char *s, char *host, size_t host_size, int *port
   return 0;
 }
 
-/* --proxy-protocol: "off", or listener names (tcp, tls, http) separated by
+/* --proxy-protocol: "off", or listener names (tcp, tls, http, https) separated by
  * commas, as bits 1 << hubu_conn_kind. 0 or -1. */
 static int parse_proxy_listeners(const char *v, unsigned *out) {
   static const char *const names[] = {"tcp", "tls", "http", "https"}; /* hubu_conn_kind's order */
