@@ -300,7 +300,7 @@ class HubuClient {
       s.pullReq = 0;
       s.wake = 0;
     }
-    for (const [id, r] of this.requests) r.resolve({ code: 'UNAVAILABLE', reason: 'connection lost' });
+    for (const r of this.requests.values()) r.resolve({ code: 'UNAVAILABLE', reason: 'connection lost' });
     this.requests.clear();
     this.syncReq = 0;
     this.resyncAt = 0;
