@@ -612,12 +612,14 @@ static void proxy_input(hubu_conn *c, const uint8_t *data, size_t len) {
   }
   if (c->remote) *c->remote = h.src;
   c->proxy_wait = 0;
-  char remote[96], via[96];
-  hubu_conn_remote_name(c, 1, remote, sizeof remote);
-  socket_peer_name(c, 1, via, sizeof via);
-  char ip[96];
-  hubu_conn_remote_name(c, 0, ip, sizeof ip);
+  char ip[96] = "";
+  if (c->server->cfg->max_conns_per_ip) hubu_conn_remote_name(c, 0, ip, sizeof ip);
   Hubu__V1__Code verdict = hubu_server_count_ip(c->server, c, ip[0] ? ip : "?");
+  char remote[96] = "", via[96] = ""; /* getpeername only when logged */
+  if (verdict != HUBU__V1__CODE__OK || hubu_log_enabled(HUBU_LOG_DEBUG)) {
+    hubu_conn_remote_name(c, 1, remote, sizeof remote);
+    socket_peer_name(c, 1, via, sizeof via);
+  }
   if (verdict != HUBU__V1__CODE__OK) {
     hubu_buf_free(&held);
     hubu_log(HUBU_LOG_WARN, c->peer.id, NULL, "conn_refused", "code=%s remote=%s via=%s", hubu_code_name(verdict),
@@ -772,8 +774,9 @@ void hubu_conn_accept(hubu_server *s, uv_stream_t *listener, hubu_conn_kind kind
   c->state_since_ms = c->last_rx_ms = uv_now(s->loop);
   c->proxy_wait = (s->cfg->proxy_protocol >> kind) & 1; /* counted per address once the header names the client */
   Hubu__V1__Code verdict = hubu_server_admit(s, c);
-  char remote[96];
-  hubu_conn_remote_name(c, 1, remote, sizeof remote);
+  char remote[96] = ""; /* a getpeername only when it is logged */
+  if (verdict != HUBU__V1__CODE__OK || (!c->proxy_wait && hubu_log_enabled(HUBU_LOG_DEBUG)))
+    hubu_conn_remote_name(c, 1, remote, sizeof remote);
   if (verdict != HUBU__V1__CODE__OK) { /* closed now: a refused connection holds no descriptor until the peer's FIN */
     hubu_log(HUBU_LOG_WARN, c->peer.id, NULL, "conn_refused", "code=%s open=%u tls=%d remote=%s",
              hubu_code_name(verdict), s->conn_count, tls, remote);
