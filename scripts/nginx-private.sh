@@ -178,7 +178,8 @@ case $cmd in
     [ -f "$dir/$marker" ] || die "$dir was not made by $prog: not touching it"
     if [ -f "$dir/nginx.pid" ]; then
       pid=$(cat "$dir/nginx.pid")
-      if kill -TERM "$pid" 2>/dev/null; then
+      # only the nginx of this DIR (a stale pid file may name another process now)
+      if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-p $dir " && kill -TERM "$pid" 2>/dev/null; then
         for _ in $(seq 100); do
           kill -0 "$pid" 2>/dev/null || break
           sleep 0.1

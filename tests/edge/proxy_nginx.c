@@ -116,40 +116,53 @@ static void nginx_start(nginx_proc *n, const e2e_server *s) {
   snprintf(http, sizeof http, "%d", s->http_port);
   running_nginx = n;
   atexit(stop_nginx_at_exit);
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL); /* nginx's master never outlives the test */
-    if (getppid() != parent) _exit(126);
-    int null = open("/dev/null", O_RDONLY);
-    if (null >= 0) dup2(null, 0);
-    execl("/bin/bash", "bash", HUBU_NGINX_SCRIPT, "run", n->dir, tcp, http, n->cert, n->key, (char *)NULL);
-    _exit(127);
-  }
-  n->pid = pid;
   char env[96];
   snprintf(env, sizeof env, "%s/env", n->dir);
-  uint64_t deadline = e2e_now_ms() + 10000;
-  for (;;) {
-    int st;
-    if (waitpid(pid, &st, WNOHANG) == pid) {
-      n->pid = 0;
-      e2e_fail(__FILE__, __LINE__, "nginx-private.sh run exited with status %d (see above)", st);
+  pid_t parent = getpid();
+  /* The script picks two free ports; another process may take one before
+   * nginx binds it, and nginx then exits at start: a few tries. */
+  for (int attempt = 1;; attempt++) {
+    n->tls_port = n->wss_port = 0;
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL); /* nginx's master never outlives the test */
+      if (getppid() != parent) _exit(126);
+      int null = open("/dev/null", O_RDONLY);
+      if (null >= 0) dup2(null, 0);
+      execl("/bin/bash", "bash", HUBU_NGINX_SCRIPT, "run", n->dir, tcp, http, n->cert, n->key, (char *)NULL);
+      _exit(127);
+    }
+    n->pid = pid;
+    uint64_t deadline = e2e_now_ms() + 10000;
+    int up = 0, st = 0;
+    for (int polls = 0; !up; polls++) {
+      if (waitpid(pid, &st, WNOHANG) == pid) break;
+      if (!n->tls_port) {
+        n->tls_port = env_int(env, "NGINX_TLS_PORT");
+        n->wss_port = env_int(env, "NGINX_WSS_PORT");
+      }
+      /* answering, and still running a moment later: the ports are nginx's */
+      if (n->tls_port && answers(n->tls_port) && answers(n->wss_port)) {
+        e2e_sleep_ms(50);
+        up = waitpid(pid, &st, WNOHANG) == 0;
+        if (!up) break;
+      }
+      if (!up && e2e_now_ms() > deadline) {
+        e2e_fail(__FILE__, __LINE__, "nginx did not answer within 10 s");
+        e2e_abort();
+      }
+      if (!up) e2e_sleep_ms(20);
+    }
+    if (up) break;
+    n->pid = 0;
+    fprintf(stderr, "  nginx-private.sh run exited with status %d (try %d)\n", st, attempt);
+    if (attempt == 3) {
+      e2e_fail(__FILE__, __LINE__, "nginx did not start in 3 tries (see above)");
       e2e_abort();
     }
-    if (!n->tls_port) {
-      n->tls_port = env_int(env, "NGINX_TLS_PORT");
-      n->wss_port = env_int(env, "NGINX_WSS_PORT");
-    }
-    if (n->tls_port && answers(n->tls_port) && answers(n->wss_port)) break;
-    if (e2e_now_ms() > deadline) {
-      e2e_fail(__FILE__, __LINE__, "nginx did not answer within 10 s");
-      e2e_abort();
-    }
-    e2e_sleep_ms(20);
   }
-  fprintf(stderr, "  nginx %d: TLS :%d -> hubud :%d, TLS :%d -> hubud HTTP :%d\n", (int)pid, n->tls_port, s->port,
+  fprintf(stderr, "  nginx %d: TLS :%d -> hubud :%d, TLS :%d -> hubud HTTP :%d\n", (int)n->pid, n->tls_port, s->port,
           n->wss_port, s->http_port);
 }
 
