@@ -26,7 +26,7 @@ int hubu_token_mint(const uint8_t *secret, size_t secret_len, const char *user_i
 hubu_token_status hubu_token_verify(const uint8_t *secret, size_t secret_len, const char *token, size_t token_len,
                                     const char *user_id, uint64_t now_s);
 
-/* A reserved-user token (docs/reserved-users.md): the same form with the
+/* A reserved-user token (docs/protocol-notes.md): the same form with the
  * prefix "v1r." in place of "v1.", its MAC over "v1r.<user_id>.<expiry>".
  * It logs in as a user a plugin reserved (a bot) as well as any other; an
  * ordinary token logs in as no reserved user. Minted by `hubuctl token
