@@ -37,7 +37,7 @@ run: build
 	@mkdir -p data
 	@scripts/gen-dev-cert.sh data >/dev/null
 	exec ./$(BUILD)/hubud --data data --plugins plugins \
-	  --tls-listen 127.0.0.1:7701 --cert data/dev-cert.pem --key data/dev-key.pem $(HUBUD_ARGS)
+	  --tls-listen 127.0.0.1:7701 --cert data/dev-cert.pem --key data/dev-key.pem --dev-login on $(HUBUD_ARGS)
 
 # Every suite, plain and under ASan+UBSan, counted by one ctest run; the
 # Release build must compile too.
@@ -50,12 +50,13 @@ test: build-asan build build-release
 # libFuzzer on each input path for FUZZ_SECONDS each: fuzz_frame (frames and
 # their bodies), fuzz_body (bodies as the server judges and stores them),
 # fuzz_admin (the admin HTTP listener), fuzz_ws (the HTTP listener's request,
-# upgrade and WebSocket frames), fuzz_proxy (the PROXY protocol v1/v2 header
-# of a --proxy-protocol listener). Each runs on its working corpus,
+# upgrade and WebSocket frames, hubu.v1.json and HTTP API requests),
+# fuzz_proxy (the PROXY protocol v1/v2 header of a --proxy-protocol
+# listener), fuzz_json (the JSON form of every message). Each runs on its working corpus,
 # $(FUZZ_BUILD)/corpus/<path>, seeded from the kept one, tests/fuzz_corpus/<path>;
 # then the inputs that reach code no kept one reaches (-merge=1, by edges only,
 # so the kept corpus stays small) are added to the kept corpus: commit them.
-FUZZ_TARGETS ?= frame body admin ws proxy
+FUZZ_TARGETS ?= frame body admin ws proxy json
 
 fuzz: deps
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DHUBU_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug -DBUILD_TESTING=OFF >/dev/null

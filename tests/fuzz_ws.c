@@ -4,12 +4,19 @@
  *
  * One input is one connection. Its first byte chooses how the rest is cut
  * into reads (bits 0-2: 1, 2, 3, 5, 8, 13, 64 bytes or all at once), whether
- * a valid upgrade request goes first (bit 3: then the rest are frames), and
- * the message cap (bit 4: 4104 or 65544 bytes). Checked:
+ * a valid upgrade request goes first (bit 3: then the rest are frames), the
+ * message cap (bit 4: 4104 or 65544 bytes), the Origin list (bit 5), whether
+ * the connection's HTTP side is there (bit 6: requests other than /ws are
+ * handed over, answered at once or, with bit 7, from the frames the
+ * connection produces next) and, with bits 3 and 7, hubu.v1.json (text
+ * messages made into frames by lib/pbjson.c). Checked:
  *  - hubu_ws_input answers 0, 1 or -1, and once it said 1 (closing) or -1 it
  *    is not fed again;
  *  - every message delivered holds exactly one frame header's worth of bytes
- *    (the header's length + 8) and is at most the cap;
+ *    (the header's length + 8) and is at most the cap (a JSON one: its
+ *    frame made of it);
+ *  - a request handed over has its path and a body within the limit, and a
+ *    refused JSON message names BAD_FRAME or BAD_BODY;
  *  - before the upgrade the output is empty or one HTTP answer
  *    ("HTTP/1.1 NNN "), and an upgraded connection's first bytes are the 101;
  *  - hubu_ws_output with frames and a close never fails, and the output
@@ -29,12 +36,17 @@
 
 #include "buf.h"
 #include "frame.h"
+#include "hubu.pb-c.h"
 #include "log.h"
 #include "ws.h"
 
 #define UPGRADE                                                                                     \
   "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " \
   "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: hubu.v1\r\n\r\n"
+#define UPGRADE_JSON                                                                                \
+  "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " \
+  "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: hubu.v1.json\r\n\r\n"
+#define MAX_BODY 3000
 
 static void fail(const char *what) {
   fprintf(stderr, "fuzz_ws: %s\n", what);
@@ -44,7 +56,33 @@ static void fail(const char *what) {
 typedef struct {
   size_t cap;
   size_t delivered;
+  hubu_ws *ws;
+  int later; /* answer a request from the next frames, not at once */
 } fuzz_state;
+
+static int on_request(void *ud, const hubu_http_request *req) {
+  fuzz_state *st = ud;
+  if (!req->path || !req->path_len || req->body_len > MAX_BODY) fail("request without a path or above the body limit");
+  if (req->query && !req->query_len) fail("a query pointer without a length");
+  if (!st->later && hubu_ws_respond(st->ws, 200, "text/plain", NULL, req->body, req->body_len) != 0)
+    fail("hubu_ws_respond failed");
+  return 0;
+}
+
+static void on_frame(void *ud, const uint8_t *frame, size_t len) {
+  fuzz_state *st = ud;
+  if (len < HUBU_FRAME_HEADER_SIZE || frame[0] != HUBU_FRAME_MAGIC) fail("not a whole frame handed over");
+  if (hubu_ws_respond(st->ws, 503, "application/json", "Retry-After: 1\r\n", "{}", 2) != 0)
+    fail("hubu_ws_respond failed");
+}
+
+static void on_refused(void *ud, int code, uint8_t type, const char *why) {
+  (void)ud, (void)type;
+  if (code != HUBU__V1__CODE__BAD_FRAME && code != HUBU__V1__CODE__BAD_BODY) fail("a JSON refusal of another code");
+  if (!why || !why[0]) fail("a JSON refusal without a reason");
+}
+
+static const hubu_ws_http fuzz_http = {.request = on_request, .frame = on_frame, .refused = on_refused};
 
 static int deliver(void *ud, const uint8_t *msg, size_t len) {
   fuzz_state *st = ud;
@@ -88,15 +126,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const size_t cuts[8] = {1, 2, 3, 5, 8, 13, 64, (size_t)-1};
   size_t cut = cuts[data[0] & 7];
   int upgrade_first = (data[0] >> 3) & 1;
-  fuzz_state st = {.cap = (data[0] >> 4) & 1 ? 65544 : 4104};
+  fuzz_state st = {.cap = (data[0] >> 4) & 1 ? 65544 : 4104, .later = (data[0] >> 7) & 1};
   hubu_ws *ws = hubu_ws_new((data[0] >> 5) & 1 ? "https://a.example,http://b.example:8080" : NULL, 1);
   if (!ws) return 0;
+  st.ws = ws;
+  if ((data[0] >> 6) & 1) {
+    hubu_ws_set_http(ws, &fuzz_http, &st);
+    hubu_ws_set_max_body(ws, MAX_BODY);
+  }
   hubu_ws_set_max_message(ws, st.cap);
+  int json = upgrade_first && (data[0] >> 7) & 1;
   data++, size--;
   int r = 0, answered = 0;
   if (upgrade_first) {
-    r = hubu_ws_input(ws, (const uint8_t *)UPGRADE, sizeof UPGRADE - 1, deliver, &st);
-    if (r != 0 || !hubu_ws_open(ws)) fail("the valid upgrade was not taken");
+    r = json ? hubu_ws_input(ws, (const uint8_t *)UPGRADE_JSON, sizeof UPGRADE_JSON - 1, deliver, &st)
+             : hubu_ws_input(ws, (const uint8_t *)UPGRADE, sizeof UPGRADE - 1, deliver, &st);
+    if (r != 0 || !hubu_ws_open(ws) || hubu_ws_json(ws) != json) fail("the valid upgrade was not taken");
     hubu_buf out = {0};
     hubu_ws_take_output(ws, &out);
     if (hubu_buf_size(&out) < 13 || memcmp(hubu_buf_head(&out), "HTTP/1.1 101 ", 13) != 0)
@@ -210,6 +255,33 @@ static size_t make_seeds(seed *s) {
     s[k].n = 1 + client_frame(s[k].b + 1, frames[i].fin, frames[i].op, frames[i].mask, ping, frames[i].len);
     k++;
   }
+  /* HTTP requests handed to the connection (bit 6), answered at once or later (bit 7) */
+  const char *api[] = {
+      "POST /v1/messages?device_id=d HTTP/1.1\r\nAuthorization: Bearer v1.a.1.00\r\nContent-Type: "
+      "application/json\r\nContent-Length: 24\r\n\r\n{\"clientId\":\"1\",\"x\":[]}",
+      "POST /v1/sync HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n",
+      "GET /v1/sessions/d%3Aa%3Ab/messages?after=1&limit=5 HTTP/1.1\r\nAccept: application/x-protobuf\r\n\r\n",
+      "POST /v1/calls/x HTTP/1.1\r\nContent-Length: 99999\r\n\r\nabc",
+  };
+  for (size_t i = 0; i < sizeof api / sizeof api[0]; i++) {
+    s[k].b[0] = (uint8_t)(64 | (i & 1) << 7 | (i & 7));
+    s[k].n = 1 + strlen(api[i]);
+    memcpy(s[k].b + 1, api[i], s[k].n - 1);
+    k++;
+  }
+  /* hubu.v1.json (bits 3 and 7): text messages, good and bad */
+  const char *texts[] = {
+      "{\"type\":\"HELLO\",\"body\":{\"userId\":\"a\",\"deviceId\":\"d\",\"token\":\"t\"}}",
+      "{\"type\":\"SEND\",\"body\":{\"clientId\":\"x\"}}",
+      "{\"type\":\"NOPE\"}",
+      "[1,2]",
+      "{\"type\":\"DELIVER_ACK\",\"body\":{\"cursors\":[{\"seq\":\"1\"}]}}",
+  };
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    s[k].b[0] = (uint8_t)(128 | 64 | 8 | (i & 7));
+    s[k].n = 1 + client_frame(s[k].b + 1, 1, 1, 1, (const uint8_t *)texts[i], strlen(texts[i]));
+    k++;
+  }
   /* a fragmented message with a ping between */
   s[k].b[0] = 8 | 7;
   size_t n = 1;
@@ -224,7 +296,7 @@ static void run(const uint8_t *p, size_t n) { LLVMFuzzerTestOneInput(p, n); }
 
 int main(int argc, char **argv) {
   hubu_log_min_level = HUBU_LOG_ERROR; /* every refusal is logged at info: not here */
-  static seed seeds[32];
+  static seed seeds[48];
   size_t ns = make_seeds(seeds);
   if (argc == 3 && !strcmp(argv[1], "--write-seeds")) {
     for (size_t i = 0; i < ns; i++) {

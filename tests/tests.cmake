@@ -73,6 +73,15 @@ add_test(NAME ${HUBU_TEST_PREFIX}unit.admin_listener_survives_fuzz_corpus_and_30
          COMMAND fuzz_admin_replay ${HUBU_TESTS_DIR}/fuzz_corpus/admin)
 set_tests_properties(${HUBU_TEST_PREFIX}unit.admin_listener_survives_fuzz_corpus_and_3000_mutants
                      PROPERTIES LABELS "unit;fuzz" TIMEOUT 300)
+#   fuzz_json:  the JSON form (lib/pbjson.c): 20,000 mutated hubu.v1.json messages and bodies
+add_executable(fuzz_json_replay ${HUBU_TESTS_DIR}/fuzz_json.c)
+target_compile_definitions(fuzz_json_replay PRIVATE HUBU_FUZZ_REPLAY)
+target_link_libraries(fuzz_json_replay PRIVATE hubu_lib)
+add_dependencies(hubu_unit_tests fuzz_json_replay)
+add_test(NAME ${HUBU_TEST_PREFIX}unit.json_form_reads_back_to_a_fixed_point_on_fuzz_corpus_and_mutants
+         COMMAND fuzz_json_replay ${HUBU_TESTS_DIR}/fuzz_corpus/json)
+set_tests_properties(${HUBU_TEST_PREFIX}unit.json_form_reads_back_to_a_fixed_point_on_fuzz_corpus_and_mutants
+                     PROPERTIES LABELS "unit;fuzz;edge" TIMEOUT 300)
 
 include(${CMAKE_CURRENT_LIST_DIR}/integration.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/edge.cmake)

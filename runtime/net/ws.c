@@ -270,9 +270,10 @@ int hubu_ws_respond(hubu_ws *ws, int status, const char *content_type, const cha
                    status, status_text(status), content_type, len, extra ? extra : "");
   ws->answered = 1;
   ws->waiting = 0;
-  hubu_buf_free(&ws->body);
-  if (n < 0 || (size_t)n >= sizeof head || hubu_buf_append(&ws->out, head, (size_t)n) != 0 ||
-      hubu_buf_append(&ws->out, body, len) != 0) {
+  int rc = n < 0 || (size_t)n >= sizeof head || hubu_buf_append(&ws->out, head, (size_t)n) != 0 ||
+           hubu_buf_append(&ws->out, body, len) != 0;
+  hubu_buf_free(&ws->body); /* after the copy: body may be the request's own */
+  if (rc) {
     hubu_log(HUBU_LOG_ERROR, ws->conn_id, NULL, "out_of_memory", "where=http_answer");
     return -1;
   }
