@@ -98,6 +98,16 @@ foreach(case seqs_strictly_increase_and_never_repeat_across_two_nodes
   hubu_redis_test(NAME redis.${case} OWN_SERVER COMMAND test_redis_seq ${case})
 endforeach()
 
+# The allocator behind a real core (tests/core's fixture: a SQLite store in a
+# temporary directory, test peers): SENDs wait for Redis in core's seq queue.
+add_executable(test_redis_core ${HUBU_CLUSTER_TEST_DIR}/redis_core.c)
+target_include_directories(test_redis_core PRIVATE ${HUBU_CLUSTER_TEST_DIR})
+target_link_libraries(test_redis_core PRIVATE hubu_core_fixture hubu_cluster)
+add_dependencies(hubu_redis_tests test_redis_core)
+hubu_redis_test(NAME redis.core_sends_get_redis_seqs_in_order_jump_after_flushall_and_wait_out_a_restart
+                OWN_SERVER COMMAND test_redis_core
+                core_sends_get_redis_seqs_in_order_jump_after_flushall_and_wait_out_a_restart)
+
 # The client and the allocator under valgrind (a tree without sanitizers):
 # the cache lost three ways, with reconnects, NOSCRIPT and leases; 0 errors
 # and nothing definitely or indirectly lost.

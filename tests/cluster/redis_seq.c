@@ -372,6 +372,10 @@ static void seq_after_a_lagging_replica_is_promoted_is_above_everything_before(v
   node_init(&a, &loop, &lease, 1000); /* on the master */
   pair p = {&a, &b};
   CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
+  /* The first sync starts at once (Redis waits 5 s for more replicas by
+   * default). */
+  const char *nodelay[4] = {"CONFIG", "SET", "repl-diskless-sync-delay", "0"};
+  CHECK(run_cmd(&loop, a.redis, 4, nodelay) == HUBU_REDIS_OK);
   const char *replicaof[3] = {"REPLICAOF", "127.0.0.1", mport};
   CHECK(run_cmd(&loop, b.redis, 3, replicaof) == HUBU_REDIS_OK);
 
@@ -380,9 +384,9 @@ static void seq_after_a_lagging_replica_is_promoted_is_above_everything_before(v
   CHECK(rfx_run_until(&loop, node_idle, &a, 5000));
   CHECK_EQ_U64(a.n_got[0], 100);
   /* The replica has those 100 (WAIT: acknowledged by one replica). */
-  const char *wait[3] = {"WAIT", "1", "5000"};
+  const char *wait[3] = {"WAIT", "1", "15000"};
   long long acked = 0;
-  CHECK(run_cmd_within(&loop, a.redis, 6000, 3, wait, &acked) == HUBU_REDIS_OK);
+  CHECK(run_cmd_within(&loop, a.redis, 16000, 3, wait, &acked) == HUBU_REDIS_OK);
   CHECK_EQ_U64(acked, 1);
   /* It stops; 50 more are handed out that it never gets. */
   snprintf(line, sizeof line, "'%s' pause '%s'", getenv("HUBU_REDIS_SCRIPT"), rdir);
