@@ -16,7 +16,8 @@
  * write, a v1 header a byte at a time, --max-conns-per-ip counting the client
  * named by the header rather than the proxy, a header that never completes
  * closed at the HELLO timeout, a header and then the TLS handshake on the
- * TLS listener, and the setting in hubu.lua and its refused values. */
+ * TLS and HTTPS listeners, and the setting in hubu.lua and its refused
+ * values. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -656,26 +657,24 @@ static void unfinished_proxy_header_is_refused_at_the_hello_timeout(void) {
   CHECK_SERVER_STOPS_CLEANLY(&s);
 }
 
-/* --proxy-protocol tls: a proxy that passes TLS through (HAProxy in mode
- * tcp) sends its header, then the client's handshake follows on the same
- * connection, here in the same write as the header's last byte. */
-static void proxy_header_then_the_tls_handshake_on_the_tls_listener(void) {
-  e2e_server s;
-  REQUIRE(e2e_server_start_tls(&s, "--proxy-protocol", "tls", NULL) == 0);
-  int admin = admin_port_of(&s);
-  int fd = e2e_connect(s.tls_port);
+/* A connection to port that sends hdr, then the TLS handshake (verified
+ * against ca for localhost) with the header's last byte in the same write
+ * as the ClientHello. The SSL (its socket closed by ssl_close), or NULL after
+ * reporting why. */
+static SSL *tls_after_header(int port, const char *hdr, const char *ca) {
+  int fd = e2e_connect(port);
   REQUIRE(fd >= 0);
-  const char *hdr = "PROXY TCP4 203.0.113.5 127.0.0.1 50505 7701\r\n";
-  REQUIRE(e2e_send_raw(fd, hdr, strlen(hdr) - 1) == 0); /* the LF goes with the ClientHello */
+  REQUIRE(e2e_send_raw(fd, hdr, strlen(hdr) - 1) == 0);
   SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
   REQUIRE(ctx);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-  REQUIRE(SSL_CTX_load_verify_locations(ctx, s.cert, NULL) == 1);
+  REQUIRE(SSL_CTX_load_verify_locations(ctx, ca, NULL) == 1);
   SSL *ssl = SSL_new(ctx);
+  SSL_CTX_free(ctx); /* ssl holds its own reference */
   REQUIRE(ssl);
   SSL_set1_host(ssl, "localhost");
   SSL_set_tlsext_host_name(ssl, "localhost");
-  /* the ClientHello into memory first, to go out after the LF in one write */
+  /* the ClientHello into memory first, to go out after the last byte in one write */
   BIO *rmem = BIO_new(BIO_s_mem()), *wmem = BIO_new(BIO_s_mem());
   REQUIRE(rmem && wmem);
   BIO_set_mem_eof_return(rmem, -1); /* empty: "want read", not EOF */
@@ -686,16 +685,33 @@ static void proxy_header_then_the_tls_handshake_on_the_tls_listener(void) {
   long hl = BIO_get_mem_data(wmem, &hello);
   REQUIRE(hl > 0 && hl < 4000);
   uint8_t first[4096];
-  first[0] = '\n';
+  first[0] = (uint8_t)hdr[strlen(hdr) - 1];
   memcpy(first + 1, hello, (size_t)hl);
   REQUIRE(e2e_send_raw(fd, first, (size_t)hl + 1) == 0);
   /* the rest of the handshake and the session on the socket */
-  BIO *sock = BIO_new_socket(fd, BIO_NOCLOSE);
+  BIO *sock = BIO_new_socket(fd, BIO_CLOSE);
   REQUIRE(sock);
   SSL_set_bio(ssl, sock, sock); /* frees the memory BIOs */
   r = SSL_connect(ssl);
-  CHECKF(r == 1, "the TLS handshake after the PROXY header: %d (SSL_get_error %d)", r, SSL_get_error(ssl, r));
-  if (r == 1) {
+  if (r != 1) {
+    e2e_fail(__FILE__, __LINE__, "the TLS handshake after the PROXY header: %d (SSL_get_error %d)", r,
+             SSL_get_error(ssl, r));
+    SSL_free(ssl);
+    return NULL;
+  }
+  return ssl;
+}
+
+/* --proxy-protocol tls,https: a proxy that passes TLS through (HAProxy in
+ * mode tcp) sends its header, then the client's handshake follows on the
+ * same connection. */
+static void proxy_header_then_the_tls_handshake_on_the_tls_listeners(void) {
+  e2e_server s;
+  REQUIRE(e2e_server_start_tls(&s, "--proxy-protocol", "tls,https", "--https-listen", "127.0.0.1:0", NULL) == 0);
+  REQUIRE(s.https_port > 0);
+  int admin = admin_port_of(&s);
+  SSL *ssl = tls_after_header(s.tls_port, "PROXY TCP4 203.0.113.5 127.0.0.1 50505 7701\r\n", s.cert);
+  if (ssl) {
     hubu_buf hello_frame = {0};
     char token[HUBU_TOKEN_MAX];
     e2e_token("alice", token);
@@ -712,13 +728,29 @@ static void proxy_header_then_the_tls_handshake_on_the_tls_listener(void) {
     char got[96];
     remote_of(admin, "alice", got, sizeof got);
     CHECKF(!strcmp(got, "203.0.113.5:50505"), "remote \"%s\", want the header's 203.0.113.5:50505", got);
+    SSL_free(ssl);
   }
-  SSL_free(ssl);
-  SSL_CTX_free(ctx);
+  /* the HTTPS listener: a connection closed before any byte (a load
+   * balancer's TCP check) is not a refusal; a header, the handshake, then an
+   * HTTP request is served */
+  int fd = e2e_connect(s.https_port);
+  REQUIRE(fd >= 0);
   close(fd);
-  /* a plain TLS client without the header is refused */
+  CHECK_EQ(metric(admin, "hubu_proxy_refused_total"), 0); /* a connection closed before any byte is not refused */
+  ssl = tls_after_header(s.https_port, "PROXY TCP4 203.0.113.6 127.0.0.1 50506 443\r\n", s.cert);
+  if (ssl) {
+    const char *req = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    CHECK(SSL_write(ssl, req, (int)strlen(req)) > 0);
+    char answer[64] = "";
+    int got = SSL_read(ssl, answer, sizeof answer - 1);
+    if (got > 0) answer[got] = '\0';
+    CHECKF(!strncmp(answer, "HTTP/1.1 200 ", 13), "GET /healthz over https after a PROXY header: %.30s", answer);
+    SSL_free(ssl);
+  }
+  /* plain TLS clients without the header are refused on both */
   CHECK(e2e_connect_tls(s.tls_port, 0, s.cert) < 0);
-  CHECK_EQ(metric(admin, "hubu_proxy_refused_total"), 1);
+  CHECK(e2e_connect_tls(s.https_port, 0, s.cert) < 0);
+  CHECK_EQ(metric(admin, "hubu_proxy_refused_total"), 2);
   CHECK_SERVER_STOPS_CLEANLY(&s);
 }
 
@@ -752,7 +784,7 @@ static void proxy_protocol_setting_in_hubu_lua_and_bad_values(void) {
     CHECKF(st == 2, "--proxy-protocol '%s': exit %d", bad[i], st);
     CHECKF(strstr(err, "--proxy-protocol: invalid value") != NULL, "'%s': stderr %s", bad[i], err);
   }
-  static const char *good[] = {"off", "tcp", "http", "tls", "tcp,http", "tcp, tls ,http"};
+  static const char *good[] = {"off", "tcp", "http", "tls", "https", "tcp,http", "tcp, tls ,http,https"};
   for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
     char err[1024];
     /* refused for another reason (no --cert for a TLS listener is not asked
@@ -773,7 +805,7 @@ int main(int argc, char **argv) {
       E2E_CASE(proxy_v2_and_hello_in_one_write_and_v1_a_byte_at_a_time),
       E2E_CASE(per_ip_limit_counts_the_client_behind_the_proxy),
       E2E_CASE(unfinished_proxy_header_is_refused_at_the_hello_timeout),
-      E2E_CASE(proxy_header_then_the_tls_handshake_on_the_tls_listener),
+      E2E_CASE(proxy_header_then_the_tls_handshake_on_the_tls_listeners),
       E2E_CASE(proxy_protocol_setting_in_hubu_lua_and_bad_values),
   };
   return e2e_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
