@@ -210,7 +210,7 @@ class HubuClient {
     this.syncReq = 0;
     this.resyncAt = 0;
     this.timer = null;
-    this.stats = { sends: 0, resends: 0, stored: 0, retried: 0, stale: 0, pushed: 0, duplicates: 0, gaps: 0, pulls: 0, syncs: 0, connects: 0 };
+    this.stats = { sends: 0, resends: 0, stored: 0, retried: 0, stale: 0, pushed: 0, duplicates: 0, gaps: 0, hints: 0, pulls: 0, syncs: 0, connects: 0 };
   }
 
   start() {
@@ -658,6 +658,7 @@ class HubuClient {
   }
 
   onPullHint(h) {
+    this.stats.hints++;
     if (!h.sessionId) return;
     const s = this.session(h.sessionId);
     const max = hubuNum(h.maxSeq);

@@ -71,6 +71,7 @@ class Server {
       '--secret', 'browser-test-secret-0123456789abcdef',
       '--dev-login', 'on',
       '--drain-ms', '1000',
+      '--max-inflight', '4', /* past 4 unacknowledged pushes a PULL_HINT: the page pulls */
     ];
     if (process.env.HUBU_WEB_ROOT) args.push('--web-root', process.env.HUBU_WEB_ROOT);
     const logFd = fs.openSync(this.logPath, 'a');
