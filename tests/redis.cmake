@@ -77,10 +77,13 @@ endforeach()
 
 # The client: a stopped server (every pending command times out within its
 # bound, recovery after SIGCONT), kill -9 and restart (health down, backoff,
-# up again, the new replication id), pub/sub resubscribed after a restart.
+# up again, the new replication id), pub/sub resubscribed after a restart,
+# AUTH and SELECT, a close from the health callback while the server dies.
 foreach(case command_timeouts_while_server_stopped_then_recovers
              kill9_and_restart_reconnect_with_health_down_then_up
-             pubsub_across_two_clients_and_resubscribe_after_restart)
+             pubsub_across_two_clients_and_resubscribe_after_restart
+             connect_authenticates_and_selects_the_database
+             close_from_the_health_callback_when_the_server_dies)
   hubu_redis_test(NAME redis.${case} OWN_SERVER COMMAND test_redis_client ${case})
 endforeach()
 foreach(case eval_loads_the_script_after_noscript

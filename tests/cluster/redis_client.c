@@ -431,6 +431,123 @@ static void close_answers_pending_commands_and_then_nothing_more(void) {
   rfx_loop_close(&loop);
 }
 
+/* ---- AUTH, SELECT, and closing from the health callback ---- */
+
+static int error_has(void *arg) {
+  hubu_redis_health h;
+  hubu_redis_get_health(((void **)arg)[0], &h);
+  return strstr(h.last_error, ((void **)arg)[1]) != NULL;
+}
+
+/* The connect's own commands: without the password the connect fails with
+ * the server's NOAUTH and is retried; with a wrong one, WRONGPASS; with the
+ * right one and a database number, keys land in that database. */
+static void connect_authenticates_and_selects_the_database(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cmd_state s = {.loop = &loop};
+  g_state = &s;
+  hubu_redis_config cfg = rfx_config(500, 1000);
+  cfg.backoff_max_ms = 200;
+  hubu_redis *admin = hubu_redis_new(&loop, &cfg, NULL, NULL);
+  CHECK(rfx_run_until(&loop, rfx_is_up, admin, 5000));
+  const char *auth_on[4] = {"CONFIG", "SET", "requirepass", "pw-for-tests"};
+  CHECK(send_cmd(admin, &s, 0, 4, auth_on) == 0);
+  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(s.res[0].st == HUBU_REDIS_OK);
+
+  hubu_redis *none = hubu_redis_new(&loop, &cfg, NULL, NULL);
+  void *noauth[2] = {none, "NOAUTH"};
+  CHECK(rfx_run_until(&loop, error_has, noauth, 3000));
+  hubu_redis_config wrong = cfg;
+  snprintf(wrong.password, sizeof wrong.password, "not-it");
+  hubu_redis *bad = hubu_redis_new(&loop, &wrong, NULL, NULL);
+  void *wrongpass[2] = {bad, "WRONGPASS"};
+  CHECK(rfx_run_until(&loop, error_has, wrongpass, 3000));
+  hubu_redis_config right = cfg;
+  snprintf(right.password, sizeof right.password, "pw-for-tests");
+  right.db = 3;
+  hubu_redis *good = hubu_redis_new(&loop, &right, NULL, NULL);
+  CHECK(rfx_run_until(&loop, rfx_is_up, good, 3000));
+  rfx_run_for(&loop, 500); /* the others keep failing, with backoff */
+  CHECK(!hubu_redis_is_up(none));
+  CHECK(!hubu_redis_is_up(bad));
+  hubu_redis_health h;
+  hubu_redis_get_health(none, &h);
+  CHECK(h.failures >= 2);
+  CHECK_EQ_U64(h.connects, 0);
+
+  int i = s.sent;
+  const char *set[3] = {"SET", "hubu:test:db", "three"};
+  const char *dbsize[1] = {"DBSIZE"};
+  CHECK(send_cmd(good, &s, 0, 3, set) == 0);
+  CHECK(send_cmd(good, &s, 0, 1, dbsize) == 0);
+  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(s.res[i].st == HUBU_REDIS_OK);
+  CHECK_EQ_U64(s.res[i + 1].integer, 1);
+  /* Database 0 (admin's connection, authenticated before requirepass) does
+   * not have it. */
+  const char *get[2] = {"GET", "hubu:test:db"};
+  CHECK(send_cmd(admin, &s, 0, 2, get) == 0);
+  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(s.res[i + 2].st == HUBU_REDIS_OK);
+  CHECK_EQ_STR(s.res[i + 2].str, "");
+  check_exactly_once(&s);
+  hubu_redis_close(none);
+  hubu_redis_close(bad);
+  hubu_redis_close(good);
+  hubu_redis_close(admin);
+  rfx_loop_close(&loop);
+}
+
+typedef struct {
+  hubu_redis *r;
+  int downs;
+  int answered;
+  hubu_redis_status st[4];
+} closer;
+
+static void closer_health(hubu_redis *r, const hubu_redis_health *h, void *ud) {
+  closer *c = ud;
+  if (h->up) return;
+  c->downs++;
+  hubu_redis_close(r);
+}
+
+static void closer_cmd(hubu_redis *r, hubu_redis_status st, const redisReply *reply, void *ud) {
+  (void)r;
+  (void)reply;
+  closer *c = ud;
+  if (c->answered < 4) c->st[c->answered] = st;
+  c->answered++;
+}
+
+/* The server dies with commands pending; the health callback closes the
+ * client while hiredis is still tearing its context down. Each command is
+ * answered once, nothing runs after the close, and the memory is freed
+ * (ASan and valgrind check the last part). */
+static void close_from_the_health_callback_when_the_server_dies(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  closer c = {0};
+  hubu_redis_config cfg = rfx_config(500, 3000);
+  c.r = hubu_redis_new(&loop, &cfg, closer_health, &c);
+  CHECK(rfx_run_until(&loop, rfx_is_up, c.r, 5000));
+  const char *blpop[3] = {"BLPOP", "nothing", "2"};
+  for (int i = 0; i < 3; i++) CHECK(hubu_redis_command(c.r, 0, closer_cmd, &c, 3, blpop, NULL) == 0);
+  rfx_run_for(&loop, 100);
+  rfx_script("kill9");
+  rfx_run_for(&loop, 500);
+  CHECK_EQ_U64(c.downs, 1);
+  CHECK_EQ_U64(c.answered, 3);
+  for (int i = 0; i < 3; i++) CHECK(c.st[i] == HUBU_REDIS_DOWN);
+  rfx_script("restart");
+  rfx_run_for(&loop, 500); /* closed: no reconnect, no callback */
+  CHECK_EQ_U64(c.downs, 1);
+  CHECK_EQ_U64(c.answered, 3);
+  rfx_loop_close(&loop);
+}
+
 /* ---- config ---- */
 
 static void config_url_is_parsed_and_host_names_refused(void) {
@@ -471,6 +588,8 @@ int main(int argc, char **argv) {
       REDIS_CASE(eval_loads_the_script_after_noscript),
       REDIS_CASE(close_answers_pending_commands_and_then_nothing_more),
       REDIS_CASE(config_url_is_parsed_and_host_names_refused),
+      REDIS_CASE(connect_authenticates_and_selects_the_database),
+      REDIS_CASE(close_from_the_health_callback_when_the_server_dies),
   };
   return rfx_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
