@@ -1,8 +1,10 @@
 /* hubu.js — the chat page's client of hubud: one (user, device) connection
  * over WebSocket in the JSON form (subprotocol hubu.v1.json, PROTOCOL.md
  * sections 2, 5 and 9), doing what libhubu-client does: an outbox in
- * localStorage resent in client_id order after every connect (and after a
- * page reload), per-session cursors with a reorder buffer, the 500 ms gap
+ * localStorage resent with the same client_ids after every connect (and
+ * after a page reload), in client_id order with one SEND in flight per
+ * session, retried after RATE_LIMITED and renumbered after STALE;
+ * per-session cursors with a reorder buffer, the 500 ms gap
  * wait then PULL, SYNC after every HELLO_OK, cumulative DELIVER_ACKs,
  * duplicates dropped by (session, seq), reconnect with backoff.
  * Invariant: a cursor moves only past messages handed to the page or past
@@ -196,7 +198,7 @@ class HubuClient {
     this.on = on || {};
     this.outbox = new HubuOutbox(storage, user, device);
     this.sessions = new Map();
-    this.state = 'idle'; /* idle, connecting, ready, backoff, stopped */
+    this.state = 'idle'; /* idle, connecting, ready, backoff, unauthorized, stopped */
     this.ws = null;
     this.helloSeen = false;
     this.attempt = 0;
