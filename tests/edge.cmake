@@ -54,3 +54,19 @@ add_test(NAME ${HUBU_TEST_PREFIX}unit.proxy_header_survives_fuzz_corpus_and_2000
          COMMAND fuzz_proxy_replay ${CMAKE_CURRENT_LIST_DIR}/fuzz_corpus/proxy)
 set_tests_properties(${HUBU_TEST_PREFIX}unit.proxy_header_survives_fuzz_corpus_and_20000_mutants
                      PROPERTIES LABELS "unit;fuzz;edge" TIMEOUT 300)
+
+# hubud behind a real nginx (scripts/nginx-private.sh: Debian's nginx with
+# libnginx-mod-stream, TLS ended there, PROXY v1 headers to hubud's
+# --proxy-protocol listeners), and raw PROXY v1/v2 headers from the test.
+# The cases that run nginx carry the label nginx too: ctest -L nginx.
+hubu_edge(proxy_nginx ${CMAKE_CURRENT_LIST_DIR}/admin/admin_http.c)
+target_include_directories(proxy_nginx PRIVATE ${CMAKE_CURRENT_LIST_DIR}/admin)
+target_link_libraries(proxy_nginx PRIVATE hubu_testcert hubu_http_parser OpenSSL::SSL)
+target_compile_definitions(
+  proxy_nginx PRIVATE HUBUD_PATH="$<TARGET_FILE:hubud>" HUBUCTL_PATH="$<TARGET_FILE:hubuctl>"
+                      HUBU_NGINX_SCRIPT="${CMAKE_SOURCE_DIR}/scripts/nginx-private.sh")
+add_dependencies(proxy_nginx hubuctl)
+foreach(case nginx_tls_stream_carries_frames_with_the_client_address nginx_wss_carries_websocket_with_the_client_address
+             direct_connections_without_proxy_header_are_refused)
+  set_tests_properties(${HUBU_TEST_PREFIX}edge.${case} PROPERTIES LABELS "edge;e2e;nginx")
+endforeach()
