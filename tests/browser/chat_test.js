@@ -2,10 +2,10 @@
  * hubud on loopback. alice and bob (two browser contexts, so two devices)
  * sign in through the dev login, chat in their direct session and in a
  * group; bob sends 40 messages while alice sends some and reloads her page
- * mid-stream; hubud stops while both type and comes back on the same port;
- * then alice's WebSockets are refused while she types and reloads, and let
- * through again; last, bob types 40 messages at once, past the ratelimit
- * plugin's bucket, and the refused ones are retried. After each part both pages must hold every message exactly
+ * mid-stream; hubud stops while both type and comes back on the same port
+ * (with a small ratelimit bucket); then alice's WebSockets are refused while
+ * she types and reloads, and let through again; last, bob types 12 messages
+ * at once, past that bucket, and the refused ones are retried. After each part both pages must hold every message exactly
  * once, in seq order (in the page's state and in the DOM), under the same
  * seqs on both sides, each sender's in the order typed, with nothing left
  * queued. Older messages are reached by scrolling up (history PULLs).
@@ -29,7 +29,9 @@ const SOURCE = process.env.HUBU_SOURCE || path.resolve(__dirname, '../..');
 const OUT = process.env.HUBU_TEST_OUT || os.tmpdir();
 const CHROMIUM = process.env.HUBU_CHROMIUM || '/usr/bin/chromium';
 const STREAM = 40; /* bob's messages while alice reloads */
-const BURST = 40; /* bob's messages typed at once */
+const BURST = 12; /* bob's messages typed at once, past the bucket of RATELIMIT */
+/* hubud's second run: a ratelimit bucket of 3 messages, refilled at 2 a second */
+const RATELIMIT = 'plugin "ratelimit" { user_rate = 2, user_burst = 3 }\n';
 const WAIT_MS = 30000; /* one step's bound */
 const WATCHDOG_MS = 105000; /* the whole test's, under ctest's 120 s */
 
@@ -57,11 +59,12 @@ class Server {
     this.httpPort = 0;
   }
 
-  /* Starts hubud (on httpPort when it is set, else on an ephemeral port) and waits for its port file. */
-  async start() {
+  /* Starts hubud (on httpPort when it is set, else on an ephemeral port),
+   * with the config file config (else none), and waits for its port file. */
+  async start(config) {
     fs.rmSync(this.portFile, { force: true });
     const args = [
-      '--config', 'off',
+      '--config', config || 'off',
       '--listen', '127.0.0.1:0',
       '--http-listen', `127.0.0.1:${this.httpPort}`,
       '--admin-listen', '127.0.0.1:0',
@@ -303,7 +306,9 @@ async function scenario(server, browser) {
   await type(bob, 'bob typed this offline');
   wantGroup.push('bob typed this offline');
   for (const u of [alice, bob]) await u.page.waitForSelector('#list li.pending');
-  await server.start();
+  const config = path.join(server.dir, 'hubu.lua');
+  fs.writeFileSync(config, RATELIMIT);
+  await server.start(config);
   for (const u of [alice, bob]) await waitReady(u.page);
   log('both pages reconnected');
   for (const u of [alice, bob]) {
@@ -332,8 +337,8 @@ async function scenario(server, browser) {
   await verifyBoth(alice, bob, direct, wantDirect);
   await verifyBoth(alice, bob, group, wantGroup);
 
-  /* a burst past the ratelimit plugin's bucket (20, then 5 a second): the
-   * refused SENDs are retried after retry_after_ms, in order */
+  /* a burst past the ratelimit plugin's bucket (RATELIMIT): the refused
+   * SENDs are retried after retry_after_ms, in order */
   await openChat(bob, group);
   const burst = Array.from({ length: BURST }, (_, i) => `burst ${String(i + 1).padStart(2, '0')}`);
   await bob.page.evaluate((texts) => {
