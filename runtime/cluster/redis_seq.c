@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 #include "session.h"
 
@@ -24,6 +25,8 @@ struct hubu_redis_seq {
   hubu_redis_seq_stats stats;
   seq_req *reqs; /* under way */
   size_t n_reqs;
+  uint64_t error_logged_ms; /* when seq_script_failed was last logged */
+  uint64_t errors_not_logged;
 };
 
 struct seq_req {
@@ -108,9 +111,19 @@ static void script_done(hubu_redis *r, hubu_redis_status st, const redisReply *r
   }
   if (st != HUBU_REDIS_OK || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
       reply->element[0]->type != REDIS_REPLY_INTEGER) {
-    if (st == HUBU_REDIS_OK || st == HUBU_REDIS_REPLY_ERROR)
-      hubu_log(HUBU_LOG_ERROR, 0, NULL, "seq_script_failed", "session=%s answer=\"%.120s\"", q->session_id,
-               reply && reply->str ? reply->str : "unexpected reply");
+    /* An error answer (a read-only replica, a script error) repeats for
+     * every SEND: logged at most once a second, with how many were not. */
+    if (st == HUBU_REDIS_OK || st == HUBU_REDIS_REPLY_ERROR) {
+      uint64_t now = hubu_now_ms();
+      if (now - s->error_logged_ms >= 1000) {
+        hubu_log(HUBU_LOG_ERROR, 0, NULL, "seq_script_failed", "session=%s answer=\"%.120s\" not_logged=%" PRIu64,
+                 q->session_id, reply && reply->str ? reply->str : "unexpected reply", s->errors_not_logged);
+        s->error_logged_ms = now;
+        s->errors_not_logged = 0;
+      } else {
+        s->errors_not_logged++;
+      }
+    }
     req_finish(q, 0, 0);
     return;
   }

@@ -139,6 +139,7 @@ typedef struct {
   int done;
   hubu_redis_status st;
   long long integer;
+  char str[4096];
 } cmd_wait;
 
 static void cmd_wait_cb(hubu_redis *r, hubu_redis_status st, const redisReply *reply, void *ud) {
@@ -147,6 +148,7 @@ static void cmd_wait_cb(hubu_redis *r, hubu_redis_status st, const redisReply *r
   w->done = 1;
   w->st = st;
   if (reply && reply->type == REDIS_REPLY_INTEGER) w->integer = reply->integer;
+  if (reply && reply->str) snprintf(w->str, sizeof w->str, "%s", reply->str);
 }
 
 static int cmd_done(void *arg) { return ((cmd_wait *)arg)->done; }
@@ -159,6 +161,21 @@ static hubu_redis_status run_cmd_within(uv_loop_t *loop, hubu_redis *r, uint32_t
   rfx_run_until(loop, cmd_done, &w, timeout_ms + 2000);
   *integer = w.integer;
   return w.done ? w.st : HUBU_REDIS_TIMEOUT;
+}
+
+/* Until r's server says its replication link is up (a replica in sync); 1 if so. */
+static int wait_replica_in_sync(uv_loop_t *loop, hubu_redis *r, int seconds) {
+  static cmd_wait w;
+  const char *info[2] = {"INFO", "replication"};
+  for (int i = 0; i < seconds * 10; i++) {
+    memset(&w, 0, sizeof w);
+    if (hubu_redis_command(r, 0, cmd_wait_cb, &w, 2, info, NULL) != 0) return 0;
+    rfx_run_until(loop, cmd_done, &w, 3000);
+    if (w.done && strstr(w.str, "master_link_status:up")) return 1;
+    rfx_run_for(loop, 100);
+  }
+  fprintf(stderr, "replica not in sync after %d s:\n%s\n", seconds, w.str);
+  return 0;
 }
 
 static hubu_redis_status run_cmd(uv_loop_t *loop, hubu_redis *r, int argc, const char **argv) {
@@ -379,6 +396,7 @@ static void seq_after_a_lagging_replica_is_promoted_is_above_everything_before(v
   const char *replicaof[3] = {"REPLICAOF", "127.0.0.1", mport};
   CHECK(run_cmd(&loop, b.redis, 3, replicaof) == HUBU_REDIS_OK);
 
+  CHECK(wait_replica_in_sync(&loop, b.redis, 60));
   a.want = 100;
   ask(&a, 0);
   CHECK(rfx_run_until(&loop, node_idle, &a, 5000));
