@@ -109,7 +109,7 @@ function rememberSessions() {
 async function onAuthFailed(reason) {
   const saved = JSON.parse(sessionStorage.getItem('hubu.signin') || 'null');
   if (app.dev && !app.renewed && saved) {
-    app.renewed = true; /* once: a server restarted with another secret */
+    app.renewed = true; /* once per refusal: an expired token, or a server restarted with another secret */
     try {
       saved.token = await devToken(app.user);
       sessionStorage.setItem('hubu.signin', JSON.stringify(saved));
@@ -179,7 +179,10 @@ function showState(state, detail) {
   const words = { idle: 'offline', connecting: 'connecting…', ready: 'online', backoff: 'offline', stopped: 'offline', unauthorized: 'refused' };
   el.textContent = words[state] || state;
   el.title = detail || state;
-  if (state === 'ready') scheduleRender();
+  if (state === 'ready') {
+    app.renewed = false; /* a dev token that expires later is renewed again */
+    scheduleRender();
+  }
 }
 
 /* ---- incoming ---- */
