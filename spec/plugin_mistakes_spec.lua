@@ -189,6 +189,21 @@ end)
       S:log_lines("hook_failed")[1].fields.error)
   end)
 
+  it("that wait, where nothing may wait, name the plugin's line and where they may", function()
+    local S, ok, err, path = load("waits", [[
+plugin:hook("message.route", function(ev)
+  local v = im.kv.get("x")
+end)
+]])
+    assert(ok, err)
+    S:route{ session = "g:x", sender = "a" }
+    assert.equals(path .. ":2: im.kv.get waits: call it in message.send, message.stored, call.<method>, connect, "
+      .. "disconnect or a timer, or pass a callback", S:log_lines("hook_failed")[1].fields.error)
+    local _, ok2, err2, path2 = load("early", 'local x = 1\nim.send{ as = "bot", session = "d:a:bot", body = "hi" }\n')
+    assert.is_nil(ok2)
+    assert.equals(path2 .. ":2: im.send is not allowed while a plugin loads (do it in a hook or a timer)", err2)
+  end)
+
   it("checks their argument types", function()
     local _, ok, err, path = load("timer", 'plugin:every("5", function() end)\n')
     assert.is_nil(ok)

@@ -107,6 +107,19 @@ local function plugin_traceback(err)
 end
 host.traceback = plugin_traceback
 
+-- Raises msg at the plugin's line: the innermost frame of Lua code that is
+-- not the host's (tail calls and helpers in between do not matter).
+local function raise(msg)
+  for level = 2, 40 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then break end
+    if info.what ~= "C" and info.currentline and info.currentline > 0 and not host_sources[info.short_src] then
+      error(("%s:%d: %s"):format(info.short_src, info.currentline, msg), 0)
+    end
+  end
+  error(msg, 0)
+end
+
 -- How a value shows in an error: its type, and the value when it is short.
 local function describe(v)
   local t = type(v)
@@ -1358,8 +1371,8 @@ local function await(what, callback, submit, queue_only)
     callback = function(ok, err) if not ok then log("warn", plugin, "kv_write_failed", tostring(err)) end end
   end
   if not callback and not job then
-    error(what .. " waits: call it in message.send, message.stored, call.<method>, connect, disconnect or a timer,"
-      .. " or pass a callback", 3)
+    raise(what .. " waits: call it in message.send, message.stored, call.<method>, connect, disconnect or a timer,"
+      .. " or pass a callback")
   end
   next_ticket = next_ticket + 1
   local t = next_ticket
@@ -1742,7 +1755,7 @@ end
 
 -- The im API plugins see. Actions are refused while a plugin loads.
 local function not_loading(what)
-  if loading then error(what .. " is not allowed while a plugin loads (do it in a hook or a timer)", 3) end
+  if loading then raise(what .. " is not allowed while a plugin loads (do it in a hook or a timer)") end
 end
 local LOG_LEVELS = { debug = true, info = true, warn = true, error = true }
 local function check_string(what, v, level)
