@@ -48,8 +48,10 @@ static const hubuctl_command commands[] = {
      "  --secret @FILE  read the secret from FILE (trailing whitespace stripped)\n"
      "  --data DIR      read the secret from DIR/secret (default " DEFAULT_DATA_DIR ")\n",
      cmd_token},
-    {"group", "create|add|remove|members g:NAME [USER...] [--data DIR]",
-     "create a group or change its members in the embedded store (default " DEFAULT_DATA_DIR ")", "", hubuctl_group},
+    {"group", "create|add|remove|members g:NAME [USER...] [--data DIR | --store URL] [--admin HOST:PORT] [--offline]",
+     "create a group or change its members: through the running hubud (found in DIR/hubud.admin, "
+     "default " DEFAULT_DATA_DIR "), else in the store",
+     "", hubuctl_group},
     {"store", "copy --to URL [--from URL | --data DIR] [--chunk N] [--max-rows N] [--verify-only] [--quiet]",
      "copy every table of a store into another (sqlite:PATH to mariadb://..., or back), resumable, verified",
      "  --to URL         the store to write: mariadb://USER:PASS@HOST:PORT/DB (the password may come from\n"
