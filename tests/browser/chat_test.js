@@ -4,8 +4,9 @@
  * group; bob sends 40 messages while alice sends some and reloads her page
  * mid-stream; hubud stops while both type and comes back on the same port
  * (with a small ratelimit bucket); then alice's WebSockets are refused while
- * she types and reloads, and let through again; last, bob types 12 messages
- * at once, past that bucket, and the refused ones are retried. After each part both pages must hold every message exactly
+ * she types and reloads, and let through again; last, bob types 16 messages
+ * at once into both chats, past that bucket, and the refused ones are
+ * retried (renumbered when STALE). After each part both pages must hold every message exactly
  * once, in seq order (in the page's state and in the DOM), under the same
  * seqs on both sides, each sender's in the order typed, with nothing left
  * queued. Older messages are reached by scrolling up (history PULLs).
@@ -29,7 +30,7 @@ const SOURCE = process.env.HUBU_SOURCE || path.resolve(__dirname, '../..');
 const OUT = process.env.HUBU_TEST_OUT || os.tmpdir();
 const CHROMIUM = process.env.HUBU_CHROMIUM || '/usr/bin/chromium';
 const STREAM = 40; /* bob's messages while alice reloads */
-const BURST = 12; /* bob's messages typed at once, past the bucket of RATELIMIT */
+const BURST = 16; /* bob's messages typed at once, past the bucket of RATELIMIT */
 /* hubud's second run: a ratelimit bucket of 3 messages, refilled at 2 a second */
 const RATELIMIT = 'plugin "ratelimit" { user_rate = 2, user_burst = 3 }\n';
 const WAIT_MS = 30000; /* one step's bound */
@@ -337,22 +338,31 @@ async function scenario(server, browser) {
   await verifyBoth(alice, bob, direct, wantDirect);
   await verifyBoth(alice, bob, group, wantGroup);
 
-  /* a burst past the ratelimit plugin's bucket (RATELIMIT): the refused
-   * SENDs are retried after retry_after_ms, in order */
-  await openChat(bob, group);
-  const burst = Array.from({ length: BURST }, (_, i) => `burst ${String(i + 1).padStart(2, '0')}`);
-  await bob.page.evaluate((texts) => {
-    for (const t of texts) { /* faster than typing: the composer's form submitted BURST times in one go */
-      document.getElementById('text').value = t;
+  /* a burst past the ratelimit plugin's bucket (RATELIMIT), to both chats
+   * in turn: the refused SENDs are retried after retry_after_ms, and one
+   * that a later one of the other chat overtook is answered STALE and sent
+   * again under a new client_id; each chat keeps bob's order */
+  const burst = Array.from({ length: BURST }, (_, i) => ({
+    sid: i % 2 ? group : direct,
+    text: `burst ${String(i + 1).padStart(2, '0')}`,
+  }));
+  await bob.page.evaluate((burst) => {
+    for (const { sid, text } of burst) { /* faster than typing: the composer's form submitted BURST times in one go */
+      openSession(sid);
+      document.getElementById('text').value = text;
       document.getElementById('composer').requestSubmit();
     }
   }, burst);
-  wantGroup.push(...burst);
-  for (const u of [alice, bob]) await waitHolds(u, group, wantGroup);
+  for (const { sid, text } of burst) (sid === direct ? wantDirect : wantGroup).push(text);
+  for (const u of [alice, bob]) {
+    await waitHolds(u, direct, wantDirect);
+    await waitHolds(u, group, wantGroup);
+  }
+  await verifyBoth(alice, bob, direct, wantDirect);
   await verifyBoth(alice, bob, group, wantGroup);
-  const retried = await bob.page.evaluate(() => hubuApp.client.stats.retried);
+  const { retried, stale } = await bob.page.evaluate(() => hubuApp.client.stats);
   check(retried > 0, `bob's burst met RATE_LIMITED and was retried (${retried} retries)`);
-  log(`bob's burst of ${BURST}: ${retried} RATE_LIMITED answers retried`);
+  log(`bob's burst of ${BURST}: ${retried} RATE_LIMITED answers retried, ${stale} STALE renumbered`);
 
   for (const u of [alice, bob]) log(`${u.user}'s client:`, JSON.stringify(await u.page.evaluate(() => hubuApp.client.stats)));
   check(pageErrors.length === 0, `no uncaught errors in the pages: ${pageErrors.join('; ')}`);
