@@ -319,8 +319,33 @@ static void test_id_valid(void) {
   CHECK(!hubu_id_valid(id, 4));
 }
 
+/* Reserved-user tokens (docs/protocol-notes.md): "v1r." with its MAC over
+ * "v1r.<user>.<expiry>"; never taken for a section 6 token, nor the other way. */
+static void test_reserved(void) {
+  char tok[HUBU_TOKEN_MAX], plain[HUBU_TOKEN_MAX], want[HUBU_TOKEN_MAX];
+  int n = hubu_token_mint_reserved(SECRET, SECRET_LEN, "echo-bot", 1700000000u, tok, sizeof tok);
+  CHECK_EQ_U64(n, strlen("v1r.echo-bot.1700000000.") + 64);
+  sign("v1r.echo-bot.1700000000", want, sizeof want);
+  CHECK(strcmp(tok, want) == 0);
+  CHECK_EQ_U64(hubu_token_verify_reserved(SECRET, SECRET_LEN, tok, strlen(tok), "echo-bot", 5), HUBU_TOKEN_OK);
+  CHECK_EQ_U64(hubu_token_verify_reserved(SECRET, SECRET_LEN, tok, strlen(tok), "alice", 5), HUBU_TOKEN_WRONG_USER);
+  CHECK_EQ_U64(hubu_token_verify_reserved(SECRET, SECRET_LEN, tok, strlen(tok), "echo-bot", 1700000000u),
+               HUBU_TOKEN_EXPIRED);
+  CHECK_EQ_U64(verify(tok, "echo-bot", 5), HUBU_TOKEN_MALFORMED); /* not a section 6 token */
+  CHECK(hubu_token_mint(SECRET, SECRET_LEN, "echo-bot", 1700000000u, plain, sizeof plain) > 0);
+  CHECK_EQ_U64(hubu_token_verify_reserved(SECRET, SECRET_LEN, plain, strlen(plain), "echo-bot", 5),
+               HUBU_TOKEN_MALFORMED);
+  /* The same MAC under the other prefix does not pass: it covers the prefix. */
+  char swapped[HUBU_TOKEN_MAX + 8];
+  snprintf(swapped, sizeof swapped, "v1r.%s", plain + 3);
+  CHECK_EQ_U64(hubu_token_verify_reserved(SECRET, SECRET_LEN, swapped, strlen(swapped), "echo-bot", 5),
+               HUBU_TOKEN_BAD_MAC);
+  CHECK_EQ_U64(hubu_token_verify_reserved(SECRET, SECRET_LEN, "v1r..1.x", 8, "a", 5), HUBU_TOKEN_MALFORMED);
+}
+
 int main(int argc, char **argv) {
   (void)argc;
+  test_reserved();
   test_mint_and_verify();
   test_known_answer();
   test_tampered();
