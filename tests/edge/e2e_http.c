@@ -142,6 +142,25 @@ static void plugin_dir(char *dir, size_t size) {
   fclose(f);
 }
 
+/* A plugin dir with an auth plugin: "letmein-<user>" logs in as <user>, a v1 token as usual. */
+static void auth_plugin_dir(char *dir, size_t size) {
+  snprintf(dir, size, "/tmp/hubu-http-XXXXXX");
+  REQUIRE(mkdtemp(dir));
+  char path[256];
+  snprintf(path, sizeof path, "%s/letmein.lua", dir);
+  FILE *f = fopen(path, "w");
+  REQUIRE(f);
+  fputs(
+      "plugin:hook(\"auth\", function(ev)\n"
+      "  if ev.token == \"letmein-\" .. ev.user then return ev:accept() end\n"
+      "  local ok, why = im.token_verify(ev.token, ev.user)\n"
+      "  if ok then return ev:accept() end\n"
+      "  ev:reject(why)\n"
+      "end)\n",
+      f);
+  fclose(f);
+}
+
 /* ---- cases ----------------------------------------------------------------- */
 
 static void send_sync_pull_and_calls_answer_in_json(void) {
@@ -423,6 +442,30 @@ static void dev_login_and_static_files(void) {
 
 static int has(const char *s, size_t n, const char *needle) { return memmem(s, n, needle, strlen(needle)) != NULL; }
 
+/* An auth plugin decides for the API as for HELLO; its tokens name no user, ?user_id= does. */
+static void auth_plugin_tokens_with_user_id(void) {
+  char dir[64];
+  auth_plugin_dir(dir, sizeof dir);
+  e2e_server s;
+  REQUIRE(e2e_server_start(&s, "--plugins", dir, NULL) == 0);
+  const char *m = "{\"clientId\":\"1\",\"sessionId\":\"d:carol:dave\",\"body\":\"eA==\"}";
+  const char *hdr = "Authorization: Bearer letmein-carol\r\nContent-Type: application/json\r\n";
+  http_answer a = request(s.http_port, "POST", "/v1/messages?user_id=carol", hdr, m, strlen(m));
+  EXPECT(a, 200, "\"seq\":\"1\"");
+  answer_free(&a);
+  a = request(s.http_port, "POST", "/v1/messages", hdr, m, strlen(m)); /* no user: 401 */
+  EXPECT(a, 401, "user_id");
+  answer_free(&a);
+  a = request(s.http_port, "POST", "/v1/messages?user_id=dave", hdr, m, strlen(m)); /* the plugin refuses */
+  EXPECT(a, 401, "\"code\":\"UNAUTHENTICATED\"");
+  answer_free(&a);
+  a = get_as(s.http_port, "/v1/sessions/d:carol:dave/messages", "dave"); /* a v1 token still works */
+  EXPECT(a, 200, "\"sender\":\"carol\"");
+  answer_free(&a);
+  CHECK_SERVER_STOPS_CLEANLY(&s);
+  e2e_remove_tree(dir);
+}
+
 /* --https-listen: the same API, the page and WebSocket inside TLS. */
 static void https_listener_serves_api_and_wss(void) {
   e2e_server s;
@@ -502,6 +545,7 @@ int main(int argc, char **argv) {
       E2E_CASE(limits_answer_413_431_and_408),
       E2E_CASE(dev_login_and_static_files),
       E2E_CASE(https_listener_serves_api_and_wss),
+      E2E_CASE(auth_plugin_tokens_with_user_id),
   };
   return e2e_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
