@@ -254,3 +254,43 @@ describe("load log lines", function()
     assert.equals("1.0", r.previous_version)
   end)
 end)
+
+describe("hubuctl plugin check", function()
+  local hubuctl = os.getenv("HUBUCTL") or "./build/hubuctl"
+  local function run(args)
+    local p = assert(io.popen(hubuctl .. " plugin check " .. args .. " 2>&1; echo \"exit=$?\""))
+    local out = p:read("*a")
+    p:close()
+    return out, tonumber(out:match("exit=(%d+)\n$"))
+  end
+
+  it("prints every error and warning of a plugin directory and exits 1 on an error", function()
+    local dir = tmpdir{
+      ["good.lua"] = '--% version: 1.2\nlocal n = plugin:option_number("n", 1)\nplugin:hook("connect", function() end)\n',
+      ["bad.lua"] = 'plugin:hook("message.send", function(ev) end, { kinds = { "groups" } })\n',
+      ["hubu.lua"] = 'heartbeat_ms = 5000\nplugin "good" {\n  m = 2,\n}\nplugin "gone" { }\n',
+    }
+    os.rename(dir .. "/hubu.lua", dir .. ".hubu.lua")
+    local out, status = run(("'%s' --config '%s.hubu.lua'"):format(dir, dir))
+    assert.equals(1, status)
+    assert.matches(dir .. '/bad.lua: error: ' .. dir .. '/bad.lua:1: plugin:hook(message.send): kinds item 1: expected '
+      .. '"direct", "group" or "custom", got the string "groups"\n', out, 1, true)
+    assert.matches(dir .. "/good.lua: ok (version 1.2; hooks: connect)\n", out, 1, true)
+    assert.matches(("good: warning: option m (%s.hubu.lua:3) is not an option of plugin good, so it does nothing; "
+      .. "its options are n\n"):format(dir), out, 1, true)
+    assert.matches(('%s.hubu.lua: warning: plugin "gone" has a section but no file in %s\n'):format(dir, dir), out, 1, true)
+    assert.matches("1 error, 2 warnings\n", out, 1, true)
+    os.remove(dir .. ".hubu.lua")
+  end)
+
+  it("exits 0 with warnings, 1 with --strict, 2 on a usage error", function()
+    local dir = tmpdir{ ["p.lua"] = 'local x = plugin:option_string("x", "")\n', ["c.lua"] = 'plugin "p" { y = 1 }\n' }
+    local out, status = run(("'%s/p.lua' --config '%s/c.lua'"):format(dir, dir))
+    assert.equals(0, status, out)
+    assert.matches("0 errors, 1 warning\n", out, 1, true)
+    local _, strict = run(("'%s/p.lua' --config '%s/c.lua' --strict"):format(dir, dir))
+    assert.equals(1, strict)
+    local _, usage = run("")
+    assert.equals(2, usage)
+  end)
+end)
