@@ -94,7 +94,7 @@ static void command_timeouts_while_server_stopped_then_recovers(void) {
   CHECK(rfx_run_until(&loop, rfx_is_up, r, 5000));
   const char *set[3] = {"SET", "k", "v"};
   CHECK(send_cmd(r, &s, 0, 3, set) == 0);
-  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
   CHECK(s.res[0].st == HUBU_REDIS_OK);
 
   rfx_script("pause");
@@ -129,7 +129,7 @@ static void command_timeouts_while_server_stopped_then_recovers(void) {
   CHECK(rfx_run_until(&loop, rfx_is_up, r, 8000));
   first = s.sent;
   CHECK(send_cmd(r, &s, 0, 2, get) == 0);
-  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
   CHECK(s.res[first].st == HUBU_REDIS_OK);
   CHECK_EQ_STR(s.res[first].str, "v");
   CHECK(s.ups >= 2);
@@ -147,7 +147,7 @@ static void kill9_and_restart_reconnect_with_health_down_then_up(void) {
   uv_loop_init(&loop);
   cmd_state s = {.loop = &loop};
   g_state = &s;
-  hubu_redis_config cfg = rfx_config(500, 1000);
+  hubu_redis_config cfg = rfx_config(2000, 3000);
   cfg.backoff_min_ms = 100;
   cfg.backoff_max_ms = 800;
   hubu_redis *r = hubu_redis_new(&loop, &cfg, health_cb, &s);
@@ -163,7 +163,7 @@ static void kill9_and_restart_reconnect_with_health_down_then_up(void) {
   CHECK(send_cmd(r, &s, 6000, 3, blpop) == 0);
   rfx_run_for(&loop, 100);
   rfx_script("kill9");
-  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
   CHECK(s.res[0].st == HUBU_REDIS_DOWN);
   CHECK(rfx_run_until(&loop, rfx_is_down, r, 100));
   CHECK_EQ_U64(s.downs, 1);
@@ -191,7 +191,7 @@ static void kill9_and_restart_reconnect_with_health_down_then_up(void) {
   int i = s.sent;
   const char *ping[1] = {"PING"};
   CHECK(send_cmd(r, &s, 0, 1, ping) == 0);
-  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
   CHECK(s.res[i].st == HUBU_REDIS_OK);
   CHECK_EQ_STR(s.res[i].str, "PONG");
   check_exactly_once(&s);
@@ -238,7 +238,7 @@ static int publish(uv_loop_t *loop, cmd_state *s, hubu_redis *pub, const char *c
   const char *argv[3] = {"PUBLISH", ch, msg};
   int i = s->sent;
   if (send_cmd(pub, s, 0, 3, argv) != 0) return -1;
-  if (!rfx_run_until(loop, all_answered, s, 2000) || s->res[i].st != HUBU_REDIS_OK) return -1;
+  if (!rfx_run_until(loop, all_answered, s, 5000) || s->res[i].st != HUBU_REDIS_OK) return -1;
   return (int)s->res[i].integer; /* receivers */
 }
 
@@ -258,7 +258,7 @@ static void pubsub_across_two_clients_and_resubscribe_after_restart(void) {
   cmd_state s = {.loop = &loop};
   g_state = &s;
   sub_state got = {0};
-  hubu_redis_config cfg = rfx_config(500, 1000);
+  hubu_redis_config cfg = rfx_config(2000, 3000);
   cfg.backoff_max_ms = 400;
   hubu_redis *sub = hubu_redis_subscriber_new(&loop, &cfg, on_message, NULL, &got);
   hubu_redis *pub = hubu_redis_new(&loop, &cfg, NULL, NULL);
@@ -275,7 +275,7 @@ static void pubsub_across_two_clients_and_resubscribe_after_restart(void) {
   CHECK_EQ_U64(publish(&loop, &s, pub, "hubu:node:all", "b"), 1);
   CHECK_EQ_U64(publish(&loop, &s, pub, "hubu:node:2", "not-for-us"), 0);
   count_arg two_msgs = {&got, 2};
-  CHECK(rfx_run_until(&loop, got_at_least, &two_msgs, 2000));
+  CHECK(rfx_run_until(&loop, got_at_least, &two_msgs, 5000));
   CHECK(has_message(&got, "hubu:node:1=a"));
   CHECK(has_message(&got, "hubu:node:all=b"));
 
@@ -298,7 +298,7 @@ static void pubsub_across_two_clients_and_resubscribe_after_restart(void) {
   rfx_run_for(&loop, 200);
   CHECK_EQ_U64(publish(&loop, &s, pub, "hubu:node:all", "dropped"), 0);
   count_arg five = {&got, 5};
-  CHECK(rfx_run_until(&loop, got_at_least, &five, 2000));
+  CHECK(rfx_run_until(&loop, got_at_least, &five, 5000));
   CHECK(has_message(&got, "hubu:late=c"));
   CHECK(has_message(&got, "hubu:node:1=after"));
   CHECK(has_message(&got, "hubu:late=after"));
@@ -318,7 +318,7 @@ static void eval_loads_the_script_after_noscript(void) {
   uv_loop_init(&loop);
   cmd_state s = {.loop = &loop};
   g_state = &s;
-  hubu_redis_config cfg = rfx_config(1000, 1000);
+  hubu_redis_config cfg = rfx_config(2000, 3000);
   hubu_redis *r = hubu_redis_new(&loop, &cfg, NULL, NULL);
   CHECK(rfx_run_until(&loop, rfx_is_up, r, 5000));
   static const char src[] = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
@@ -327,10 +327,10 @@ static void eval_loads_the_script_after_noscript(void) {
   CHECK_EQ_U64(strlen(script.sha1), 40);
   const char *flush[2] = {"SCRIPT", "FLUSH"};
   CHECK(send_cmd(r, &s, 0, 2, flush) == 0);
-  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
   const char *exists[3] = {"SCRIPT", "EXISTS", script.sha1};
   CHECK(send_cmd(r, &s, 0, 3, exists) == 0);
-  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
   CHECK_EQ_U64(s.res[s.sent - 1].integer, 0); /* not loaded */
 
   /* The key and argument live on this stack frame only during the call. */
@@ -347,13 +347,13 @@ static void eval_loads_the_script_after_noscript(void) {
     memset(key, 'x', sizeof key); /* gone as far as the client knows */
     memset(arg, 'x', sizeof arg);
   }
-  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
   int last = s.sent - 1;
   CHECK(s.res[last].st == HUBU_REDIS_OK);
   CHECK_EQ_U64(s.res[last].integer, 30);
   const char *exists2[3] = {"SCRIPT", "EXISTS", script.sha1};
   CHECK(send_cmd(r, &s, 0, 3, exists2) == 0);
-  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
   CHECK_EQ_U64(s.res[s.sent - 1].integer, 1); /* loaded by the EVAL after NOSCRIPT */
 
   /* A script error is an error reply, once. */
@@ -364,12 +364,12 @@ static void eval_loads_the_script_after_noscript(void) {
   memset(res, 0, sizeof *res);
   CHECK(hubu_redis_eval(r, &bad_script, 0, timed_cb, res, 0, NULL, NULL, 0, NULL, NULL) == 0);
   s.sent++;
-  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
   CHECK(res->st == HUBU_REDIS_REPLY_ERROR);
   check_exactly_once(&s);
   const char *del[2] = {"DEL", "hubu:test:eval"};
   CHECK(send_cmd(r, &s, 0, 2, del) == 0);
-  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
   hubu_redis_close(r);
   rfx_loop_close(&loop);
 }
@@ -424,7 +424,7 @@ static void close_answers_pending_commands_and_then_nothing_more(void) {
     CHECK(hubu_redis_command(r2, 0, closing_cb, &c, 1, ping, NULL) == 0);
     s2.sent++;
   }
-  CHECK(rfx_run_until(&loop, all_answered, &s2, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s2, 5000));
   rfx_run_for(&loop, 100);
   CHECK_EQ_U64(s2.answered, 10);
   CHECK(c.closed_in_cb);
@@ -447,13 +447,13 @@ static void connect_authenticates_and_selects_the_database(void) {
   uv_loop_init(&loop);
   cmd_state s = {.loop = &loop};
   g_state = &s;
-  hubu_redis_config cfg = rfx_config(500, 1000);
+  hubu_redis_config cfg = rfx_config(2000, 3000);
   cfg.backoff_max_ms = 200;
   hubu_redis *admin = hubu_redis_new(&loop, &cfg, NULL, NULL);
   CHECK(rfx_run_until(&loop, rfx_is_up, admin, 5000));
   const char *auth_on[4] = {"CONFIG", "SET", "requirepass", "pw-for-tests"};
   CHECK(send_cmd(admin, &s, 0, 4, auth_on) == 0);
-  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
   CHECK(s.res[0].st == HUBU_REDIS_OK);
 
   hubu_redis *none = hubu_redis_new(&loop, &cfg, NULL, NULL);
@@ -482,14 +482,14 @@ static void connect_authenticates_and_selects_the_database(void) {
   const char *dbsize[1] = {"DBSIZE"};
   CHECK(send_cmd(good, &s, 0, 3, set) == 0);
   CHECK(send_cmd(good, &s, 0, 1, dbsize) == 0);
-  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
   CHECK(s.res[i].st == HUBU_REDIS_OK);
   CHECK_EQ_U64(s.res[i + 1].integer, 1);
   /* Database 0 (admin's connection, authenticated before requirepass) does
    * not have it. */
   const char *get[2] = {"GET", "hubu:test:db"};
   CHECK(send_cmd(admin, &s, 0, 2, get) == 0);
-  CHECK(rfx_run_until(&loop, all_answered, &s, 2000));
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
   CHECK(s.res[i + 2].st == HUBU_REDIS_OK);
   CHECK_EQ_STR(s.res[i + 2].str, "");
   check_exactly_once(&s);

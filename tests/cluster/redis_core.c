@@ -83,7 +83,7 @@ static void core_sends_get_redis_seqs_in_order_jump_after_flushall_and_wait_out_
   if (fx_open(&fx, NULL) != 0) return;
   test_lease_counter_double lease;
   test_lease_counter_init(&lease, &fx.loop);
-  hubu_redis_config cfg = rfx_config(500, 1000);
+  hubu_redis_config cfg = rfx_config(2000, 3000);
   cfg.backoff_max_ms = 400;
   hubu_redis *redis = hubu_redis_new(&fx.loop, &cfg, NULL, NULL);
   hubu_redis_seq_config sc = {.block = 100};

@@ -69,7 +69,7 @@ static void ask(node *n, int i) {
 
 static void node_init(node *n, uv_loop_t *loop, test_lease_counter_double *lease, uint32_t block) {
   memset(n, 0, sizeof *n);
-  hubu_redis_config cfg = rfx_config(500, 1000);
+  hubu_redis_config cfg = rfx_config(2000, 3000);
   cfg.backoff_max_ms = 400;
   n->redis = hubu_redis_new(loop, &cfg, NULL, NULL);
   hubu_redis_seq_config sc = {.block = block, .answer = test_answer};
@@ -180,8 +180,15 @@ static int wait_replica_in_sync(uv_loop_t *loop, hubu_redis *r, int seconds) {
 
 static hubu_redis_status run_cmd(uv_loop_t *loop, hubu_redis *r, int argc, const char **argv) {
   cmd_wait w = {0};
-  if (hubu_redis_command(r, 0, cmd_wait_cb, &w, argc, argv, NULL) != 0) return HUBU_REDIS_DOWN;
-  rfx_run_until(loop, cmd_done, &w, 3000);
+  if (hubu_redis_command(r, 5000, cmd_wait_cb, &w, argc, argv, NULL) != 0) {
+    hubu_redis_health h;
+    hubu_redis_get_health(r, &h);
+    fprintf(stderr, "%s: not sent (up %d, last error \"%s\")\n", argv[0], h.up, h.last_error);
+    return HUBU_REDIS_DOWN;
+  }
+  rfx_run_until(loop, cmd_done, &w, 7000);
+  if (!w.done || w.st != HUBU_REDIS_OK)
+    fprintf(stderr, "%s: %s %s\n", argv[0], w.done ? hubu_redis_status_name(w.st) : "no answer", w.str);
   return w.done ? w.st : HUBU_REDIS_TIMEOUT;
 }
 
