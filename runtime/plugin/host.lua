@@ -858,10 +858,13 @@ function host.list()
     for event, n in pairs(by_plugin[p] or {}) do hooked[#hooked + 1] = { event = event, count = n } end
     table.sort(hooked, function(a, b) return a.event < b.event end)
     for _ in pairs(p.timers) do ntimers = ntimers + 1 end
+    local reserved = {}
+    for user in pairs(p.reserved or EMPTY) do reserved[#reserved + 1] = user end
+    table.sort(reserved)
     out[#out + 1] = { name = name, version = p.version, summary = p.summary, policy = p.policy,
                       calls = m.calls, errors = m.errors, seconds = m.seconds, path = p.path,
                       priority = p.priority, budget_ms = p.budget or C.budget_ms(), folder = p.dir ~= nil, loaded_at = p.loaded_at, reloads = p.reloads,
-                      hooks = hooked, timers = ntimers, reload_error = failures[name] }
+                      hooks = hooked, timers = ntimers, reload_error = failures[name], reserved = reserved }
   end
   table.sort(out, function(a, b) return a.name < b.name end)
   local failed = {}

@@ -270,6 +270,17 @@ int hubu_plugins_list_json(hubu_plugins *p, hubu_buf *out) {
     } else {
       hubu_json_null(&j, "reload_error");
     }
+    lua_getfield(L, e, "reserved"); /* the users it reserved (plugin:reserve_user), when any */
+    size_t nr = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    if (nr) {
+      hubu_json_open(&j, "reserved", '[', 1);
+      for (size_t r = 1; r <= nr; r++) {
+        lua_rawgeti(L, -1, (int)r);
+        hubu_json_str(&j, NULL, lua_tostring(L, -1));
+        lua_pop(L, 1);
+      }
+      hubu_json_close(&j);
+    }
     hubu_json_close(&j);
     lua_settop(L, e - 1);
   }
