@@ -52,6 +52,17 @@ plugin:hook("message.send", function(ev) ev:reject("INVALID", ev.kind) end)
     assert.equals("custom", S:send{ user = "a", session = "c:room", body = "x" }.reason)
   end)
 
+  it("works on session.read too, which carries kind as well", function()
+    local S, ok, err = load("readers", [[
+plugin:hook("session.read", function(ev) ev:forbid("private (" .. ev.kind .. ")") end, { kinds = { "group" } })
+]])
+    assert(ok, err)
+    local allowed, why = S:read{ user = "a", session = "g:x" }
+    assert.is_false(allowed)
+    assert.equals("private (group)", why)
+    assert.is_true(S:read{ user = "a", session = "d:a:b" })
+  end)
+
   it("is an error at the plugin's line for a kind that does not exist", function()
     local _, ok, err, path = load("badkind", [[
 local x = 1
