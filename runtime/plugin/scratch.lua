@@ -168,7 +168,10 @@ function M.new(opts)
     return S.next_timer
   end
   C.timer_stop = function(id) S.timers[id] = nil end
-  C.label_ok = function(s) return native.label_ok and native.label_ok(s) or true end
+  C.label_ok = function(s)
+    if native.label_ok then return native.label_ok(s) end
+    return true
+  end
   C.hmac = function(key, data) return native.hmac(key, data) end
   C.wordset = native.wordset
   C.http_start = function(ticket, method, url, headers, body, timeout_ms)
