@@ -87,6 +87,7 @@ foreach(case command_timeouts_while_server_stopped_then_recovers
   hubu_redis_test(NAME redis.${case} OWN_SERVER COMMAND test_redis_client ${case})
 endforeach()
 foreach(case eval_loads_the_script_after_noscript
+             an_answer_waiting_in_the_socket_wins_over_a_late_timer
              close_answers_pending_commands_and_then_nothing_more
              config_url_is_parsed_and_host_names_refused)
   hubu_redis_test(NAME redis.${case} COMMAND test_redis_client ${case})

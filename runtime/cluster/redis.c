@@ -344,6 +344,13 @@ static void cmd_timeout_cb(uv_timer_t *t) {
   redis_cmd *c = t->data;
   hubu_redis *r = c->r;
   if (!c->cb) return;
+  /* libuv runs due timers before it polls: after the loop itself was late
+   * (a long turn elsewhere), the answer may be waiting in the socket. Read
+   * what is there first; c stays valid (its timer is not closed yet). */
+  if (r->ac && c->conn_id == r->conn_id && r->state != ST_CLOSED) {
+    redisAsyncHandleRead(r->ac);
+    if (!c->cb) return;
+  }
   r->health.timeouts++;
   if (r->ac && c->conn_id == r->conn_id) {
     /* The connection is wedged: every command on it fails with a timeout,

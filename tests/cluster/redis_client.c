@@ -548,6 +548,33 @@ static void close_from_the_health_callback_when_the_server_dies(void) {
   rfx_loop_close(&loop);
 }
 
+/* The loop is late (a turn that takes longer than the timeout): the answer
+ * that came in meanwhile wins over the timer that is due, and the
+ * connection is not recycled. */
+static void an_answer_waiting_in_the_socket_wins_over_a_late_timer(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cmd_state s = {.loop = &loop};
+  g_state = &s;
+  hubu_redis_config cfg = rfx_config(2000, 3000);
+  hubu_redis *r = hubu_redis_new(&loop, &cfg, health_cb, &s);
+  CHECK(rfx_run_until(&loop, rfx_is_up, r, 5000));
+  const char *ping[1] = {"PING"};
+  for (int i = 0; i < 5; i++) CHECK(send_cmd(r, &s, 200, 1, ping) == 0);
+  uv_run(&loop, UV_RUN_NOWAIT); /* written */
+  usleep(600 * 1000);           /* the loop is busy elsewhere for 600 ms */
+  CHECK(rfx_run_until(&loop, all_answered, &s, 5000));
+  for (int i = 0; i < s.sent; i++) CHECK(s.res[i].st == HUBU_REDIS_OK);
+  hubu_redis_health h;
+  hubu_redis_get_health(r, &h);
+  CHECK_EQ_U64(h.timeouts, 0);
+  CHECK_EQ_U64(h.connects, 1);
+  CHECK(hubu_redis_is_up(r));
+  check_exactly_once(&s);
+  hubu_redis_close(r);
+  rfx_loop_close(&loop);
+}
+
 /* ---- config ---- */
 
 static void config_url_is_parsed_and_host_names_refused(void) {
@@ -590,6 +617,7 @@ int main(int argc, char **argv) {
       REDIS_CASE(config_url_is_parsed_and_host_names_refused),
       REDIS_CASE(connect_authenticates_and_selects_the_database),
       REDIS_CASE(close_from_the_health_callback_when_the_server_dies),
+      REDIS_CASE(an_answer_waiting_in_the_socket_wins_over_a_late_timer),
   };
   return rfx_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
