@@ -1,8 +1,8 @@
 /* store.h — the durable store, one interface for every backend.
  *
  * The store thread owns the database connection. The loop thread fills a
- * hubu_store_op, submits it, and gets it back on the loop (through
- * uv_async) with its status and outputs; completions arrive in submission
+ * hubu_store_op, submits it, and gets it back on the loop (woken by an
+ * eventfd) with its status and outputs; completions arrive in submission
  * order. Consecutive APPENDs are written in one transaction per drained
  * batch (group commit), and an APPEND completes only after its transaction
  * is durable under the configured fsync policy — the server ACKs after that.
