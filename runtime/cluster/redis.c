@@ -846,7 +846,12 @@ static void sub_reply_cb(redisAsyncContext *ac, void *reply_v, void *priv) {
   redisReply *kind = reply->element[0], *ch = reply->element[1], *payload = reply->element[2];
   if (kind->type != REDIS_REPLY_STRING || ch->type != REDIS_REPLY_STRING) return;
   if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING) {
-    if (r->on_message) r->on_message(r, ch->str, ch->len, payload->str, payload->len, r->ud);
+    /* Only channels still listed: one dropped while its UNSUBSCRIBE is on
+     * the way may still bring a message. */
+    int listed = 0;
+    for (size_t i = 0; i < r->n_channels && !listed; i++)
+      listed = strlen(r->channels[i]) == ch->len && memcmp(r->channels[i], ch->str, ch->len) == 0;
+    if (listed && r->on_message) r->on_message(r, ch->str, ch->len, payload->str, payload->len, r->ud);
   } else if (strcmp(kind->str, "subscribe") == 0) {
     if (r->sub_unconfirmed && --r->sub_unconfirmed == 0) {
       uv_timer_stop(&r->sub_timer);
@@ -896,16 +901,20 @@ int hubu_redis_unsubscribe(hubu_redis *r, const char *channel) {
   if (!r || !r->subscriber || r->state == ST_CLOSED || !channel) return -1;
   for (size_t i = 0; i < r->n_channels; i++) {
     if (strcmp(r->channels[i], channel) != 0) continue;
-    if (r->state == ST_UP && r->ac) {
-      const char *argv[2] = {"UNSUBSCRIBE", channel};
-      if (redisAsyncCommandArgv(r->ac, NULL, NULL, 2, argv, NULL) != REDIS_OK) {
-        /* Not sent: the connection is replaced, and the next one does not
-         * subscribe it. */
-        conn_drop(r, HUBU_REDIS_DOWN, "UNSUBSCRIBE could not be sent", 0);
-      }
-    }
-    free(r->channels[i]);
+    char *name = r->channels[i];
     r->channels[i] = r->channels[--r->n_channels];
+    int rc = REDIS_OK;
+    /* Sent whenever the connection has subscribed (up, or its SUBSCRIBE in
+     * flight); a connection still in its connect subscribes only what is
+     * listed. */
+    if (r->ac && (r->ac->c.flags & REDIS_SUBSCRIBED)) {
+      const char *argv[2] = {"UNSUBSCRIBE", name};
+      rc = redisAsyncCommandArgv(r->ac, NULL, NULL, 2, argv, NULL);
+    }
+    free(name);
+    /* Not sent: the connection is replaced, and the next one does not
+     * subscribe it. */
+    if (rc != REDIS_OK) conn_drop(r, HUBU_REDIS_DOWN, "UNSUBSCRIBE could not be sent", 0);
     return 0;
   }
   return 0;
