@@ -224,16 +224,18 @@ void hubu_http_api_frame(hubu_conn *c, const uint8_t *frame, size_t len) {
 
 /* ---- the API ---- */
 
-/* The user a bearer token speaks for: "v1.<user>.<expiry>.<mac>" split from the right. */
+/* The user a bearer token speaks for: "v1.<user>.<expiry>.<mac>" (or a
+ * reserved user's "v1r."), split from the right. */
 static int token_user(const char *tok, size_t len, char *user, size_t user_size) {
-  if (len < 8 || memcmp(tok, "v1.", 3) != 0) return -1;
+  size_t pre = len > 4 && !memcmp(tok, HUBU_TOKEN_RESERVED_PREFIX, 4) ? 4 : 3;
+  if (len < pre + 5 || (pre == 3 && memcmp(tok, "v1.", 3) != 0)) return -1;
   const char *mac = memrchr(tok, '.', len);
-  if (!mac || mac <= tok + 3) return -1;
+  if (!mac || mac <= tok + pre) return -1;
   const char *exp = memrchr(tok, '.', (size_t)(mac - tok));
-  if (!exp || exp <= tok + 3) return -1;
-  size_t n = (size_t)(exp - tok - 3);
+  if (!exp || exp <= tok + pre) return -1;
+  size_t n = (size_t)(exp - tok - pre);
   if (!n || n >= user_size) return -1;
-  memcpy(user, tok + 3, n);
+  memcpy(user, tok + pre, n);
   user[n] = 0;
   return 0;
 }

@@ -137,7 +137,8 @@ static void plugin_dir(char *dir, size_t size) {
       "  if ev.body == \"reject me\" then return ev:reject(\"REJECTED\", \"not in this room\") end\n"
       "  if ev.body == \"slow down\" then return ev:reject(\"RATE_LIMITED\", \"too fast\", 2500) end\n"
       "end)\n"
-      "plugin:hook(\"call.echo\", function(ev) ev:reply(ev.payload) end)\n",
+      "plugin:hook(\"call.echo\", function(ev) ev:reply(ev.payload) end)\n"
+      "plugin:reserve_user(\"weather\")\n",
       f);
   fclose(f);
 }
@@ -245,6 +246,17 @@ static void send_sync_pull_and_calls_answer_in_json(void) {
   answer_free(&a);
   a = post_json(s.http_port, "/v1/calls/no.such.method", "alice", "{}");
   EXPECT(a, 404, "\"code\":\"NOT_FOUND\"");
+  answer_free(&a);
+  /* a reserved user (a plugin's bot): its v1r. token speaks for it, an ordinary one does not */
+  char rtok[HUBU_TOKEN_MAX], rhdr[600];
+  REQUIRE(hubu_token_mint_reserved((const uint8_t *)"test-secret", 11, "weather", 4000000000u, rtok, sizeof rtok) > 0);
+  snprintf(rhdr, sizeof rhdr, "Authorization: Bearer %s\r\nContent-Type: application/json\r\n", rtok);
+  const char *wm = "{\"clientId\":\"1\",\"sessionId\":\"d:alice:weather\",\"body\":\"c3Vubnk=\"}";
+  a = request(s.http_port, "POST", "/v1/messages", rhdr, wm, strlen(wm));
+  EXPECT(a, 200, "\"seq\":\"1\"");
+  answer_free(&a);
+  a = post_json(s.http_port, "/v1/messages", "weather", wm);
+  EXPECT(a, 401, "\"code\":\"UNAUTHENTICATED\"");
   answer_free(&a);
   /* wrong method, unknown path */
   a = get_as(s.http_port, "/v1/messages", "alice");
