@@ -49,7 +49,9 @@ struct hubu_redis {
   uint64_t conn_id;        /* counts connections; a command remembers the one it was sent on */
   uv_timer_t conn_timer;   /* CONNECTING: the connect timeout; DOWN: the reconnect delay */
   uv_timer_t sub_timer;    /* a subscriber's unconfirmed SUBSCRIBEs */
-  int handles_open;        /* of the two timers; r is freed when the last one has closed */
+  uv_timer_t ping_timer;   /* a command client's health PING, while up */
+  int ping_pending;        /* a health PING is under way */
+  int handles_open;        /* of the three timers; r is freed when the last one has closed */
   uint32_t backoff_ms;     /* the next reconnect delay */
   int hello_left;          /* connect commands not answered yet */
   size_t sub_unconfirmed;  /* channels subscribed and not confirmed yet */
@@ -105,6 +107,7 @@ static void config_defaults(hubu_redis_config *cfg) {
   if (!cfg->command_timeout_ms) cfg->command_timeout_ms = 1000;
   if (!cfg->backoff_min_ms) cfg->backoff_min_ms = 100;
   if (!cfg->backoff_max_ms) cfg->backoff_max_ms = 5000;
+  if (!cfg->ping_interval_ms) cfg->ping_interval_ms = 1000;
   if (cfg->backoff_max_ms < cfg->backoff_min_ms) cfg->backoff_max_ms = cfg->backoff_min_ms;
 }
 
@@ -494,6 +497,7 @@ static void conn_drop(hubu_redis *r, hubu_redis_status st, const char *why, int 
   r->sub_unconfirmed = 0;
   uv_timer_stop(&r->conn_timer);
   uv_timer_stop(&r->sub_timer);
+  uv_timer_stop(&r->ping_timer);
   r->health.up = 0;
   r->health.failures++;
   health_set_error(r, why);
@@ -510,8 +514,26 @@ static void conn_drop(hubu_redis *r, hubu_redis_status st, const char *why, int 
 
 static void subscribe_send(hubu_redis *r, char **channels, size_t n);
 
+/* The health PING's answer: whatever it is, the next one may go. A PING
+ * that times out has recycled the connection like any command. */
+static void ping_cb(hubu_redis *r, hubu_redis_status st, const redisReply *reply, void *ud) {
+  (void)st;
+  (void)reply;
+  (void)ud;
+  r->ping_pending = 0;
+}
+
+static void ping_tick(uv_timer_t *t) {
+  hubu_redis *r = t->data;
+  if (r->state != ST_UP || r->ping_pending) return;
+  const char *argv[1] = {"PING"};
+  if (cmd_send(r, 0, ping_cb, NULL, 1, argv, NULL) == 0) r->ping_pending = 1;
+}
+
 static void conn_up(hubu_redis *r) {
   uv_timer_stop(&r->conn_timer);
+  if (!r->subscriber) /* a subscribed connection takes no PING (hiredis 0.14) */
+    uv_timer_start(&r->ping_timer, ping_tick, r->cfg.ping_interval_ms, r->cfg.ping_interval_ms);
   r->state = ST_UP;
   r->backoff_ms = 0;
   r->health.up = 1;
@@ -648,9 +670,11 @@ static hubu_redis *redis_new(uv_loop_t *loop, const hubu_redis_config *cfg, void
   r->ud = ud;
   uv_timer_init(loop, &r->conn_timer);
   uv_timer_init(loop, &r->sub_timer);
+  uv_timer_init(loop, &r->ping_timer);
+  r->ping_timer.data = r;
   r->conn_timer.data = r;
   r->sub_timer.data = r;
-  r->handles_open = 2;
+  r->handles_open = 3;
   r->state = ST_DOWN;
   health_set_error(r, "not connected yet");
   return r;
@@ -683,12 +707,14 @@ void hubu_redis_close(hubu_redis *r) {
   if (ac) ac->data = NULL;
   uv_timer_stop(&r->conn_timer);
   uv_timer_stop(&r->sub_timer);
+  uv_timer_stop(&r->ping_timer);
   fail_pending(r, HUBU_REDIS_CLOSED);
   /* Inside one of its callbacks hiredis defers this free until the callback
    * returns; a context hiredis is freeing already is left to it. */
   if (ac && !(ac->c.flags & (REDIS_FREEING | REDIS_DISCONNECTING))) redisAsyncFree(ac);
   uv_close((uv_handle_t *)&r->conn_timer, timer_closed);
   uv_close((uv_handle_t *)&r->sub_timer, timer_closed);
+  uv_close((uv_handle_t *)&r->ping_timer, timer_closed);
 }
 
 /* ---- scripts ---- */

@@ -10,6 +10,8 @@
  *     replication id must all answer within it);
  *   - reconnection with backoff, 100 ms doubling to 5 s (configurable),
  *     reset once a connection is up;
+ *   - a PING every second (configurable) on a command client, under the
+ *     same timeout, so the health is right while the client is idle;
  *   - a health state: up or down, the last error, counters;
  *   - the replication id (INFO replication: master_replid) and the server's
  *     run_id, read on every connect; a change is counted and reported;
@@ -52,6 +54,9 @@ typedef struct {
   uint32_t command_timeout_ms;                /* a command's default timeout; 0: 1000 */
   uint32_t backoff_min_ms;                    /* first reconnect delay; 0: 100 */
   uint32_t backoff_max_ms;                    /* the delay doubles up to this; 0: 5000 */
+  uint32_t ping_interval_ms;                  /* a command client PINGs this often, so a wedged or vanished
+                                                 server shows in the health while no command is under way;
+                                                 0: 1000 */
 } hubu_redis_config;
 
 /* Fills cfg from "redis://[:PASSWORD@]HOST[:PORT][/DB]" (HOST an IP address,
