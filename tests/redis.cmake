@@ -86,6 +86,7 @@ foreach(case command_timeouts_while_server_stopped_then_recovers
              kill9_and_restart_reconnect_with_health_down_then_up
              pubsub_across_two_clients_and_resubscribe_after_restart
              idle_client_notices_a_stopped_server_by_its_ping
+             subscriber_heartbeat_notices_a_stopped_server
              connect_authenticates_and_selects_the_database
              close_from_the_health_callback_when_the_server_dies)
   hubu_redis_test(NAME redis.${case} OWN_SERVER COMMAND test_redis_client ${case})

@@ -46,11 +46,18 @@ struct hubu_redis {
   redisAsyncContext *ac; /* the current connection's context, or NULL */
   int state;
   int subscriber;
-  uint64_t conn_id;        /* counts connections; a command remembers the one it was sent on */
-  uv_timer_t conn_timer;   /* CONNECTING: the connect timeout; DOWN: the reconnect delay */
-  uv_timer_t sub_timer;    /* a subscriber's unconfirmed SUBSCRIBEs */
-  uv_timer_t ping_timer;   /* a command client's health PING, while up */
-  int ping_pending;        /* a health PING is under way */
+  uint64_t conn_id;      /* counts connections; a command remembers the one it was sent on */
+  uv_timer_t conn_timer; /* CONNECTING: the connect timeout; DOWN: the reconnect delay */
+  uv_timer_t sub_timer;  /* a subscriber's unconfirmed SUBSCRIBEs */
+  uv_timer_t ping_timer; /* a command client's health PING, while up */
+  int ping_pending;      /* a health PING is under way */
+  /* A subscriber's heartbeat (hubu_redis_subscriber_heartbeat): on every
+   * ping_timer tick a message on hb_channel through hb_pub, which must
+   * come back here within the command timeout. */
+  hubu_redis *hb_pub;      /* not owned */
+  char *hb_channel;        /* owned */
+  uint64_t hb_sent_ms;     /* uv_now when the heartbeat under way was published; 0: none */
+  struct redis_hb *hb_req; /* its PUBLISH, until answered */
   int handles_open;        /* of the three timers; r is freed when the last one has closed */
   uint32_t backoff_ms;     /* the next reconnect delay */
   int hello_left;          /* connect commands not answered yet */
@@ -73,6 +80,12 @@ struct redis_ev {
   int events;
   int closed;
 };
+
+/* A heartbeat's PUBLISH on the publisher; sub is cleared when the
+ * subscriber closes first. */
+typedef struct redis_hb {
+  hubu_redis *sub;
+} redis_hb;
 
 struct redis_cmd {
   uv_timer_t timer;
@@ -498,6 +511,7 @@ static void conn_drop(hubu_redis *r, hubu_redis_status st, const char *why, int 
   uv_timer_stop(&r->conn_timer);
   uv_timer_stop(&r->sub_timer);
   uv_timer_stop(&r->ping_timer);
+  r->hb_sent_ms = 0;
   r->health.up = 0;
   r->health.failures++;
   health_set_error(r, why);
@@ -530,10 +544,62 @@ static void ping_tick(uv_timer_t *t) {
   if (cmd_send(r, 0, ping_cb, NULL, 1, argv, NULL) == 0) r->ping_pending = 1;
 }
 
+static void hb_published(hubu_redis *pub, hubu_redis_status st, const redisReply *reply, void *ud) {
+  (void)pub;
+  redis_hb *h = ud;
+  hubu_redis *r = h->sub;
+  free(h);
+  if (!r) return;
+  r->hb_req = NULL;
+  if (r->state != ST_UP || !r->hb_sent_ms) return;
+  if (st == HUBU_REDIS_OK && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
+    /* The server knows no subscriber of the channel: this connection's
+     * subscriptions are gone. */
+    conn_drop(r, HUBU_REDIS_DOWN, "heartbeat published to no subscriber", 0);
+  } else if (st != HUBU_REDIS_OK && st != HUBU_REDIS_TIMEOUT) {
+    /* The publisher's own trouble (down, closed, an error): says nothing of
+     * this connection. A timeout does: the server is likely wedged, and the
+     * heartbeat's own deadline decides. */
+    r->hb_sent_ms = 0;
+  }
+}
+
+/* A subscriber's tick: judge the heartbeat under way, or publish the next. */
+static void hb_tick(uv_timer_t *t) {
+  hubu_redis *r = t->data;
+  if (r->state != ST_UP || !r->hb_pub) return;
+  uv_update_time(r->loop);
+  uint64_t now = uv_now(r->loop);
+  if (r->hb_sent_ms) {
+    if (now - r->hb_sent_ms > r->cfg.command_timeout_ms) {
+      char why[80];
+      snprintf(why, sizeof why, "heartbeat not received within %u ms", r->cfg.command_timeout_ms);
+      r->health.timeouts++;
+      conn_drop(r, HUBU_REDIS_TIMEOUT, why, 0);
+    }
+    return;
+  }
+  if (r->hb_req || !hubu_redis_is_up(r->hb_pub)) return;
+  redis_hb *h = malloc(sizeof *h);
+  if (!h) return;
+  h->sub = r;
+  char payload[24];
+  snprintf(payload, sizeof payload, "%" PRIu64, now);
+  const char *argv[3] = {"PUBLISH", r->hb_channel, payload};
+  if (hubu_redis_command(r->hb_pub, 0, hb_published, h, 3, argv, NULL) != 0) {
+    free(h);
+    return;
+  }
+  r->hb_req = h;
+  r->hb_sent_ms = now ? now : 1;
+}
+
 static void conn_up(hubu_redis *r) {
   uv_timer_stop(&r->conn_timer);
-  if (!r->subscriber) /* a subscribed connection takes no PING (hiredis 0.14) */
+  if (!r->subscriber) /* a subscribed connection takes no PING (hiredis 0.14): it has heartbeats */
     uv_timer_start(&r->ping_timer, ping_tick, r->cfg.ping_interval_ms, r->cfg.ping_interval_ms);
+  else if (r->hb_pub)
+    uv_timer_start(&r->ping_timer, hb_tick, r->cfg.ping_interval_ms, r->cfg.ping_interval_ms);
   r->state = ST_UP;
   r->backoff_ms = 0;
   r->health.up = 1;
@@ -650,6 +716,7 @@ static void timer_closed(uv_handle_t *h) {
   if (--r->handles_open == 0) {
     for (size_t i = 0; i < r->n_channels; i++) free(r->channels[i]);
     free(r->channels);
+    free(r->hb_channel);
     free(r);
   }
 }
@@ -708,6 +775,9 @@ void hubu_redis_close(hubu_redis *r) {
   uv_timer_stop(&r->conn_timer);
   uv_timer_stop(&r->sub_timer);
   uv_timer_stop(&r->ping_timer);
+  if (r->hb_req) r->hb_req->sub = NULL;
+  r->hb_req = NULL;
+  r->hb_pub = NULL;
   fail_pending(r, HUBU_REDIS_CLOSED);
   /* Inside one of its callbacks hiredis defers this free until the callback
    * returns; a context hiredis is freeing already is left to it. */
@@ -877,7 +947,10 @@ static void sub_reply_cb(redisAsyncContext *ac, void *reply_v, void *priv) {
     int listed = 0;
     for (size_t i = 0; i < r->n_channels && !listed; i++)
       listed = strlen(r->channels[i]) == ch->len && memcmp(r->channels[i], ch->str, ch->len) == 0;
-    if (listed && r->on_message) r->on_message(r, ch->str, ch->len, payload->str, payload->len, r->ud);
+    if (r->hb_channel && strlen(r->hb_channel) == ch->len && memcmp(r->hb_channel, ch->str, ch->len) == 0)
+      r->hb_sent_ms = 0; /* our heartbeat is back */
+    else if (listed && r->on_message)
+      r->on_message(r, ch->str, ch->len, payload->str, payload->len, r->ud);
   } else if (strcmp(kind->str, "subscribe") == 0) {
     if (r->sub_unconfirmed && --r->sub_unconfirmed == 0) {
       uv_timer_stop(&r->sub_timer);
@@ -943,5 +1016,29 @@ int hubu_redis_unsubscribe(hubu_redis *r, const char *channel) {
     if (rc != REDIS_OK) conn_drop(r, HUBU_REDIS_DOWN, "UNSUBSCRIBE could not be sent", 0);
     return 0;
   }
+  return 0;
+}
+
+int hubu_redis_subscriber_heartbeat(hubu_redis *sub, hubu_redis *pub, const char *channel) {
+  if (!sub || !sub->subscriber || sub->state == ST_CLOSED || (pub && (pub->subscriber || !channel))) return -1;
+  if (sub->hb_channel) {
+    hubu_redis_unsubscribe(sub, sub->hb_channel);
+    free(sub->hb_channel);
+    sub->hb_channel = NULL;
+  }
+  if (sub->hb_req) sub->hb_req->sub = NULL;
+  sub->hb_req = NULL;
+  sub->hb_sent_ms = 0;
+  sub->hb_pub = NULL;
+  uv_timer_stop(&sub->ping_timer);
+  if (!pub) return 0;
+  if (!(sub->hb_channel = strdup(channel)) || hubu_redis_subscribe(sub, channel) != 0) {
+    free(sub->hb_channel);
+    sub->hb_channel = NULL;
+    return -1;
+  }
+  sub->hb_pub = pub;
+  if (sub->state == ST_UP)
+    uv_timer_start(&sub->ping_timer, hb_tick, sub->cfg.ping_interval_ms, sub->cfg.ping_interval_ms);
   return 0;
 }

@@ -18,7 +18,8 @@
  *   - scripts: EVALSHA, and on NOSCRIPT the script's source with EVAL (which
  *     loads it), so a restarted or flushed server needs no separate step;
  *   - pub/sub on a connection of its own (hubu_redis_subscriber_new): the
- *     channels are subscribed again after every reconnect.
+ *     channels are subscribed again after every reconnect, and a heartbeat
+ *     through a command client notices a wedged subscription.
  *
  * Every command's callback is called exactly once: with the reply, an error
  * reply, a timeout, the connection's loss, or the client's close. Nothing
@@ -144,6 +145,16 @@ int hubu_redis_check_replid(hubu_redis *r, uint32_t timeout_ms, hubu_redis_reply
  * of memory). */
 int hubu_redis_subscribe(hubu_redis *r, const char *channel);
 int hubu_redis_unsubscribe(hubu_redis *r, const char *channel);
+
+/* A subscriber's liveness, which it cannot PING for (hiredis 0.14): every
+ * ping_interval_ms, pub (a command client to the same server) publishes a
+ * message on channel (unique to this subscriber, subscribed here and never
+ * handed to on_message), which must come back within the command timeout,
+ * else the subscriber's connection is taken as wedged and replaced; a
+ * PUBLISH that reaches no subscriber replaces it at once. pub NULL stops the
+ * heartbeat. pub is not owned: close the subscriber (or stop its heartbeat)
+ * before pub. 0, or -1. */
+int hubu_redis_subscriber_heartbeat(hubu_redis *sub, hubu_redis *pub, const char *channel);
 
 /* The health as of now (a copy). */
 void hubu_redis_get_health(const hubu_redis *r, hubu_redis_health *out);

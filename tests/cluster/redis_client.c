@@ -312,6 +312,55 @@ static void pubsub_across_two_clients_and_resubscribe_after_restart(void) {
   rfx_loop_close(&loop);
 }
 
+/* The subscriber's heartbeat through the publisher: while the server
+ * answers, heartbeats come back and are not handed to on_message; a stopped
+ * server shows on the subscriber too (it cannot PING); after SIGCONT it is
+ * up and subscribed again. */
+static void subscriber_heartbeat_notices_a_stopped_server(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cmd_state s = {.loop = &loop};
+  g_state = &s;
+  sub_state got = {0};
+  hubu_redis_config cfg = rfx_config(300, 300);
+  cfg.ping_interval_ms = 200;
+  cfg.backoff_max_ms = 400;
+  hubu_redis *sub = hubu_redis_subscriber_new(&loop, &cfg, on_message, NULL, &got);
+  hubu_redis *pub = hubu_redis_new(&loop, &cfg, NULL, NULL);
+  CHECK(hubu_redis_subscribe(sub, "hubu:node:7") == 0);
+  CHECK(hubu_redis_subscriber_heartbeat(sub, pub, "hubu:hb:7") == 0);
+  CHECK(hubu_redis_subscriber_heartbeat(pub, sub, "x") == -1); /* not a subscriber */
+  two t = {sub, pub};
+  CHECK(rfx_run_until(&loop, both_up, &t, 5000));
+  rfx_run_for(&loop, 1000); /* about five heartbeats */
+  CHECK(hubu_redis_is_up(sub));
+  CHECK_EQ_U64(got.n, 0); /* not handed over */
+  hubu_redis_health h;
+  hubu_redis_get_health(sub, &h);
+  CHECK_EQ_U64(h.connects, 1);
+
+  rfx_script("pause");
+  uv_update_time(&loop);
+  uint64_t paused = uv_now(&loop);
+  CHECK(rfx_run_until(&loop, rfx_is_down, sub, 4000));
+  uv_update_time(&loop);
+  CHECK(uv_now(&loop) - paused <= 200 + 300 + 200 + 1000); /* a tick, the deadline, the tick that judges it */
+  hubu_redis_get_health(sub, &h);
+  CHECK(strstr(h.last_error, "heartbeat") != NULL);
+  rfx_script("resume");
+  CHECK(rfx_run_until(&loop, both_up, &t, 8000));
+  rfx_run_for(&loop, 600);
+  CHECK(hubu_redis_is_up(sub)); /* heartbeats come back again */
+  CHECK_EQ_U64(publish(&loop, &s, pub, "hubu:node:7", "after"), 1);
+  count_arg one = {&got, 1};
+  CHECK(rfx_run_until(&loop, got_at_least, &one, 5000));
+  CHECK(has_message(&got, "hubu:node:7=after"));
+  CHECK_EQ_U64(got.n, 1);
+  hubu_redis_close(sub); /* before its publisher */
+  hubu_redis_close(pub);
+  rfx_loop_close(&loop);
+}
+
 /* ---- scripts ---- */
 
 static void eval_loads_the_script_after_noscript(void) {
@@ -653,6 +702,7 @@ int main(int argc, char **argv) {
       REDIS_CASE(close_from_the_health_callback_when_the_server_dies),
       REDIS_CASE(an_answer_waiting_in_the_socket_wins_over_a_late_timer),
       REDIS_CASE(idle_client_notices_a_stopped_server_by_its_ping),
+      REDIS_CASE(subscriber_heartbeat_notices_a_stopped_server),
   };
   return rfx_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
