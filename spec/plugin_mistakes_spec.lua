@@ -72,6 +72,13 @@ plugin:hook("message.send", function(ev) end, { kinds = { "grop" } })
     assert.equals(path .. ':2: plugin:hook(message.send): kinds item 1: expected "direct", "group" or "custom", got the string "grop"', err)
   end)
 
+  it("is an error for an empty kinds list, which would never fire", function()
+    local _, ok, err, path = load("nokinds", 'plugin:hook("message.send", function(ev) end, { kinds = {} })\n')
+    assert.is_nil(ok)
+    assert.equals(path .. ':1: plugin:hook(message.send): kinds: expected a list such as { "group" }, got an empty table',
+      err)
+  end)
+
   it("is an error where an event has no session kind", function()
     local _, ok, err, path = load("connkind", [[
 plugin:hook("connect", function(ev) end, { kinds = { "direct" } })
@@ -119,6 +126,33 @@ plugin:hook("message.send", function(ev) end)
     local _, ok, err, path = load("links", src, { config = { links = { allow = { "bob", 7 } } } })
     assert.is_nil(ok)
     assert.equals(path .. ":2: option allow (config): expected a list of strings, got item 2: number 7", err)
+  end)
+
+  it("type-checks the items of a list whose default is empty: all of one type", function()
+    local S, ok, err = load("empty", 'local allow = plugin:option_list("allow", {})\n',
+      { config = { empty = { allow = { "bob", "carol" } } } })
+    assert(ok, err)
+    assert.same({}, S:warnings("empty"))
+    local _, ok2, err2, path = load("empty", '\nlocal allow = plugin:option_list("allow", {})\n',
+      { config = { empty = { allow = { "bob", 7 } } } })
+    assert.is_nil(ok2)
+    assert.equals(path .. ":2: option allow (config): expected a list of items of one type, got item 2: number 7", err2)
+  end)
+
+  it("checks a default against the option's type, and a list's item_type", function()
+    local _, ok, err, path = load("d", 'local x = 1\nlocal user = plugin:option_string("user", 5)\n')
+    assert.is_nil(ok)
+    assert.equals(path .. ":2: plugin:option_string(user, default): default: expected a string, got number 5", err)
+    local _, ok2, err2, path2 = load("d", 'local n = plugin:option_number("n", "5")\n')
+    assert.is_nil(ok2)
+    assert.equals(path2 .. ':1: plugin:option_number(n, default): default: expected a number, got the string "5"', err2)
+    local _, ok3, err3, path3 = load("d", 'local l = plugin:option_list("l", { "a", 2 })\n')
+    assert.is_nil(ok3)
+    assert.equals(path3 .. ":1: plugin:option_list(l, default): default item 2: expected a string, got number 2", err3)
+    local _, ok4, err4, path4 = load("d", 'local l = plugin:option_list("l", {}, "strings")\n')
+    assert.is_nil(ok4)
+    assert.equals(path4 .. ':1: plugin:option_list(l, default, item_type): item_type: expected "string", "number", '
+      .. '"boolean" or "table", got the string "strings"', err4)
   end)
 
   it("says what a number option got, with its range", function()

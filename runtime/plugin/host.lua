@@ -126,6 +126,7 @@ local function describe(v)
   if t == "string" then return ("the string %q"):format(#v > 40 and v:sub(1, 40) .. "..." or v) end
   if t == "number" or t == "boolean" then return ("%s %s"):format(t, tostring(v)) end
   if t == "nil" then return "nil" end
+  if t == "table" and next(v) == nil then return "an empty table" end
   return "a " .. t
 end
 host.describe = describe
@@ -457,8 +458,11 @@ local function make_api(p, config, config_file)
                                               kinds = kinds }
   end
   -- An option of the config section: nil (the default) or a value check accepts.
-  local function option(fname, name, default, want, check)
+  local function option(fname, name, default, want, check, default_type)
     if type(name) ~= "string" then expected(2, "plugin:" .. fname .. "(name, default): name", "a string", name) end
+    if default_type and default ~= nil and type(default) ~= default_type then
+      expected(2, ("plugin:%s(%s, default): default"):format(fname, name), "a " .. default_type, default)
+    end
     p.options_read[name] = true
     local v = config[name]
     if v == nil then return default end
@@ -469,7 +473,8 @@ local function make_api(p, config, config_file)
   end
   -- (no tail calls to option: its errors name the plugin's line, two levels up)
   function api:option_string(name, default)
-    local v = option("option_string", name, default, "a string", function(v) return type(v) == "string" end)
+    local v = option("option_string", name, default, "a string", function(v) return type(v) == "string" end,
+      "string")
     return v
   end
   function api:option_number(name, default, min, max)
@@ -477,21 +482,36 @@ local function make_api(p, config, config_file)
       or max and ("a number <= %s"):format(max) or "a number"
     local n = option("option_number", name, default, want, function(v)
       return type(v) == "number" and v == v and not (min and v < min) and not (max and v > max)
-    end)
+    end, "number")
     return n
   end
   function api:option_boolean(name, default)
-    local b = option("option_boolean", name, default, "true or false", function(v) return type(v) == "boolean" end)
+    local b = option("option_boolean", name, default, "true or false", function(v) return type(v) == "boolean" end,
+      "boolean")
     return b
   end
   -- item_type: what each item must be ("string", "number", "boolean", "table");
-  -- default: the type of the default's first item.
+  -- default: the type of the default's first item; with an empty default and
+  -- no item_type, the items must all be of one type (the first one's).
+  local LIST_ITEM = { string = true, number = true, boolean = true, table = true }
   function api:option_list(name, default, item_type)
     if default ~= nil and type(default) ~= "table" then
       expected(1, "plugin:option_list(" .. tostring(name) .. ", default): default", "a list (a table)", default)
     end
+    if item_type ~= nil and not LIST_ITEM[item_type] then
+      expected(1, "plugin:option_list(" .. tostring(name) .. ", default, item_type): item_type",
+        '"string", "number", "boolean" or "table"', item_type)
+    end
     item_type = item_type or (default and default[1] ~= nil and type(default[1])) or nil
-    local want = item_type and ("a list of %ss"):format(item_type) or "a list"
+    if item_type and default then
+      for i = 1, #default do
+        if type(default[i]) ~= item_type then
+          expected(1, ("plugin:option_list(%s, default): default item %d"):format(tostring(name), i),
+            "a " .. item_type, default[i])
+        end
+      end
+    end
+    local want = item_type and ("a list of %ss"):format(item_type) or "a list of items of one type"
     local bad
     local v = option("option_list", name, default, want, function(v)
       if type(v) ~= "table" then return false end
@@ -499,8 +519,9 @@ local function make_api(p, config, config_file)
       for k in pairs(v) do
         if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then bad = "key " .. describe(k); return true end
       end
+      local each = item_type or (n > 0 and type(v[1])) or nil
       for i = 1, n do
-        if item_type and type(v[i]) ~= item_type then bad = ("item %d: %s"):format(i, describe(v[i])); return true end
+        if type(v[i]) ~= each then bad = ("item %d: %s"):format(i, describe(v[i])); return true end
       end
       return true
     end)
