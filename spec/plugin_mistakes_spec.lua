@@ -285,7 +285,7 @@ end)
 end)
 
 describe("load log lines", function()
-  it("carry the version, and the previous one on a reload", function()
+  it("carry the version, and the previous one on a reload, and the unloaded one", function()
     local dir = tmpdir{ ["v.lua"] = "--% version: 1.0\nplugin:hook('connect', function() end)\n" }
     local S = plugin.host()
     assert(S:load("v", dir .. "/v.lua"))
@@ -297,6 +297,10 @@ describe("load log lines", function()
     local r = S:log_lines("plugin_reloaded")[1].fields
     assert.equals("1.1", r.version)
     assert.equals("1.0", r.previous_version)
+    assert.is_true(S:unload("v"))
+    local u = assert(S:log_lines("plugin_unloaded")[1])
+    assert.equals("1.1", u.fields.version)
+    assert.is_nil(u.text:find("msg=", 1, true)) -- fields of their own, not one quoted msg
   end)
 end)
 

@@ -303,7 +303,7 @@ abandon = function(job, why, failure)
     logf("error", p, "hook_failed", ("hook=%s policy=%s error=%s"):format(job.event or "callback",
       p and p.policy or "open", lq(why)))
   elseif why then
-    log("info", p, "hook_given_up", ("hook=%s why=%q"):format(job.event or "callback", why))
+    logf("info", p, "hook_given_up", ("hook=%s why=%s"):format(job.event or "callback", lq(why)))
   end
   job.h = false
   if job.chain and h then
@@ -805,7 +805,7 @@ function host.load(name, path, config, config_file)
        ("version=%s%s path=%s hooks=%d took_ms=%.2f"):format(lq(p.version),
          old and " previous_version=" .. lq(old.version) or "", lq(path), host.count_hooks(p), (os.clock() - t0) * 1000))
   if #retired > 0 then
-    log("info", p, "hook_given_up", ("waiting=%d why=%q"):format(#retired, "the plugin was reloaded while they waited"))
+    logf("info", p, "hook_given_up", ("waiting=%d why=%s"):format(#retired, lq("the plugin was reloaded while they waited")))
     local again = {}
     for _, job in ipairs(retired) do
       abandon(job, nil, false)
@@ -833,7 +833,7 @@ function host.unload(name)
   local retired = retire(p)
   remove_hooks(p)
   plugins[name] = nil
-  log("info", p, "plugin_unloaded", #retired > 0 and ("given_up=%d"):format(#retired) or "")
+  logf("info", p, "plugin_unloaded", "version=" .. lq(p.version) .. (#retired > 0 and (" given_up=%d"):format(#retired) or ""))
   for _, job in ipairs(retired) do abandon(job, nil, false) end
   return true
 end
@@ -1203,8 +1203,8 @@ local function fall_behind(p, pos)
   replays[name], catching_up[name] = nil, nil
   stored_pos[name], stored_dirty[name] = from, true
   behind[name] = { from = from, skipped = 0 }
-  log("warn", p, "stored_behind", ("waiting=%d from=%d msg=%q"):format(stored_waiting[name] or 0, from,
-    "too many message.stored handlers wait; later messages are read from the log once half of them are done"))
+  logf("warn", p, "stored_behind", ("waiting=%d from=%d msg=%s"):format(stored_waiting[name] or 0, from,
+    lq("too many message.stored handlers wait; later messages are read from the log once half of them are done")))
 end
 
 catch_up = function(name)
@@ -1301,7 +1301,7 @@ function host.replay_end(name, gen, last)
       if (stored_waiting[name] or 0) <= (p and p.stored_waiting or STORED_WAITING_MAX) / 2 then catch_up(name) end
     else
       behind[name] = nil
-      log("info", plugins[name], "stored_caught_up", ("at=%d"):format(last or 0))
+      logf("info", plugins[name], "stored_caught_up", ("at=%d"):format(last or 0))
     end
     return
   end
