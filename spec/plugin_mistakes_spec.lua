@@ -337,6 +337,8 @@ describe("hubuctl plugin check", function()
     local out, status = run(("'%s/p.lua' --config '%s/c.lua'"):format(dir, dir))
     assert.equals(0, status, out)
     assert.matches("0 errors, 1 warning\n", out, 1, true)
+    local slash = run(("'%s/' --config '%s/c.lua'"):format(dir, dir)) -- a directory named with its slash
+    assert.matches(("\n%s/p.lua: ok (version -; hooks: none)\n"):format(dir), "\n" .. slash, 1, true)
     local _, strict = run(("'%s/p.lua' --config '%s/c.lua' --strict"):format(dir, dir))
     assert.equals(1, strict)
     local _, usage = run("")

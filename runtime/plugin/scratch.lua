@@ -461,6 +461,8 @@ end
 -- number of errors and of warnings.
 function M.check(target, config_file, out, isdir)
   local errors, warnings = 0, 0
+  target = target:match("^(.-)/*$") -- plugins/ names its files plugins/NAME.lua
+  if target == "" then target = "/" end
   local config = {}
   if config_file then
     local sections, err = M.read_config(config_file)
