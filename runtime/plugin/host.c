@@ -110,6 +110,8 @@ hubu_plugins *hubu_plugins_open(hubu_core *core, const hubu_plugin_config *cfg, 
     free(p);
     return NULL;
   }
+  for (size_t n = strlen(p->dir); n > 1 && p->dir[n - 1] == '/'; n--)
+    p->dir[n - 1] = '\0'; /* --plugins plugins/: its files are plugins/NAME.lua in logs and errors */
   p->core = core;
   p->budget_ms = cfg->budget_ms ? cfg->budget_ms : 100;
   lua_State *L = p->L;
