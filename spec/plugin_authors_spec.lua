@@ -117,6 +117,10 @@ end)
     assert.matches("exit=0", out, 1, true)
     assert.matches('"reloaded": "config"', out, 1, true)
     assert.matches("no plugin section changed", out, 1, true)
+    -- a section whose plugin name is misspelled configures nothing: warned about with its line
+    save('plugin "links" {\n  allow = { "example.org", "example.net" },\n}\n\nplugin "lnks" { allow = {} }\n')
+    assert(srv:wait_log(('event=plugin_warning plugin=lnks warning="the section of plugin lnks (%s:5) names no file in '
+      .. '%s (lnks.lua or lnks/init.lua), so it does nothing"'):format(cfg, srv.plugins_dir), 1, 3000))
   end)
 
   it("refuses a HELLO as a reserved user with an ordinary token", function()

@@ -846,6 +846,36 @@ function host.section_changed(name, config)
   return p ~= nil and p.config_sig ~= serialize(config)
 end
 
+-- The sections of config_file that name no plugin of dir (neither
+-- DIR/NAME.lua nor DIR/NAME/init.lua): a plugin_warning each, with the
+-- section's line, as `hubuctl plugin check` warns (a misspelled plugin name
+-- configures nothing). Read from the file's text, as config_where does:
+-- lines that start with plugin "NAME". Returns how many.
+function host.warn_orphan_sections(config_file, dir)
+  if type(config_file) ~= "string" or type(dir) ~= "string" then return 0 end
+  local f = io.open(config_file, "rb")
+  if not f then return 0 end
+  local text = f:read("*a") or ""
+  f:close()
+  local n, seen, i = 0, {}, 0
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    i = i + 1
+    local name = line:match("^%s*plugin%s*%(?%s*[\"']([^\"'/]+)[\"']")
+    if name and not seen[name] then
+      seen[name] = true
+      local fh = io.open(dir .. "/" .. name .. ".lua", "rb") or io.open(dir .. "/" .. name .. "/init.lua", "rb")
+      if fh then
+        fh:close()
+      else
+        n = n + 1
+        logf("warn", { name = name }, "plugin_warning", "warning=" .. lq(("the section of plugin %s (%s:%d) names no "
+          .. "file in %s (%s.lua or %s/init.lua), so it does nothing"):format(name, config_file, i, dir, name, name)))
+      end
+    end
+  end
+  return n
+end
+
 -- The plugin that reserved user (plugin:reserve_user), or nil.
 function host.reserved_by(user)
   for name, p in pairs(plugins) do

@@ -264,6 +264,18 @@ static void on_handle_closed(uv_handle_t *h) { hubu_plugins_handle_closed(h->dat
 
 /* ---- the config file (hubu.lua): watched like the plugins ---- */
 
+/* A plugin_warning for each section of the config file that names no
+ * plugin of the directory (host.lua's warn_orphan_sections). */
+static void warn_orphan_sections(hubu_plugins *p) {
+  if (!p->cfg.config_file) return;
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  lua_pushstring(L, p->cfg.config_file);
+  lua_pushstring(L, p->dir);
+  hubu_plugins_call_host(p, "warn_orphan_sections", 2, 0);
+  lua_settop(L, top);
+}
+
 int hubu_plugins_reload_config(hubu_plugins *p, char *report, size_t report_size) {
   if (report && report_size) report[0] = '\0';
   lua_State *L = p->L;
@@ -301,6 +313,7 @@ int hubu_plugins_reload_config(hubu_plugins *p, char *report, size_t report_size
   }
   if (d) closedir(d);
   hubu_plugins_refresh_flags(p);
+  warn_orphan_sections(p);
   hubu_log(failed ? HUBU_LOG_WARN : HUBU_LOG_INFO, 0, NULL, "config_reloaded", "file=%s plugins=%d failed=%d", file,
            changed, failed);
   if (report && !report[0]) snprintf(report, report_size, "no plugin section changed\n");
@@ -359,6 +372,7 @@ void hubu_plugins_reload_start(hubu_plugins *p) {
       hubu_log(HUBU_LOG_WARN, 0, NULL, "plugin_watch_failed", "dir=%s error=\"%s\"", dir, uv_strerror(r));
     char report[8192];
     int failed = hubu_plugins_reload(p, NULL, report, sizeof report);
+    warn_orphan_sections(p);
     hubu_log(failed ? HUBU_LOG_WARN : HUBU_LOG_INFO, 0, NULL, "plugins_started", "dir=%s failed=%d", dir, failed);
   } else {
     hubu_log(HUBU_LOG_INFO, 0, NULL, "plugins_started", "dir=%s state=missing", dir);
