@@ -13,6 +13,7 @@
 #include "buf.h"
 #include "frame.h"
 #include "hubu.pb-c.h"
+#include "pbjson.h"
 
 #define FUZZ_MAX_FRAME 2048u
 
@@ -26,29 +27,7 @@
   } while (0)
 
 /* The body message of each frame type (PROTOCOL.md section 2), both directions. */
-static const ProtobufCMessageDescriptor *body_descriptor(uint8_t type) {
-  switch (type) {
-    case HUBU_FRAME_HELLO: return &hubu__v1__hello__descriptor;
-    case HUBU_FRAME_HELLO_OK: return &hubu__v1__hello_ok__descriptor;
-    case HUBU_FRAME_PING: return &hubu__v1__ping__descriptor;
-    case HUBU_FRAME_PONG: return &hubu__v1__ping__descriptor;
-    case HUBU_FRAME_ERROR: return &hubu__v1__error__descriptor;
-    case HUBU_FRAME_GOAWAY: return &hubu__v1__go_away__descriptor;
-    case HUBU_FRAME_SEND: return &hubu__v1__send__descriptor;
-    case HUBU_FRAME_SEND_ACK: return &hubu__v1__send_ack__descriptor;
-    case HUBU_FRAME_PUSH: return &hubu__v1__push__descriptor;
-    case HUBU_FRAME_DELIVER_ACK: return &hubu__v1__deliver_ack__descriptor;
-    case HUBU_FRAME_SYNC: return &hubu__v1__sync_request__descriptor;
-    case HUBU_FRAME_SYNC_RESULT: return &hubu__v1__sync_result__descriptor;
-    case HUBU_FRAME_PULL: return &hubu__v1__pull_request__descriptor;
-    case HUBU_FRAME_PULL_RESULT: return &hubu__v1__pull_result__descriptor;
-    case HUBU_FRAME_PULL_HINT: return &hubu__v1__pull_hint__descriptor;
-    case HUBU_FRAME_CALL: return &hubu__v1__call__descriptor;
-    case HUBU_FRAME_CALL_RESULT: return &hubu__v1__call_result__descriptor;
-    case HUBU_FRAME_EVENT: return &hubu__v1__event__descriptor;
-    default: return NULL;
-  }
-}
+static const ProtobufCMessageDescriptor *body_descriptor(uint8_t type) { return hubu_pbjson_frame_descriptor(type); }
 
 typedef struct {
   unsigned long frames;                               /* whole frames found */

@@ -16,6 +16,7 @@
 #include "hubu.pb-c.h"
 #include "log.h"
 #include "pbjson.h"
+#include "pct.h"
 #include "server.h"
 #include "store.h"
 #include "token.h"
@@ -63,33 +64,6 @@ static int path_starts(const hubu_http_request *r, const char *p) {
   return r->path_len > n && memcmp(r->path, p, n) == 0;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* Percent-decodes s[0..len) into out (NUL-terminated). -1 when it does not
- * fit, has a bad escape or decodes to a NUL. */
-static int pct_decode(const char *s, size_t len, char *out, size_t out_size) {
-  size_t j = 0;
-  for (size_t i = 0; i < len; i++) {
-    char c = s[i];
-    if (c == '%') {
-      if (i + 2 >= len) return -1;
-      int a = hexval(s[i + 1]), b = hexval(s[i + 2]);
-      if (a < 0 || b < 0) return -1;
-      c = (char)(a << 4 | b);
-      i += 2;
-    }
-    if (!c || j + 1 >= out_size) return -1;
-    out[j++] = c;
-  }
-  out[j] = 0;
-  return 0;
-}
-
 /* The value of name in the query string, decoded into out. 1 when present,
  * 0 when not, -1 when it does not decode. */
 static int query_get(const hubu_http_request *r, const char *name, char *out, size_t out_size) {
@@ -99,7 +73,7 @@ static int query_get(const hubu_http_request *r, const char *name, char *out, si
     const char *amp = memchr(s, '&', (size_t)(end - s));
     const char *e = amp ? amp : end;
     if ((size_t)(e - s) > n && s[n] == '=' && !memcmp(s, name, n))
-      return pct_decode(s + n + 1, (size_t)(e - s - n - 1), out, out_size) == 0 ? 1 : -1;
+      return hubu_pct_decode(s + n + 1, (size_t)(e - s - n - 1), out, out_size) == 0 ? 1 : -1;
     s = e + 1;
   }
   return 0;
@@ -279,7 +253,7 @@ static void api_request(hubu_conn *c, const hubu_http_request *r) {
     type = HUBU_FRAME_SYNC;
   } else if (path_starts(r, "/v1/calls/")) {
     type = HUBU_FRAME_CALL;
-    if (pct_decode(r->path + 10, r->path_len - 10, target, sizeof target) != 0 || !target[0]) {
+    if (hubu_pct_decode(r->path + 10, r->path_len - 10, target, sizeof target) != 0 || !target[0]) {
       c->api_type = HUBU_FRAME_CALL_RESULT;
       answer_code(c, HUBU__V1__CODE__INVALID, "bad method name in the path", NULL);
       return;
@@ -288,7 +262,7 @@ static void api_request(hubu_conn *c, const hubu_http_request *r) {
              !memcmp(r->path + r->path_len - 9, "/messages", 9)) {
     type = HUBU_FRAME_PULL;
     method = HTTP_GET;
-    if (pct_decode(r->path + 13, r->path_len - 13 - 9, target, sizeof target) != 0 || !target[0]) {
+    if (hubu_pct_decode(r->path + 13, r->path_len - 13 - 9, target, sizeof target) != 0 || !target[0]) {
       c->api_type = HUBU_FRAME_PULL_RESULT;
       answer_code(c, HUBU__V1__CODE__INVALID, "bad session id in the path", NULL);
       return;

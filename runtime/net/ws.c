@@ -197,19 +197,28 @@ static const char *hval(const hubu_ws *ws, int id, size_t *len) {
   return ws->hdr.data ? (const char *)ws->hdr.data + ws->vals[id] : ""; /* every value seen so far was empty */
 }
 
-/* 1 when the comma-separated list [s, s+len) holds token (case-insensitive, spaces trimmed). */
+/* The next item of the comma-separated list at *s (before end), spaces
+ * trimmed: its start in *item and length in *n; *s moves past it. 0 at the
+ * end of the list. */
+static int list_next(const char **s, const char *end, const char **item, size_t *n) {
+  if (*s >= end) return 0;
+  const char *comma = memchr(*s, ',', (size_t)(end - *s));
+  const char *e = comma ? comma : end;
+  const char *a = *s, *b = e;
+  while (a < b && (*a == ' ' || *a == '\t')) a++;
+  while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
+  *item = a;
+  *n = (size_t)(b - a);
+  *s = e + (comma ? 1 : 0);
+  return 1;
+}
+
+/* 1 when the comma-separated list [s, s+len) holds token (case-insensitive). */
 static int list_has(const char *s, size_t len, const char *token) {
-  size_t tl = strlen(token);
-  const char *end = s + len;
-  while (s < end) {
-    const char *comma = memchr(s, ',', (size_t)(end - s));
-    const char *e = comma ? comma : end;
-    const char *a = s, *b = e;
-    while (a < b && (*a == ' ' || *a == '\t')) a++;
-    while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
-    if ((size_t)(b - a) == tl && strncasecmp(a, token, tl) == 0) return 1;
-    s = e + (comma ? 1 : 0);
-  }
+  size_t tl = strlen(token), n;
+  const char *item;
+  for (const char *p = s; list_next(&p, s + len, &item, &n);)
+    if (n == tl && strncasecmp(item, token, tl) == 0) return 1;
   return 0;
 }
 
@@ -399,18 +408,12 @@ static const struct wslay_event_callbacks ev_callbacks = {
 /* The subprotocol to select from the client's list (in its order of
  * preference): HUBU_WS_SUBPROTOCOL, HUBU_WS_SUBPROTOCOL_JSON, or NULL. */
 static const char *pick_subprotocol(const char *s, size_t len) {
-  const char *end = s + len;
-  while (s < end) {
-    const char *comma = memchr(s, ',', (size_t)(end - s));
-    const char *e = comma ? comma : end;
-    const char *a = s, *b = e;
-    while (a < b && (*a == ' ' || *a == '\t')) a++;
-    while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
-    size_t n = (size_t)(b - a);
+  size_t n;
+  const char *a;
+  for (const char *p = s; list_next(&p, s + len, &a, &n);) { /* subprotocol names are case-sensitive */
     if (n == strlen(HUBU_WS_SUBPROTOCOL) && !memcmp(a, HUBU_WS_SUBPROTOCOL, n)) return HUBU_WS_SUBPROTOCOL;
     if (n == strlen(HUBU_WS_SUBPROTOCOL_JSON) && !memcmp(a, HUBU_WS_SUBPROTOCOL_JSON, n))
       return HUBU_WS_SUBPROTOCOL_JSON;
-    s = e + (comma ? 1 : 0);
   }
   return NULL;
 }

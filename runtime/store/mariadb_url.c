@@ -6,33 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* Percent-decodes s[0..len) into out (size bytes, NUL-terminated). 0, or -1
- * when it does not fit, a %XX is malformed, or it decodes to a NUL. */
-static int decode(const char *s, size_t len, char *out, size_t size) {
-  size_t n = 0;
-  for (size_t i = 0; i < len; i++) {
-    int c = (unsigned char)s[i];
-    if (c == '%') {
-      if (i + 2 >= len) return -1;
-      int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
-      if (hi < 0 || lo < 0) return -1;
-      c = hi * 16 + lo;
-      i += 2;
-      if (c == 0) return -1;
-    }
-    if (n + 1 >= size) return -1;
-    out[n++] = (char)c;
-  }
-  out[n] = '\0';
-  return 0;
-}
+#include "pct.h"
 
 static int parse_seconds(const char *v, unsigned *out) {
   char *end;
@@ -51,7 +25,7 @@ static int parse_option(hubu_mariadb_url *out, const char *item, size_t len, cha
   }
   size_t name_len = (size_t)(eq - item);
   char value[256];
-  if (decode(eq + 1, len - name_len - 1, value, sizeof value) != 0) {
+  if (hubu_pct_decode(eq + 1, len - name_len - 1, value, sizeof value) != 0) {
     snprintf(err, err_size, "store URL: the value of option \"%.*s\" is malformed or too long", (int)name_len, item);
     return -1;
   }
@@ -111,12 +85,12 @@ int hubu_mariadb_url_parse(const char *url, hubu_mariadb_url *out, char *err, si
   if (at) {
     const char *colon = memchr(p, ':', (size_t)(at - p));
     size_t user_len = colon ? (size_t)(colon - p) : (size_t)(at - p);
-    if (decode(p, user_len, out->user, sizeof out->user) != 0) {
+    if (hubu_pct_decode(p, user_len, out->user, sizeof out->user) != 0) {
       snprintf(err, err_size, "store URL: the user name is malformed or too long");
       return -1;
     }
     if (colon) {
-      if (decode(colon + 1, (size_t)(at - colon - 1), out->password, sizeof out->password) != 0) {
+      if (hubu_pct_decode(colon + 1, (size_t)(at - colon - 1), out->password, sizeof out->password) != 0) {
         snprintf(err, err_size, "store URL: the password is malformed or too long");
         return -1;
       }
@@ -161,7 +135,8 @@ int hubu_mariadb_url_parse(const char *url, hubu_mariadb_url *out, char *err, si
     if (*end || v == 0 || v > 65535) goto bad_port;
     out->port = (unsigned)v;
   }
-  if (decode(slash + 1, (size_t)(db_end - slash - 1), out->database, sizeof out->database) != 0 || !out->database[0]) {
+  if (hubu_pct_decode(slash + 1, (size_t)(db_end - slash - 1), out->database, sizeof out->database) != 0 ||
+      !out->database[0]) {
     snprintf(err, err_size, "store URL: want a database name (1-64 bytes) after the host");
     return -1;
   }
