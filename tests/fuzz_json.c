@@ -18,7 +18,6 @@
  * below and 20,000 mutants of them from a fixed seed:
  *   fuzz_json_replay [CORPUS_DIR...]       replays
  *   fuzz_json_replay --write-seeds DIR     writes the seeds (tests/fuzz_corpus/json) */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +96,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef HUBU_FUZZ_REPLAY
+#include "fuzz_replay.h"
+
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static uint64_t next_rand(void) {
   rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
@@ -122,38 +123,16 @@ static const char *const seeds[] = {
 
 static void run(const uint8_t *p, size_t n) { LLVMFuzzerTestOneInput(p, n); }
 
+static const uint8_t *seed_at(size_t i, size_t *len) {
+  *len = strlen(seeds[i]);
+  return (const uint8_t *)seeds[i];
+}
+
 int main(int argc, char **argv) {
   size_t ns = sizeof seeds / sizeof seeds[0];
-  if (argc == 3 && !strcmp(argv[1], "--write-seeds")) {
-    for (size_t i = 0; i < ns; i++) {
-      char path[4096];
-      snprintf(path, sizeof path, "%s/seed-%02zu", argv[2], i);
-      FILE *f = fopen(path, "wb");
-      if (!f || fwrite(seeds[i], 1, strlen(seeds[i]), f) != strlen(seeds[i]) || fclose(f) != 0) {
-        perror(path);
-        return 1;
-      }
-    }
-    return 0;
-  }
-  size_t files = 0;
-  for (int a = 1; a < argc; a++) {
-    DIR *d = opendir(argv[a]);
-    if (!d) continue;
-    for (struct dirent *e; (e = readdir(d));) {
-      if (e->d_name[0] == '.') continue;
-      char path[4096];
-      snprintf(path, sizeof path, "%s/%s", argv[a], e->d_name);
-      FILE *f = fopen(path, "rb");
-      if (!f) continue;
-      static uint8_t buf[1 << 16];
-      size_t n = fread(buf, 1, sizeof buf, f);
-      fclose(f);
-      run(buf, n);
-      files++;
-    }
-    closedir(d);
-  }
+  if (argc == 3 && !strcmp(argv[1], "--write-seeds")) return fuzz_write_seeds(argv[2], ns, seed_at);
+  long files = fuzz_replay_dirs(argv + 1, argc - 1, run);
+  if (files < 0) return 1;
   for (size_t i = 0; i < ns; i++) run((const uint8_t *)seeds[i], strlen(seeds[i]));
   static uint8_t m[1024];
   static const char tokens[][8] = {"\"", "{", "}", "[", "]", ",", ":", "null", "1", "\"1\"", "-", "\\u", "e9", "=="};
@@ -181,7 +160,7 @@ int main(int argc, char **argv) {
     }
     run(m, n);
   }
-  printf("fuzz_json_replay: %zu corpus files, %zu seeds, 20000 mutants: ok\n", files, ns);
+  printf("fuzz_json_replay: %ld corpus files, %zu seeds, 20000 mutants: ok\n", files, ns);
   return 0;
 }
 #endif

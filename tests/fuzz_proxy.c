@@ -21,7 +21,6 @@
  *   fuzz_proxy_replay [CORPUS_DIR...]       replays
  *   fuzz_proxy_replay --write-seeds DIR     writes the seeds (tests/fuzz_corpus/proxy) */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +93,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef HUBU_FUZZ_REPLAY
+#include "fuzz_replay.h"
+
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint64_t next_rand(void) {
   rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
@@ -157,42 +158,17 @@ static size_t make_seeds(seed *s) {
 
 static void run(const uint8_t *p, size_t n) { LLVMFuzzerTestOneInput(p, n); }
 
+static seed seeds[32];
+static const uint8_t *seed_at(size_t i, size_t *len) {
+  *len = seeds[i].n;
+  return seeds[i].b;
+}
+
 int main(int argc, char **argv) {
-  static seed seeds[32];
   size_t ns = make_seeds(seeds);
-  if (argc == 3 && !strcmp(argv[1], "--write-seeds")) {
-    for (size_t i = 0; i < ns; i++) {
-      char path[4096];
-      snprintf(path, sizeof path, "%s/seed-%02zu", argv[2], i);
-      FILE *f = fopen(path, "wb");
-      if (!f || fwrite(seeds[i].b, 1, seeds[i].n, f) != seeds[i].n || fclose(f) != 0) {
-        perror(path);
-        return 1;
-      }
-    }
-    return 0;
-  }
-  size_t files = 0;
-  for (int a = 1; a < argc; a++) {
-    DIR *d = opendir(argv[a]);
-    if (!d) {
-      perror(argv[a]);
-      return 1;
-    }
-    for (struct dirent *e; (e = readdir(d));) {
-      if (e->d_name[0] == '.') continue;
-      char path[4096];
-      snprintf(path, sizeof path, "%s/%s", argv[a], e->d_name);
-      FILE *f = fopen(path, "rb");
-      if (!f) continue;
-      static uint8_t buf[1 << 16];
-      size_t n = fread(buf, 1, sizeof buf, f);
-      fclose(f);
-      run(buf, n);
-      files++;
-    }
-    closedir(d);
-  }
+  if (argc == 3 && !strcmp(argv[1], "--write-seeds")) return fuzz_write_seeds(argv[2], ns, seed_at);
+  long files = fuzz_replay_dirs(argv + 1, argc - 1, run);
+  if (files < 0) return 1;
   for (size_t i = 0; i < ns; i++) run(seeds[i].b, seeds[i].n);
   static uint8_t m[MAX_SEED + 64 * 8];
   for (int i = 0; i < 20000; i++) {
@@ -219,7 +195,7 @@ int main(int argc, char **argv) {
     }
     run(m, n);
   }
-  printf("fuzz_proxy_replay: %zu corpus files, %zu seeds, 20000 mutants: ok\n", files, ns);
+  printf("fuzz_proxy_replay: %ld corpus files, %zu seeds, 20000 mutants: ok\n", files, ns);
   return 0;
 }
 #endif
