@@ -61,10 +61,7 @@ umask 077 # DIR/password and DIR/env (which holds it too) are private
 prog=mariadb-private
 marker=.hubu-mariadb-private
 
-die() {
-  echo "$prog: $*" >&2
-  exit 1
-}
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/private-server.sh" # die, find_server, alive, wait_gone, stop_server, free_port
 
 usage() {
   echo "usage: $0 start|stop|kill9|restart DIR | $0 sql DIR [STATEMENT]" >&2
@@ -81,40 +78,11 @@ uid=$(id -u)
 start_timeout=${HUBU_MARIADB_START_TIMEOUT:-60}
 
 # mariadbd is in /usr/sbin, which a normal user's PATH may lack.
-find_prog() {
-  local override=$1 name
+find_prog() { # OVERRIDE NAME...
+  local override=$1
   shift
-  if [ -n "$override" ]; then
-    echo "$override"
-    return
-  fi
-  for name in "$@"; do
-    if command -v "$name" >/dev/null 2>&1; then
-      command -v "$name"
-      return
-    fi
-    for d in /usr/sbin /usr/local/sbin /usr/libexec /usr/local/bin; do
-      if [ -x "$d/$name" ]; then
-        echo "$d/$name"
-        return
-      fi
-    done
-  done
-  die "$1 not found (Debian: apt-get install mariadb-server; scripts/install-deps.sh installs it)"
-}
-
-# A process counts as alive until it is gone or a zombie: a server killed
-# here is reparented to init, which may take a while to reap it.
-alive() {
-  local pid=$1 stat
-  [ -n "$pid" ] || return 1
-  if [ -r "/proc/$pid/stat" ]; then
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [ "${stat%% *}" != Z ]
-  else
-    kill -0 "$pid" 2>/dev/null
-  fi
+  find_server "$override" "$*" "/usr/sbin /usr/local/sbin /usr/libexec /usr/local/bin" \
+    "Debian: apt-get install mariadb-server; scripts/install-deps.sh installs it"
 }
 
 # Only a mariadbd whose data directory is DIR/data is ever signalled: a pid
@@ -125,16 +93,6 @@ ours() {
   alive "$pid" || return 1
   [ -r "/proc/$pid/cmdline" ] || return 0
   tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "--datadir=$dir/data"
-}
-
-# Waits up to $2 seconds (tenths counted) for pid $1 to end.
-wait_gone() {
-  local pid=$1 tenths=$(($2 * 10))
-  while alive "$pid"; do
-    [ "$tenths" -gt 0 ] || return 1
-    tenths=$((tenths - 1))
-    sleep 0.1
-  done
 }
 
 server_pid() {
@@ -149,22 +107,8 @@ server_pid() {
 terminate() {
   local pid
   pid=$(server_pid)
-  if ours "$pid"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" 30; then
-      echo "$prog: mariadbd $pid still running 30 s after TERM, killing it" >&2
-      kill -KILL "$pid" 2>/dev/null || true
-      wait_gone "$pid" 10 || die "mariadbd $pid survived SIGKILL"
-    fi
-  fi
+  if ours "$pid"; then stop_server "$pid" mariadbd 30; fi
   rm -f "$dir/mariadbd.pid"
-}
-
-free_port() {
-  python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
 }
 
 # Runs mariadbd on port $1 in its own session (a terminal's ^C or the end of

@@ -41,10 +41,7 @@ umask 077
 prog=redis-private
 marker=.hubu-redis-private
 
-die() {
-  echo "$prog: $*" >&2
-  exit 1
-}
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/private-server.sh" # die, find_server, alive, wait_gone, stop_server, free_port
 
 usage() {
   echo "usage: $0 start|stop|kill9|restart|pause|resume DIR | $0 cli DIR [ARGS...]" >&2
@@ -57,36 +54,9 @@ dir=$2
 shift 2
 start_timeout=${HUBU_REDIS_START_TIMEOUT:-30}
 
-find_prog() {
-  local override=$1 name=$2
-  if [ -n "$override" ]; then
-    echo "$override"
-    return
-  fi
-  if command -v "$name" >/dev/null 2>&1; then
-    command -v "$name"
-    return
-  fi
-  for d in /usr/bin /usr/sbin /usr/local/bin; do
-    if [ -x "$d/$name" ]; then
-      echo "$d/$name"
-      return
-    fi
-  done
-  die "$name not found (Debian: apt-get install redis-server; scripts/install-deps.sh installs it)"
-}
-
-# Alive until gone or a zombie (a killed server is reaped by init later).
-alive() {
-  local pid=$1 stat
-  [ -n "$pid" ] || return 1
-  if [ -r "/proc/$pid/stat" ]; then
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [ "${stat%% *}" != Z ]
-  else
-    kill -0 "$pid" 2>/dev/null
-  fi
+find_prog() { # OVERRIDE NAME
+  find_server "$1" "$2" "/usr/bin /usr/sbin /usr/local/bin" \
+    "Debian: apt-get install redis-server; scripts/install-deps.sh installs it"
 }
 
 # Only a redis-server started for DIR is ever signalled: a pid file left by a
@@ -99,15 +69,6 @@ ours() {
   [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$dir/data" ]
 }
 
-wait_gone() {
-  local pid=$1 tenths=$(($2 * 10))
-  while alive "$pid"; do
-    [ "$tenths" -gt 0 ] || return 1
-    tenths=$((tenths - 1))
-    sleep 0.1
-  done
-}
-
 server_pid() {
   local pid=""
   [ -r "$dir/pid" ] && pid=$(tr -dc 0-9 <"$dir/pid")
@@ -117,23 +78,8 @@ server_pid() {
 terminate() {
   local pid
   pid=$(server_pid)
-  if ours "$pid"; then
-    kill -CONT "$pid" 2>/dev/null || true # a paused server cannot act on TERM
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" 10; then
-      echo "$prog: redis-server $pid still running 10 s after TERM, killing it" >&2
-      kill -KILL "$pid" 2>/dev/null || true
-      wait_gone "$pid" 10 || die "redis-server $pid survived SIGKILL"
-    fi
-  fi
+  if ours "$pid"; then stop_server "$pid" redis-server 10; fi
   rm -f "$dir/pid"
-}
-
-free_port() {
-  python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
 }
 
 # Runs redis-server on port $1 in its own session; waits until it answers
