@@ -105,7 +105,8 @@ void hubu_store_op_free(hubu_store_op *op) {
     case HUBU_STORE_DEVICE_LOAD:
     case HUBU_STORE_FIND_SEND:
     case HUBU_STORE_MEMBER_ADD:
-    case HUBU_STORE_MEMBER_REMOVE: break; /* nothing owned */
+    case HUBU_STORE_MEMBER_REMOVE:
+    case HUBU_STORE_SEQ_LEASE: break; /* nothing owned */
   }
   if (op_cached < OP_CACHE_MAX) {
     op->next = op_cache;
@@ -125,6 +126,7 @@ const char *hubu_store_op_session_id(const hubu_store_op *op) {
     case HUBU_STORE_MEMBER_ADD:
     case HUBU_STORE_MEMBER_REMOVE: return op->member.session_id;
     case HUBU_STORE_PULL: return op->pull.session_id;
+    case HUBU_STORE_SEQ_LEASE: return op->seq_lease.session_id;
     default: return ""; /* none, or many (CURSORS_SAVE) */
   }
 }
@@ -187,6 +189,7 @@ const char *hubu_store_op_name(hubu_store_op_kind kind) {
     case HUBU_STORE_KV_SET: return "kv_set";
     case HUBU_STORE_KV_DELETE: return "kv_delete";
     case HUBU_STORE_LOG_READ: return "log_read";
+    case HUBU_STORE_SEQ_LEASE: return "seq_lease";
   }
   return "unknown";
 }

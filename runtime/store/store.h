@@ -72,6 +72,7 @@ typedef enum {
   HUBU_STORE_KV_SET,         /* op->kv: OK */
   HUBU_STORE_KV_DELETE,      /* op->kv: OK, or NOT_FOUND */
   HUBU_STORE_LOG_READ,       /* op->log_read: a page of the store's log by log position */
+  HUBU_STORE_SEQ_LEASE,      /* op->seq_lease: a block of seqs no writer was given before (cluster mode) */
 } hubu_store_op_kind;
 
 typedef enum {
@@ -213,6 +214,18 @@ typedef struct {
   uint64_t max_pos;   /* out, OK: the highest log position stored */
 } hubu_store_log_read_op;
 
+/* SEQ_LEASE: cluster mode's allocator (cluster/redis_seq.h) reserves, durably,
+ * a block of a session's seqs that no node can have handed out: lo is above
+ * every seq leased for the session before, above every seq stored in it, and
+ * above floor. The lease survives the loss of every node and of Redis; the
+ * block is the lease's even if it is never used (holes are legal). */
+typedef struct {
+  char session_id[HUBU_SESSION_ID_MAX + 1]; /* in */
+  uint64_t floor;                           /* in: lo is above it */
+  uint32_t count;                           /* in: seqs wanted (0: 1) */
+  uint64_t lo, hi;                          /* out, OK: the block [lo, hi], hi - lo + 1 == count */
+} hubu_store_seq_lease_op;
+
 /* One operation. Made with hubu_store_op_new and freed with
  * hubu_store_op_free, both on the loop thread. Between submit and done the
  * store owns it; in done, the callback owns it again (and usually frees it).
@@ -239,6 +252,7 @@ struct hubu_store_op {
     hubu_store_cursors_save_op cursors_save;
     hubu_store_kv_op kv; /* KV_GET, KV_SET, KV_DELETE */
     hubu_store_log_read_op log_read;
+    hubu_store_seq_lease_op seq_lease;
   };
 };
 

@@ -96,6 +96,9 @@ static const char *const migrations[] = {
     "CREATE TABLE IF NOT EXISTS log_counter("
     "  id TINYINT UNSIGNED NOT NULL PRIMARY KEY, last_pos BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB;"
     "INSERT IGNORE INTO log_counter(id, last_pos) VALUES(1, 0)",
+    /* 2: cluster mode's seq leases: per session, the highest seq ever leased (SEQ_LEASE) */
+    "CREATE TABLE IF NOT EXISTS seq_leases("
+    "  session_id VARBINARY(128) NOT NULL PRIMARY KEY, leased_until BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -1161,6 +1164,71 @@ oom:
   fail_op_plain(op, "log_read", "out of memory");
 }
 
+/* A block of seqs above every one leased or stored for the session
+ * (store.h). The lease row is made first (INSERT IGNORE) and then locked, so
+ * two nodes leasing a new session queue on its row instead of deadlocking
+ * on a gap lock; every writer of the session's block serialises there. */
+static void seq_lease(maria_store *st, hubu_store_op *op) {
+  hubu_store_seq_lease_op *lease = &op->seq_lease;
+  uint32_t count = lease->count ? lease->count : 1;
+  for (int attempt = 1;; attempt++) {
+    sql_reset(st);
+    if (sql_raw(st, "START TRANSACTION;INSERT IGNORE INTO seq_leases(session_id, leased_until) VALUES(") |
+        sql_text(st, lease->session_id) | sql_raw(st, ",0);SELECT leased_until FROM seq_leases WHERE session_id = ") |
+        sql_text(st, lease->session_id) | sql_raw(st, " FOR UPDATE;SELECT MAX(seq) FROM messages WHERE session_id = ") |
+        sql_text(st, lease->session_id)) {
+      fail_op_plain(op, "seq_lease", "out of memory");
+      return;
+    }
+    /* four results: START TRANSACTION, INSERT, then the two rows */
+    uint64_t got[2] = {0, 0};
+    int rows = 0, ok = st->conn && mysql_real_query(st->conn, (const char *)hubu_buf_head(&st->sql),
+                                                    (unsigned long)sql_len(st)) == 0;
+    while (ok) {
+      MYSQL_RES *res = mysql_store_result(st->conn);
+      if (res) {
+        MYSQL_ROW row = mysql_fetch_row(res);
+        if (rows < 2) got[rows++] = row ? col_u64(row[0]) : 0;
+        mysql_free_result(res);
+      }
+      int next = mysql_next_result(st->conn);
+      if (next < 0) break;
+      if (next > 0) ok = 0;
+    }
+    if (ok && rows == 2) {
+      uint64_t top = lease->floor;
+      if (got[0] > top) top = got[0];
+      if (got[1] > top) top = got[1];
+      if (top > UINT64_MAX - count) {
+        rollback(st);
+        fail_op_plain(op, "seq_lease", "no seqs left for the session");
+        return;
+      }
+      sql_reset(st);
+      int at;
+      if (sql_raw(st, "UPDATE seq_leases SET leased_until = ") | sql_u64(st, top + count) |
+          sql_raw(st, " WHERE session_id = ") | sql_text(st, lease->session_id) | sql_raw(st, ";COMMIT")) {
+        rollback(st);
+        fail_op_plain(op, "seq_lease", "out of memory");
+        return;
+      }
+      if (run_sql(st, &at) == 0) {
+        lease->lo = top + 1;
+        lease->hi = top + count;
+        op->status = HUBU_STORE_OK;
+        return;
+      }
+    }
+    if (st->conn && retry_transaction(mysql_errno(st->conn)) && attempt < TXN_ATTEMPTS) {
+      rollback(st);
+      continue;
+    }
+    fail_op(st, op, "seq_lease");
+    rollback(st);
+    return;
+  }
+}
+
 /* A plugin's durable key/value (im.kv). */
 static void kv(maria_store *st, hubu_store_op *op) {
   hubu_store_kv_op *kv_op = &op->kv;
@@ -1354,6 +1422,7 @@ static void maria_execute(void *handle, hubu_store_op *op) {
     case HUBU_STORE_KV_SET:
     case HUBU_STORE_KV_DELETE: kv(st, op); return;
     case HUBU_STORE_LOG_READ: log_read(st, op); return;
+    case HUBU_STORE_SEQ_LEASE: seq_lease(st, op); return;
   }
   fail_op_plain(op, "execute", "unknown op kind");
 }

@@ -88,6 +88,9 @@ static const char *const migrations[] = {
     "  server_time_ms FROM messages ORDER BY rowid;"
     "DROP TABLE messages;"
     "ALTER TABLE messages_v2 RENAME TO messages;",
+    /* 3: cluster mode's seq leases: per session, the highest seq ever leased (SEQ_LEASE) */
+    "CREATE TABLE seq_leases("
+    "  session_id TEXT NOT NULL PRIMARY KEY, leased_until INTEGER NOT NULL) WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -117,6 +120,8 @@ enum {
   ST_LOG_MAX,
   ST_KV_SET,
   ST_KV_DELETE,
+  ST_LEASE_GET,
+  ST_LEASE_SET,
   ST_COUNT
 };
 
@@ -131,6 +136,10 @@ static const char *const statement_sql[ST_COUNT] = {
         "INSERT INTO kv(plugin, key, value) VALUES(?1, ?2, ?3)"
         " ON CONFLICT(plugin, key) DO UPDATE SET value = excluded.value",
     [ST_KV_DELETE] = "DELETE FROM kv WHERE plugin = ?1 AND key = ?2",
+    [ST_LEASE_GET] = "SELECT leased_until FROM seq_leases WHERE session_id = ?1",
+    [ST_LEASE_SET] =
+        "INSERT INTO seq_leases(session_id, leased_until) VALUES(?1, ?2)"
+        " ON CONFLICT(session_id) DO UPDATE SET leased_until = max(leased_until, excluded.leased_until)",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_MESSAGE_INSERT] =
@@ -936,6 +945,53 @@ fail:
   rollback(st);
 }
 
+/* One u64 column of a one-row query on stmt (bound by the caller): *v, or
+ * 0 when there is no row or it is NULL. SQLITE_ROW/DONE, or the error. */
+static int select_u64(sqlite3_stmt *stmt, uint64_t *v) {
+  int rc = sqlite3_step(stmt);
+  *v = rc == SQLITE_ROW && sqlite3_column_type(stmt, 0) != SQLITE_NULL ? column_u64(stmt, 0) : 0;
+  sqlite3_reset(stmt);
+  return rc;
+}
+
+/* A block of seqs above every one leased or stored for the session, in one
+ * durable transaction (store.h). */
+static void seq_lease(sqlite_store *st, hubu_store_op *op) {
+  hubu_store_seq_lease_op *lease = &op->seq_lease;
+  uint32_t count = lease->count ? lease->count : 1;
+  uint64_t leased = 0, stored = 0, top = lease->floor;
+  const char *step = "begin";
+  if (run(st, ST_BEGIN) != SQLITE_DONE) goto fail;
+  step = "select lease";
+  bind_text(st->st[ST_LEASE_GET], 1, lease->session_id);
+  int rc = select_u64(st->st[ST_LEASE_GET], &leased);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) goto fail;
+  step = "select max seq";
+  bind_text(st->st[ST_MESSAGE_MAX_SEQ], 1, lease->session_id);
+  rc = select_u64(st->st[ST_MESSAGE_MAX_SEQ], &stored);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) goto fail;
+  if (leased > top) top = leased;
+  if (stored > top) top = stored;
+  if (top > UINT64_MAX - count) {
+    rollback(st);
+    fail_op_plain(op, "seq_lease", "no seqs left for the session");
+    return;
+  }
+  step = "save lease";
+  bind_text(st->st[ST_LEASE_SET], 1, lease->session_id);
+  bind_u64(st->st[ST_LEASE_SET], 2, top + count);
+  if (run(st, ST_LEASE_SET) != SQLITE_DONE) goto fail;
+  step = "commit";
+  if (run(st, ST_COMMIT) != SQLITE_DONE) goto fail;
+  lease->lo = top + 1;
+  lease->hi = top + count;
+  op->status = HUBU_STORE_OK;
+  return;
+fail:
+  fail_op(st, op, step);
+  rollback(st);
+}
+
 static void sqlite_execute(void *handle, hubu_store_op *op) {
   sqlite_store *st = handle;
   op->error[0] = '\0';
@@ -954,6 +1010,7 @@ static void sqlite_execute(void *handle, hubu_store_op *op) {
     case HUBU_STORE_KV_SET:
     case HUBU_STORE_KV_DELETE: kv(st, op); return;
     case HUBU_STORE_LOG_READ: log_read(st, op); return;
+    case HUBU_STORE_SEQ_LEASE: seq_lease(st, op); return;
   }
   fail_op_plain(op, "execute", "unknown op kind");
 }

@@ -1672,6 +1672,56 @@ static void case_kv_delete_then_get_is_not_found(const conformance_env *env) {
   kv_answer_free(&v);
 }
 
+/* SEQ_LEASE: the block [lo, hi] of a lease, or {0, 0} with the status. */
+typedef struct {
+  hubu_store_status status;
+  uint64_t lo, hi;
+} lease_answer;
+
+static lease_answer store_seq_lease(const conformance_env *env, const char *session, uint64_t floor, uint32_t count) {
+  hubu_store_op *op = op_make(HUBU_STORE_SEQ_LEASE);
+  snprintf(op->seq_lease.session_id, sizeof op->seq_lease.session_id, "%s", session);
+  op->seq_lease.floor = floor;
+  op->seq_lease.count = count;
+  op_run(env, op);
+  lease_answer a = {op->status, op->status == HUBU_STORE_OK ? op->seq_lease.lo : 0,
+                    op->status == HUBU_STORE_OK ? op->seq_lease.hi : 0};
+  hubu_store_op_free(op);
+  return a;
+}
+
+#define CHECK_LEASE(a, want_lo, want_hi)      \
+  do {                                        \
+    lease_answer a_ = (a);                    \
+    CHECK_STATUS(a_.status, HUBU_STORE_OK);   \
+    CHECK_EQ_U64(a_.lo, (uint64_t)(want_lo)); \
+    CHECK_EQ_U64(a_.hi, (uint64_t)(want_hi)); \
+  } while (0)
+
+static void case_seq_lease_is_above_every_lease_stored_seq_and_floor_and_survives_a_restart(
+    const conformance_env *env) {
+  CHECK_LEASE(store_seq_lease(env, "g:lease", 0, 10), 1, 10);
+  CHECK_LEASE(store_seq_lease(env, "g:lease", 0, 10), 11, 20);
+  CHECK_LEASE(store_seq_lease(env, "g:lease", 0, 0), 21, 21); /* count 0: one */
+  hubu_msg *m = msg_make("g:lease", 50, "alice", "phone", 1); /* stored above the leases (the single node's seqs) */
+  CHECK_STATUS(store_append(env, m).status, HUBU_STORE_OK);
+  hubu_msg_unref(m);
+  CHECK_LEASE(store_seq_lease(env, "g:lease", 0, 5), 51, 55);
+  CHECK_LEASE(store_seq_lease(env, "g:lease", 1000, 5), 1001, 1005); /* the floor: what Redis handed out */
+  CHECK_LEASE(store_seq_lease(env, "g:lease", 3, 2), 1006, 1007);    /* a floor below counts for nothing */
+  /* sessions are separate; a session with messages and no lease leases above them */
+  m = msg_make("d:alice:bob", 7, "alice", "phone", 2);
+  CHECK_STATUS(store_append(env, m).status, HUBU_STORE_OK);
+  hubu_msg_unref(m);
+  CHECK_LEASE(store_seq_lease(env, "d:alice:bob", 0, 3), 8, 10);
+  CHECK_LEASE(store_seq_lease(env, "chan:never-used", 0, 1000), 1, 1000);
+  /* durable: a restart keeps every lease */
+  if (store_restart(env) != 0) return;
+  CHECK_LEASE(store_seq_lease(env, "g:lease", 0, 1), 1008, 1008);
+  CHECK_LEASE(store_seq_lease(env, "d:alice:bob", 0, 1), 11, 11);
+  CHECK_LEASE(store_seq_lease(env, "chan:never-used", 0, 1), 1001, 1001);
+}
+
 static void case_kv_plugins_are_separate_namespaces(const conformance_env *env) {
   CHECK_STATUS(store_kv_set(env, "ratelimit", "alice", "1", 1), HUBU_STORE_OK);
   CHECK_STATUS(store_kv_set(env, "moderation", "alice", "22", 2), HUBU_STORE_OK);
@@ -2146,6 +2196,7 @@ static const conformance_case cases[] = {
     CONFORMANCE_CASE(kv_round_trips_bytes_with_nuls_and_set_overwrites),
     CONFORMANCE_CASE(kv_delete_then_get_is_not_found),
     CONFORMANCE_CASE(kv_plugins_are_separate_namespaces),
+    CONFORMANCE_CASE(seq_lease_is_above_every_lease_stored_seq_and_floor_and_survives_a_restart),
     CONFORMANCE_CASE(log_of_an_empty_store_is_empty_with_max_seq_0),
     CONFORMANCE_CASE(log_positions_increase_in_append_order_and_match_append_answers),
     CONFORMANCE_CASE(log_read_pages_after_a_position_with_limit_and_has_more),
