@@ -98,11 +98,13 @@ foreach(case eval_loads_the_script_after_noscript
   hubu_redis_test(NAME redis.${case} COMMAND test_redis_client ${case})
 endforeach()
 
-# The seq allocator (seq.lua and redis_seq.c) with the lease test double;
+# The seq allocator (seq.lua and redis_seq.c) with the lease test double, and
+# with the store's real lease (store_lease.c on SQLite);
 # the promotion case starts a replica of its own in <dir>-replica.
 foreach(case seqs_strictly_increase_and_never_repeat_across_two_nodes
              seq_jumps_above_every_earlier_seq_after_flushall_and_empty_restart
-             seq_unavailable_while_redis_down_and_back_after)
+             seq_unavailable_while_redis_down_and_back_after
+             seq_leases_from_the_store_keep_seqs_above_everything_through_cache_losses)
   hubu_redis_test(NAME redis.${case} OWN_SERVER COMMAND test_redis_seq ${case})
 endforeach()
 set(case seq_after_a_lagging_replica_is_promoted_is_above_everything_before)

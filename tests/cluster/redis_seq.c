@@ -16,6 +16,8 @@
 #include "lease_counter_double.h"
 #include "redis_fixture.h"
 #include "session.h"
+#include "store.h"
+#include "store_lease.h"
 
 #define N_SESS 3
 #define MAX_SEQS 2048
@@ -67,13 +69,13 @@ static void ask(node *n, int i) {
     CHECK(0); /* never NOW */
 }
 
-static void node_init(node *n, uv_loop_t *loop, test_lease_counter_double *lease, uint32_t block) {
+static void node_init(node *n, uv_loop_t *loop, hubu_seq_lease *lease, uint32_t block) {
   memset(n, 0, sizeof *n);
   hubu_redis_config cfg = rfx_config(2000, 3000);
   cfg.backoff_max_ms = 400;
   n->redis = hubu_redis_new(loop, &cfg, NULL, NULL);
   hubu_redis_seq_config sc = {.block = block, .answer = test_answer};
-  n->seq = hubu_redis_seq_new(n->redis, &lease->base, &sc);
+  n->seq = hubu_redis_seq_new(n->redis, lease, &sc);
   for (int i = 0; i < N_SESS; i++) {
     snprintf(n->ids[i], sizeof n->ids[i], "g:seqtest%d", i);
     n->sess[i].id = n->ids[i];
@@ -201,8 +203,8 @@ static void seqs_strictly_increase_and_never_repeat_across_two_nodes(void) {
   test_lease_counter_double lease;
   test_lease_counter_init(&lease, &loop);
   static node a, b;
-  node_init(&a, &loop, &lease, 7);
-  node_init(&b, &loop, &lease, 7);
+  node_init(&a, &loop, &lease.base, 7);
+  node_init(&b, &loop, &lease.base, 7);
   pair p = {&a, &b};
   CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
   a.want = b.want = 400;
@@ -239,8 +241,8 @@ static void seq_jumps_above_every_earlier_seq_after_flushall_and_empty_restart(v
   test_lease_counter_double lease;
   test_lease_counter_init(&lease, &loop);
   static node a, b;
-  node_init(&a, &loop, &lease, 1000);
-  node_init(&b, &loop, &lease, 1000);
+  node_init(&a, &loop, &lease.base, 1000);
+  node_init(&b, &loop, &lease.base, 1000);
   pair p = {&a, &b};
   CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
 
@@ -327,7 +329,7 @@ static void seq_unavailable_while_redis_down_and_back_after(void) {
   test_lease_counter_double lease;
   test_lease_counter_init(&lease, &loop);
   static node a;
-  node_init(&a, &loop, &lease, 100);
+  node_init(&a, &loop, &lease.base, 100);
   CHECK(rfx_run_until(&loop, node_up, &a, 5000));
   a.want = 20;
   ask(&a, 0);
@@ -391,9 +393,9 @@ static void seq_after_a_lagging_replica_is_promoted_is_above_everything_before(v
   setenv("HUBU_REDIS_ENV", renv, 1);
   CHECK(rfx_env("REDIS_PORT", port, sizeof port) == 0);
   static node a, b;
-  node_init(&b, &loop, &lease, 1000); /* on the replica */
+  node_init(&b, &loop, &lease.base, 1000); /* on the replica */
   setenv("HUBU_REDIS_ENV", menv, 1);
-  node_init(&a, &loop, &lease, 1000); /* on the master */
+  node_init(&a, &loop, &lease.base, 1000); /* on the master */
   pair p = {&a, &b};
   CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
   /* The first sync starts at once (Redis waits 5 s for more replicas by
@@ -450,12 +452,89 @@ static void seq_after_a_lagging_replica_is_promoted_is_above_everything_before(v
   CHECK(system(line) == 0);
 }
 
+static void lease_op_done(hubu_store_op *op) { *(int *)op->ud = 1; }
+
+/* The allocator on the store's real lease (SEQ_LEASE, one SQLite file shared
+ * by two nodes as a MariaDB database is): the cache lost twice (FLUSHALL, an
+ * empty restart), each time every seq above every one handed out before and
+ * none repeated; the leases on record end above every seq handed out. */
+static void seq_leases_from_the_store_keep_seqs_above_everything_through_cache_losses(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char dir[] = "/tmp/hubu-lease-XXXXXX", url[128], err[256];
+  if (!CHECK(mkdtemp(dir) != NULL)) return;
+  snprintf(url, sizeof url, "sqlite:%s/hubu.db", dir);
+  hubu_store_config cfg = {.url = url, .fsync = HUBU_FSYNC_BATCH};
+  hubu_store *store = hubu_store_open(&loop, &cfg, err, sizeof err);
+  if (!CHECK(store != NULL)) return;
+  hubu_store_lease lease;
+  hubu_store_lease_init(&lease, store);
+  static node a, b;
+  node_init(&a, &loop, &lease.base, 100);
+  node_init(&b, &loop, &lease.base, 100);
+  pair p = {&a, &b};
+  CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
+  uint64_t top[N_SESS] = {0};
+  for (int step = 0; step < 3; step++) {
+    a.want = b.want = 50 * (step + 1);
+    for (int i = 0; i < N_SESS; i++) {
+      int a_before = a.n_got[i], b_before = b.n_got[i];
+      ask(&a, i);
+      ask(&b, i);
+      CHECK(rfx_run_until(&loop, pair_idle, &p, 10000));
+      CHECK_EQ_U64(a.n_got[i], 50 * (step + 1));
+      CHECK_EQ_U64(b.n_got[i], 50 * (step + 1));
+      if (step > 0) {
+        CHECK(a.got[i][a_before] > top[i]);
+        CHECK(b.got[i][b_before] > top[i]);
+      }
+      top[i] = check_no_repeat(&a, &b, i);
+    }
+    CHECK_EQ_U64(a.order_errors + b.order_errors + a.refused + b.refused + a.unavailable + b.unavailable, 0);
+    if (step == 0) {
+      const char *flush[1] = {"FLUSHALL"};
+      CHECK(run_cmd(&loop, a.redis, 1, flush) == HUBU_REDIS_OK);
+    } else if (step == 1) {
+      rfx_script("kill9");
+      CHECK(rfx_run_until(&loop, pair_down, &p, 3000));
+      rfx_script("restart");
+      CHECK(rfx_run_until(&loop, pair_up, &p, 8000));
+    }
+  }
+  CHECK(lease.leased >= 3 * N_SESS); /* a block per session and per cache loss at least */
+  CHECK_EQ_U64(lease.failed, 0);
+  CHECK_EQ_U64(lease.in_flight, 0);
+  node_free(&a);
+  node_free(&b);
+  /* on record: the next lease of each session starts above every seq handed out */
+  for (int i = 0; i < N_SESS; i++) {
+    hubu_store_op *op = hubu_store_op_new(HUBU_STORE_SEQ_LEASE);
+    if (!CHECK(op != NULL)) break;
+    snprintf(op->seq_lease.session_id, sizeof op->seq_lease.session_id, "%s", a.ids[i]);
+    op->seq_lease.count = 1;
+    int done = 0;
+    op->ud = &done;
+    op->done = lease_op_done;
+    hubu_store_submit(store, op);
+    while (!done) uv_run(&loop, UV_RUN_ONCE);
+    CHECK_EQ_U64(op->status, HUBU_STORE_OK);
+    CHECK(op->seq_lease.lo > top[i]);
+    hubu_store_op_free(op);
+  }
+  hubu_store_close(store);
+  rfx_loop_close(&loop);
+  char rm[128];
+  snprintf(rm, sizeof rm, "rm -rf %s", dir);
+  CHECK(system(rm) == 0);
+}
+
 int main(int argc, char **argv) {
   static const redis_case cases[] = {
       REDIS_CASE(seqs_strictly_increase_and_never_repeat_across_two_nodes),
       REDIS_CASE(seq_jumps_above_every_earlier_seq_after_flushall_and_empty_restart),
       REDIS_CASE(seq_unavailable_while_redis_down_and_back_after),
       REDIS_CASE(seq_after_a_lagging_replica_is_promoted_is_above_everything_before),
+      REDIS_CASE(seq_leases_from_the_store_keep_seqs_above_everything_through_cache_losses),
   };
   return rfx_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
