@@ -35,25 +35,11 @@ target_link_libraries(e2e_ws_client PRIVATE hubu_client)
 # libFuzzer one, fuzz_ws): the kept corpus tests/fuzz_corpus/ws, the seeds and
 # 20,000 mutants from a fixed seed, through the request parse, the upgrade and
 # wslay, in process.
-add_executable(fuzz_ws_replay ${CMAKE_CURRENT_LIST_DIR}/fuzz_ws.c)
-target_compile_definitions(fuzz_ws_replay PRIVATE HUBU_FUZZ_REPLAY)
-target_link_libraries(fuzz_ws_replay PRIVATE hubu_net)
-add_dependencies(hubu_unit_tests fuzz_ws_replay)
-add_test(NAME ${HUBU_TEST_PREFIX}unit.ws_input_survives_fuzz_corpus_and_20000_mutants
-         COMMAND fuzz_ws_replay ${CMAKE_CURRENT_LIST_DIR}/fuzz_corpus/ws)
-set_tests_properties(${HUBU_TEST_PREFIX}unit.ws_input_survives_fuzz_corpus_and_20000_mutants
-                     PROPERTIES LABELS "unit;fuzz;edge" TIMEOUT 300)
+hubu_fuzz_replay(ws ws_input_survives_fuzz_corpus_and_20000_mutants hubu_net "unit;fuzz;edge")
 
 # The same for fuzz_proxy (the PROXY protocol header parser, fed in cuts as
 # a connection reads it): tests/fuzz_corpus/proxy, the seeds, 20,000 mutants.
-add_executable(fuzz_proxy_replay ${CMAKE_CURRENT_LIST_DIR}/fuzz_proxy.c)
-target_compile_definitions(fuzz_proxy_replay PRIVATE HUBU_FUZZ_REPLAY)
-target_link_libraries(fuzz_proxy_replay PRIVATE hubu_net)
-add_dependencies(hubu_unit_tests fuzz_proxy_replay)
-add_test(NAME ${HUBU_TEST_PREFIX}unit.proxy_header_survives_fuzz_corpus_and_20000_mutants
-         COMMAND fuzz_proxy_replay ${CMAKE_CURRENT_LIST_DIR}/fuzz_corpus/proxy)
-set_tests_properties(${HUBU_TEST_PREFIX}unit.proxy_header_survives_fuzz_corpus_and_20000_mutants
-                     PROPERTIES LABELS "unit;fuzz;edge" TIMEOUT 300)
+hubu_fuzz_replay(proxy proxy_header_survives_fuzz_corpus_and_20000_mutants hubu_net "unit;fuzz;edge")
 
 # hubud behind a real nginx (scripts/nginx-private.sh: Debian's nginx with
 # libnginx-mod-stream, TLS ended there, PROXY v1 headers to hubud's

@@ -49,39 +49,24 @@ target_include_directories(test_hubuctl_json PRIVATE ${CMAKE_SOURCE_DIR}/tools)
 #   fuzz_frame: 20,000 random and mutated frame streams
 #   fuzz_body:  20,000 random and mutated bodies of each frame type
 #   fuzz_admin: the admin listener's seeds and 3,000 mutants, over loopback
-add_executable(fuzz_frame_replay ${HUBU_TESTS_DIR}/fuzz_frame.c)
-target_compile_definitions(fuzz_frame_replay PRIVATE HUBU_FUZZ_REPLAY)
-target_link_libraries(fuzz_frame_replay PRIVATE hubu_lib)
-add_dependencies(hubu_unit_tests fuzz_frame_replay)
-add_test(NAME ${HUBU_TEST_PREFIX}unit.frame_decoder_survives_fuzz_corpus_and_20000_mutants
-         COMMAND fuzz_frame_replay ${HUBU_TESTS_DIR}/fuzz_corpus/frame)
-set_tests_properties(${HUBU_TEST_PREFIX}unit.frame_decoder_survives_fuzz_corpus_and_20000_mutants
-                     PROPERTIES LABELS "unit;fuzz" TIMEOUT 300)
-add_executable(fuzz_body_replay ${HUBU_TESTS_DIR}/fuzz_body.c)
-target_compile_definitions(fuzz_body_replay PRIVATE HUBU_FUZZ_REPLAY)
-target_link_libraries(fuzz_body_replay PRIVATE hubu_lib)
-add_dependencies(hubu_unit_tests fuzz_body_replay)
-add_test(NAME ${HUBU_TEST_PREFIX}unit.body_checks_agree_with_protobuf_c_on_fuzz_corpus_and_mutants
-         COMMAND fuzz_body_replay ${HUBU_TESTS_DIR}/fuzz_corpus/body)
-set_tests_properties(${HUBU_TEST_PREFIX}unit.body_checks_agree_with_protobuf_c_on_fuzz_corpus_and_mutants
-                     PROPERTIES LABELS "unit;fuzz" TIMEOUT 300)
-add_executable(fuzz_admin_replay ${HUBU_TESTS_DIR}/fuzz_admin.c)
-target_compile_definitions(fuzz_admin_replay PRIVATE HUBU_FUZZ_REPLAY)
-target_link_libraries(fuzz_admin_replay PRIVATE hubu_admin)
-add_dependencies(hubu_unit_tests fuzz_admin_replay)
-add_test(NAME ${HUBU_TEST_PREFIX}unit.admin_listener_survives_fuzz_corpus_and_3000_mutants
-         COMMAND fuzz_admin_replay ${HUBU_TESTS_DIR}/fuzz_corpus/admin)
-set_tests_properties(${HUBU_TEST_PREFIX}unit.admin_listener_survives_fuzz_corpus_and_3000_mutants
-                     PROPERTIES LABELS "unit;fuzz" TIMEOUT 300)
 #   fuzz_json:  the JSON form (lib/pbjson.c): 20,000 mutated hubu.v1.json messages and bodies
-add_executable(fuzz_json_replay ${HUBU_TESTS_DIR}/fuzz_json.c)
-target_compile_definitions(fuzz_json_replay PRIVATE HUBU_FUZZ_REPLAY)
-target_link_libraries(fuzz_json_replay PRIVATE hubu_lib)
-add_dependencies(hubu_unit_tests fuzz_json_replay)
-add_test(NAME ${HUBU_TEST_PREFIX}unit.json_form_reads_back_to_a_fixed_point_on_fuzz_corpus_and_mutants
-         COMMAND fuzz_json_replay ${HUBU_TESTS_DIR}/fuzz_corpus/json)
-set_tests_properties(${HUBU_TEST_PREFIX}unit.json_form_reads_back_to_a_fixed_point_on_fuzz_corpus_and_mutants
-                     PROPERTIES LABELS "unit;fuzz;edge" TIMEOUT 300)
+#
+# hubu_fuzz_replay(<target> <behaviour> <library> <labels>): builds
+# tests/fuzz_<target>.c as fuzz_<target>_replay and registers it as
+# unit.<behaviour>, replaying tests/fuzz_corpus/<target>.
+function(hubu_fuzz_replay target behaviour library labels)
+  add_executable(fuzz_${target}_replay ${HUBU_TESTS_DIR}/fuzz_${target}.c)
+  target_compile_definitions(fuzz_${target}_replay PRIVATE HUBU_FUZZ_REPLAY)
+  target_link_libraries(fuzz_${target}_replay PRIVATE ${library})
+  add_dependencies(hubu_unit_tests fuzz_${target}_replay)
+  add_test(NAME ${HUBU_TEST_PREFIX}unit.${behaviour} COMMAND fuzz_${target}_replay ${HUBU_TESTS_DIR}/fuzz_corpus/${target})
+  set_tests_properties(${HUBU_TEST_PREFIX}unit.${behaviour} PROPERTIES LABELS "${labels}" TIMEOUT 300)
+endfunction()
+
+hubu_fuzz_replay(frame frame_decoder_survives_fuzz_corpus_and_20000_mutants hubu_lib "unit;fuzz")
+hubu_fuzz_replay(body body_checks_agree_with_protobuf_c_on_fuzz_corpus_and_mutants hubu_lib "unit;fuzz")
+hubu_fuzz_replay(admin admin_listener_survives_fuzz_corpus_and_3000_mutants hubu_admin "unit;fuzz")
+hubu_fuzz_replay(json json_form_reads_back_to_a_fixed_point_on_fuzz_corpus_and_mutants hubu_lib "unit;fuzz;edge")
 
 include(${CMAKE_CURRENT_LIST_DIR}/integration.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/edge.cmake)

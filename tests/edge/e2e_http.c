@@ -124,42 +124,38 @@ static http_answer get_as(int port, const char *target, const char *user) {
       CHECKF((a).body &&strstr((a).body, (needle)), "body %s lacks %s", (a).body ? (a).body : "", (needle)); \
   } while (0)
 
-/* A plugin dir with one plugin whose verdicts the cases ask for by the body. */
-static void plugin_dir(char *dir, size_t size) {
+/* A new temp dir holding one plugin, NAME.lua with source text. */
+static void plugin_dir_with(char *dir, size_t size, const char *name, const char *text) {
   snprintf(dir, size, "/tmp/hubu-http-XXXXXX");
   REQUIRE(mkdtemp(dir));
   char path[256];
-  snprintf(path, sizeof path, "%s/verdicts.lua", dir);
+  snprintf(path, sizeof path, "%s/%s.lua", dir, name);
   FILE *f = fopen(path, "w");
   REQUIRE(f);
-  fputs(
-      "plugin:hook(\"message.send\", function(ev)\n"
-      "  if ev.body == \"reject me\" then return ev:reject(\"REJECTED\", \"not in this room\") end\n"
-      "  if ev.body == \"slow down\" then return ev:reject(\"RATE_LIMITED\", \"too fast\", 2500) end\n"
-      "end)\n"
-      "plugin:hook(\"call.echo\", function(ev) ev:reply(ev.payload) end)\n"
-      "plugin:reserve_user(\"weather\")\n",
-      f);
+  fputs(text, f);
   fclose(f);
 }
 
-/* A plugin dir with an auth plugin: "letmein-<user>" logs in as <user>, a v1 token as usual. */
+/* One plugin whose verdicts the cases ask for by the body. */
+static void plugin_dir(char *dir, size_t size) {
+  plugin_dir_with(dir, size, "verdicts",
+                  "plugin:hook(\"message.send\", function(ev)\n"
+                  "  if ev.body == \"reject me\" then return ev:reject(\"REJECTED\", \"not in this room\") end\n"
+                  "  if ev.body == \"slow down\" then return ev:reject(\"RATE_LIMITED\", \"too fast\", 2500) end\n"
+                  "end)\n"
+                  "plugin:hook(\"call.echo\", function(ev) ev:reply(ev.payload) end)\n"
+                  "plugin:reserve_user(\"weather\")\n");
+}
+
+/* An auth plugin: "letmein-<user>" logs in as <user>, a v1 token as usual. */
 static void auth_plugin_dir(char *dir, size_t size) {
-  snprintf(dir, size, "/tmp/hubu-http-XXXXXX");
-  REQUIRE(mkdtemp(dir));
-  char path[256];
-  snprintf(path, sizeof path, "%s/letmein.lua", dir);
-  FILE *f = fopen(path, "w");
-  REQUIRE(f);
-  fputs(
-      "plugin:hook(\"auth\", function(ev)\n"
-      "  if ev.token == \"letmein-\" .. ev.user then return ev:accept() end\n"
-      "  local ok, why = im.token_verify(ev.token, ev.user)\n"
-      "  if ok then return ev:accept() end\n"
-      "  ev:reject(why)\n"
-      "end)\n",
-      f);
-  fclose(f);
+  plugin_dir_with(dir, size, "letmein",
+                  "plugin:hook(\"auth\", function(ev)\n"
+                  "  if ev.token == \"letmein-\" .. ev.user then return ev:accept() end\n"
+                  "  local ok, why = im.token_verify(ev.token, ev.user)\n"
+                  "  if ok then return ev:accept() end\n"
+                  "  ev:reject(why)\n"
+                  "end)\n");
 }
 
 /* ---- cases ----------------------------------------------------------------- */
