@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus.h"
 #include "clock.h"
 #include "presence.h"
 #include "session.h"
@@ -50,6 +51,11 @@ hubu_peer *hubu_core_peer_find(hubu_core *core, const char *user, uint64_t peer_
 }
 
 int hubu_core_kick(hubu_core *core, const char *user, const char *reason) {
+  if (core->bus) core->bus->ops->kick(core->bus, user, reason);
+  return hubu_bus_kicked(core, user, reason);
+}
+
+int hubu_bus_kicked(hubu_core *core, const char *user, const char *reason) {
   int n = 0;
   for (hubu_peer *p = hubu_core_peers_of(core, user), *next; p; p = next) {
     next = p->user_next; /* a GOAWAY may unlink p */

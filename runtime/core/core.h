@@ -31,6 +31,8 @@ typedef struct {
   uint32_t pull_limit_max;    /* cap on PullRequest.limit */
   size_t tail_cache_bytes;    /* bytes the tails of all sessions may hold; 0: no bound */
   uint32_t session_cache_max; /* sessions kept in memory; past it the least recently used idle one goes; 0: no bound */
+  uint32_t pull_settle_ms;    /* cluster mode (several writers per session): PULL reads the store and proves a hole
+                                 once the message above it is this old (store.h); 0: one node, the tail serves */
 } hubu_core_config;
 
 typedef struct {
@@ -46,6 +48,7 @@ struct hubu_core {
   hubu_store *store;                 /* not owned; NULL once closed */
   hubu_hooks hooks;                  /* the plugin host's dispatch; dispatch NULL: no plugins */
   hubu_seq_allocator *seq;           /* not owned; NULL: each session counts its own seqs (one node) */
+  struct hubu_bus *bus;              /* not owned; NULL: one node (bus.h) */
   hubu_session *sessions;            /* uthash, owned; in order of last use, least recent first */
   hubu_session *tail_lru, *tail_mru; /* sessions with a non-empty tail, least recently used first */
   size_t tail_bytes;                 /* what the tails hold (session.c) */
@@ -79,7 +82,8 @@ static inline hubu_peer *hubu_core_peers_of(hubu_core *core, const char *user) {
 /* The peer of user with this id, or NULL (it closed meanwhile). */
 hubu_peer *hubu_core_peer_find(hubu_core *core, const char *user, uint64_t peer_id);
 
-/* Sends GOAWAY KICKED to every authenticated peer of user. Returns how many. */
+/* Sends GOAWAY KICKED to every authenticated peer of user, and in cluster
+ * mode asks the other nodes to kick theirs. Returns how many on this node. */
 int hubu_core_kick(hubu_core *core, const char *user, const char *reason);
 
 /* About once a second: saves delivered cursors, forgets idle sessions. */

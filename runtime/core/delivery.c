@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus.h"
 #include "core.h"
 #include "frame.h"
 #include "log.h"
@@ -105,20 +106,58 @@ static uint8_t plan_mode(const hubu_route_plan *plan, const char *user) {
   return plan->default_mode;
 }
 
+/* The recipients this node told the bus about for one message: every user
+ * with a mode other than none. */
+typedef struct {
+  const char **users;
+  uint8_t *modes;
+  size_t n, cap;
+} bus_targets;
+
+static void bus_add(bus_targets *t, const char *user, uint8_t mode) {
+  if (mode == HUBU_ROUTE_NONE || t->cap == (size_t)-1) return;
+  if (t->n == t->cap) {
+    size_t cap = t->cap ? 2 * t->cap : 16;
+    const char **u = realloc(t->users, cap * sizeof *u);
+    if (u) t->users = u;
+    uint8_t *m = u ? realloc(t->modes, cap) : NULL;
+    if (m) t->modes = m;
+    if (!u || !m) { /* the other nodes' clients find the message by their gap check or SYNC */
+      t->cap = (size_t)-1;
+      return;
+    }
+    t->cap = cap;
+  }
+  t->users[t->n] = user;
+  t->modes[t->n++] = mode;
+}
+
 void hubu_delivery_route(hubu_core *core, hubu_session *sess, hubu_msg *m, uint64_t except_conn) {
   hubu_member_names direct;
   const char *const *members;
   size_t n = hubu_session_member_list(sess, &direct, &members);
+  bus_targets t = {0};
   hubu_hook_call call = {.event = HUBU_HOOK_ROUTE, .session = sess, .msg = m};
-  if (!hubu_hooks_run(&core->hooks, &call)) { /* no rule: push to everyone */
-    for (size_t i = 0; i < n; i++) deliver_to(core, members[i], m, except_conn, HUBU_ROUTE_PUSH);
-    return;
-  }
+  int planned = hubu_hooks_run(&core->hooks, &call);
   const hubu_route_plan *plan = &call.plan;
-  for (size_t i = 0; i < n; i++) deliver_to(core, members[i], m, except_conn, plan_mode(plan, members[i]));
-  for (size_t i = 0; i < plan->n; i++) /* recipients a plugin added */
-    if (plan->extra[i]) deliver_to(core, plan->users[i], m, except_conn, plan->modes[i]);
-  hubu_route_plan_free(&call.plan);
+  for (size_t i = 0; i < n; i++) { /* no plan: push to everyone */
+    uint8_t mode = planned ? plan_mode(plan, members[i]) : HUBU_ROUTE_PUSH;
+    deliver_to(core, members[i], m, except_conn, mode);
+    if (core->bus) bus_add(&t, members[i], mode);
+  }
+  for (size_t i = 0; planned && i < plan->n; i++) /* recipients a plugin added */
+    if (plan->extra[i]) {
+      deliver_to(core, plan->users[i], m, except_conn, plan->modes[i]);
+      if (core->bus) bus_add(&t, plan->users[i], plan->modes[i]);
+    }
+  if (core->bus && t.n && t.cap != (size_t)-1) core->bus->ops->deliver(core->bus, m, t.users, t.modes, t.n);
+  free(t.users);
+  free(t.modes);
+  if (planned) hubu_route_plan_free(&call.plan);
+}
+
+void hubu_bus_delivered(hubu_core *core, hubu_msg *m, const char *const *users, const uint8_t *modes, size_t n) {
+  for (size_t i = 0; i < n; i++) deliver_to(core, users[i], m, 0, modes[i]);
 }
 
 void hubu_delivery_ack(hubu_peer *c, const char *session_id, uint64_t seq) {

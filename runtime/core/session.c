@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus.h"
 #include "core.h"
 #include "log.h"
 #include "store.h"
@@ -87,6 +88,7 @@ void hubu_session_remove_member(hubu_session *sess, const char *user) {
 
 void hubu_session_membership_applied(hubu_core *core, const hubu_store_op *op) {
   if (op->status != HUBU_STORE_OK) return;
+  if (core->bus) core->bus->ops->invalidate(core->bus, hubu_store_op_session_id(op));
   hubu_session *sess = NULL;
   HASH_FIND_STR(core->sessions, hubu_store_op_session_id(op), sess);
   if (!sess || !sess->loaded) return; /* not in memory: its load reads the store */
@@ -203,6 +205,49 @@ static void on_loaded(hubu_store_op *op) {
     HASH_DEL(core->sessions, sess);
     session_free(sess);
   }
+}
+
+/* A reload after another node changed the members: the copy in memory
+ * takes the store's members (a group the store no longer has stops
+ * existing here). */
+static void on_reloaded(hubu_store_op *op) {
+  hubu_session *sess = op->ud;
+  sess->busy--;
+  if (op->status == HUBU_STORE_OK && sess->kind != HUBU_SESSION_DIRECT) {
+    hubu_store_session_load_op *load = &op->session_load;
+    for (size_t i = 0; i < sess->n_members; i++) free(sess->members[i]);
+    free(sess->members);
+    sess->members = load->members;
+    sess->n_members = load->n_members;
+    load->members = NULL;
+    load->n_members = 0;
+    qsort(sess->members, sess->n_members, sizeof *sess->members, cmp_str);
+    sess->exists = sess->stored = 1;
+  } else if (op->status == HUBU_STORE_NOT_FOUND && sess->kind == HUBU_SESSION_GROUP) {
+    sess->exists = 0;
+  }
+  hubu_store_op_free(op);
+}
+
+void hubu_bus_invalidated(hubu_core *core, const char *session_id) {
+  hubu_session *sess = NULL;
+  HASH_FIND_STR(core->sessions, session_id, sess);
+  if (!sess || !sess->loaded || sess->kind == HUBU_SESSION_DIRECT) return; /* a load under way reads the store */
+  if (!sess->busy && !sess->parked && !sess->seq_wait) {                   /* idle: forget it, the next use loads it */
+    HASH_DEL(core->sessions, sess);
+    session_free(sess);
+    return;
+  }
+  hubu_store_op *op = hubu_store_op_new(HUBU_STORE_SESSION_LOAD);
+  if (!op) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "out_of_memory", "where=session_reload session=%s", session_id);
+    return;
+  }
+  snprintf(op->session_load.session_id, sizeof op->session_load.session_id, "%s", session_id);
+  op->done = on_reloaded;
+  op->ud = sess;
+  sess->busy++;
+  hubu_store_submit(core->store, op);
 }
 
 /* Makes room for one more session under --session-cache-max: the least
