@@ -40,6 +40,7 @@ typedef struct {
   uint64_t messages_stored;
   uint64_t pulls_from_tail;
   uint64_t pulls_from_store;
+  uint64_t pushes_out_of_order; /* cluster mode: not pushed, a higher seq of the session was (delivery.c) */
 } hubu_core_stats;
 
 struct hubu_core {

@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <uthash.h>
 
 #include "bus.h"
 #include "core.h"
@@ -68,8 +69,42 @@ static void hint(hubu_peer *c, hubu_msg *m) {
   c->ops->wrote(c);
 }
 
+/* Cluster mode: the highest seq pushed to a connection, per session. On one
+ * node a session's messages reach delivery in seq order; with several
+ * writers a message from another node can arrive after a higher seq was
+ * pushed, and is then not pushed (PUSHes of a session stay in increasing
+ * seq on a connection): the client finds the gap and pulls it. */
+typedef struct hubu_pushed {
+  UT_hash_handle hh;
+  uint64_t seq;
+  char session_id[]; /* the key */
+} hubu_pushed;
+
+/* 1 when m may be pushed to c now (and it is recorded), 0 when a higher seq
+ * of its session went first. */
+static int push_in_order(hubu_peer *c, const hubu_msg *m) {
+  hubu_pushed *e = NULL;
+  HASH_FIND_STR(c->pushed, m->session_id, e);
+  if (e) {
+    if (m->seq <= e->seq) return 0;
+    e->seq = m->seq;
+    return 1;
+  }
+  size_t len = strlen(m->session_id) + 1;
+  if ((e = malloc(sizeof *e + len))) { /* without it, order is not checked for this session */
+    memcpy(e->session_id, m->session_id, len);
+    e->seq = m->seq;
+    HASH_ADD_STR(c->pushed, session_id, e);
+  }
+  return 1;
+}
+
 void hubu_delivery_push(hubu_core *core, hubu_peer *c, hubu_msg *m) {
   if (c->state != HUBU_PEER_READY) return;
+  if (core->cfg.pull_settle_ms && !push_in_order(c, m)) {
+    core->stats.pushes_out_of_order++;
+    return;
+  }
   hubu_inflight *in = c->inflight;
   if (in && (in->len >= core->cfg.max_inflight || in->bytes + m->push_entry_len > core->cfg.max_inflight_bytes)) {
     hint(c, m);
@@ -223,5 +258,10 @@ void hubu_delivery_free(hubu_peer *c) {
     hubu_hint *h = c->hints;
     c->hints = h->next;
     free(h);
+  }
+  hubu_pushed *e, *tmp;
+  HASH_ITER(hh, c->pushed, e, tmp) {
+    HASH_DEL(c->pushed, e);
+    free(e);
   }
 }

@@ -47,23 +47,24 @@ typedef struct hubu_peer_ops {
 struct hubu_peer {
   const hubu_peer_ops *ops;
   hubu_core *core;
-  uint64_t id;               /* conn_id: unique for the process's lifetime */
-  char *user;                /* owned; "user\0device\0" after HELLO, else NULL */
-  const char *device;        /* points into user */
-  hubu_peer *user_next;      /* the user's other peers (presence) */
-  hubu_device *dev;          /* a reference, from HELLO on */
-  hubu_inflight *inflight;   /* owned; pushed, not yet acknowledged */
-  hubu_hint *hints;          /* owned; PULL_HINTs for the next flush */
-  size_t push_start;         /* the PUSH frame open in output this turn: header offset from its head */
-  size_t push_end;           /* ... and output's size right after it */
-  uint32_t sends_unanswered; /* SENDs read whose SEND_ACK is not produced yet */
-  size_t send_bytes_held;    /* frame bytes of its SENDs waiting for the store (pending sends) */
-  uint32_t reads_unanswered; /* SYNCs and PULLs read whose result is not produced yet (HUBU_MAX_PENDING_READS) */
-  uint8_t state;             /* hubu_peer_state */
-  uint8_t attached : 1;      /* listed in its user's presence, or in core->transients */
-  uint8_t transient : 1;     /* one HTTP API request: found by id (core->transients), never in presence, so it
-                                gets no pushes and raises no connect/disconnect events; set before HELLO */
-  uint8_t push_open : 1;     /* push_start/push_end describe the last frame in output */
+  uint64_t id;                /* conn_id: unique for the process's lifetime */
+  char *user;                 /* owned; "user\0device\0" after HELLO, else NULL */
+  const char *device;         /* points into user */
+  hubu_peer *user_next;       /* the user's other peers (presence) */
+  hubu_device *dev;           /* a reference, from HELLO on */
+  hubu_inflight *inflight;    /* owned; pushed, not yet acknowledged */
+  hubu_hint *hints;           /* owned; PULL_HINTs for the next flush */
+  struct hubu_pushed *pushed; /* owned; cluster mode: the highest seq pushed per session (delivery.c) */
+  size_t push_start;          /* the PUSH frame open in output this turn: header offset from its head */
+  size_t push_end;            /* ... and output's size right after it */
+  uint32_t sends_unanswered;  /* SENDs read whose SEND_ACK is not produced yet */
+  size_t send_bytes_held;     /* frame bytes of its SENDs waiting for the store (pending sends) */
+  uint32_t reads_unanswered;  /* SYNCs and PULLs read whose result is not produced yet (HUBU_MAX_PENDING_READS) */
+  uint8_t state;              /* hubu_peer_state */
+  uint8_t attached : 1;       /* listed in its user's presence, or in core->transients */
+  uint8_t transient : 1;      /* one HTTP API request: found by id (core->transients), never in presence, so it
+                                 gets no pushes and raises no connect/disconnect events; set before HELLO */
+  uint8_t push_open : 1;      /* push_start/push_end describe the last frame in output */
 };
 
 /* SYNCs and PULLs of one connection in the store at once: its input pauses
