@@ -11,7 +11,17 @@
  * every ACKed message stored exactly once with its seq and msg_id, no
  * (sender, device, client_id) twice, client_id order = seq order per device
  * and session, every content once, and the readers hold exactly the store.
- * All in one process with non-blocking sockets. HUBU_MSG_SEED reruns a seed. */
+ * All in one process with non-blocking sockets. HUBU_MSG_SEED reruns a seed.
+ *
+ * Built with HUBU_CLUSTER_CRASH (tests/cluster.cmake), the same clients and
+ * checks run against three hubud nodes in cluster mode on one MariaDB and a
+ * private redis-server: 50 sender devices of alice, bob and carol and zed's
+ * reader spread over the nodes, each moving to the next node when its
+ * connection drops; the faults are kill -9 of a node (restarted on its
+ * port), Redis restarted empty, and a node stopped with SIGSTOP for longer
+ * than its lease, twice each. On top of the single node's checks: every
+ * message first sent after Redis came back empty has a seq above every seq
+ * stored before. */
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -20,11 +30,19 @@
 
 #include "msgtest.h"
 
+#ifdef HUBU_CLUSTER_CRASH
+#define N_NODES 3
+#define N_SENDERS 50
+#define RESTARTS 6 /* faults: kill -9 of a node, Redis restarted empty, SIGSTOP past the lease; twice each */
+#define LEASE_MS 1500
+#else
+#define N_NODES 1
 #define N_SENDERS 4
+#define RESTARTS 5
+#endif
 #define N_SESSIONS 4 /* d:alice:zed d:bob:zed d:carol:zed g:crew */
 #define GROUP "g:crew"
 #define WINDOW 64
-#define RESTARTS 5
 #define MAX_LOGICAL 40000 /* per sender: a bound, not a target */
 
 static const char *const session_names[N_SESSIONS] = {"d:alice:zed", "d:bob:zed", "d:carol:zed", GROUP};
@@ -40,17 +58,20 @@ static int session_index(const char *id) {
 typedef struct {
   uint64_t cid, logical;
   int session;
+  uint64_t first_ms; /* when it was first sent */
 } pend;
 
 typedef struct {
   uint64_t logical, cid, seq, msg_id;
   int session;
+  uint64_t first_ms;
 } acked_rec;
 
 typedef struct {
   int idx;
   const char *user, *device;
   int direct; /* session index of d:<user>:zed */
+  int node;   /* which node it connects to next (the next one after a drop) */
   mt_nb c;
   int state; /* 0 down, 1 HELLO sent, 2 ready */
   uint64_t next_connect_ms;
@@ -77,6 +98,7 @@ typedef struct {
 
 typedef struct {
   const char *device;
+  int node;
   mt_nb c;
   int state;
   uint64_t next_connect_ms;
@@ -159,6 +181,7 @@ static void answer_ping(mt_nb *c, const uint8_t *body, uint32_t len) {
 static void sender_down(sender *s, uint64_t now, uint64_t delay) {
   mt_nb_close(&s->c);
   s->state = 0;
+  s->node = (s->node + 1) % N_NODES;
   s->next_connect_ms = now + delay;
 }
 
@@ -205,7 +228,7 @@ static void sender_ack(sender *s, const Hubu__V1__SendAck *a, uint64_t now) {
       s->acked = realloc(s->acked, s->cap_acked * sizeof *s->acked);
       REQUIRE(s->acked != NULL);
     }
-    s->acked[s->n_acked++] = (acked_rec){copy.logical, copy.cid, a->seq, a->msg_id, copy.session};
+    s->acked[s->n_acked++] = (acked_rec){copy.logical, copy.cid, a->seq, a->msg_id, copy.session, copy.first_ms};
     if (a->duplicate) s->dup_acks++;
     if (copy.cid > s->max_acked_cid) s->max_acked_cid = copy.cid;
     memmove(&s->unacked[at], &s->unacked[at + 1], (s->n_unacked - at - 1) * sizeof *s->unacked);
@@ -279,6 +302,7 @@ static void sender_frame(sender *s, uint8_t type, const uint8_t *body, uint32_t 
 static void receiver_down(receiver *r, uint64_t now) {
   mt_nb_close(&r->c);
   r->state = 0;
+  r->node = (r->node + 1) % N_NODES;
   r->synced = 0;
   r->next_connect_ms = now + 20;
   for (int i = 0; i < N_SESSIONS; i++) {
@@ -468,7 +492,7 @@ static void receiver_frame(receiver *r, uint8_t type, const uint8_t *body, uint3
 typedef struct {
   sender s[N_SENDERS];
   receiver r;
-  int port;
+  int ports[N_NODES];
   int generating;
 } world;
 
@@ -488,7 +512,7 @@ static void receiver_tick(receiver *r, int port, uint64_t now) {
 
 static void sender_tick(world *w, sender *s, uint64_t now) {
   if (s->state == 0 && now >= s->next_connect_ms) {
-    if (mt_nb_connect(&s->c, w->port) == 0 && mt_nb_queue_hello(&s->c, s->user, s->device) == 0) {
+    if (mt_nb_connect(&s->c, w->ports[s->node]) == 0 && mt_nb_queue_hello(&s->c, s->user, s->device) == 0) {
       s->state = 1;
       s->reconnects++;
     } else {
@@ -500,7 +524,7 @@ static void sender_tick(world *w, sender *s, uint64_t now) {
   if (w->generating && s->n_unacked < WINDOW && s->next_logical <= s->max_logical && mt_rand(&rng) % 3 == 0) {
     uint64_t burst = mt_rand_range(&rng, 1, 16);
     for (uint64_t k = 0; k < burst && s->next_logical <= s->max_logical; k++) {
-      pend p = {s->next_cid++, s->next_logical++, (mt_rand(&rng) & 1) ? s->direct : N_SESSIONS - 1};
+      pend p = {s->next_cid++, s->next_logical++, (mt_rand(&rng) & 1) ? s->direct : N_SESSIONS - 1, now};
       push_pend(s, p);
       queue_send(s, &p);
     }
@@ -542,7 +566,7 @@ static void world_pump(world *w, int timeout_ms) {
     mt_nb_consume(&r->c, size);
   }
   if (r->c.fd >= 0 && r->c.dead) receiver_down(r, now);
-  receiver_tick(r, w->port, now);
+  receiver_tick(r, w->ports[r->node], now);
 }
 
 static void run_for(world *w, uint64_t ms) {
@@ -680,19 +704,72 @@ static void fresh_reader_matches_store(int port, const row *rows, size_t n_rows)
   close(fd);
 }
 
-static void crash_kill9_loses_and_doubles_nothing(void) {
-  rng = mt_seed();
-  world *w = calloc(1, sizeof *w);
-  REQUIRE(w != NULL);
+/* ---- the servers and the faults ---------------------------------------------------------- */
+
+static uint64_t acked_so_far(const world *w) {
+  uint64_t acked = 0;
+  for (int i = 0; i < N_SENDERS; i++) acked += w->s[i].n_acked;
+  return acked;
+}
+
+#ifdef HUBU_CLUSTER_CRASH
+/* What the store held when Redis came back empty: every message first sent
+ * after `at` must get a seq above max_seq of its session. */
+typedef struct {
+  uint64_t at;
+  uint64_t max_seq[N_SESSIONS];
+} redis_loss;
+
+static redis_loss losses[RESTARTS];
+static int n_losses;
+static char redis_url[256], redis_dir[512], redis_script[512];
+
+static void take_max_seq(void *ctx, int n, const char *const *cols, const size_t *lens) {
+  (void)lens;
+  redis_loss *l = ctx;
+  int si = n >= 2 && cols[0] ? session_index(cols[0]) : -1;
+  if (si >= 0 && cols[1]) l->max_seq[si] = strtoull(cols[1], NULL, 10);
+}
+
+static int start_node(e2e_server *srv, const mt_dir *d, int node, const char *listen) {
+  char id[16], lease[16];
+  snprintf(id, sizeof id, "%d", node + 1);
+  snprintf(lease, sizeof lease, "%d", LEASE_MS);
+  return e2e_server_start(srv, "--store", d->store, "--log-level", "warn", "--cluster", redis_url, "--node-id", id,
+                          "--cluster-lease-ms", lease, "--pull-settle-ms", "300", "--listen", listen, NULL);
+}
+
+static void redis_script_run(const char *what) {
+  const char *argv[] = {redis_script, what, redis_dir, NULL};
+  CHECKF(mt_run(argv, 30000) == 0, "redis-private.sh %s failed", what);
+}
+#endif
+
+static void crash_world_init(world *w) {
+#ifdef HUBU_CLUSTER_CRASH
+  static const char *const users[3] = {"alice", "bob", "carol"};
+  static char devices[N_SENDERS][16];
+  for (int i = 0; i < N_SENDERS; i++) {
+    snprintf(devices[i], sizeof devices[i], "%c-dev%02d", users[i % 3][0], i);
+    w->s[i].user = users[i % 3];
+    w->s[i].device = devices[i];
+    w->s[i].direct = i % 3;
+    w->s[i].node = i % N_NODES;
+  }
+  w->r.node = 1;
+#else
   static const char *const users[N_SENDERS] = {"alice", "alice", "bob", "carol"};
   static const char *const devices[N_SENDERS] = {"a-phone", "a-laptop", "b-phone", "c-phone"};
   static const int directs[N_SENDERS] = {0, 0, 1, 2};
   for (int i = 0; i < N_SENDERS; i++) {
+    w->s[i].user = users[i];
+    w->s[i].device = devices[i];
+    w->s[i].direct = directs[i];
+  }
+#endif
+  for (int i = 0; i < N_SENDERS; i++) {
     sender *s = &w->s[i];
     s->idx = i;
-    s->user = users[i];
-    s->device = devices[i];
-    s->direct = directs[i];
     s->c.fd = -1;
     s->next_cid = 1;
     s->next_logical = 1;
@@ -701,35 +778,88 @@ static void crash_kill9_loses_and_doubles_nothing(void) {
   w->r.device = "z-live";
   w->r.c.fd = -1;
   w->generating = 1;
+}
+
+static void crash_kill9_loses_and_doubles_nothing(void) {
+  rng = mt_seed();
+  world *w = calloc(1, sizeof *w);
+  REQUIRE(w != NULL);
+  crash_world_init(w);
 
   mt_dir d;
   mt_dir_make(&d);
   REQUIRE(mt_group_create(&d, GROUP, "alice", "bob", "carol", "zed", NULL) == 0);
-  e2e_server srv;
-  REQUIRE(MT_START(&srv, &d, NULL) == 0);
-  w->port = srv.port;
-  char listen[64];
-  snprintf(listen, sizeof listen, "127.0.0.1:%d", srv.port);
-  fprintf(stderr, "  hubud on %s, store %s; %d senders, window %d, %d kills\n", listen, d.store, N_SENDERS, WINDOW,
-          RESTARTS);
-
+  e2e_server nodes[N_NODES];
+  char listen[N_NODES][64];
   uint64_t t0 = e2e_now_ms();
   int restarts = 0;
+#ifdef HUBU_CLUSTER_CRASH
+  const char *renv = getenv("HUBU_REDIS_ENV"), *rdir = getenv("HUBU_REDIS_DIR"), *rscript = getenv("HUBU_REDIS_SCRIPT");
+  REQUIRE(renv && rdir && rscript && mt_store_is_mariadb());
+  REQUIRE(mt_env_value(renv, "REDIS_URL", redis_url, sizeof redis_url) == 0);
+  snprintf(redis_dir, sizeof redis_dir, "%s", rdir);
+  snprintf(redis_script, sizeof redis_script, "%s", rscript);
+  for (int n = 0; n < N_NODES; n++) {
+    snprintf(listen[n], sizeof listen[n], "127.0.0.1:%d", e2e_free_port());
+    REQUIRE(start_node(&nodes[n], &d, n, listen[n]) == 0);
+    w->ports[n] = nodes[n].port;
+  }
+  fprintf(stderr, "  3 nodes on %s %s %s, store %s, redis %s; %d senders, window %d, %d faults\n", listen[0], listen[1],
+          listen[2], d.store, redis_url, N_SENDERS, WINDOW, RESTARTS);
+  for (int k = 0; k < RESTARTS; k++) {
+    uint64_t life = mt_rand_range(&rng, 800, 2500);
+    run_for(w, life);
+    int n = (int)mt_rand_range(&rng, 0, N_NODES - 1);
+    double at_s = (double)(e2e_now_ms() - t0) / 1000.0;
+    if (k % 3 == 0) {
+      e2e_server_signal(&nodes[n], SIGKILL);
+      int st = e2e_server_wait(&nodes[n], 5000);
+      CHECKF(st == 128 + SIGKILL, "node %d: status %d after SIGKILL", n + 1, st);
+      e2e_server_cleanup(&nodes[n]);
+      fprintf(stderr, "  %5.1f s: kill -9 of node %d; %llu ACKed so far\n", at_s, n + 1,
+              (unsigned long long)acked_so_far(w));
+      run_for(w, mt_rand_range(&rng, 100, 600)); /* its clients meet a dead port and move on */
+      REQUIRE(start_node(&nodes[n], &d, n, listen[n]) == 0);
+    } else if (k % 3 == 1) {
+      redis_script_run("kill9");
+      run_for(w, mt_rand_range(&rng, 50, 400)); /* sends meet UNAVAILABLE */
+      redis_script_run("restart");
+      redis_loss *l = &losses[n_losses++];
+      l->at = e2e_now_ms();
+      CHECK(mt_store_select(&d, "SELECT session_id, MAX(seq) FROM messages GROUP BY session_id", take_max_seq, l) >= 0);
+      fprintf(stderr, "  %5.1f s: Redis killed and restarted empty; %llu ACKed so far\n", at_s,
+              (unsigned long long)acked_so_far(w));
+    } else {
+      e2e_server_signal(&nodes[n], SIGSTOP);
+      fprintf(stderr, "  %5.1f s: node %d stopped (SIGSTOP) for %d ms; %llu ACKed so far\n", at_s, n + 1,
+              LEASE_MS + 1500, (unsigned long long)acked_so_far(w));
+      run_for(w, LEASE_MS + 1500);
+      e2e_server_signal(&nodes[n], SIGCONT);
+    }
+    restarts++;
+  }
+  e2e_server *srv = &nodes[0];
+#else
+  e2e_server *srv = &nodes[0];
+  REQUIRE(MT_START(srv, &d, NULL) == 0);
+  w->ports[0] = srv->port;
+  snprintf(listen[0], sizeof listen[0], "127.0.0.1:%d", srv->port);
+  fprintf(stderr, "  hubud on %s, store %s; %d senders, window %d, %d kills\n", listen[0], d.store, N_SENDERS, WINDOW,
+          RESTARTS);
   for (int k = 0; k < RESTARTS; k++) {
     uint64_t life = mt_rand_range(&rng, 500, 2000);
     run_for(w, life);
-    e2e_server_signal(&srv, SIGKILL);
-    int st = e2e_server_wait(&srv, 5000);
+    e2e_server_signal(srv, SIGKILL);
+    int st = e2e_server_wait(srv, 5000);
     CHECKF(st == 128 + SIGKILL, "hubud status %d after SIGKILL", st);
-    e2e_server_cleanup(&srv);
-    uint64_t acked = 0;
-    for (int i = 0; i < N_SENDERS; i++) acked += w->s[i].n_acked;
+    e2e_server_cleanup(srv);
     fprintf(stderr, "  %5.1f s: kill -9 after %llu ms; %llu ACKed so far\n", (double)(e2e_now_ms() - t0) / 1000.0,
-            (unsigned long long)life, (unsigned long long)acked);
+            (unsigned long long)life, (unsigned long long)acked_so_far(w));
     run_for(w, mt_rand_range(&rng, 0, 300)); /* the clients meet a dead port */
-    REQUIRE(MT_START(&srv, &d, "--listen", listen, NULL) == 0);
+    REQUIRE(MT_START(srv, &d, "--listen", listen[0], NULL) == 0);
     restarts++;
   }
+#endif
   run_for(w, 1000);
   /* no new messages; every unacknowledged one is resent until ACKed */
   w->generating = 0;
@@ -752,10 +882,10 @@ static void crash_kill9_loses_and_doubles_nothing(void) {
   size_t n_rows = 0;
   row *rows = load_rows(&d, &n_rows);
   REQUIRE(rows != NULL);
-  fresh_reader_matches_store(srv.port, rows, n_rows);
+  fresh_reader_matches_store(srv->port, rows, n_rows);
   for (int i = 0; i < N_SENDERS; i++) mt_nb_close(&w->s[i].c);
   mt_nb_close(&w->r.c);
-  CHECK_SERVER_STOPS_CLEANLY(&srv);
+  for (int n = 0; n < N_NODES; n++) CHECK_SERVER_STOPS_CLEANLY(&nodes[n]);
 
   uint64_t total_acked = 0, generated = 0, stale = 0, internal = 0, dup_acks = 0, drops = 0, unavailable = 0,
            resent = 0;
@@ -910,6 +1040,29 @@ static void crash_kill9_loses_and_doubles_nothing(void) {
           (unsigned long long)duplicates, (unsigned long long)missing_acked, (unsigned long long)wrong_acked,
           (unsigned long long)never_stored, (unsigned long long)seq_disorder, (unsigned long long)cid_disorder,
           (unsigned long long)unparsable);
+#ifdef HUBU_CLUSTER_CRASH
+  { /* after Redis came back empty, seqs jumped above everything stored before */
+    uint64_t after_loss = 0, below = 0;
+    for (int i = 0; i < N_SENDERS; i++)
+      for (size_t a = 0; a < w->s[i].n_acked; a++) {
+        const acked_rec *ar = &w->s[i].acked[a];
+        for (int l = 0; l < n_losses; l++) {
+          if (ar->first_ms <= losses[l].at) continue;
+          after_loss++;
+          if (ar->seq <= losses[l].max_seq[ar->session] && below++ < 5)
+            e2e_fail(__FILE__, __LINE__, "%s seq %llu, first sent after Redis loss %d, is not above %llu",
+                     session_names[ar->session], (unsigned long long)ar->seq, l + 1,
+                     (unsigned long long)losses[l].max_seq[ar->session]);
+        }
+      }
+    fprintf(stderr,
+            "  after %d Redis losses: %llu ACKs of messages first sent after one, %llu not above the store's "
+            "seqs before it\n",
+            n_losses, (unsigned long long)after_loss, (unsigned long long)below);
+    CHECK(after_loss > 0);
+    CHECK_EQ(below, 0);
+  }
+#endif
   CHECK_EQ(restarts, RESTARTS);
   CHECKF(internal == 0, "%llu SENDs answered INTERNAL (a store failure) during the run", (unsigned long long)internal);
   CHECK(total_acked > 0);
@@ -937,9 +1090,21 @@ static void crash_kill9_loses_and_doubles_nothing(void) {
   free(w);
 }
 
+#ifdef HUBU_CLUSTER_CRASH
+static void cluster_node_kill9_redis_loss_and_sigstop_lose_and_double_nothing(void) {
+  crash_kill9_loses_and_doubles_nothing();
+}
+#endif
+
 int main(int argc, char **argv) {
   static const e2e_case cases[] = {
+#ifdef HUBU_CLUSTER_CRASH
+      /* registered by name in tests/cluster.cmake (messaging.cmake's scan is for this file's own build) */
+      {"cluster_node_kill9_redis_loss_and_sigstop_lose_and_double_nothing",
+       cluster_node_kill9_redis_loss_and_sigstop_lose_and_double_nothing},
+#else
       E2E_CASE(crash_kill9_loses_and_doubles_nothing),
+#endif
   };
   return e2e_main(argc, argv, cases, sizeof cases / sizeof *cases);
 }

@@ -341,30 +341,38 @@ int mt_group_create(const mt_dir *d, const char *group, ...) {
     argv[n++] = (char *)d->data;
   }
   argv[n] = NULL;
+  return mt_run((const char *const *)argv, 20000);
+}
+
+int mt_env_value(const char *file, const char *key, char *out, size_t size) {
+  return env_file_value(file, key, out, size);
+}
+
+int mt_run(const char *const *argv, int timeout_ms) {
   pid_t pid = fork();
   if (pid < 0) return -1;
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     int null = open("/dev/null", O_WRONLY);
     if (null >= 0) dup2(null, 1);
-    execv(argv[0], argv);
+    execv(argv[0], (char *const *)argv);
     _exit(127);
   }
   int st = 0;
-  uint64_t deadline = e2e_now_ms() + 20000;
+  uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
   for (;;) {
     pid_t r = waitpid(pid, &st, WNOHANG);
     if (r == pid) break;
     if (e2e_now_ms() > deadline) {
       kill(pid, SIGKILL);
       waitpid(pid, &st, 0);
-      fprintf(stderr, "msgtest: hubuctl group create %s took more than 20 s\n", group);
+      fprintf(stderr, "msgtest: %s %s took more than %d ms\n", argv[0], argv[1] ? argv[1] : "", timeout_ms);
       return -1;
     }
     e2e_sleep_ms(5);
   }
   int status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  if (status != 0) fprintf(stderr, "msgtest: hubuctl group create %s exited with %d\n", group, status);
+  if (status != 0) fprintf(stderr, "msgtest: %s %s exited with %d\n", argv[0], argv[1] ? argv[1] : "", status);
   return status;
 }
 

@@ -53,6 +53,13 @@ void mt_dir_make(mt_dir *d);
  * Returns hubuctl's exit status. Run it before hubud first uses the group. */
 int mt_group_create(const mt_dir *d, const char *group, ...) __attribute__((sentinel));
 
+/* Runs argv (argv[0] a path; stdout to /dev/null) and waits up to
+ * timeout_ms (then kills it). Returns its exit status, or -1. */
+int mt_run(const char *const *argv, int timeout_ms);
+/* KEY's value in an env file of scripts/mariadb-private.sh or
+ * scripts/redis-private.sh. 0, or -1 when the file or the key is missing. */
+int mt_env_value(const char *file, const char *key, char *out, size_t size);
+
 /* hubud on d's data dir and store, warnings only in its log; further flags, then NULL. */
 #define MT_START(s, d, ...) \
   e2e_server_start((s), "--data", (d)->data, "--store", (d)->store, "--log-level", "warn", __VA_ARGS__)
