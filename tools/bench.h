@@ -34,6 +34,8 @@ typedef struct {
   long inflight;        /* connects in flight at most (idle, pairs, rate, fanout) */
   long server_pid;      /* 0: no server figures */
   long db_pid;          /* 0: no database figures (--db-pid: the store's database server, e.g. mariadbd) */
+  long recv_port;       /* pairs, rate: receivers connect here (another cluster node); 0: --port */
+  long recv_pid;        /* 0: no figures of the receivers' node (--recv-pid) */
   long pairs;           /* pairs, rate */
   long window;          /* pairs: SENDs outstanding per sender */
   long messages;        /* pairs: messages in total; fanout: messages one at a time */
@@ -87,6 +89,7 @@ typedef struct {
 
 extern bench_proc bench_server; /* --server-pid, when given */
 extern bench_proc bench_db;     /* --db-pid, when given */
+extern bench_proc bench_recv;   /* --recv-pid, when given */
 extern bench_proc bench_self;
 
 long bench_proc_rss_kb(const bench_proc *p);  /* VmRSS in KiB, or -1 */

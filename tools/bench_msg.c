@@ -94,7 +94,8 @@ struct bench_msg {
   long sent, acked, send_failed, delivered, duplicates, gaps, hints, pulls;
   uint64_t t_connect, t_start, t_end, t_last_send, t_last_delivery;
   double cpu_start, cpu_end, server_cpu_start, server_cpu_end;
-  double db_cpu_start, db_cpu_end; /* -1 without --db-pid */
+  double db_cpu_start, db_cpu_end;     /* -1 without --db-pid */
+  double recv_cpu_start, recv_cpu_end; /* -1 without --recv-pid */
   long rss_start_kb, rss_end_kb;
 
   uint64_t *ack_ns; /* owned: SEND -> SEND_ACK, one per ACK */
@@ -231,6 +232,7 @@ static void msg_finish(bench_msg *run) {
     run->cpu_end = bench_self_cpu_s();
     run->server_cpu_end = bench_proc_cpu_s(&bench_server);
     run->db_cpu_end = bench_proc_cpu_s(&bench_db);
+    run->recv_cpu_end = bench_proc_cpu_s(&bench_recv);
     run->rss_end_kb = bench_proc_rss_kb(&bench_server);
     run->loading = 0;
   }
@@ -572,6 +574,7 @@ static void msg_start(bench_msg *run) {
   run->rss_start_kb = bench_proc_rss_kb(&bench_server);
   run->server_cpu_start = bench_proc_cpu_s(&bench_server);
   run->db_cpu_start = bench_proc_cpu_s(&bench_db);
+  run->recv_cpu_start = bench_proc_cpu_s(&bench_recv);
   run->cpu_start = bench_self_cpu_s();
   run->t_start = uv_hrtime();
   switch (run->kind) {
@@ -765,6 +768,7 @@ static void msg_fill(bench_msg *run) {
       msg_fail(run, "%s: cannot mint a token", p->user);
       return;
     }
+    if (p->role != PEER_SENDER && o->recv_port) co.port = (int)o->recv_port;
     co.no_auto_sync = 1;
     co.frames_only = 1; /* the bench decodes PUSH and acknowledges by itself */
     co.ping_interval_ms = 0;
@@ -909,6 +913,12 @@ static void msg_report_server(bench_report *r, const bench_msg *run, double per_
     snprintf(key, sizeof key, "db_cpu_us_per_%s", what);
     snprintf(label, sizeof label, "database cpu per %s", what);
     bench_report_number(r, key, label, (run->db_cpu_end - run->db_cpu_start) * 1e6 / per_what, "%.2f", "us");
+  }
+  if (o->recv_pid > 0 && run->recv_cpu_start >= 0 && run->recv_cpu_end >= 0 && per_what > 0) {
+    static char key[48], label[64];
+    snprintf(key, sizeof key, "recv_node_cpu_us_per_%s", what);
+    snprintf(label, sizeof label, "receiving node cpu per %s", what);
+    bench_report_number(r, key, label, (run->recv_cpu_end - run->recv_cpu_start) * 1e6 / per_what, "%.2f", "us");
   }
   if (run->rss_end_kb >= 0) {
     bench_report_number(r, "server_rss_start_kb", "server rss at start", (double)run->rss_start_kb, "%.0f", "KiB");

@@ -95,6 +95,7 @@ void bench_report_print(const bench_report *r, int json) {
 
 bench_proc bench_server = {-1, -1};
 bench_proc bench_db = {-1, -1};
+bench_proc bench_recv = {-1, -1};
 bench_proc bench_self = {-1, -1};
 
 static void bench_proc_open(bench_proc *p, long pid) {
@@ -679,6 +680,8 @@ static void bench_usage(FILE *out) {
       "  --inflight N       connects in flight at most (default %d)\n"
       "  --server-pid PID   read the server's RSS and CPU from /proc/PID\n"
       "  --db-pid PID       pairs, rate: also report the CPU of the store's database server (mariadbd)\n"
+      "  --recv-port P      pairs, rate: receivers connect to this port (another cluster node), senders to --port\n"
+      "  --recv-pid PID     pairs, rate: also report the CPU of the receivers' node\n"
       "  --probe-ms MS      pairs, rate: one more connection (bench-probe) PINGs every MS while the load\n"
       "                     runs and reports the round trips: how long the server kept a bystander waiting\n"
       "  --timeout-ms MS    bound on the whole run, connecting included (default %d)\n"
@@ -794,6 +797,8 @@ int main(int argc, char **argv) {
     O_DATA,
     O_PID,
     O_DB_PID,
+    O_RECV_PORT,
+    O_RECV_PID,
     O_HOLD,
     O_TIMEOUT,
     O_JSON,
@@ -823,6 +828,8 @@ int main(int argc, char **argv) {
       {"data", required_argument, NULL, O_DATA},
       {"server-pid", required_argument, NULL, O_PID},
       {"db-pid", required_argument, NULL, O_DB_PID},
+      {"recv-port", required_argument, NULL, O_RECV_PORT},
+      {"recv-pid", required_argument, NULL, O_RECV_PID},
       {"hold-ms", required_argument, NULL, O_HOLD},
       {"timeout-ms", required_argument, NULL, O_TIMEOUT},
       {"json", no_argument, NULL, O_JSON},
@@ -884,6 +891,8 @@ int main(int argc, char **argv) {
       case O_DATA: o.data_dir = optarg; break;
       case O_PID: bad = bench_parse_long(optarg, 1, 1L << 30, &o.server_pid); break;
       case O_DB_PID: bad = bench_parse_long(optarg, 1, 1L << 30, &o.db_pid); break;
+      case O_RECV_PORT: bad = bench_parse_long(optarg, 1, 65535, &o.recv_port); break;
+      case O_RECV_PID: bad = bench_parse_long(optarg, 1, 1L << 30, &o.recv_pid); break;
       case O_HOLD:
         bad = bench_parse_long(optarg, 0, 86400000, &v);
         o.hold_ms = (uint32_t)v;
@@ -920,6 +929,11 @@ int main(int argc, char **argv) {
     bench_proc_open(&bench_db, o.db_pid);
     if (bench_db.stat_fd < 0)
       fprintf(stderr, "hubu-bench: warning: cannot read /proc/%ld: no database figures\n", o.db_pid);
+  }
+  if (o.recv_pid > 0) {
+    bench_proc_open(&bench_recv, o.recv_pid);
+    if (bench_recv.stat_fd < 0)
+      fprintf(stderr, "hubu-bench: warning: cannot read /proc/%ld: no receiving node figures\n", o.recv_pid);
   }
   bench_proc_open(&bench_self, (long)getpid());
   signal(SIGPIPE, SIG_IGN); /* a peer that goes away is an error value, not a signal */
