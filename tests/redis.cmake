@@ -125,6 +125,25 @@ hubu_redis_test(NAME redis.core_sends_get_redis_seqs_in_order_jump_after_flushal
                 OWN_SERVER COMMAND test_redis_core
                 core_sends_get_redis_seqs_in_order_jump_after_flushall_and_wait_out_a_restart)
 
+# Cluster mode's node layer (runtime/cluster/cluster.c): two or three real
+# cores in one process (tests/core's fixture, a SQLite file each), each with
+# its own hubu_cluster on one redis-server: deliveries, kicks and
+# invalidations across nodes, presence in Redis, Redis killed, restarted
+# empty and stopped, a node whose lease lapses, describe() and metrics.
+add_executable(test_redis_cluster ${HUBU_CLUSTER_TEST_DIR}/redis_cluster.c)
+target_include_directories(test_redis_cluster PRIVATE ${HUBU_CLUSTER_TEST_DIR})
+target_link_libraries(test_redis_cluster PRIVATE hubu_core_fixture hubu_cluster)
+add_dependencies(hubu_redis_tests test_redis_cluster)
+foreach(case delivery_reaches_the_other_nodes_peers_once_in_their_modes
+             kick_and_invalidate_reach_the_other_nodes
+             presence_in_redis_follows_attach_and_detach
+             redis_kill9_and_empty_restart_then_presence_and_deliveries_come_back
+             redis_sigstop_makes_the_nodes_unhealthy_within_the_timeout
+             a_node_without_lease_refresh_is_no_target_until_it_refreshes
+             describe_lists_the_nodes_and_malformed_bus_messages_are_dropped)
+  hubu_redis_test(NAME redis.cluster.${case} OWN_SERVER COMMAND test_redis_cluster ${case})
+endforeach()
+
 # The client and the allocator under valgrind (a tree without sanitizers):
 # the cache lost three ways, with reconnects, NOSCRIPT and leases; 0 errors
 # and nothing definitely or indirectly lost.

@@ -144,7 +144,8 @@ static void script_done(hubu_redis *r, hubu_redis_status st, const redisReply *r
     /* Installing: the server's replication id is not the one this node
      * read (a promotion under an open connection): read it again (a new
      * generation) and call again with the same block, at most twice. */
-    if (q->gen_checks++ < 2 && hubu_redis_check_replid(r, s->cfg.timeout_ms, replid_checked, q) == 0) return;
+    if (s->redis && q->gen_checks++ < 2 && hubu_redis_check_replid(r, s->cfg.timeout_ms, replid_checked, q) == 0)
+      return;
     req_finish(q, 0, 0);
     return;
   }
@@ -165,6 +166,7 @@ static void script_done(hubu_redis *r, hubu_redis_status st, const redisReply *r
  * not be (the caller answers q). */
 static int script_call(seq_req *q) {
   hubu_redis_seq *s = q->s;
+  if (!s->redis) return -1; /* detached: the client is closing */
   hubu_redis_health h;
   hubu_redis_get_health(s->redis, &h);
   if (!h.run_id[0] || !h.replid[0]) return -1;
@@ -252,6 +254,10 @@ hubu_redis_seq *hubu_redis_seq_new(hubu_redis *redis, hubu_seq_lease *lease, con
 }
 
 hubu_seq_allocator *hubu_redis_seq_allocator(hubu_redis_seq *s) { return &s->base; }
+
+void hubu_redis_seq_detach(hubu_redis_seq *s) {
+  if (s) s->redis = NULL;
+}
 
 void hubu_redis_seq_get_stats(const hubu_redis_seq *s, hubu_redis_seq_stats *out) { *out = s->stats; }
 

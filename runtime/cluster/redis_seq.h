@@ -72,6 +72,11 @@ hubu_redis_seq *hubu_redis_seq_new(hubu_redis *redis, hubu_seq_lease *lease, con
  * cfg->answer, or HUBU_SEQ_UNAVAILABLE at once when Redis is down. */
 hubu_seq_allocator *hubu_redis_seq_allocator(hubu_redis_seq *s);
 
+/* The client is about to close: from now on next() answers
+ * HUBU_SEQ_UNAVAILABLE and requests still under way (a lease in the store)
+ * are answered without a seq, without touching the client again. */
+void hubu_redis_seq_detach(hubu_redis_seq *s);
+
 void hubu_redis_seq_get_stats(const hubu_redis_seq *s, hubu_redis_seq_stats *out);
 
 /* Requests still waiting for Redis or a lease. */
