@@ -194,6 +194,19 @@ const char *hubu_store_op_name(hubu_store_op_kind kind) {
   return "unknown";
 }
 
+const char *hubu_store_status_name(hubu_store_status status) {
+  switch (status) {
+    case HUBU_STORE_OK: return "OK";
+    case HUBU_STORE_DUPLICATE: return "DUPLICATE";
+    case HUBU_STORE_NOT_FOUND: return "NOT_FOUND";
+    case HUBU_STORE_EXISTS: return "EXISTS";
+    case HUBU_STORE_ERROR: return "ERROR";
+    case HUBU_STORE_RETRY: return "RETRY";
+    case HUBU_STORE_SEQ_TAKEN: return "SEQ_TAKEN";
+  }
+  return "?";
+}
+
 void hubu_store_op_fail(hubu_store_op *op, hubu_store_status status, const char *step, const char *what) {
   snprintf(op->error, sizeof op->error, "%.40s: %.110s", step, what);
   op->status = status;
@@ -201,6 +214,49 @@ void hubu_store_op_fail(hubu_store_op *op, hubu_store_status status, const char 
   hubu_log(status == HUBU_STORE_RETRY ? HUBU_LOG_WARN : HUBU_LOG_ERROR, op->conn_id, user[0] ? user : NULL,
            "store_error", "op=%s step=%s session=%s retry=%d error=\"%s\"", hubu_store_op_name(op->kind), step,
            hubu_store_op_session_id(op), status == HUBU_STORE_RETRY, what);
+}
+
+void hubu_store_seq_taken(hubu_store_op *op, uint64_t fence, int fenced) {
+  const hubu_msg *m = op->append.msg;
+  hubu_store_append_op *a = &op->append;
+  snprintf(a->stored_session_id, sizeof a->stored_session_id, "%s", m->session_id);
+  a->stored_seq = 0;
+  a->stored_msg_id = 0;
+  snprintf(op->error, sizeof op->error, "seq %llu of session %.60s is %s", (unsigned long long)m->seq, m->session_id,
+           fenced ? "at or below its fence" : "taken by another message");
+  op->status = HUBU_STORE_SEQ_TAKEN;
+  hubu_log(HUBU_LOG_WARN, op->conn_id, m->sender, "store_seq_taken",
+           "op=append session=%s seq=%llu device=%s client_id=%llu fence=%llu why=%s", m->session_id,
+           (unsigned long long)m->seq, m->sender_device, (unsigned long long)m->client_id, (unsigned long long)fence,
+           fenced ? "fenced" : "taken");
+}
+
+void hubu_store_pull_walk_page(const hubu_store_pull_op *pull, uint64_t fence, uint64_t fenced_above, uint64_t now_ms,
+                               int may_raise, hubu_store_pull_walk *walk) {
+  memset(walk, 0, sizeof *walk);
+  uint64_t prev = pull->after_seq; /* the rows are ascending and above after_seq */
+  size_t i = 0;
+  for (; i < pull->n_msgs; i++) {
+    const hubu_msg *m = pull->msgs[i];
+    if (m->seq > prev + 1) { /* the hole prev+1 .. m->seq-1 */
+      uint64_t below = prev, top = m->seq - 1;
+      if (top <= fence) {
+        if (top > fenced_above) walk->fenced += top - (below > fenced_above ? below : fenced_above);
+      } else if (may_raise && now_ms >= pull->settle_ms && m->server_time_ms < now_ms - pull->settle_ms) {
+        walk->raise_to = top; /* its writer had settle_ms to store it: abandoned */
+      } else {
+        walk->cut = 1;
+        break;
+      }
+    }
+    prev = m->seq;
+  }
+  walk->keep = i;
+}
+
+void hubu_store_pull_keep(hubu_store_pull_op *pull, size_t keep) {
+  for (size_t i = keep; i < pull->n_msgs; i++) hubu_msg_unref(pull->msgs[i]);
+  if (keep < pull->n_msgs) pull->n_msgs = keep;
 }
 
 void hubu_store_members_free(hubu_store_session_load_op *load) {

@@ -17,7 +17,7 @@
  * Tables (same shape on every backend):
  *   messages(log_pos, session_id, seq, msg_id, sender, sender_device, client_id, content_type,
  *            body, meta, server_time_ms)  UNIQUE (session_id, seq), UNIQUE (sender, sender_device, client_id)
- *   sessions(session_id PK, kind, max_seq, min_seq, created_ms, meta)
+ *   sessions(session_id PK, kind, max_seq, min_seq, created_ms, meta, fence_seq)
  *   members(session_id, user_id, role, joined_ms)  PK (session_id, user_id), index (user_id, session_id)
  *   devices(user_id, device_id, last_client_id, last_seen_ms)  PK (user_id, device_id)
  *   cursors(user_id, device_id, session_id, delivered_seq)  PK (user_id, device_id, session_id)
@@ -30,7 +30,18 @@
  * renumbered (SQLite: the INTEGER PRIMARY KEY; MariaDB: handed out from a
  * counter row each append transaction locks until it commits, so positions
  * are dense and in commit order with several writers). message.stored
- * resumes from it. */
+ * resumes from it.
+ *
+ * Cluster mode (several nodes on one database, seqs from Redis): seq n+1 of a
+ * session may commit before n, and a node may die or stall holding n. Each
+ * session has a durable **fence** (sessions.fence_seq, 0 at first): every
+ * seq at or below it that is not stored is abandoned forever. An APPEND of a
+ * seq at or below the fence is refused (SEQ_TAKEN); a PULL with settle_ms
+ * raises the fence over holes whose writer had time to store them, so a hole
+ * it answers as empty stays empty. Raising the fence and appends are
+ * serialised (SQLite: its write lock; MariaDB: the log counter row both
+ * lock), so an append either committed before the fence (and is seen by the
+ * PULL's read after it) or sees the fence (and is refused). */
 #ifndef HUBU_STORE_H
 #define HUBU_STORE_H
 
@@ -80,10 +91,18 @@ typedef enum {
   HUBU_STORE_DUPLICATE,
   HUBU_STORE_NOT_FOUND,
   HUBU_STORE_EXISTS,
-  HUBU_STORE_ERROR, /* failed; error says why (the store logged it) */
-  HUBU_STORE_RETRY, /* failed for a reason that may pass (the database was busy or unreachable): nothing was
-                       written, and the same op may be submitted again later */
+  HUBU_STORE_ERROR,     /* failed; error says why (the store logged it) */
+  HUBU_STORE_RETRY,     /* failed for a reason that may pass (the database was busy or unreachable): nothing was
+                           written, and the same op may be submitted again later */
+  HUBU_STORE_SEQ_TAKEN, /* APPEND: the message's (session_id, seq) is taken by another stored message, or is at or
+                           below the session's fence (abandoned by a PULL that proved it absent). Nothing was
+                           stored for this op (the batch's other ops are not affected): a stale seq allocator;
+                           the message needs a new seq. A send-key duplicate is DUPLICATE even when its seq is
+                           taken too. */
 } hubu_store_status;
+
+/* "OK", "DUPLICATE", ..., "SEQ_TAKEN"; "?" for a value that is none of them. */
+const char *hubu_store_status_name(hubu_store_status status);
 
 typedef struct {
   char session_id[HUBU_SESSION_ID_MAX + 1];
@@ -107,9 +126,9 @@ typedef void (*hubu_store_done_cb)(hubu_store_op *op);
  * store, valid in done with the status named. Owned pointers, in or out, are
  * freed by hubu_store_op_free; a caller takes one by setting it to NULL. */
 
-/* APPEND. When the session may be new (core decides: hubu_session_describe_new),
- * the op names the session row and members to create with it; the first append
- * of a batch to a session the store lacks makes it. */
+/* APPEND. Status: OK, DUPLICATE, SEQ_TAKEN, ERROR, RETRY. When the session may be new (core decides:
+ * hubu_session_describe_new), the op names the session row and members to create with it; the first append of a batch
+ * to a session the store lacks makes it. */
 typedef struct {
   hubu_msg *msg;                    /* in: the message (a reference owned by the op) */
   char new_kind[HUBU_KIND_MAX + 1]; /* in: the new session's kind, "direct", "group", ... ("": "custom") */
@@ -119,7 +138,8 @@ typedef struct {
   int in_doubt;                     /* out, RETRY: it may have been stored all the same (its COMMIT's answer
                                        was lost and the store could not tell); a resend is stored once */
   /* out: with OK, the message's own session, seq and msg_id; with DUPLICATE, those of the message stored
-   * before for the same sender, device and client_id (the first copy of a resent SEND) */
+   * before for the same sender, device and client_id (the first copy of a resent SEND); with SEQ_TAKEN, the
+   * message's own session (seq and msg_id 0) */
   char stored_session_id[HUBU_SESSION_ID_MAX + 1];
   uint64_t stored_seq;
   uint64_t stored_msg_id;
@@ -169,16 +189,42 @@ typedef struct {
                                                member, an existing one keeps its role */
 } hubu_store_member_op;
 
-/* PULL: a session's messages after a seq. */
+/* PULL: a session's messages after a seq.
+ *
+ * settle_ms 0 (a single node: its own appends settle in order): the page as
+ * stored, seq > after_seq, at most limit; max_seq the highest seq stored.
+ *
+ * settle_ms > 0 (cluster mode): the page up to the **committed watermark**,
+ * the highest seq below which every seq is stored or abandoned. The page is
+ * walked from after_seq; a hole (seqs missing between after_seq and the first
+ * row, or between two rows) is proven empty when it lies at or below the
+ * session's fence, or when the row just above it has a server_time_ms more
+ * than settle_ms before now (the node that held a seq of the hole would have
+ * stored it by then, unless it died or stalled). Proving a hole above the
+ * fence raises the fence to (the row above it).seq - 1, in one durable
+ * transaction (on MariaDB one round trip ending in COMMIT, so a stalled node
+ * never holds the lock appends need), and the page is read again, since a
+ * row may have landed in the hole just before the fence; that second walk
+ * proves holes by the fence only. The first hole not proven ends the page:
+ * msgs holds the rows below it and has_more is 0. A writer stalled past
+ * settle_ms that comes back is refused (APPEND answers SEQ_TAKEN).
+ * max_seq is then the watermark: the last row of msgs when the page ended at
+ * a hole not proven or at the limit; otherwise the highest seq stored (the
+ * last row of msgs); with no row in msgs, min(after_seq, the highest seq
+ * stored). fenced counts the seqs this PULL proved empty by raising the
+ * fence (0 when the fence was already above its holes). */
 typedef struct {
   char session_id[HUBU_SESSION_ID_MAX + 1]; /* in */
   uint64_t after_seq;                       /* in */
   uint32_t limit;                           /* in: most messages (0: 100; at most 1000) */
+  uint32_t settle_ms;                       /* in: 0, or the committed watermark's settle time (above) */
   char user[HUBU_ID_MAX + 1];               /* in: who pulls (the caller's; named in the store's log) */
   hubu_msg **msgs;                          /* out, OK: seq > after_seq, ascending; owned array of references */
   size_t n_msgs;                            /* out, OK */
   int has_more;                             /* out, OK: more follow the last of msgs */
-  uint64_t max_seq;                         /* out, OK: the highest seq stored in the session */
+  uint64_t max_seq;                         /* out, OK: the highest seq stored in the session; with settle_ms, the
+                                               committed watermark (above) */
+  uint64_t fenced;                          /* out, OK, settle_ms only: seqs proven empty by raising the fence */
 } hubu_store_pull_op;
 
 /* SYNC. */
@@ -216,8 +262,8 @@ typedef struct {
 
 /* SEQ_LEASE: cluster mode's allocator (cluster/redis_seq.h) reserves, durably,
  * a block of a session's seqs that no node can have handed out: lo is above
- * every seq leased for the session before, above every seq stored in it, and
- * above floor. The lease survives the loss of every node and of Redis; the
+ * every seq leased for the session before, above every seq stored in it,
+ * above its fence (PULL), and above floor. The lease survives the loss of every node and of Redis; the
  * block is the lease's even if it is never used (holes are legal). */
 typedef struct {
   char session_id[HUBU_SESSION_ID_MAX + 1]; /* in */

@@ -29,6 +29,28 @@ const char *hubu_store_op_name(hubu_store_op_kind kind);
  * op, the step, the session and connection it was for, and what failed. */
 void hubu_store_op_fail(hubu_store_op *op, hubu_store_status status, const char *step, const char *what);
 
+/* APPEND op is not stored: its seq is taken by another message, or (fenced)
+ * at or below its session's fence. Sets SEQ_TAKEN and logs it once. */
+void hubu_store_seq_taken(hubu_store_op *op, uint64_t fence, int fenced);
+
+/* A walk of a PULL page read with settle_ms (store.h, PULL): the one place
+ * the committed watermark's rules are written, for every backend. */
+typedef struct {
+  size_t keep;       /* rows of the page below the first hole not proven */
+  int cut;           /* the page ends at a hole not proven (rows from keep on are not answered) */
+  uint64_t raise_to; /* may_raise: the fence that proves the holes proven by their age (0: none) */
+  uint64_t fenced;   /* missing seqs above fenced_above and at or below fence, in the holes walked */
+} hubu_store_pull_walk;
+
+/* Walks pull->msgs from pull->after_seq. A hole is proven when it lies at or
+ * below fence, or (may_raise) when the row above it is older than
+ * pull->settle_ms before now_ms; the first hole not proven ends the walk. */
+void hubu_store_pull_walk_page(const hubu_store_pull_op *pull, uint64_t fence, uint64_t fenced_above, uint64_t now_ms,
+                               int may_raise, hubu_store_pull_walk *walk);
+
+/* Drops the page's rows from keep on (answered by a later PULL). */
+void hubu_store_pull_keep(hubu_store_pull_op *pull, size_t keep);
+
 /* Frees a SESSION_LOAD's members and empties the list. */
 void hubu_store_members_free(hubu_store_session_load_op *load);
 

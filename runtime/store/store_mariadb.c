@@ -99,6 +99,11 @@ static const char *const migrations[] = {
     /* 2: cluster mode's seq leases: per session, the highest seq ever leased (SEQ_LEASE) */
     "CREATE TABLE IF NOT EXISTS seq_leases("
     "  session_id VARBINARY(128) NOT NULL PRIMARY KEY, leased_until BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
+    /* 3: cluster mode's fence per session (store.h): every seq at or below it that is not stored is abandoned.
+     * A column of sessions, not a table: the append's first round trip reads its sessions' rows already (which
+     * exist), under the log counter's lock, so the fence comes with that read at no cost; and a fence is only
+     * raised over stored rows, whose session always has its row. */
+    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS fence_seq BIGINT UNSIGNED NOT NULL DEFAULT 0",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -115,8 +120,9 @@ typedef struct {
   my_ulonglong affected;           /* rows the latest statement run by run_sql changed */
   hubu_store_batch_entry *entries; /* scratch for sorting a batch by session and by device */
   size_t entries_cap;
-  uint8_t *exists; /* scratch: per sorted session group, it was in sessions already */
-  size_t exists_cap;
+  uint8_t *exists;        /* scratch: per op of the batch, its session was in sessions already */
+  uint64_t *fences;       /* scratch: per op of the batch, its session's fence */
+  hubu_store_op **fenced; /* scratch: the ops of the batch at or below their fence */
   /* reachability */
   uint64_t next_attempt_ms; /* while down: no connect before this */
   unsigned backoff_ms;
@@ -429,6 +435,8 @@ static void maria_close(void *handle) {
   hubu_buf_free(&st->sql);
   free(st->entries);
   free(st->exists);
+  free(st->fences);
+  free(st->fenced);
   explicit_bzero(st->url.password, sizeof st->url.password);
   free(st);
 }
@@ -616,13 +624,17 @@ static int bytes_cmp(const char *s, const char *p, size_t n) {
   return c ? c : (len > n) - (len < n);
 }
 
-/* Round trip 1: begin, lock the counter, learn which sessions exist. */
+/* Round trip 1: begin, lock the counter, learn which sessions exist and
+ * their fences. The fences are read after the lock is granted (READ
+ * COMMITTED: each statement reads what is committed when it starts), and a
+ * fence is raised only under the same lock (fence_raise), so no fence moves
+ * until this transaction ends. */
 static int begin_append(maria_store *st, hubu_store_batch_entry *entries, size_t n, uint64_t *last_pos) {
   sql_reset(st);
   int rc = sql_raw(st, "START TRANSACTION;SELECT last_pos FROM log_counter WHERE id = 1 FOR UPDATE");
   if (n) {
     qsort(entries, n, sizeof *entries, hubu_store_entry_by_session);
-    rc |= sql_raw(st, ";SELECT session_id FROM sessions WHERE session_id IN (");
+    rc |= sql_raw(st, ";SELECT session_id, fence_seq FROM sessions WHERE session_id IN (");
     for (size_t i = 0, g = 0; i < n; g++) {
       const char *sid = entries[i].op->append.msg->session_id;
       rc |= sql_raw(st, g ? "," : "") | sql_text(st, sid);
@@ -647,13 +659,19 @@ static int begin_append(maria_store *st, hubu_store_batch_entry *entries, size_t
   res = mysql_store_result(st->conn);
   if (!res) return -1;
   /* mark the ops whose session was found: entries and rows are both in byte order, so merge */
-  for (size_t i = 0; i < n; i++) st->exists[entries[i].index] = 0;
+  for (size_t i = 0; i < n; i++) {
+    st->exists[entries[i].index] = 0;
+    st->fences[entries[i].index] = 0;
+  }
   size_t i = 0;
   while ((row = mysql_fetch_row(res))) {
     unsigned long *len = mysql_fetch_lengths(res);
+    uint64_t fence = col_u64(row[1]);
     while (i < n && bytes_cmp(entries[i].op->append.msg->session_id, row[0], len[0]) < 0) i++;
-    while (i < n && bytes_cmp(entries[i].op->append.msg->session_id, row[0], len[0]) == 0)
-      st->exists[entries[i++].index] = 1;
+    while (i < n && bytes_cmp(entries[i].op->append.msg->session_id, row[0], len[0]) == 0) {
+      st->exists[entries[i].index] = 1;
+      st->fences[entries[i++].index] = fence;
+    }
   }
   mysql_free_result(res);
   while (mysql_next_result(st->conn) == 0) {
@@ -663,9 +681,19 @@ static int begin_append(maria_store *st, hubu_store_batch_entry *entries, size_t
   return mysql_errno(st->conn) ? -1 : 0;
 }
 
+/* op is stored at log position pos: OK, with its own session, seq and msg_id. */
+static void stored_ok(hubu_store_op *op, uint64_t pos) {
+  hubu_store_append_op *a = &op->append;
+  op->status = HUBU_STORE_OK;
+  a->log_pos = pos;
+  copy_str(a->stored_session_id, sizeof a->stored_session_id, a->msg->session_id, strlen(a->msg->session_id));
+  a->stored_seq = a->msg->seq;
+  a->stored_msg_id = a->msg->msg_id;
+}
+
 /* Writes the undecided ops of ops[0..n) row by row (a batch holding a resent
- * SEND). Each gets DUPLICATE, ERROR (its seq is taken), or is stored and put
- * in st->entries. Returns 0, or -1 when a statement failed. */
+ * SEND or a taken seq). Each gets DUPLICATE, SEQ_TAKEN (its seq is taken), or
+ * is stored and put in st->entries. Returns 0, or -1 when a statement failed. */
 static int insert_rows(maria_store *st, hubu_store_op **ops, size_t n, uint64_t *pos, size_t *stored) {
   for (size_t i = 0; i < n; i++) {
     hubu_store_op *op = ops[i];
@@ -677,19 +705,12 @@ static int insert_rows(maria_store *st, hubu_store_op **ops, size_t n, uint64_t 
     int at;
     if (sql_raw(st, MESSAGE_INSERT) != 0 || sql_message_row(st, m, *pos + 1) != 0) return -1;
     if (run_sql(st, &at) != 0) {
+      /* the send key was looked up just before: the key the row met is (session_id, seq) */
       if (!st->conn || mysql_errno(st->conn) != ER_DUP_ENTRY) return -1;
-      copy_str(op->append.stored_session_id, sizeof op->append.stored_session_id, m->session_id, strlen(m->session_id));
-      snprintf(op->error, sizeof op->error, "seq %" PRIu64 " of session %s is taken by another message", m->seq,
-               m->session_id);
-      op->status = HUBU_STORE_ERROR;
-      hubu_log(HUBU_LOG_ERROR, 0, m->sender, "store_error",
-               "op=append step=insert session=%s seq=%" PRIu64 " device=%s client_id=%" PRIu64
-               " error=\"seq taken by another message\"",
-               m->session_id, m->seq, m->sender_device, m->client_id);
+      hubu_store_seq_taken(op, st->fences[i], 0);
       continue;
     }
-    op->status = HUBU_STORE_OK;
-    op->append.log_pos = ++*pos;
+    stored_ok(op, ++*pos);
     st->entries[(*stored)++] = (hubu_store_batch_entry){op, i};
   }
   return 0;
@@ -720,6 +741,31 @@ static int insert_fast(maria_store *st, size_t live, uint64_t last_pos, int *oom
       first_row = 1;
     }
   }
+  return 0;
+}
+
+/* Takes the entries whose seq is at or below their session's fence (read by
+ * begin_append) out of st->entries[0..*live), keeping the others in order:
+ * each is DUPLICATE when its send is stored already (that wins), else
+ * SEQ_TAKEN. 0, or -1 when the send lookup failed. */
+static int fence_out(maria_store *st, size_t *live) {
+  size_t out = 0;
+  for (size_t k = 0; k < *live; k++) {
+    uint64_t fence = st->fences[st->entries[k].index];
+    if (fence && st->entries[k].op->append.msg->seq <= fence) st->fenced[out++] = st->entries[k].op;
+  }
+  if (!out) return 0;
+  if (match_sends(st, st->fenced, out, 0) != 0) return -1;
+  size_t kept = 0;
+  for (size_t k = 0; k < *live; k++) {
+    hubu_store_batch_entry e = st->entries[k];
+    uint64_t fence = st->fences[e.index];
+    if (!fence || e.op->append.msg->seq > fence)
+      st->entries[kept++] = e;
+    else if (e.op->status == UNDECIDED)
+      hubu_store_seq_taken(e.op, fence, 1);
+  }
+  *live = kept;
   return 0;
 }
 
@@ -754,12 +800,11 @@ static txn_result append_attempt(maria_store *st, hubu_store_op **ops, size_t n,
   uint64_t pos = last_pos;
   size_t stored = 0;
   int oom = 0;
+  if (fence_out(st, &live) != 0) goto failed; /* those at or below their fence are not written */
   if (!row_by_row) {
     if (insert_fast(st, live, last_pos, &oom) != 0) goto failed;
-    for (size_t k = 0; k < live; k++) { /* as it will be if COMMIT succeeds; a failure overwrites it */
-      st->entries[k].op->status = HUBU_STORE_OK;
-      st->entries[k].op->append.log_pos = last_pos + k + 1;
-    }
+    for (size_t k = 0; k < live; k++) /* as it will be if COMMIT succeeds; a failure overwrites it */
+      stored_ok(st->entries[k].op, last_pos + k + 1);
     stored = live;
     pos = last_pos + live;
   } else {
@@ -799,7 +844,8 @@ failed:
  * again; the send key keeps it from being stored twice). */
 static void resolve_in_doubt(maria_store *st, hubu_store_op **ops, size_t n, const char *why) {
   for (size_t i = 0; i < n; i++)
-    if (ops[i]->append.msg && ops[i]->status != HUBU_STORE_ERROR) ops[i]->status = UNDECIDED;
+    if (ops[i]->append.msg && ops[i]->status != HUBU_STORE_ERROR && ops[i]->status != HUBU_STORE_SEQ_TAKEN)
+      ops[i]->status = UNDECIDED;
   st->next_attempt_ms = 0; /* try once now, whatever the backoff says */
   int resolved = ensure_connected(st) == 0 && match_sends(st, ops, n, 1) == 0;
   size_t committed = 0;
@@ -822,7 +868,11 @@ static int maria_append_transaction(maria_store *st, hubu_store_op **ops, size_t
     uint8_t *ex = grown ? realloc(st->exists, n) : NULL;
     if (grown) st->entries = grown;
     if (ex) st->exists = ex;
-    if (!grown || !ex) {
+    uint64_t *fences = ex ? realloc(st->fences, n * sizeof *fences) : NULL;
+    if (fences) st->fences = fences;
+    hubu_store_op **fenced = fences ? realloc(st->fenced, n * sizeof *fenced) : NULL;
+    if (fenced) st->fenced = fenced;
+    if (!grown || !ex || !fences || !fenced) {
       for (size_t i = 0; i < n; i++) fail_op_plain(ops[i], "begin", "out of memory");
       return -1;
     }
@@ -1164,8 +1214,8 @@ oom:
   fail_op_plain(op, "log_read", "out of memory");
 }
 
-/* A block of seqs above every one leased or stored for the session
- * (store.h). The lease row is made first (INSERT IGNORE) and then locked, so
+/* A block of seqs above every one leased or stored for the session and its
+ * fence (store.h). The lease row is made first (INSERT IGNORE) and then locked, so
  * two nodes leasing a new session queue on its row instead of deadlocking
  * on a gap lock; every writer of the session's block serialises there. */
 static void seq_lease(maria_store *st, hubu_store_op *op) {
@@ -1176,29 +1226,31 @@ static void seq_lease(maria_store *st, hubu_store_op *op) {
     if (sql_raw(st, "START TRANSACTION;INSERT IGNORE INTO seq_leases(session_id, leased_until) VALUES(") |
         sql_text(st, lease->session_id) | sql_raw(st, ",0);SELECT leased_until FROM seq_leases WHERE session_id = ") |
         sql_text(st, lease->session_id) | sql_raw(st, " FOR UPDATE;SELECT MAX(seq) FROM messages WHERE session_id = ") |
+        sql_text(st, lease->session_id) | sql_raw(st, ";SELECT fence_seq FROM sessions WHERE session_id = ") |
         sql_text(st, lease->session_id)) {
       fail_op_plain(op, "seq_lease", "out of memory");
       return;
     }
-    /* four results: START TRANSACTION, INSERT, then the two rows */
-    uint64_t got[2] = {0, 0};
+    /* five results: START TRANSACTION, INSERT, then the three rows (lease, max seq, fence) */
+    uint64_t got[3] = {0, 0, 0};
     int rows = 0, ok = st->conn && mysql_real_query(st->conn, (const char *)hubu_buf_head(&st->sql),
                                                     (unsigned long)sql_len(st)) == 0;
     while (ok) {
       MYSQL_RES *res = mysql_store_result(st->conn);
       if (res) {
         MYSQL_ROW row = mysql_fetch_row(res);
-        if (rows < 2) got[rows++] = row ? col_u64(row[0]) : 0;
+        if (rows < 3) got[rows++] = row ? col_u64(row[0]) : 0;
         mysql_free_result(res);
       }
       int next = mysql_next_result(st->conn);
       if (next < 0) break;
       if (next > 0) ok = 0;
     }
-    if (ok && rows == 2) {
+    if (ok && rows == 3) {
       uint64_t top = lease->floor;
       if (got[0] > top) top = got[0];
       if (got[1] > top) top = got[1];
+      if (got[2] > top) top = got[2];
       if (top > UINT64_MAX - count) {
         rollback(st);
         fail_op_plain(op, "seq_lease", "no seqs left for the session");
@@ -1277,6 +1329,133 @@ static void kv(maria_store *st, hubu_store_op *op) {
   mysql_free_result(res);
 }
 
+/* The page seq > after_seq, at most limit, into pull_op->msgs (limit slots,
+ * emptied first), has_more when a row follows. 0, or -1 (the page is empty)
+ * with *oom set when memory ran out, else the connection's error. */
+static int read_page(maria_store *st, hubu_store_pull_op *pull_op, uint32_t limit, int *oom) {
+  hubu_store_pull_keep(pull_op, 0);
+  pull_op->has_more = 0;
+  *oom = 0;
+  sql_reset(st);
+  if (sql_raw(st,
+              "SELECT seq, msg_id, sender, sender_device, client_id, content_type, body, meta, server_time_ms"
+              " FROM messages WHERE session_id = ") |
+      sql_text(st, pull_op->session_id) | sql_raw(st, " AND seq > ") | sql_u64(st, pull_op->after_seq) |
+      sql_printf(st, " ORDER BY seq LIMIT %u", limit + 1)) {
+    *oom = 1;
+    return -1;
+  }
+  MYSQL_RES *res = query_rows(st);
+  if (!res) return -1;
+  MYSQL_ROW row;
+  while ((row = mysql_fetch_row(res))) {
+    if (pull_op->n_msgs == limit) {
+      pull_op->has_more = 1;
+      break;
+    }
+    hubu_msg *m = row_msg(row, mysql_fetch_lengths(res), 0, pull_op->session_id);
+    if (!m) {
+      *oom = 1;
+      break;
+    }
+    pull_op->msgs[pull_op->n_msgs++] = m; /* refs = 1, handed to the loop thread with the op */
+  }
+  mysql_free_result(res);
+  if (!*oom) return 0;
+  hubu_store_pull_keep(pull_op, 0);
+  pull_op->has_more = 0;
+  return -1;
+}
+
+/* A session's fence and highest stored seq (0 for none), in one statement. 0,
+ * or -1 with *oom, else the connection's error. */
+static int pull_state(maria_store *st, const char *session_id, uint64_t *fence, uint64_t *top, int *oom) {
+  *oom = 0;
+  sql_reset(st);
+  if (sql_raw(st, "SELECT (SELECT fence_seq FROM sessions WHERE session_id = ") | sql_text(st, session_id) |
+      sql_raw(st, "), (SELECT MAX(seq) FROM messages WHERE session_id = ") | sql_text(st, session_id) |
+      sql_raw(st, ")")) {
+    *oom = 1;
+    return -1;
+  }
+  MYSQL_RES *res = query_rows(st);
+  if (!res) return -1;
+  MYSQL_ROW row = mysql_fetch_row(res);
+  *fence = row ? col_u64(row[0]) : 0; /* NULL reads as 0 */
+  *top = row ? col_u64(row[1]) : 0;
+  mysql_free_result(res);
+  return 0;
+}
+
+/* Raises a session's fence to at least to. One round trip: begin, lock the
+ * log counter (every append holds it from its first round trip to its
+ * COMMIT, so the two are serialised), raise, COMMIT. The server runs it to
+ * the end without waiting on this client, so a node stopped mid-way never
+ * holds the lock appends need. 0, or -1 with *oom, else the connection's
+ * error (the caller rolls back: a statement that failed left the rest unrun). */
+static int fence_raise(maria_store *st, const char *session_id, uint64_t to, int *oom) {
+  *oom = 0;
+  for (int attempt = 1;; attempt++) {
+    sql_reset(st);
+    if (sql_raw(st,
+                "START TRANSACTION;SELECT last_pos FROM log_counter WHERE id = 1 FOR UPDATE;"
+                "UPDATE sessions SET fence_seq = GREATEST(fence_seq, ") |
+        sql_u64(st, to) | sql_raw(st, ") WHERE session_id = ") | sql_text(st, session_id) | sql_raw(st, ";COMMIT")) {
+      *oom = 1;
+      return -1;
+    }
+    int at;
+    if (run_sql(st, &at) == 0) return 0;
+    if (!st->conn || !retry_transaction(mysql_errno(st->conn)) || attempt >= TXN_ATTEMPTS) return -1;
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "store_txn_retry",
+             "backend=mariadb op=fence session=%s attempt=%d error=\"%u %s\"", session_id, attempt,
+             st->conn ? mysql_errno(st->conn) : 0, st->conn ? mysql_error(st->conn) : "no connection");
+    rollback(st);
+  }
+}
+
+/* PULL with settle_ms: the page up to the committed watermark (store.h). The
+ * fence is read before the page: a seq at or below it that the page lacks
+ * was never stored, and never will be (an append that committed before the
+ * fence was raised is seen by any read that starts after the fence is). */
+static void pull_settled(maria_store *st, hubu_store_op *op, uint32_t limit) {
+  hubu_store_pull_op *pull_op = &op->pull;
+  uint64_t fence = 0, top = 0;
+  int oom = 0;
+  const char *step = "select fence";
+  if (pull_state(st, pull_op->session_id, &fence, &top, &oom) != 0) goto fail;
+  step = "select messages";
+  if (read_page(st, pull_op, limit, &oom) != 0) goto fail;
+  hubu_store_pull_walk walk;
+  hubu_store_pull_walk_page(pull_op, fence, fence, wall_ms(), 1, &walk);
+  if (walk.raise_to > fence) {
+    uint64_t before = fence;
+    step = "raise fence";
+    if (fence_raise(st, pull_op->session_id, walk.raise_to, &oom) != 0) goto fail;
+    /* a row may have landed in a hole before the fence: read again, and prove by the fence alone */
+    step = "select fence";
+    if (pull_state(st, pull_op->session_id, &fence, &top, &oom) != 0) goto fail;
+    step = "select messages";
+    if (read_page(st, pull_op, limit, &oom) != 0) goto fail;
+    hubu_store_pull_walk_page(pull_op, fence, before, wall_ms(), 0, &walk);
+  }
+  hubu_store_pull_keep(pull_op, walk.keep);
+  if (walk.cut) pull_op->has_more = 0;
+  pull_op->fenced = walk.fenced;
+  pull_op->max_seq =
+      pull_op->n_msgs ? pull_op->msgs[pull_op->n_msgs - 1]->seq : (top < pull_op->after_seq ? top : pull_op->after_seq);
+  op->status = HUBU_STORE_OK;
+  return;
+fail:
+  if (oom)
+    fail_op_plain(op, "pull", "out of memory");
+  else
+    fail_op(st, op, step);
+  rollback(st);
+  hubu_store_pull_keep(pull_op, 0);
+  pull_op->has_more = 0;
+}
+
 /* Also fills max_seq, for PullResult.max_seq. */
 static void pull(maria_store *st, hubu_store_op *op) {
   hubu_store_pull_op *pull_op = &op->pull;
@@ -1287,52 +1466,35 @@ static void pull(maria_store *st, hubu_store_op *op) {
   pull_op->msgs = calloc(limit, sizeof *pull_op->msgs);
   pull_op->n_msgs = 0;
   pull_op->has_more = 0;
+  pull_op->fenced = 0;
   if (!pull_op->msgs) {
     fail_op_plain(op, "pull", "out of memory");
     return;
   }
-  sql_reset(st);
-  if (sql_raw(st,
-              "SELECT seq, msg_id, sender, sender_device, client_id, content_type, body, meta, server_time_ms"
-              " FROM messages WHERE session_id = ") |
-      sql_text(st, pull_op->session_id) | sql_raw(st, " AND seq > ") | sql_u64(st, pull_op->after_seq) |
-      sql_printf(st, " ORDER BY seq LIMIT %u", limit + 1)) {
-    fail_op_plain(op, "pull", "out of memory");
+  if (pull_op->settle_ms) {
+    pull_settled(st, op, limit);
     return;
   }
-  MYSQL_RES *res = rows_or_fail(st, op, "select messages");
-  if (!res) return;
-  MYSQL_ROW row;
-  const char *oom = NULL;
-  while ((row = mysql_fetch_row(res))) {
-    if (pull_op->n_msgs == limit) {
-      pull_op->has_more = 1;
-      break;
-    }
-    hubu_msg *m = row_msg(row, mysql_fetch_lengths(res), 0, pull_op->session_id);
-    if (!m) {
-      oom = "out of memory";
-      break;
-    }
-    pull_op->msgs[pull_op->n_msgs++] = m; /* refs = 1, handed to the loop thread with the op */
+  int oom = 0;
+  MYSQL_RES *res = NULL;
+  if (read_page(st, pull_op, limit, &oom) != 0) {
+    if (oom)
+      fail_op_plain(op, "pull", "out of memory");
+    else
+      fail_op(st, op, "select messages");
+    return;
   }
-  mysql_free_result(res);
-  if (!oom) {
-    sql_reset(st);
-    if (sql_raw(st, "SELECT MAX(seq) FROM messages WHERE session_id = ") | sql_text(st, pull_op->session_id))
-      oom = "out of memory";
-  }
-  if (oom) {
-    fail_op_plain(op, "pull", oom);
+  sql_reset(st);
+  if (sql_raw(st, "SELECT MAX(seq) FROM messages WHERE session_id = ") | sql_text(st, pull_op->session_id)) {
+    fail_op_plain(op, "pull", "out of memory");
   } else if ((res = rows_or_fail(st, op, "select max(seq)"))) {
-    row = mysql_fetch_row(res);
+    MYSQL_ROW row = mysql_fetch_row(res);
     pull_op->max_seq = row ? col_u64(row[0]) : 0;
     mysql_free_result(res);
     op->status = HUBU_STORE_OK;
     return;
   }
-  for (size_t i = 0; i < pull_op->n_msgs; i++) hubu_msg_unref(pull_op->msgs[i]);
-  pull_op->n_msgs = 0;
+  hubu_store_pull_keep(pull_op, 0);
   pull_op->has_more = 0;
 }
 

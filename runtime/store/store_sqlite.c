@@ -91,6 +91,11 @@ static const char *const migrations[] = {
     /* 3: cluster mode's seq leases: per session, the highest seq ever leased (SEQ_LEASE) */
     "CREATE TABLE seq_leases("
     "  session_id TEXT NOT NULL PRIMARY KEY, leased_until INTEGER NOT NULL) WITHOUT ROWID;",
+    /* 4: cluster mode's fence per session (store.h): every seq at or below it that is not stored is abandoned.
+     * A column of sessions, not a table: an append reads its session's row anyway (MariaDB's first round
+     * trip), so the fence costs no read of its own, and a fence is only raised over stored rows, whose
+     * session always has its row. */
+    "ALTER TABLE sessions ADD COLUMN fence_seq INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -122,6 +127,9 @@ enum {
   ST_KV_DELETE,
   ST_LEASE_GET,
   ST_LEASE_SET,
+  ST_FENCE_GET,
+  ST_FENCE_RAISE,
+  ST_PULL_STATE,
   ST_COUNT
 };
 
@@ -140,6 +148,12 @@ static const char *const statement_sql[ST_COUNT] = {
     [ST_LEASE_SET] =
         "INSERT INTO seq_leases(session_id, leased_until) VALUES(?1, ?2)"
         " ON CONFLICT(session_id) DO UPDATE SET leased_until = max(leased_until, excluded.leased_until)",
+    [ST_FENCE_GET] = "SELECT fence_seq FROM sessions WHERE session_id = ?1",
+    [ST_FENCE_RAISE] = "UPDATE sessions SET fence_seq = max(fence_seq, ?2) WHERE session_id = ?1",
+    /* read before the page: a fence read first proves what the page read after it lacks */
+    [ST_PULL_STATE] =
+        "SELECT (SELECT fence_seq FROM sessions WHERE session_id = ?1),"
+        " (SELECT MAX(seq) FROM messages WHERE session_id = ?1)",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_MESSAGE_INSERT] =
@@ -393,10 +407,18 @@ fail:
 
 /* ---- APPEND batches ---- */
 
-/* Inserts one message. SQLITE_DONE with op's status set (OK, DUPLICATE, or
- * ERROR for a (session_id, seq) taken by another message), or the SQLite
- * error that fails the whole batch. */
-static int insert_message(sqlite_store *st, hubu_store_op *op) {
+/* The fence of a session (0 when it has no row yet) into *fence: SQLITE_DONE or the error. */
+static int session_fence(sqlite_store *st, const char *session_id, uint64_t *fence) {
+  sqlite3_stmt *stmt = st->st[ST_FENCE_GET];
+  bind_text(stmt, 1, session_id);
+  int rc = sqlite3_step(stmt);
+  *fence = rc == SQLITE_ROW ? column_u64(stmt, 0) : 0;
+  sqlite3_reset(stmt);
+  return rc == SQLITE_ROW ? SQLITE_DONE : rc;
+}
+
+/* The INSERT of insert_message: *inserted, and op is OK, when the row went in. SQLITE_DONE or the error. */
+static int insert_row(sqlite_store *st, hubu_store_op *op, int *inserted) {
   hubu_store_append_op *append = &op->append;
   const hubu_msg *m = append->msg;
   sqlite3_stmt *ins = st->st[ST_MESSAGE_INSERT];
@@ -415,15 +437,29 @@ static int insert_message(sqlite_store *st, hubu_store_op *op) {
   bind_u64(ins, 10, m->server_time_ms);
   int rc = run(st, ST_MESSAGE_INSERT);
   if (rc != SQLITE_DONE) return rc;
-  if (sqlite3_changes(st->db) == 1) {
+  *inserted = sqlite3_changes(st->db) == 1;
+  if (*inserted) {
     op->status = HUBU_STORE_OK;
     append->log_pos = (uint64_t)sqlite3_last_insert_rowid(st->db); /* log_pos is the rowid's alias */
     append->stored_seq = m->seq;
     append->stored_msg_id = m->msg_id;
     copy_str(append->stored_session_id, sizeof append->stored_session_id, m->session_id);
-    return SQLITE_DONE;
   }
-  /* Nothing inserted: a retry of a stored send, or a seq already taken. */
+  return SQLITE_DONE;
+}
+
+/* Inserts one message unless its seq is at or below fence (its session's).
+ * SQLITE_DONE with op's status set (OK, DUPLICATE, or SEQ_TAKEN for a
+ * (session_id, seq) taken by another message or fenced), or the SQLite error
+ * that fails the whole batch. */
+static int insert_message(sqlite_store *st, hubu_store_op *op, uint64_t fence) {
+  hubu_store_append_op *append = &op->append;
+  const hubu_msg *m = append->msg;
+  int fenced = fence && m->seq <= fence;
+  int inserted = 0;
+  int rc = fenced ? SQLITE_DONE : insert_row(st, op, &inserted);
+  if (rc != SQLITE_DONE || inserted) return rc;
+  /* Nothing inserted: a retry of a stored send (which wins), or a seq already taken or fenced. */
   sqlite3_stmt *find = st->st[ST_MESSAGE_BY_SEND];
   bind_text(find, 1, m->sender);
   bind_text(find, 2, m->sender_device);
@@ -436,14 +472,7 @@ static int insert_message(sqlite_store *st, hubu_store_op *op) {
     append->stored_msg_id = column_u64(find, 2);
     rc = SQLITE_DONE;
   } else if (rc == SQLITE_DONE) {
-    copy_str(append->stored_session_id, sizeof append->stored_session_id, m->session_id);
-    snprintf(op->error, sizeof op->error, "seq %llu of session %s is taken by another message",
-             (unsigned long long)m->seq, m->session_id);
-    op->status = HUBU_STORE_ERROR;
-    hubu_log(HUBU_LOG_ERROR, 0, m->sender, "store_error",
-             "op=append step=insert session=%s seq=%llu device=%s client_id=%llu error=\"seq taken by another "
-             "message\"",
-             m->session_id, (unsigned long long)m->seq, m->sender_device, (unsigned long long)m->client_id);
+    hubu_store_seq_taken(op, fence, fenced);
   }
   sqlite3_reset(find);
   return rc;
@@ -530,6 +559,8 @@ static int append_transaction(sqlite_store *st, hubu_store_op **ops, size_t n) {
   if (rc != SQLITE_DONE) goto fail_sql;
   step = "insert";
   size_t stored = 0;
+  const char *fence_of = NULL; /* the session whose fence is in fence (a batch's ops mostly share one) */
+  uint64_t fence = 0;
   for (size_t i = 0; i < n; i++) {
     hubu_store_op *op = ops[i];
     op->error[0] = '\0';
@@ -537,7 +568,13 @@ static int append_transaction(sqlite_store *st, hubu_store_op **ops, size_t n) {
       fail_op_plain(op, "insert", "APPEND without a message");
       continue;
     }
-    if ((rc = insert_message(st, op)) != SQLITE_DONE) goto fail_sql;
+    if (!fence_of || strcmp(fence_of, op->append.msg->session_id) != 0) {
+      step = "select fence";
+      if ((rc = session_fence(st, op->append.msg->session_id, &fence)) != SQLITE_DONE) goto fail_sql;
+      fence_of = op->append.msg->session_id;
+      step = "insert";
+    }
+    if ((rc = insert_message(st, op, fence)) != SQLITE_DONE) goto fail_sql;
     if (op->status == HUBU_STORE_OK) st->entries[stored++] = (hubu_store_batch_entry){op, i};
   }
   if ((rc = update_sessions(st, st->entries, stored, &step)) != SQLITE_DONE) goto fail_sql;
@@ -824,29 +861,22 @@ static void kv(sqlite_store *st, hubu_store_op *op) {
   sqlite3_reset(stmt);
 }
 
-/* Also fills max_seq, for PullResult.max_seq. */
-static void pull(sqlite_store *st, hubu_store_op *op) {
-  hubu_store_pull_op *pull_op = &op->pull;
-  uint32_t limit = pull_op->limit ? pull_op->limit : PULL_LIMIT_DEFAULT;
-  if (limit > PULL_LIMIT_MAX) limit = PULL_LIMIT_MAX;
-  for (size_t i = 0; i < pull_op->n_msgs; i++) hubu_msg_unref(pull_op->msgs[i]); /* not expected: a fresh op */
-  free(pull_op->msgs);
-  pull_op->msgs = calloc(limit, sizeof *pull_op->msgs);
+/* The page seq > after_seq, at most limit, into pull_op->msgs (limit slots,
+ * emptied first), has_more when a row follows. SQLITE_DONE, SQLITE_NOMEM, or
+ * the error (then the page is empty). */
+static int read_page(sqlite_store *st, hubu_store_pull_op *pull_op, uint32_t limit) {
+  for (size_t i = 0; i < pull_op->n_msgs; i++) hubu_msg_unref(pull_op->msgs[i]);
   pull_op->n_msgs = 0;
   pull_op->has_more = 0;
-  if (!pull_op->msgs) {
-    fail_op_plain(op, "pull", "out of memory");
-    return;
-  }
   sqlite3_stmt *stmt = st->st[ST_PULL];
   bind_text(stmt, 1, pull_op->session_id);
   bind_u64(stmt, 2, pull_op->after_seq);
   sqlite3_bind_int64(stmt, 3, (sqlite3_int64)limit + 1); /* one more row tells has_more */
   int rc;
-  const char *oom = NULL;
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     if (pull_op->n_msgs == limit) {
       pull_op->has_more = 1;
+      rc = SQLITE_DONE;
       break;
     }
     const void *body = sqlite3_column_blob(stmt, 6);
@@ -858,17 +888,110 @@ static void pull(sqlite_store *st, hubu_store_op *op) {
                                column_u64(stmt, 4), body, body_len, (const char *)sqlite3_column_text(stmt, 5), meta,
                                meta_len, column_u64(stmt, 8));
     if (!m) {
-      oom = "out of memory";
+      rc = SQLITE_NOMEM;
       break;
     }
     pull_op->msgs[pull_op->n_msgs++] = m; /* refs = 1, handed to the loop thread with the op */
   }
   sqlite3_reset(stmt);
+  if (rc != SQLITE_DONE) {
+    hubu_store_pull_keep(pull_op, 0);
+    pull_op->has_more = 0;
+  }
+  return rc;
+}
+
+/* A session's fence and highest stored seq (0 for none): SQLITE_DONE or the error. */
+static int pull_state(sqlite_store *st, const char *session_id, uint64_t *fence, uint64_t *top) {
+  sqlite3_stmt *stmt = st->st[ST_PULL_STATE];
+  bind_text(stmt, 1, session_id);
+  int rc = sqlite3_step(stmt);
+  *fence = rc == SQLITE_ROW ? column_u64(stmt, 0) : 0; /* NULL reads as 0 */
+  *top = rc == SQLITE_ROW ? column_u64(stmt, 1) : 0;
+  sqlite3_reset(stmt);
+  return rc == SQLITE_ROW ? SQLITE_DONE : rc;
+}
+
+/* Raises a session's fence to at least to, in one durable transaction (the
+ * write lock orders it with every append). SQLITE_DONE or the error (the
+ * caller rolls back). */
+static int fence_raise(sqlite_store *st, const char *session_id, uint64_t to) {
+  int rc = run(st, ST_BEGIN);
+  if (rc != SQLITE_DONE) return rc;
+  bind_text(st->st[ST_FENCE_RAISE], 1, session_id);
+  bind_u64(st->st[ST_FENCE_RAISE], 2, to);
+  if ((rc = run(st, ST_FENCE_RAISE)) != SQLITE_DONE) return rc;
+  return run(st, ST_COMMIT);
+}
+
+/* PULL with settle_ms: the page up to the committed watermark (store.h). The
+ * fence is read before the page: a seq at or below it that the page lacks
+ * was never stored, and never will be. */
+static void pull_settled(sqlite_store *st, hubu_store_op *op, uint32_t limit) {
+  hubu_store_pull_op *pull_op = &op->pull;
+  uint64_t fence = 0, top = 0;
+  const char *step = "select fence";
+  int rc = pull_state(st, pull_op->session_id, &fence, &top);
+  if (rc == SQLITE_DONE) {
+    step = "select messages";
+    rc = read_page(st, pull_op, limit);
+  }
+  if (rc != SQLITE_DONE) goto fail;
+  hubu_store_pull_walk walk;
+  hubu_store_pull_walk_page(pull_op, fence, fence, now_ms(), 1, &walk);
+  if (walk.raise_to > fence) {
+    uint64_t before = fence;
+    step = "raise fence";
+    if ((rc = fence_raise(st, pull_op->session_id, walk.raise_to)) != SQLITE_DONE) goto fail;
+    /* a row may have landed in a hole before the fence: read again, and prove by the fence alone */
+    step = "select fence";
+    if ((rc = pull_state(st, pull_op->session_id, &fence, &top)) != SQLITE_DONE) goto fail;
+    step = "select messages";
+    if ((rc = read_page(st, pull_op, limit)) != SQLITE_DONE) goto fail;
+    hubu_store_pull_walk_page(pull_op, fence, before, now_ms(), 0, &walk);
+  }
+  hubu_store_pull_keep(pull_op, walk.keep);
+  if (walk.cut) pull_op->has_more = 0;
+  pull_op->fenced = walk.fenced;
+  pull_op->max_seq =
+      pull_op->n_msgs ? pull_op->msgs[pull_op->n_msgs - 1]->seq : (top < pull_op->after_seq ? top : pull_op->after_seq);
+  op->status = HUBU_STORE_OK;
+  return;
+fail:
+  if (rc == SQLITE_NOMEM)
+    fail_op_plain(op, "pull", "out of memory");
+  else
+    fail_op(st, op, step);
+  rollback(st);
+  hubu_store_pull_keep(pull_op, 0);
+  pull_op->has_more = 0;
+}
+
+/* Also fills max_seq, for PullResult.max_seq. */
+static void pull(sqlite_store *st, hubu_store_op *op) {
+  hubu_store_pull_op *pull_op = &op->pull;
+  uint32_t limit = pull_op->limit ? pull_op->limit : PULL_LIMIT_DEFAULT;
+  if (limit > PULL_LIMIT_MAX) limit = PULL_LIMIT_MAX;
+  for (size_t i = 0; i < pull_op->n_msgs; i++) hubu_msg_unref(pull_op->msgs[i]); /* not expected: a fresh op */
+  free(pull_op->msgs);
+  pull_op->msgs = calloc(limit, sizeof *pull_op->msgs);
+  pull_op->n_msgs = 0;
+  pull_op->has_more = 0;
+  pull_op->fenced = 0;
+  if (!pull_op->msgs) {
+    fail_op_plain(op, "pull", "out of memory");
+    return;
+  }
+  if (pull_op->settle_ms) {
+    pull_settled(st, op, limit);
+    return;
+  }
+  int rc = read_page(st, pull_op, limit);
   uint64_t stored = 0;
   int any = 0;
-  if (oom) {
-    fail_op_plain(op, "pull", oom);
-  } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+  if (rc == SQLITE_NOMEM) {
+    fail_op_plain(op, "pull", "out of memory");
+  } else if (rc != SQLITE_DONE) {
     fail_op(st, op, "select messages");
   } else if (stored_max_seq(st, pull_op->session_id, &stored, &any) != SQLITE_ROW) {
     fail_op(st, op, "select max(seq)");
@@ -877,8 +1000,7 @@ static void pull(sqlite_store *st, hubu_store_op *op) {
     op->status = HUBU_STORE_OK;
     return;
   }
-  for (size_t i = 0; i < pull_op->n_msgs; i++) hubu_msg_unref(pull_op->msgs[i]);
-  pull_op->n_msgs = 0;
+  hubu_store_pull_keep(pull_op, 0);
   pull_op->has_more = 0;
 }
 
@@ -954,12 +1076,12 @@ static int select_u64(sqlite3_stmt *stmt, uint64_t *v) {
   return rc;
 }
 
-/* A block of seqs above every one leased or stored for the session, in one
+/* A block of seqs above every one leased or stored for the session and its fence, in one
  * durable transaction (store.h). */
 static void seq_lease(sqlite_store *st, hubu_store_op *op) {
   hubu_store_seq_lease_op *lease = &op->seq_lease;
   uint32_t count = lease->count ? lease->count : 1;
-  uint64_t leased = 0, stored = 0, top = lease->floor;
+  uint64_t leased = 0, stored = 0, fence = 0, top = lease->floor;
   const char *step = "begin";
   if (run(st, ST_BEGIN) != SQLITE_DONE) goto fail;
   step = "select lease";
@@ -970,8 +1092,13 @@ static void seq_lease(sqlite_store *st, hubu_store_op *op) {
   bind_text(st->st[ST_MESSAGE_MAX_SEQ], 1, lease->session_id);
   rc = select_u64(st->st[ST_MESSAGE_MAX_SEQ], &stored);
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) goto fail;
+  step = "select fence";
+  bind_text(st->st[ST_FENCE_GET], 1, lease->session_id);
+  rc = select_u64(st->st[ST_FENCE_GET], &fence);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) goto fail;
   if (leased > top) top = leased;
   if (stored > top) top = stored;
+  if (fence > top) top = fence;
   if (top > UINT64_MAX - count) {
     rollback(st);
     fail_op_plain(op, "seq_lease", "no seqs left for the session");

@@ -10,9 +10,11 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <mysql.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -42,6 +44,9 @@ typedef struct {
   int (*reopen)(store_place *place);
   /* Removes everything create made. */
   void (*destroy)(store_place *place);
+  /* Runs one SQL statement on the store's database beside the store (for
+   * the one state store.h cannot make, a fence above every stored seq). 0 or -1. */
+  int (*exec)(const store_place *place, const char *sql);
 } conformance_backend;
 
 typedef struct {
@@ -58,17 +63,7 @@ typedef struct {
 
 /* ---- checks for store answers ---- */
 
-static const char *status_name(hubu_store_status status) {
-  switch (status) {
-    case HUBU_STORE_OK: return "OK";
-    case HUBU_STORE_DUPLICATE: return "DUPLICATE";
-    case HUBU_STORE_NOT_FOUND: return "NOT_FOUND";
-    case HUBU_STORE_EXISTS: return "EXISTS";
-    case HUBU_STORE_ERROR: return "ERROR";
-    case HUBU_STORE_RETRY: return "RETRY";
-  }
-  return "(unknown status)";
-}
+static const char *status_name(hubu_store_status status) { return hubu_store_status_name(status); }
 
 #define CHECK_STATUS(got, want) check_status_((got), (want), __FILE__, __LINE__, #got)
 static int check_status_(hubu_store_status got, hubu_store_status want, const char *file, int line, const char *expr) {
@@ -105,6 +100,23 @@ static hubu_msg *msg_make(const char *session, uint64_t seq, const char *sender,
                    sender, device, client_id, next_msg_id);
   return msg_build(session, seq, next_msg_id++, sender, device, client_id, (const uint8_t *)body, (size_t)n,
                    "text/plain", NULL, 0, TIME_BASE_MS + seq);
+}
+
+/* The wall clock, as the server stamps server_time_ms. */
+static uint64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* msg_make's message stamped time_ms (the committed watermark reads a row's age from it). */
+static hubu_msg *msg_at(const char *session, uint64_t seq, const char *sender, const char *device, uint64_t client_id,
+                        uint64_t time_ms) {
+  char body[512];
+  int n = snprintf(body, sizeof body, "%s #%" PRIu64 " from %s/%s client_id %" PRIu64 " at %" PRIu64, session, seq,
+                   sender, device, client_id, time_ms);
+  return msg_build(session, seq, next_msg_id++, sender, device, client_id, (const uint8_t *)body, (size_t)n,
+                   "text/plain", NULL, 0, time_ms);
 }
 
 /* The meta map {key = value, ...} from NULL-terminated key/value pairs, packed as the server stores it. */
@@ -249,6 +261,13 @@ static hubu_store_op *op_pull(const char *session, uint64_t after_seq, uint32_t 
   return op;
 }
 
+/* A PULL up to the committed watermark (cluster mode). */
+static hubu_store_op *op_pull_settled(const char *session, uint64_t after_seq, uint32_t limit, uint32_t settle_ms) {
+  hubu_store_op *op = op_pull(session, after_seq, limit);
+  op->pull.settle_ms = settle_ms;
+  return op;
+}
+
 static hubu_store_op *op_sync(const char *user) {
   hubu_store_op *op = op_make(HUBU_STORE_SYNC);
   snprintf(op->sync.user, sizeof op->sync.user, "%s", user);
@@ -330,6 +349,7 @@ typedef struct {
   size_t n;
   int has_more;
   uint64_t max_seq; /* LOG_READ: the highest log position stored */
+  uint64_t fenced;  /* PULL with settle_ms: seqs proven empty by raising the fence */
 } page_answer;
 
 typedef struct {
@@ -401,7 +421,8 @@ static page_answer page_answer_take(hubu_store_op *op) {
                       .msgs = op->pull.msgs,
                       .n = op->pull.n_msgs,
                       .has_more = op->pull.has_more,
-                      .max_seq = op->pull.max_seq};
+                      .max_seq = op->pull.max_seq,
+                      .fenced = op->pull.fenced};
     op->pull.msgs = NULL;
     op->pull.n_msgs = 0;
   } else if (op->kind == HUBU_STORE_LOG_READ) {
@@ -632,6 +653,11 @@ static hubu_store_status store_member_remove(const conformance_env *env, const c
 
 static page_answer store_pull(const conformance_env *env, const char *session, uint64_t after_seq, uint32_t limit) {
   return page_answer_take(op_run(env, op_pull(session, after_seq, limit)));
+}
+
+static page_answer store_pull_settled(const conformance_env *env, const char *session, uint64_t after_seq,
+                                      uint32_t limit, uint32_t settle_ms) {
+  return page_answer_take(op_run(env, op_pull_settled(session, after_seq, limit, settle_ms)));
 }
 
 static sync_answer store_sync(const conformance_env *env, const char *user) {
@@ -936,7 +962,7 @@ static void batch_with_duplicates_and_a_taken_seq_stores_the_rest(const conforma
   CHECK_EQ_STR(a[9].session_id, "d:alice:bob");
   CHECK_EQ_U64(a[9].seq, 9);
   CHECK_EQ_U64(a[9].msg_id, ms[7]->msg_id);
-  CHECK_STATUS(a[11].status, HUBU_STORE_ERROR);
+  CHECK_STATUS(a[11].status, HUBU_STORE_SEQ_TAKEN);
 
   page_answer p = store_pull(env, "d:alice:bob", 0, 100);
   if (CHECK_SEQS(p, 1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 13)) {
@@ -1007,7 +1033,7 @@ static void case_taken_seq_fails_only_that_append_and_keeps_the_first(const conf
   };
   send_answer a[3];
   store_append_burst(env, ms, 3, a);
-  CHECK_STATUS(a[0].status, HUBU_STORE_ERROR);
+  CHECK_STATUS(a[0].status, HUBU_STORE_SEQ_TAKEN);
   CHECK_STATUS(a[1].status, HUBU_STORE_OK);
   CHECK_STATUS(a[2].status, HUBU_STORE_OK);
 
@@ -1722,6 +1748,437 @@ static void case_seq_lease_is_above_every_lease_stored_seq_and_floor_and_survive
   CHECK_LEASE(store_seq_lease(env, "chan:never-used", 0, 1), 1001, 1001);
 }
 
+/* ---- cases: cluster mode's fence and committed watermark (PULL with settle_ms) ---- */
+
+#define SETTLE_MS 600000              /* a row younger than this may still have a hole below it being written */
+#define LONG_AGO_MS UINT64_C(3600000) /* rows this old are settled: the writers of the holes below had time */
+
+/* Appends ms[0..n) one by one, each expected OK. */
+static void append_each(const conformance_env *env, hubu_msg **ms, size_t n) {
+  for (size_t i = 0; i < n; i++) CHECK_STATUS(store_append(env, ms[i]).status, HUBU_STORE_OK);
+}
+
+/* Rows of session at seqs[0..n), by alice's phone from client_id first_client_id on, stamped time_ms. */
+static void store_rows_at(const conformance_env *env, const char *session, const uint64_t *seqs, size_t n,
+                          uint64_t first_client_id, uint64_t time_ms) {
+  for (size_t i = 0; i < n; i++) {
+    hubu_msg *m = msg_at(session, seqs[i], "alice", "phone", first_client_id + i, time_ms);
+    append_each(env, &m, 1);
+    hubu_msg_unref(m);
+  }
+}
+
+/* One message appended alone: its status. */
+static hubu_store_status append_at(const conformance_env *env, const char *session, uint64_t seq, const char *sender,
+                                   uint64_t client_id, uint64_t time_ms) {
+  hubu_msg *m = msg_at(session, seq, sender, "phone", client_id, time_ms);
+  send_answer a = store_append(env, m);
+  hubu_msg_unref(m);
+  return a.status;
+}
+
+static void case_old_hole_is_fenced_and_an_append_into_it_afterwards_is_seq_taken(const conformance_env *env) {
+  store_rows_at(env, "g:team", (const uint64_t[]){1, 2, 5}, 3, 1, wall_ms() - LONG_AGO_MS);
+  page_answer p = store_pull_settled(env, "g:team", 0, 100, SETTLE_MS);
+  CHECK_STATUS(p.status, HUBU_STORE_OK);
+  CHECK_SEQS(p, 1, 2, 5);
+  CHECK(!p.has_more);
+  CHECK_EQ_U64(p.max_seq, 5);
+  CHECK_EQ_U64(p.fenced, 2); /* 3 and 4 */
+  page_answer_free(&p);
+
+  /* the nodes that held 3 and 4 come back: refused, nothing stored */
+  hubu_msg *late = msg_at("g:team", 3, "bob", "phone", 1, wall_ms());
+  send_answer a = store_append(env, late);
+  CHECK_STATUS(a.status, HUBU_STORE_SEQ_TAKEN);
+  CHECK_EQ_STR(a.session_id, "g:team");
+  hubu_msg_unref(late);
+  CHECK_STATUS(append_at(env, "g:team", 4, "carol", 1, wall_ms()), HUBU_STORE_SEQ_TAKEN);
+  CHECK_STATUS(append_at(env, "g:team", 6, "bob", 2, wall_ms()), HUBU_STORE_OK); /* above the fence */
+
+  p = store_pull(env, "g:team", 0, 100);
+  CHECK_SEQS(p, 1, 2, 5, 6);
+  CHECK_EQ_U64(p.max_seq, 6);
+  page_answer_free(&p);
+  CHECK_STATUS(store_find_send(env, "bob", "phone", 1).status, HUBU_STORE_NOT_FOUND);
+  CHECK_STATUS(store_find_send(env, "carol", "phone", 1).status, HUBU_STORE_NOT_FOUND);
+  CHECK_EQ_U64(store_device_load(env, "bob", "phone").last_client_id, 2);
+  CHECK_EQ_U64(store_device_load(env, "carol", "phone").last_client_id, 0);
+  session_answer s = store_session_load(env, "g:team");
+  CHECK_EQ_U64(s.max_seq, 6);
+  session_answer_free(&s);
+  p = store_pull_settled(env, "g:team", 0, 100, SETTLE_MS);
+  CHECK_SEQS(p, 1, 2, 5, 6);
+  CHECK_EQ_U64(p.max_seq, 6);
+  CHECK_EQ_U64(p.fenced, 0);
+  page_answer_free(&p);
+}
+
+/* A batch (one transaction where the backend can) with seqs at or below the
+ * fence among new ones: only those are refused. */
+static void append_into_a_fenced_seq(const conformance_env *env) {
+  store_rows_at(env, "g:team", (const uint64_t[]){1, 10}, 2, 1, wall_ms() - LONG_AGO_MS);
+  page_answer p = store_pull_settled(env, "g:team", 0, 100, SETTLE_MS);
+  CHECK_SEQS(p, 1, 10);
+  CHECK_EQ_U64(p.fenced, 8);
+  page_answer_free(&p);
+  uint64_t end = log_end(env);
+  uint64_t now = wall_ms();
+  hubu_msg *ms[] = {
+      msg_at("g:team", 11, "alice", "phone", 3, now), msg_at("g:team", 4, "bob", "phone", 1, now),
+      msg_at("g:team", 12, "bob", "phone", 2, now),   msg_at("g:team", 9, "carol", "phone", 1, now),
+      msg_at("g:other", 1, "carol", "phone", 2, now), msg_at("g:team", 13, "carol", "phone", 3, now),
+  };
+  enum { N = sizeof ms / sizeof ms[0] };
+  send_answer a[N];
+  store_append_burst(env, ms, N, a);
+  CHECK_STATUS(a[0].status, HUBU_STORE_OK);
+  CHECK_STATUS(a[1].status, HUBU_STORE_SEQ_TAKEN);
+  CHECK_EQ_STR(a[1].session_id, "g:team");
+  CHECK_STATUS(a[2].status, HUBU_STORE_OK);
+  CHECK_STATUS(a[3].status, HUBU_STORE_SEQ_TAKEN);
+  CHECK_STATUS(a[4].status, HUBU_STORE_OK); /* a new session in the same batch */
+  CHECK_STATUS(a[5].status, HUBU_STORE_OK);
+  for (size_t i = 0; i < N; i++)
+    if (a[i].status == HUBU_STORE_OK) CHECK_EQ_U64(a[i].seq, ms[i]->seq);
+
+  p = store_pull(env, "g:team", 0, 100);
+  if (CHECK_SEQS(p, 1, 10, 11, 12, 13)) {
+    CHECK_SAME_MSG(p.msgs[2], ms[0]);
+    CHECK_SAME_MSG(p.msgs[3], ms[2]);
+    CHECK_SAME_MSG(p.msgs[4], ms[5]);
+  }
+  page_answer_free(&p);
+  p = store_pull(env, "g:other", 0, 100);
+  CHECK_SEQS(p, 1);
+  page_answer_free(&p);
+  page_answer log = store_log_read(env, end, 100);
+  CHECK_EQ_U64(log.n, 4); /* the refused ones take no log position */
+  for (size_t i = 1; i < log.n; i++) CHECK_EQ_U64(log.msgs[i]->log_pos, log.msgs[i - 1]->log_pos + 1);
+  page_answer_free(&log);
+  CHECK_EQ_U64(store_device_load(env, "bob", "phone").last_client_id, 2);
+  CHECK_EQ_U64(store_device_load(env, "carol", "phone").last_client_id, 3);
+  CHECK_STATUS(store_find_send(env, "bob", "phone", 1).status, HUBU_STORE_NOT_FOUND);
+  session_answer s = store_session_load(env, "g:team");
+  CHECK_EQ_U64(s.max_seq, 13);
+  session_answer_free(&s);
+  msgs_unref(ms, N);
+}
+
+static void case_append_into_a_fenced_seq_is_seq_taken_and_the_batch_s_other_ops_are_stored(
+    const conformance_env *env) {
+  append_into_a_fenced_seq(env);
+}
+
+static void case_append_into_a_fenced_seq_is_seq_taken_under_fsync_always(const conformance_env *env) {
+  if (store_restart_with(env, HUBU_FSYNC_ALWAYS, 0) == 0) append_into_a_fenced_seq(env);
+}
+
+static void case_send_key_duplicate_wins_over_a_taken_or_fenced_seq(const conformance_env *env) {
+  uint64_t old = wall_ms() - LONG_AGO_MS;
+  hubu_msg *first = msg_at("g:team", 1, "alice", "phone", 1, old);
+  hubu_msg *second = msg_at("g:team", 5, "alice", "phone", 2, old);
+  append_each(env, (hubu_msg *[]){first, second}, 2);
+  page_answer p = store_pull_settled(env, "g:team", 0, 100, SETTLE_MS);
+  CHECK_EQ_U64(p.fenced, 3); /* 2, 3, 4 */
+  page_answer_free(&p);
+
+  struct {
+    uint64_t seq, client_id;
+    const hubu_msg *stored;
+  } resends[] = {
+      {1, 1, first},  /* the seq its own first copy took */
+      {3, 2, second}, /* a fenced seq */
+      {5, 1, first},  /* a seq another message took */
+  };
+  for (size_t i = 0; i < 3; i++) {
+    hubu_msg *m = msg_at("g:team", resends[i].seq, "alice", "phone", resends[i].client_id, wall_ms());
+    send_answer a = store_append(env, m);
+    CHECK_STATUS(a.status, HUBU_STORE_DUPLICATE);
+    CHECK_EQ_STR(a.session_id, "g:team");
+    CHECK_EQ_U64(a.seq, resends[i].stored->seq);
+    CHECK_EQ_U64(a.msg_id, resends[i].stored->msg_id);
+    hubu_msg_unref(m);
+  }
+  /* the same in one batch, beside a new message */
+  uint64_t now = wall_ms();
+  hubu_msg *ms[] = {msg_at("g:team", 2, "alice", "phone", 2, now), msg_at("g:team", 6, "bob", "phone", 1, now),
+                    msg_at("g:team", 5, "alice", "phone", 1, now), msg_at("g:team", 4, "bob", "phone", 2, now)};
+  send_answer a[4];
+  store_append_burst(env, ms, 4, a);
+  CHECK_STATUS(a[0].status, HUBU_STORE_DUPLICATE);
+  CHECK_EQ_U64(a[0].seq, 5);
+  CHECK_STATUS(a[1].status, HUBU_STORE_OK);
+  CHECK_STATUS(a[2].status, HUBU_STORE_DUPLICATE);
+  CHECK_EQ_U64(a[2].seq, 1);
+  CHECK_STATUS(a[3].status, HUBU_STORE_SEQ_TAKEN); /* fenced, and a new send */
+  p = store_pull(env, "g:team", 0, 100);
+  if (CHECK_SEQS(p, 1, 5, 6)) {
+    CHECK_SAME_MSG(p.msgs[0], first);
+    CHECK_SAME_MSG(p.msgs[1], second);
+    CHECK_SAME_MSG(p.msgs[2], ms[1]);
+  }
+  page_answer_free(&p);
+  hubu_msg_unref(first);
+  hubu_msg_unref(second);
+  msgs_unref(ms, 4);
+}
+
+static void case_young_hole_ends_the_page_below_it_with_the_watermark_and_no_more(const conformance_env *env) {
+  uint64_t old = wall_ms() - LONG_AGO_MS;
+  store_rows_at(env, "g:team", (const uint64_t[]){1, 2}, 2, 1, old);
+  store_rows_at(env, "g:team", (const uint64_t[]){4, 5}, 2, 3, wall_ms()); /* 3 may still be on its way */
+  page_answer p = store_pull_settled(env, "g:team", 0, 100, SETTLE_MS);
+  CHECK_STATUS(p.status, HUBU_STORE_OK);
+  CHECK_SEQS(p, 1, 2);
+  CHECK(!p.has_more);
+  CHECK_EQ_U64(p.max_seq, 2);
+  CHECK_EQ_U64(p.fenced, 0);
+  page_answer_free(&p);
+  p = store_pull_settled(env, "g:team", 2, 100, SETTLE_MS); /* the hole first: nothing yet */
+  CHECK_STATUS(p.status, HUBU_STORE_OK);
+  CHECK_EQ_U64(p.n, 0);
+  CHECK(!p.has_more);
+  CHECK_EQ_U64(p.max_seq, 2);
+  page_answer_free(&p);
+  p = store_pull_settled(env, "g:team", 3, 100, SETTLE_MS); /* after the hole: no hole left */
+  CHECK_SEQS(p, 4, 5);
+  CHECK_EQ_U64(p.max_seq, 5);
+  page_answer_free(&p);
+  p = store_pull_settled(env, "g:team", 0, 1, SETTLE_MS); /* the limit ends the page first */
+  CHECK_SEQS(p, 1);
+  CHECK(p.has_more);
+  CHECK_EQ_U64(p.max_seq, 1);
+  page_answer_free(&p);
+  p = store_pull(env, "g:team", 0, 100); /* settle_ms 0: as stored */
+  CHECK_SEQS(p, 1, 2, 4, 5);
+  CHECK_EQ_U64(p.max_seq, 5);
+  page_answer_free(&p);
+  CHECK_STATUS(append_at(env, "g:team", 3, "bob", 1, wall_ms()), HUBU_STORE_OK); /* not fenced: it lands */
+  p = store_pull_settled(env, "g:team", 0, 100, SETTLE_MS);
+  CHECK_SEQS(p, 1, 2, 3, 4, 5);
+  CHECK_EQ_U64(p.max_seq, 5);
+  page_answer_free(&p);
+
+  /* an old hole below a young one: the old is fenced, the young ends the page */
+  store_rows_at(env, "g:mixed", (const uint64_t[]){1, 3}, 2, 10, old);
+  store_rows_at(env, "g:mixed", (const uint64_t[]){6}, 1, 12, wall_ms());
+  p = store_pull_settled(env, "g:mixed", 0, 100, SETTLE_MS);
+  CHECK_SEQS(p, 1, 3);
+  CHECK(!p.has_more);
+  CHECK_EQ_U64(p.max_seq, 3);
+  CHECK_EQ_U64(p.fenced, 1);
+  page_answer_free(&p);
+  CHECK_STATUS(append_at(env, "g:mixed", 2, "bob", 2, wall_ms()), HUBU_STORE_SEQ_TAKEN);
+  CHECK_STATUS(append_at(env, "g:mixed", 4, "bob", 3, wall_ms()), HUBU_STORE_OK);
+  p = store_pull_settled(env, "g:mixed", 0, 100, SETTLE_MS);
+  CHECK_SEQS(p, 1, 3, 4);
+  CHECK_EQ_U64(p.max_seq, 4);
+  CHECK_EQ_U64(p.fenced, 0);
+  page_answer_free(&p);
+}
+
+static void case_holes_at_or_below_the_fence_are_skipped_without_raising_it_again(const conformance_env *env) {
+  store_rows_at(env, "g:team", (const uint64_t[]){1, 4, 8}, 3, 1, wall_ms() - LONG_AGO_MS);
+  page_answer p = store_pull_settled(env, "g:team", 0, 100, SETTLE_MS);
+  CHECK_SEQS(p, 1, 4, 8);
+  CHECK_EQ_U64(p.fenced, 5); /* 2, 3, 5, 6, 7 */
+  CHECK_EQ_U64(p.max_seq, 8);
+  page_answer_free(&p);
+  p = store_pull_settled(env, "g:team", 0, 100, SETTLE_MS);
+  CHECK_SEQS(p, 1, 4, 8);
+  CHECK_EQ_U64(p.fenced, 0);
+  CHECK_EQ_U64(p.max_seq, 8);
+  page_answer_free(&p);
+  p = store_pull_settled(env, "g:team", 2, 100, SETTLE_MS);
+  CHECK_SEQS(p, 4, 8);
+  CHECK_EQ_U64(p.fenced, 0);
+  page_answer_free(&p);
+  /* fenced holes, then a young one: the page ends at the young one */
+  store_rows_at(env, "g:team", (const uint64_t[]){10}, 1, 4, wall_ms());
+  p = store_pull_settled(env, "g:team", 0, 100, SETTLE_MS);
+  CHECK_SEQS(p, 1, 4, 8);
+  CHECK(!p.has_more);
+  CHECK_EQ_U64(p.max_seq, 8);
+  CHECK_EQ_U64(p.fenced, 0);
+  page_answer_free(&p);
+}
+
+static void case_watermark_of_an_empty_page_is_the_lower_of_after_seq_and_the_highest_stored(
+    const conformance_env *env) {
+  static const uint64_t afters[] = {0, 7};
+  for (size_t i = 0; i < 2; i++) { /* a session the store does not know */
+    page_answer p = store_pull_settled(env, "g:unknown", afters[i], 100, SETTLE_MS);
+    CHECK_STATUS(p.status, HUBU_STORE_OK);
+    CHECK_EQ_U64(p.n, 0);
+    CHECK(!p.has_more);
+    CHECK_EQ_U64(p.max_seq, 0);
+    page_answer_free(&p);
+  }
+  CHECK_STATUS(store_session_create(env, "g:empty", "group", (const char *const[]){"alice", NULL}), HUBU_STORE_OK);
+  page_answer p = store_pull_settled(env, "g:empty", 0, 100, SETTLE_MS);
+  CHECK_EQ_U64(p.n, 0);
+  CHECK_EQ_U64(p.max_seq, 0);
+  page_answer_free(&p);
+  store_rows_at(env, "g:team", (const uint64_t[]){1, 2, 3}, 3, 1, wall_ms());
+  p = store_pull_settled(env, "g:team", 3, 100, SETTLE_MS);
+  CHECK_EQ_U64(p.n, 0);
+  CHECK_EQ_U64(p.max_seq, 3);
+  page_answer_free(&p);
+  p = store_pull_settled(env, "g:team", 10, 100, SETTLE_MS); /* the client claims more than is stored */
+  CHECK_EQ_U64(p.n, 0);
+  CHECK_EQ_U64(p.max_seq, 3);
+  page_answer_free(&p);
+  p = store_pull_settled(env, "g:team", 2, 100, SETTLE_MS);
+  CHECK_SEQS(p, 3);
+  CHECK_EQ_U64(p.max_seq, 3);
+  page_answer_free(&p);
+}
+
+static void case_seq_lease_is_above_the_fence(const conformance_env *env) {
+  store_rows_at(env, "g:lease", (const uint64_t[]){1, 10}, 2, 1, wall_ms() - LONG_AGO_MS);
+  page_answer p = store_pull_settled(env, "g:lease", 0, 100, SETTLE_MS);
+  CHECK_EQ_U64(p.fenced, 8);
+  page_answer_free(&p);
+  CHECK_LEASE(store_seq_lease(env, "g:lease", 0, 5), 11, 15);
+  /* A PULL raises a fence only below a stored row, so a fence above every
+   * stored and leased seq is set in the database itself. */
+  if (!CHECK_EQ_U64(env->backend->exec(&env->sut->place,
+                                       "UPDATE sessions SET fence_seq = 500"
+                                       " WHERE session_id = 'g:lease'"),
+                    0))
+    return;
+  CHECK_LEASE(store_seq_lease(env, "g:lease", 0, 5), 501, 505);
+  CHECK_LEASE(store_seq_lease(env, "g:lease", 700, 5), 701, 705); /* the floor above it still counts */
+  CHECK_STATUS(append_at(env, "g:lease", 400, "bob", 1, wall_ms()), HUBU_STORE_SEQ_TAKEN);
+  CHECK_STATUS(append_at(env, "g:lease", 501, "bob", 2, wall_ms()), HUBU_STORE_OK);
+}
+
+static void case_fence_survives_a_restart(const conformance_env *env) {
+  store_rows_at(env, "g:team", (const uint64_t[]){1, 6}, 2, 1, wall_ms() - LONG_AGO_MS);
+  page_answer p = store_pull_settled(env, "g:team", 0, 100, SETTLE_MS);
+  CHECK_EQ_U64(p.fenced, 4);
+  page_answer_free(&p);
+  if (store_restart(env) != 0) return;
+  CHECK_STATUS(append_at(env, "g:team", 3, "bob", 1, wall_ms()), HUBU_STORE_SEQ_TAKEN);
+  CHECK_STATUS(append_at(env, "g:team", 5, "bob", 2, wall_ms()), HUBU_STORE_SEQ_TAKEN);
+  p = store_pull_settled(env, "g:team", 0, 100, SETTLE_MS);
+  CHECK_SEQS(p, 1, 6);
+  CHECK_EQ_U64(p.fenced, 0);
+  CHECK_EQ_U64(p.max_seq, 6);
+  page_answer_free(&p);
+}
+
+/* Two stores on one database, as two nodes: in each round one appends into
+ * holes below old rows while the other proves them with a PULL, both in
+ * flight at once. Every seq of a hole ends either stored (the appender was
+ * told OK, and a PULL that passes it returns it) or fenced (the appender was
+ * told SEQ_TAKEN, and PULLs skip it), never both, never neither. */
+static int race_pending;
+static void on_race_done(hubu_store_op *op) {
+  (void)op;
+  race_pending--;
+}
+
+static void case_two_stores_one_appending_into_holes_while_the_other_proves_them_agree_on_every_seq(
+    const conformance_env *env) {
+  char err[256] = "";
+  hubu_store *appender = hubu_store_open(env->loop, &env->sut->place.cfg, err, sizeof err);
+  if (!CHECK(appender != NULL)) {
+    fprintf(stderr, "    second store: %s\n", err);
+    return;
+  }
+  enum { ROUNDS = 150, HOLES = 3, SPAN = 2 * HOLES };
+  static char told[ROUNDS * SPAN + 1]; /* per seq: 'O' appended OK, 'T' SEQ_TAKEN, 'r' a row */
+  memset(told, 0, sizeof told);
+  uint64_t stored = 0, fenced = 0, seen = 0, skipped = 0, unsure = 0, fenced_by_pulls = 0;
+  const char *sid = "g:race";
+  for (int r = 0; r < ROUNDS; r++) {
+    uint64_t base = (uint64_t)r * SPAN, old = wall_ms() - LONG_AGO_MS;
+    for (int h = 0; h < HOLES; h++) { /* rows base+2, base+4, ...: the holes base+1, base+3, ... */
+      hubu_msg *m = msg_at(sid, base + 2 + 2 * (uint64_t)h, "alice", "phone", base + 2 + 2 * (uint64_t)h, old);
+      CHECK_STATUS(store_append(env, m).status, HUBU_STORE_OK);
+      told[base + 2 + 2 * h] = 'r';
+      hubu_msg_unref(m);
+    }
+    hubu_store_op *pull = op_pull_settled(sid, base, 100, SETTLE_MS), *appends[HOLES];
+    pull->done = on_race_done;
+    for (int h = 0; h < HOLES; h++) {
+      hubu_msg *m = msg_at(sid, base + 1 + 2 * (uint64_t)h, "bob", "phone", base + 1 + 2 * (uint64_t)h, wall_ms());
+      appends[h] = op_append(m);
+      appends[h]->done = on_race_done;
+      hubu_msg_unref(m);
+    }
+    race_pending = HOLES + 1;
+    if (r % 2) hubu_store_submit(env->sut->store, pull);
+    for (int h = 0; h < HOLES; h++) hubu_store_submit(appender, appends[h]);
+    if (r % 2 == 0) hubu_store_submit(env->sut->store, pull);
+    while (race_pending) uv_run(env->loop, UV_RUN_ONCE);
+
+    for (int h = 0; h < HOLES; h++) {
+      uint64_t seq = base + 1 + 2 * (uint64_t)h;
+      hubu_store_status st = appends[h]->status;
+      if (st != HUBU_STORE_OK) CHECK_STATUS(st, HUBU_STORE_SEQ_TAKEN);
+      told[seq] = st == HUBU_STORE_OK ? 'O' : 'T';
+      stored += st == HUBU_STORE_OK;
+      fenced += st == HUBU_STORE_SEQ_TAKEN;
+      /* what the PULL said of seq: returned it, passed over it (proven empty), or stopped below it */
+      int returned = 0, passed = 0;
+      for (size_t i = 0; i < pull->pull.n_msgs; i++) {
+        returned |= pull->pull.msgs[i]->seq == seq;
+        passed |= pull->pull.msgs[i]->seq > seq;
+      }
+      if (returned) {
+        seen++;
+        CHECK_STATUS(st, HUBU_STORE_OK);
+      } else if (passed) {
+        skipped++;
+        CHECK_STATUS(st, HUBU_STORE_SEQ_TAKEN);
+      } else {
+        unsure++;
+      }
+      hubu_store_op_free(appends[h]);
+    }
+    CHECK_STATUS(pull->status, HUBU_STORE_OK);
+    CHECK_EQ_U64(pull->pull.max_seq, base + SPAN); /* every hole below an old row is settled one way or the other */
+    fenced_by_pulls += pull->pull.fenced;
+    hubu_store_op_free(pull);
+  }
+  CHECK_EQ_U64(stored + fenced, (uint64_t)ROUNDS * HOLES);
+  CHECK_EQ_U64(seen + skipped, (uint64_t)ROUNDS * HOLES);
+  CHECK_EQ_U64(unsure, 0);
+  CHECK(fenced_by_pulls <= fenced);
+  /* the store's last word, from both: each seq stored exactly when its appender was told OK */
+  hubu_store *stores[2] = {env->sut->store, appender};
+  for (int k = 0; k < 2; k++) {
+    uint64_t mismatched = 0, rows = 0;
+    for (uint64_t after = 0, more = 1; more;) {
+      hubu_store_op *op = op_pull(sid, after, 1000);
+      op->done = on_race_done;
+      race_pending = 1;
+      hubu_store_submit(stores[k], op);
+      while (race_pending) uv_run(env->loop, UV_RUN_ONCE);
+      if (!CHECK_STATUS(op->status, HUBU_STORE_OK)) {
+        hubu_store_op_free(op);
+        break;
+      }
+      for (size_t i = 0; i < op->pull.n_msgs; i++) {
+        uint64_t seq = op->pull.msgs[i]->seq;
+        mismatched += seq > (uint64_t)ROUNDS * SPAN || (told[seq] != 'O' && told[seq] != 'r');
+        rows++;
+      }
+      more = op->pull.has_more;
+      if (op->pull.n_msgs) after = op->pull.msgs[op->pull.n_msgs - 1]->seq;
+      hubu_store_op_free(op);
+    }
+    CHECK_EQ_U64(mismatched, 0);
+    CHECK_EQ_U64(rows, (uint64_t)ROUNDS * HOLES + stored);
+  }
+  printf("%s: %d rounds of %d holes: %" PRIu64 " stored, %" PRIu64 " fenced (%" PRIu64 " by the PULL racing them)\n",
+         env->backend->name, ROUNDS, HOLES, stored, fenced, fenced_by_pulls);
+  hubu_store_close(appender);
+}
+
 static void case_kv_plugins_are_separate_namespaces(const conformance_env *env) {
   CHECK_STATUS(store_kv_set(env, "ratelimit", "alice", "1", 1), HUBU_STORE_OK);
   CHECK_STATUS(store_kv_set(env, "moderation", "alice", "22", 2), HUBU_STORE_OK);
@@ -1840,7 +2297,7 @@ static void case_log_leaves_out_duplicates_and_failed_appends(const conformance_
   hubu_msg *taken = msg_make("d:alice:bob", 1, "bob", "phone", 1);
   hubu_msg *next = msg_make("d:alice:bob", 2, "bob", "phone", 2);
   CHECK_STATUS(store_append(env, dup).status, HUBU_STORE_DUPLICATE);
-  CHECK_STATUS(store_append(env, taken).status, HUBU_STORE_ERROR);
+  CHECK_STATUS(store_append(env, taken).status, HUBU_STORE_SEQ_TAKEN);
   send_answer b = store_append(env, next);
   CHECK_STATUS(b.status, HUBU_STORE_OK);
   page_answer log = store_log_read(env, 0, 100);
@@ -2197,6 +2654,16 @@ static const conformance_case cases[] = {
     CONFORMANCE_CASE(kv_delete_then_get_is_not_found),
     CONFORMANCE_CASE(kv_plugins_are_separate_namespaces),
     CONFORMANCE_CASE(seq_lease_is_above_every_lease_stored_seq_and_floor_and_survives_a_restart),
+    CONFORMANCE_CASE(old_hole_is_fenced_and_an_append_into_it_afterwards_is_seq_taken),
+    CONFORMANCE_CASE(append_into_a_fenced_seq_is_seq_taken_and_the_batch_s_other_ops_are_stored),
+    CONFORMANCE_CASE(append_into_a_fenced_seq_is_seq_taken_under_fsync_always),
+    CONFORMANCE_CASE(send_key_duplicate_wins_over_a_taken_or_fenced_seq),
+    CONFORMANCE_CASE(young_hole_ends_the_page_below_it_with_the_watermark_and_no_more),
+    CONFORMANCE_CASE(holes_at_or_below_the_fence_are_skipped_without_raising_it_again),
+    CONFORMANCE_CASE(watermark_of_an_empty_page_is_the_lower_of_after_seq_and_the_highest_stored),
+    CONFORMANCE_CASE(seq_lease_is_above_the_fence),
+    CONFORMANCE_CASE(fence_survives_a_restart),
+    CONFORMANCE_CASE(two_stores_one_appending_into_holes_while_the_other_proves_them_agree_on_every_seq),
     CONFORMANCE_CASE(log_of_an_empty_store_is_empty_with_max_seq_0),
     CONFORMANCE_CASE(log_positions_increase_in_append_order_and_match_append_answers),
     CONFORMANCE_CASE(log_read_pages_after_a_position_with_limit_and_has_more),
@@ -2236,13 +2703,27 @@ static int sqlite_reopen(store_place *place) {
 
 static void sqlite_destroy(store_place *place) { nftw(place->where, remove_entry, 8, FTW_DEPTH | FTW_PHYS); }
 
+static int sqlite_exec(const store_place *place, const char *sql) {
+  char file[300];
+  snprintf(file, sizeof file, "%s/hubu.db", place->where);
+  sqlite3 *db = NULL;
+  char *msg = NULL;
+  int rc = sqlite3_open_v2(file, &db, SQLITE_OPEN_READWRITE, NULL);
+  if (rc == SQLITE_OK) sqlite3_busy_timeout(db, 5000);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+  if (rc != SQLITE_OK) fprintf(stderr, "sqlite: %s: %s\n", sql, msg ? msg : db ? sqlite3_errmsg(db) : "no memory");
+  sqlite3_free(msg);
+  sqlite3_close(db);
+  return rc == SQLITE_OK ? 0 : -1;
+}
+
 /* MariaDB: a fresh database on the private server whose env file
  * HUBU_MARIADB_ENV names (scripts/mariadb-private.sh, the ctest fixture
  * "mariadb"); skipped without one. The account may make databases named
  * hubu*, so each case gets hubu_c<pid>_<n>; a restart opens the same one. */
 
-/* Runs one statement as the test account; 0 or -1 after saying why. */
-static int mariadb_admin_sql(const char *sql) {
+/* Runs one statement as the test account, in database db (NULL: none); 0 or -1 after saying why. */
+static int mariadb_sql_in(const char *db, const char *sql) {
   const char *env = getenv("HUBU_MARIADB_ENV");
   char port[16], user[80], password[128];
   if (!env || env_value(env, "MARIADB_PORT", port, sizeof port) || env_value(env, "MARIADB_USER", user, sizeof user) ||
@@ -2250,7 +2731,7 @@ static int mariadb_admin_sql(const char *sql) {
     return -1;
   MYSQL *c = mysql_init(NULL);
   int rc = -1;
-  if (c && mysql_real_connect(c, "127.0.0.1", user, password, NULL, (unsigned)atoi(port), NULL, 0) &&
+  if (c && mysql_real_connect(c, "127.0.0.1", user, password, db, (unsigned)atoi(port), NULL, 0) &&
       mysql_query(c, sql) == 0)
     rc = 0;
   else
@@ -2258,6 +2739,10 @@ static int mariadb_admin_sql(const char *sql) {
   mysql_close(c);
   return rc;
 }
+
+static int mariadb_admin_sql(const char *sql) { return mariadb_sql_in(NULL, sql); }
+
+static int mariadb_exec(const store_place *place, const char *sql) { return mariadb_sql_in(place->where, sql); }
 
 static int mariadb_create(store_place *place) {
   static unsigned n;
@@ -2293,7 +2778,7 @@ static void mariadb_destroy(store_place *place) {
 
 /* One line per backend: tests/store.cmake reads these lines too. */
 #define CONFORMANCE_BACKEND(name) \
-  { #name, name##_create, name##_reopen, name##_destroy }
+  { #name, name##_create, name##_reopen, name##_destroy, name##_exec }
 
 static const conformance_backend backends[] = {
     CONFORMANCE_BACKEND(sqlite),

@@ -8,8 +8,9 @@
  *   - or refuse every connection (the database is away): ops answer RETRY at
  *     once, health says so, and both recover when the database is back;
  * a lock wait that times out (another writer holds the log counter) is
- * rolled back and run again; and two writers' log positions reach a reader
- * dense and in order.
+ * rolled back and run again; two writers' log positions reach a reader
+ * dense and in order; and a node that stalls (SIGSTOP) right after sending
+ * the transaction that raises a session's fence holds no lock meanwhile.
  * `mariadb_faults CASE`; needs HUBU_MARIADB_ENV (tests/mariadb.cmake). */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -55,10 +56,14 @@ typedef enum {
   RELAY_CUT_AFTER_COMMIT,  /* relay the packet holding COMMIT, swallow the answer, cut */
   RELAY_CUT_BEFORE_COMMIT, /* cut instead of relaying the packet holding COMMIT */
   RELAY_REFUSE,            /* close every new connection at once, and open ones at their next request */
+  RELAY_STALL_AT_LOCK,     /* relay the first packet taking a lock (FOR UPDATE), then relay nothing for STALL_MS */
 } relay_mode;
+
+#define STALL_MS 3000
 
 static _Atomic int relay_mode_now = RELAY_PASS;
 static _Atomic int relay_cuts;
+static _Atomic int relay_stalls;
 static int relay_listen_fd = -1;
 static int relay_port;
 
@@ -146,6 +151,12 @@ static void *relay_conn(void *arg) {
         break; /* the COMMIT never reaches the server */
       }
       if (write_all(server, buf, (size_t)n) != 0) break;
+      expected = memmem(buf, (size_t)n, "FOR UPDATE", 10) ? RELAY_STALL_AT_LOCK : -1;
+      if (expected >= 0 && atomic_compare_exchange_strong(&relay_mode_now, &expected, RELAY_PASS)) {
+        /* as a client stopped with SIGSTOP just after sending: its socket buffers the answer, it reads nothing */
+        atomic_fetch_add(&relay_stalls, 1);
+        usleep(STALL_MS * 1000);
+      }
       expected = commit ? RELAY_CUT_AFTER_COMMIT : -1;
       if (commit && atomic_compare_exchange_strong(&relay_mode_now, &expected, RELAY_PASS)) {
         /* wait for the server's whole answer (so the COMMIT ran), and drop it */
@@ -489,6 +500,84 @@ static void two_writers_log_dense(void) {
   close_store(); /* the reader too: then the loop has nothing left and runs the close callbacks */
 }
 
+/* Cluster mode's fence: a PULL with settle_ms on this store (through the
+ * relay) proves an old hole and raises the session's fence; the relay then
+ * stalls this store for STALL_MS right after it sent the packet that takes
+ * the log counter's lock, as a node stopped with SIGSTOP would. That packet
+ * is the whole transaction, COMMIT included, so the server has finished it:
+ * another node's appends (a store on a direct connection) go through at
+ * once, a seq under the new fence refused, while the stalled PULL is still
+ * waiting; then the PULL completes. */
+static int other_done;
+static void on_other_done(hubu_store_op *op) {
+  (void)op;
+  other_done++;
+}
+
+static hubu_store_op *append_op(const char *session, uint64_t seq, const char *sender, uint64_t client_id,
+                                uint64_t time_ms) {
+  char body[48];
+  int len = snprintf(body, sizeof body, "%s seq %llu", session, (unsigned long long)seq);
+  hubu_msg *m = hubu_msg_new(session, seq, (seq << 16) | client_id, sender, "phone", client_id, (const uint8_t *)body,
+                             (size_t)len, "text/plain", NULL, 0, time_ms);
+  hubu_store_op *op = hubu_store_op_new(HUBU_STORE_APPEND);
+  if (!m || !op) abort();
+  op->append.msg = m;
+  snprintf(op->append.new_kind, sizeof op->append.new_kind, "group");
+  return op;
+}
+
+static void fence_raise_leaves_no_lock_to_a_stalled_node(void) {
+  char err[256] = "", direct[400];
+  snprintf(direct, sizeof direct, "mariadb://%s:%s@127.0.0.1:%s/%s", db_user, db_password, db_port, db_name);
+  hubu_store_config cfg = {.url = direct, .fsync = HUBU_FSYNC_BATCH};
+  hubu_store *other = hubu_store_open(&loop, &cfg, err, sizeof err);
+  if (!CHECK(other != NULL)) {
+    fprintf(stderr, "    %s\n", err);
+    return;
+  }
+  uint64_t old = 1700000000000ull; /* 2023: long settled */
+  hubu_store_op *rows[2] = {append_op("g:fence", 1, "alice", 1, old), append_op("g:fence", 5, "alice", 2, old)};
+  for (int i = 0; i < 2; i++) {
+    run_op(rows[i]);
+    CHECK_EQ_U64(rows[i]->status, HUBU_STORE_OK);
+    hubu_store_op_free(rows[i]);
+  }
+  atomic_store(&relay_mode_now, RELAY_STALL_AT_LOCK);
+  batch pulled = {.n = 1};
+  hubu_store_op *pull = hubu_store_op_new(HUBU_STORE_PULL);
+  snprintf(pull->pull.session_id, sizeof pull->pull.session_id, "g:fence");
+  pull->pull.limit = 100;
+  pull->pull.settle_ms = 60000;
+  pull->ud = &pulled;
+  pull->done = on_done;
+  hubu_store_submit(store, pull);
+  for (int i = 0; i < 200 && !atomic_load(&relay_stalls); i++) usleep(10000); /* the fence's packet is sent */
+  CHECK_EQ_U64(atomic_load(&relay_stalls), 1);
+  uint64_t t0 = uv_hrtime();
+  hubu_store_op *late = append_op("g:fence", 3, "bob", 1, 1700000000000ull + 3);
+  hubu_store_op *next = append_op("g:fence", 6, "bob", 2, 1700000000000ull + 6);
+  late->done = next->done = on_other_done;
+  other_done = 0;
+  hubu_store_submit(other, late);
+  hubu_store_submit(other, next);
+  while (other_done < 2) uv_run(&loop, UV_RUN_ONCE);
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  if (!CHECK(ms < STALL_MS / 2)) fprintf(stderr, "    the other node's appends took %llu ms\n", (unsigned long long)ms);
+  CHECK_EQ_U64(pulled.done, 0); /* still stalled */
+  CHECK_EQ_U64(late->status, HUBU_STORE_SEQ_TAKEN);
+  CHECK_EQ_U64(next->status, HUBU_STORE_OK);
+  hubu_store_op_free(late);
+  hubu_store_op_free(next);
+  while (!pulled.done) uv_run(&loop, UV_RUN_ONCE);
+  CHECK_EQ_U64(pull->status, HUBU_STORE_OK);
+  CHECK_EQ_U64(pull->pull.n_msgs, 3); /* 1, 5 and 6: read again after the fence */
+  CHECK_EQ_U64(pull->pull.fenced, 3);
+  CHECK_EQ_U64(pull->pull.max_seq, 6);
+  hubu_store_op_free(pull);
+  hubu_store_close(other);
+}
+
 static const struct {
   const char *name;
   void (*run)(void);
@@ -498,6 +587,7 @@ static const struct {
     {"commit_answer_lost_is_acknowledged_once", commit_answer_lost},
     {"commit_never_sent_is_retry_and_the_resend_is_stored_once", commit_never_sent},
     {"database_away_answers_retry_at_once_and_recovers_by_itself", database_away_and_back},
+    {"fence_raise_leaves_no_lock_to_a_stalled_node", fence_raise_leaves_no_lock_to_a_stalled_node},
 };
 
 int main(int argc, char **argv) {

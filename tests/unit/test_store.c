@@ -2,7 +2,7 @@
  * temporary directory: appends complete in submission order with OK and in far
  * fewer transactions than messages; a retried (sender, device, client_id) is
  * answered DUPLICATE with the original ids and stores nothing; a seq taken by
- * another message fails only that append; a failed transaction fails its whole
+ * another message fails only that append (SEQ_TAKEN); a failed transaction fails its whole
  * batch and the store recovers; device, send, session, member, pull, sync and
  * cursor ops return what was stored; everything survives close and reopen;
  * close finishes every queued op. Every test ends with uv_loop_close == 0. */
@@ -129,7 +129,7 @@ static void append_one(fixture *f, hubu_msg *m, hubu_store_status want) {
 static struct {
   size_t next;
   size_t out_of_order;
-  size_t counts[HUBU_STORE_RETRY + 1];
+  size_t counts[HUBU_STORE_SEQ_TAKEN + 1];
 } burst;
 
 static void on_burst_done(hubu_store_op *op) {
@@ -324,7 +324,7 @@ static void test_taken_seq_fails_only_that_append(void) {
   burst_submit(&f, append_op(make_msg("g:team", 2, "bob", "laptop", 2, "two", 0)), 0);
   burst_wait(&f, 1);
   CHECK(taken_done);
-  CHECK_EQ_U64(taken->status, HUBU_STORE_ERROR);
+  CHECK_EQ_U64(taken->status, HUBU_STORE_SEQ_TAKEN);
   CHECK(strstr(taken->error, "taken") != NULL);
   hubu_store_op_free(taken);
   CHECK_EQ_U64(burst.counts[HUBU_STORE_OK], 1);
