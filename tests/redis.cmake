@@ -157,4 +157,12 @@ if(HUBU_VALGRIND AND NOT HUBU_SANITIZE)
                   COMMAND ${HUBU_VALGRIND} --leak-check=full --errors-for-leak-kinds=definite,indirect
                           --error-exitcode=99 $<TARGET_FILE:test_redis_client>
                           close_answers_pending_commands_and_then_nothing_more)
+  # Three nodes' clusters through a Redis kill -9 and empty restart, and
+  # through their close: every callback, rewrite and bus message freed.
+  foreach(case redis_kill9_and_empty_restart_then_presence_and_deliveries_come_back
+               delivery_reaches_the_other_nodes_peers_once_in_their_modes)
+    hubu_redis_test(NAME redis.cluster.valgrind_${case} OWN_SERVER TIMEOUT 300
+                    COMMAND ${HUBU_VALGRIND} --leak-check=full --errors-for-leak-kinds=definite,indirect
+                            --error-exitcode=99 $<TARGET_FILE:test_redis_cluster> ${case})
+  endforeach()
 endif()
