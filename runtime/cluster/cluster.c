@@ -42,6 +42,7 @@
 #define BROADCAST_OVER_USERS 64 /* deliver() to more users goes to every live node */
 #define BUS_MAX_USERS 1000000   /* a delivery naming more is malformed */
 #define MAX_PENDING 100000      /* presence commands are dropped (and rewritten later) past this */
+#define REWRITE_BATCH 256       /* connections per command of a rewrite */
 #define CONFLICT_UNHEALTHY_MS(c) (3 * (uint64_t)(c)->lease_ms)
 
 /* ---- scripts ---- */
@@ -88,6 +89,15 @@ static const char cleanup_lua[] =
     "end\n"
     "redis.call('DEL', KEYS[1])\n"
     "return n\n";
+
+/* The rewrite's writes, in batches: ARGV[1] is the node's user set, then
+ * (user, field, device) triplets. */
+static const char write_lua[] =
+    "for i = 2, #ARGV, 3 do\n"
+    "  redis.call('HSET', 'hubu:pr:{' .. ARGV[i] .. '}', ARGV[i + 1], ARGV[i + 2])\n"
+    "  redis.call('SADD', ARGV[1], ARGV[i])\n"
+    "end\n"
+    "return (#ARGV - 1) / 3\n";
 
 /* Every registered node (KEYS[1], the set) with a lease: id, PTTL, value;
  * those without one leave the set. */
@@ -148,7 +158,7 @@ struct hubu_cluster {
   hubu_redis_seq *seq;
   cluster_dir *dir; /* core's directory; NULL once it was freed */
   uv_timer_t timer; /* the lease refresh */
-  hubu_redis_script s_target, s_cleanup, s_view;
+  hubu_redis_script s_target, s_cleanup, s_view, s_write;
   char id_str[12];
   char key_node[40];  /* hubu:node:{ID} */
   char key_users[48]; /* hubu:node:{ID}:users */
@@ -175,6 +185,13 @@ static int cmd_up(hubu_cluster *c) { return !c->closed && c->cmd && hubu_redis_i
 
 /* ---- presence ---- */
 
+static void ignore_reply(hubu_redis *r, hubu_redis_status st, const redisReply *reply, void *ud) {
+  (void)r;
+  (void)st;
+  (void)reply;
+  (void)ud;
+}
+
 static void presence_done(hubu_redis *r, hubu_redis_status st, const redisReply *reply, void *ud) {
   (void)r;
   (void)reply;
@@ -188,6 +205,16 @@ static void presence_done(hubu_redis *r, hubu_redis_status st, const redisReply 
 static void presence_cmd(hubu_cluster *c, int argc, const char **argv) {
   if (!cmd_up(c) || hubu_redis_pending(c->cmd) >= MAX_PENDING ||
       hubu_redis_command(c->cmd, 0, presence_done, c, argc, argv, NULL) != 0) {
+    c->stats.presence_failed++;
+    c->rewrite_needed = 1;
+    return;
+  }
+  c->stats.presence_writes++;
+}
+
+/* One batch of the rewrite (the script was loaded with the cleanup). */
+static void presence_script(hubu_cluster *c, int argc, const char **args) {
+  if (!cmd_up(c) || hubu_redis_eval(c->cmd, &c->s_write, 0, presence_done, c, 0, NULL, NULL, argc, args, NULL) != 0) {
     c->stats.presence_failed++;
     c->rewrite_needed = 1;
     return;
@@ -225,12 +252,21 @@ static void cleanup_done(hubu_redis *r, hubu_redis_status st, const redisReply *
     return;
   }
   c->stats.presence_rewrites++;
-  size_t n = 0;
-  if (c->dir) {
-    conn_entry *e, *tmp;
-    HASH_ITER(hh, c->dir->conns, e, tmp) {
-      presence_write(c, e->peer);
-      n++;
+  size_t n = 0, k = 1;
+  const char *args[1 + 3 * REWRITE_BATCH];
+  char fields[REWRITE_BATCH][40];
+  args[0] = c->key_users;
+  conn_entry *e, *tmp;
+  conn_entry *head = c->dir ? c->dir->conns : NULL;
+  HASH_ITER(hh, head, e, tmp) {
+    snprintf(fields[n % REWRITE_BATCH], sizeof fields[0], "%s:%" PRIu64, c->id_str, e->id);
+    args[k++] = e->peer->user;
+    args[k++] = fields[n % REWRITE_BATCH];
+    args[k++] = e->peer->device;
+    n++;
+    if (k == 1 + 3 * REWRITE_BATCH || !e->hh.next) {
+      presence_script(c, (int)k, args);
+      k = 1;
     }
   }
   hubu_log(HUBU_LOG_INFO, 0, NULL, "cluster_presence_written", "node=%u connections=%zu removed=%lld", c->node_id, n,
@@ -253,6 +289,10 @@ static void presence_rewrite(hubu_cluster *c) {
     return;
   }
   c->rewrite_in_flight = 1;
+  /* Loaded before the cleanup's answer comes back (even when the cleanup is
+   * sent again after NOSCRIPT): the batches' EVALSHA then runs in order. */
+  const char *load[3] = {"SCRIPT", "LOAD", c->s_write.source};
+  hubu_redis_command(c->cmd, 0, ignore_reply, NULL, 3, load, NULL);
 }
 
 static int dir_attach(hubu_directory *d, hubu_peer *p) {
@@ -437,13 +477,6 @@ static void lease_done(hubu_redis *r, hubu_redis_status st, const redisReply *re
   }
   c->registered = 1;
   if (c->rewrite_needed) presence_rewrite(c);
-}
-
-static void ignore_reply(hubu_redis *r, hubu_redis_status st, const redisReply *reply, void *ud) {
-  (void)r;
-  (void)st;
-  (void)reply;
-  (void)ud;
 }
 
 static void lease_tick(uv_timer_t *t) {
@@ -834,6 +867,7 @@ hubu_cluster *hubu_cluster_start(hubu_core *core, hubu_store *store, const hubu_
   hubu_redis_script_init(&c->s_target, target_lua, sizeof target_lua - 1);
   hubu_redis_script_init(&c->s_cleanup, cleanup_lua, sizeof cleanup_lua - 1);
   hubu_redis_script_init(&c->s_view, view_lua, sizeof view_lua - 1);
+  hubu_redis_script_init(&c->s_write, write_lua, sizeof write_lua - 1);
   hubu_store_lease_init(&c->lease, store);
   hubu_redis_seq_config sc = {.block = cfg->seq_block};
   if (!(c->cmd = hubu_redis_new(c->loop, &rcfg, on_cmd_health, c))) goto oom;

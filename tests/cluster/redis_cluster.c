@@ -203,6 +203,12 @@ static int set_has(const char *key, const char *member) {
   return rq(&r, 3, argv, NULL) && r.integer == 1;
 }
 
+static long long scard(const char *key) {
+  const char *argv[2] = {"SCARD", key};
+  rq_reply r;
+  return rq(&r, 2, argv, NULL) ? r.integer : -1;
+}
+
 /* ---- peers ---- */
 
 typedef struct {
@@ -507,6 +513,15 @@ static void redis_kill9_and_empty_restart_then_presence_and_deliveries_come_back
   CHECK(run_until(has_pushed, &want, 5000));
   pushed_once(&bob, "d:alice:bob", s1);
   tp_flush(&bob);
+  /* More connections than one batch of the rewrite holds (256). */
+  static test_peer crowd[300];
+  for (int i = 0; i < 300; i++) {
+    char user[16];
+    snprintf(user, sizeof user, "u%03d", i);
+    tp_connect(&nodes[1].fx, &crowd[i], user, "phone");
+  }
+  run_for(200);
+  CHECK_EQ_U64(scard("hubu:node:{2}:users"), 301);
 
   rfx_script("kill9");
   CHECK(run_until(none_healthy, NULL, 5000));
@@ -528,6 +543,9 @@ static void redis_kill9_and_empty_restart_then_presence_and_deliveries_come_back
   test_peer *peers[2] = {&alice, &bob};
   CHECK(run_until(presence_back, peers, 5000));
   CHECK(presence_has("carol", 2, carol.peer.id, NULL, 0)); /* attached while down */
+  CHECK(presence_has("u000", 2, crowd[0].peer.id, NULL, 0));
+  CHECK(presence_has("u299", 2, crowd[299].peer.id, NULL, 0));
+  CHECK_EQ_U64(scard("hubu:node:{2}:users"), 302);
   CHECK(set_has("hubu:node:{1}:users", "alice"));
   CHECK(stats_of(0).presence_rewrites >= 2);
   CHECK(stats_of(0).lease_lost >= 1);
@@ -542,6 +560,7 @@ static void redis_kill9_and_empty_restart_then_presence_and_deliveries_come_back
   tp_close(&alice);
   tp_close(&bob);
   tp_close(&carol);
+  for (int i = 0; i < 300; i++) tp_close(&crowd[i]);
 out:
   nodes_close();
 }
