@@ -140,7 +140,8 @@ foreach(case delivery_reaches_the_other_nodes_peers_once_in_their_modes
              redis_kill9_and_empty_restart_then_presence_and_deliveries_come_back
              redis_sigstop_makes_the_nodes_unhealthy_within_the_timeout
              a_node_without_lease_refresh_is_no_target_until_it_refreshes
-             describe_lists_the_nodes_and_malformed_bus_messages_are_dropped)
+             describe_lists_the_nodes_and_malformed_bus_messages_are_dropped
+             a_restart_under_the_same_id_cleans_its_predecessor_and_a_twin_is_unhealthy)
   hubu_redis_test(NAME redis.cluster.${case} OWN_SERVER COMMAND test_redis_cluster ${case})
 endforeach()
 

@@ -166,11 +166,12 @@ struct hubu_cluster {
   char ch_ping[40];   /* hubu:bus:ID:ping */
   int closed, paused, registered, rewrite_needed;
   int lease_in_flight, view_in_flight, rewrite_in_flight;
-  unsigned closing_left;     /* the close's commands not answered yet */
-  uint64_t lease_sent_ms;    /* loop time the SET under way was sent */
-  uint64_t lease_ok_ms;      /* loop time the last answered SET was sent */
-  uint64_t conflict_ms;      /* loop time another process's lease was last found under this id */
-  unsigned malformed_logged; /* one bit per kind */
+  unsigned closing_left;       /* the close's commands not answered yet */
+  uint64_t lease_sent_ms;      /* loop time the SET under way was sent */
+  uint64_t lease_ok_ms;        /* loop time the last answered SET was sent */
+  uint64_t conflict_ms;        /* loop time another process's lease was last found under this id */
+  uint64_t conflict_logged_ms; /* ... and logged (at most every 10 s) */
+  unsigned malformed_logged;   /* one bit per kind */
   cluster_node *nodes;
   size_t n_nodes;
   hubu_cluster_stats stats;
@@ -465,9 +466,12 @@ static void lease_done(hubu_redis *r, hubu_redis_status st, const redisReply *re
       if (c->registered) {
         c->stats.lease_conflicts++;
         c->conflict_ms = c->lease_sent_ms;
-        hubu_log(HUBU_LOG_ERROR, 0, NULL, "cluster_node_id_conflict",
-                 "node=%u incarnation=%s other=\"%.80s\" reason=\"another process holds this node id\"", c->node_id,
-                 c->inc, reply->str);
+        if (!c->conflict_logged_ms || c->lease_sent_ms - c->conflict_logged_ms >= 10000) {
+          c->conflict_logged_ms = c->lease_sent_ms;
+          hubu_log(HUBU_LOG_ERROR, 0, NULL, "cluster_node_id_conflict",
+                   "node=%u incarnation=%s other=\"%.80s\" reason=\"another process holds this node id\"", c->node_id,
+                   c->inc, reply->str);
+        }
       } else {
         hubu_log(HUBU_LOG_INFO, 0, NULL, "cluster_node_registered",
                  "node=%u incarnation=%s lease_ms=%u previous=\"%.80s\"", c->node_id, c->inc, c->lease_ms, reply->str);
@@ -548,7 +552,7 @@ static void delivery_sent(hubu_redis *r, hubu_redis_status st, const redisReply 
   (void)r;
   hubu_cluster *c = ud;
   if (st != HUBU_REDIS_OK || reply->type != REDIS_REPLY_ARRAY) {
-    c->stats.deliveries_failed++;
+    c->stats.bus_failed++;
     return;
   }
   c->stats.deliveries_sent += reply->elements;
@@ -560,14 +564,14 @@ static void broadcast_sent(hubu_redis *r, hubu_redis_status st, const redisReply
   if (st == HUBU_REDIS_OK && reply->type == REDIS_REPLY_INTEGER)
     c->stats.deliveries_sent++;
   else
-    c->stats.deliveries_failed++;
+    c->stats.bus_failed++;
 }
 
 static void bus_deliver(hubu_bus *b, const hubu_msg *m, const char *const *users, const uint8_t *modes, size_t n) {
   hubu_cluster *c = (hubu_cluster *)b;
   if (!n) return;
-  if (!cmd_up(c)) {
-    c->stats.deliveries_failed++;
+  if (!cmd_up(c) || hubu_redis_pending(c->cmd) >= MAX_PENDING) {
+    c->stats.bus_failed++;
     return;
   }
   hubu_buf payload = {0};
@@ -595,7 +599,7 @@ static void bus_deliver(hubu_bus *b, const hubu_msg *m, const char *const *users
       snprintf(ch, sizeof ch, "hubu:bus:%u", c->nodes[i].id);
       const char *argv[3] = {"PUBLISH", ch, arg[1]};
       size_t argvlen[3] = {7, strlen(ch), arglen[1]};
-      if (hubu_redis_command(c->cmd, 0, broadcast_sent, c, 3, argv, argvlen) != 0) c->stats.deliveries_failed++;
+      if (hubu_redis_command(c->cmd, 0, broadcast_sent, c, 3, argv, argvlen) != 0) c->stats.bus_failed++;
     }
   } else if (!fail) {
     /* The users' presence keys, one buffer. */
@@ -619,7 +623,7 @@ static void bus_deliver(hubu_bus *b, const hubu_msg *m, const char *const *users
     free(offs);
     hubu_buf_free(&kb);
   }
-  if (fail) c->stats.deliveries_failed++;
+  if (fail) c->stats.bus_failed++;
   hubu_buf_free(&payload);
 }
 
@@ -627,12 +631,12 @@ static void all_sent(hubu_redis *r, hubu_redis_status st, const redisReply *repl
   (void)r;
   (void)reply;
   hubu_cluster *c = ud;
-  if (st != HUBU_REDIS_OK) c->stats.deliveries_failed++;
+  if (st != HUBU_REDIS_OK) c->stats.bus_failed++;
 }
 
 /* PUBLISH hubu:bus:all: 0, or -1 (not sent). */
 static int publish_all(hubu_cluster *c, const hubu_buf *payload) {
-  if (!cmd_up(c)) return -1;
+  if (!cmd_up(c) || hubu_redis_pending(c->cmd) >= MAX_PENDING) return -1;
   const char *argv[3] = {"PUBLISH", "hubu:bus:all", (const char *)hubu_buf_head(payload)};
   size_t argvlen[3] = {7, 12, hubu_buf_size(payload)};
   return hubu_redis_command(c->cmd, 0, all_sent, c, 3, argv, argvlen);
@@ -645,7 +649,7 @@ static void bus_kick(hubu_bus *b, const char *user, const char *reason) {
   uint8_t h[2] = {(uint8_t)(ul >> 8), (uint8_t)ul};
   if (ul > 0xFFFF || bus_header(c, &p, BUS_KICK) || hubu_buf_append(&p, h, 2) || hubu_buf_append(&p, user, ul) ||
       hubu_buf_append(&p, reason ? reason : "", reason ? strlen(reason) : 0) || publish_all(c, &p) != 0)
-    c->stats.deliveries_failed++;
+    c->stats.bus_failed++;
   else
     c->stats.kicks_sent++;
   hubu_buf_free(&p);
@@ -656,7 +660,7 @@ static void bus_invalidate(hubu_bus *b, const char *session_id) {
   hubu_buf p = {0};
   if (bus_header(c, &p, BUS_INVALIDATE) || hubu_buf_append(&p, session_id, strlen(session_id)) ||
       publish_all(c, &p) != 0)
-    c->stats.deliveries_failed++;
+    c->stats.bus_failed++;
   else
     c->stats.invalidations_sent++;
   hubu_buf_free(&p);
@@ -1011,7 +1015,7 @@ int hubu_cluster_describe(hubu_cluster *c, hubu_buf *out) {
   hubu_json_open(&w, "counters", '{', 0);
   hubu_json_u64(&w, "deliveries_sent", s->deliveries_sent);
   hubu_json_u64(&w, "deliveries_received", s->deliveries_received);
-  hubu_json_u64(&w, "deliveries_failed", s->deliveries_failed);
+  hubu_json_u64(&w, "bus_failed", s->bus_failed);
   hubu_json_u64(&w, "deliveries_broadcast", s->deliveries_broadcast);
   hubu_json_u64(&w, "kicks_sent", s->kicks_sent);
   hubu_json_u64(&w, "kicks_received", s->kicks_received);
@@ -1081,7 +1085,7 @@ void hubu_cluster_metrics(hubu_cluster *c, hubu_buf *out) {
                             s->kicks_received,  s->invalidations_sent,  s->invalidations_received};
   for (int i = 0; i < 6; i++) hubu_prom_sample_u64(out, "hubu_cluster_bus_messages_total", labels[i], vals[i]);
   prom_one(out, "hubu_cluster_bus_failures_total", "counter", "bus messages not sent (Redis down) or whose call failed",
-           s->deliveries_failed);
+           s->bus_failed);
   prom_one(out, "hubu_cluster_bus_malformed_total", "counter", "bus messages dropped as malformed", s->malformed);
   prom_one(out, "hubu_cluster_presence_writes_total", "counter", "presence commands sent to Redis", s->presence_writes);
   prom_one(out, "hubu_cluster_presence_failures_total", "counter", "presence commands not sent or failed",

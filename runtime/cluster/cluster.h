@@ -53,7 +53,8 @@ typedef struct hubu_cluster hubu_cluster;
 typedef struct {
   uint64_t deliveries_sent;      /* deliveries published, one per target node */
   uint64_t deliveries_received;  /* deliveries from other nodes handed to core */
-  uint64_t deliveries_failed;    /* deliver() calls not sent (Redis down) or whose call failed */
+  uint64_t bus_failed;           /* deliveries, kicks and invalidations not sent (Redis down, too much
+                                    pending) or whose call failed */
   uint64_t deliveries_broadcast; /* deliver() calls sent to every live node (many users) */
   uint64_t kicks_sent, kicks_received;
   uint64_t invalidations_sent, invalidations_received;
