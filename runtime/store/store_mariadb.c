@@ -102,8 +102,10 @@ static const char *const migrations[] = {
     /* 3: cluster mode's fence per session (store.h): every seq at or below it that is not stored is abandoned.
      * A column of sessions, not a table: the append's first round trip reads its sessions' rows already (which
      * exist), under the log counter's lock, so the fence comes with that read at no cost; and a fence is only
-     * raised over stored rows, whose session always has its row. */
-    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS fence_seq BIGINT UNSIGNED NOT NULL DEFAULT 0",
+     * raised over stored rows, whose session always has its row. log_counter.fences counts the raises: a
+     * raise writes the counter row as every append does (fence_raise). */
+    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS fence_seq BIGINT UNSIGNED NOT NULL DEFAULT 0;"
+    "ALTER TABLE log_counter ADD COLUMN IF NOT EXISTS fences BIGINT UNSIGNED NOT NULL DEFAULT 0",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -1388,17 +1390,20 @@ static int pull_state(maria_store *st, const char *session_id, uint64_t *fence, 
 }
 
 /* Raises a session's fence to at least to. One round trip: begin, lock the
- * log counter (every append holds it from its first round trip to its
- * COMMIT, so the two are serialised), raise, COMMIT. The server runs it to
- * the end without waiting on this client, so a node stopped mid-way never
- * holds the lock appends need. 0, or -1 with *oom, else the connection's
- * error (the caller rolls back: a statement that failed left the rest unrun). */
+ * log counter row by changing it (every append holds that lock from its
+ * first round trip to its COMMIT, so the two are serialised; and the row
+ * changes, as an append's does, so that Galera's certification, which sees
+ * writes and not locks, orders a raise and an append on two nodes as it
+ * orders two appends), raise, COMMIT. The server runs it to the end without
+ * waiting on this client, so a node stopped mid-way never holds the lock
+ * appends need. 0, or -1 with *oom, else the connection's error (the caller
+ * rolls back: a statement that failed left the rest unrun). */
 static int fence_raise(maria_store *st, const char *session_id, uint64_t to, int *oom) {
   *oom = 0;
   for (int attempt = 1;; attempt++) {
     sql_reset(st);
     if (sql_raw(st,
-                "START TRANSACTION;SELECT last_pos FROM log_counter WHERE id = 1 FOR UPDATE;"
+                "START TRANSACTION;UPDATE log_counter SET fences = fences + 1 WHERE id = 1;"
                 "UPDATE sessions SET fence_seq = GREATEST(fence_seq, ") |
         sql_u64(st, to) | sql_raw(st, ") WHERE session_id = ") | sql_text(st, session_id) | sql_raw(st, ";COMMIT")) {
       *oom = 1;

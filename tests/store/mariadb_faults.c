@@ -56,7 +56,8 @@ typedef enum {
   RELAY_CUT_AFTER_COMMIT,  /* relay the packet holding COMMIT, swallow the answer, cut */
   RELAY_CUT_BEFORE_COMMIT, /* cut instead of relaying the packet holding COMMIT */
   RELAY_REFUSE,            /* close every new connection at once, and open ones at their next request */
-  RELAY_STALL_AT_LOCK,     /* relay the first packet taking a lock (FOR UPDATE), then relay nothing for STALL_MS */
+  RELAY_STALL_AT_LOCK,     /* relay the first packet naming log_counter (it takes its lock), then relay nothing
+                              for STALL_MS */
 } relay_mode;
 
 #define STALL_MS 3000
@@ -151,7 +152,7 @@ static void *relay_conn(void *arg) {
         break; /* the COMMIT never reaches the server */
       }
       if (write_all(server, buf, (size_t)n) != 0) break;
-      expected = memmem(buf, (size_t)n, "FOR UPDATE", 10) ? RELAY_STALL_AT_LOCK : -1;
+      expected = memmem(buf, (size_t)n, "log_counter", 11) ? RELAY_STALL_AT_LOCK : -1;
       if (expected >= 0 && atomic_compare_exchange_strong(&relay_mode_now, &expected, RELAY_PASS)) {
         /* as a client stopped with SIGSTOP just after sending: its socket buffers the answer, it reads nothing */
         atomic_fetch_add(&relay_stalls, 1);
