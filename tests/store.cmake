@@ -61,8 +61,8 @@ foreach(backend_line IN LISTS hubu_store_backend_lines)
 endforeach()
 
 # store.mariadb.fault.<case>: the MariaDB store through a relay that cuts the
-# connection around a COMMIT, refuses it, or stalls it after the packet that
-# takes the log counter's lock (tests/store/mariadb_faults.c).
+# connection around a COMMIT, refuses it, or stalls it before or after the
+# packet that takes the log counter's lock (tests/store/mariadb_faults.c).
 add_executable(mariadb_faults ${CMAKE_CURRENT_LIST_DIR}/store/mariadb_faults.c)
 target_include_directories(mariadb_faults PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)
 target_link_libraries(mariadb_faults PRIVATE hubu_store)
@@ -70,7 +70,8 @@ if(TARGET hubu_unit_tests)
   add_dependencies(hubu_unit_tests mariadb_faults)
 endif()
 foreach(case two_writers_log_positions_are_dense_in_commit_order lock_wait_timeout_is_rolled_back_and_retried commit_answer_lost_is_acknowledged_once commit_never_sent_is_retry_and_the_resend_is_stored_once
-             database_away_answers_retry_at_once_and_recovers_by_itself fence_raise_leaves_no_lock_to_a_stalled_node)
+             database_away_answers_retry_at_once_and_recovers_by_itself fence_raise_leaves_no_lock_to_a_stalled_node
+             row_landing_in_a_hole_before_the_fence_is_returned)
   hubu_mariadb_test(NAME store.mariadb.fault.${case} LABELS store TIMEOUT 120 COMMAND mariadb_faults ${case})
   set_tests_properties(${HUBU_TEST_PREFIX}store.mariadb.fault.${case} PROPERTIES SKIP_RETURN_CODE 77)
 endforeach()

@@ -9,8 +9,9 @@
  *     once, health says so, and both recover when the database is back;
  * a lock wait that times out (another writer holds the log counter) is
  * rolled back and run again; two writers' log positions reach a reader
- * dense and in order; and a node that stalls (SIGSTOP) right after sending
- * the transaction that raises a session's fence holds no lock meanwhile.
+ * dense and in order; a node that stalls (SIGSTOP) right after sending the
+ * transaction that raises a session's fence holds no lock meanwhile; and a
+ * row stored in a hole just before the fence covers it is still returned.
  * `mariadb_faults CASE`; needs HUBU_MARIADB_ENV (tests/mariadb.cmake). */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -58,6 +59,7 @@ typedef enum {
   RELAY_REFUSE,            /* close every new connection at once, and open ones at their next request */
   RELAY_STALL_AT_LOCK,     /* relay the first packet naming log_counter (it takes its lock), then relay nothing
                               for STALL_MS */
+  RELAY_STALL_BEFORE_LOCK, /* hold the first packet naming log_counter for STALL_MS, then relay it */
 } relay_mode;
 
 #define STALL_MS 3000
@@ -151,8 +153,14 @@ static void *relay_conn(void *arg) {
         atomic_fetch_add(&relay_cuts, 1);
         break; /* the COMMIT never reaches the server */
       }
+      int lock = memmem(buf, (size_t)n, "log_counter", 11) != NULL;
+      expected = lock ? RELAY_STALL_BEFORE_LOCK : -1;
+      if (lock && atomic_compare_exchange_strong(&relay_mode_now, &expected, RELAY_PASS)) {
+        atomic_fetch_add(&relay_stalls, 1);
+        usleep(STALL_MS * 1000);
+      }
       if (write_all(server, buf, (size_t)n) != 0) break;
-      expected = memmem(buf, (size_t)n, "log_counter", 11) ? RELAY_STALL_AT_LOCK : -1;
+      expected = lock ? RELAY_STALL_AT_LOCK : -1;
       if (expected >= 0 && atomic_compare_exchange_strong(&relay_mode_now, &expected, RELAY_PASS)) {
         /* as a client stopped with SIGSTOP just after sending: its socket buffers the answer, it reads nothing */
         atomic_fetch_add(&relay_stalls, 1);
@@ -579,6 +587,63 @@ static void fence_raise_leaves_no_lock_to_a_stalled_node(void) {
   hubu_store_close(other);
 }
 
+/* The PULL read the page and found the hole 2-4 old; before its fence
+ * reaches the server (held by the relay), another node stores 3 in the hole.
+ * The fence then covers 3, but 3 is stored: the PULL reads the page again
+ * after raising the fence and returns it (proving only 2 and 4 empty). */
+static void row_landing_before_the_fence_is_returned(void) {
+  char err[256] = "", direct[400];
+  snprintf(direct, sizeof direct, "mariadb://%s:%s@127.0.0.1:%s/%s", db_user, db_password, db_port, db_name);
+  hubu_store_config cfg = {.url = direct, .fsync = HUBU_FSYNC_BATCH};
+  hubu_store *other = hubu_store_open(&loop, &cfg, err, sizeof err);
+  if (!CHECK(other != NULL)) {
+    fprintf(stderr, "    %s\n", err);
+    return;
+  }
+  uint64_t old = 1700000000000ull; /* 2023: long settled */
+  hubu_store_op *rows[2] = {append_op("g:landing", 1, "alice", 1, old), append_op("g:landing", 5, "alice", 2, old)};
+  for (int i = 0; i < 2; i++) {
+    run_op(rows[i]);
+    CHECK_EQ_U64(rows[i]->status, HUBU_STORE_OK);
+    hubu_store_op_free(rows[i]);
+  }
+  atomic_store(&relay_stalls, 0);
+  atomic_store(&relay_mode_now, RELAY_STALL_BEFORE_LOCK);
+  batch pulled = {.n = 1};
+  hubu_store_op *pull = hubu_store_op_new(HUBU_STORE_PULL);
+  snprintf(pull->pull.session_id, sizeof pull->pull.session_id, "g:landing");
+  pull->pull.limit = 100;
+  pull->pull.settle_ms = 60000;
+  pull->ud = &pulled;
+  pull->done = on_done;
+  hubu_store_submit(store, pull);
+  for (int i = 0; i < 200 && !atomic_load(&relay_stalls); i++) usleep(10000); /* the page is read, the fence held */
+  CHECK_EQ_U64(atomic_load(&relay_stalls), 1);
+  hubu_store_op *landing = append_op("g:landing", 3, "bob", 1, old + 3);
+  landing->done = on_other_done;
+  other_done = 0;
+  hubu_store_submit(other, landing);
+  while (other_done < 1) uv_run(&loop, UV_RUN_ONCE);
+  CHECK_EQ_U64(landing->status, HUBU_STORE_OK); /* no fence yet */
+  CHECK_EQ_U64(pulled.done, 0);
+  hubu_store_op_free(landing);
+  while (!pulled.done) uv_run(&loop, UV_RUN_ONCE);
+  CHECK_EQ_U64(pull->status, HUBU_STORE_OK);
+  if (CHECK_EQ_U64(pull->pull.n_msgs, 3)) {
+    CHECK_EQ_U64(pull->pull.msgs[0]->seq, 1);
+    CHECK_EQ_U64(pull->pull.msgs[1]->seq, 3);
+    CHECK_EQ_U64(pull->pull.msgs[2]->seq, 5);
+  }
+  CHECK_EQ_U64(pull->pull.fenced, 2); /* 2 and 4 */
+  CHECK_EQ_U64(pull->pull.max_seq, 5);
+  hubu_store_op_free(pull);
+  hubu_store_op *again = append_op("g:landing", 4, "bob", 2, old + 4);
+  run_op(again);
+  CHECK_EQ_U64(again->status, HUBU_STORE_SEQ_TAKEN);
+  hubu_store_op_free(again);
+  hubu_store_close(other);
+}
+
 static const struct {
   const char *name;
   void (*run)(void);
@@ -589,6 +654,7 @@ static const struct {
     {"commit_never_sent_is_retry_and_the_resend_is_stored_once", commit_never_sent},
     {"database_away_answers_retry_at_once_and_recovers_by_itself", database_away_and_back},
     {"fence_raise_leaves_no_lock_to_a_stalled_node", fence_raise_leaves_no_lock_to_a_stalled_node},
+    {"row_landing_in_a_hole_before_the_fence_is_returned", row_landing_before_the_fence_is_returned},
 };
 
 int main(int argc, char **argv) {
