@@ -1063,18 +1063,18 @@ void hubu_cluster_metrics(hubu_cluster *c, hubu_buf *out) {
   hubu_redis_health h;
   memset(&h, 0, sizeof h);
   if (c->cmd) hubu_redis_get_health(c->cmd, &h);
-  prom_one(out, "hubu_cluster_redis_up", "gauge", "1 while the Redis command connection is up", cmd_up(c));
-  prom_one(out, "hubu_cluster_redis_failures_total", "counter", "Redis connects that failed and connections lost",
+  prom_one(out, "hubu_cluster_redis_up", "gauge", "1 while the Redis command connection is up.", cmd_up(c));
+  prom_one(out, "hubu_cluster_redis_failures_total", "counter", "Redis connects that failed and connections lost.",
            h.failures);
-  prom_one(out, "hubu_cluster_redis_timeouts_total", "counter", "Redis commands that timed out", h.timeouts);
+  prom_one(out, "hubu_cluster_redis_timeouts_total", "counter", "Redis commands that timed out.", h.timeouts);
   prom_one(out, "hubu_cluster_bus_up", "gauge",
-           "1 while the bus subscriber is up and its heartbeat (a self-ping through Redis) comes back",
+           "1 while the bus subscriber is up and its heartbeat (a self-ping through Redis) comes back.",
            !c->closed && c->sub && hubu_redis_is_up(c->sub));
-  prom_one(out, "hubu_cluster_lease_ms_left", "gauge", "what is left of this node's lease in Redis, in ms",
+  prom_one(out, "hubu_cluster_lease_ms_left", "gauge", "What is left of this node's lease in Redis, in ms.",
            c->registered && c->lease_ok_ms + c->lease_ms > now ? c->lease_ok_ms + c->lease_ms - now : 0);
-  prom_one(out, "hubu_cluster_nodes_live", "gauge", "nodes with a live lease at the last refresh, this one included",
+  prom_one(out, "hubu_cluster_nodes_live", "gauge", "Nodes with a live lease at the last refresh, this one included.",
            hubu_cluster_live_nodes(c));
-  static const char help[] = "bus messages by kind and direction (deliveries count one per target node)";
+  static const char help[] = "Bus messages by kind and direction (deliveries count one per target node).";
   hubu_prom_head(out, "hubu_cluster_bus_messages_total", "counter", help, sizeof help - 1);
   static const char *const labels[6] = {
       "{kind=\"delivery\",dir=\"sent\"}",   "{kind=\"delivery\",dir=\"received\"}",
@@ -1084,22 +1084,24 @@ void hubu_cluster_metrics(hubu_cluster *c, hubu_buf *out) {
   const uint64_t vals[6] = {s->deliveries_sent, s->deliveries_received, s->kicks_sent,
                             s->kicks_received,  s->invalidations_sent,  s->invalidations_received};
   for (int i = 0; i < 6; i++) hubu_prom_sample_u64(out, "hubu_cluster_bus_messages_total", labels[i], vals[i]);
-  prom_one(out, "hubu_cluster_bus_failures_total", "counter", "bus messages not sent (Redis down) or whose call failed",
-           s->bus_failed);
-  prom_one(out, "hubu_cluster_bus_malformed_total", "counter", "bus messages dropped as malformed", s->malformed);
-  prom_one(out, "hubu_cluster_presence_writes_total", "counter", "presence commands sent to Redis", s->presence_writes);
-  prom_one(out, "hubu_cluster_presence_failures_total", "counter", "presence commands not sent or failed",
+  prom_one(out, "hubu_cluster_bus_failures_total", "counter",
+           "Bus messages not sent (Redis down) or whose call failed.", s->bus_failed);
+  prom_one(out, "hubu_cluster_bus_malformed_total", "counter", "Bus messages dropped as malformed.", s->malformed);
+  prom_one(out, "hubu_cluster_presence_writes_total", "counter", "Presence commands sent to Redis.",
+           s->presence_writes);
+  prom_one(out, "hubu_cluster_presence_failures_total", "counter", "Presence commands not sent or failed.",
            s->presence_failed);
-  prom_one(out, "hubu_cluster_presence_rewrites_total", "counter", "times the whole local presence was written again",
+  prom_one(out, "hubu_cluster_presence_rewrites_total", "counter", "Times the whole local presence was written again.",
            s->presence_rewrites);
-  prom_one(out, "hubu_cluster_lease_lost_total", "counter", "refreshes that found this node's lease gone",
+  prom_one(out, "hubu_cluster_lease_lost_total", "counter", "Refreshes that found this node's lease gone.",
            s->lease_lost);
   hubu_redis_seq_stats ss;
   hubu_redis_seq_get_stats(c->seq, &ss);
   prom_one(out, "hubu_cluster_seq_generation", "gauge",
-           "seq generations used (Redis data losses and failovers seen + 1)", ss.generation);
-  prom_one(out, "hubu_cluster_seq_leases_total", "counter", "seq blocks leased in the store", ss.leases);
-  prom_one(out, "hubu_cluster_seq_unavailable_total", "counter", "seq requests answered without a seq", ss.unavailable);
+           "Seq generations used (Redis data losses and failovers seen + 1).", ss.generation);
+  prom_one(out, "hubu_cluster_seq_leases_total", "counter", "Seq blocks leased in the store.", ss.leases);
+  prom_one(out, "hubu_cluster_seq_unavailable_total", "counter", "Seq requests answered without a seq.",
+           ss.unavailable);
 }
 
 static void closing_done(hubu_redis *r, hubu_redis_status st, const redisReply *reply, void *ud) {
