@@ -687,6 +687,18 @@ static void describe_lists_the_nodes_and_malformed_bus_messages_are_dropped(void
   CHECK(memmem(hubu_buf_head(&out), hubu_buf_size(&out), "hubu_cluster_nodes_live 3\n", 26) != NULL);
   hubu_buf_free(&out);
 
+  /* A URL hubud cannot use: refused with a reason, the core untouched. */
+  hubu_directory *dir = nodes[0].fx.core.directory;
+  hubu_bus *bus = nodes[0].fx.core.bus;
+  static const char *const bad[] = {"http://127.0.0.1:6379", "redis://redis.example:6379", "redis://127.0.0.1:99999"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char err[200] = "";
+    hubu_cluster_config cc = {.redis_url = bad[i], .node_id = 9};
+    CHECK(hubu_cluster_start(&nodes[0].fx.core, nodes[0].fx.store, &cc, err, sizeof err) == NULL);
+    CHECK(err[0] != '\0');
+  }
+  CHECK(nodes[0].fx.core.directory == dir && nodes[0].fx.core.bus == bus);
+
   /* Garbage on node 2's channel and on the common one: counted, dropped. */
   static const char *const junk[] = {"",
                                      "x",
