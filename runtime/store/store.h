@@ -39,9 +39,10 @@
  * seq at or below the fence is refused (SEQ_TAKEN); a PULL with settle_ms
  * raises the fence over holes whose writer had time to store them, so a hole
  * it answers as empty stays empty. Raising the fence and appends are
- * serialised (SQLite: its write lock; MariaDB: the log counter row both
- * lock), so an append either committed before the fence (and is seen by the
- * PULL's read after it) or sees the fence (and is refused). */
+ * serialised (SQLite: its write lock; MariaDB: the log counter row, which
+ * both lock and change), so an append either committed before the fence
+ * (and is seen by the PULL's read after it) or sees the fence (and is
+ * refused). */
 #ifndef HUBU_STORE_H
 #define HUBU_STORE_H
 
@@ -126,9 +127,10 @@ typedef void (*hubu_store_done_cb)(hubu_store_op *op);
  * store, valid in done with the status named. Owned pointers, in or out, are
  * freed by hubu_store_op_free; a caller takes one by setting it to NULL. */
 
-/* APPEND. Status: OK, DUPLICATE, SEQ_TAKEN, ERROR, RETRY. When the session may be new (core decides:
- * hubu_session_describe_new), the op names the session row and members to create with it; the first append of a batch
- * to a session the store lacks makes it. */
+/* APPEND: OK, DUPLICATE, SEQ_TAKEN, ERROR or RETRY. When the session may be
+ * new (core decides: hubu_session_describe_new), the op names the session row
+ * and members to create with it; the first append of a batch to a session the
+ * store lacks makes it. */
 typedef struct {
   hubu_msg *msg;                    /* in: the message (a reference owned by the op) */
   char new_kind[HUBU_KIND_MAX + 1]; /* in: the new session's kind, "direct", "group", ... ("": "custom") */
@@ -263,8 +265,9 @@ typedef struct {
 /* SEQ_LEASE: cluster mode's allocator (cluster/redis_seq.h) reserves, durably,
  * a block of a session's seqs that no node can have handed out: lo is above
  * every seq leased for the session before, above every seq stored in it,
- * above its fence (PULL), and above floor. The lease survives the loss of every node and of Redis; the
- * block is the lease's even if it is never used (holes are legal). */
+ * above its fence (PULL), and above floor. The lease survives the loss of
+ * every node and of Redis; the block is the lease's even if it is never used
+ * (holes are legal). */
 typedef struct {
   char session_id[HUBU_SESSION_ID_MAX + 1]; /* in */
   uint64_t floor;                           /* in: lo is above it */
