@@ -49,10 +49,12 @@
 
 /* The nodes other than ARGV[1] (with a live lease) that hold any of the
  * users whose presence hashes are KEYS: publishes ARGV[2] to each, once,
- * and returns their ids. Entries of nodes without a lease are deleted. */
+ * and returns their ids. Entries of nodes without a lease are deleted, and
+ * the user leaves such a node's user set. */
 static const char target_lua[] =
     "local self, live, sent, out = ARGV[1], {}, {}, {}\n"
     "for _, key in ipairs(KEYS) do\n"
+    "  local gone = {}\n"
     "  for _, f in ipairs(redis.call('HKEYS', key)) do\n"
     "    local node = string.match(f, '^(%d+):')\n"
     "    if node and node ~= self and not sent[node] then\n"
@@ -67,8 +69,13 @@ static const char target_lua[] =
     "        out[#out + 1] = tonumber(node)\n"
     "      else\n"
     "        redis.call('HDEL', key, f)\n"
+    "        gone[node] = true\n"
     "      end\n"
     "    end\n"
+    "  end\n"
+    "  local user = string.match(key, '^hubu:pr:{(.*)}$')\n"
+    "  for node in pairs(gone) do\n"
+    "    if user then redis.call('SREM', 'hubu:node:{' .. node .. '}:users', user) end\n"
     "  end\n"
     "end\n"
     "return out\n";

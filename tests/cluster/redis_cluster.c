@@ -620,6 +620,7 @@ static void a_node_without_lease_refresh_is_no_target_until_it_refreshes(void) {
   CHECK_EQ_U64(stats_of(1).deliveries_received, received);
   CHECK_EQ_U64(tp_pushed(&bob, NULL, NULL, 0), 0);
   CHECK_EQ_U64(hlen("bob"), 0); /* the reader deleted the entry of a node without a lease */
+  CHECK(!set_has("hubu:node:{2}:users", "bob"));
 
   /* It refreshes: the lease was gone, so it writes its presence again and
    * is a target again. */
@@ -628,6 +629,7 @@ static void a_node_without_lease_refresh_is_no_target_until_it_refreshes(void) {
   CHECK(run_until(all_see_all, NULL, 3000));
   CHECK_EQ_U64(stats_of(1).lease_lost, 1);
   CHECK(presence_has("bob", 2, bob.peer.id, NULL, 0));
+  CHECK(set_has("hubu:node:{2}:users", "bob"));
   uint64_t s3 = send_ok(&alice, 3, "d:alice:bob", "three");
   CHECK(run_until(received_more, &received, 5000));
   CHECK(run_until(has_pushed, &want, 5000));
