@@ -139,6 +139,7 @@ foreach(case delivery_reaches_the_other_nodes_peers_once_in_their_modes
              presence_in_redis_follows_attach_and_detach
              redis_kill9_and_empty_restart_then_presence_and_deliveries_come_back
              redis_sigstop_makes_the_nodes_unhealthy_within_the_timeout
+             close_while_redis_is_stopped_is_bounded
              a_node_without_lease_refresh_is_no_target_until_it_refreshes
              describe_lists_the_nodes_and_malformed_bus_messages_are_dropped
              a_restart_under_the_same_id_cleans_its_predecessor_and_a_twin_is_unhealthy)

@@ -590,6 +590,27 @@ out:
   nodes_close();
 }
 
+/* Redis stops just before the nodes close: each close's commands get their
+ * timeout (1 s) and no more, and the loops end. */
+static void close_while_redis_is_stopped_is_bounded(void) {
+  if (nodes_open(2, 0) != 0) goto out;
+  test_peer a;
+  tp_connect(&nodes[0].fx, &a, "alice", "phone");
+  run_for(100);
+  tp_close(&a);
+  rfx_script("pause");
+  CHECK(hubu_cluster_healthy(nodes[0].c, NULL, 0)); /* not noticed yet */
+  uint64_t t0 = mono_ms();
+  nodes_close();
+  uint64_t took = mono_ms() - t0;
+  CHECK(took >= 500 &&
+        took < 2500); /* the close did send its commands, and waited for them no longer than their timeout */
+  rfx_script("resume");
+  return;
+out:
+  nodes_close();
+}
+
 static int received_more(void *arg) { return stats_of(1).deliveries_received > *(uint64_t *)arg; }
 
 static void a_node_without_lease_refresh_is_no_target_until_it_refreshes(void) {
@@ -790,6 +811,7 @@ int main(int argc, char **argv) {
       CORE_CASE(presence_in_redis_follows_attach_and_detach),
       CORE_CASE(redis_kill9_and_empty_restart_then_presence_and_deliveries_come_back),
       CORE_CASE(redis_sigstop_makes_the_nodes_unhealthy_within_the_timeout),
+      CORE_CASE(close_while_redis_is_stopped_is_bounded),
       CORE_CASE(a_node_without_lease_refresh_is_no_target_until_it_refreshes),
       CORE_CASE(describe_lists_the_nodes_and_malformed_bus_messages_are_dropped),
       CORE_CASE(a_restart_under_the_same_id_cleans_its_predecessor_and_a_twin_is_unhealthy),
