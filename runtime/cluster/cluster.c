@@ -897,7 +897,7 @@ hubu_cluster *hubu_cluster_start(hubu_core *core, hubu_store *store, const hubu_
   core->directory = &cd->base;
   core->seq = hubu_redis_seq_allocator(c->seq);
   core->bus = &c->bus;
-  hubu_log(HUBU_LOG_INFO, 0, NULL, "cluster_started", "node=%u redis=%s:%d lease_ms=%u incarnation=%s", c->node_id,
+  hubu_log(HUBU_LOG_INFO, 0, NULL, "cluster_connecting", "node=%u redis=%s:%d lease_ms=%u incarnation=%s", c->node_id,
            rcfg.host, rcfg.port, c->lease_ms, c->inc);
   return c;
 oom:
