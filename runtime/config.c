@@ -62,7 +62,13 @@ void hubu_config_usage(const char *argv0) {
           "  --drain-ms N              SIGTERM drain budget (default 5000)\n"
           "  --port-file FILE          write 'tcp PORT' / 'tls PORT' / 'http PORT' once listening\n"
           "  --fsync always|batch|off  durability of the store (default batch: one durable commit per batch)\n"
-          "  --node-id N               0-1023, part of every msg_id (default 0)\n"
+          "  --node-id N               0-1023, part of every msg_id; unique per node in a cluster (default 0)\n"
+          "  --cluster redis://[:PASS@]HOST[:PORT][/DB]  cluster mode: seqs, presence and the node bus in\n"
+          "                            this Redis; needs a shared --store mariadb://... (default: one node)\n"
+          "  --cluster-lease-ms N      the node's lease in Redis: other nodes stop routing to it N ms\n"
+          "                            after it stops refreshing (default 5000)\n"
+          "  --pull-settle-ms N        cluster mode: a missing seq is proven a hole once the message\n"
+          "                            above it is N ms old (default 2000)\n"
           "  --max-inflight N          unacknowledged pushes per connection before PULL_HINT (default 256)\n"
           "  --max-inflight-bytes N    ... and bytes (default 1048576)\n"
           "  --ack-timeout-ms N        retransmit unacknowledged pushes after N ms (default 10000)\n"
@@ -219,6 +225,8 @@ void hubu_config_defaults(hubu_config *cfg) {
   cfg->max_pending_sends = 1024;
   cfg->max_pending_send_bytes = 4u << 20;
   cfg->tail_cache_bytes = 64u << 20;
+  cfg->cluster_lease_ms = 5000;
+  cfg->pull_settle_ms = 2000;
   cfg->session_cache_max = 100000;
   cfg->plugin_budget_ms = 100;
   cfg->plugin_memory_max = 256;
@@ -267,6 +275,14 @@ int hubu_config_apply(hubu_config *cfg, const char *flag, const char *v, char *e
     cfg->key_file = v;
   } else if (!strcmp(flag, "--store")) {
     cfg->store_url = v;
+  } else if (!strcmp(flag, "--cluster")) {
+    cfg->cluster_url = strcmp(v, "off") ? v : NULL;
+  } else if (!strcmp(flag, "--cluster-lease-ms")) {
+    bad = parse_u64(v, 3600000, &n) || n < 500;
+    cfg->cluster_lease_ms = (uint32_t)n;
+  } else if (!strcmp(flag, "--pull-settle-ms")) {
+    bad = parse_u64(v, 3600000, &n) || n < 1;
+    cfg->pull_settle_ms = (uint32_t)n;
   } else if (!strcmp(flag, "--data")) {
     cfg->data_dir = v;
   } else if (!strcmp(flag, "--plugins")) {

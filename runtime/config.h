@@ -27,7 +27,10 @@ typedef struct {
   const char *cert_file;
   const char *key_file;
   const char *data_dir;
-  const char *store_url; /* --store URL; NULL: sqlite:DATA/hubu.db */
+  const char *store_url;     /* --store URL; NULL: sqlite:DATA/hubu.db */
+  const char *cluster_url;   /* --cluster redis://...: cluster mode (runtime/cluster/); NULL: one node */
+  uint32_t cluster_lease_ms; /* the node's lease in Redis */
+  uint32_t pull_settle_ms;   /* cluster mode: a hole is proven once the message above it is this old */
   const char *plugins_dir;
   const char *secret_arg; /* --secret as given: literal or @FILE; NULL: DIR/secret */
   uint8_t *secret;        /* owned; loaded by hubu_config_load_secret */

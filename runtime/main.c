@@ -32,10 +32,36 @@ static int reload_plugins(void *ud, const char *plugin, char *msg, size_t msg_si
   return hubu_plugins_reload(s->plugins, plugin, msg, msg_size) ? 422 : 200;
 }
 
-/* The drain is over: the admin listener goes (it answered 503 "draining" until now). */
+/* The drain is over: the node leaves the cluster (its presence and lease go
+ * from Redis), and the admin listener goes (it answered 503 "draining" until now). */
 static void on_drained(hubu_server *s, void *ud) {
   (void)ud;
+  if (s->cluster) hubu_cluster_close(s->cluster);
   hubu_admin_close(s);
+}
+
+/* --cluster: the nodes share one store, so it must be one every node reaches. */
+static int start_cluster(hubu_server *s, hubu_store *store, const hubu_config *cfg, const char *store_url) {
+  if (strncmp(store_url, "mariadb://", 10) != 0) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "startup_failed",
+             "error=\"--cluster needs a store every node shares: --store mariadb://...\"");
+    return -1;
+  }
+  char err[512], advertise[512];
+  snprintf(advertise, sizeof advertise, "tcp %s:%d", cfg->listen_host, s->tcp_port);
+  hubu_cluster_config cc = {
+      .redis_url = cfg->cluster_url,
+      .node_id = cfg->node_id,
+      .lease_ms = cfg->cluster_lease_ms,
+      .advertise = advertise,
+  };
+  if (!(s->cluster = hubu_cluster_start(&s->core, store, &cc, err, sizeof err))) {
+    hubu_log(HUBU_LOG_ERROR, 0, NULL, "startup_failed", "error=\"cluster: %s\"", err);
+    return -1;
+  }
+  hubu_log(HUBU_LOG_INFO, 0, NULL, "cluster_started", "node=%u lease_ms=%u pull_settle_ms=%u", cfg->node_id,
+           cfg->cluster_lease_ms, cfg->pull_settle_ms);
+  return 0;
 }
 
 static int write_port_file(const char *path, int tcp_port, int tls_port, int http_port, int https_port,
@@ -88,6 +114,8 @@ static void split_config(const hubu_config *cfg, hubu_core_config *core, hubu_ne
       .pull_limit_max = cfg->pull_limit_max,
       .tail_cache_bytes = cfg->tail_cache_bytes,
       .session_cache_max = cfg->session_cache_max,
+      .cluster = cfg->cluster_url != NULL,
+      .pull_settle_ms = cfg->cluster_url ? cfg->pull_settle_ms : 0,
   };
   *net = (hubu_net_config){
       .listen_port = cfg->listen_port,
@@ -205,6 +233,10 @@ int main(int argc, char **argv) {
   }
   server.core.seq = hubu_cluster_single_seq();
   int started = hubu_server_start(&server, &loop, &net_cfg) == 0;
+  if (started && cfg.cluster_url && start_cluster(&server, store, &cfg, store_cfg.url) != 0) {
+    hubu_server_abort(&server);
+    started = 0;
+  }
   if (started && hubu_admin_start(&server, &admin_cfg) != 0) {
     hubu_server_abort(&server);
     started = 0;
@@ -218,10 +250,12 @@ int main(int argc, char **argv) {
     started = 0;
   }
   if (!started) {
+    if (server.cluster) hubu_cluster_close(server.cluster);
     hubu_store_close(store);
     uv_run(&loop, UV_RUN_DEFAULT); /* let the listeners' and the store's close callbacks run */
     uv_loop_close(&loop);
     hubu_server_free(&server);
+    if (server.cluster) hubu_cluster_free(server.cluster);
     hubu_store_op_cache_drop();
     hubu_config_free(&cfg);
     return 1;
@@ -247,6 +281,7 @@ int main(int argc, char **argv) {
   int closed = uv_loop_close(&loop);
   if (closed != 0) hubu_log(HUBU_LOG_ERROR, 0, NULL, "loop_not_closed", "error=\"%s\"", uv_strerror(closed));
   hubu_server_free(&server);
+  if (server.cluster) hubu_cluster_free(server.cluster);
   hubu_store_op_cache_drop();
   hubu_config_free(&cfg);
   if (admin_file[0]) unlink(admin_file);

@@ -33,6 +33,7 @@ static int cmd_help(int argc, char **argv);
 int hubuctl_group(int argc, char **argv);   /* hubuctl_group.c */
 int hubuctl_store(int argc, char **argv);   /* hubuctl_store.c */
 int hubuctl_stats(int argc, char **argv);   /* hubuctl_admin.c */
+int hubuctl_cluster(int argc, char **argv); /* hubuctl_admin.c */
 int hubuctl_conns(int argc, char **argv);   /* hubuctl_admin.c */
 int hubuctl_kick(int argc, char **argv);    /* hubuctl_admin.c */
 int hubuctl_reload(int argc, char **argv);  /* hubuctl_admin.c */
@@ -72,6 +73,10 @@ static const hubuctl_command commands[] = {
      "  --admin-token TOKEN|@FILE  the listener's --admin-token, sent as Authorization: Bearer\n"
      "                     (default $HUBU_ADMIN_TOKEN); every admin command takes it too\n",
      hubuctl_stats},
+    {"cluster", "[--admin HOST:PORT]",
+     "cluster mode: this node, the seq generation, Redis' health and every node with its lease and connections, as "
+     "JSON (GET /v1/admin/cluster)",
+     "", hubuctl_cluster},
     {"conns", "[USER] [--admin HOST:PORT]", "list the open connections, or USER's, as JSON", "", hubuctl_conns},
     {"kick", "USER [--reason R] [--admin HOST:PORT]", "send GOAWAY KICKED to every connection of USER", "",
      hubuctl_kick},

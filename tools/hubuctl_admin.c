@@ -28,6 +28,7 @@
 #include "utf8.h"
 
 int hubuctl_stats(int argc, char **argv);
+int hubuctl_cluster(int argc, char **argv);
 int hubuctl_conns(int argc, char **argv);
 int hubuctl_kick(int argc, char **argv);
 int hubuctl_reload(int argc, char **argv);
@@ -465,6 +466,13 @@ int hubuctl_stats(int argc, char **argv) {
   int r = parse_args("stats", "[--admin HOST:PORT] [--admin-token TOKEN|@FILE]", argc, argv, 0, 0, &args);
   if (r) return r;
   return admin_request("stats", &args.to, "GET", "/v1/admin/stats");
+}
+
+int hubuctl_cluster(int argc, char **argv) {
+  admin_args args;
+  int r = parse_args("cluster", "[--admin HOST:PORT] [--admin-token TOKEN|@FILE]", argc, argv, 0, 0, &args);
+  if (r) return r;
+  return admin_request("cluster", &args.to, "GET", "/v1/admin/cluster");
 }
 
 int hubuctl_conns(int argc, char **argv) {

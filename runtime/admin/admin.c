@@ -29,6 +29,7 @@
 
 #include "buf.h"
 #include "clock.h"
+#include "cluster.h"
 #include "conn.h"
 #include "delivery.h"
 #include "host.h"
@@ -614,17 +615,24 @@ static int refuse_unknown_params(admin_conn *c, const admin_query *q, const char
 static void handle_healthz(admin_conn *c, const admin_query *q) {
   (void)q;
   admin_out o = {0};
+  char text[256];
+  int status = hubu_server_health(c->admin->server, text, sizeof text);
+  out_printf(&o, "%s", text);
+  respond(c, status, "text/plain; charset=utf-8", &o, NULL);
+}
+
+/* GET /v1/admin/cluster: this node and every node of its cluster, as the
+ * cluster layer last saw them (404 on a node that is not in one). */
+static void handle_cluster(admin_conn *c, const admin_query *q) {
+  (void)q;
   hubu_server *s = c->admin->server;
-  char why[192];
-  int draining = s->draining != 0;
-  int degraded = !draining && s->core.store && !hubu_store_healthy(s->core.store, why, sizeof why);
-  if (draining)
-    out_printf(&o, "draining\n");
-  else if (degraded)
-    out_printf(&o, "degraded: store: %s\n", why);
-  else
-    out_printf(&o, "ok\n");
-  respond(c, draining || degraded ? 503 : 200, "text/plain; charset=utf-8", &o, NULL);
+  if (!s->cluster) {
+    respond_error(c, 404, "not in a cluster (hubud runs without --cluster)", NULL);
+    return;
+  }
+  admin_out o = {0};
+  if (hubu_cluster_describe(s->cluster, &o.buf) != 0) o.failed = 1;
+  respond_json(c, 200, &o);
 }
 
 static void handle_metrics(admin_conn *c, const admin_query *q) {
@@ -634,6 +642,7 @@ static void handle_metrics(admin_conn *c, const admin_query *q) {
   admin_out o = {0};
   render_metrics(&f, &o);
   if (!o.failed && hubu_plugins_metrics(c->admin->server->plugins, &o.buf) != 0) o.failed = 1;
+  if (!o.failed && c->admin->server->cluster) hubu_cluster_metrics(c->admin->server->cluster, &o.buf);
   if (o.failed) {
     hubu_buf_free(&o.buf);
     respond_error(c, 500, "out of memory", NULL);
@@ -1214,6 +1223,7 @@ static const admin_route routes[] = {
     {"/healthz", HTTP_GET, "Allow: GET\r\n", handle_healthz},
     {"/metrics", HTTP_GET, "Allow: GET\r\n", handle_metrics},
     {"/v1/admin/stats", HTTP_GET, "Allow: GET\r\n", handle_stats},
+    {"/v1/admin/cluster", HTTP_GET, "Allow: GET\r\n", handle_cluster},
     {"/v1/admin/conns", HTTP_GET, "Allow: GET\r\n", handle_conns},
     {"/v1/admin/kick", HTTP_POST, "Allow: POST\r\n", handle_kick},
     {"/v1/admin/reload", HTTP_POST, "Allow: POST\r\n", handle_reload},

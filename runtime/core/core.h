@@ -31,6 +31,7 @@ typedef struct {
   uint32_t pull_limit_max;    /* cap on PullRequest.limit */
   size_t tail_cache_bytes;    /* bytes the tails of all sessions may hold; 0: no bound */
   uint32_t session_cache_max; /* sessions kept in memory; past it the least recently used idle one goes; 0: no bound */
+  int cluster;                /* cluster mode: other nodes write the same store (runtime/cluster/) */
   uint32_t pull_settle_ms;    /* cluster mode (several writers per session): PULL reads the store and proves a hole
                                  once the message above it is this old (store.h); 0: one node, the tail serves */
 } hubu_core_config;

@@ -99,9 +99,15 @@ static int push_in_order(hubu_peer *c, const hubu_msg *m) {
   return 1;
 }
 
+int hubu_delivery_pushed(const hubu_peer *c, const char *session_id) {
+  hubu_pushed *e = NULL;
+  HASH_FIND_STR(c->pushed, session_id, e);
+  return e != NULL;
+}
+
 void hubu_delivery_push(hubu_core *core, hubu_peer *c, hubu_msg *m) {
   if (c->state != HUBU_PEER_READY) return;
-  if (core->cfg.pull_settle_ms && !push_in_order(c, m)) {
+  if (core->cfg.cluster && !push_in_order(c, m)) {
     core->stats.pushes_out_of_order++;
     return;
   }

@@ -40,6 +40,11 @@ void hubu_delivery_route(hubu_core *core, hubu_session *sess, hubu_msg *m, uint6
 /* Pushes m to c, or hints its session when c's window is full. */
 void hubu_delivery_push(hubu_core *core, hubu_peer *c, hubu_msg *m);
 
+/* Cluster mode: whether a message of session_id was pushed to c (the node
+ * that stored it named c's user a recipient, though this node may not have
+ * the session loaded). */
+int hubu_delivery_pushed(const hubu_peer *c, const char *session_id);
+
 /* A cumulative DELIVER_ACK cursor: retires inflight messages of session_id up to seq. */
 void hubu_delivery_ack(hubu_peer *c, const char *session_id, uint64_t seq);
 

@@ -165,7 +165,7 @@ void hubu_messaging_hello(hubu_peer *c) {
     c->ops->goaway(c, HUBU__V1__CODE__INTERNAL, "out of memory", 1000);
     return;
   }
-  if (d->loaded) {
+  if (d->loaded && !core->cfg.cluster) { /* cluster mode: the device may have sent through another node */
     hello_ok(c, 0);
     return;
   }
@@ -258,7 +258,7 @@ static void on_appended(hubu_store_op *op) {
     p->session->stored = 1;
     m->log_pos = op->append.log_pos; /* the store is done with m: the loop may write it */
     if (!p->internal && p->client_id > p->device->durable) p->device->durable = p->client_id;
-    hubu_session_tail_push(p->session, m);
+    if (!core->cfg.cluster) hubu_session_tail_push(p->session, m); /* cluster mode: PULL reads the store */
     if (!p->internal) hubu_device_remember(p->device, m);
     pending_answer(core, p, HUBU__V1__CODE__OK, m->session_id, m->seq, m->msg_id, NULL, 0, 0);
     hubu_delivery_route(core, p->session, m, p->sender_conn);
@@ -268,6 +268,12 @@ static void on_appended(hubu_store_op *op) {
   } else if (op->status == HUBU_STORE_DUPLICATE) { /* the seq it was given stays a hole */
     pending_answer(core, p, HUBU__V1__CODE__OK, op->append.stored_session_id, op->append.stored_seq,
                    op->append.stored_msg_id, NULL, 1, 0);
+  } else if (op->status == HUBU_STORE_SEQ_TAKEN) { /* a stale allocator, or a reader proved the seq a hole */
+    hubu_log(HUBU_LOG_WARN, p->sender_conn, m->sender, "seq_taken",
+             "session=%s seq=%llu client_id=%llu msg=\"not stored; answered UNAVAILABLE, its resend gets a new seq\"",
+             m->session_id, (unsigned long long)m->seq, (unsigned long long)p->client_id);
+    pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "seq taken; send again", 0,
+                   HUBU_STORE_RETRY_AFTER_MS);
   } else if (op->status == HUBU_STORE_RETRY) { /* not written, or in doubt: the same SEND may come again */
     if (op->append.in_doubt) {                 /* it may be stored after all: PULLs around its seq must ask the store */
       hubu_session_tail_forget(p->session, m->seq);
@@ -281,7 +287,8 @@ static void on_appended(hubu_store_op *op) {
     pending_answer(core, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0,
                    "the store failed; resend with a new client_id", 0, 0);
   }
-  int unwritten = op->status == HUBU_STORE_RETRY; /* uses up nothing: its client_id may come again */
+  int unwritten = op->status == HUBU_STORE_RETRY || op->status == HUBU_STORE_SEQ_TAKEN; /* uses up nothing: its
+                                                                                             client_id may come again */
   hubu_store_op_free(op);
   pending_finish(core, p, unwritten);
 }
@@ -680,7 +687,8 @@ void hubu_messaging_deliver_ack(hubu_peer *c, const hubu_frame *f) {
     const Hubu__V1__Cursor *cur = a->cursors[i];
     if (hubu_session_id_check(cur->session_id, strlen(cur->session_id)) < 0) continue;
     hubu_delivery_ack(c, cur->session_id, cur->seq);
-    if (!hubu_device_has_cursor(c->dev, cur->session_id) && !hubu_session_may_read(c->core, cur->session_id, c->user)) {
+    if (!hubu_device_has_cursor(c->dev, cur->session_id) && !hubu_delivery_pushed(c, cur->session_id) &&
+        !hubu_session_may_read(c->core, cur->session_id, c->user)) {
       if (!refused) refused = cur->session_id;
       continue;
     }
@@ -784,9 +792,12 @@ static void on_pulled(hubu_store_op *op) {
        * have a lower one settling (seq.h), so no hole is proven early. */
       size_t n = op->pull.n_msgs;
       int has_more = op->pull.has_more;
-      while (n && op->pull.msgs[n - 1]->seq > sess->committed_seq) n--, has_more = 0;
-      send_pull_result(c, op->request_id, HUBU__V1__CODE__OK, sess->id, op->pull.msgs, n, sess->committed_seq,
-                       has_more);
+      uint64_t watermark = sess->committed_seq;
+      if (op->pull.settle_ms) /* cluster mode: the store proved the holes up to its watermark */
+        watermark = op->pull.max_seq;
+      else
+        while (n && op->pull.msgs[n - 1]->seq > sess->committed_seq) n--, has_more = 0;
+      send_pull_result(c, op->request_id, HUBU__V1__CODE__OK, sess->id, op->pull.msgs, n, watermark, has_more);
     } else {
       pull_error(c, op->request_id, HUBU__V1__CODE__UNAVAILABLE, sess->id);
     }
@@ -807,7 +818,7 @@ static void resume_pull(hubu_core *core, hubu_session *sess, hubu_parked *parked
   } else {
     hubu_msg *tail[HUBU_TAIL_CAP];
     int has_more = 0;
-    int n = hubu_session_tail_read(sess, pp->after_seq, pp->limit, tail, &has_more);
+    int n = core->cfg.cluster ? -1 : hubu_session_tail_read(sess, pp->after_seq, pp->limit, tail, &has_more);
     if (n >= 0) {
       core->stats.pulls_from_tail++;
       send_pull_result(c, pp->request_id, HUBU__V1__CODE__OK, sess->id, tail, (size_t)n, sess->committed_seq, has_more);
@@ -822,6 +833,7 @@ static void resume_pull(hubu_core *core, hubu_session *sess, hubu_parked *parked
     snprintf(op->pull.session_id, sizeof op->pull.session_id, "%s", sess->id);
     op->pull.after_seq = pp->after_seq;
     op->pull.limit = pp->limit;
+    op->pull.settle_ms = core->cfg.pull_settle_ms;
     op->request_id = pp->request_id;
     op->conn_id = pp->conn_id;
     snprintf(op->pull.user, sizeof op->pull.user, "%s", pp->user);

@@ -389,16 +389,9 @@ static void dev_token(hubu_conn *c, const hubu_http_request *r) {
 }
 
 static void healthz(hubu_conn *c) {
-  hubu_server *s = c->server;
-  char why[200], text[256];
-  if (s->draining) {
-    answer_text(c, 503, "draining\n");
-  } else if (s->core.store && !hubu_store_healthy(s->core.store, why, sizeof why)) {
-    snprintf(text, sizeof text, "degraded: store: %s\n", why);
-    answer_text(c, 503, text);
-  } else {
-    answer_text(c, 200, "ok\n");
-  }
+  char text[256];
+  int status = hubu_server_health(c->server, text, sizeof text);
+  answer_text(c, status, text);
 }
 
 static void static_file(hubu_conn *c, const hubu_http_request *r) {

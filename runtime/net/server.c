@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 #include <uthash.h>
 
+#include "cluster.h"
 #include "conn.h"
 #include "host.h"
 #include "log.h"
@@ -388,4 +389,22 @@ void hubu_server_free(hubu_server *s) {
   }
   SSL_CTX_free(s->tls_ctx);
   s->tls_ctx = NULL;
+}
+
+int hubu_server_health(hubu_server *s, char *text, size_t size) {
+  char why[200];
+  if (s->draining) {
+    snprintf(text, size, "draining\n");
+    return 503;
+  }
+  if (s->core.store && !hubu_store_healthy(s->core.store, why, sizeof why)) {
+    snprintf(text, size, "degraded: store: %s\n", why);
+    return 503;
+  }
+  if (s->cluster && !hubu_cluster_healthy(s->cluster, why, sizeof why)) {
+    snprintf(text, size, "degraded: cluster: %s\n", why);
+    return 503;
+  }
+  snprintf(text, size, "ok\n");
+  return 200;
 }

@@ -92,6 +92,7 @@ typedef struct hubu_server {
   uint64_t proxy_refused;
   int draining;
   struct hubu_plugins *plugins; /* owned: the plugin host (closed in the drain) */
+  struct hubu_cluster *cluster; /* main's: cluster mode (runtime/cluster/); NULL: one node */
   struct hubu_admin *admin;     /* the admin listener (admin/ sets and closes it); NULL when off */
   uint64_t last_housekeeping_ms;
   /* Called once every connection has drained, before the plugins and the
@@ -118,6 +119,12 @@ void hubu_server_drain(hubu_server *s, const char *why);
 
 /* Frees what hubu_server_start made that is not a handle (after uv_run). */
 void hubu_server_free(hubu_server *s);
+
+/* What /healthz answers, on the HTTP and the admin listener: 200 "ok", or
+ * 503 "draining", "degraded: store: WHY" (the database is unreachable) or
+ * "degraded: cluster: WHY" (Redis or the node bus). text gets the body, with
+ * its newline. Returns the status. */
+int hubu_server_health(hubu_server *s, char *text, size_t size);
 
 /* Connection bookkeeping used by conn.c. */
 void hubu_server_mark_dirty(hubu_server *s, hubu_conn *c);

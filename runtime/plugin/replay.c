@@ -13,6 +13,21 @@
 #include "store.h"
 
 #define STORED_CURSORS "hubud:stored" /* the kv namespace of the positions (not a plugin name) */
+
+/* The kv namespace of this node's positions. In cluster mode each node keeps
+ * its own, "hubud:stored@N", and replays only the messages it stored itself
+ * (the node in their msg_id): message.stored runs once per message, on the
+ * node that stored it. */
+static const char *cursor_namespace(const hubu_core *core, char *buf, size_t size) {
+  if (!core->cfg.cluster) return STORED_CURSORS;
+  snprintf(buf, size, "%s@%u", STORED_CURSORS, core->cfg.node_id);
+  return buf;
+}
+
+/* Whether m was stored by this node (every message is, on one node). */
+static int stored_here(const hubu_core *core, const hubu_msg *m) {
+  return !core->cfg.cluster || ((m->msg_id >> 12) & 1023) == (core->cfg.node_id & 1023);
+}
 #define REPLAY_BATCH 200
 
 /* A position saved (or not: the next save tries again with a newer one). */
@@ -37,7 +52,8 @@ void hubu_plugins_save_cursors(hubu_plugins *p) {
       hubu_store_op *op = hubu_store_op_new(HUBU_STORE_KV_SET);
       if (op && (op->kv.key = strdup(lua_tostring(L, -2))) && (op->kv.value = (uint8_t *)strdup(value))) {
         op->kv.value_len = strlen(value);
-        snprintf(op->kv.plugin, sizeof op->kv.plugin, "%s", STORED_CURSORS);
+        char ns[64];
+        snprintf(op->kv.plugin, sizeof op->kv.plugin, "%s", cursor_namespace(p->core, ns, sizeof ns));
         op->done = on_cursor_saved;
         hubu_store_submit(p->core->store, op);
       } else {
@@ -87,6 +103,10 @@ static void on_replay_read(hubu_store_op *op) {
     lua_State *L = p->L;
     int top = lua_gettop(L), full = 0;
     for (size_t i = 0; i < op->log_read.n_msgs && op->log_read.msgs[i]->log_pos <= target; i++) {
+      if (!stored_here(s, op->log_read.msgs[i])) { /* another node's: its own message.stored ran there */
+        last = op->log_read.msgs[i]->log_pos;
+        continue;
+      }
       hubu_plugins_push_stored_event(p, op->log_read.msgs[i], 1);
       lua_pushstring(L, op->log_read.plugin);
       hubu_plugins_call_host(p, "dispatch_stored", 2, 1);
@@ -171,7 +191,8 @@ void hubu_plugins_replay_plugin(hubu_plugins *p, const char *name) {
     hubu_plugins_call_host(p, "replay_end", 1, 0);
     return;
   }
-  snprintf(op->kv.plugin, sizeof op->kv.plugin, "%s", STORED_CURSORS);
+  char ns[64];
+  snprintf(op->kv.plugin, sizeof op->kv.plugin, "%s", cursor_namespace(p->core, ns, sizeof ns));
   op->done = on_cursor_loaded;
   op->ud2 = p->core;
   hubu_store_submit(p->core->store, op);
