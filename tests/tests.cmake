@@ -76,6 +76,7 @@ include(${CMAKE_CURRENT_LIST_DIR}/redis.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/store.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/store_copy.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/messaging.cmake OPTIONAL)
+include(${CMAKE_CURRENT_LIST_DIR}/cluster.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/client.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/spec.cmake)
 # spec.plugins runs moderation.lua's code under a stub host in plain LuaJIT too;
