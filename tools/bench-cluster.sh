@@ -13,9 +13,12 @@
 # mariadbd, redis-server) run on CPU 0 and the load generator on CPU 1, as
 # ../shared/peers/side-by-side.sh pins them. Per run: delivered msgs/s,
 # server CPU µs per message on each node, mariadbd and redis-server CPU µs
-# per message, Redis commands per message (INFO stats
-# total_commands_processed, everything the nodes sent: seqs, presence, the
-# bus, leases, health PINGs) and MariaDB statements per message (Questions).
+# per message, the nodes' Redis calls and round trips per message (their
+# hubu_cluster_redis_commands_total and _writes_total: a script call is one
+# command; one socket write carries every command queued since the last, so
+# writes are the round trips pipelining leaves), the commands Redis executed
+# per message (INFO stats total_commands_processed: the scripts' own calls
+# counted), and MariaDB statements per message (Questions).
 # Then a table of medians. Loopback only; stops only what it started.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -60,23 +63,34 @@ if [ -n "$PEERS" ] && command -v mosquitto >/dev/null; then
   gcc -O2 -w -o "$W/mqttload" "$PEERS/mqttload.c" && MQ=1
 fi
 
-# one line: WHO msgs_per_s cpuA_us cpuB_us db_us redis_us redis_cmds_per_msg db_statements_per_msg p50_us p99_us
+# one line: WHO msgs_per_s cpuA_us cpuB_us db_us redis_us node_redis_calls node_redis_writes redis_executed db_statements p50_us p99_us (per message)
 mq() {
   [ -n "$MQ" ] || return 0
   taskset -c 0 mosquitto -c "$PEERS/mosquitto.conf" >/dev/null 2>&1 & local SP=$!
   PIDS="$PIDS $SP"; wait_port 18830
   local r; r=$(taskset -c 1 "$W/mqttload" -p 18830 -P $SP -n "$NPAIRS" -w "$WINDOW" -d 10 -W 2 | grep ^RESULT)
-  echo "mosquitto $(echo "$r" | sed -E 's/.*delivered_per_s=([0-9.]+).*lat_us_p50=([0-9.]+) p99=([0-9.]+) p999=([0-9.]+).*cpu_us_per_msg=([0-9.]+).*/\1 \5 0 0 0 0 0 \2 \3/')"
+  echo "mosquitto $(echo "$r" | sed -E 's/.*delivered_per_s=([0-9.]+).*lat_us_p50=([0-9.]+) p99=([0-9.]+) p999=([0-9.]+).*cpu_us_per_msg=([0-9.]+).*/\1 \5 0 0 0 0 0 0 0 \2 \3/')"
   cleanup; sleep 0.3
 }
 N=0
 node() { # dir port node-id cluster(0|1) -> echoes the pid
   local D=$1 port=$2 id=$3 cl=$4 extra=()
   [ "$cl" = 1 ] && extra=(--cluster "$REDIS_URL" --node-id "$id")
-  taskset -c 0 "$B/hubud" --listen "127.0.0.1:$port" --admin-listen off --http-listen off --data "$D/n$id" --secret sbs \
+  taskset -c 0 "$B/hubud" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$((port + 10))" --http-listen off \
+    --data "$D/n$id" --secret sbs \
     --plugins "$D/plugins" --log-level warn --store "mariadb://$MARIADB_USER@127.0.0.1:$MARIADB_PORT/hubu_cb$N" \
     "${extra[@]}" >"$D/log$id" 2>&1 &
   echo $!
+}
+# the nodes' Redis commands and socket writes so far: "COMMANDS WRITES"
+node_redis() {
+  local c=0 w=0 p m
+  for p in "$@"; do
+    m=$(curl -fsS "http://127.0.0.1:$((p + 10))/metrics" 2>/dev/null)
+    c=$((c + $(echo "$m" | awk '/^hubu_cluster_redis_commands_total /{print $2}' | cut -d. -f1 | grep . || echo 0)))
+    w=$((w + $(echo "$m" | awk '/^hubu_cluster_redis_writes_total /{print $2}' | cut -d. -f1 | grep . || echo 0)))
+  done
+  echo "$c $w"
 }
 hb() { # WHO: cluster1 | cluster2 | plain
   local who=$1
@@ -92,17 +106,21 @@ hb() { # WHO: cluster1 | cluster2 | plain
     recv=(--recv-port 17791 --recv-pid "$Bp")
   fi
   sleep 0.5
-  local r0 q0 d0 x0; r0=$(redis_cmds); q0=$(db_questions); d0=$(cpu_s "$MARIADB_PID"); x0=$(cpu_s "$REDIS_PID")
+  local ports=(17790); [ "$who" = cluster2 ] && ports=(17790 17791)
+  local r0 q0 d0 x0 n0; r0=$(redis_cmds); q0=$(db_questions); d0=$(cpu_s "$MARIADB_PID"); x0=$(cpu_s "$REDIS_PID")
+  n0=$(node_redis "${ports[@]}")
   local out; out=$(taskset -c 1 "$B/hubu-bench" pairs --pairs "$NPAIRS" --window "$WINDOW" --messages "$MESSAGES" \
     --port 17790 --secret sbs --server-pid "$A" "${recv[@]}" --json)
-  local r1 q1 d1 x1; r1=$(redis_cmds); q1=$(db_questions); d1=$(cpu_s "$MARIADB_PID"); x1=$(cpu_s "$REDIS_PID")
+  local r1 q1 d1 x1 n1; r1=$(redis_cmds); q1=$(db_questions); d1=$(cpu_s "$MARIADB_PID"); x1=$(cpu_s "$REDIS_PID")
+  n1=$(node_redis "${ports[@]}")
   echo "$out" | python3 -c '
 import json,sys
 d=json.load(sys.stdin); n=d["delivered"]
-who,r0,r1,q0,q1,d0,d1,x0,x1=sys.argv[1],*map(float,sys.argv[2:])
+who,r0,r1,q0,q1,d0,d1,x0,x1,c0,w0,c1,w1=sys.argv[1],*map(float,sys.argv[2:])
 print(who, round(d["delivered_per_s"]), d["server_cpu_us_per_msg"], d.get("recv_node_cpu_us_per_msg", 0),
-      round((d1-d0)*1e6/n,2), round((x1-x0)*1e6/n,2), round((r1-r0)/n,3), round((q1-q0)/n,3),
-      round(d["e2e_p50_us"]), round(d["e2e_p99_us"]))' "hubud-$who" "$r0" "$r1" "$q0" "$q1" "$d0" "$d1" "$x0" "$x1"
+      round((d1-d0)*1e6/n,2), round((x1-x0)*1e6/n,2), round((c1-c0)/n,3), round((w1-w0)/n,3), round((r1-r0)/n,3),
+      round((q1-q0)/n,3), round(d["e2e_p50_us"]), round(d["e2e_p99_us"]))' "hubud-$who" "$r0" "$r1" "$q0" "$q1" "$d0" \
+    "$d1" "$x0" "$x1" $n0 $n1
   cleanup; rm -rf "$D"
   "$ROOT/scripts/mariadb-private.sh" sql "$W/mdb" "DROP DATABASE hubu_cb$N" >/dev/null
   sleep 0.3
@@ -118,12 +136,12 @@ import sys, statistics as st, collections
 rows = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     f = line.split()
-    if len(f) == 10: rows[f[0]].append([float(x) for x in f[1:]])
+    if len(f) == 12: rows[f[0]].append([float(x) for x in f[1:]])
 med = {k: [st.median(c) for c in zip(*v)] for k, v in rows.items()}
 names = {"mosquitto": "Mosquitto QoS 1", "hubud-plain": "one hubud, MariaDB, no --cluster",
          "hubud-cluster1": "one node (--cluster)", "hubud-cluster2": "senders on A, receivers on B"}
-print("\n| setup | msgs/s | CPU µs/msg node A | node B | mariadbd | redis-server | Redis cmds/msg | MariaDB statements/msg | p50 µs | p99 µs | msgs/s vs Mosquitto | CPU (all nodes) vs Mosquitto |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("\n| setup | msgs/s | CPU µs/msg node A | node B | mariadbd | redis-server | Redis calls/msg | Redis round trips/msg | commands Redis ran/msg | MariaDB statements/msg | p50 µs | p99 µs | msgs/s vs Mosquitto | CPU (all nodes) vs Mosquitto |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 mq = med.get("mosquitto")
 for who in ("mosquitto", "hubud-plain", "hubud-cluster1", "hubud-cluster2"):
     v = med.get(who)
@@ -134,5 +152,5 @@ for who in ("mosquitto", "hubud-plain", "hubud-cluster1", "hubud-cluster2"):
     b = f"{v[2]:.1f}" if who == "hubud-cluster2" else ""
     x = lambda i: f"{v[i]:.1f}" if who != "mosquitto" else ""
     y = lambda i: f"{v[i]:.3f}" if who != "mosquitto" else ""
-    print(f"| {names[who]} | {v[0]:.0f} | {v[1]:.1f} | {b} | {x(3)} | {x(4)} | {y(5)} | {y(6)} | {v[7]:.0f} | {v[8]:.0f} | {rm} | {rc} |")
+    print(f"| {names[who]} | {v[0]:.0f} | {v[1]:.1f} | {b} | {x(3)} | {x(4)} | {y(5)} | {y(6)} | {y(7)} | {y(8)} | {v[9]:.0f} | {v[10]:.0f} | {rm} | {rc} |")
 PY

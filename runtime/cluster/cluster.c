@@ -978,6 +978,8 @@ static void json_health(hubu_json_writer *w, const char *key, hubu_redis *r) {
   hubu_json_u64(w, "failures", h.failures);
   hubu_json_u64(w, "timeouts", h.timeouts);
   hubu_json_u64(w, "replid_changes", h.replid_changes);
+  hubu_json_u64(w, "commands", h.commands);
+  hubu_json_u64(w, "writes", h.writes);
   if (key[0] == 'r') {
     hubu_json_str(w, "replid", h.replid);
     hubu_json_str(w, "run_id", h.run_id);
@@ -1074,6 +1076,10 @@ void hubu_cluster_metrics(hubu_cluster *c, hubu_buf *out) {
   prom_one(out, "hubu_cluster_redis_failures_total", "counter", "Redis connects that failed and connections lost.",
            h.failures);
   prom_one(out, "hubu_cluster_redis_timeouts_total", "counter", "Redis commands that timed out.", h.timeouts);
+  prom_one(out, "hubu_cluster_redis_commands_total", "counter", "Commands sent to Redis (a script call is one).",
+           h.commands);
+  prom_one(out, "hubu_cluster_redis_writes_total", "counter",
+           "Socket writes to Redis: each carries every command queued since the last (round trips).", h.writes);
   prom_one(out, "hubu_cluster_bus_up", "gauge",
            "1 while the bus subscriber is up and its heartbeat (a self-ping through Redis) comes back.",
            !c->closed && c->sub && hubu_redis_is_up(c->sub));

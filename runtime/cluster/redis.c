@@ -223,7 +223,11 @@ static void ev_poll_cb(uv_poll_t *h, int status, int events) {
     events = UV_READABLE;
   }
   if (events & UV_READABLE) redisAsyncHandleRead(ev->ac);
-  if (ev->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(ev->ac);
+  if (ev->ac && (events & UV_WRITABLE)) {
+    hubu_redis *r = ev->ac->data;
+    if (r) r->health.writes++; /* everything queued goes in this write: one round trip for all of it */
+    redisAsyncHandleWrite(ev->ac);
+  }
 }
 
 static void ev_update(redis_ev *ev) {
@@ -398,7 +402,9 @@ static int cmd_send(hubu_redis *r, uint32_t timeout_ms, hubu_redis_reply_cb cb, 
   uv_timer_init(r->loop, &c->timer);
   c->timer.data = c;
   c->refs = 1; /* the timer's */
+  r->health.commands++;
   if (redisAsyncCommandArgv(r->ac, cmd_reply_cb, c, argc, argv, argvlen) != REDIS_OK) {
+    r->health.commands--;
     c->cb = NULL;
     uv_close((uv_handle_t *)&c->timer, cmd_timer_closed);
     return -1;

@@ -87,6 +87,9 @@ typedef struct {
   uint64_t failures;                         /* connects that failed, and connections lost */
   uint64_t timeouts;                         /* commands that timed out */
   uint64_t replid_changes;                   /* times a connect found another replication id */
+  uint64_t commands;                         /* commands sent (a script call is one) */
+  uint64_t writes;                           /* socket writes: each carries every command queued since the
+                                                last, so commands / writes is the pipelining achieved */
   char replid[HUBU_REDIS_REPLID_MAX + 1];    /* master_replid of the server, read at the last connect */
   char run_id[HUBU_REDIS_REPLID_MAX + 1];    /* its run_id (a new one every time the server starts) */
 } hubu_redis_health;
