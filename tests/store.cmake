@@ -62,7 +62,8 @@ endforeach()
 
 # store.mariadb.fault.<case>: the MariaDB store through a relay that cuts the
 # connection around a COMMIT, refuses it, or stalls it before or after the
-# packet that takes the log counter's lock (tests/store/mariadb_faults.c).
+# packet that takes the log counter's lock, or between an append's two
+# round trips (tests/store/mariadb_faults.c).
 add_executable(mariadb_faults ${CMAKE_CURRENT_LIST_DIR}/store/mariadb_faults.c)
 target_include_directories(mariadb_faults PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)
 target_link_libraries(mariadb_faults PRIVATE hubu_store)
@@ -71,7 +72,8 @@ if(TARGET hubu_unit_tests)
 endif()
 foreach(case two_writers_log_positions_are_dense_in_commit_order lock_wait_timeout_is_rolled_back_and_retried commit_answer_lost_is_acknowledged_once commit_never_sent_is_retry_and_the_resend_is_stored_once
              database_away_answers_retry_at_once_and_recovers_by_itself fence_raise_leaves_no_lock_to_a_stalled_node
-             row_landing_in_a_hole_before_the_fence_is_returned)
+             row_landing_in_a_hole_before_the_fence_is_returned
+             append_stalled_between_round_trips_lets_the_lock_go_within_the_idle_timeout)
   hubu_mariadb_test(NAME store.mariadb.fault.${case} LABELS store TIMEOUT 120 COMMAND mariadb_faults ${case})
   set_tests_properties(${HUBU_TEST_PREFIX}store.mariadb.fault.${case} PROPERTIES SKIP_RETURN_CODE 77)
 endforeach()

@@ -38,11 +38,13 @@ static int parse_option(hubu_mariadb_url *out, const char *item, size_t len, cha
     memcpy(out->user, value, n + 1);
   } else if (IS("password_file")) {
     snprintf(out->password_file, sizeof out->password_file, "%s", value);
-  } else if (IS("connect_timeout") || IS("read_timeout") || IS("write_timeout") || IS("lock_wait_timeout")) {
-    unsigned *slot = IS("connect_timeout") ? &out->connect_timeout_s
-                     : IS("read_timeout")  ? &out->read_timeout_s
-                     : IS("write_timeout") ? &out->write_timeout_s
-                                           : &out->lock_wait_timeout_s;
+  } else if (IS("connect_timeout") || IS("read_timeout") || IS("write_timeout") || IS("lock_wait_timeout") ||
+             IS("idle_transaction_timeout")) {
+    unsigned *slot = IS("connect_timeout")     ? &out->connect_timeout_s
+                     : IS("read_timeout")      ? &out->read_timeout_s
+                     : IS("write_timeout")     ? &out->write_timeout_s
+                     : IS("lock_wait_timeout") ? &out->lock_wait_timeout_s
+                                               : &out->idle_txn_timeout_s;
     if (parse_seconds(value, slot) != 0) {
       snprintf(err, err_size, "store URL: %.*s wants seconds, 1-3600", (int)name_len, item);
       return -1;
@@ -50,7 +52,7 @@ static int parse_option(hubu_mariadb_url *out, const char *item, size_t len, cha
   } else {
     snprintf(err, err_size,
              "store URL: unknown option \"%.*s\" (known: socket, user, password_file, connect_timeout, read_timeout, "
-             "write_timeout, lock_wait_timeout)",
+             "write_timeout, lock_wait_timeout, idle_transaction_timeout)",
              (int)(name_len > 40 ? 40 : name_len), item);
     return -1;
   }

@@ -6,7 +6,10 @@
  *
  * OPTIONS, '&'-separated: socket=PATH, user=NAME, password_file=PATH (the
  * password is the file's first line), connect_timeout=S, read_timeout=S,
- * write_timeout=S. USER, PASSWORD and option values are percent-decoded.
+ * write_timeout=S, lock_wait_timeout=S (InnoDB's lock wait),
+ * idle_transaction_timeout=S (how long the server lets the store's
+ * connection sit idle inside a transaction before closing it; default 5,
+ * store_mariadb.c). USER, PASSWORD and option values are percent-decoded.
  * Without a password in the URL or a password_file, the environment's
  * HUBU_STORE_PASSWORD is used, so the secret need not show in `ps`. */
 #ifndef HUBU_STORE_MARIADB_URL_H
@@ -30,6 +33,7 @@ typedef struct {
   unsigned read_timeout_s;
   unsigned write_timeout_s;
   unsigned lock_wait_timeout_s; /* 0: the default */
+  unsigned idle_txn_timeout_s;  /* 0: the default */
 } hubu_mariadb_url;
 
 /* Parses url into out. 0, or -1 with err saying what is wrong (never the

@@ -203,6 +203,7 @@ const char *hubu_store_status_name(hubu_store_status status) {
     case HUBU_STORE_ERROR: return "ERROR";
     case HUBU_STORE_RETRY: return "RETRY";
     case HUBU_STORE_SEQ_TAKEN: return "SEQ_TAKEN";
+    case HUBU_STORE_DEVICE_MOVED: return "DEVICE_MOVED";
   }
   return "?";
 }
@@ -229,6 +230,21 @@ void hubu_store_seq_taken(hubu_store_op *op, uint64_t fence, int fenced) {
            "op=append session=%s seq=%llu device=%s client_id=%llu fence=%llu why=%s", m->session_id,
            (unsigned long long)m->seq, m->sender_device, (unsigned long long)m->client_id, (unsigned long long)fence,
            fenced ? "fenced" : "taken");
+}
+
+void hubu_store_device_moved(hubu_store_op *op, uint64_t epoch) {
+  const hubu_msg *m = op->append.msg;
+  hubu_store_append_op *a = &op->append;
+  snprintf(a->stored_session_id, sizeof a->stored_session_id, "%s", m->session_id);
+  a->stored_seq = 0;
+  a->stored_msg_id = 0;
+  snprintf(op->error, sizeof op->error, "device %.60s of %.60s is at epoch %llu, not %llu", m->sender_device, m->sender,
+           (unsigned long long)epoch, (unsigned long long)a->device_epoch);
+  op->status = HUBU_STORE_DEVICE_MOVED;
+  hubu_log(HUBU_LOG_WARN, op->conn_id, m->sender, "store_device_moved",
+           "op=append session=%s seq=%llu device=%s client_id=%llu epoch=%llu stored_epoch=%llu", m->session_id,
+           (unsigned long long)m->seq, m->sender_device, (unsigned long long)m->client_id,
+           (unsigned long long)a->device_epoch, (unsigned long long)epoch);
 }
 
 void hubu_store_pull_walk_page(const hubu_store_pull_op *pull, uint64_t fence, uint64_t fenced_above, uint64_t now_ms,

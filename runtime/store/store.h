@@ -19,7 +19,7 @@
  *            body, meta, server_time_ms)  UNIQUE (session_id, seq), UNIQUE (sender, sender_device, client_id)
  *   sessions(session_id PK, kind, max_seq, min_seq, created_ms, meta, fence_seq)
  *   members(session_id, user_id, role, joined_ms)  PK (session_id, user_id), index (user_id, session_id)
- *   devices(user_id, device_id, last_client_id, last_seen_ms)  PK (user_id, device_id)
+ *   devices(user_id, device_id, last_client_id, last_seen_ms, epoch)  PK (user_id, device_id)
  *   cursors(user_id, device_id, session_id, delivered_seq)  PK (user_id, device_id, session_id)
  *   kv(plugin, key, value)  PK (plugin, key)
  *   schema_version(version)
@@ -42,7 +42,17 @@
  * serialised (SQLite: its write lock; MariaDB: the log counter row, which
  * both lock and change), so an append either committed before the fence
  * (and is seen by the PULL's read after it) or sees the fence (and is
- * refused). */
+ * refused).
+ *
+ * One node serves a device at a time: each device has a durable **epoch**
+ * (devices.epoch, 0 at first), raised by a DEVICE_LOAD with claim (the node
+ * where the device says HELLO). An APPEND carries the epoch its node claimed
+ * (device_epoch) and is refused (DEVICE_MOVED) when the device's epoch is
+ * another by then, so a node that still holds a device's sends after the
+ * device went to another node cannot store them behind that node's back.
+ * Claims and appends are serialised as fences and appends are, so an append
+ * either committed before the claim (and the claim's last_client_id covers
+ * it) or sees the new epoch (and is refused). */
 #ifndef HUBU_STORE_H
 #define HUBU_STORE_H
 
@@ -92,17 +102,22 @@ typedef enum {
   HUBU_STORE_DUPLICATE,
   HUBU_STORE_NOT_FOUND,
   HUBU_STORE_EXISTS,
-  HUBU_STORE_ERROR,     /* failed; error says why (the store logged it) */
-  HUBU_STORE_RETRY,     /* failed for a reason that may pass (the database was busy or unreachable): nothing was
-                           written, and the same op may be submitted again later */
-  HUBU_STORE_SEQ_TAKEN, /* APPEND: the message's (session_id, seq) is taken by another stored message, or is at or
-                           below the session's fence (abandoned by a PULL that proved it absent). Nothing was
-                           stored for this op (the batch's other ops are not affected): a stale seq allocator;
-                           the message needs a new seq. A send-key duplicate is DUPLICATE even when its seq is
-                           taken too. */
+  HUBU_STORE_ERROR,        /* failed; error says why (the store logged it) */
+  HUBU_STORE_RETRY,        /* failed for a reason that may pass (the database was busy or unreachable): nothing was
+                              written, and the same op may be submitted again later */
+  HUBU_STORE_SEQ_TAKEN,    /* APPEND: the message's (session_id, seq) is taken by another stored message, or is at or
+                              below the session's fence (abandoned by a PULL that proved it absent). Nothing was
+                              stored for this op (the batch's other ops are not affected): a stale seq allocator;
+                              the message needs a new seq. A send-key duplicate is DUPLICATE even when its seq is
+                              taken too. */
+  HUBU_STORE_DEVICE_MOVED, /* APPEND with device_epoch: the sending device's epoch is not device_epoch any more
+                              (another node claimed the device, DEVICE_LOAD with claim). Nothing was stored for
+                              this op (the batch's other ops are not affected); the device's sends are the new
+                              node's now. A send-key duplicate is DUPLICATE (that wins); a moved device's op is
+                              DEVICE_MOVED even when its seq is taken or fenced too. */
 } hubu_store_status;
 
-/* "OK", "DUPLICATE", ..., "SEQ_TAKEN"; "?" for a value that is none of them. */
+/* "OK", "DUPLICATE", ..., "DEVICE_MOVED"; "?" for a value that is none of them. */
 const char *hubu_store_status_name(hubu_store_status status);
 
 typedef struct {
@@ -127,7 +142,7 @@ typedef void (*hubu_store_done_cb)(hubu_store_op *op);
  * store, valid in done with the status named. Owned pointers, in or out, are
  * freed by hubu_store_op_free; a caller takes one by setting it to NULL. */
 
-/* APPEND: OK, DUPLICATE, SEQ_TAKEN, ERROR or RETRY. When the session may be
+/* APPEND: OK, DUPLICATE, SEQ_TAKEN, DEVICE_MOVED, ERROR or RETRY. When the session may be
  * new (core decides: hubu_session_describe_new), the op names the session row
  * and members to create with it; the first append of a batch to a session the
  * store lacks makes it. */
@@ -136,22 +151,38 @@ typedef struct {
   char new_kind[HUBU_KIND_MAX + 1]; /* in: the new session's kind, "direct", "group", ... ("": "custom") */
   char **new_members;               /* in: the new session's users: owned array of owned strings */
   size_t n_new_members;             /* in */
+  uint64_t device_epoch;            /* in: the sender device's epoch as this node's claim answered (DEVICE_LOAD);
+                                       0: not checked. Another epoch in the store: DEVICE_MOVED. The store reads
+                                       it in the append's transaction, serialised with claims */
   uint64_t log_pos;                 /* out, OK: the message's position in the store's log */
   int in_doubt;                     /* out, RETRY: it may have been stored all the same (its COMMIT's answer
                                        was lost and the store could not tell); a resend is stored once */
   /* out: with OK, the message's own session, seq and msg_id; with DUPLICATE, those of the message stored
-   * before for the same sender, device and client_id (the first copy of a resent SEND); with SEQ_TAKEN, the
-   * message's own session (seq and msg_id 0) */
+   * before for the same sender, device and client_id (the first copy of a resent SEND); with SEQ_TAKEN and
+   * DEVICE_MOVED, the message's own session (seq and msg_id 0) */
   char stored_session_id[HUBU_SESSION_ID_MAX + 1];
   uint64_t stored_seq;
   uint64_t stored_msg_id;
 } hubu_store_append_op;
 
-/* DEVICE_LOAD. */
+/* DEVICE_LOAD: OK, ERROR or RETRY.
+ *
+ * Without claim, a read: last_client_id and the device's epoch as stored.
+ * With claim (cluster mode: the node where the device says HELLO), in one
+ * durable transaction serialised with appends (SQLite: its write lock;
+ * MariaDB: one round trip that changes the log counter row, as the fence's
+ * raise does, and ends in COMMIT, so a stalled node holds no lock): the
+ * device's row is made if missing, its epoch raised by one, and
+ * last_client_id read after the raise. Every append that committed before
+ * the claim is counted in last_client_id; every append after it with the old
+ * epoch is DEVICE_MOVED. A claim whose answer was lost (RETRY) may have
+ * raised the epoch all the same: the next claim raises it again. */
 typedef struct {
   char user[HUBU_ID_MAX + 1];   /* in */
   char device[HUBU_ID_MAX + 1]; /* in */
+  int claim;                    /* in: 1: raise the device's epoch (above) */
   uint64_t last_client_id;      /* out, OK: the highest client_id stored from the device (0: none) */
+  uint64_t epoch;               /* out, OK: the device's epoch (with claim: the new one; 0: never claimed) */
 } hubu_store_device_load_op;
 
 /* FIND_SEND: where a device's send was stored (OK), or NOT_FOUND. */

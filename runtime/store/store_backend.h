@@ -33,6 +33,10 @@ void hubu_store_op_fail(hubu_store_op *op, hubu_store_status status, const char 
  * at or below its session's fence. Sets SEQ_TAKEN and logs it once. */
 void hubu_store_seq_taken(hubu_store_op *op, uint64_t fence, int fenced);
 
+/* APPEND op is not stored: its device's epoch in the store (epoch) is not
+ * op->append.device_epoch. Sets DEVICE_MOVED and logs it once. */
+void hubu_store_device_moved(hubu_store_op *op, uint64_t epoch);
+
 /* A walk of a PULL page read with settle_ms (store.h, PULL): the one place
  * the committed watermark's rules are written, for every backend. */
 typedef struct {

@@ -55,6 +55,15 @@
 #define LOCK_WAIT_TIMEOUT_S 10     /* InnoDB's lock wait for this connection (another node holding the log counter) */
 #define TXN_ATTEMPTS 3             /* deadlock and lock-wait timeout retries of one transaction */
 #define STATEMENT_TARGET (1 << 20) /* multi-row INSERTs are cut near this many bytes of SQL */
+/* The server closes this connection when it sits this long inside a transaction without sending the next
+ * statement (MariaDB >= 10.3): a node stopped between an append's two round trips (SIGSTOP, a VM paused) lets
+ * the log counter's lock go within that time, and the other nodes' appends go on; its own COMMIT then fails and
+ * is resolved as in doubt. Both idle_write_transaction_timeout and idle_transaction_timeout are set: the
+ * append's first round trip only locks (SELECT ... FOR UPDATE), which does not make the transaction a write
+ * transaction to the server, so the write timeout alone would not cover it (the fault case
+ * append_stalled_between_round_trips_... fails with it alone). The store never waits on anything but the server
+ * inside a transaction, so a live node never comes near it. */
+#define IDLE_TXN_TIMEOUT_S 5
 
 /* ---- schema ---- */
 
@@ -106,6 +115,11 @@ static const char *const migrations[] = {
      * raise writes the counter row as every append does (fence_raise). */
     "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS fence_seq BIGINT UNSIGNED NOT NULL DEFAULT 0;"
     "ALTER TABLE log_counter ADD COLUMN IF NOT EXISTS fences BIGINT UNSIGNED NOT NULL DEFAULT 0",
+    /* 4: cluster mode's device epoch (store.h): raised by DEVICE_LOAD with claim, read by the append's first
+     * round trip under the log counter's lock. log_counter.claims counts the claims: a claim writes the counter
+     * row as a fence's raise does (device_load). */
+    "ALTER TABLE devices ADD COLUMN IF NOT EXISTS epoch BIGINT UNSIGNED NOT NULL DEFAULT 0;"
+    "ALTER TABLE log_counter ADD COLUMN IF NOT EXISTS claims BIGINT UNSIGNED NOT NULL DEFAULT 0",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -122,9 +136,11 @@ typedef struct {
   my_ulonglong affected;           /* rows the latest statement run by run_sql changed */
   hubu_store_batch_entry *entries; /* scratch for sorting a batch by session and by device */
   size_t entries_cap;
-  uint8_t *exists;        /* scratch: per op of the batch, its session was in sessions already */
-  uint64_t *fences;       /* scratch: per op of the batch, its session's fence */
-  hubu_store_op **fenced; /* scratch: the ops of the batch at or below their fence */
+  uint8_t *exists;         /* scratch: per op of the batch, its session was in sessions already */
+  uint64_t *fences;        /* scratch: per op of the batch, its session's fence */
+  hubu_store_op **fenced;  /* scratch: the ops of the batch at or below their fence or moved */
+  uint64_t *epochs;        /* scratch: per op of the batch with a device_epoch, its device's epoch in the store */
+  int idle_timeout_warned; /* the server lacks the idle transaction timeouts: said once */
   /* reachability */
   uint64_t next_attempt_ms; /* while down: no connect before this */
   unsigned backoff_ms;
@@ -350,6 +366,22 @@ static int connect_db(maria_store *st, int do_migrate, char *err, size_t err_siz
   }
   mysql_free_result(res);
   if (st->max_packet < 65536) st->max_packet = 65536;
+  unsigned idle_s = st->url.idle_txn_timeout_s ? st->url.idle_txn_timeout_s : IDLE_TXN_TIMEOUT_S;
+  char idle[160];
+  snprintf(idle, sizeof idle, "SET SESSION idle_write_transaction_timeout = %u, SESSION idle_transaction_timeout = %u",
+           idle_s, idle_s);
+  if (run_text(st, idle) != 0) {
+    if (mysql_errno(conn) != ER_UNKNOWN_SYSTEM_VARIABLE) {
+      snprintf(err, err_size, "set idle transaction timeouts: %u %s", mysql_errno(conn), mysql_error(conn));
+      goto fail;
+    }
+    if (!st->idle_timeout_warned)
+      hubu_log(HUBU_LOG_WARN, 0, NULL, "store_no_idle_timeout",
+               "backend=mariadb msg=\"the server has no idle_write_transaction_timeout nor idle_transaction_timeout "
+               "(MariaDB before 10.3): a node stopped inside an append holds the log counter's lock until its "
+               "connection is closed\"");
+    st->idle_timeout_warned = 1;
+  }
   if (do_migrate && migrate(st, err, err_size) != 0) goto fail;
   return 0;
 fail:
@@ -439,6 +471,7 @@ static void maria_close(void *handle) {
   free(st->exists);
   free(st->fences);
   free(st->fenced);
+  free(st->epochs);
   explicit_bzero(st->url.password, sizeof st->url.password);
   free(st);
 }
@@ -612,7 +645,7 @@ static int match_sends(maria_store *st, hubu_store_op **ops, size_t n, int in_do
       } else {
         op->status = HUBU_STORE_DUPLICATE;
       }
-      break; /* a send key is unique: no other op of this batch has it unstored... */
+      /* no break: a batch may hold the same send twice (a resend while the first was queued); each is told */
     }
   }
   mysql_free_result(res);
@@ -626,14 +659,22 @@ static int bytes_cmp(const char *s, const char *p, size_t n) {
   return c ? c : (len > n) - (len < n);
 }
 
+/* (user, device) against the n and m bytes at u and d, in byte order. */
+static int device_cmp(const hubu_msg *msg, const char *u, size_t n, const char *d, size_t m) {
+  int c = bytes_cmp(msg->sender, u, n);
+  return c ? c : bytes_cmp(msg->sender_device, d, m);
+}
+
 /* Round trip 1: begin, lock the counter, learn which sessions exist and
- * their fences. The fences are read after the lock is granted (READ
- * COMMITTED: each statement reads what is committed when it starts), and a
- * fence is raised only under the same lock (fence_raise), so no fence moves
+ * their fences, and the epochs of the devices whose ops carry one. Fences
+ * and epochs are read after the lock is granted (READ COMMITTED: each
+ * statement reads what is committed when it starts), and both are raised
+ * only under the same lock (fence_raise, device_load with claim), so neither moves
  * until this transaction ends. */
 static int begin_append(maria_store *st, hubu_store_batch_entry *entries, size_t n, uint64_t *last_pos) {
   sql_reset(st);
   int rc = sql_raw(st, "START TRANSACTION;SELECT last_pos FROM log_counter WHERE id = 1 FOR UPDATE");
+  size_t checked = 0; /* devices whose epoch is read */
   if (n) {
     qsort(entries, n, sizeof *entries, hubu_store_entry_by_session);
     rc |= sql_raw(st, ";SELECT session_id, fence_seq FROM sessions WHERE session_id IN (");
@@ -643,6 +684,21 @@ static int begin_append(maria_store *st, hubu_store_batch_entry *entries, size_t
       while (i < n && strcmp(entries[i].op->append.msg->session_id, sid) == 0) i++;
     }
     rc |= sql_raw(st, ") ORDER BY session_id");
+    qsort(entries, n, sizeof *entries, hubu_store_entry_by_device);
+    const hubu_msg *last = NULL;
+    for (size_t i = 0; i < n; i++) {
+      const hubu_msg *m = entries[i].op->append.msg;
+      st->epochs[entries[i].index] = 0;
+      if (!entries[i].op->append.device_epoch ||
+          (last && !strcmp(last->sender, m->sender) && !strcmp(last->sender_device, m->sender_device)))
+        continue;
+      rc |= sql_raw(st, checked++ ? " OR (user_id = "
+                                  : ";SELECT user_id, device_id, epoch FROM devices WHERE (user_id = ") |
+            sql_text(st, m->sender) | sql_raw(st, " AND device_id = ") | sql_text(st, m->sender_device) |
+            sql_raw(st, ")");
+      last = m;
+    }
+    if (checked) rc |= sql_raw(st, " ORDER BY user_id, device_id");
   }
   if (rc || !st->conn) return -1;
   if (mysql_real_query(st->conn, (const char *)hubu_buf_head(&st->sql), (unsigned long)sql_len(st)) != 0) return -1;
@@ -661,6 +717,7 @@ static int begin_append(maria_store *st, hubu_store_batch_entry *entries, size_t
   res = mysql_store_result(st->conn);
   if (!res) return -1;
   /* mark the ops whose session was found: entries and rows are both in byte order, so merge */
+  qsort(entries, n, sizeof *entries, hubu_store_entry_by_session);
   for (size_t i = 0; i < n; i++) {
     st->exists[entries[i].index] = 0;
     st->fences[entries[i].index] = 0;
@@ -676,6 +733,19 @@ static int begin_append(maria_store *st, hubu_store_batch_entry *entries, size_t
     }
   }
   mysql_free_result(res);
+  if (checked) { /* the devices' epochs, merged the same way (a device without a row is at epoch 0) */
+    if (mysql_next_result(st->conn) != 0 || !(res = mysql_store_result(st->conn))) return -1;
+    qsort(entries, n, sizeof *entries, hubu_store_entry_by_device);
+    i = 0;
+    while ((row = mysql_fetch_row(res))) {
+      unsigned long *len = mysql_fetch_lengths(res);
+      uint64_t epoch = col_u64(row[2]);
+      while (i < n && device_cmp(entries[i].op->append.msg, row[0], len[0], row[1], len[1]) < 0) i++;
+      while (i < n && device_cmp(entries[i].op->append.msg, row[0], len[0], row[1], len[1]) == 0)
+        st->epochs[entries[i++].index] = epoch;
+    }
+    mysql_free_result(res);
+  }
   while (mysql_next_result(st->conn) == 0) {
     res = mysql_store_result(st->conn);
     if (res) mysql_free_result(res);
@@ -746,26 +816,36 @@ static int insert_fast(maria_store *st, size_t live, uint64_t last_pos, int *oom
   return 0;
 }
 
-/* Takes the entries whose seq is at or below their session's fence (read by
- * begin_append) out of st->entries[0..*live), keeping the others in order:
- * each is DUPLICATE when its send is stored already (that wins), else
- * SEQ_TAKEN. 0, or -1 when the send lookup failed. */
-static int fence_out(maria_store *st, size_t *live) {
+/* The entry's op is not written: its device moved (its epoch in the store,
+ * read by begin_append, is not the op's), or its seq is at or below its
+ * session's fence. */
+static int moved(const maria_store *st, hubu_store_batch_entry e) {
+  return e.op->append.device_epoch && st->epochs[e.index] != e.op->append.device_epoch;
+}
+
+static int refused(const maria_store *st, hubu_store_batch_entry e) {
+  uint64_t fence = st->fences[e.index];
+  return moved(st, e) || (fence && e.op->append.msg->seq <= fence);
+}
+
+/* Takes the refused entries (above) out of st->entries[0..*live), keeping the
+ * others in order: each is DUPLICATE when its send is stored already (that
+ * wins), else DEVICE_MOVED or SEQ_TAKEN. 0, or -1 when the send lookup failed. */
+static int refuse_out(maria_store *st, size_t *live) {
   size_t out = 0;
-  for (size_t k = 0; k < *live; k++) {
-    uint64_t fence = st->fences[st->entries[k].index];
-    if (fence && st->entries[k].op->append.msg->seq <= fence) st->fenced[out++] = st->entries[k].op;
-  }
+  for (size_t k = 0; k < *live; k++)
+    if (refused(st, st->entries[k])) st->fenced[out++] = st->entries[k].op;
   if (!out) return 0;
   if (match_sends(st, st->fenced, out, 0) != 0) return -1;
   size_t kept = 0;
   for (size_t k = 0; k < *live; k++) {
     hubu_store_batch_entry e = st->entries[k];
-    uint64_t fence = st->fences[e.index];
-    if (!fence || e.op->append.msg->seq > fence)
+    if (!refused(st, e))
       st->entries[kept++] = e;
+    else if (e.op->status == UNDECIDED && moved(st, e))
+      hubu_store_device_moved(e.op, st->epochs[e.index]);
     else if (e.op->status == UNDECIDED)
-      hubu_store_seq_taken(e.op, fence, 1);
+      hubu_store_seq_taken(e.op, st->fences[e.index], 1);
   }
   *live = kept;
   return 0;
@@ -802,7 +882,7 @@ static txn_result append_attempt(maria_store *st, hubu_store_op **ops, size_t n,
   uint64_t pos = last_pos;
   size_t stored = 0;
   int oom = 0;
-  if (fence_out(st, &live) != 0) goto failed; /* those at or below their fence are not written */
+  if (refuse_out(st, &live) != 0) goto failed; /* those moved or at or below their fence are not written */
   if (!row_by_row) {
     if (insert_fast(st, live, last_pos, &oom) != 0) goto failed;
     for (size_t k = 0; k < live; k++) /* as it will be if COMMIT succeeds; a failure overwrites it */
@@ -846,7 +926,8 @@ failed:
  * again; the send key keeps it from being stored twice). */
 static void resolve_in_doubt(maria_store *st, hubu_store_op **ops, size_t n, const char *why) {
   for (size_t i = 0; i < n; i++)
-    if (ops[i]->append.msg && ops[i]->status != HUBU_STORE_ERROR && ops[i]->status != HUBU_STORE_SEQ_TAKEN)
+    if (ops[i]->append.msg && ops[i]->status != HUBU_STORE_ERROR && ops[i]->status != HUBU_STORE_SEQ_TAKEN &&
+        ops[i]->status != HUBU_STORE_DEVICE_MOVED)
       ops[i]->status = UNDECIDED;
   st->next_attempt_ms = 0; /* try once now, whatever the backoff says */
   int resolved = ensure_connected(st) == 0 && match_sends(st, ops, n, 1) == 0;
@@ -874,7 +955,9 @@ static int maria_append_transaction(maria_store *st, hubu_store_op **ops, size_t
     if (fences) st->fences = fences;
     hubu_store_op **fenced = fences ? realloc(st->fenced, n * sizeof *fenced) : NULL;
     if (fenced) st->fenced = fenced;
-    if (!grown || !ex || !fences || !fenced) {
+    uint64_t *epochs = fenced ? realloc(st->epochs, n * sizeof *epochs) : NULL;
+    if (epochs) st->epochs = epochs;
+    if (!grown || !ex || !fences || !fenced || !epochs) {
       for (size_t i = 0; i < n; i++) fail_op_plain(ops[i], "begin", "out of memory");
       return -1;
     }
@@ -937,19 +1020,63 @@ static MYSQL_RES *rows_or_fail(maria_store *st, hubu_store_op *op, const char *s
   return res;
 }
 
+/* Without claim, one read. With claim, one round trip ending in COMMIT, as
+ * fence_raise: the log counter row changed (so claims and appends are
+ * serialised, on Galera too), the device's epoch raised (its row made if
+ * missing), then the highest client_id and the epoch read, COMMIT. */
 static void device_load(maria_store *st, hubu_store_op *op) {
-  sql_reset(st);
-  if (sql_raw(st, "SELECT MAX(client_id) FROM messages WHERE sender = ") | sql_text(st, op->device_load.user) |
-      sql_raw(st, " AND sender_device = ") | sql_text(st, op->device_load.device)) {
-    fail_op_plain(op, "device_load", "out of memory");
+  hubu_store_device_load_op *load = &op->device_load;
+  for (int attempt = 1;; attempt++) {
+    sql_reset(st);
+    int rc = 0;
+    if (load->claim)
+      rc |= sql_raw(st,
+                    "START TRANSACTION;UPDATE log_counter SET claims = claims + 1 WHERE id = 1;"
+                    "INSERT INTO devices(user_id, device_id, last_client_id, last_seen_ms, epoch) VALUES(") |
+            sql_text(st, load->user) | sql_raw(st, ",") | sql_text(st, load->device) |
+            sql_raw(st, ",0,0,1) ON DUPLICATE KEY UPDATE epoch = epoch + 1;");
+    rc |= sql_raw(st, "SELECT (SELECT MAX(client_id) FROM messages WHERE sender = ") | sql_text(st, load->user) |
+          sql_raw(st, " AND sender_device = ") | sql_text(st, load->device) |
+          sql_raw(st, "), (SELECT epoch FROM devices WHERE user_id = ") | sql_text(st, load->user) |
+          sql_raw(st, " AND device_id = ") | sql_text(st, load->device) | sql_raw(st, ")");
+    if (load->claim) rc |= sql_raw(st, ";COMMIT");
+    if (rc) {
+      fail_op_plain(op, "device_load", "out of memory");
+      return;
+    }
+    /* claim: START TRANSACTION, UPDATE, INSERT, the row, COMMIT; else the row alone */
+    int rows = 0, ok = st->conn && mysql_real_query(st->conn, (const char *)hubu_buf_head(&st->sql),
+                                                    (unsigned long)sql_len(st)) == 0;
+    while (ok) {
+      MYSQL_RES *res = mysql_store_result(st->conn);
+      if (res) {
+        MYSQL_ROW row = mysql_fetch_row(res);
+        if (row && !rows++) {
+          load->last_client_id = col_u64(row[0]); /* NULL (no message, no row) reads as 0 */
+          load->epoch = col_u64(row[1]);
+        }
+        mysql_free_result(res);
+      }
+      int next = mysql_next_result(st->conn);
+      if (next < 0) break;
+      if (next > 0) ok = 0;
+    }
+    if (ok && rows == 1) {
+      op->status = HUBU_STORE_OK;
+      return;
+    }
+    if (ok) {
+      fail_op_plain(op, "device_load", "no row read");
+      return;
+    }
+    if (load->claim && st->conn && retry_transaction(mysql_errno(st->conn)) && attempt < TXN_ATTEMPTS) {
+      rollback(st);
+      continue;
+    }
+    fail_op(st, op, load->claim ? "claim device" : "select max(client_id)");
+    if (load->claim) rollback(st);
     return;
   }
-  MYSQL_RES *res = rows_or_fail(st, op, "select max(client_id)");
-  if (!res) return;
-  MYSQL_ROW row = mysql_fetch_row(res);
-  op->device_load.last_client_id = row ? col_u64(row[0]) : 0; /* NULL (no message) reads as 0 */
-  op->status = HUBU_STORE_OK;
-  mysql_free_result(res);
 }
 
 static void find_send(maria_store *st, hubu_store_op *op) {

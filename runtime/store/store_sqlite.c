@@ -96,6 +96,9 @@ static const char *const migrations[] = {
      * trip), so the fence costs no read of its own, and a fence is only raised over stored rows, whose
      * session always has its row. */
     "ALTER TABLE sessions ADD COLUMN fence_seq INTEGER NOT NULL DEFAULT 0;",
+    /* 5: cluster mode's device epoch (store.h): raised by DEVICE_LOAD with claim, checked by every APPEND that
+     * carries one, so that one node serves a device at a time. */
+    "ALTER TABLE devices ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -130,6 +133,8 @@ enum {
   ST_FENCE_GET,
   ST_FENCE_RAISE,
   ST_PULL_STATE,
+  ST_DEVICE_EPOCH,
+  ST_DEVICE_CLAIM,
   ST_COUNT
 };
 
@@ -154,6 +159,10 @@ static const char *const statement_sql[ST_COUNT] = {
     [ST_PULL_STATE] =
         "SELECT (SELECT fence_seq FROM sessions WHERE session_id = ?1),"
         " (SELECT MAX(seq) FROM messages WHERE session_id = ?1)",
+    [ST_DEVICE_EPOCH] = "SELECT epoch FROM devices WHERE user_id = ?1 AND device_id = ?2",
+    [ST_DEVICE_CLAIM] =
+        "INSERT INTO devices(user_id, device_id, last_client_id, last_seen_ms, epoch) VALUES(?1, ?2, 0, 0, 1)"
+        " ON CONFLICT(user_id, device_id) DO UPDATE SET epoch = epoch + 1",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_MESSAGE_INSERT] =
@@ -417,6 +426,17 @@ static int session_fence(sqlite_store *st, const char *session_id, uint64_t *fen
   return rc == SQLITE_ROW ? SQLITE_DONE : rc;
 }
 
+/* The epoch of a device (0 when it has no row) into *epoch: SQLITE_DONE or the error. */
+static int device_epoch(sqlite_store *st, const char *user, const char *device, uint64_t *epoch) {
+  sqlite3_stmt *stmt = st->st[ST_DEVICE_EPOCH];
+  bind_text(stmt, 1, user);
+  bind_text(stmt, 2, device);
+  int rc = sqlite3_step(stmt);
+  *epoch = rc == SQLITE_ROW ? column_u64(stmt, 0) : 0;
+  sqlite3_reset(stmt);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_DONE : rc;
+}
+
 /* The INSERT of insert_message: *inserted, and op is OK, when the row went in. SQLITE_DONE or the error. */
 static int insert_row(sqlite_store *st, hubu_store_op *op, int *inserted) {
   hubu_store_append_op *append = &op->append;
@@ -448,16 +468,17 @@ static int insert_row(sqlite_store *st, hubu_store_op *op, int *inserted) {
   return SQLITE_DONE;
 }
 
-/* Inserts one message unless its seq is at or below fence (its session's).
- * SQLITE_DONE with op's status set (OK, DUPLICATE, or SEQ_TAKEN for a
- * (session_id, seq) taken by another message or fenced), or the SQLite error
- * that fails the whole batch. */
-static int insert_message(sqlite_store *st, hubu_store_op *op, uint64_t fence) {
+/* Inserts one message unless its device moved (moved: its device's epoch is
+ * not the op's, which is epoch) or its seq is at or below fence (its
+ * session's). SQLITE_DONE with op's status set (OK, DUPLICATE, DEVICE_MOVED,
+ * or SEQ_TAKEN for a (session_id, seq) taken by another message or fenced),
+ * or the SQLite error that fails the whole batch. */
+static int insert_message(sqlite_store *st, hubu_store_op *op, uint64_t fence, int moved, uint64_t epoch) {
   hubu_store_append_op *append = &op->append;
   const hubu_msg *m = append->msg;
   int fenced = fence && m->seq <= fence;
   int inserted = 0;
-  int rc = fenced ? SQLITE_DONE : insert_row(st, op, &inserted);
+  int rc = fenced || moved ? SQLITE_DONE : insert_row(st, op, &inserted);
   if (rc != SQLITE_DONE || inserted) return rc;
   /* Nothing inserted: a retry of a stored send (which wins), or a seq already taken or fenced. */
   sqlite3_stmt *find = st->st[ST_MESSAGE_BY_SEND];
@@ -471,6 +492,8 @@ static int insert_message(sqlite_store *st, hubu_store_op *op, uint64_t fence) {
     append->stored_seq = column_u64(find, 1);
     append->stored_msg_id = column_u64(find, 2);
     rc = SQLITE_DONE;
+  } else if (rc == SQLITE_DONE && moved) {
+    hubu_store_device_moved(op, epoch);
   } else if (rc == SQLITE_DONE) {
     hubu_store_seq_taken(op, fence, fenced);
   }
@@ -561,6 +584,8 @@ static int append_transaction(sqlite_store *st, hubu_store_op **ops, size_t n) {
   size_t stored = 0;
   const char *fence_of = NULL; /* the session whose fence is in fence (a batch's ops mostly share one) */
   uint64_t fence = 0;
+  const hubu_msg *epoch_of = NULL; /* the sender device whose epoch is in epoch */
+  uint64_t epoch = 0;
   for (size_t i = 0; i < n; i++) {
     hubu_store_op *op = ops[i];
     op->error[0] = '\0';
@@ -574,7 +599,16 @@ static int append_transaction(sqlite_store *st, hubu_store_op **ops, size_t n) {
       fence_of = op->append.msg->session_id;
       step = "insert";
     }
-    if ((rc = insert_message(st, op, fence)) != SQLITE_DONE) goto fail_sql;
+    const hubu_msg *m = op->append.msg;
+    if (op->append.device_epoch && (!epoch_of || strcmp(epoch_of->sender, m->sender) != 0 ||
+                                    strcmp(epoch_of->sender_device, m->sender_device) != 0)) {
+      step = "select epoch";
+      if ((rc = device_epoch(st, m->sender, m->sender_device, &epoch)) != SQLITE_DONE) goto fail_sql;
+      epoch_of = m;
+      step = "insert";
+    }
+    int moved = op->append.device_epoch && epoch != op->append.device_epoch;
+    if ((rc = insert_message(st, op, fence, moved, epoch)) != SQLITE_DONE) goto fail_sql;
     if (op->status == HUBU_STORE_OK) st->entries[stored++] = (hubu_store_batch_entry){op, i};
   }
   if ((rc = update_sessions(st, st->entries, stored, &step)) != SQLITE_DONE) goto fail_sql;
@@ -609,18 +643,37 @@ static int sqlite_append_batch(void *handle, hubu_store_op **ops, size_t n) {
 
 /* ---- the other ops ---- */
 
+/* Without claim, two reads; with claim, one write transaction (BEGIN
+ * IMMEDIATE: appends wait for it, and it for them): the epoch raised, then
+ * the highest client_id and the epoch read. */
 static void device_load(sqlite_store *st, hubu_store_op *op) {
-  sqlite3_stmt *stmt = st->st[ST_MESSAGE_MAX_CLIENT_ID];
-  bind_text(stmt, 1, op->device_load.user);
-  bind_text(stmt, 2, op->device_load.device);
-  int rc = sqlite3_step(stmt);
-  if (rc == SQLITE_ROW) {
-    op->device_load.last_client_id = column_u64(stmt, 0); /* NULL (no message) reads as 0 */
-    op->status = HUBU_STORE_OK;
-  } else {
-    fail_op(st, op, "select max(client_id)");
+  hubu_store_device_load_op *load = &op->device_load;
+  const char *step = "begin";
+  if (load->claim) {
+    if (run(st, ST_BEGIN) != SQLITE_DONE) goto fail;
+    sqlite3_stmt *claim = st->st[ST_DEVICE_CLAIM];
+    bind_text(claim, 1, load->user);
+    bind_text(claim, 2, load->device);
+    step = "raise epoch";
+    if (run(st, ST_DEVICE_CLAIM) != SQLITE_DONE) goto fail;
   }
+  sqlite3_stmt *stmt = st->st[ST_MESSAGE_MAX_CLIENT_ID];
+  bind_text(stmt, 1, load->user);
+  bind_text(stmt, 2, load->device);
+  int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW) load->last_client_id = column_u64(stmt, 0); /* NULL (no message) reads as 0 */
   sqlite3_reset(stmt);
+  step = "select max(client_id)";
+  if (rc != SQLITE_ROW) goto fail;
+  step = "select epoch";
+  if (device_epoch(st, load->user, load->device, &load->epoch) != SQLITE_DONE) goto fail;
+  step = "commit";
+  if (load->claim && run(st, ST_COMMIT) != SQLITE_DONE) goto fail;
+  op->status = HUBU_STORE_OK;
+  return;
+fail:
+  fail_op(st, op, step);
+  rollback(st);
 }
 
 static void find_send(sqlite_store *st, hubu_store_op *op) {

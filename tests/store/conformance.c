@@ -211,6 +211,20 @@ static hubu_store_op *op_device_load(const char *user, const char *device) {
   return op;
 }
 
+/* DEVICE_LOAD with claim: the device's epoch raised (cluster mode's HELLO). */
+static hubu_store_op *op_device_claim(const char *user, const char *device) {
+  hubu_store_op *op = op_device_load(user, device);
+  op->device_load.claim = 1;
+  return op;
+}
+
+/* An APPEND checked against the sending device's epoch (0: unchecked). */
+static hubu_store_op *op_append_at_epoch(hubu_msg *m, uint64_t device_epoch) {
+  hubu_store_op *op = op_append(m);
+  op->append.device_epoch = device_epoch;
+  return op;
+}
+
 static hubu_store_op *op_find_send(const char *user, const char *device, uint64_t client_id) {
   hubu_store_op *op = op_make(HUBU_STORE_FIND_SEND);
   snprintf(op->find_send.user, sizeof op->find_send.user, "%s", user);
@@ -327,11 +341,11 @@ static hubu_store_op *op_log_read(uint64_t after_pos, uint32_t limit) {
 /* ---- the interface: reading answers (each takes the op's outputs and frees it) ---- */
 
 /* APPEND: status, log_pos, and on DUPLICATE the first send's session/seq/msg_id.
- * FIND_SEND: status, session/seq/msg_id. DEVICE_LOAD: status, last_client_id. */
+ * FIND_SEND: status, session/seq/msg_id. DEVICE_LOAD: status, last_client_id, epoch. */
 typedef struct {
   hubu_store_status status;
   char session_id[HUBU_SESSION_ID_MAX + 1];
-  uint64_t seq, msg_id, log_pos, last_client_id;
+  uint64_t seq, msg_id, log_pos, last_client_id, epoch;
 } send_answer;
 
 typedef struct {
@@ -389,6 +403,7 @@ static send_answer send_answer_take(hubu_store_op *op) {
     a.msg_id = op->find_send.msg_id;
   } else if (op->kind == HUBU_STORE_DEVICE_LOAD) {
     a.last_client_id = op->device_load.last_client_id;
+    a.epoch = op->device_load.epoch;
   }
   hubu_store_op_free(op);
   return a;
@@ -626,6 +641,25 @@ static void store_append_burst(const conformance_env *env, hubu_msg **ms, size_t
 
 static send_answer store_device_load(const conformance_env *env, const char *user, const char *device) {
   return send_answer_take(op_run(env, op_device_load(user, device)));
+}
+
+static send_answer store_device_claim(const conformance_env *env, const char *user, const char *device) {
+  return send_answer_take(op_run(env, op_device_claim(user, device)));
+}
+
+static send_answer store_append_at_epoch(const conformance_env *env, hubu_msg *m, uint64_t device_epoch) {
+  return send_answer_take(op_run(env, op_append_at_epoch(m, device_epoch)));
+}
+
+/* As store_append_burst, each ms[i] checked against epochs[i]. */
+static void store_append_burst_at_epochs(const conformance_env *env, hubu_msg **ms, const uint64_t *epochs, size_t n,
+                                         send_answer *answers) {
+  burst b;
+  burst_begin(&b, env, n);
+  for (size_t i = 0; i < n; i++) burst_submit(&b, op_append_at_epoch(ms[i], epochs[i]));
+  burst_wait(&b);
+  for (size_t i = 0; i < n; i++) answers[i] = send_answer_take(burst_take(&b, i));
+  burst_end(&b);
 }
 
 static send_answer store_find_send(const conformance_env *env, const char *user, const char *device,
@@ -2179,6 +2213,258 @@ static void case_two_stores_one_appending_into_holes_while_the_other_proves_them
   hubu_store_close(appender);
 }
 
+/* ---- cases: cluster mode's device epoch (one node serves a device at a time) ---- */
+
+static void case_device_claim_raises_the_epoch_and_answers_the_last_client_id(const conformance_env *env) {
+  send_answer d = store_device_load(env, "alice", "phone");
+  CHECK_STATUS(d.status, HUBU_STORE_OK);
+  CHECK_EQ_U64(d.epoch, 0);
+  CHECK_EQ_U64(d.last_client_id, 0);
+  d = store_device_claim(env, "alice", "phone"); /* a device never seen: its row is made */
+  CHECK_STATUS(d.status, HUBU_STORE_OK);
+  CHECK_EQ_U64(d.epoch, 1);
+  CHECK_EQ_U64(d.last_client_id, 0);
+  hubu_msg *ms[] = {msg_make("d:alice:bob", 1, "alice", "phone", 7), msg_make("d:alice:bob", 2, "alice", "phone", 8),
+                    msg_make("d:alice:bob", 3, "alice", "laptop", 30)};
+  for (size_t i = 0; i < 3; i++) CHECK_STATUS(store_append_at_epoch(env, ms[i], i < 2 ? 1 : 0).status, HUBU_STORE_OK);
+  d = store_device_claim(env, "alice", "phone");
+  CHECK_STATUS(d.status, HUBU_STORE_OK);
+  CHECK_EQ_U64(d.epoch, 2);
+  CHECK_EQ_U64(d.last_client_id, 8);
+  d = store_device_load(env, "alice", "phone"); /* a read: the epoch as it is */
+  CHECK_EQ_U64(d.epoch, 2);
+  CHECK_EQ_U64(d.last_client_id, 8);
+  d = store_device_load(env, "alice", "laptop"); /* stored to, never claimed */
+  CHECK_EQ_U64(d.epoch, 0);
+  CHECK_EQ_U64(d.last_client_id, 30);
+  d = store_device_claim(env, "alice", "laptop");
+  CHECK_EQ_U64(d.epoch, 1);
+  CHECK_EQ_U64(d.last_client_id, 30);
+  CHECK_EQ_U64(store_device_load(env, "bob", "phone").epoch, 0); /* claims are per device */
+  if (store_restart(env) == 0) {
+    d = store_device_load(env, "alice", "phone");
+    CHECK_EQ_U64(d.epoch, 2);
+    CHECK_EQ_U64(d.last_client_id, 8);
+    CHECK_EQ_U64(store_device_claim(env, "alice", "phone").epoch, 3);
+  }
+  msgs_unref(ms, 3);
+}
+
+/* One batch (where the backend makes one) of a moved device's ops among
+ * others: only the moved ones are refused. */
+static void append_after_another_claim(const conformance_env *env) {
+  CHECK_EQ_U64(store_device_claim(env, "alice", "phone").epoch, 1); /* node A */
+  send_answer b = store_device_claim(env, "alice", "phone");        /* node B */
+  CHECK_EQ_U64(b.epoch, 2);
+  CHECK_EQ_U64(b.last_client_id, 0);
+  uint64_t end = log_end(env);
+  hubu_msg *ms[] = {
+      msg_make("g:team", 1, "alice", "phone", 1),  /* A's, in flight: moved */
+      msg_make("g:team", 2, "bob", "phone", 1),    /* unchecked */
+      msg_make("g:team", 3, "alice", "phone", 2),  /* B's */
+      msg_make("g:team", 4, "carol", "laptop", 1), /* an epoch the store never gave: moved */
+      msg_make("g:team", 5, "alice", "phone", 3),  /* A's again: moved */
+      msg_make("g:other", 1, "dave", "phone", 1),  /* claimed, current */
+  };
+  CHECK_EQ_U64(store_device_claim(env, "dave", "phone").epoch, 1);
+  uint64_t epochs[] = {1, 0, 2, 7, 1, 1};
+  enum { N = sizeof ms / sizeof ms[0] };
+  send_answer a[N];
+  store_append_burst_at_epochs(env, ms, epochs, N, a);
+  hubu_store_status want[N] = {HUBU_STORE_DEVICE_MOVED, HUBU_STORE_OK,           HUBU_STORE_OK,
+                               HUBU_STORE_DEVICE_MOVED, HUBU_STORE_DEVICE_MOVED, HUBU_STORE_OK};
+  for (size_t i = 0; i < N; i++) {
+    CHECK_STATUS(a[i].status, want[i]);
+    if (want[i] == HUBU_STORE_DEVICE_MOVED) {
+      CHECK_EQ_STR(a[i].session_id, ms[i]->session_id);
+      CHECK_EQ_U64(a[i].seq, 0);
+      CHECK_EQ_U64(a[i].msg_id, 0);
+      CHECK_STATUS(store_find_send(env, ms[i]->sender, ms[i]->sender_device, ms[i]->client_id).status,
+                   HUBU_STORE_NOT_FOUND);
+    } else {
+      CHECK_EQ_U64(a[i].seq, ms[i]->seq);
+      CHECK_EQ_U64(a[i].msg_id, ms[i]->msg_id);
+    }
+  }
+  page_answer p = store_pull(env, "g:team", 0, 100);
+  CHECK_SEQS(p, 2, 3);
+  CHECK_EQ_U64(p.max_seq, 3);
+  page_answer_free(&p);
+  page_answer l = store_log_read(env, end, 100);
+  CHECK_EQ_U64(l.n, 3);
+  page_answer_free(&l);
+  send_answer d = store_device_load(env, "alice", "phone");
+  CHECK_EQ_U64(d.last_client_id, 2);
+  CHECK_EQ_U64(d.epoch, 2);
+  CHECK_EQ_U64(store_device_load(env, "carol", "laptop").last_client_id, 0);
+  /* the moved sends, resent through B with its epoch: stored once, in new seqs */
+  hubu_msg *again = msg_make("g:team", 6, "alice", "phone", 1);
+  CHECK_STATUS(store_append_at_epoch(env, again, 1).status, HUBU_STORE_DEVICE_MOVED);
+  CHECK_STATUS(store_append_at_epoch(env, again, 2).status, HUBU_STORE_OK);
+  CHECK_STATUS(store_append_at_epoch(env, again, 2).status, HUBU_STORE_DUPLICATE);
+  hubu_msg_unref(again);
+  msgs_unref(ms, N);
+}
+
+static void case_append_with_an_old_epoch_after_another_claim_is_device_moved_and_the_batch_s_other_ops_are_stored(
+    const conformance_env *env) {
+  append_after_another_claim(env);
+}
+
+static void case_append_with_an_old_epoch_is_device_moved_under_fsync_always(const conformance_env *env) {
+  if (store_restart_with(env, HUBU_FSYNC_ALWAYS, 0) == 0) append_after_another_claim(env);
+}
+
+static void case_append_with_epoch_0_is_not_checked(const conformance_env *env) {
+  CHECK_EQ_U64(store_device_claim(env, "alice", "phone").epoch, 1);
+  CHECK_EQ_U64(store_device_claim(env, "alice", "phone").epoch, 2);
+  hubu_msg *ms[] = {msg_make("d:alice:bob", 1, "alice", "phone", 1), msg_make("d:alice:bob", 2, "bob", "tablet", 1)};
+  CHECK_STATUS(store_append_at_epoch(env, ms[0], 0).status, HUBU_STORE_OK); /* claimed, unchecked */
+  CHECK_STATUS(store_append_at_epoch(env, ms[1], 0).status, HUBU_STORE_OK); /* never claimed */
+  send_answer d = store_device_load(env, "alice", "phone");
+  CHECK_EQ_U64(d.epoch, 2); /* an append leaves the epoch as it is */
+  CHECK_EQ_U64(d.last_client_id, 1);
+  CHECK_EQ_U64(store_device_load(env, "bob", "tablet").epoch, 0);
+  msgs_unref(ms, 2);
+}
+
+static void case_send_key_duplicate_wins_over_device_moved(const conformance_env *env) {
+  CHECK_EQ_U64(store_device_claim(env, "alice", "phone").epoch, 1);
+  hubu_msg *first = msg_make("g:team", 1, "alice", "phone", 1);
+  CHECK_STATUS(store_append_at_epoch(env, first, 1).status, HUBU_STORE_OK);
+  CHECK_EQ_U64(store_device_claim(env, "alice", "phone").epoch, 2);
+  hubu_msg *ms[] = {
+      msg_make("g:team", 2, "alice", "phone", 1), /* a resend of client_id 1 by the old node: the first copy */
+      msg_make("g:team", 3, "alice", "phone", 2), /* a new send by the old node: moved */
+      msg_make("g:team", 1, "alice", "phone", 1), /* the resend into the first's own seq, still a DUPLICATE */
+  };
+  uint64_t epochs[] = {1, 1, 1};
+  send_answer a[3];
+  store_append_burst_at_epochs(env, ms, epochs, 3, a);
+  CHECK_STATUS(a[0].status, HUBU_STORE_DUPLICATE);
+  CHECK_EQ_U64(a[0].seq, 1);
+  CHECK_EQ_U64(a[0].msg_id, first->msg_id);
+  CHECK_STATUS(a[1].status, HUBU_STORE_DEVICE_MOVED);
+  CHECK_STATUS(a[2].status, HUBU_STORE_DUPLICATE);
+  CHECK_EQ_U64(a[2].seq, 1);
+  page_answer p = store_pull(env, "g:team", 0, 100);
+  CHECK_SEQS(p, 1);
+  page_answer_free(&p);
+  CHECK_EQ_U64(store_device_load(env, "alice", "phone").last_client_id, 1);
+  hubu_msg_unref(first);
+  msgs_unref(ms, 3);
+}
+
+/* Two stores on one database, as two nodes: in each round store A (the node
+ * the device was on) has the device's epoch and appends its sends while
+ * store B claims the device (the device said HELLO there) and then looks
+ * every send up. Each send ends either stored (A told OK, B finds it, and
+ * B's claim answered a last_client_id that covers it) or refused (A told
+ * DEVICE_MOVED, B never finds it), never both, never neither; and since
+ * the client_ids rise, the stored ones are a prefix of the round's. */
+static void case_two_stores_one_appending_while_the_other_claims_the_device_agree_on_every_send(
+    const conformance_env *env) {
+  char err[256] = "";
+  hubu_store *other = hubu_store_open(env->loop, &env->sut->place.cfg, err, sizeof err);
+  if (!CHECK(other != NULL)) {
+    fprintf(stderr, "    second store: %s\n", err);
+    return;
+  }
+  enum { ROUNDS = 120, SENDS = 4 };
+  static char told[ROUNDS * SENDS + 1]; /* per client_id (and seq): 'O' OK, 'M' DEVICE_MOVED */
+  memset(told, 0, sizeof told);
+  uint64_t stored = 0, moved = 0, bad = 0, highest_ok = 0;
+  const char *sid = "g:claims", *user = "alice", *device = "phone";
+  for (int r = 0; r < ROUNDS; r++) {
+    hubu_store_op *a_claim = op_device_claim(user, device); /* the device on A */
+    a_claim->done = on_race_done;
+    race_pending = 1;
+    hubu_store_submit(env->sut->store, a_claim);
+    while (race_pending) uv_run(env->loop, UV_RUN_ONCE);
+    CHECK_STATUS(a_claim->status, HUBU_STORE_OK);
+    uint64_t epoch = a_claim->device_load.epoch;
+    hubu_store_op_free(a_claim);
+
+    hubu_store_op *appends[SENDS], *b_claim = op_device_claim(user, device);
+    b_claim->done = on_race_done;
+    for (int k = 0; k < SENDS; k++) {
+      uint64_t id = (uint64_t)r * SENDS + (uint64_t)k + 1;
+      hubu_msg *m = msg_at(sid, id, user, device, id, wall_ms());
+      appends[k] = op_append_at_epoch(m, epoch);
+      appends[k]->done = on_race_done;
+      hubu_msg_unref(m);
+    }
+    race_pending = SENDS + 1;
+    int claim_after = r % (SENDS + 1); /* the claim submitted before, among, or after the sends */
+    for (int k = 0; k <= SENDS; k++) {
+      if (k == claim_after) hubu_store_submit(other, b_claim);
+      if (k < SENDS) hubu_store_submit(env->sut->store, appends[k]);
+    }
+    while (race_pending) uv_run(env->loop, UV_RUN_ONCE);
+    CHECK_STATUS(b_claim->status, HUBU_STORE_OK);
+    CHECK_EQ_U64(b_claim->device_load.epoch, epoch + 1);
+    uint64_t covered = b_claim->device_load.last_client_id;
+    hubu_store_op_free(b_claim);
+
+    int seen_moved = 0;
+    for (int k = 0; k < SENDS; k++) {
+      uint64_t id = (uint64_t)r * SENDS + (uint64_t)k + 1;
+      hubu_store_status st = appends[k]->status;
+      if (st != HUBU_STORE_OK && !CHECK_STATUS(st, HUBU_STORE_DEVICE_MOVED)) bad++;
+      told[id] = st == HUBU_STORE_OK ? 'O' : 'M';
+      hubu_store_op_free(appends[k]);
+      /* B looks the send up after its claim */
+      hubu_store_op *find = op_find_send(user, device, id);
+      find->done = on_race_done;
+      race_pending = 1;
+      hubu_store_submit(other, find);
+      while (race_pending) uv_run(env->loop, UV_RUN_ONCE);
+      hubu_store_status found = find->status;
+      hubu_store_op_free(find);
+      if (st == HUBU_STORE_OK) {
+        stored++;
+        highest_ok = id;
+        bad += !CHECK_STATUS(found, HUBU_STORE_OK);
+        bad += !CHECK(id <= covered);
+        bad += !CHECK(!seen_moved); /* a send stored after one refused: client_id order broken */
+      } else {
+        moved++;
+        seen_moved = 1;
+        bad += !CHECK_STATUS(found, HUBU_STORE_NOT_FOUND);
+      }
+    }
+    bad += !CHECK_EQ_U64(covered, highest_ok); /* nothing refused counted, nothing stored missed */
+  }
+  CHECK_EQ_U64(stored + moved, (uint64_t)ROUNDS * SENDS);
+  CHECK_EQ_U64(bad, 0);
+  /* the store's last word: exactly the sends told OK are stored */
+  uint64_t rows = 0, mismatched = 0;
+  for (uint64_t after = 0, more = 1; more;) {
+    hubu_store_op *op = op_pull(sid, after, 1000);
+    op->done = on_race_done;
+    race_pending = 1;
+    hubu_store_submit(other, op);
+    while (race_pending) uv_run(env->loop, UV_RUN_ONCE);
+    if (!CHECK_STATUS(op->status, HUBU_STORE_OK)) {
+      hubu_store_op_free(op);
+      break;
+    }
+    for (size_t i = 0; i < op->pull.n_msgs; i++) {
+      uint64_t seq = op->pull.msgs[i]->seq;
+      mismatched += seq > (uint64_t)ROUNDS * SENDS || told[seq] != 'O';
+      rows++;
+    }
+    more = op->pull.has_more;
+    if (op->pull.n_msgs) after = op->pull.msgs[op->pull.n_msgs - 1]->seq;
+    hubu_store_op_free(op);
+  }
+  CHECK_EQ_U64(mismatched, 0);
+  CHECK_EQ_U64(rows, stored);
+  printf("%s: %d rounds of %d sends: %" PRIu64 " stored, %" PRIu64 " refused as moved\n", env->backend->name, ROUNDS,
+         SENDS, stored, moved);
+  hubu_store_close(other);
+}
+
 static void case_kv_plugins_are_separate_namespaces(const conformance_env *env) {
   CHECK_STATUS(store_kv_set(env, "ratelimit", "alice", "1", 1), HUBU_STORE_OK);
   CHECK_STATUS(store_kv_set(env, "moderation", "alice", "22", 2), HUBU_STORE_OK);
@@ -2664,6 +2950,12 @@ static const conformance_case cases[] = {
     CONFORMANCE_CASE(seq_lease_is_above_the_fence),
     CONFORMANCE_CASE(fence_survives_a_restart),
     CONFORMANCE_CASE(two_stores_one_appending_into_holes_while_the_other_proves_them_agree_on_every_seq),
+    CONFORMANCE_CASE(device_claim_raises_the_epoch_and_answers_the_last_client_id),
+    CONFORMANCE_CASE(append_with_an_old_epoch_after_another_claim_is_device_moved_and_the_batch_s_other_ops_are_stored),
+    CONFORMANCE_CASE(append_with_an_old_epoch_is_device_moved_under_fsync_always),
+    CONFORMANCE_CASE(append_with_epoch_0_is_not_checked),
+    CONFORMANCE_CASE(send_key_duplicate_wins_over_device_moved),
+    CONFORMANCE_CASE(two_stores_one_appending_while_the_other_claims_the_device_agree_on_every_send),
     CONFORMANCE_CASE(log_of_an_empty_store_is_empty_with_max_seq_0),
     CONFORMANCE_CASE(log_positions_increase_in_append_order_and_match_append_answers),
     CONFORMANCE_CASE(log_read_pages_after_a_position_with_limit_and_has_more),

@@ -10,8 +10,11 @@
  * a lock wait that times out (another writer holds the log counter) is
  * rolled back and run again; two writers' log positions reach a reader
  * dense and in order; a node that stalls (SIGSTOP) right after sending the
- * transaction that raises a session's fence holds no lock meanwhile; and a
- * row stored in a hole just before the fence covers it is still returned.
+ * transaction that raises a session's fence holds no lock meanwhile; a
+ * row stored in a hole just before the fence covers it is still returned;
+ * and a node stalled between an append's two round trips loses its
+ * connection, and the log counter's lock, to the server's idle transaction
+ * timeout, so the other nodes' appends go on and its own end as RETRY.
  * `mariadb_faults CASE`; needs HUBU_MARIADB_ENV (tests/mariadb.cmake). */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -644,6 +647,106 @@ static void row_landing_before_the_fence_is_returned(void) {
   hubu_store_close(other);
 }
 
+/* A node stalls (the relay holds its traffic for STALL_MS, as SIGSTOP would)
+ * right after sending an append's first round trip, which takes the log
+ * counter's lock and leaves the transaction open. The server closes that
+ * connection after idle_transaction_timeout (1 s here), which rolls the
+ * transaction back and lets the lock go: another node's appends (a store on
+ * a direct connection, lock wait 10 s) go through within the timeout and some
+ * slack, while the stalled node is still stopped. When it resumes, its second
+ * round trip (the INSERT and COMMIT) meets the closed connection: in doubt,
+ * resolved on a fresh connection by send key: nothing of it was stored, so
+ * every op is RETRY (not in doubt), and the resends are stored once. */
+static void append_stalled_between_round_trips_lets_the_lock_go(void) {
+  char err[256] = "", direct[400], idle[460];
+  snprintf(direct, sizeof direct, "mariadb://%s:%s@127.0.0.1:%s/%s", db_user, db_password, db_port, db_name);
+  snprintf(idle, sizeof idle, "%s&idle_transaction_timeout=1", url);
+  hubu_store_config cfg = {.url = direct, .fsync = HUBU_FSYNC_BATCH};
+  hubu_store *other = hubu_store_open(&loop, &cfg, err, sizeof err);
+  cfg.url = idle;
+  hubu_store *stalled = other ? hubu_store_open(&loop, &cfg, err, sizeof err) : NULL;
+  if (!CHECK(other && stalled)) {
+    fprintf(stderr, "    %s\n", err);
+    if (other) hubu_store_close(other);
+    return;
+  }
+  hubu_store_op *first = append_op("g:idle", 1, "alice", 1, 1700000000000ull);
+  run_op(first); /* the session exists; the stalled store's connection is up */
+  CHECK_EQ_U64(first->status, HUBU_STORE_OK);
+  hubu_store_op_free(first);
+
+  atomic_store(&relay_stalls, 0);
+  atomic_store(&relay_mode_now, RELAY_STALL_AT_LOCK);
+  batch b;
+  memset(&b, 0, sizeof b);
+  for (uint64_t k = 0; k < 3; k++) {
+    b.ops[b.n] = append_op("g:idle", 2 + k, "bob", 1 + k, 1700000000000ull + 2 + k);
+    b.ops[b.n]->ud = &b;
+    b.ops[b.n]->done = on_done;
+    b.n++;
+  }
+  for (size_t i = 0; i < b.n; i++) hubu_store_submit(stalled, b.ops[i]);
+  for (int i = 0; i < 200 && !atomic_load(&relay_stalls); i++) usleep(10000); /* round trip 1 is sent */
+  CHECK_EQ_U64(atomic_load(&relay_stalls), 1);
+  uint64_t t0 = uv_hrtime();
+  hubu_store_op *go_on[2] = {append_op("g:idle", 10, "carol", 1, 1700000000010ull),
+                             append_op("g:idle", 11, "carol", 2, 1700000000011ull)};
+  other_done = 0;
+  for (int i = 0; i < 2; i++) {
+    go_on[i]->done = on_other_done;
+    hubu_store_submit(other, go_on[i]);
+  }
+  while (other_done < 2) uv_run(&loop, UV_RUN_ONCE);
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  if (!CHECK(ms < 2500)) fprintf(stderr, "    the other node's appends took %llu ms\n", (unsigned long long)ms);
+  CHECK_EQ_U64(b.done, 0); /* still stalled */
+  for (int i = 0; i < 2; i++) {
+    CHECK_EQ_U64(go_on[i]->status, HUBU_STORE_OK);
+    hubu_store_op_free(go_on[i]);
+  }
+  while (b.done < b.n) uv_run(&loop, UV_RUN_ONCE);
+  /* the batch that met the stall is RETRY; the store thread may have taken the three as more than one batch,
+   * and the later ones were stored once it was back */
+  CHECK_EQ_U64(b.ops[0]->status, HUBU_STORE_RETRY);
+  int retried[3];
+  size_t stored = 0;
+  for (size_t i = 0; i < b.n; i++) {
+    if (!CHECK(b.ops[i]->status == HUBU_STORE_RETRY || b.ops[i]->status == HUBU_STORE_OK))
+      fprintf(stderr, "    %s\n", b.ops[i]->error);
+    retried[i] = b.ops[i]->status == HUBU_STORE_RETRY;
+    stored += !retried[i];
+    if (retried[i]) CHECK_EQ_U64(b.ops[i]->append.in_doubt, 0); /* resolved: not stored */
+  }
+  batch_free(&b);
+  hubu_store_op *pull = hubu_store_op_new(HUBU_STORE_PULL);
+  snprintf(pull->pull.session_id, sizeof pull->pull.session_id, "g:idle");
+  pull->pull.limit = 100;
+  run_op(pull);
+  CHECK_EQ_U64(pull->status, HUBU_STORE_OK);
+  CHECK_EQ_U64(pull->pull.n_msgs, 3 + stored); /* 1, 10, 11: nothing of the stalled batch */
+  hubu_store_op_free(pull);
+  /* the resends, through the stalled node once it is back: the retried ones stored, once */
+  memset(&b, 0, sizeof b);
+  for (uint64_t k = 0; k < 3; k++) {
+    b.ops[b.n] = append_op("g:idle", 2 + k, "bob", 1 + k, 1700000000000ull + 2 + k);
+    b.ops[b.n]->ud = &b;
+    b.ops[b.n]->done = on_done;
+    b.n++;
+  }
+  for (size_t i = 0; i < b.n; i++) hubu_store_submit(stalled, b.ops[i]);
+  while (b.done < b.n) uv_run(&loop, UV_RUN_ONCE);
+  for (size_t i = 0; i < b.n; i++) CHECK_EQ_U64(b.ops[i]->status, retried[i] ? HUBU_STORE_OK : HUBU_STORE_DUPLICATE);
+  batch_free(&b);
+  pull = hubu_store_op_new(HUBU_STORE_PULL);
+  snprintf(pull->pull.session_id, sizeof pull->pull.session_id, "g:idle");
+  pull->pull.limit = 100;
+  run_op(pull);
+  CHECK_EQ_U64(pull->pull.n_msgs, 6);
+  hubu_store_op_free(pull);
+  hubu_store_close(stalled);
+  hubu_store_close(other);
+}
+
 static const struct {
   const char *name;
   void (*run)(void);
@@ -655,6 +758,8 @@ static const struct {
     {"database_away_answers_retry_at_once_and_recovers_by_itself", database_away_and_back},
     {"fence_raise_leaves_no_lock_to_a_stalled_node", fence_raise_leaves_no_lock_to_a_stalled_node},
     {"row_landing_in_a_hole_before_the_fence_is_returned", row_landing_before_the_fence_is_returned},
+    {"append_stalled_between_round_trips_lets_the_lock_go_within_the_idle_timeout",
+     append_stalled_between_round_trips_lets_the_lock_go},
 };
 
 int main(int argc, char **argv) {
