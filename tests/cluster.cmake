@@ -40,7 +40,8 @@ target_include_directories(cluster_crash PRIVATE ${HUBU_MSG_DIR} ${HUBU_MSG_HARN
 target_link_libraries(cluster_crash PRIVATE hubu_lib SQLite::SQLite3 PkgConfig::MARIADB)
 target_compile_definitions(cluster_crash PRIVATE ${HUBU_MSG_DEFINITIONS} HUBU_CLUSTER_CRASH=1)
 add_dependencies(cluster_crash hubud hubuctl)
-# (registered once a device's sends cannot be stored by two nodes at once)
+hubu_cluster_test(NAME cluster.node_kill9_redis_loss_and_sigstop_lose_and_double_nothing TIMEOUT 150
+                  COMMAND cluster_crash cluster_node_kill9_redis_loss_and_sigstop_lose_and_double_nothing)
 
 # tests/cluster/e2e_cluster.c: chat, bots, reloads, kicks, groups, Redis lost, a node stopped past its lease.
 add_executable(e2e_cluster ${CMAKE_CURRENT_LIST_DIR}/cluster/e2e_cluster.c ${HUBU_MSG_DIR}/msgtest.c ${HUBU_MSG_HARNESS}

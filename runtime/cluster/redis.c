@@ -76,9 +76,13 @@ struct hubu_redis {
 /* The adapter between hiredis and the loop: a uv_poll on the context's socket. */
 struct redis_ev {
   uv_poll_t poll;
+  uv_prepare_t flush;    /* writes the commands queued since the last loop turn, before the loop polls */
   redisAsyncContext *ac; /* NULL once hiredis has cleaned up */
   int events;
   int closed;
+  int flush_wanted; /* hiredis has output and the flush is due */
+  int in_flush;     /* inside the flush's write: a partial write waits for writability */
+  int open_handles; /* freed when both have closed */
 };
 
 /* A heartbeat's PUBLISH on the publisher; sub is cleared when the
@@ -250,19 +254,51 @@ static void ev_del_read(void *p) {
   ev_update(ev);
 }
 
+/* Once per loop turn, before the loop polls: every command queued since
+ * goes out in one write (one round trip), and the socket's write interest
+ * is not switched on and off per command (an epoll_ctl each time). */
+static void ev_flush_cb(uv_prepare_t *h) {
+  redis_ev *ev = h->data;
+  uv_prepare_stop(&ev->flush);
+  if (!ev->ac || !ev->flush_wanted) return;
+  ev->flush_wanted = 0;
+  hubu_redis *r = ev->ac->data;
+  if (r) r->health.writes++;
+  ev->in_flush = 1;
+  redisAsyncHandleWrite(ev->ac); /* done, or a partial write (then ev_add_write polls for writability) */
+  ev->in_flush = 0;
+}
+
+/* hiredis has output. While it connects (the socket's writability says the
+ * connect ended) or after a partial write, the poll waits for the socket;
+ * otherwise the flush writes it this loop turn. */
 static void ev_add_write(void *p) {
   redis_ev *ev = p;
-  ev->events |= UV_WRITABLE;
-  ev_update(ev);
+  if (ev->closed) return;
+  if (ev->in_flush || !ev->ac || !(ev->ac->c.flags & REDIS_CONNECTED)) {
+    ev->events |= UV_WRITABLE;
+    ev_update(ev);
+    return;
+  }
+  if (!ev->flush_wanted && !(ev->events & UV_WRITABLE)) {
+    ev->flush_wanted = 1;
+    uv_prepare_start(&ev->flush, ev_flush_cb);
+  }
 }
 
 static void ev_del_write(void *p) {
   redis_ev *ev = p;
-  ev->events &= ~UV_WRITABLE;
-  ev_update(ev);
+  ev->flush_wanted = 0;
+  if (ev->events & UV_WRITABLE) {
+    ev->events &= ~UV_WRITABLE;
+    ev_update(ev);
+  }
 }
 
-static void ev_closed(uv_handle_t *h) { free(h->data); }
+static void ev_closed(uv_handle_t *h) {
+  redis_ev *ev = h->data;
+  if (--ev->open_handles == 0) free(ev);
+}
 
 /* hiredis is done with the context: stop polling (before hiredis closes the
  * socket) and free the adapter once the handle has closed. Idempotent. */
@@ -271,7 +307,9 @@ static void ev_cleanup(void *p) {
   if (ev->closed) return;
   ev->closed = 1;
   ev->ac = NULL;
+  ev->flush_wanted = 0;
   uv_close((uv_handle_t *)&ev->poll, ev_closed);
+  uv_close((uv_handle_t *)&ev->flush, ev_closed);
 }
 
 static int ev_attach(hubu_redis *r, redisAsyncContext *ac) {
@@ -281,6 +319,9 @@ static int ev_attach(hubu_redis *r, redisAsyncContext *ac) {
     free(ev);
     return -1;
   }
+  uv_prepare_init(r->loop, &ev->flush);
+  ev->open_handles = 2;
+  ev->flush.data = ev;
   ev->poll.data = ev;
   ev->ac = ac;
   ac->ev.data = ev;

@@ -138,6 +138,7 @@ static void on_device_loaded(hubu_store_op *op) {
   if (op->status == HUBU_STORE_OK) {
     d->loaded = 1;
     if (op->device_load.last_client_id > d->durable) d->durable = op->device_load.last_client_id;
+    d->epoch = op->device_load.epoch;
     if (d->durable > d->assigned) d->assigned = d->durable;
   } /* else the store logged why; the waiting HELLOs get GOAWAY UNAVAILABLE */
   hubu_store_op_free(op);
@@ -184,6 +185,7 @@ void hubu_messaging_hello(hubu_peer *c) {
   }
   snprintf(op->device_load.user, sizeof op->device_load.user, "%s", d->user);
   snprintf(op->device_load.device, sizeof op->device_load.device, "%s", d->device);
+  op->device_load.claim = core->cfg.cluster; /* this node serves the device now: another's appends of it stop */
   op->done = on_device_loaded;
   op->ud = d;
   op->ud2 = core;
@@ -274,6 +276,9 @@ static void on_appended(hubu_store_op *op) {
              m->session_id, (unsigned long long)m->seq, (unsigned long long)p->client_id);
     pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0, "seq taken; send again", 0,
                    HUBU_STORE_RETRY_AFTER_MS);
+  } else if (op->status == HUBU_STORE_DEVICE_MOVED) { /* the device said HELLO on another node since */
+    pending_answer(core, p, HUBU__V1__CODE__UNAVAILABLE, m->session_id, 0, 0,
+                   "the device is served by another node now; send again there", 0, HUBU_STORE_RETRY_AFTER_MS);
   } else if (op->status == HUBU_STORE_RETRY) { /* not written, or in doubt: the same SEND may come again */
     if (op->append.in_doubt) {                 /* it may be stored after all: PULLs around its seq must ask the store */
       hubu_session_tail_forget(p->session, m->seq);
@@ -287,8 +292,8 @@ static void on_appended(hubu_store_op *op) {
     pending_answer(core, p, HUBU__V1__CODE__INTERNAL, m->session_id, 0, 0,
                    "the store failed; resend with a new client_id", 0, 0);
   }
-  int unwritten = op->status == HUBU_STORE_RETRY || op->status == HUBU_STORE_SEQ_TAKEN; /* uses up nothing: its
-                                                                                             client_id may come again */
+  int unwritten = op->status == HUBU_STORE_RETRY || op->status == HUBU_STORE_SEQ_TAKEN ||
+                  op->status == HUBU_STORE_DEVICE_MOVED; /* uses up nothing: its client_id may come again */
   hubu_store_op_free(op);
   pending_finish(core, p, unwritten);
 }
@@ -314,6 +319,7 @@ static void append_with_seq(hubu_core *core, hubu_session *sess, hubu_pending_se
       (p->msg = hubu_msg_new(sess->id, seq, hubu_core_next_msg_id(core), d->user, d->device, p->client_id, body,
                              body_len, ctype, meta, meta_len, hubu_now_ms()))) {
     op->append.msg = hubu_msg_ref(p->msg);
+    op->append.device_epoch = core->cfg.cluster ? p->epoch : 0;
     op->done = on_appended;
     op->ud = p;
     op->ud2 = core;
@@ -524,6 +530,7 @@ static int queue_new(hubu_core *core, hubu_device *d, uint64_t conn_id, Hubu__V1
   p->sender_conn = conn_id;
   p->internal = (uint8_t)internal;
   p->bytes = bytes;
+  p->epoch = internal ? 0 : d->epoch; /* the claim it was accepted under, however long it waits */
   HASH_ADD(hh, d->pending, client_id, sizeof p->client_id, p);
   if (!internal) d->assigned = m->client_id;
   ps->parked.resume = resume_send;

@@ -26,6 +26,7 @@ typedef struct hubu_pending_send {
   uint32_t n_retry_conns;
   uint8_t internal; /* from a plugin: client_id is a msg_id, outside the device's marks */
   uint32_t bytes;   /* its SEND's frame bytes, counted in the sender's send_bytes_held */
+  uint64_t epoch;   /* cluster mode: the device's epoch when the SEND was accepted (0: unchecked) */
 } hubu_pending_send;
 
 typedef struct hubu_cursor {
@@ -49,6 +50,8 @@ struct hubu_device {
   uint8_t cursors_dirty;
   uint64_t assigned; /* highest client_id accepted (queued or stored) */
   uint64_t durable;  /* highest client_id the store holds */
+  uint64_t epoch;    /* cluster mode: the device's epoch as this node's last claim answered (store.h); every
+                        append carries it, so a node the device left stores nothing more of it */
   hubu_pending_send *pending;
   hubu_msg *
       *recent; /* owned ring of HUBU_RECENT_ACKS refs, made on the first send: the latest stored sends, for retries */

@@ -93,6 +93,7 @@ typedef struct {
 typedef struct {
   rmsg *v; /* by seq */
   uint64_t cap, cursor, target, last_pushed;
+  uint64_t pull_after; /* the outstanding PULL's after_seq */
   int pull_out;
 } rsession;
 
@@ -374,6 +375,7 @@ static void receiver_pull(receiver *r, int si) {
   p.limit = 500;
   mt_nb_queue(&r->c, HUBU_FRAME_PULL, &p.base);
   r->s[si].pull_out = 1;
+  r->s[si].pull_after = p.after_seq;
 }
 
 static void receiver_frame(receiver *r, uint8_t type, const uint8_t *body, uint32_t len, uint64_t now) {
@@ -460,7 +462,7 @@ static void receiver_frame(receiver *r, uint8_t type, const uint8_t *body, uint3
         rsession *rs = &r->s[si];
         rs->pull_out = 0;
         r->pages++;
-        uint64_t prev = rs->cursor;
+        uint64_t prev = rs->pull_after; /* pushes may have moved the cursor on since the PULL left */
         for (size_t i = 0; i < q->n_messages; i++) {
           const Hubu__V1__Message *m = q->messages[i];
           if (m->seq <= prev) {
