@@ -2,7 +2,7 @@
 # --cluster on one private MariaDB (the shared fixture server, a database per
 # test, tests/mariadb.cmake) and a private redis-server of the test's own
 # (the tests kill and restart it; tests/redis.cmake). Included by
-# tests.cmake after mariadb.cmake, redis.cmake and messaging.cmake.
+# tests.cmake after mariadb.cmake, redis.cmake, messaging.cmake and spec.cmake.
 #
 #   cd <tree> && ctest -L cluster
 #
@@ -56,3 +56,21 @@ foreach(case cluster_chat_direct_and_group_across_three_nodes cluster_bot_reload
   string(REGEX REPLACE "^cluster_" "" short ${case})
   hubu_cluster_test(NAME cluster.${short} TIMEOUT 90 COMMAND e2e_cluster ${case})
 endforeach()
+
+# spec/cluster/*_spec.lua: busted specs across three nodes (not in spec.cmake's
+# glob: they need the fixtures' servers). Not in the sanitizer tree, as the
+# other specs are not (spec.cmake says why).
+if(HUBU_LUAJIT AND HUBU_BUSTED AND TARGET hubu_client_shared AND NOT HUBU_SANITIZE)
+  file(GLOB HUBU_CLUSTER_SPECS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/cluster/*_spec.lua)
+  foreach(spec_file IN LISTS HUBU_CLUSTER_SPECS)
+    get_filename_component(spec_stem ${spec_file} NAME_WE)
+    string(REGEX REPLACE "_spec$" "" spec_name ${spec_stem})
+    hubu_cluster_test(NAME cluster.spec.${spec_name} TIMEOUT 120
+                      COMMAND ${HUBU_LUAJIT} ${HUBU_BUSTED} --output=TAP ${spec_file})
+    set(name ${HUBU_TEST_PREFIX}cluster.spec.${spec_name})
+    set_tests_properties(${name} PROPERTIES WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+    set_property(TEST ${name} APPEND PROPERTY LABELS spec)
+    set_property(TEST ${name} APPEND PROPERTY ENVIRONMENT "HUBUD=$<TARGET_FILE:hubud>" "HUBUCTL=$<TARGET_FILE:hubuctl>"
+                 "HUBU_CLIENT_LIB=$<TARGET_FILE:hubu_client_shared>" "HUBU_SCRATCH_LIB=$<TARGET_FILE:hubu_scratch>")
+  endforeach()
+endif()

@@ -76,9 +76,9 @@ include(${CMAKE_CURRENT_LIST_DIR}/redis.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/store.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/store_copy.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/messaging.cmake OPTIONAL)
-include(${CMAKE_CURRENT_LIST_DIR}/cluster.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/client.cmake OPTIONAL)
 include(${CMAKE_CURRENT_LIST_DIR}/spec.cmake)
+include(${CMAKE_CURRENT_LIST_DIR}/cluster.cmake)
 # spec.plugins runs moderation.lua's code under a stub host in plain LuaJIT too;
 # it gets im.wordset from this module (package.loadlib(path, "hubu_wordset_new")).
 # Not linked against libluajit: the luajit binary provides the Lua API.

@@ -110,6 +110,7 @@ end
 -- Starts hubud. opts (all optional):
 --   args        extra hubud arguments (list)
 --   plugins     plugin directory (default: an empty one in the temp dir)
+--   secret      the token secret (default: a random one; a cluster's nodes share one)
 --   groups      created with `hubuctl group create` before the server starts
 --   log_level   default "info"
 --   lifetime_s  watchdog: SIGKILL after this long (default 300)
@@ -125,7 +126,7 @@ function M.start(opts)
     log = dir .. "/hubud.log",
     port_file = dir .. "/port",
     status_file = dir .. "/status",
-    secret = random_hex(32),
+    secret = opts.secret or random_hex(32), -- nodes of one cluster share theirs
     secret_file = dir .. "/secret",
     clients = {},
     keep = opts.keep or os.getenv("HUBU_SPEC_KEEP") == "1",
