@@ -270,6 +270,30 @@ void hubu_store_pull_walk_page(const hubu_store_pull_op *pull, uint64_t fence, u
   walk->keep = i;
 }
 
+int hubu_store_pull_begin(hubu_store_op *op, uint32_t *limit) {
+  hubu_store_pull_op *pull = &op->pull;
+  *limit = pull->limit ? pull->limit : HUBU_STORE_PAGE_DEFAULT;
+  if (*limit > HUBU_STORE_PAGE_MAX) *limit = HUBU_STORE_PAGE_MAX;
+  for (size_t i = 0; i < pull->n_msgs; i++) hubu_msg_unref(pull->msgs[i]); /* not expected: a fresh op */
+  free(pull->msgs);
+  pull->msgs = calloc(*limit, sizeof *pull->msgs);
+  pull->n_msgs = 0;
+  pull->has_more = 0;
+  pull->fenced = 0;
+  if (pull->msgs) return 0;
+  hubu_store_op_fail(op, HUBU_STORE_ERROR, "pull", "out of memory");
+  return -1;
+}
+
+void hubu_store_pull_settled(hubu_store_op *op, const hubu_store_pull_walk *walk, uint64_t top) {
+  hubu_store_pull_op *pull = &op->pull;
+  hubu_store_pull_keep(pull, walk->keep);
+  if (walk->cut) pull->has_more = 0;
+  pull->fenced = walk->fenced;
+  pull->max_seq = pull->n_msgs ? pull->msgs[pull->n_msgs - 1]->seq : (top < pull->after_seq ? top : pull->after_seq);
+  op->status = HUBU_STORE_OK;
+}
+
 void hubu_store_pull_keep(hubu_store_pull_op *pull, size_t keep) {
   for (size_t i = keep; i < pull->n_msgs; i++) hubu_msg_unref(pull->msgs[i]);
   if (keep < pull->n_msgs) pull->n_msgs = keep;

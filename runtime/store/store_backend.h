@@ -52,6 +52,20 @@ typedef struct {
 void hubu_store_pull_walk_page(const hubu_store_pull_op *pull, uint64_t fence, uint64_t fenced_above, uint64_t now_ms,
                                int may_raise, hubu_store_pull_walk *walk);
 
+#define HUBU_STORE_PAGE_DEFAULT 100 /* rows of a PULL or LOG_READ page when its limit is 0 */
+#define HUBU_STORE_PAGE_MAX 1000    /* ... and at most */
+
+/* A PULL's outputs emptied and its page array made for its limit (0:
+ * HUBU_STORE_PAGE_DEFAULT; at most HUBU_STORE_PAGE_MAX), which *limit gets. 0, or -1 when out of memory (the op is
+ * then failed, its reason set). */
+int hubu_store_pull_begin(hubu_store_op *op, uint32_t *limit);
+
+/* A watermark PULL answered from its walk: the page cut where the walk
+ * ended, fenced counted, max_seq the watermark (the last row kept; with
+ * none, the lower of after_seq and top, the session's highest stored seq),
+ * status OK. */
+void hubu_store_pull_settled(hubu_store_op *op, const hubu_store_pull_walk *walk, uint64_t top);
+
 /* Drops the page's rows from keep on (answered by a later PULL). */
 void hubu_store_pull_keep(hubu_store_pull_op *pull, size_t keep);
 

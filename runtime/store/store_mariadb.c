@@ -46,8 +46,6 @@
 #include "store.h"
 #include "store_backend.h"
 
-#define PULL_LIMIT_DEFAULT 100
-#define PULL_LIMIT_MAX 1000
 #define CONNECT_TIMEOUT_S 3
 #define IO_TIMEOUT_S 30            /* a read or write that takes longer: the connection is taken as lost */
 #define BACKOFF_FIRST_MS 100       /* first reconnect delay after a loss */
@@ -1294,8 +1292,8 @@ static hubu_msg *row_msg(MYSQL_ROW row, const unsigned long *len, int first, con
 
 static void log_read(maria_store *st, hubu_store_op *op) {
   hubu_store_log_read_op *log_op = &op->log_read;
-  uint32_t limit = log_op->limit ? log_op->limit : PULL_LIMIT_DEFAULT;
-  if (limit > PULL_LIMIT_MAX) limit = PULL_LIMIT_MAX;
+  uint32_t limit = log_op->limit ? log_op->limit : HUBU_STORE_PAGE_DEFAULT;
+  if (limit > HUBU_STORE_PAGE_MAX) limit = HUBU_STORE_PAGE_MAX;
   log_op->msgs = calloc(limit, sizeof *log_op->msgs);
   log_op->n_msgs = 0;
   if (!log_op->msgs) {
@@ -1571,12 +1569,7 @@ static void pull_settled(maria_store *st, hubu_store_op *op, uint32_t limit) {
     if (read_page(st, pull_op, limit, &oom) != 0) goto fail;
     hubu_store_pull_walk_page(pull_op, fence, before, wall_ms(), 0, &walk);
   }
-  hubu_store_pull_keep(pull_op, walk.keep);
-  if (walk.cut) pull_op->has_more = 0;
-  pull_op->fenced = walk.fenced;
-  pull_op->max_seq =
-      pull_op->n_msgs ? pull_op->msgs[pull_op->n_msgs - 1]->seq : (top < pull_op->after_seq ? top : pull_op->after_seq);
-  op->status = HUBU_STORE_OK;
+  hubu_store_pull_settled(op, &walk, top);
   return;
 fail:
   if (oom)
@@ -1591,18 +1584,8 @@ fail:
 /* Also fills max_seq, for PullResult.max_seq. */
 static void pull(maria_store *st, hubu_store_op *op) {
   hubu_store_pull_op *pull_op = &op->pull;
-  uint32_t limit = pull_op->limit ? pull_op->limit : PULL_LIMIT_DEFAULT;
-  if (limit > PULL_LIMIT_MAX) limit = PULL_LIMIT_MAX;
-  for (size_t i = 0; i < pull_op->n_msgs; i++) hubu_msg_unref(pull_op->msgs[i]); /* not expected: a fresh op */
-  free(pull_op->msgs);
-  pull_op->msgs = calloc(limit, sizeof *pull_op->msgs);
-  pull_op->n_msgs = 0;
-  pull_op->has_more = 0;
-  pull_op->fenced = 0;
-  if (!pull_op->msgs) {
-    fail_op_plain(op, "pull", "out of memory");
-    return;
-  }
+  uint32_t limit;
+  if (hubu_store_pull_begin(op, &limit) != 0) return;
   if (pull_op->settle_ms) {
     pull_settled(st, op, limit);
     return;
