@@ -1018,6 +1018,7 @@ int hubu_cluster_describe(hubu_cluster *c, hubu_buf *out) {
   hubu_json_u64(&w, "leases", ss.leases);
   hubu_json_u64(&w, "refusals", ss.refusals);
   hubu_json_u64(&w, "unavailable", ss.unavailable);
+  hubu_json_u64(&w, "blocks_dropped", ss.blocks_dropped);
   hubu_json_u64(&w, "pending", hubu_redis_seq_pending(c->seq));
   hubu_json_close(&w);
   const hubu_cluster_stats *s = &c->stats;

@@ -233,7 +233,35 @@ static uint64_t redis_settled(hubu_seq_allocator *a, hubu_session *sess, uint64_
   return seq > sess->committed_seq ? seq : sess->committed_seq;
 }
 
-static const hubu_seq_allocator_ops redis_seq_ops = {.next = redis_next, .settled = redis_settled};
+static void drop_done(hubu_redis *r, hubu_redis_status st, const redisReply *reply, void *ud) {
+  (void)r;
+  (void)reply;
+  if (st != HUBU_REDIS_OK)
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "seq_block_drop_failed", "session=%s status=%s", (const char *)ud,
+             hubu_redis_status_name(st));
+  free(ud);
+}
+
+/* A seq of the session was taken: its cached block goes, so the next seq
+ * (on any node) comes from a new lease, above every seq stored. A drop that
+ * fails leaves the block; the floor (the taken seq) still keeps this node's
+ * next seq above it. */
+static void redis_taken(hubu_seq_allocator *a, hubu_session *sess, uint64_t seq) {
+  hubu_redis_seq *s = (hubu_redis_seq *)a;
+  if (seq > sess->next_seq) sess->next_seq = seq;
+  s->stats.blocks_dropped++;
+  char key[HUBU_SESSION_ID_MAX + 16];
+  snprintf(key, sizeof key, "hubu:seq:{%s}", sess->id);
+  char *id = strdup(sess->id);
+  const char *argv[2] = {"DEL", key};
+  if (!id || hubu_redis_command(s->redis, s->cfg.timeout_ms, drop_done, id, 2, argv, NULL) != 0) {
+    hubu_log(HUBU_LOG_WARN, 0, NULL, "seq_block_drop_failed", "session=%s status=not_sent", sess->id);
+    free(id);
+  }
+}
+
+static const hubu_seq_allocator_ops redis_seq_ops = {
+    .next = redis_next, .settled = redis_settled, .taken = redis_taken};
 
 hubu_redis_seq *hubu_redis_seq_new(hubu_redis *redis, hubu_seq_lease *lease, const hubu_redis_seq_config *cfg) {
   hubu_redis_seq *s = calloc(1, sizeof *s);

@@ -59,6 +59,7 @@ typedef struct {
   uint64_t refusals;                       /* script answers that asked for a lease */
   uint64_t unavailable;                    /* requests answered without a seq */
   uint64_t generation;                     /* generations used (1 after the first call, +1 at every change) */
+  uint64_t blocks_dropped;                 /* cached blocks dropped after a seq was found taken */
   char gen[2 * HUBU_REDIS_REPLID_MAX + 2]; /* the current one */
 } hubu_redis_seq_stats;
 

@@ -271,6 +271,7 @@ static void on_appended(hubu_store_op *op) {
     pending_answer(core, p, HUBU__V1__CODE__OK, op->append.stored_session_id, op->append.stored_seq,
                    op->append.stored_msg_id, NULL, 1, 0);
   } else if (op->status == HUBU_STORE_SEQ_TAKEN) { /* a stale allocator, or a reader proved the seq a hole */
+    if (core->seq && core->seq->ops->taken) core->seq->ops->taken(core->seq, p->session, m->seq);
     hubu_log(HUBU_LOG_WARN, p->sender_conn, m->sender, "seq_taken",
              "session=%s seq=%llu client_id=%llu msg=\"not stored; answered UNAVAILABLE, its resend gets a new seq\"",
              m->session_id, (unsigned long long)m->seq, (unsigned long long)p->client_id);

@@ -31,6 +31,11 @@ typedef struct hubu_seq_allocator_ops {
   /* seq of sess is settled (stored, or its append failed). Returns the new
    * committed watermark of sess. */
   uint64_t (*settled)(hubu_seq_allocator *a, hubu_session *sess, uint64_t seq);
+  /* The store refused seq of sess as taken (another message holds it, or a
+   * PULL proved it a hole: SEQ_TAKEN): whatever the allocator hands out for
+   * the session next must come from a fresh block above every stored seq.
+   * NULL: nothing to do (one node). */
+  void (*taken)(hubu_seq_allocator *a, hubu_session *sess, uint64_t seq);
 } hubu_seq_allocator_ops;
 
 /* Owned by main (or the cluster layer); core holds a reference. */

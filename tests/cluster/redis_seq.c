@@ -235,6 +235,52 @@ static void seqs_strictly_increase_and_never_repeat_across_two_nodes(void) {
 
 /* The cache is lost three ways; each time the next seq of every session is
  * above every seq handed out before, and none repeats. */
+/* SEQ_TAKEN (core calls taken()): the session's cached block is dropped,
+ * so the next seq, on any node, comes from a new lease above the old block. */
+static void a_taken_seq_drops_the_cached_block_and_the_next_seq_comes_from_a_new_lease(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  test_lease_counter_double lease;
+  test_lease_counter_init(&lease, &loop);
+  static node a, b;
+  node_init(&a, &loop, &lease.base, 100);
+  node_init(&b, &loop, &lease.base, 100);
+  pair p = {&a, &b};
+  CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
+  a.want = 3;
+  ask(&a, 0);
+  CHECK(rfx_run_until(&loop, pair_idle, &p, 5000));
+  CHECK_EQ_U64(a.n_got[0], 3);
+  uint64_t block_end = lease.hwm; /* the one block leased so far */
+  CHECK(block_end >= 100);
+  hubu_seq_allocator *al = hubu_redis_seq_allocator(a.seq);
+  al->ops->taken(al, &a.sess[0], a.got[0][2]);
+  /* the drop went on a's connection; an answer after it there says it ran */
+  char key[64];
+  snprintf(key, sizeof key, "hubu:seq:{%s}", a.ids[0]);
+  const char *exists[2] = {"EXISTS", key};
+  long long present = -1;
+  CHECK_EQ_U64(run_cmd_within(&loop, a.redis, 2000, 2, exists, &present), HUBU_REDIS_OK);
+  CHECK_EQ_U64(present, 0);
+  b.want = 1; /* the other node: the block it would have used is gone too */
+  ask(&b, 0);
+  CHECK(rfx_run_until(&loop, pair_idle, &p, 5000));
+  CHECK_EQ_U64(b.n_got[0], 1);
+  CHECK(b.got[0][0] > block_end);
+  a.want = 4;
+  ask(&a, 0);
+  CHECK(rfx_run_until(&loop, pair_idle, &p, 5000));
+  CHECK_EQ_U64(a.n_got[0], 4);
+  CHECK(a.got[0][3] > b.got[0][0]);
+  hubu_redis_seq_stats st;
+  hubu_redis_seq_get_stats(a.seq, &st);
+  CHECK_EQ_U64(st.blocks_dropped, 1);
+  CHECK_EQ_U64(a.order_errors + b.order_errors, 0);
+  node_free(&a);
+  node_free(&b);
+  rfx_loop_close(&loop);
+}
+
 static void seq_jumps_above_every_earlier_seq_after_flushall_and_empty_restart(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -532,6 +578,7 @@ int main(int argc, char **argv) {
   static const redis_case cases[] = {
       REDIS_CASE(seqs_strictly_increase_and_never_repeat_across_two_nodes),
       REDIS_CASE(seq_jumps_above_every_earlier_seq_after_flushall_and_empty_restart),
+      REDIS_CASE(a_taken_seq_drops_the_cached_block_and_the_next_seq_comes_from_a_new_lease),
       REDIS_CASE(seq_unavailable_while_redis_down_and_back_after),
       REDIS_CASE(seq_after_a_lagging_replica_is_promoted_is_above_everything_before),
       REDIS_CASE(seq_leases_from_the_store_keep_seqs_above_everything_through_cache_losses),
