@@ -38,13 +38,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-PEERS=$(cd "$ROOT/../shared/peers" 2>/dev/null && pwd)
-W=$(mktemp -d)
-PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; PIDS=""; }
+. "$HERE/bench-common.sh"
 trap 'cleanup; "$ROOT/scripts/mariadb-private.sh" stop "$W/mdb" >/dev/null 2>&1; "$ROOT/scripts/redis-private.sh" stop "$W/redis" >/dev/null 2>&1; rm -rf "$W"' EXIT INT TERM
-ulimit -n 20000 2>/dev/null
-wait_port() { for _ in $(seq 100); do ss -ltn | grep -q "127.0.0.1:$1 " && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
 
 "$ROOT/scripts/mariadb-private.sh" start "$W/mdb" >/dev/null || exit 2
 . "$W/mdb/env"
@@ -57,11 +52,6 @@ rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 redis_cmds() { rcli INFO stats | tr -d '\r' | sed -n 's/^total_commands_processed://p'; }
 db_questions() { "$ROOT/scripts/mariadb-private.sh" sql "$W/mdb" "SHOW GLOBAL STATUS LIKE 'Questions'" | awk '{print $2}' | tail -1; }
 cpu_s() { awk '{print ($14 + $15) / 100}' "/proc/$1/stat"; }
-
-MQ=""
-if [ -n "$PEERS" ] && command -v mosquitto >/dev/null; then
-  gcc -O2 -w -o "$W/mqttload" "$PEERS/mqttload.c" && MQ=1
-fi
 
 # one line: WHO msgs_per_s cpuA_us cpuB_us db_us redis_us node_redis_calls node_redis_writes redis_executed db_statements p50_us p99_us (per message)
 mq() {

@@ -30,23 +30,13 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-PEERS=$(cd "$ROOT/../shared/peers" 2>/dev/null && pwd)
-W=$(mktemp -d)
-PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; PIDS=""; }
+. "$HERE/bench-common.sh"
 trap 'cleanup; "$ROOT/scripts/mariadb-private.sh" stop "$W/mdb" >/dev/null 2>&1; rm -rf "$W"' EXIT INT TERM
-ulimit -n 20000 2>/dev/null
-wait_port() { for _ in $(seq 100); do ss -ltn | grep -q "127.0.0.1:$1 " && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
 
 "$ROOT/scripts/mariadb-private.sh" start "$W/mdb" >/dev/null || exit 2
 . "$W/mdb/env"
 taskset -a -pc 0 "$MARIADB_PID" >/dev/null # every thread of mariadbd on the server's CPU
 export HUBU_STORE_PASSWORD=$MARIADB_PASSWORD
-
-MQ=""
-if [ -n "$PEERS" ] && command -v mosquitto >/dev/null; then
-  gcc -O2 -w -o "$W/mqttload" "$PEERS/mqttload.c" && MQ=1
-fi
 
 # one line: WHO SCENARIO msgs_per_s server_cpu_us_per_msg db_cpu_us_per_msg p50_us p99_us
 mq() { # scenario, mqttload args
