@@ -56,6 +56,15 @@ foreach(case cluster_chat_direct_and_group_across_three_nodes cluster_bot_reload
   string(REGEX REPLACE "^cluster_" "" short ${case})
   hubu_cluster_test(NAME cluster.${short} TIMEOUT 90 COMMAND e2e_cluster ${case})
 endforeach()
+# One node under valgrind: only where valgrind can run hubud (not under ASan).
+find_program(HUBU_VALGRIND valgrind)
+if(HUBU_VALGRIND AND NOT HUBU_SANITIZE)
+  target_compile_definitions(e2e_cluster PRIVATE HUBU_VALGRIND_PATH="${HUBU_VALGRIND}")
+  hubu_cluster_test(NAME cluster.node_under_valgrind_has_no_memory_errors_or_leaks TIMEOUT 240
+                    COMMAND e2e_cluster cluster_node_under_valgrind_has_no_memory_errors_or_leaks)
+  set_property(TEST ${HUBU_TEST_PREFIX}cluster.node_under_valgrind_has_no_memory_errors_or_leaks APPEND PROPERTY
+               LABELS valgrind)
+endif()
 
 # spec/cluster/*_spec.lua: busted specs across three nodes (not in spec.cmake's
 # glob: they need the fixtures' servers). Not in the sanitizer tree, as the
