@@ -136,6 +136,7 @@ target_include_directories(test_redis_cluster PRIVATE ${HUBU_CLUSTER_TEST_DIR})
 target_link_libraries(test_redis_cluster PRIVATE hubu_core_fixture hubu_cluster)
 add_dependencies(hubu_redis_tests test_redis_cluster)
 foreach(case delivery_reaches_the_other_nodes_peers_once_in_their_modes
+             a_loop_turns_many_deliveries_go_in_several_script_calls_all_delivered
              kick_and_invalidate_reach_the_other_nodes
              presence_in_redis_follows_attach_and_detach
              redis_kill9_and_empty_restart_then_presence_and_deliveries_come_back

@@ -43,40 +43,48 @@
 #define BUS_MAX_USERS 1000000   /* a delivery naming more is malformed */
 #define MAX_PENDING 100000      /* presence commands are dropped (and rewritten later) past this */
 #define REWRITE_BATCH 256       /* connections per command of a rewrite */
+#define BATCH_MAX_ARGS 1000     /* keys and arguments of one delivery script call (the client takes 1,024) */
 #define CONFLICT_UNHEALTHY_MS(c) (3 * (uint64_t)(c)->lease_ms)
 
 /* ---- scripts ---- */
 
-/* The nodes other than ARGV[1] (with a live lease) that hold any of the
- * users whose presence hashes are KEYS: publishes ARGV[2] to each, once,
- * and returns their ids. Entries of nodes without a lease are deleted, and
- * the user leaves such a node's user set. */
+/* One loop turn's deliveries, in one call. ARGV[1] is this node, ARGV[2]
+ * the number of messages, then per message the number of its users and its
+ * bus payload; KEYS are the users' presence hashes, message after message.
+ * For each message, the nodes other than ARGV[1] (with a live lease) that
+ * hold any of its users get its payload once. Entries of nodes without a
+ * lease are deleted, and the user leaves such a node's user set. Returns
+ * how many deliveries it published. */
 static const char target_lua[] =
-    "local self, live, sent, out = ARGV[1], {}, {}, {}\n"
-    "for _, key in ipairs(KEYS) do\n"
-    "  local gone = {}\n"
-    "  for _, f in ipairs(redis.call('HKEYS', key)) do\n"
-    "    local node = string.match(f, '^(%d+):')\n"
-    "    if node and node ~= self and not sent[node] then\n"
-    "      local alive = live[node]\n"
-    "      if alive == nil then\n"
-    "        alive = redis.call('EXISTS', 'hubu:node:{' .. node .. '}') == 1\n"
-    "        live[node] = alive\n"
-    "      end\n"
-    "      if alive then\n"
-    "        sent[node] = true\n"
-    "        redis.call('PUBLISH', 'hubu:bus:' .. node, ARGV[2])\n"
-    "        out[#out + 1] = tonumber(node)\n"
-    "      else\n"
-    "        redis.call('HDEL', key, f)\n"
-    "        gone[node] = true\n"
+    "local self, live, out, k = ARGV[1], {}, 0, 1\n"
+    "for m = 1, tonumber(ARGV[2]) do\n"
+    "  local nkeys, payload, sent = tonumber(ARGV[1 + 2 * m]), ARGV[2 + 2 * m], {}\n"
+    "  for j = k, k + nkeys - 1 do\n"
+    "    local key, gone = KEYS[j], {}\n"
+    "    for _, f in ipairs(redis.call('HKEYS', key)) do\n"
+    "      local node = string.match(f, '^(%d+):')\n"
+    "      if node and node ~= self and not sent[node] then\n"
+    "        local alive = live[node]\n"
+    "        if alive == nil then\n"
+    "          alive = redis.call('EXISTS', 'hubu:node:{' .. node .. '}') == 1\n"
+    "          live[node] = alive\n"
+    "        end\n"
+    "        if alive then\n"
+    "          sent[node] = true\n"
+    "          redis.call('PUBLISH', 'hubu:bus:' .. node, payload)\n"
+    "          out = out + 1\n"
+    "        else\n"
+    "          redis.call('HDEL', key, f)\n"
+    "          gone[node] = true\n"
+    "        end\n"
     "      end\n"
     "    end\n"
+    "    local user = string.match(key, '^hubu:pr:{(.*)}$')\n"
+    "    for node in pairs(gone) do\n"
+    "      if user then redis.call('SREM', 'hubu:node:{' .. node .. '}:users', user) end\n"
+    "    end\n"
     "  end\n"
-    "  local user = string.match(key, '^hubu:pr:{(.*)}$')\n"
-    "  for node in pairs(gone) do\n"
-    "    if user then redis.call('SREM', 'hubu:node:{' .. node .. '}:users', user) end\n"
-    "  end\n"
+    "  k = k + nkeys\n"
     "end\n"
     "return out\n";
 
@@ -165,6 +173,14 @@ struct hubu_cluster {
   hubu_redis_seq *seq;
   cluster_dir *dir; /* core's directory; NULL once it was freed */
   uv_timer_t timer; /* the lease refresh */
+  /* The deliveries of this loop turn, sent in one script call after the
+   * poll phase (bus_flush): their presence keys and their arguments (per
+   * message its number of users and its payload), each back to back in a
+   * buffer with the lengths beside. */
+  uv_check_t bus_flush;
+  hubu_buf batch_keys, batch_args;
+  size_t *batch_keylen, *batch_arglen;
+  size_t batch_nkeys, batch_nargs, batch_keycap, batch_argcap, batch_msgs;
   hubu_redis_script s_target, s_cleanup, s_view, s_write;
   char id_str[12];
   char key_node[40];  /* hubu:node:{ID} */
@@ -558,11 +574,61 @@ static const uint8_t *msg_packed(const hubu_msg *m, size_t *len) {
 static void delivery_sent(hubu_redis *r, hubu_redis_status st, const redisReply *reply, void *ud) {
   (void)r;
   hubu_cluster *c = ud;
-  if (st != HUBU_REDIS_OK || reply->type != REDIS_REPLY_ARRAY) {
+  if (st != HUBU_REDIS_OK || reply->type != REDIS_REPLY_INTEGER) {
     c->stats.bus_failed++;
     return;
   }
-  c->stats.deliveries_sent += reply->elements;
+  c->stats.deliveries_sent += (uint64_t)reply->integer;
+}
+
+static void batch_clear(hubu_cluster *c) {
+  c->batch_keys.off = c->batch_keys.len = 0; /* the storage stays for the next turn */
+  c->batch_args.off = c->batch_args.len = 0;
+  c->batch_nkeys = c->batch_nargs = c->batch_msgs = 0;
+}
+
+/* Appends one string to a batch buffer and its length to lens. -1 when out of memory. */
+static int batch_put(hubu_buf *b, size_t **lens, size_t *n, size_t *cap, const void *p, size_t len) {
+  if (*n == *cap) {
+    size_t ncap = *cap ? 2 * *cap : 64;
+    size_t *grown = realloc(*lens, ncap * sizeof *grown);
+    if (!grown) return -1;
+    *lens = grown;
+    *cap = ncap;
+  }
+  if (hubu_buf_append(b, p, len) != 0) return -1;
+  (*lens)[(*n)++] = len;
+  return 0;
+}
+
+/* The loop turn's deliveries go out: one script call for all of them. */
+static void bus_flush_cb(uv_check_t *h) {
+  hubu_cluster *c = h->data;
+  uv_check_stop(&c->bus_flush);
+  if (!c->batch_msgs) return;
+  size_t nk = c->batch_nkeys, na = 2 + c->batch_nargs;
+  const char **keys = malloc((nk ? nk : 1) * sizeof *keys), **args = malloc(na * sizeof *args);
+  size_t *arglen = malloc(na * sizeof *arglen);
+  char nmsgs[24];
+  snprintf(nmsgs, sizeof nmsgs, "%zu", c->batch_msgs);
+  int sent = keys && args && arglen && cmd_up(c);
+  if (sent) {
+    const char *kp = (const char *)hubu_buf_head(&c->batch_keys), *ap = (const char *)hubu_buf_head(&c->batch_args);
+    for (size_t i = 0; i < nk; kp += c->batch_keylen[i++]) keys[i] = kp;
+    args[0] = c->id_str, arglen[0] = strlen(c->id_str);
+    args[1] = nmsgs, arglen[1] = strlen(nmsgs);
+    for (size_t i = 0; i < c->batch_nargs; ap += c->batch_arglen[i++]) {
+      args[2 + i] = ap;
+      arglen[2 + i] = c->batch_arglen[i];
+    }
+    sent = hubu_redis_eval(c->cmd, &c->s_target, 0, delivery_sent, c, (int)nk, keys, c->batch_keylen, (int)na, args,
+                           arglen) == 0;
+  }
+  if (!sent) c->stats.bus_failed += c->batch_msgs;
+  free(keys);
+  free(args);
+  free(arglen);
+  batch_clear(c);
 }
 
 static void broadcast_sent(hubu_redis *r, hubu_redis_status st, const redisReply *reply, void *ud) {
@@ -608,27 +674,25 @@ static void bus_deliver(hubu_bus *b, const hubu_msg *m, const char *const *users
       size_t argvlen[3] = {7, strlen(ch), arglen[1]};
       if (hubu_redis_command(c->cmd, 0, broadcast_sent, c, 3, argv, argvlen) != 0) c->stats.bus_failed++;
     }
-  } else if (!fail) {
-    /* The users' presence keys, one buffer. */
-    const char **keys = malloc(n * sizeof *keys);
-    size_t *keylen = malloc(n * sizeof *keylen);
-    hubu_buf kb = {0};
-    size_t *offs = malloc(n * sizeof *offs);
-    fail = !keys || !keylen || !offs;
+  } else if (!fail) { /* into this loop turn's batch: the users' presence keys, then the count and the payload */
+    if (c->batch_msgs && c->batch_nkeys + c->batch_nargs + n + 4 > BATCH_MAX_ARGS)
+      bus_flush_cb(&c->bus_flush); /* a script call takes so many; the rest go in the next */
+    char count[24];
+    int cl = snprintf(count, sizeof count, "%zu", n);
     for (size_t i = 0; i < n && !fail; i++) {
       char key[160];
       int kl = snprintf(key, sizeof key, "hubu:pr:{%s}", users[i]);
-      offs[i] = hubu_buf_size(&kb);
-      keylen[i] = kl < (int)sizeof key ? (size_t)kl : sizeof key - 1;
-      fail = hubu_buf_append(&kb, key, keylen[i]);
+      fail = batch_put(&c->batch_keys, &c->batch_keylen, &c->batch_nkeys, &c->batch_keycap, key,
+                       kl < (int)sizeof key ? (size_t)kl : sizeof key - 1);
     }
-    for (size_t i = 0; i < n && !fail; i++) keys[i] = (const char *)hubu_buf_head(&kb) + offs[i];
-    if (!fail && hubu_redis_eval(c->cmd, &c->s_target, 0, delivery_sent, c, (int)n, keys, keylen, 2, arg, arglen) != 0)
-      fail = 1;
-    free(keys);
-    free(keylen);
-    free(offs);
-    hubu_buf_free(&kb);
+    fail = fail || batch_put(&c->batch_args, &c->batch_arglen, &c->batch_nargs, &c->batch_argcap, count, (size_t)cl) ||
+           batch_put(&c->batch_args, &c->batch_arglen, &c->batch_nargs, &c->batch_argcap, arg[1], arglen[1]);
+    if (fail) { /* the batch lost its shape: it goes, counted */
+      c->stats.bus_failed += c->batch_msgs;
+      batch_clear(c);
+    } else if (!c->batch_msgs++) {
+      uv_check_start(&c->bus_flush, bus_flush_cb);
+    }
   }
   if (fail) c->stats.bus_failed++;
   hubu_buf_free(&payload);
@@ -893,6 +957,8 @@ hubu_cluster *hubu_cluster_start(hubu_core *core, hubu_store *store, const hubu_
   c->dir = cd;
   uv_timer_init(c->loop, &c->timer);
   c->timer.data = c;
+  uv_check_init(c->loop, &c->bus_flush);
+  c->bus_flush.data = c;
   c->rewrite_needed = 1;
   core->directory = &cd->base;
   core->seq = hubu_redis_seq_allocator(c->seq);
@@ -1141,6 +1207,8 @@ void hubu_cluster_close(hubu_cluster *c) {
   hubu_redis_seq_detach(c->seq);
   uv_timer_stop(&c->timer);
   uv_close((uv_handle_t *)&c->timer, timer_closed);
+  if (c->batch_msgs) bus_flush_cb(&c->bus_flush); /* the last turn's deliveries, before the client closes */
+  uv_close((uv_handle_t *)&c->bus_flush, timer_closed);
   hubu_redis_close(c->sub); /* before the heartbeat's publisher */
   c->sub = NULL;
   hubu_redis *cmd = c->cmd;
@@ -1175,6 +1243,10 @@ void hubu_cluster_free(hubu_cluster *c) {
   if (c->dir) c->dir->c = NULL;
   hubu_redis_seq_free(c->seq);
   nodes_clear(c);
+  hubu_buf_free(&c->batch_keys);
+  hubu_buf_free(&c->batch_args);
+  free(c->batch_keylen);
+  free(c->batch_arglen);
   free(c->advertise);
   free(c);
 }

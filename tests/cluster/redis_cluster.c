@@ -373,6 +373,53 @@ static int goaways(void *arg) { return ((test_peer *)arg)->goaways > 0; }
 
 static void on_op(hubu_store_op *op) { *(int *)op->ud = 1; }
 
+typedef struct {
+  test_peer *tp;
+  size_t n;
+} pushed_arg;
+
+static int has_pushed_n(void *arg) {
+  pushed_arg *a = arg;
+  return tp_pushed(a->tp, NULL, NULL, 0) >= a->n;
+}
+
+/* 210 messages to three users, handed to the bus in one loop turn: more
+ * keys and arguments than one script call takes (1,024), so they go in
+ * several; every one is delivered to each user, in order, none fails. */
+static void a_loop_turns_many_deliveries_go_in_several_script_calls_all_delivered(void) {
+  if (nodes_open(2, 0) != 0) goto out;
+  enum { N = 210 }; /* 5 keys and arguments each: 1,050 in all; under the window of 256 unacknowledged */
+  test_peer peers[3];
+  const char *users[3] = {"bob", "carol", "dave"};
+  for (int i = 0; i < 3; i++) tp_connect(&nodes[1].fx, &peers[i], users[i], "phone");
+  run_for(300); /* their presence is in Redis */
+  hubu_bus *bus = nodes[0].fx.core.bus;
+  const uint8_t modes[3] = {HUBU_ROUTE_PUSH, HUBU_ROUTE_PUSH, HUBU_ROUTE_PUSH};
+  for (uint64_t seq = 1; seq <= N; seq++) {
+    char body[32];
+    int len = snprintf(body, sizeof body, "m%llu", (unsigned long long)seq);
+    hubu_msg *m = hubu_msg_new("g:many", seq, 1000 + seq, "alice", "phone", seq, (const uint8_t *)body, (size_t)len, "",
+                               NULL, 0, 1);
+    if (!CHECK(m != NULL)) break;
+    bus->ops->deliver(bus, m, users, modes, 3);
+    hubu_msg_unref(m);
+  }
+  for (int i = 0; i < 3; i++) {
+    pushed_arg want = {&peers[i], N};
+    CHECK(run_until(has_pushed_n, &want, 8000));
+    static uint64_t seqs[N];
+    size_t got = tp_pushed(&peers[i], seqs, NULL, N);
+    CHECK_EQ_U64(got, N);
+    for (size_t k = 0; k < got; k++)
+      if (!CHECK_EQ_U64(seqs[k], k + 1)) break;
+  }
+  CHECK_EQ_U64(stats_of(0).deliveries_sent, N); /* one delivery per message to node 2 */
+  CHECK_EQ_U64(stats_of(0).bus_failed, 0);
+  for (int i = 0; i < 3; i++) tp_close(&peers[i]);
+out:
+  nodes_close();
+}
+
 static void kick_and_invalidate_reach_the_other_nodes(void) {
   if (nodes_open(3, 0) != 0) goto out;
   test_peer alice, bob2, bob3, carol2, carol1;
@@ -807,6 +854,7 @@ out:
 int main(int argc, char **argv) {
   static const core_case cases[] = {
       CORE_CASE(delivery_reaches_the_other_nodes_peers_once_in_their_modes),
+      CORE_CASE(a_loop_turns_many_deliveries_go_in_several_script_calls_all_delivered),
       CORE_CASE(kick_and_invalidate_reach_the_other_nodes),
       CORE_CASE(presence_in_redis_follows_attach_and_detach),
       CORE_CASE(redis_kill9_and_empty_restart_then_presence_and_deliveries_come_back),
