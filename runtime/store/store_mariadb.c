@@ -227,6 +227,25 @@ static void fail_op_plain(hubu_store_op *op, const char *step, const char *what)
   hubu_store_op_fail(op, HUBU_STORE_ERROR, step, what);
 }
 
+static void rollback(maria_store *st) {
+  if (!st->conn) return;
+  if (mysql_real_query(st->conn, "ROLLBACK", 8) != 0 && connection_lost(mysql_errno(st->conn)))
+    drop_connection(st, mysql_error(st->conn));
+}
+
+/* An op's transaction failed: 1 when it is worth another attempt (rolled
+ * back; a deadlock or lock-wait timeout within TXN_ATTEMPTS), else 0 with
+ * op failed (logged once) and the transaction rolled back. */
+static int txn_again(maria_store *st, hubu_store_op *op, int attempt, const char *step) {
+  if (st->conn && retry_transaction(mysql_errno(st->conn)) && attempt < TXN_ATTEMPTS) {
+    rollback(st);
+    return 1;
+  }
+  fail_op(st, op, step);
+  rollback(st);
+  return 0;
+}
+
 /* ---- SQL text ---- */
 
 static int sql_raw(maria_store *st, const char *s) { return hubu_buf_append(&st->sql, s, strlen(s)); }
@@ -303,12 +322,6 @@ static MYSQL_RES *query_rows(maria_store *st) {
 }
 
 static uint64_t col_u64(const char *s) { return s ? strtoull(s, NULL, 10) : 0; }
-
-static void rollback(maria_store *st) {
-  if (!st->conn) return;
-  if (mysql_real_query(st->conn, "ROLLBACK", 8) != 0 && connection_lost(mysql_errno(st->conn)))
-    drop_connection(st, mysql_error(st->conn));
-}
 
 /* ---- connecting ---- */
 
@@ -1067,12 +1080,11 @@ static void device_load(maria_store *st, hubu_store_op *op) {
       fail_op_plain(op, "device_load", "no row read");
       return;
     }
-    if (load->claim && st->conn && retry_transaction(mysql_errno(st->conn)) && attempt < TXN_ATTEMPTS) {
-      rollback(st);
-      continue;
+    if (!load->claim) {
+      fail_op(st, op, "select max(client_id)");
+      return;
     }
-    fail_op(st, op, load->claim ? "claim device" : "select max(client_id)");
-    if (load->claim) rollback(st);
+    if (txn_again(st, op, attempt, "claim device")) continue;
     return;
   }
 }
@@ -1253,12 +1265,7 @@ static void member_add(maria_store *st, hubu_store_op *op) {
       return;
     }
   failed:
-    if (st->conn && retry_transaction(mysql_errno(st->conn)) && attempt < TXN_ATTEMPTS) {
-      rollback(st);
-      continue;
-    }
-    fail_op(st, op, "insert member");
-    rollback(st);
+    if (txn_again(st, op, attempt, "insert member")) continue;
     return;
   }
 }
@@ -1398,12 +1405,7 @@ static void seq_lease(maria_store *st, hubu_store_op *op) {
         return;
       }
     }
-    if (st->conn && retry_transaction(mysql_errno(st->conn)) && attempt < TXN_ATTEMPTS) {
-      rollback(st);
-      continue;
-    }
-    fail_op(st, op, "seq_lease");
-    rollback(st);
+    if (txn_again(st, op, attempt, "seq_lease")) continue;
     return;
   }
 }
