@@ -12,6 +12,17 @@ endif()
 add_test(NAME ${HUBU_TEST_PREFIX}unit.store COMMAND test_store)
 set_tests_properties(${HUBU_TEST_PREFIX}unit.store PROPERTIES TIMEOUT 300 LABELS unit)
 
+# unit.sqlite_vfs: the SQLite backend's VFS on real files (WAL writes gathered
+# per commit, visible to other connections at once, failures kept whole).
+add_executable(test_sqlite_vfs ${CMAKE_CURRENT_LIST_DIR}/unit/test_sqlite_vfs.c)
+target_include_directories(test_sqlite_vfs PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)
+target_link_libraries(test_sqlite_vfs PRIVATE hubu_store)
+if(TARGET hubu_unit_tests)
+  add_dependencies(hubu_unit_tests test_sqlite_vfs)
+endif()
+add_test(NAME ${HUBU_TEST_PREFIX}unit.sqlite_vfs COMMAND test_sqlite_vfs)
+set_tests_properties(${HUBU_TEST_PREFIX}unit.sqlite_vfs PROPERTIES TIMEOUT 120 LABELS unit)
+
 # unit.mariadb_url: mariadb:// URLs, password sources and redaction (no database).
 add_executable(test_mariadb_url ${CMAKE_CURRENT_LIST_DIR}/unit/test_mariadb_url.c)
 target_include_directories(test_mariadb_url PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)
