@@ -577,9 +577,11 @@ void hubu_store_submit(hubu_store *s, hubu_store_op *op) {
     s->queue_head = op;
   s->queue_tail = op;
   s->stats.queued++;
-  /* The thread only waits on an empty queue, so only the first op must wake it. */
-  if (was_empty) uv_cond_signal(&s->cond);
   uv_mutex_unlock(&s->mutex);
+  /* The thread only waits on an empty queue, so only the first op must wake
+   * it. Signalled after the unlock: a thread woken under the mutex would at
+   * once block on it, and the handover would cost three more futex calls. */
+  if (was_empty) uv_cond_signal(&s->cond);
 }
 
 void hubu_store_close(hubu_store *s) {
