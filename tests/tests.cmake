@@ -110,6 +110,16 @@ add_test(NAME ${HUBU_TEST_PREFIX}bench.store_scenario_appends_durably
 set_tests_properties(${HUBU_TEST_PREFIX}bench.hooks_scenario_runs_the_shipped_plugins
                      ${HUBU_TEST_PREFIX}bench.store_scenario_appends_durably
                      PROPERTIES LABELS bench TIMEOUT 120 FAIL_REGULAR_EXPRESSION "\"failed\":[1-9]")
+# The floors (tools/bench_floor.c): the disk's sync and a fan-out's writes,
+# without a server; each must complete every sync and every round.
+add_test(NAME ${HUBU_TEST_PREFIX}bench.disk_scenario_syncs
+         COMMAND hubu-bench disk --data ${CMAKE_CURRENT_BINARY_DIR} --rate 200 --seconds 1 --json)
+add_test(NAME ${HUBU_TEST_PREFIX}bench.writes_scenario_reaches_every_socket
+         COMMAND hubu-bench writes --members 300 --rounds 3 --writer-cpu -1 --reader-cpu -1 --json)
+set_tests_properties(${HUBU_TEST_PREFIX}bench.disk_scenario_syncs PROPERTIES
+                     LABELS bench TIMEOUT 60 PASS_REGULAR_EXPRESSION "\"syncs\":[1-9][0-9]+,")
+set_tests_properties(${HUBU_TEST_PREFIX}bench.writes_scenario_reaches_every_socket PROPERTIES
+                     LABELS bench TIMEOUT 60 PASS_REGULAR_EXPRESSION "\"members\":300,\"bytes\":150,\"rounds\":3,")
 # tools/bench-http.sh, briefly: a hubud whose message.send hook asks `hubu-bench
 # serve-http` about every message, pairs and rate with the PING probe; it fails
 # when a run does not deliver everything. Plain tree only (the figures are the point).

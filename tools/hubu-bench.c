@@ -636,6 +636,8 @@ static const bench_scenario bench_scenarios[] = {
     {"hooks", "message.send dispatch through hubud's host.lua, in-process: ns per hook call (own options: --help)",
      NULL},
 #endif
+    {"disk", "the disk alone: BYTES written and fdatasynced RATE times a second, the sync's latency (--help)", NULL},
+    {"writes", "one write to each of N loopback sockets, read by another process: a fan-out's floor (--help)", NULL},
     {"serve-http",
      "an HTTP service that answers every request after --latency-ms, for a plugin to call (own options: --help)", NULL},
 };
@@ -656,6 +658,8 @@ static void bench_usage(FILE *out) {
       "  hubu-bench pairs [--pairs 100] [--window 32] [--messages 100000] [--body-bytes 100] [common options]\n"
       "  hubu-bench rate [--pairs 100] [--rate 10000] [--seconds 10] [--body-bytes 100] [common options]\n"
       "  hubu-bench serve-http --port-file FILE [--port P] [--latency-ms MS]\n"
+      "  hubu-bench disk --data DIR [--bytes 20600] [--rate 1000] [--seconds 10] [--json]\n"
+      "  hubu-bench writes [--members 10000] [--bytes 150] [--rounds 20] [--writer-cpu 0] [--reader-cpu 1] [--json]\n"
       "  hubu-bench fanout --data DIR [--members 1000] [--messages 100] [--gap-ms 100] [--body-bytes 100] [common "
       "options]\n"
 #ifdef HUBU_BENCH_HAVE_STORE
@@ -744,6 +748,8 @@ int hubu_bench_store(int argc, char **argv); /* tools/bench_store.c */
 int hubu_bench_hooks(int argc, char **argv); /* tools/bench_hooks.c */
 #endif
 int hubu_bench_serve_http(int argc, char **argv); /* tools/bench_http.c */
+int hubu_bench_disk(int argc, char **argv);       /* tools/bench_floor.c */
+int hubu_bench_writes(int argc, char **argv);     /* tools/bench_floor.c */
 
 int main(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
@@ -762,6 +768,8 @@ int main(int argc, char **argv) {
   if (!sc->run && !strcmp(sc->name, "hooks")) return hubu_bench_hooks(argc - 1, argv + 1); /* no server */
 #endif
   if (!sc->run && !strcmp(sc->name, "serve-http")) return hubu_bench_serve_http(argc - 1, argv + 1);
+  if (!sc->run && !strcmp(sc->name, "disk")) return hubu_bench_disk(argc, argv);     /* no server */
+  if (!sc->run && !strcmp(sc->name, "writes")) return hubu_bench_writes(argc, argv); /* no server */
 #ifdef HUBU_BENCH_HAVE_STORE
   if (!sc->run) { /* store: no server, its own options */
     hubu_log_min_level = HUBU_LOG_WARN;
