@@ -306,6 +306,10 @@ static int shim_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *out) {
 static int register_rc = SQLITE_ERROR;
 
 static void register_once(void) {
+  /* Before SQLite starts: no allocation statistics, whose global mutex every
+   * sqlite3_malloc and free would otherwise take (MISUSE if SQLite was already
+   * started by its host, which then keeps its own choice). */
+  (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
   if (sqlite3_initialize() != SQLITE_OK || !(real_vfs = sqlite3_vfs_find(NULL))) return;
   sqlite3_vfs v = {
       .iVersion = 2,
