@@ -14,15 +14,13 @@
 set -u
 OLD=${1:?usage: bench-everyday.sh OLD_HUBUD NEW_HUBUD HUBU_BENCH [ROUNDS]}; NEW=${2:?}; BENCH=${3:?}
 ROUNDS=${4:-3}; RATES=${RATES:-"1000 3000 10000"}; SECONDS_EACH=${RATE_SECONDS:-10}; MESSAGES=${MESSAGES:-400000}
-PEERS=$(cd "$(dirname "$0")/../../shared/peers" 2>/dev/null && pwd)
-[ -n "$PEERS" ] && command -v mosquitto >/dev/null || { echo "needs ../shared/peers and mosquitto" >&2; exit 2; }
 command -v perf >/dev/null || { echo "needs perf" >&2; exit 2; }
-W=$(mktemp -d); SP=""; PP=""
-cleanup() { [ -n "$PP" ] && kill -INT $PP 2>/dev/null; [ -n "$SP" ] && kill $SP 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
-trap cleanup EXIT
-ulimit -n 20000 2>/dev/null
-gcc -O2 -w -o "$W/mqttload" "$PEERS/mqttload.c" || exit 2
-wait_port() { for _ in $(seq 100); do ss -ltn | grep -q "127.0.0.1:$1 " && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/tools/bench-common.sh"
+[ -n "$MQ" ] || { echo "needs ../shared/peers and mosquitto" >&2; rm -rf "$W"; exit 2; }
+SP=""; PP=""
+stop_all() { [ -n "$PP" ] && kill -INT $PP 2>/dev/null; [ -n "$SP" ] && kill $SP 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
+trap stop_all EXIT
 count_start() { perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$SP" -o "$W/perf" 2>/dev/null & PP=$!; }
 count_stop() { # delivered -> "syscalls/msg ctx/msg"
   kill -INT $PP 2>/dev/null; wait $PP 2>/dev/null; PP=""

@@ -69,37 +69,48 @@ static int parse_long(const char *s, long min, long max, long *out) {
   return 0;
 }
 
+/* A scenario's options: --json, --data DIR (when data is given) and the
+ * named numbers. 0, or -1 on anything else (the caller prints its usage). */
+typedef struct {
+  const char *name;
+  long *value;
+} num_option;
+
+static int parse_options(int argc, char **argv, const num_option *nums, int *json, const char **data) {
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--json")) {
+      *json = 1;
+      continue;
+    }
+    if (data && !strcmp(a, "--data") && v) {
+      *data = argv[++i];
+      continue;
+    }
+    const num_option *o = nums;
+    while (o->name && strcmp(a, o->name) != 0) o++;
+    if (!o->name || !v || parse_long(v, -1, 1L << 30, o->value) != 0) return -1;
+    i++;
+  }
+  return 0;
+}
+
 /* ---- disk ---- */
 
 int hubu_bench_disk(int argc, char **argv) {
   long bytes = 20600, rate = 1000, seconds = 10;
   const char *dir = NULL;
   int json = 0;
-  for (int i = 2; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--json")) {
-      json = 1;
-      continue;
-    }
-    long *out = !strcmp(a, "--bytes")     ? &bytes
-                : !strcmp(a, "--rate")    ? &rate
-                : !strcmp(a, "--seconds") ? &seconds
-                                          : NULL;
-    if (!strcmp(a, "--data") && v) {
-      dir = v;
-      i++;
-    } else if (out && v && parse_long(v, 0, 1L << 30, out) == 0) {
-      i++;
-    } else {
-      fprintf(stderr,
-              "usage: hubu-bench disk --data DIR [--bytes 20600] [--rate 1000] [--seconds 10] [--json]\n"
-              "  writes BYTES at the end of DIR/hubu-bench-disk (64 MiB, reused from its start) and\n"
-              "  fdatasyncs, RATE times a second (0: back to back); reports the sync's latency.\n");
-      return 2;
-    }
+  const num_option nums[] = {{"--bytes", &bytes}, {"--rate", &rate}, {"--seconds", &seconds}, {NULL, NULL}};
+  if (parse_options(argc, argv, nums, &json, &dir) != 0) {
+    fprintf(stderr,
+            "usage: hubu-bench disk --data DIR [--bytes 20600] [--rate 1000] [--seconds 10] [--json]\n"
+            "  writes BYTES at the end of DIR/hubu-bench-disk (64 MiB, reused from its start) and\n"
+            "  fdatasyncs, RATE times a second (0: back to back); reports the sync's latency.\n");
+    return 2;
   }
-  if (!dir || bytes < 1 || bytes > DISK_FILE_BYTES / 4 || seconds < 1) {
-    fprintf(stderr, "hubu-bench disk: --data DIR is needed; --bytes 1..16 MiB, --seconds >= 1\n");
+  if (!dir || bytes < 1 || bytes > DISK_FILE_BYTES / 4 || seconds < 1 || rate < 0 || rate > 1000000) {
+    fprintf(stderr, "hubu-bench disk: --data DIR is needed; --bytes 1..16 MiB, --rate 0..1000000, --seconds >= 1\n");
     return 2;
   }
   char path[4096];
@@ -212,31 +223,20 @@ static int reader(int *fds, long n, long bytes, long rounds, int out) {
 int hubu_bench_writes(int argc, char **argv) {
   long members = 10000, bytes = 150, rounds = 20, writer_cpu = 0, reader_cpu = 1;
   int json = 0;
-  for (int i = 2; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--json")) {
-      json = 1;
-      continue;
-    }
-    long *out = !strcmp(a, "--members")      ? &members
-                : !strcmp(a, "--bytes")      ? &bytes
-                : !strcmp(a, "--rounds")     ? &rounds
-                : !strcmp(a, "--writer-cpu") ? &writer_cpu
-                : !strcmp(a, "--reader-cpu") ? &reader_cpu
-                                             : NULL;
-    if (out && v && parse_long(v, -1, 1000000, out) == 0) {
-      i++;
-    } else {
-      fprintf(stderr,
-              "usage: hubu-bench writes [--members 10000] [--bytes 150] [--rounds 20]\n"
-              "                         [--writer-cpu 0] [--reader-cpu 1] [--json]\n"
-              "  one write() of BYTES to each of N loopback TCP connections per round, read by a\n"
-              "  child process on the reader CPU: time from the first write to the last byte.\n");
-      return 2;
-    }
+  const num_option nums[] = {{"--members", &members},       {"--bytes", &bytes},           {"--rounds", &rounds},
+                             {"--writer-cpu", &writer_cpu}, {"--reader-cpu", &reader_cpu}, {NULL, NULL}};
+  if (parse_options(argc, argv, nums, &json, NULL) != 0) {
+    fprintf(stderr,
+            "usage: hubu-bench writes [--members 10000] [--bytes 150] [--rounds 20]\n"
+            "                         [--writer-cpu 0] [--reader-cpu 1] [--json]     (a CPU of -1: not pinned)\n"
+            "  one write() of BYTES to each of N loopback TCP connections per round, read by a\n"
+            "  child process on the reader CPU: time from the first write to the last byte.\n");
+    return 2;
   }
-  if (members < 1 || bytes < 1 || bytes > 4096 || rounds < 1) {
-    fprintf(stderr, "hubu-bench writes: --members >= 1, --bytes 1..4096, --rounds >= 1\n");
+  if (members < 1 || bytes < 1 || bytes > 4096 || rounds < 1 || writer_cpu >= CPU_SETSIZE ||
+      reader_cpu >= CPU_SETSIZE) {
+    fprintf(stderr, "hubu-bench writes: --members >= 1, --bytes 1..4096, --rounds >= 1, CPUs -1..%d\n",
+            CPU_SETSIZE - 1);
     return 2;
   }
   struct rlimit nofile; /* each process holds one end of every connection */
