@@ -24,12 +24,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
+
+#include "bench.h"
 
 int hubu_bench_disk(int argc, char **argv);
 int hubu_bench_writes(int argc, char **argv);
@@ -37,37 +39,10 @@ int hubu_bench_writes(int argc, char **argv);
 #define DISK_FILE_BYTES (64L * 1024 * 1024)
 
 static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  return uv_hrtime(); /* CLOCK_MONOTONIC: comparable between the writer and its reader child */
 }
 
-static double cpu_us(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 + ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
-/* The q-quantile of n sorted values, in µs. */
-static double pct_us(const uint64_t *v, size_t n, double q) {
-  if (!n) return 0;
-  size_t i = (size_t)(q * (double)(n - 1) + 0.5);
-  return (double)v[i] / 1000.0;
-}
-
-static int parse_long(const char *s, long min, long max, long *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end || v < min || v > max) return -1;
-  *out = v;
-  return 0;
-}
+static double cpu_us(void) { return bench_self_cpu_s() * 1e6; }
 
 /* A scenario's options: --json, --data DIR (when data is given) and the
  * named numbers. 0, or -1 on anything else (the caller prints its usage). */
@@ -89,7 +64,7 @@ static int parse_options(int argc, char **argv, const num_option *nums, int *jso
     }
     const num_option *o = nums;
     while (o->name && strcmp(a, o->name) != 0) o++;
-    if (!o->name || !v || parse_long(v, -1, 1L << 30, o->value) != 0) return -1;
+    if (!o->name || !v || bench_parse_long(v, -1, 1L << 30, o->value) != 0) return -1;
     i++;
   }
   return 0;
@@ -151,20 +126,22 @@ int hubu_bench_disk(int argc, char **argv) {
     sync_ns[n++] = now_ns() - t0;
   }
   double secs = (double)(now_ns() - start) / 1e9, cpu = cpu_us() - cpu0;
-  qsort(sync_ns, n, sizeof *sync_ns, cmp_u64);
+  qsort(sync_ns, n, sizeof *sync_ns, bench_u64_compare);
   if (json)
     printf(
         "{\"scenario\":\"disk\",\"bytes\":%ld,\"rate\":%ld,\"syncs\":%zu,\"syncs_per_s\":%.0f,"
         "\"sync_p50_us\":%.0f,\"sync_p90_us\":%.0f,\"sync_p99_us\":%.0f,\"sync_p999_us\":%.0f,"
         "\"sync_max_us\":%.0f,\"cpu_us_per_sync\":%.1f}\n",
-        bytes, rate, n, n / secs, pct_us(sync_ns, n, .5), pct_us(sync_ns, n, .9), pct_us(sync_ns, n, .99),
-        pct_us(sync_ns, n, .999), pct_us(sync_ns, n, 1), n ? cpu / (double)n : 0);
+        bytes, rate, n, n / secs, bench_percentile_us(sync_ns, (long)n, 50), bench_percentile_us(sync_ns, (long)n, 90),
+        bench_percentile_us(sync_ns, (long)n, 99), bench_percentile_us(sync_ns, (long)n, 99.9),
+        bench_percentile_us(sync_ns, (long)n, 100), n ? cpu / (double)n : 0);
   else
     printf(
         "disk: %zu syncs of %ld B (%.0f/s): fdatasync p50 %.0f us, p90 %.0f, p99 %.0f, p999 %.0f, max %.0f; "
         "%.1f us CPU per write+sync\n",
-        n, bytes, n / secs, pct_us(sync_ns, n, .5), pct_us(sync_ns, n, .9), pct_us(sync_ns, n, .99),
-        pct_us(sync_ns, n, .999), pct_us(sync_ns, n, 1), n ? cpu / (double)n : 0);
+        n, bytes, n / secs, bench_percentile_us(sync_ns, (long)n, 50), bench_percentile_us(sync_ns, (long)n, 90),
+        bench_percentile_us(sync_ns, (long)n, 99), bench_percentile_us(sync_ns, (long)n, 99.9),
+        bench_percentile_us(sync_ns, (long)n, 100), n ? cpu / (double)n : 0);
   rc = 0;
   goto out;
 io_error:
@@ -239,17 +216,7 @@ int hubu_bench_writes(int argc, char **argv) {
             CPU_SETSIZE - 1);
     return 2;
   }
-  struct rlimit nofile; /* each process holds one end of every connection */
-  getrlimit(RLIMIT_NOFILE, &nofile);
-  if ((rlim_t)(members + 64) > nofile.rlim_cur) {
-    nofile.rlim_cur = nofile.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &nofile);
-    if ((rlim_t)(members + 64) > nofile.rlim_cur) {
-      fprintf(stderr, "hubu-bench writes: %ld connections need %ld descriptors (limit %ld)\n", members, members + 64,
-              (long)nofile.rlim_cur);
-      return 1;
-    }
-  }
+  bench_nofile_raise(members, 0); /* each process holds one end of every connection */
   int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t sl = sizeof sa;
@@ -320,21 +287,21 @@ int hubu_bench_writes(int argc, char **argv) {
     rc = 1;
     goto out;
   }
-  qsort(lat, (size_t)rounds, sizeof *lat, cmp_u64);
-  qsort(write_ns, (size_t)rounds, sizeof *write_ns, cmp_u64);
+  qsort(lat, (size_t)rounds, sizeof *lat, bench_u64_compare);
+  qsort(write_ns, (size_t)rounds, sizeof *write_ns, bench_u64_compare);
   double per_write = cpu / (double)(members * rounds);
   if (json)
     printf(
         "{\"scenario\":\"writes\",\"members\":%ld,\"bytes\":%ld,\"rounds\":%ld,\"last_p50_ms\":%.2f,"
         "\"last_max_ms\":%.2f,\"write_loop_p50_ms\":%.2f,\"cpu_us_per_write\":%.2f}\n",
-        members, bytes, rounds, pct_us(lat, (size_t)rounds, .5) / 1000, pct_us(lat, (size_t)rounds, 1) / 1000,
-        pct_us(write_ns, (size_t)rounds, .5) / 1000, per_write);
+        members, bytes, rounds, bench_percentile_ms(lat, rounds, 50), bench_percentile_ms(lat, rounds, 100),
+        bench_percentile_ms(write_ns, rounds, 50), per_write);
   else
     printf(
         "writes: %ld sockets x %ld B, %ld rounds: to the last byte read p50 %.2f ms, max %.2f ms; "
         "the write loop p50 %.2f ms; %.2f us CPU per write\n",
-        members, bytes, rounds, pct_us(lat, (size_t)rounds, .5) / 1000, pct_us(lat, (size_t)rounds, 1) / 1000,
-        pct_us(write_ns, (size_t)rounds, .5) / 1000, per_write);
+        members, bytes, rounds, bench_percentile_ms(lat, rounds, 50), bench_percentile_ms(lat, rounds, 100),
+        bench_percentile_ms(write_ns, rounds, 50), per_write);
 out:
   for (long i = 0; i < accepted; i++) close(sfd[i]);
   close(lfd);
