@@ -40,12 +40,14 @@ run: build
 	  --tls-listen 127.0.0.1:7701 --cert data/dev-cert.pem --key data/dev-key.pem --dev-login on $(HUBUD_ARGS)
 
 # Every suite, plain and under ASan+UBSan, counted by one ctest run; the
-# Release build must compile too.
+# Release build must compile too. When a test fails, the log ends with what
+# each failed test printed (scripts/ctest-failures.sh).
 test: build-asan build build-release
 	@if [ -x $(SHARED)/tools/protocheck.py ]; then \
 	  $(SHARED)/tools/protocheck.py proto/hubu.proto $(SHARED)/PROTOCOL.md; \
 	else echo "protocheck: $(SHARED)/tools/protocheck.py not found, skipped"; fi
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600 || \
+	  { $(CURDIR)/scripts/ctest-failures.sh . ; exit 8; }
 
 # libFuzzer on each input path for FUZZ_SECONDS each: fuzz_frame (frames and
 # their bodies), fuzz_body (bodies as the server judges and stores them),
