@@ -26,6 +26,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "msgtest.h"
@@ -93,7 +94,8 @@ typedef struct {
 typedef struct {
   rmsg *v; /* by seq */
   uint64_t cap, cursor, target, last_pushed;
-  uint64_t pull_after; /* the outstanding PULL's after_seq */
+  uint64_t pull_after;                                 /* the outstanding PULL's after_seq */
+  uint64_t last_page_n, last_page_max, last_page_more; /* the last PULL_RESULT, for a failure's report */
   int pull_out;
 } rsession;
 
@@ -473,10 +475,15 @@ static void receiver_frame(receiver *r, uint8_t type, const uint8_t *body, uint3
           prev = m->seq;
           receiver_take(r, si, m);
         }
+        rs->last_page_n = q->n_messages;
+        rs->last_page_max = q->max_seq;
+        rs->last_page_more = q->has_more;
         if (prev > rs->cursor) rs->cursor = prev; /* the seqs in between do not exist */
         receiver_advance(rs);
         if (q->max_seq > rs->target) rs->target = q->max_seq;
-        if (q->has_more && rs->target <= rs->cursor) rs->target = rs->cursor + 1;
+        /* more rows follow this page's last one (prev); pushes may have
+         * brought the cursor past them already, and then nothing is owed */
+        if (q->has_more && rs->target <= prev) rs->target = prev + 1;
         queue_cursor_ack(&r->c, session_names[si], rs->cursor);
       }
       if (q) hubu__v1__pull_result__free_unpacked(q, NULL);
@@ -620,6 +627,17 @@ static void take_row(void *ctx, int n, const char *const *cols, const size_t *le
   snprintf(x->device, sizeof x->device, "%s", cols[4] ? cols[4] : "");
   x->cid = cols[5] ? strtoull(cols[5], NULL, 10) : 0;
   if (!cols[6] || body_parse((const uint8_t *)cols[6], lens[6], &x->idx, &x->logical) != 0) x->idx = -1;
+}
+
+/* One row of a failure's report, with the wall clock to hold its times against. */
+static void print_row(void *ctx, int n, const char *const *cols, const size_t *lens) {
+  (void)ctx;
+  (void)lens;
+  fprintf(stderr, "   ");
+  for (int i = 0; i < n; i++) fprintf(stderr, " %s", cols[i] ? cols[i] : "NULL");
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  fprintf(stderr, "  (wall clock now %lld ms)\n", (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
 /* Every stored message, read from the store directly (SQLite's file, or the
@@ -875,7 +893,18 @@ static void crash_kill9_loses_and_doubles_nothing(void) {
   }
   deadline = e2e_now_ms() + 15000;
   while (!receiver_caught_up(&w->r) && e2e_now_ms() < deadline) world_pump(w, 2);
-  CHECKF(receiver_caught_up(&w->r), "zed did not catch up in 15 s");
+  int caught_up = CHECKF(receiver_caught_up(&w->r), "zed did not catch up in 15 s");
+  if (!caught_up)
+    for (int si = 0; si < N_SESSIONS; si++) {
+      const rsession *rs = &w->r.s[si];
+      fprintf(stderr,
+              "  zed %s: state %d synced %d; cursor %llu target %llu last pushed %llu; PULL out %d; last page: %llu "
+              "messages, max_seq %llu, has_more %llu\n",
+              session_names[si], w->r.state, w->r.synced, (unsigned long long)rs->cursor,
+              (unsigned long long)rs->target, (unsigned long long)rs->last_pushed, rs->pull_out,
+              (unsigned long long)rs->last_page_n, (unsigned long long)rs->last_page_max,
+              (unsigned long long)rs->last_page_more);
+    }
   run_for(w, 200); /* late retransmits, if any, must be duplicates */
   uint64_t run_ms = e2e_now_ms() - t0;
 
@@ -884,6 +913,25 @@ static void crash_kill9_loses_and_doubles_nothing(void) {
   size_t n_rows = 0;
   row *rows = load_rows(&d, &n_rows);
   REQUIRE(rows != NULL);
+  if (!caught_up) {
+    uint64_t top[N_SESSIONS] = {0};
+    for (size_t i = 0; i < n_rows; i++)
+      if (rows[i].session >= 0 && rows[i].seq > top[rows[i].session]) top[rows[i].session] = rows[i].seq;
+    for (int si = 0; si < N_SESSIONS; si++) {
+      fprintf(stderr, "  store %s: highest seq %llu\n", session_names[si], (unsigned long long)top[si]);
+      if (w->r.s[si].cursor >= w->r.s[si].target) continue;
+      char sql[300]; /* what a PULL after zed's cursor reads: the fence and the rows just above it */
+      snprintf(sql, sizeof sql, "SELECT 'fence', fence_seq, 'max_seq', max_seq FROM sessions WHERE session_id = '%s'",
+               session_names[si]);
+      mt_store_select(&d, sql, print_row, NULL);
+      snprintf(
+          sql, sizeof sql,
+          "SELECT 'seq', seq, 'server_time_ms', server_time_ms FROM messages WHERE session_id = '%s' AND seq > %llu"
+          " ORDER BY seq LIMIT 3",
+          session_names[si], (unsigned long long)w->r.s[si].cursor);
+      mt_store_select(&d, sql, print_row, NULL);
+    }
+  }
   fresh_reader_matches_store(srv->port, rows, n_rows);
   for (int i = 0; i < N_SENDERS; i++) mt_nb_close(&w->s[i].c);
   mt_nb_close(&w->r.c);
