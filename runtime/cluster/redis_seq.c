@@ -242,10 +242,21 @@ static void drop_done(hubu_redis *r, hubu_redis_status st, const redisReply *rep
   free(ud);
 }
 
-/* A seq of the session was taken: its cached block goes, so the next seq
- * (on any node) comes from a new lease, above every seq stored. A drop that
- * fails leaves the block; the floor (the taken seq) still keeps this node's
- * next seq above it. */
+/* Retires a session's cached block: its end becomes its cur, so it hands
+ * out nothing more, while the hash still says how far blocks went. A DEL
+ * would forget that, and seq.lua could then install a block leased before
+ * this one (a node's lease still on its way), handing out seqs again below
+ * seqs already handed out: some of them taken, others stored below a later
+ * client_id of the same device. */
+static const char retire_lua[] =
+    "local c = redis.call('HGET', KEYS[1], 'cur')\n"
+    "if c then redis.call('HSET', KEYS[1], 'last', c) end\n"
+    "return 0\n";
+
+/* A seq of the session was taken: its cached block is retired, so the next
+ * seq (on any node) comes from a new lease, above every seq stored. A
+ * retire that fails leaves the block; the floor (the taken seq) still keeps
+ * this node's next seq above it. */
 static void redis_taken(hubu_seq_allocator *a, hubu_session *sess, uint64_t seq) {
   hubu_redis_seq *s = (hubu_redis_seq *)a;
   if (seq > sess->next_seq) sess->next_seq = seq;
@@ -253,8 +264,8 @@ static void redis_taken(hubu_seq_allocator *a, hubu_session *sess, uint64_t seq)
   char key[HUBU_SESSION_ID_MAX + 16];
   snprintf(key, sizeof key, "hubu:seq:{%s}", sess->id);
   char *id = strdup(sess->id);
-  const char *argv[2] = {"DEL", key};
-  if (!id || hubu_redis_command(s->redis, s->cfg.timeout_ms, drop_done, id, 2, argv, NULL) != 0) {
+  const char *argv[4] = {"EVAL", retire_lua, "1", key};
+  if (!id || hubu_redis_command(s->redis, s->cfg.timeout_ms, drop_done, id, 4, argv, NULL) != 0) {
     hubu_log(HUBU_LOG_WARN, 0, NULL, "seq_block_drop_failed", "session=%s status=not_sent", sess->id);
     free(id);
   }

@@ -38,7 +38,8 @@
 --                installed by this server process (no mark of the caller's)
 --   BEHIND       the cached block's cur is below floor
 --   EXHAUSTED    the cached block is used up
---   STALE_BLOCK  the caller's block is not above what is cached or floor
+--   STALE_BLOCK  the caller's block is not above the cached block's end
+--                (of any generation: it was leased before that block) or floor
 -- Every REASON but GEN asks for a new durable lease and a call with it.
 local key = KEYS[1]
 local gen = ARGV[1]
@@ -57,7 +58,11 @@ if valid and cur < last then
 end
 
 if lo > 0 then
-  if hi < lo or lo <= floor or (valid and lo <= cur) then
+  -- Leases only go up, so a block not above the cached one's end was leased
+  -- before it; installed now, it would hand out seqs again. A retired block
+  -- (a seq of it was taken: last = cur) still counts, as does one of another
+  -- generation: a fresh lease is above both.
+  if hi < lo or lo <= floor or (last ~= nil and lo <= last) then
     return {0, 'STALE_BLOCK'}
   end
   -- The caller's generation is this process's RUN_ID and the replication

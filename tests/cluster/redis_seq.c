@@ -235,9 +235,107 @@ static void seqs_strictly_increase_and_never_repeat_across_two_nodes(void) {
 
 /* The cache is lost three ways; each time the next seq of every session is
  * above every seq handed out before, and none repeats. */
-/* SEQ_TAKEN (core calls taken()): the session's cached block is dropped,
+/* HGET key field on r: the answer as text ("" when none). */
+static void hget(uv_loop_t *loop, hubu_redis *r, const char *key, const char *field, char *out, size_t size) {
+  cmd_wait w = {0};
+  const char *argv[3] = {"HGET", key, field};
+  out[0] = '\0';
+  if (hubu_redis_command(r, 2000, cmd_wait_cb, &w, 3, argv, NULL) != 0) return;
+  rfx_run_until(loop, cmd_done, &w, 4000);
+  if (w.done && w.st == HUBU_REDIS_OK && size) {
+    size_t n = strnlen(w.str, size - 1);
+    memcpy(out, w.str, n);
+    out[n] = '\0';
+  }
+}
+
+/* seq.lua's answer: {1, seq} or {0, REASON}. */
+typedef struct {
+  int done, ok;
+  long long seq;
+  char reason[32];
+} script_wait;
+
+static void script_wait_cb(hubu_redis *r, hubu_redis_status st, const redisReply *reply, void *ud) {
+  (void)r;
+  script_wait *w = ud;
+  w->done = 1;
+  if (st != HUBU_REDIS_OK || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) return;
+  w->ok = (int)reply->element[0]->integer;
+  if (reply->element[1]->type == REDIS_REPLY_INTEGER) w->seq = reply->element[1]->integer;
+  if (reply->element[1]->str) snprintf(w->reason, sizeof w->reason, "%s", reply->element[1]->str);
+}
+
+static int script_done_p(void *arg) { return ((script_wait *)arg)->done; }
+
+/* Calls seq.lua on r as a node of generation gen would, installing [lo, hi]. */
+static script_wait install(uv_loop_t *loop, hubu_redis *r, const char *key, const char *gen, uint64_t lo, uint64_t hi) {
+  script_wait w = {0};
+  char los[24], his[24];
+  snprintf(los, sizeof los, "%" PRIu64, lo);
+  snprintf(his, sizeof his, "%" PRIu64, hi);
+  char *src = malloc(hubu_seq_lua_len + 1);
+  if (!CHECK(src != NULL)) return w;
+  memcpy(src, hubu_seq_lua, hubu_seq_lua_len);
+  src[hubu_seq_lua_len] = '\0';
+  const char *argv[9] = {"EVAL", src, "1", key, gen, "0", los, his, "0"};
+  if (CHECK(hubu_redis_command(r, 2000, script_wait_cb, &w, 9, argv, NULL) == 0))
+    rfx_run_until(loop, script_done_p, &w, 4000);
+  free(src);
+  return w;
+}
+
+/* A lease still on its way when a newer block was installed, used and then
+ * retired (a seq of it taken): installing the older block would hand out
+ * seqs below ones already handed out. It is refused, as it is while the
+ * newer block is cached, and the next seq comes from a new lease above. */
+static void a_block_leased_before_the_cached_one_is_refused_even_after_a_taken_seq_retired_it(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  test_lease_counter_double lease;
+  test_lease_counter_init(&lease, &loop);
+  static node a;
+  node_init(&a, &loop, &lease.base, 100);
+  pair p = {&a, &a};
+  CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
+  lease.hwm = 1000; /* blocks from 1001 on: room below for the "older" lease */
+  a.want = 3;
+  ask(&a, 0);
+  CHECK(rfx_run_until(&loop, pair_idle, &p, 5000));
+  CHECK_EQ_U64(a.n_got[0], 3);
+  CHECK_EQ_U64(a.got[0][0], 1001);
+  char key[64], gen[128];
+  snprintf(key, sizeof key, "hubu:seq:{%s}", a.ids[0]);
+  hubu_redis_health h;
+  hubu_redis_get_health(a.redis, &h);
+  snprintf(gen, sizeof gen, "%s:%s", h.run_id, h.replid);
+  /* the older block [501, 600], leased before [1001, 1100]: while that one
+   * is cached and not used up, the call takes its next seq instead */
+  script_wait w = install(&loop, a.redis, key, gen, 501, 600);
+  CHECK(w.done && w.ok && w.seq == 1004);
+  hubu_seq_allocator *al = hubu_redis_seq_allocator(a.seq);
+  al->ops->taken(al, &a.sess[0], a.got[0][2]);
+  char cur[32], last[32];
+  hget(&loop, a.redis, key, "cur", cur, sizeof cur);
+  hget(&loop, a.redis, key, "last", last, sizeof last);
+  CHECK_EQ_U64(strtoull(cur, NULL, 10), 1004); /* retired: nothing more to hand out, its end kept */
+  CHECK_EQ_U64(strtoull(last, NULL, 10), 1004);
+  w = install(&loop, a.redis, key, gen, 501, 600);
+  if (!CHECK(w.done && !w.ok && strcmp(w.reason, "STALE_BLOCK") == 0))
+    fprintf(stderr, "older block after the retire: ok %d seq %lld reason %s\n", w.ok, w.seq, w.reason);
+  a.want = 4;
+  ask(&a, 0);
+  CHECK(rfx_run_until(&loop, pair_idle, &p, 5000));
+  CHECK_EQ_U64(a.n_got[0], 4);
+  CHECK(a.got[0][3] > 1100);
+  CHECK_EQ_U64(a.order_errors, 0);
+  node_free(&a);
+  rfx_loop_close(&loop);
+}
+
+/* SEQ_TAKEN (core calls taken()): the session's cached block is retired,
  * so the next seq, on any node, comes from a new lease above the old block. */
-static void a_taken_seq_drops_the_cached_block_and_the_next_seq_comes_from_a_new_lease(void) {
+static void a_taken_seq_retires_the_cached_block_and_the_next_seq_comes_from_a_new_lease(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   test_lease_counter_double lease;
@@ -255,14 +353,13 @@ static void a_taken_seq_drops_the_cached_block_and_the_next_seq_comes_from_a_new
   CHECK(block_end >= 100);
   hubu_seq_allocator *al = hubu_redis_seq_allocator(a.seq);
   al->ops->taken(al, &a.sess[0], a.got[0][2]);
-  /* the drop went on a's connection; an answer after it there says it ran */
-  char key[64];
+  /* the retire went on a's connection; an answer after it there says it ran */
+  char key[64], cur[32], last[32];
   snprintf(key, sizeof key, "hubu:seq:{%s}", a.ids[0]);
-  const char *exists[2] = {"EXISTS", key};
-  long long present = -1;
-  CHECK_EQ_U64(run_cmd_within(&loop, a.redis, 2000, 2, exists, &present), HUBU_REDIS_OK);
-  CHECK_EQ_U64(present, 0);
-  b.want = 1; /* the other node: the block it would have used is gone too */
+  hget(&loop, a.redis, key, "cur", cur, sizeof cur);
+  hget(&loop, a.redis, key, "last", last, sizeof last);
+  CHECK(cur[0] && strcmp(cur, last) == 0);
+  b.want = 1; /* the other node: the block it would have used is used up too */
   ask(&b, 0);
   CHECK(rfx_run_until(&loop, pair_idle, &p, 5000));
   CHECK_EQ_U64(b.n_got[0], 1);
@@ -578,7 +675,8 @@ int main(int argc, char **argv) {
   static const redis_case cases[] = {
       REDIS_CASE(seqs_strictly_increase_and_never_repeat_across_two_nodes),
       REDIS_CASE(seq_jumps_above_every_earlier_seq_after_flushall_and_empty_restart),
-      REDIS_CASE(a_taken_seq_drops_the_cached_block_and_the_next_seq_comes_from_a_new_lease),
+      REDIS_CASE(a_taken_seq_retires_the_cached_block_and_the_next_seq_comes_from_a_new_lease),
+      REDIS_CASE(a_block_leased_before_the_cached_one_is_refused_even_after_a_taken_seq_retired_it),
       REDIS_CASE(seq_unavailable_while_redis_down_and_back_after),
       REDIS_CASE(seq_after_a_lagging_replica_is_promoted_is_above_everything_before),
       REDIS_CASE(seq_leases_from_the_store_keep_seqs_above_everything_through_cache_losses),
