@@ -105,6 +105,7 @@ foreach(case seqs_strictly_increase_and_never_repeat_across_two_nodes
              seq_jumps_above_every_earlier_seq_after_flushall_and_empty_restart
              a_taken_seq_retires_the_cached_block_and_the_next_seq_comes_from_a_new_lease
              a_block_leased_before_the_cached_one_is_refused_even_after_a_taken_seq_retired_it
+             a_block_leased_before_redis_came_back_empty_is_leased_again
              seq_unavailable_while_redis_down_and_back_after
              seq_leases_from_the_store_keep_seqs_above_everything_through_cache_losses)
   hubu_redis_test(NAME redis.${case} OWN_SERVER COMMAND test_redis_seq ${case})

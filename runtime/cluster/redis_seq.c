@@ -37,7 +37,8 @@ struct seq_req {
   uint64_t lo, hi; /* a leased block to install, or 0 */
   uint32_t leases;
   uint32_t gen_checks;
-  char session_id[]; /* owned with the request */
+  char lease_gen[2 * HUBU_REDIS_REPLID_MAX + 2]; /* the generation its block was asked for under */
+  char session_id[];                             /* owned with the request */
 };
 
 static void req_unlink(seq_req *q) {
@@ -85,6 +86,16 @@ static void lease_done(void *req, int ok, uint64_t lo, uint64_t hi) {
   q->lo = lo;
   q->hi = hi;
   if (script_call(q) != 0) req_finish(q, 0, 0);
+}
+
+/* Asks the store for a new block for q, under the generation the allocator
+ * is at now. 0 when asked (lease_done follows), -1 when it could not be. */
+static int lease_again(seq_req *q) {
+  hubu_redis_seq *s = q->s;
+  q->leases++;
+  q->lo = q->hi = 0;
+  memcpy(q->lease_gen, s->stats.gen, sizeof q->lease_gen);
+  return s->lease->ops->lease(s->lease, q->session_id, q->floor, s->cfg.block, lease_done, q);
 }
 
 static void replid_checked(hubu_redis *r, hubu_redis_status st, const redisReply *reply, void *ud) {
@@ -143,7 +154,8 @@ static void script_done(hubu_redis *r, hubu_redis_status st, const redisReply *r
   if (strcmp(reason, "GEN") == 0) {
     /* Installing: the server's replication id is not the one this node
      * read (a promotion under an open connection): read it again (a new
-     * generation) and call again with the same block, at most twice. */
+     * generation) and call again, at most twice; the block, asked for
+     * under the old generation, is leased again (script_call). */
     if (s->redis && q->gen_checks++ < 2 && hubu_redis_check_replid(r, s->cfg.timeout_ms, replid_checked, q) == 0)
       return;
     req_finish(q, 0, 0);
@@ -156,9 +168,7 @@ static void script_done(hubu_redis *r, hubu_redis_status st, const redisReply *r
     req_finish(q, 0, 0);
     return;
   }
-  q->leases++;
-  q->lo = q->hi = 0;
-  if (s->lease->ops->lease(s->lease, q->session_id, q->floor, s->cfg.block, lease_done, q) != 0) req_finish(q, 0, 0);
+  if (lease_again(q) != 0) req_finish(q, 0, 0);
 }
 
 /* The script call for q: the session's next seq, installing q's leased
@@ -178,6 +188,14 @@ static int script_call(seq_req *q) {
       hubu_log(HUBU_LOG_WARN, 0, NULL, "seq_generation_changed", "old=%s new=%s generation=%" PRIu64, s->stats.gen, gen,
                s->stats.generation);
     memcpy(s->stats.gen, gen, sizeof gen);
+  }
+  if (q->lo && strcmp(gen, q->lease_gen) != 0) {
+    /* The block was asked for under another generation (Redis lost its data,
+     * or a replica was promoted, meanwhile): blocks installed since may be
+     * above it and their seqs handed out, and the new server's hash does not
+     * know them. A block asked for now is above them all. */
+    if (q->leases >= s->cfg.max_leases) return -1;
+    return lease_again(q);
   }
   char key[HUBU_SESSION_ID_MAX + 16];
   snprintf(key, sizeof key, "hubu:seq:{%s}", q->session_id);

@@ -1,7 +1,7 @@
 /* lease_counter_double.h — a TEST DOUBLE of the durable seq lease
  * (redis_seq.h, hubu_seq_lease), for the tests of the allocator's logic
  * only: one in-memory counter for every session, advanced by each lease,
- * answered on the next loop turn. It stands in for the store's lease
+ * answered on the next loop turn (or delay_next_ms later). It stands in for the store's lease
  * (MariaDB), which outlives every Redis failure as this counter outlives
  * the test's Redis restarts; nothing outside tests may use it. */
 #ifndef HUBU_TEST_LEASE_COUNTER_DOUBLE_H
@@ -17,9 +17,10 @@
 typedef struct {
   hubu_seq_lease base; /* first */
   uv_loop_t *loop;
-  uint64_t hwm;    /* the highest seq leased, any session */
-  uint64_t leases; /* how many were given */
-  int refuse;      /* answer every lease with not ok */
+  uint64_t hwm;           /* the highest seq leased, any session */
+  uint64_t leases;        /* how many were given */
+  int refuse;             /* answer every lease with not ok */
+  uint64_t delay_next_ms; /* the next lease (leased at once) is answered this much later; then 0 again */
 } test_lease_counter_double;
 
 typedef struct {
@@ -56,7 +57,8 @@ static int test_lease_counter_lease(hubu_seq_lease *l, const char *session_id, u
   }
   uv_timer_init(d->loop, &a->timer);
   a->timer.data = a;
-  uv_timer_start(&a->timer, test_lease_fire, 0, 0);
+  uv_timer_start(&a->timer, test_lease_fire, d->delay_next_ms, 0);
+  d->delay_next_ms = 0;
   return 0;
 }
 

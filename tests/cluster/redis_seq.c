@@ -333,6 +333,49 @@ static void a_block_leased_before_the_cached_one_is_refused_even_after_a_taken_s
   rfx_loop_close(&loop);
 }
 
+/* A block leased under one generation of Redis and answered after Redis
+ * came back empty: another node's block, leased after it, was installed and
+ * used before the loss, and the new server's hash knows nothing of it. The
+ * block is leased again, so the seq is above the other node's. */
+static void a_block_leased_before_redis_came_back_empty_is_leased_again(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  test_lease_counter_double lease;
+  test_lease_counter_init(&lease, &loop);
+  static node a, b;
+  node_init(&a, &loop, &lease.base, 100);
+  node_init(&b, &loop, &lease.base, 100);
+  pair p = {&a, &b};
+  CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
+  a.want = 1;
+  ask(&a, 0); /* the first block, [1, 100] */
+  CHECK(rfx_run_until(&loop, pair_idle, &p, 5000));
+  hubu_seq_allocator *al = hubu_redis_seq_allocator(a.seq);
+  al->ops->taken(al, &a.sess[0], a.got[0][0]); /* retired: the next seq on either node needs a lease */
+  lease.delay_next_ms = 3000;
+  a.want = 2;
+  ask(&a, 0); /* leases [101, 200] now, hears of it in 3 s */
+  rfx_run_for(&loop, 200);
+  CHECK_EQ_U64(lease.hwm, 200);
+  b.want = 1;
+  ask(&b, 0); /* leases [201, 300], installs it, takes 201 */
+  rfx_run_for(&loop, 300);
+  CHECK_EQ_U64(b.n_got[0], 1);
+  CHECK_EQ_U64(b.got[0][0], 201);
+  rfx_script("kill9");
+  CHECK(rfx_run_until(&loop, pair_down, &p, 3000));
+  rfx_script("restart");
+  CHECK(rfx_run_until(&loop, pair_up, &p, 8000));
+  CHECK(rfx_run_until(&loop, pair_idle, &p, 10000)); /* a's lease answers, under the new generation */
+  CHECK_EQ_U64(a.n_got[0], 2);
+  if (!CHECK(a.got[0][1] > b.got[0][0]))
+    fprintf(stderr, "a's seq %" PRIu64 " after b's %" PRIu64 "\n", a.got[0][1], b.got[0][0]);
+  CHECK_EQ_U64(a.order_errors + b.order_errors, 0);
+  node_free(&a);
+  node_free(&b);
+  rfx_loop_close(&loop);
+}
+
 /* SEQ_TAKEN (core calls taken()): the session's cached block is retired,
  * so the next seq, on any node, comes from a new lease above the old block. */
 static void a_taken_seq_retires_the_cached_block_and_the_next_seq_comes_from_a_new_lease(void) {
@@ -677,6 +720,7 @@ int main(int argc, char **argv) {
       REDIS_CASE(seq_jumps_above_every_earlier_seq_after_flushall_and_empty_restart),
       REDIS_CASE(a_taken_seq_retires_the_cached_block_and_the_next_seq_comes_from_a_new_lease),
       REDIS_CASE(a_block_leased_before_the_cached_one_is_refused_even_after_a_taken_seq_retired_it),
+      REDIS_CASE(a_block_leased_before_redis_came_back_empty_is_leased_again),
       REDIS_CASE(seq_unavailable_while_redis_down_and_back_after),
       REDIS_CASE(seq_after_a_lagging_replica_is_promoted_is_above_everything_before),
       REDIS_CASE(seq_leases_from_the_store_keep_seqs_above_everything_through_cache_losses),
