@@ -110,6 +110,18 @@ static int pair_up(void *arg) {
   return hubu_redis_is_up(p->a->redis) && hubu_redis_is_up(p->b->redis);
 }
 
+/* A loop, the lease double and two nodes on it with blocks of block seqs,
+ * both connected (checked). */
+static pair two_nodes_up(uv_loop_t *loop, test_lease_counter_double *lease, node *a, node *b, uint32_t block) {
+  uv_loop_init(loop);
+  test_lease_counter_init(lease, loop);
+  node_init(a, loop, &lease->base, block);
+  node_init(b, loop, &lease->base, block);
+  pair p = {a, b};
+  CHECK(rfx_run_until(loop, pair_up, &p, 5000));
+  return p;
+}
+
 static int pair_down(void *arg) {
   pair *p = arg;
   return !hubu_redis_is_up(p->a->redis) && !hubu_redis_is_up(p->b->redis);
@@ -199,14 +211,9 @@ static hubu_redis_status run_cmd(uv_loop_t *loop, hubu_redis *r, int argc, const
  * lease often and race to install blocks. */
 static void seqs_strictly_increase_and_never_repeat_across_two_nodes(void) {
   uv_loop_t loop;
-  uv_loop_init(&loop);
   test_lease_counter_double lease;
-  test_lease_counter_init(&lease, &loop);
   static node a, b;
-  node_init(&a, &loop, &lease.base, 7);
-  node_init(&b, &loop, &lease.base, 7);
-  pair p = {&a, &b};
-  CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
+  pair p = two_nodes_up(&loop, &lease, &a, &b, 7);
   a.want = b.want = 400;
   for (int i = 0; i < N_SESS; i++) {
     ask(&a, i);
@@ -339,14 +346,9 @@ static void a_block_leased_before_the_cached_one_is_refused_even_after_a_taken_s
  * block is leased again, so the seq is above the other node's. */
 static void a_block_leased_before_redis_came_back_empty_is_leased_again(void) {
   uv_loop_t loop;
-  uv_loop_init(&loop);
   test_lease_counter_double lease;
-  test_lease_counter_init(&lease, &loop);
   static node a, b;
-  node_init(&a, &loop, &lease.base, 100);
-  node_init(&b, &loop, &lease.base, 100);
-  pair p = {&a, &b};
-  CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
+  pair p = two_nodes_up(&loop, &lease, &a, &b, 100);
   a.want = 1;
   ask(&a, 0); /* the first block, [1, 100] */
   CHECK(rfx_run_until(&loop, pair_idle, &p, 5000));
@@ -380,14 +382,9 @@ static void a_block_leased_before_redis_came_back_empty_is_leased_again(void) {
  * so the next seq, on any node, comes from a new lease above the old block. */
 static void a_taken_seq_retires_the_cached_block_and_the_next_seq_comes_from_a_new_lease(void) {
   uv_loop_t loop;
-  uv_loop_init(&loop);
   test_lease_counter_double lease;
-  test_lease_counter_init(&lease, &loop);
   static node a, b;
-  node_init(&a, &loop, &lease.base, 100);
-  node_init(&b, &loop, &lease.base, 100);
-  pair p = {&a, &b};
-  CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
+  pair p = two_nodes_up(&loop, &lease, &a, &b, 100);
   a.want = 3;
   ask(&a, 0);
   CHECK(rfx_run_until(&loop, pair_idle, &p, 5000));
@@ -423,14 +420,9 @@ static void a_taken_seq_retires_the_cached_block_and_the_next_seq_comes_from_a_n
 
 static void seq_jumps_above_every_earlier_seq_after_flushall_and_empty_restart(void) {
   uv_loop_t loop;
-  uv_loop_init(&loop);
   test_lease_counter_double lease;
-  test_lease_counter_init(&lease, &loop);
   static node a, b;
-  node_init(&a, &loop, &lease.base, 1000);
-  node_init(&b, &loop, &lease.base, 1000);
-  pair p = {&a, &b};
-  CHECK(rfx_run_until(&loop, pair_up, &p, 5000));
+  pair p = two_nodes_up(&loop, &lease, &a, &b, 1000);
 
   uint64_t top[N_SESS] = {0};
   int round = 0;
