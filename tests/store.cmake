@@ -3,35 +3,14 @@
 #
 # unit.store: real SQLite in a temporary directory, driven through the
 # threaded API on a uv loop (and a child killed with SIGKILL mid-stream).
-add_executable(test_store ${CMAKE_CURRENT_LIST_DIR}/unit/test_store.c)
-target_include_directories(test_store PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)
-target_link_libraries(test_store PRIVATE hubu_core)
-if(TARGET hubu_unit_tests)
-  add_dependencies(hubu_unit_tests test_store)
-endif()
-add_test(NAME ${HUBU_TEST_PREFIX}unit.store COMMAND test_store)
-set_tests_properties(${HUBU_TEST_PREFIX}unit.store PROPERTIES TIMEOUT 300 LABELS unit)
+hubu_unit_test(store store hubu_core)
 
 # unit.sqlite_vfs: the SQLite backend's VFS on real files (WAL writes gathered
 # per commit, visible to other connections at once, failures kept whole).
-add_executable(test_sqlite_vfs ${CMAKE_CURRENT_LIST_DIR}/unit/test_sqlite_vfs.c)
-target_include_directories(test_sqlite_vfs PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)
-target_link_libraries(test_sqlite_vfs PRIVATE hubu_store)
-if(TARGET hubu_unit_tests)
-  add_dependencies(hubu_unit_tests test_sqlite_vfs)
-endif()
-add_test(NAME ${HUBU_TEST_PREFIX}unit.sqlite_vfs COMMAND test_sqlite_vfs)
-set_tests_properties(${HUBU_TEST_PREFIX}unit.sqlite_vfs PROPERTIES TIMEOUT 120 LABELS unit)
+hubu_unit_test(sqlite_vfs sqlite_vfs hubu_store)
 
 # unit.mariadb_url: mariadb:// URLs, password sources and redaction (no database).
-add_executable(test_mariadb_url ${CMAKE_CURRENT_LIST_DIR}/unit/test_mariadb_url.c)
-target_include_directories(test_mariadb_url PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)
-target_link_libraries(test_mariadb_url PRIVATE hubu_store)
-if(TARGET hubu_unit_tests)
-  add_dependencies(hubu_unit_tests test_mariadb_url)
-endif()
-add_test(NAME ${HUBU_TEST_PREFIX}unit.mariadb_url COMMAND test_mariadb_url)
-set_tests_properties(${HUBU_TEST_PREFIX}unit.mariadb_url PROPERTIES TIMEOUT 60 LABELS unit)
+hubu_unit_test(mariadb_url mariadb_url hubu_store)
 
 # store.<backend>.<case>: the conformance suite (tests/store/conformance.c),
 # every case on a fresh store of every backend, through store.h alone. The
