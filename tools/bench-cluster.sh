@@ -121,13 +121,10 @@ print(who, round(d["delivered_per_s"]), d["server_cpu_us_per_msg"], d.get("recv_
     for who in plain cluster1 cluster2; do hb $who; done
   done
 } | tee "$W/lines"
-python3 - "$W/lines" <<'PY'
-import sys, statistics as st, collections
-rows = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    f = line.split()
-    if len(f) == 12: rows[f[0]].append([float(x) for x in f[1:]])
-med = {k: [st.median(c) for c in zip(*v)] for k, v in rows.items()}
+PYTHONPATH="$ROOT/tools" python3 - "$W/lines" <<'PY'
+import sys
+from bench_medians import medians
+med, _ = medians(sys.argv[1], 12, 1)
 names = {"mosquitto": "Mosquitto QoS 1", "hubud-plain": "one hubud, MariaDB, no --cluster",
          "hubud-cluster1": "one node (--cluster)", "hubud-cluster2": "senders on A, receivers on B"}
 print("\n| setup | msgs/s | CPU µs/msg node A | node B | mariadbd | redis-server | Redis calls/msg | Redis round trips/msg | commands Redis ran/msg | MariaDB statements/msg | p50 µs | p99 µs | msgs/s vs Mosquitto | CPU (all nodes) vs Mosquitto |")

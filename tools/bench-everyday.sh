@@ -84,13 +84,10 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 } | tee "$W/lines"
-python3 - "$W/lines" <<'PY'
-import sys, statistics as st, collections
-rows = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    f = line.split()
-    if len(f) == 9 and not f[0].startswith("#"): rows[(f[0], f[1])].append([float(x) for x in f[2:]])
-med = {k: [st.median(c) for c in zip(*v)] for k, v in rows.items()}
+PYTHONPATH="$ROOT/tools" python3 - "$W/lines" <<'PY'
+import sys
+from bench_medians import medians
+med, rounds = medians(sys.argv[1], 9, 2)
 scen = sorted({k[1] for k in med}, key=lambda s: (s == "pairs", int(s[4:]) if s.startswith("rate") else 0))
 who = ["mosquitto", "old-off", "new-off", "old-batch", "new-batch"]
 print("\n| scenario | server | msgs/s | CPU µs/msg | p50 µs | p99 µs | p999 µs | syscalls/msg | ctx switches/msg"
@@ -106,5 +103,5 @@ for s in scen:
         no = "%.2f" % (v[1] / old[1]) if old and old[1] else ""
         print("| %s | %s | %.0f | %.1f | %.0f | %.0f | %.0f | %.1f | %.2f | %s | %s | %s |" % (
             s, w, v[0], v[1], v[2], v[3], v[4], v[5], v[6], vs(1), vs(3), no))
-print("\n(medians of %d round(s); every run's line is above)" % max(len(x) for x in rows.values()))
+print("\n(medians of %d round(s); every run's line is above)" % rounds)
 PY

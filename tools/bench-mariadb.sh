@@ -82,13 +82,10 @@ print(sys.argv[1], sys.argv[2], round(d["delivered_per_s"]), d["server_cpu_us_pe
     done
   done
 } | tee "$W/lines"
-python3 - "$W/lines" <<'PY'
-import sys, statistics as st, collections
-rows = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    f = line.split()
-    if len(f) == 7: rows[(f[0], f[1])].append([float(x) for x in f[2:]])
-med = {k: [st.median(c) for c in zip(*v)] for k, v in rows.items()}
+PYTHONPATH="$ROOT/tools" python3 - "$W/lines" <<'PY'
+import sys
+from bench_medians import medians
+med, _ = medians(sys.argv[1], 7, 2)
 scen = sorted({k[1] for k in med}, key=lambda s: (s != "pairs", int(s[4:]) if s.startswith("rate") else 0))
 print("\n| scenario | server | msgs/s | hubud CPU µs/msg | mariadbd CPU µs/msg | p50 µs | p99 µs | msgs/s vs SQLite | msgs/s vs Mosquitto | p99 vs SQLite | p99 vs Mosquitto |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
